@@ -1,0 +1,253 @@
+"""The `disburse` command line: parses options, calls one library function, prints.
+
+No logic lives here.  A user error (bad input, unreachable database) is shown
+as its message with exit status 1 and no traceback, unless --debug is given.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from disburse import __version__
+from disburse.errors import USER_ERRORS, render
+from disburse.settings import Settings
+
+
+class _Group(click.Group):
+    """A group that turns user errors into a clean message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise click.ClickException(render(exc)) from None
+
+
+def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date written YYYY-MM-DD", param=param
+        ) from None
+
+
+def _progress(quiet: bool):
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    return say
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="disburse")
+@click.option("--debug", is_flag=True, help="Show the full traceback of any error.")
+def main(debug: bool) -> None:
+    """Pay subsidies to every enterprise and person entitled to them, with no application.
+
+    Policy officers write one rule file per policy; the nightly batch joins
+    registry, tax and social-security data, evaluates every policy and writes an
+    idempotent, double-entry payout ledger.
+
+    The database is --db, else $DISBURSE_DB, else ./disburse.db (SQLite).
+    PostgreSQL: postgresql+psycopg://user@host:5432/dbname.
+    """
+
+
+@main.command()
+@click.option(
+    "--enterprises", type=click.IntRange(min=1), required=True, help="Number of enterprises."
+)
+@click.option("--persons", type=click.IntRange(min=1), required=True, help="Number of residents.")
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Random seed: same seed, same bytes."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write the Parquet files and manifest.json into.",
+)
+@click.option(
+    "--errors",
+    type=click.FloatRange(0, 0.5),
+    default=0.0,
+    show_default=True,
+    help="Fraction of rows to corrupt, with every kind of error ingest quarantines.",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    callback=_date,
+    default="2026-01-01",
+    show_default=True,
+    help="The snapshot date: monthly data ends the month before it.",
+)
+@click.option(
+    "--months",
+    type=click.IntRange(min=24),
+    default=24,
+    show_default=True,
+    help="Months of tax and social-security history.",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
+    """Write a synthetic city's source files (Parquet), one per catalogue source.
+
+    Realistic shapes (size classes skewed to micro, seasonality, layoffs and
+    graduate hires, an age pyramid past 100, ~1% credit-listed), every
+    identifier with a valid check character. With --errors, bad rows of every
+    kind are injected and listed in manifest.json.
+    """
+    from disburse.synth import generate
+
+    started = time.perf_counter()
+    manifest = generate(
+        out,
+        enterprises=enterprises,
+        persons=persons,
+        seed=seed,
+        errors=errors,
+        as_of=as_of,
+        months=months,
+        progress=_progress(quiet),
+    )
+    seconds = time.perf_counter() - started
+    total = sum(manifest["rows"].values())
+    for name, n in manifest["rows"].items():
+        click.echo(f"{name:<26}{n:>12,} rows")
+    click.echo(f"{'total':<26}{total:>12,} rows in {seconds:.1f} s ({total / seconds:,.0f} rows/s)")
+    if manifest["injected"]:
+        click.echo(f"injected {len(manifest['injected'])} bad rows; see {out / 'manifest.json'}")
+
+
+@main.command()
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder holding one <source>.parquet or <source>.csv per source.",
+)
+@click.option(
+    "--as-of", "as_of", callback=_date, required=True, help="The run's date (YYYY-MM-DD)."
+)
+@click.option("--db", help="Database URL (default: $DISBURSE_DB, else ./disburse.db).")
+@click.option(
+    "--store", help="Folder for staged files (default: $DISBURSE_STORE, else ./disburse-store)."
+)
+@click.option(
+    "--catalogue",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Source catalogue (default: the shipped policies/sources.yaml).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def ingest(data, as_of, db, store, catalogue, as_json, quiet):
+    """Validate every source file and keep the accepted rows for the run.
+
+    Rows that break a catalogue rule go to the quarantine table with the rule;
+    per source, rows = accepted + quarantined. A missing file or column, or a
+    wrong type, stops before anything is written.
+    """
+    from jobs.catalogue import load_catalogue
+    from jobs.ingest import ingest as run_ingest
+    from jobs.ingest import quarantine_summary
+    from ledgers.db import init_schema, make_engine
+
+    settings = Settings.resolve(db, store)
+    cat = load_catalogue(catalogue)
+    engine = make_engine(settings.db_url)
+    init_schema(engine)
+    result = run_ingest(
+        data,
+        as_of,
+        engine=engine,
+        store=settings.store,
+        catalogue=cat,
+        progress=_progress(quiet or as_json),
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(f"run {result.run_id}: ingested {data} as of {as_of}")
+        click.echo(quarantine_summary(result))
+
+
+@main.command()
+@click.option(
+    "--markdown", is_flag=True, help="Print the delivery documentation (docs/sources.md)."
+)
+@click.option(
+    "--catalogue",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Source catalogue (default: the shipped policies/sources.yaml).",
+)
+def sources(markdown, catalogue):
+    """List the source files the engine reads, with their columns and types."""
+    from jobs.catalogue import load_catalogue
+    from jobs.docs import catalogue_markdown
+
+    cat = load_catalogue(catalogue)
+    if markdown:
+        click.echo(catalogue_markdown(cat), nl=False)
+        return
+    for name in cat.ordered():
+        source = cat.sources[name]
+        click.echo(f"{name}  (key: {', '.join(source.key)}; from {source.bureau})")
+        for cname, col in source.columns.items():
+            flag = "required" if col.required else "optional"
+            click.echo(f"    {cname:<26}{col.type:<8}{flag}")
+
+
+@main.command()
+@click.option("--run", "run_id", type=int, help="The ingest run (default: the latest).")
+@click.option("--source", help="Only this source.")
+@click.option("--rule", help="Only rows that failed this rule.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--db", help="Database URL (default: $DISBURSE_DB, else ./disburse.db).")
+@click.option("--unmask", is_flag=True, help="Show identity numbers, accounts and names in full.")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
+def quarantine(run_id, source, rule, limit, db, unmask, as_json):
+    """Show quarantined rows: source, row number, the rule they failed, the row itself.
+
+    Personal data is masked unless --unmask is given.
+    """
+    from jobs.catalogue import load_catalogue
+    from jobs.quarantine import quarantined_rows
+    from ledgers.db import make_engine
+
+    settings = Settings.resolve(db)
+    engine = make_engine(settings.db_url)
+    rows = quarantined_rows(
+        engine,
+        load_catalogue(),
+        run_id=run_id,
+        source=source,
+        rule=rule,
+        limit=limit,
+        unmask=unmask,
+    )
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False, sort_keys=True))
+        else:
+            click.echo(
+                f"run {row['run_id']} {row['source']} row {row['row_no']}: {row['rule']} "
+                f"in {row['column']} = {row['value']!r}\n    {json.dumps(row['row'], ensure_ascii=False)}"
+            )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""A strict YAML loader for files people write.
+
+PyYAML silently keeps the last of two equal keys and reads `no`, `off` and `y`
+as booleans (the "Norway problem"); both have cost real money in configuration
+files.  This loader composes the node tree itself, so it can refuse both, and it
+records the line and column of every value so that a validation error can point
+at the exact place in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eligibility.problems import Problem, ProblemsError
+
+Loc = tuple[str | int, ...]
+
+# YAML 1.1 booleans that are not `true`/`false`: refused, they are almost always
+# a word the author meant literally (a country code, an answer in a table).
+_AMBIGUOUS_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_STRICT_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+
+class _StrictResolver(yaml.resolver.Resolver):
+    """The safe resolver, with booleans limited to true/false."""
+
+
+_StrictResolver.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _StrictResolver.yaml_implicit_resolvers.setdefault(_first, []).insert(
+        0, ("tag:yaml.org,2002:bool", _STRICT_BOOL)
+    )
+
+
+class _StrictLoader(
+    yaml.reader.Reader,
+    yaml.scanner.Scanner,
+    yaml.parser.Parser,
+    yaml.composer.Composer,
+    yaml.constructor.SafeConstructor,
+    _StrictResolver,
+):
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        _StrictResolver.__init__(self)
+
+
+@dataclass
+class Located:
+    """A loaded document with the (line, col) of every value, keyed by its path."""
+
+    file: str
+    data: Any
+    positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+
+    def at(self, loc: Loc) -> tuple[int, int]:
+        """The position of `loc`, or of its nearest ancestor that has one."""
+        while loc and loc not in self.positions:
+            loc = loc[:-1]
+        return self.positions.get(loc, (1, 1))
+
+    def problem(self, loc: Loc, code: str, message: str, fix: str = "") -> Problem:
+        """A Problem positioned at `loc` in this file."""
+        line, col = self.at(loc)
+        return Problem(self.file, line, col, code, message, fix)
+
+
+def load_yaml_text(text: str, file: str) -> Located:
+    """Parse one YAML document, refusing duplicate keys and yes/no booleans.
+
+    Raises ProblemsError with every such problem found (E001 syntax, E002
+    duplicate key, E003 ambiguous boolean).
+    """
+    loader = _StrictLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = exc.problem or "is not valid YAML"
+        raise ProblemsError(
+            [
+                Problem(
+                    file, line, col, "E001", f"YAML syntax: {what}", "check indentation and quoting"
+                )
+            ]
+        ) from None
+    finally:
+        loader.dispose()
+    out = Located(file, None)
+    problems: list[Problem] = []
+    if root is not None:
+        out.data = _build(loader, root, (), out, problems)
+    if problems:
+        raise ProblemsError(problems)
+    return out
+
+
+def load_yaml_file(path: Path) -> Located:
+    """Read and parse a YAML file a person wrote (see load_yaml_text)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProblemsError(
+            [Problem(str(path), 1, 1, "E000", "file not found", "check the path")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ProblemsError(
+            [Problem(str(path), 1, 1, "E000", f"not UTF-8 text ({exc.reason})", "save as UTF-8")]
+        ) from None
+    return load_yaml_text(text, str(path))
+
+
+def _build(
+    loader: _StrictLoader, node: yaml.Node, loc: Loc, out: Located, problems: list[Problem]
+) -> Any:
+    out.positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                problems.append(Problem(out.file, line, col, "E001", "a key must be a plain value"))
+                continue
+            if key in result:
+                line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                first = out.positions.get((*loc, key), (0, 0))[0]
+                problems.append(
+                    Problem(
+                        out.file,
+                        line,
+                        col,
+                        "E002",
+                        f"duplicate key {key!r} (first given on line {first})",
+                        "keep one of them: YAML would silently use the last",
+                    )
+                )
+                continue
+            out.positions[(*loc, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
+            result[key] = _build(loader, value_node, (*loc, key), out, problems)
+            out.positions[(*loc, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, (*loc, i), out, problems) for i, item in enumerate(node.value)]
+    assert isinstance(node, yaml.ScalarNode)
+    if node.style is None and _AMBIGUOUS_BOOL.match(node.value):
+        problems.append(
+            Problem(
+                out.file,
+                node.start_mark.line + 1,
+                node.start_mark.column + 1,
+                "E003",
+                f"{node.value!r} is ambiguous: YAML 1.1 reads it as a boolean",
+                f'write true or false, or quote it ("{node.value}") if you mean the word',
+            )
+        )
+        return node.value
+    return loader.construct_object(node, deep=True)

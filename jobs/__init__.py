@@ -1,0 +1,1 @@
+"""The nightly batch: ingest, features, evaluate, allocate, post, report."""

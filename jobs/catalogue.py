@@ -1,0 +1,199 @@
+"""The source catalogue (policies/sources.yaml) as pydantic models.
+
+The catalogue is the contract with the bureaus: which files arrive, which
+columns they hold, of which type, keyed how, and which rows are refused.
+Ingest, the synthetic generator and the delivery documentation all read it;
+none of them names a column in code that the catalogue does not declare.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from eligibility.problems import Problem, ProblemsError, did_you_mean
+from eligibility.yamlsrc import Located, load_yaml_file
+
+ColumnType = Literal["string", "int", "bool", "date", "month"]
+CheckKind = Literal["uscc", "resident_id", "uscc_or_resident_id"]
+Entity = Literal["enterprise", "person"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reference(_Strict):
+    """A foreign key to an entity source; adds that entity's integer surrogate key."""
+
+    source: str
+    as_: str | None = Field(default=None, alias="as")
+    on_missing: Literal["quarantine", "keep"] = "quarantine"
+
+
+class Column(_Strict):
+    """One column of a delivered file."""
+
+    type: ColumnType
+    description: str
+    required: bool = False
+    min: int | None = None
+    max: int | None = None
+    allowed: tuple[str, ...] | None = None
+    pattern: str | None = None
+    check: CheckKind | None = None
+    in_list: str | None = None
+    not_before: str | None = None
+    references: tuple[Reference, ...] = ()
+    pii: Literal["id", "account", "name"] | None = None
+
+    @field_validator("references", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        if isinstance(value, str):
+            return ({"source": value},)
+        if isinstance(value, dict):
+            return (value,)
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> Column:
+        if (self.min is not None or self.max is not None) and self.type != "int":
+            raise ValueError("min and max apply to int columns only")
+        textual = (self.allowed, self.pattern, self.check, self.in_list)
+        if self.type != "string" and any(v is not None for v in textual):
+            raise ValueError("allowed, pattern, check and in_list apply to string columns only")
+        if self.not_before is not None and self.type not in ("date", "month"):
+            raise ValueError("not_before applies to date and month columns only")
+        return self
+
+
+class Source(_Strict):
+    """One delivered file: its columns, key and, for entity sources, the entity it defines."""
+
+    bureau: str
+    description: str
+    key: tuple[str, ...]
+    columns: dict[str, Column]
+    entity: Entity | None = None
+
+    @model_validator(mode="after")
+    def _key_and_order(self) -> Source:
+        for name in self.key:
+            if name not in self.columns:
+                raise ValueError(f"key column {name!r} is not among the columns")
+        for name, col in self.columns.items():
+            if col.not_before is not None and col.not_before not in self.columns:
+                raise ValueError(f"{name}: not_before names unknown column {col.not_before!r}")
+        if self.entity is not None and len(self.key) != 1:
+            raise ValueError("an entity source has a key of exactly one column")
+        return self
+
+    @property
+    def entity_column(self) -> str:
+        """The identifying column of an entity source."""
+        return self.key[0]
+
+
+class RefList(_Strict):
+    """A list of allowed codes (e.g. regions), with the quarantine rule for others."""
+
+    rule: str
+    description: str
+    values: dict[str, str]
+
+
+class Catalogue(_Strict):
+    """The whole source catalogue."""
+
+    version: Literal[1]
+    lists: dict[str, RefList] = {}
+    sources: dict[str, Source]
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Catalogue:
+        for sname, source in self.sources.items():
+            for cname, col in source.columns.items():
+                if col.in_list is not None and col.in_list not in self.lists:
+                    raise ValueError(f"{sname}.{cname}: unknown list {col.in_list!r}")
+                for ref in col.references:
+                    target = self.sources.get(ref.source)
+                    if target is None or target.entity is None:
+                        raise ValueError(
+                            f"{sname}.{cname}: references {ref.source!r}, which is not an entity source"
+                        )
+        return self
+
+    @cached_property
+    def entity_sources(self) -> dict[str, str]:
+        """Entity name -> the source that defines it."""
+        return {s.entity: name for name, s in self.sources.items() if s.entity is not None}
+
+    def sk_column(self, ref: Reference) -> str:
+        """The surrogate-key column a reference adds (`enterprise_sk`, `related_person_sk`)."""
+        if ref.as_ is not None:
+            return ref.as_
+        entity = self.sources[ref.source].entity
+        return f"{entity}_sk"
+
+    def ordered(self) -> list[str]:
+        """Source names, entity sources first (their keys are needed by the others)."""
+        return sorted(self.sources, key=lambda n: (self.sources[n].entity is None, n))
+
+
+def default_catalogue_path() -> Path:
+    """The shipped catalogue: policies/sources.yaml beside the packages, or installed data."""
+    from jobs.paths import policies_dir
+
+    return policies_dir() / "sources.yaml"
+
+
+def load_catalogue(path: Path | None = None) -> Catalogue:
+    """Load and validate a source catalogue; every problem is reported with its position."""
+    located = load_yaml_file(path or default_catalogue_path())
+    try:
+        return Catalogue.model_validate(located.data)
+    except ValidationError as exc:
+        raise ProblemsError(_problems(located, exc)) from None
+
+
+def _problems(located: Located, exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            fix = did_you_mean(str(loc[-1]), allowed, "allowed keys") if allowed else "remove it"
+            out.append(located.problem(loc, "E010", f"unknown key {loc[-1]!r}", fix))
+        elif err["type"] == "missing":
+            out.append(located.problem(loc[:-1], "E011", f"missing key {loc[-1]!r}", "add it"))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append(located.problem(loc, "E012", msg, "see the comment at the top of the file"))
+    return out
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    depth = len(loc)
+    if depth == 1:
+        return list(Catalogue.model_fields)
+    if depth >= 2 and loc[0] == "sources":
+        if depth == 3:
+            return list(Source.model_fields)
+        if depth == 5:
+            return [f.alias or n for n, f in Column.model_fields.items()]
+    return []

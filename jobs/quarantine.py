@@ -1,0 +1,68 @@
+"""Reading the quarantine back, for the people who correct the source files."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from jobs.catalogue import Catalogue
+from jobs.errors import JobError
+from ledgers.masking import MASKERS
+from ledgers.schema import QuarantinedRow, Run
+
+
+def quarantined_rows(
+    engine: Engine,
+    catalogue: Catalogue,
+    *,
+    run_id: int | None = None,
+    source: str | None = None,
+    rule: str | None = None,
+    limit: int = 20,
+    unmask: bool = False,
+) -> list[dict[str, Any]]:
+    """Quarantined rows of a run (the latest ingest if none is given), personal data masked."""
+    with engine.connect() as conn:
+        if run_id is None:
+            run_id = conn.execute(select(func.max(Run.run_id))).scalar_one_or_none()
+            if run_id is None:
+                raise JobError(
+                    "no run has been recorded in this database", fix="run `disburse ingest` first"
+                )
+        table = QuarantinedRow.__table__
+        q = select(table).where(table.c.run_id == run_id)
+        if source is not None:
+            if source not in catalogue.sources:
+                raise JobError(f"unknown source {source!r}", fix="`disburse sources` lists them")
+            q = q.where(table.c.source == source)
+        if rule is not None:
+            q = q.where(table.c.rule == rule)
+        q = q.order_by(table.c.source, table.c.row_no).limit(limit)
+        rows = conn.execute(q).all()
+    out = []
+    for r in rows:
+        rec = r._mapping
+        row = json.loads(rec["row_json"])
+        value = rec["value"]
+        src = catalogue.sources.get(rec["source"])
+        if not unmask and src is not None:
+            for cname, col in src.columns.items():
+                if col.pii is not None and row.get(cname) is not None:
+                    row[cname] = MASKERS[col.pii](row[cname])
+            col = src.columns.get(rec["column_name"] or "")
+            if col is not None and col.pii is not None and value is not None:
+                value = MASKERS[col.pii](value)
+        out.append(
+            {
+                "run_id": rec["run_id"],
+                "source": rec["source"],
+                "row_no": rec["row_no"],
+                "column": rec["column_name"],
+                "rule": rec["rule"],
+                "value": value,
+                "row": row,
+            }
+        )
+    return out
