@@ -181,6 +181,11 @@ def _problems(located: Located, exc: ValidationError) -> list[Problem]:
             out.append(located.problem(loc, "E010", f"unknown key {loc[-1]!r}", fix))
         elif err["type"] == "missing":
             out.append(located.problem(loc[:-1], "E011", f"missing key {loc[-1]!r}", "add it"))
+        elif err["type"] == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            out.append(
+                located.problem(loc, "E012", f"{err['input']!r} is not allowed here", f"use one of {expected}")
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ")
             out.append(located.problem(loc, "E012", msg, "see the comment at the top of the file"))

@@ -1,0 +1,68 @@
+"""The source catalogue: the shipped file loads, bad files are reported by position, docs stay in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eligibility.problems import ProblemsError
+from jobs.catalogue import load_catalogue
+from jobs.docs import catalogue_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_catalogue_has_the_sources_policies_read() -> None:
+    cat = load_catalogue()
+    assert set(cat.sources) >= {
+        "enterprises", "enterprise_accounts", "tax_monthly", "tax_ratings",
+        "social_security_monthly", "persons", "relations", "employment", "graduates",
+        "person_accounts", "credit_lists",
+    }
+    assert cat.entity_sources == {"enterprise": "enterprises", "person": "persons"}
+    assert cat.ordered()[:2] == ["enterprises", "persons"]
+
+
+def test_delivery_docs_are_generated_from_the_catalogue() -> None:
+    """docs/sources.md must equal what the catalogue generates: regenerate it with
+    `disburse sources --markdown > docs/sources.md` after editing policies/sources.yaml."""
+    assert (ROOT / "docs" / "sources.md").read_text(encoding="utf-8") == catalogue_markdown(
+        load_catalogue()
+    )
+
+
+def test_every_column_is_documented() -> None:
+    text = catalogue_markdown(load_catalogue())
+    for source in load_catalogue().sources.values():
+        for name in source.columns:
+            assert f"| `{name}` |" in text
+
+
+BAD = """\
+version: 1
+sources:
+  things:
+    bureau: x
+    description: yy
+    key: [id]
+    columns:
+      id: {type: string, description: z, requird: true}
+      n: {type: float, description: z}
+      d: {type: date, description: z, min: 3}
+"""
+
+
+def test_bad_catalogue_reports_every_problem_with_position(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(BAD)
+    with pytest.raises(ProblemsError) as info:
+        load_catalogue(path)
+    rendered = info.value.render()
+    assert f"{path}:8:42: E010 unknown key 'requird'\n  fix: did you mean 'required'?" in rendered
+    assert (
+        f"{path}:9:11: E012 'float' is not allowed here\n"
+        "  fix: use one of 'string', 'int', 'bool', 'date' or 'month'"
+    ) in rendered
+    assert "min and max apply to int columns only" in rendered
+    assert len(info.value.problems) == 3
