@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -43,7 +44,7 @@ def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.
         ) from None
 
 
-def _progress(quiet: bool):
+def _progress(quiet: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if not quiet:
             click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)

@@ -184,7 +184,9 @@ def _problems(located: Located, exc: ValidationError) -> list[Problem]:
         elif err["type"] == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
             out.append(
-                located.problem(loc, "E012", f"{err['input']!r} is not allowed here", f"use one of {expected}")
+                located.problem(
+                    loc, "E012", f"{err['input']!r} is not allowed here", f"use one of {expected}"
+                )
             )
         else:
             msg = err["msg"].removeprefix("Value error, ")

@@ -106,9 +106,9 @@ def catalogue_markdown(catalogue: Catalogue) -> str:
         lines += [f"| `{code}` | {label} |" for code, label in ref.values.items()]
         lines.append("")
     lines += ["## Quarantine rules", "", "| rule | meaning |", "| --- | --- |"]
-    rules = dict(RULE_TEXT)
+    rule_text = dict(RULE_TEXT)
     for ref in catalogue.lists.values():
-        rules.setdefault(ref.rule, "the code is not in its list")
-    lines += [f"| `{r}` | {t} |" for r, t in rules.items()]
-    assert set(PARSE_RULE.values()) <= set(rules)
+        rule_text.setdefault(ref.rule, "the code is not in its list")
+    lines += [f"| `{r}` | {t} |" for r, t in rule_text.items()]
+    assert set(PARSE_RULE.values()) <= set(rule_text)
     return "\n".join(lines).rstrip() + "\n"

@@ -98,7 +98,7 @@ def locate_sources(data_dir: Path, catalogue: Catalogue) -> dict[str, tuple[Path
 def _scan(path: Path, fmt: str) -> pl.LazyFrame:
     if fmt == "csv":
         # Everything as text: each value is parsed and, if bad, quarantined by its rule.
-        return pl.scan_csv(path, infer_schema=False, missing_is_null=True)
+        return pl.scan_csv(path, infer_schema=False)
     return pl.scan_parquet(path)
 
 

@@ -51,9 +51,9 @@ def quarantined_rows(
             for cname, col in src.columns.items():
                 if col.pii is not None and row.get(cname) is not None:
                     row[cname] = MASKERS[col.pii](row[cname])
-            col = src.columns.get(rec["column_name"] or "")
-            if col is not None and col.pii is not None and value is not None:
-                value = MASKERS[col.pii](value)
+            failed = src.columns.get(rec["column_name"] or "")
+            if failed is not None and failed.pii is not None and value is not None:
+                value = MASKERS[failed.pii](value)
         out.append(
             {
                 "run_id": rec["run_id"],

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event, insert, text
@@ -56,6 +57,18 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+@contextmanager
+def open_engine(url: str, *, init: bool = False) -> Iterator[Engine]:
+    """An engine for the length of a command (schema created if `init`), disposed afterwards."""
+    engine = make_engine(url)
+    try:
+        if init:
+            init_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -87,4 +100,4 @@ def bulk_insert(
     return len(rows)
 
 
-__all__ = ["LedgerError", "bulk_insert", "display_url", "init_schema", "make_engine"]
+__all__ = ["LedgerError", "bulk_insert", "display_url", "init_schema", "make_engine", "open_engine"]

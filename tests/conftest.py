@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 PG_ADMIN_URL = os.environ.get(
@@ -50,3 +50,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
     else:
         yield from _pg_database()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a fresh database with the schema created, disposed after the test."""
+    from ledgers.db import open_engine
+
+    with open_engine(db_url, init=True) as eng:
+        yield eng

@@ -32,12 +32,22 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 def test_missing_data_folder_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
-        ["ingest", "--data", str(tmp_path / "nope"), "--as-of", "2026-01-01",
-         "--db", f"sqlite:///{tmp_path / 'x.db'}", "--store", str(tmp_path / "s")],
+        [
+            "ingest",
+            "--data",
+            str(tmp_path / "nope"),
+            "--as-of",
+            "2026-01-01",
+            "--db",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "--store",
+            str(tmp_path / "s"),
+        ],
     )
     assert result.exit_code == 1
     assert "Traceback" not in result.output
-    assert "data folder" in result.output and "fix:" in result.output
+    assert "data folder" in result.output
+    assert "fix:" in result.output
 
 
 def test_bad_database_url_is_a_clean_error(tmp_path: Path) -> None:
@@ -45,4 +55,5 @@ def test_bad_database_url_is_a_clean_error(tmp_path: Path) -> None:
         main, ["quarantine", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none"]
     )
     assert result.exit_code == 1
-    assert "cannot connect" in result.output and "Traceback" not in result.output
+    assert "cannot connect" in result.output
+    assert "Traceback" not in result.output

@@ -16,9 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shipped_catalogue_has_the_sources_policies_read() -> None:
     cat = load_catalogue()
     assert set(cat.sources) >= {
-        "enterprises", "enterprise_accounts", "tax_monthly", "tax_ratings",
-        "social_security_monthly", "persons", "relations", "employment", "graduates",
-        "person_accounts", "credit_lists",
+        "enterprises",
+        "enterprise_accounts",
+        "tax_monthly",
+        "tax_ratings",
+        "social_security_monthly",
+        "persons",
+        "relations",
+        "employment",
+        "graduates",
+        "person_accounts",
+        "credit_lists",
     }
     assert cat.entity_sources == {"enterprise": "enterprises", "person": "persons"}
     assert cat.ordered()[:2] == ["enterprises", "persons"]

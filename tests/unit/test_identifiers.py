@@ -50,11 +50,15 @@ def test_numpy_and_polars_agree_with_scalar() -> None:
     assert all(ids.is_valid_uscc(c) for c in uscc)
     assert all(ids.is_valid_resident_id(p) for p in rid)
     # Corrupt every other check character and compare the Polars verdict with the scalar one.
-    corrupt_c = [c[:17] + ("0" if c[17] != "0" else "1") if i % 2 else c for i, c in enumerate(uscc)]
+    corrupt_c = [
+        c[:17] + ("0" if c[17] != "0" else "1") if i % 2 else c for i, c in enumerate(uscc)
+    ]
     corrupt_p = [p[:17] + ("0" if p[17] != "0" else "1") if i % 2 else p for i, p in enumerate(rid)]
     df = pl.DataFrame({"c": corrupt_c, "p": corrupt_p}).select(
-        ids.uscc_valid_expr(pl.col("c")).alias("c"), ids.resident_id_valid_expr(pl.col("p")).alias("p")
+        ids.uscc_valid_expr(pl.col("c")).alias("c"),
+        ids.resident_id_valid_expr(pl.col("p")).alias("p"),
     )
     assert df["c"].to_list() == [ids.is_valid_uscc(c) for c in corrupt_c]
     assert df["p"].to_list() == [ids.is_valid_resident_id(p) for p in corrupt_p]
-    assert df["c"].sum() == 100 and df["p"].sum() == 100
+    assert df["c"].sum() == 100
+    assert df["p"].sum() == 100

@@ -15,7 +15,8 @@ def _readme_commands() -> list[str]:
 
 def test_readme_opens_with_two_commands() -> None:
     run, test = _readme_commands()
-    assert "disburse" in run and "pytest" not in run
+    assert "disburse" in run
+    assert "pytest" not in run
     assert test.endswith("pytest")
 
 

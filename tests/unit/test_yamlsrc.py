@@ -36,14 +36,26 @@ def test_yaml11_booleans_are_refused(word: str) -> None:
 
 
 def test_quoted_word_and_true_false_are_fine() -> None:
-    doc = load_yaml_text('country: "no"\nflag: true\nother: False\nn: 50_000\nd: 2026-01-01\n', "p.yaml")
-    assert doc.data == {"country": "no", "flag": True, "other": False, "n": 50000, "d": dt.date(2026, 1, 1)}
+    doc = load_yaml_text(
+        'country: "no"\nflag: true\nother: False\nn: 50_000\nd: 2026-01-01\n', "p.yaml"
+    )
+    assert doc.data == {
+        "country": "no",
+        "flag": True,
+        "other": False,
+        "n": 50000,
+        "d": dt.date(2026, 1, 1),
+    }
 
 
 def test_all_problems_collected_and_sorted() -> None:
     with pytest.raises(ProblemsError) as info:
         load_yaml_text("a: no\nb: 1\nb: 2\nc: off\n", "p.yaml")
-    assert [(p.line, p.code) for p in info.value.problems] == [(1, "E003"), (3, "E002"), (4, "E003")]
+    assert [(p.line, p.code) for p in info.value.problems] == [
+        (1, "E003"),
+        (3, "E002"),
+        (4, "E003"),
+    ]
 
 
 def test_syntax_error_is_positioned() -> None:

@@ -1,0 +1,160 @@
+"""Ingest on SQLite and PostgreSQL: accounting, quarantine reasons, surrogate keys, bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import Engine, func, select
+
+from jobs.catalogue import load_catalogue
+from jobs.errors import JobError
+from jobs.ingest import IngestResult, ingest
+from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
+from tests import minicity
+
+AS_OF = dt.date(2026, 1, 1)
+
+
+def _ingest(data: Path, engine: Engine, store: Path) -> IngestResult:
+    return ingest(data, AS_OF, engine=engine, store=store, catalogue=load_catalogue())
+
+
+def test_clean_city_is_accepted_whole(tmp_path: Path, engine: Engine) -> None:
+    data = minicity.write(tmp_path / "data")
+    result = _ingest(data, engine, tmp_path / "store")
+    for name, rep in result.sources.items():
+        assert rep.quarantined == 0, name
+        assert rep.rows == rep.accepted == minicity.frames()[name].height
+        assert len(rep.sha256) == 64
+    with engine.connect() as conn:
+        assert conn.execute(select(Run.state)).scalar_one() == "ingested"
+        assert conn.execute(select(func.count()).select_from(SourceSnapshot)).scalar_one() == 11
+    staged = Path(result.staged_dir)
+    enterprises = pl.read_parquet(staged / "enterprises.parquet")
+    # Dense integer keys ordered by the credit code.
+    assert enterprises.sort("credit_code")["enterprise_sk"].to_list() == [1, 2, 3]
+    assert enterprises.schema["registered_on"] == pl.Date
+    employment = pl.read_parquet(staged / "employment.parquet")
+    # The employer from outside the city is kept, without a surrogate key.
+    assert employment["enterprise_sk"].null_count() == 1
+    assert employment.schema["from_month"] == pl.Date
+    relations = pl.read_parquet(staged / "relations.parquet")
+    assert set(relations.columns) >= {"person_sk", "related_person_sk"}
+    lists = pl.read_parquet(staged / "credit_lists.parquet")
+    assert lists["enterprise_sk"].null_count() == 2
+    assert lists["person_sk"].null_count() == 2
+
+
+def test_bad_rows_are_quarantined_with_their_rule(tmp_path: Path, engine: Engine) -> None:
+    frames = minicity.frames()
+    ent = frames["enterprises"]
+    bad_cc = ent["credit_code"][1][:17] + ("0" if ent["credit_code"][1][17] != "0" else "1")
+    enterprises = ent.with_columns(
+        pl.Series("credit_code", [ent["credit_code"][0], bad_cc, ent["credit_code"][2]]),
+        pl.Series("region_code", ["330106", "330108", "999999"]),
+    )
+    tax = pl.concat([frames["tax_monthly"], frames["tax_monthly"].head(1)])
+    social = frames["social_security_monthly"].with_columns(pl.Series("insured_headcount", [-3, 3]))
+    persons = frames["persons"].with_columns(
+        pl.Series("birth_on", ["1980-01-01", "1980-02-30", None])
+    )
+    data = minicity.write(
+        tmp_path / "data",
+        {
+            "enterprises": enterprises,
+            "tax_monthly": tax,
+            "social_security_monthly": social,
+            "persons": persons,
+        },
+    )
+    result = _ingest(data, engine, tmp_path / "store")
+    assert result.sources["enterprises"].by_rule == {
+        "unknown_region": 1,
+        "wrong_check_character": 1,
+    }
+    assert result.sources["persons"].by_rule == {"missing_required": 1, "unparseable_date": 1}
+    # cc[0] repeated for 2025-01: both rows; cc[1] was refused, so its tax row has no enterprise.
+    assert result.sources["tax_monthly"].by_rule == {"duplicate_key": 2, "unknown_enterprise": 1}
+    # Row 1 has a negative headcount; row 2's enterprise was refused.
+    assert result.sources["social_security_monthly"].by_rule == {
+        "below_minimum": 1,
+        "unknown_enterprise": 1,
+    }
+    for rep in result.sources.values():
+        assert rep.rows == rep.accepted + rep.quarantined
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                QuarantinedRow.row_no,
+                QuarantinedRow.column_name,
+                QuarantinedRow.value,
+                QuarantinedRow.row_json,
+            ).where(QuarantinedRow.source == "persons", QuarantinedRow.rule == "unparseable_date")
+        ).all()
+    assert [(r.row_no, r.column_name, r.value) for r in rows] == [(2, "birth_on", "1980-02-30")]
+    assert json.loads(rows[0].row_json)["name"] == "李四"
+
+
+def test_csv_is_read_as_text_and_parsed(tmp_path: Path, engine: Engine) -> None:
+    data = minicity.write(tmp_path / "data", fmt="csv")
+    (data / "tax_ratings.csv").write_text(
+        (data / "tax_ratings.csv").read_text() + f"{minicity.credit_codes(3)[2]},twenty,A\n"
+    )
+    result = _ingest(data, engine, tmp_path / "store")
+    assert result.sources["tax_ratings"].by_rule == {"not_an_integer": 1}
+    assert result.sources["enterprises"].format == "csv"
+    assert sum(r.quarantined for r in result.sources.values()) == 1
+
+
+def _nothing_written(engine: Engine, store: Path) -> None:
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == 0
+    assert not (store / "runs").exists()
+    assert list(store.glob(".ingest-*")) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("missing_file", "source 'graduates': no file graduates.parquet or graduates.csv"),
+        (
+            "missing_column",
+            "source 'tax_monthly' ({data}/tax_monthly.parquet): column 'revenue_fen' is missing",
+        ),
+        (
+            "wrong_type",
+            "source 'social_security_monthly' ({data}/social_security_monthly.parquet): column 'insured_headcount' has type Float64, expected int",
+        ),
+        (
+            "unreadable_csv_column",
+            "source 'tax_ratings' ({data}/tax_ratings.csv): column 'year' holds no value readable as int",
+        ),
+    ],
+)
+def test_bad_files_stop_before_anything_is_written(
+    tmp_path: Path, engine: Engine, change: str, expected: str
+) -> None:
+    data = minicity.write(tmp_path / "data")
+    frames = minicity.frames()
+    if change == "missing_file":
+        (data / "graduates.parquet").unlink()
+    elif change == "missing_column":
+        frames["tax_monthly"].drop("revenue_fen").write_parquet(data / "tax_monthly.parquet")
+    elif change == "wrong_type":
+        frames["social_security_monthly"].with_columns(
+            pl.col("insured_headcount").cast(pl.Float64)
+        ).write_parquet(data / "social_security_monthly.parquet")
+    else:
+        (data / "tax_ratings.parquet").unlink()
+        frames["tax_ratings"].select(
+            "credit_code", "rating", pl.col("rating").alias("year")
+        ).write_csv(data / "tax_ratings.csv")
+    with pytest.raises(JobError) as info:
+        ingest(data, AS_OF, engine=engine, store=tmp_path / "store", catalogue=load_catalogue())
+    assert expected.format(data=data) in info.value.render()
+    assert "fix:" in info.value.render()
+    _nothing_written(engine, tmp_path / "store")
