@@ -64,6 +64,16 @@ class Located:
     file: str
     data: Any
     positions: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    text: str = ""
+
+    def value_at(self, loc: Loc) -> tuple[int, int]:
+        """Where the text of a scalar value starts (inside its quotes, if quoted)."""
+        line, col = self.values.get(loc) or self.at(loc)
+        lines = self.text.splitlines()
+        if 0 < line <= len(lines) and col - 1 < len(lines[line - 1]) and lines[line - 1][col - 1] in "'\"":
+            col += 1
+        return line, col
 
     def at(self, loc: Loc) -> tuple[int, int]:
         """The position of `loc`, or of its nearest ancestor that has one."""
@@ -99,7 +109,7 @@ def load_yaml_text(text: str, file: str) -> Located:
         ) from None
     finally:
         loader.dispose()
-    out = Located(file, None)
+    out = Located(file, None, text=text)
     problems: list[Problem] = []
     if root is not None:
         out.data = _build(loader, root, (), out, problems)
@@ -127,6 +137,7 @@ def _build(
     loader: _StrictLoader, node: yaml.Node, loc: Loc, out: Located, problems: list[Problem]
 ) -> Any:
     out.positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    out.values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         result: dict[Any, Any] = {}

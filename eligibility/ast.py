@@ -1,0 +1,202 @@
+"""The expression tree of the rule language: immutable, positioned, backend-neutral.
+
+Standard library only: no Polars, no durable-rules.  Every backend (the Polars
+compiler, the durable-rules compiler, the reference interpreter, the
+explanation renderer) walks these same nodes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal as Lit
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a node was written: file, 1-based line and column, and its source text."""
+
+    file: str
+    line: int
+    col: int
+    text: str = ""
+
+
+Value = Decimal | int | str | bool | dt.date | None
+Unit = Lit["yuan", "fen", "%", ""]
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A number, money amount, percentage, text, date, boolean or null, as written."""
+
+    value: Value
+    unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ListLit:
+    """A literal list, for `in`: ["micro", "small"]."""
+
+    items: tuple[Node, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """A reference to a feature, a `let` value, a parameter or a date of the run."""
+
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    """`-x` or `not x`."""
+
+    op: Lit["-", "not"]
+    operand: Node
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """Arithmetic: + - * /."""
+
+    op: Lit["+", "-", "*", "/"]
+    left: Node
+    right: Node
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A comparison: == != < <= > >=."""
+
+    op: Lit["==", "!=", "<", "<=", ">", ">="]
+    left: Node
+    right: Node
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    """`a and b and c` or `a or b`: three-valued (unknown and false is false)."""
+
+    op: Lit["and", "or"]
+    operands: tuple[Node, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class In:
+    """`x in [..]` or `x not in [..]`."""
+
+    item: Node
+    options: ListLit
+    negated: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """`a if test else b`."""
+
+    test: Node
+    then: Node
+    otherwise: Node
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A call of one of the fixed functions: min, max, abs, round, months_between, ..."""
+
+    func: str
+    args: tuple[Node, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """any/all/count/sum over a relation: `count(hires, graduated_within_months <= 24)`.
+
+    `body` is evaluated for each related entity (names inside refer to its
+    features); `body` is None for a plain `count(hires)`.
+    """
+
+    func: Lit["any", "all", "count", "sum"]
+    relation: str
+    body: Node | None
+    span: Span
+
+
+Node = Literal | ListLit | Name | Unary | Binary | Compare | BoolOp | In | Cond | Call | Aggregate
+
+FUNCTIONS = {
+    # name: (min args, max args)
+    "min": (2, 8),
+    "max": (2, 8),
+    "abs": (1, 1),
+    "round": (1, 2),
+    "months_between": (2, 2),
+    "days_between": (2, 2),
+    "age_on": (1, 1),
+    "add_months": (2, 2),
+    "add_days": (2, 2),
+    "month_start": (1, 1),
+    "year_of": (1, 1),
+    "listed": (1, 1),
+    "coalesce": (2, 8),
+    "is_missing": (1, 1),
+}
+AGGREGATES = ("any", "all", "count", "sum")
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    """The direct sub-expressions of a node, in source order."""
+    match node:
+        case Literal() | Name():
+            return ()
+        case ListLit(items=items):
+            return items
+        case Unary(operand=o):
+            return (o,)
+        case Binary(left=a, right=b) | Compare(left=a, right=b):
+            return (a, b)
+        case BoolOp(operands=ops):
+            return ops
+        case In(item=i, options=o):
+            return (i, o)
+        case Cond(test=t, then=a, otherwise=b):
+            return (a, t, b)
+        case Call(args=args):
+            return args
+        case Aggregate(body=body):
+            return () if body is None else (body,)
+    raise TypeError(f"not an expression node: {node!r}")
+
+
+def walk(node: Node) -> list[Node]:
+    """Every node of the tree, parents before children."""
+    out = [node]
+    for child in children(node):
+        out.extend(walk(child))
+    return out
+
+
+def names(node: Node) -> set[str]:
+    """The names an expression reads outside of any aggregate body."""
+    found: set[str] = set()
+
+    def visit(n: Node) -> None:
+        if isinstance(n, Name):
+            found.add(n.name)
+        elif not isinstance(n, Aggregate):
+            for c in children(n):
+                visit(c)
+
+    visit(node)
+    return found

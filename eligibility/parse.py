@@ -1,0 +1,290 @@
+"""Parsing rule expressions into the tree of `eligibility.ast`.  Nothing is ever eval'ed.
+
+The grammar is Python's expression syntax cut down to what policies say, plus
+units on numbers so that money and rates are written as an officer reads them:
+
+    expr    := or ['if' or 'else' expr]
+    or      := and ('or' and)*
+    and     := not ('and' not)*
+    not     := 'not' not | compare
+    compare := sum (('=='|'!='|'<'|'<='|'>'|'>=') sum)*    # chains: 0 <= x < 3
+             | sum ['not'] 'in' list
+    sum     := product (('+'|'-') product)*
+    product := unary (('*'|'/') unary)*
+    unary   := '-' unary | atom
+    atom    := NUMBER ['yuan'|'fen'|'%'] | STRING | DATE | true | false | null
+             | NAME | NAME '(' args ')' | '(' expr ')' | list
+    list    := '[' [expr (',' expr)*] ']'
+
+`1500 yuan` is money, `5.5%` is the number 0.055, `2026-01-01` is a date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from eligibility import ast as A
+from eligibility.problems import Problem, ProblemsError, did_you_mean
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<date>\d{4}-\d{2}-\d{2}(?![\d]))
+  | (?P<number>\d[\d_]*(?:\.\d+)?)
+  | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>==|!=|<=|>=|<|>|\+|-|\*|/|\(|\)|\[|\]|,|%)
+  | (?P<bad>.)
+    """,
+    re.VERBOSE,
+)
+KEYWORDS = {"and", "or", "not", "in", "if", "else", "true", "false", "null", "yuan", "fen"}
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # date number string name op keyword end
+    text: str
+    offset: int
+
+
+class _Fail(Exception):
+    def __init__(self, offset: int, message: str, fix: str = "") -> None:
+        self.offset, self.message, self.fix = offset, message, fix
+
+
+def tokenize(text: str) -> list[Token]:
+    """The tokens of an expression; a stray character is an error at its offset."""
+    out = []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup or "bad"
+        if kind == "ws":
+            continue
+        if kind == "bad":
+            raise _Fail(m.start(), f"unexpected character {m.group()!r}", "expressions use + - * / ( ) [ ] , and comparisons")
+        word = m.group()
+        if kind == "name" and word in KEYWORDS:
+            kind = "keyword"
+        out.append(Token(kind, word, m.start()))
+    out.append(Token("end", "", len(text)))
+    return out
+
+
+class ExprParser:
+    """A recursive-descent parser over one expression string."""
+
+    def __init__(self, text: str, file: str, line: int, col: int) -> None:
+        self.text, self.file, self.line, self.col = text, file, line, col
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    # -- helpers ------------------------------------------------------------------
+    def span(self, start: int, end: int | None = None) -> A.Span:
+        """The span of text[start:end], positioned in the file."""
+        before = self.text[:start]
+        newlines = before.count("\n")
+        col = (start - before.rfind("\n")) if newlines else self.col + start
+        end = self.tokens[self.i - 1].offset + len(self.tokens[self.i - 1].text) if end is None else end
+        return A.Span(self.file, self.line + newlines, col, self.text[start:end].strip())
+
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def at(self, *texts: str) -> bool:
+        return self.tok.kind in ("op", "keyword") and self.tok.text in texts
+
+    def take(self) -> Token:
+        t = self.tokens[self.i]
+        self.i += 1
+        return t
+
+    def expect(self, text: str) -> Token:
+        if not self.at(text):
+            found = self.tok.text or "the end"
+            raise _Fail(self.tok.offset, f"expected {text!r}, found {found!r}")
+        return self.take()
+
+    # -- grammar ------------------------------------------------------------------
+    def parse(self) -> A.Node:
+        node = self.expr()
+        if self.tok.kind != "end":
+            raise _Fail(self.tok.offset, f"unexpected {self.tok.text!r} after a complete expression", "join conditions with `and` / `or`")
+        return node
+
+    def expr(self) -> A.Node:
+        start = self.tok.offset
+        node = self.or_()
+        if self.at("if"):
+            self.take()
+            test = self.or_()
+            if not self.at("else"):
+                raise _Fail(self.tok.offset, "a conditional needs `else`", "write: a if condition else b")
+            self.take()
+            other = self.expr()
+            return A.Cond(test, node, other, self.span(start))
+        return node
+
+    def or_(self) -> A.Node:
+        start = self.tok.offset
+        ops = [self.and_()]
+        while self.at("or"):
+            self.take()
+            ops.append(self.and_())
+        return ops[0] if len(ops) == 1 else A.BoolOp("or", tuple(ops), self.span(start))
+
+    def and_(self) -> A.Node:
+        start = self.tok.offset
+        ops = [self.not_()]
+        while self.at("and"):
+            self.take()
+            ops.append(self.not_())
+        return ops[0] if len(ops) == 1 else A.BoolOp("and", tuple(ops), self.span(start))
+
+    def not_(self) -> A.Node:
+        start = self.tok.offset
+        if self.at("not"):
+            self.take()
+            return A.Unary("not", self.not_(), self.span(start))
+        return self.compare()
+
+    def compare(self) -> A.Node:
+        start = self.tok.offset
+        left = self.sum_()
+        if self.at("in") or (self.at("not") and self.tokens[self.i + 1].text == "in"):
+            negated = self.take().text == "not"
+            if negated:
+                self.take()
+            if not self.at("["):
+                raise _Fail(self.tok.offset, "`in` needs a list", 'write: x in ["a", "b"]')
+            options = self.list_()
+            return A.In(left, options, negated, self.span(start))
+        parts: list[A.Node] = []
+        while self.at("==", "!=", "<", "<=", ">", ">="):
+            op = self.take().text
+            right = self.sum_()
+            parts.append(A.Compare(op, left, right, self.span(start)))  # type: ignore[arg-type]
+            left = right
+        if not parts:
+            return left
+        return parts[0] if len(parts) == 1 else A.BoolOp("and", tuple(parts), self.span(start))
+
+    def sum_(self) -> A.Node:
+        start = self.tok.offset
+        node = self.product()
+        while self.at("+", "-"):
+            op = self.take().text
+            node = A.Binary(op, node, self.product(), self.span(start))  # type: ignore[arg-type]
+        return node
+
+    def product(self) -> A.Node:
+        start = self.tok.offset
+        node = self.unary()
+        while self.at("*", "/"):
+            op = self.take().text
+            node = A.Binary(op, node, self.unary(), self.span(start))  # type: ignore[arg-type]
+        return node
+
+    def unary(self) -> A.Node:
+        start = self.tok.offset
+        if self.at("-"):
+            self.take()
+            operand = self.unary()
+            if isinstance(operand, A.Literal) and isinstance(operand.value, Decimal | int) and not isinstance(operand.value, bool):
+                return A.Literal(-operand.value, operand.unit, self.span(start))
+            return A.Unary("-", operand, self.span(start))
+        return self.atom()
+
+    def list_(self) -> A.ListLit:
+        start = self.expect("[").offset
+        items: list[A.Node] = []
+        if not self.at("]"):
+            items.append(self.expr())
+            while self.at(","):
+                self.take()
+                if self.at("]"):
+                    break
+                items.append(self.expr())
+        self.expect("]")
+        return A.ListLit(tuple(items), self.span(start))
+
+    def atom(self) -> A.Node:
+        t = self.tok
+        start = t.offset
+        if t.kind == "number":
+            self.take()
+            value = Decimal(t.text.replace("_", ""))
+            unit: A.Unit = ""
+            if self.at("yuan", "fen", "%"):
+                unit = self.take().text  # type: ignore[assignment]
+            if unit == "%":
+                value, unit = value / 100, ""
+            return A.Literal(value, unit, self.span(start))
+        if t.kind == "date":
+            self.take()
+            try:
+                return A.Literal(dt.date.fromisoformat(t.text), "", self.span(start))
+            except ValueError:
+                raise _Fail(start, f"{t.text!r} is not a calendar date") from None
+        if t.kind == "string":
+            self.take()
+            body = t.text[1:-1].replace('\\"', '"').replace("\\'", "'").replace("\\\\", "\\")
+            return A.Literal(body, "", self.span(start))
+        if t.kind == "keyword" and t.text in ("true", "false", "null"):
+            self.take()
+            value = {"true": True, "false": False, "null": None}[t.text]
+            return A.Literal(value, "", self.span(start))
+        if t.kind == "name":
+            self.take()
+            if self.at("("):
+                return self.call(t)
+            return A.Name(t.text, self.span(start))
+        if self.at("("):
+            self.take()
+            node = self.expr()
+            self.expect(")")
+            return node
+        if self.at("["):
+            return self.list_()
+        found = t.text or "the end of the expression"
+        raise _Fail(start, f"expected a value, found {found!r}")
+
+    def call(self, name: Token) -> A.Node:
+        self.expect("(")
+        args: list[A.Node] = []
+        if not self.at(")"):
+            args.append(self.expr())
+            while self.at(","):
+                self.take()
+                args.append(self.expr())
+        self.expect(")")
+        span = self.span(name.offset)
+        if name.text in A.AGGREGATES:
+            if not args or not isinstance(args[0], A.Name) or len(args) > 2:
+                raise _Fail(name.offset, f"{name.text}() takes a relation and an expression", f"write: {name.text}(hires, level == \"bachelor\")")
+            body = args[1] if len(args) == 2 else None
+            if name.text in ("any", "all", "sum") and body is None:
+                raise _Fail(name.offset, f"{name.text}() needs an expression after the relation")
+            return A.Aggregate(name.text, args[0].name, body, span)  # type: ignore[arg-type]
+        if name.text not in A.FUNCTIONS:
+            known = sorted([*A.FUNCTIONS, *A.AGGREGATES])
+            raise _Fail(name.offset, f"unknown function {name.text!r}", did_you_mean(name.text, known, "functions"))
+        low, high = A.FUNCTIONS[name.text]
+        if not low <= len(args) <= high:
+            want = str(low) if low == high else f"{low} to {high}"
+            raise _Fail(name.offset, f"{name.text}() takes {want} arguments, got {len(args)}")
+        return A.Call(name.text, tuple(args), span)
+
+
+def parse_expression(text: str, file: str = "<expr>", line: int = 1, col: int = 1) -> A.Node:
+    """Parse one expression; raises ProblemsError (E101 syntax, E102 unknown function, E103 arity)."""
+    parser = ExprParser(text, file, line, col)
+    try:
+        return parser.parse()
+    except _Fail as f:
+        code = "E102" if f.message.startswith("unknown function") else "E103" if "arguments, got" in f.message else "E101"
+        span = parser.span(min(f.offset, len(text)), min(f.offset, len(text)))
+        raise ProblemsError([Problem(file, span.line, span.col, code, f.message, f.fix)]) from None

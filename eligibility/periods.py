@@ -1,0 +1,91 @@
+"""Dates of a run: the benefit period an as-of date falls in, and the assessed window.
+
+Pure date arithmetic (standard library only), shared by every backend and by
+the explanation, so that "previous_year" means the same months everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+def month_start(d: dt.date) -> dt.date:
+    """The first day of d's month."""
+    return d.replace(day=1)
+
+
+def add_months(d: dt.date, n: int) -> dt.date:
+    """d moved by n calendar months, clamped to the month's last day (Jan 31 + 1 = Feb 28)."""
+    total = d.year * 12 + d.month - 1 + n
+    year, month = divmod(total, 12)
+    month += 1
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(d.day, last))
+
+
+@dataclass(frozen=True)
+class Window:
+    """An inclusive range of whole months [first, last], as their first days."""
+
+    first: dt.date
+    last: dt.date
+
+    @property
+    def label(self) -> str:
+        return f"{self.first:%Y-%m}..{self.last:%Y-%m}"
+
+    @property
+    def months(self) -> int:
+        return (self.last.year - self.first.year) * 12 + self.last.month - self.first.month + 1
+
+
+@dataclass(frozen=True)
+class Period:
+    """A benefit period: its ledger key and its first and last days."""
+
+    key: str
+    start: dt.date
+    end: dt.date
+
+    @property
+    def months(self) -> int:
+        return (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
+
+
+def benefit_period(kind: str, as_of: dt.date, valid_from: dt.date, valid_until: dt.date | None) -> Period:
+    """The benefit period that `as_of` falls in: once, year, quarter or month."""
+    if kind == "year":
+        return Period(f"{as_of.year}", dt.date(as_of.year, 1, 1), dt.date(as_of.year, 12, 31))
+    if kind == "quarter":
+        q = (as_of.month - 1) // 3
+        start = dt.date(as_of.year, 3 * q + 1, 1)
+        return Period(f"{as_of.year}-Q{q + 1}", start, add_months(start, 3) - dt.timedelta(days=1))
+    if kind == "month":
+        start = month_start(as_of)
+        return Period(f"{as_of:%Y-%m}", start, add_months(start, 1) - dt.timedelta(days=1))
+    return Period("once", valid_from, valid_until or dt.date(9999, 12, 31))
+
+
+def assessed_window(kind: str, as_of: dt.date, period: Period) -> Window:
+    """The months a policy's features read.
+
+    previous_year    the calendar year before the as-of date's
+    last_12_months   the 12 complete months before the as-of month
+    year_to_date     January of the as-of year to the month before the as-of month
+    benefit_period   the benefit period's months up to the month before the as-of month
+    as_of            the last complete month before the as-of date
+    (A month's data is complete only after it ends, hence "before the as-of month".)
+    """
+    last_complete = add_months(month_start(as_of), -1)
+    if kind == "previous_year":
+        return Window(dt.date(as_of.year - 1, 1, 1), dt.date(as_of.year - 1, 12, 1))
+    if kind == "last_12_months":
+        return Window(add_months(last_complete, -11), last_complete)
+    if kind == "year_to_date":
+        first = dt.date(as_of.year, 1, 1)
+        return Window(min(first, last_complete), last_complete)
+    if kind == "benefit_period":
+        first = month_start(period.start)
+        return Window(first, max(first, last_complete))
+    return Window(last_complete, last_complete)

@@ -1,0 +1,284 @@
+"""The file formats people write: a policy file and the feature catalogue (pydantic).
+
+Unknown keys are refused everywhere, so a misspelt key is an error with a
+position, never a silently ignored rule.  Expressions stay text here; `check.py`
+parses and type-checks them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID = re.compile(r"^[a-z][a-z0-9_-]*$")
+FeatureType = Literal["text", "count", "number", "money", "date", "bool"]
+Window = Literal["previous_year", "last_12_months", "benefit_period", "year_to_date", "as_of"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+Scalar = str | int | float | bool | dt.date | Decimal | None
+
+
+# --- the feature catalogue -----------------------------------------------------
+
+
+class EntityDef(_Strict):
+    """An entity kind: the source that lists them."""
+
+    source: str
+    description: str = ""
+
+
+class TimedSource(_Strict):
+    """Which column of a source holds its period (a month date, or an integer year)."""
+
+    column: str
+    unit: Literal["month", "year"] = "month"
+
+
+class RelationDef(_Strict):
+    """A one-to-many link between entities, from a source: hires, guardians, household."""
+
+    from_: Literal["enterprise", "person"] = Field(alias="from")
+    to: Literal["enterprise", "person"]
+    source: str
+    from_key: str
+    to_key: str
+    where: str | None = None
+    during: str | None = Field(
+        default=None, description="a date column of the link: only links dated in the window count"
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="name -> column of the link, usable in aggregate bodies"
+    )
+    description: str
+
+
+class FeatureDef(_Strict):
+    """A named per-entity value: a column at the snapshot, or an aggregate over the window."""
+
+    type: FeatureType
+    description: str
+    source: str | None = None
+    column: str | None = None
+    agg: (
+        Literal[
+            "value", "sum", "mean", "min", "max", "first", "last", "count", "count_distinct",
+            "months", "at_start", "at_end",
+        ]
+        | None
+    ) = None
+    where: str | None = None
+    relation: str | None = None
+    body: str | None = Field(default=None, description="for relation features: what sum() adds up")
+    unit: Literal["fen", "yuan"] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> FeatureDef:
+        if self.relation is None and self.source is None:
+            raise ValueError("a feature reads a source (source + column) or a relation")
+        if self.relation is not None and self.source is not None:
+            raise ValueError("a feature reads either a source or a relation, not both")
+        if self.source is not None and self.column is None and self.agg not in ("count", "months"):
+            raise ValueError("a source feature needs a column (except for count and months)")
+        if self.relation is not None and self.agg not in ("count", "sum", "any", "all", None):
+            raise ValueError("a relation feature aggregates with count or sum")
+        if self.type == "money" and self.unit is None:
+            raise ValueError("a money feature says the unit of its column: unit: fen")
+        return self
+
+
+class FeatureCatalogue(_Strict):
+    """policies/features.yaml."""
+
+    version: Literal[1]
+    entities: dict[str, EntityDef]
+    timed: dict[str, TimedSource] = {}
+    relations: dict[str, RelationDef] = {}
+    features: dict[Literal["enterprise", "person"], dict[str, FeatureDef]]
+
+
+# --- a policy file -----------------------------------------------------------------
+
+
+class Basis(_Strict):
+    """The legal basis: the document, and optionally where to read it."""
+
+    document: str
+    issued_by: str | None = None
+    issued_on: dt.date | None = None
+    url: str | None = None
+
+
+class Validity(_Strict):
+    """When the policy may pay: from and until (inclusive) dates."""
+
+    from_: dt.date = Field(alias="from")
+    until: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> Validity:
+        if self.until is not None and self.until < self.from_:
+            raise ValueError("valid.until is before valid.from")
+        return self
+
+
+class Budget(_Strict):
+    """A total for each benefit period and what happens beyond it."""
+
+    total_yuan: Decimal
+    over_budget: Literal["pro_rata", "rank", "refuse"]
+    rank_by: str | None = Field(default=None, description="for rank: higher first")
+
+    @model_validator(mode="after")
+    def _rank(self) -> Budget:
+        if self.over_budget == "rank" and self.rank_by is None:
+            raise ValueError("over_budget: rank needs rank_by, the expression that orders claims")
+        if self.total_yuan <= 0:
+            raise ValueError("total_yuan must be positive")
+        return self
+
+
+class PayeeRelation(_Strict):
+    """Pay someone related to the entity, e.g. a child's parent or guardian."""
+
+    relation: str
+    where: str | None = None
+
+
+class ParamValue(_Strict):
+    """One dated value of a parameter, with the text that set it."""
+
+    from_: dt.date = Field(alias="from")
+    value: Scalar
+    ref: str
+
+
+class Condition(_Strict):
+    """One eligibility condition: an id, the expression, and its legal reference."""
+
+    id: str
+    when: str
+    ref: str | None = None
+    text: str | None = Field(default=None, description="plain words for explanations")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not ID.match(v):
+            raise ValueError("a condition id is lower-case letters, digits, - and _")
+        return v
+
+
+class Bracket(_Strict):
+    """One bracket of tiers: from (inclusive) to (exclusive) of the `by` value."""
+
+    from_: Scalar = Field(default=None, alias="from")
+    to: Scalar = None
+    amount: Scalar = None
+    rate: Scalar = None
+
+
+class Tiers(_Strict):
+    """step: the bracket `by` falls in gives the amount; marginal: each slice at its rate."""
+
+    by: str
+    mode: Literal["step", "marginal"] = "step"
+    brackets: list[Bracket]
+
+
+class TableRow(_Strict):
+    """A row of a first-hit decision table."""
+
+    when: str
+    amount: Scalar
+
+
+class Prorate(_Strict):
+    """Pay for the months of the benefit period between two dates (both months included)."""
+
+    by: Literal["month"] = "month"
+    from_: str | None = Field(default=None, alias="from")
+    until: str | None = None
+
+
+class Amount(_Strict):
+    """How much: one of formula, tiers or table; then proration, cap and rounding."""
+
+    formula: Scalar = None
+    tiers: Tiers | None = None
+    table: list[TableRow] | None = None
+    otherwise: Scalar = None
+    prorate: Prorate | None = None
+    cap: Scalar = None
+    round: Literal["fen", "yuan"] = "fen"
+
+    @model_validator(mode="after")
+    def _one(self) -> Amount:
+        given = [x for x in (self.formula, self.tiers, self.table) if x is not None]
+        if len(given) != 1:
+            raise ValueError("amount has exactly one of formula, tiers or table")
+        if self.otherwise is not None and self.table is None:
+            raise ValueError("otherwise belongs to a table")
+        return self
+
+
+class Expect(_Strict):
+    """What an officer's case expects."""
+
+    eligible: bool
+    amount: Scalar = None
+    amount_yuan: Decimal | None = None
+    reason: str | None = Field(default=None, description="the id of the first failing condition")
+    payee: str | None = None
+
+
+class Case(_Strict):
+    """An officer's worked example: feature values given, the result expected."""
+
+    name: str
+    as_of: dt.date | None = None
+    given: dict[str, Any]
+    expect: Expect
+
+
+class PolicyFile(_Strict):
+    """One policy, as its officer writes it."""
+
+    policy: str
+    title: str
+    basis: Basis
+    target: Literal["enterprise", "person"]
+    payee: Literal["self"] | PayeeRelation = "self"
+    valid: Validity
+    assess: Window = "as_of"
+    benefit_period: Literal["once", "year", "quarter", "month"]
+    group: str | None = None
+    priority: int = 0
+    budget: Budget | None = None
+    params: dict[str, list[ParamValue]] = {}
+    let: dict[str, str] = {}
+    eligible: list[Condition]
+    amount: Amount
+    tests: list[Case] = []
+    notes: str | None = None
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_id(cls, v: str) -> str:
+        if not ID.match(v):
+            raise ValueError("a policy id is lower-case letters, digits, - and _ (it is part of every ledger key)")
+        return v
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"formula": v} if isinstance(v, str | int | float) else v
+

@@ -1,0 +1,224 @@
+"""Features: one row per entity with every value the active policies read.
+
+One lazy plan per entity kind: the entity's own record, left-joined with one
+group-by per (source, window) and per (relation, window), all on integer
+surrogate keys.  Only the features, aggregates and lists in `needs` are built.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+
+from eligibility import ast as A
+from eligibility.backends.polars import DEC, compile_expr
+from eligibility.backends.polars_policy import aggregate_expressions
+from eligibility.check import CheckedCatalogue, ColumnRef, Scope, Typed
+from eligibility.backends.polars import Context
+from eligibility.periods import Window
+from eligibility.plan import AggregateNeed, EntityNeeds, Naming
+
+ZERO_WHEN_ABSENT = ("sum", "count", "count_distinct", "months")
+
+
+class Staged:
+    """The staged source files of one ingest run."""
+
+    def __init__(self, folder: Path, cat: CheckedCatalogue) -> None:
+        self.folder = folder
+        self.cat = cat
+
+    def scan(self, source: str) -> pl.LazyFrame:
+        return pl.scan_parquet(self.folder / f"{source}.parquet")
+
+    def entity_source(self, entity: str) -> str:
+        return self.cat.spec.entities[entity].source
+
+    def sk(self, entity: str) -> str:
+        return f"{entity}_sk"
+
+
+def _source_ctx(typed: Typed) -> Context:
+    def column(b: object) -> pl.Expr:
+        assert isinstance(b, ColumnRef)
+        return pl.col(b.column)
+
+    return Context(typed=typed, column=column, aggregate=lambda n: pl.lit(None), listed=lambda n: pl.lit(None))
+
+
+def _in_window(cat: CheckedCatalogue, source: str, window: Window) -> pl.Expr:
+    timed = cat.spec.timed[source]
+    col = pl.col(timed.column)
+    if timed.unit == "year":
+        return col.is_between(window.first.year, window.last.year)
+    return col.is_between(pl.lit(window.first), pl.lit(window.last))
+
+
+def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | None) -> pl.Expr:
+    f = cat.features_of(entity)[name]
+    assert f.source is not None
+    where = cat.where.get(f"{entity}.{name}")
+    cond = compile_expr(where, _source_ctx(cat.typed)).fill_null(False) if where is not None else None
+    timed = cat.spec.timed.get(f.source)
+    if f.agg == "count":
+        n = cond.sum() if cond is not None else pl.len()
+        return (n > 0) if f.type == "bool" else n.cast(pl.Int64)
+    if f.agg == "months":
+        assert timed is not None
+        t = pl.col(timed.column)
+        return (t.filter(cond) if cond is not None else t).n_unique().cast(pl.Int64)
+    col = pl.col(f.column or "")
+    order = pl.col(timed.column) if timed else None
+    if cond is not None:
+        col = col.filter(cond)
+        order = order.filter(cond) if order is not None else None
+    match f.agg:
+        case "sum":
+            return col.sum().cast(pl.Int64)
+        case "mean":
+            return (col.sum().cast(DEC) / pl.when(col.count() > 0).then(col.count().cast(DEC))).cast(DEC)
+        case "min":
+            return col.min()
+        case "max":
+            return col.max()
+        case "count_distinct":
+            return col.drop_nulls().n_unique().cast(pl.Int64)
+        case "first" | "last":
+            ordered = col.sort_by(order) if order is not None else col
+            return ordered.first() if f.agg == "first" else ordered.last()
+        case "at_start" | "at_end":
+            assert timed is not None and window is not None
+            at = window.first if f.agg == "at_start" else window.last
+            return pl.col(f.column or "").filter(pl.col(timed.column) == pl.lit(at)).first()
+    raise ValueError(f"aggregation {f.agg} of {name}")
+
+
+def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date, depth: int = 0) -> pl.LazyFrame:
+    """The feature frame of one entity kind: sk, identifier, and every needed column."""
+    cat = staged.cat
+    naming = Naming(cat)
+    need = needs[entity]
+    source = staged.entity_source(entity)
+    sk = staged.sk(entity)
+    id_col = staged_id_column(staged, entity)
+    own = {n for n, w in need.features if cat.features_of(entity)[n].source == source}
+    frame = staged.scan(source).select(
+        pl.col(sk), pl.col(id_col).alias("entity_id"),
+        *[pl.col(cat.features_of(entity)[n].column or "").alias(n) for n in sorted(own)],
+    )
+    groups: dict[tuple[str, Window | None], list[str]] = defaultdict(list)
+    relation_feats: list[tuple[str, Window | None]] = []
+    for name, window in sorted(need.features - {(n, None) for n in own}, key=lambda x: (x[0], str(x[1]))):
+        f = cat.features_of(entity)[name]
+        if f.source is not None:
+            groups[(f.source, window)].append(name)
+        else:
+            relation_feats.append((name, window))
+    for (src, window), names in sorted(groups.items(), key=lambda x: (x[0][0], str(x[0][1]))):
+        lf = staged.scan(src).filter(pl.col(sk).is_not_null())
+        if window is not None and src in cat.spec.timed:
+            lf = lf.filter(_in_window(cat, src, window))
+        cols = {n: naming.feature(entity, n, window or Window(dt.date.min, dt.date.min)) for n in names}
+        agg = lf.group_by(sk).agg([_agg_expr(cat, entity, n, window).alias(cols[n]) for n in names])
+        frame = frame.join(agg, on=sk, how="left")
+        fills = []
+        for n in names:
+            f = cat.features_of(entity)[n]
+            if f.agg in ZERO_WHEN_ABSENT:
+                fills.append(pl.col(cols[n]).fill_null(False if f.type == "bool" else 0))
+        if fills:
+            frame = frame.with_columns(fills)
+    # Relation features and aggregates, grouped by (relation, window) so each link table is read once.
+    by_rel: dict[tuple[str, Window], list[tuple[str, A.Aggregate, Typed, str]]] = defaultdict(list)
+    for name, window in relation_feats:
+        agg = cat.relation_features[f"{entity}.{name}"]
+        w = window or Window(dt.date.min, dt.date.min)
+        by_rel[(agg.relation, w)].append((naming.feature(entity, name, w), agg, cat.typed, "aggregate"))
+    for col, an in need.aggregates.items():
+        by_rel[(an.node.relation, an.window)].append((col, an.node, an.typed, an.kind))
+    if by_rel and depth > 1:
+        raise ValueError("relation aggregates nest too deeply")
+    for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
+        frame = frame.join(
+            _relation_aggregates(staged, relation, window, items, needs, as_of, depth), on=sk, how="left"
+        )
+        fills = []
+        for col, agg, _typed, kind in items:
+            if kind == "payee":
+                continue
+            default = {"count": 0, "sum": 0, "any": False, "all": True}[agg.func]
+            fills.append(pl.col(col).fill_null(pl.lit(default).cast(pl.Decimal(38, 10)) if agg.func == "sum" and default == 0 and _sum_is_decimal(agg, _typed) else default))
+        if fills:
+            frame = frame.with_columns(fills)
+    if need.lists:
+        frame = frame.join(_listed(staged, entity, need.lists, as_of), on=sk, how="left").with_columns(
+            [pl.col(Naming.listed(n)).fill_null(False) for n in sorted(need.lists)]
+        )
+    return frame
+
+
+def _sum_is_decimal(agg: A.Aggregate, typed: Typed) -> bool:
+    return agg.body is not None and typed.types.get(id(agg.body)) in ("number", "money")
+
+
+def staged_id_column(staged: Staged, entity: str) -> str:
+    """The identifying column of an entity source (credit_code, person_id)."""
+    source = staged.entity_source(entity)
+    cols = staged.cat.source_columns[source]
+    for candidate in ("credit_code", "person_id"):
+        if candidate in cols:
+            return candidate
+    raise ValueError(f"entity source {source} has no identifier column")
+
+
+def _relation_aggregates(
+    staged: Staged,
+    relation: str,
+    window: Window,
+    items: list[tuple[str, A.Aggregate, Typed, str]],
+    needs: dict[str, EntityNeeds],
+    as_of: dt.date,
+    depth: int,
+) -> pl.LazyFrame:
+    cat = staged.cat
+    naming = Naming(cat)
+    rel = cat.relation(relation)
+    owner_sk, member_sk = staged.sk(rel.from_), staged.sk(rel.to)
+    links = staged.scan(rel.source).filter(pl.col(rel.from_key).is_not_null() & pl.col(rel.to_key).is_not_null())
+    where = cat.where.get(f"relation:{relation}")
+    if where is not None:
+        links = links.filter(compile_expr(where, _source_ctx(cat.typed)).fill_null(False))
+    if rel.during is not None:
+        links = links.filter(pl.col(rel.during).is_between(pl.lit(window.first), pl.lit(window.last)))
+    links = links.select(
+        pl.col(rel.from_key).alias("_owner"),
+        pl.col(rel.to_key).alias(member_sk),
+        *[pl.col(c).alias(f"link:{a}") for a, c in rel.attributes.items()],
+    )
+    members = entity_frame(staged, rel.to, _member_only(needs, rel.to), as_of, depth + 1)
+    joined = links.join(members, on=member_sk, how="left")
+    aggs = aggregate_expressions(cat, relation, window, items)
+    return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
+
+
+def _member_only(needs: dict[str, EntityNeeds], entity: str) -> dict[str, EntityNeeds]:
+    """The needs of related entities: their features and lists, not the owners' aggregates."""
+    n = needs[entity]
+    return {**needs, entity: EntityNeeds(features=set(n.features), aggregates={}, lists=set(n.lists))}
+
+
+def _listed(staged: Staged, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:
+    sk = staged.sk(entity)
+    on_list = (pl.col("listed_on") <= pl.lit(as_of)) & (pl.col("removed_on").is_null() | (pl.col("removed_on") > pl.lit(as_of)))
+    return (
+        staged.scan("credit_lists")
+        .filter(pl.col(sk).is_not_null() & on_list & pl.col("list").is_in(sorted(lists)))
+        .group_by(sk)
+        .agg([pl.col("list").eq(n).any().alias(Naming.listed(n)) for n in sorted(lists)])
+    )
+
+
+__all__ = ["Scope", "Staged", "entity_frame"]
