@@ -138,7 +138,7 @@ def run_case(policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogu
                 pl.lit(1, dtype=pl.Int32).alias("_owner"),
                 *[pl.Series(f"link:{a}", [m.get(a) for m in members]) for a in rel.attributes],
             )
-            value = links.group_by("_owner").agg(aggregate_expressions(cat, an.node.relation, window, [(col, an.node, an.typed, an.kind)])).drop("_owner")
+            value = links.group_by("_owner").agg(aggregate_expressions(cat, [an])).drop("_owner")
             if an.kind != "payee" and an.node.func in ("count", "sum"):
                 value = value.with_columns(pl.col(col).fill_null(0))
         frame = frame.hstack(value)

@@ -700,7 +700,7 @@ def _check_cases(c: Checker, policy: CheckedPolicy, cat: CheckedCatalogue) -> No
     spec = policy.spec
     features = cat.features_of(spec.target)
     relations = {n for n, r in cat.spec.relations.items() if r.from_ == spec.target}
-    cond_ids = [x.id for x in spec.eligible] + ["payee"]
+    cond_ids = [x.id for x in spec.eligible] + ["payee", "amount_unknown", "amount_zero"]
     for i, case in enumerate(spec.tests):
         for key in case.given:
             if key not in features and key not in relations and key != "lists":

@@ -138,6 +138,8 @@ class AggregateNeed:
     typed: Typed
     window: Window
     kind: str = "aggregate"  # aggregate | payee
+    dates: dict[str, dt.date] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,7 +156,9 @@ def needs(policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date) 
     naming = Naming(cat)
     out: dict[str, EntityNeeds] = {"enterprise": EntityNeeds(), "person": EntityNeeds()}
     for p in policies:
-        window = run_dates(p, as_of).window
+        rd = run_dates(p, as_of)
+        window = rd.window
+        ctx = {"dates": rd.names(), "params": param_values(p, as_of)}
         top = out[p.target]
         for n in _top_level_names(p):
             b = p.typed.bindings.get(id(n))
@@ -165,14 +169,14 @@ def needs(policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date) 
                 top.lists.add(name)
         for agg in _top_level_aggregates(p):
             col = naming.aggregate(p.id, agg, window)
-            top.aggregates[col] = AggregateNeed(col, agg, p.typed, window)
+            top.aggregates[col] = AggregateNeed(col, agg, p.typed, window, **ctx)
             _member_needs(out, cat, naming, agg, p.typed, window)
         if p.spec.payee != "self":
             rel = p.spec.payee.relation
             body = p.payee_where
             node = A.Aggregate("any", rel, body, body.span if body else A.Span(p.file, 1, 1))
             col = naming.payee(p.id)
-            top.aggregates[col] = AggregateNeed(col, node, p.typed, window, kind="payee")
+            top.aggregates[col] = AggregateNeed(col, node, p.typed, window, "payee", **ctx)
             if body is not None:
                 _member_needs(out, cat, naming, node, p.typed, window)
         if "birth_on" in cat.features_of(p.target) and p.typed.uses_age:

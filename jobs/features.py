@@ -132,13 +132,13 @@ def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_
         if fills:
             frame = frame.with_columns(fills)
     # Relation features and aggregates, grouped by (relation, window) so each link table is read once.
-    by_rel: dict[tuple[str, Window], list[tuple[str, A.Aggregate, Typed, str]]] = defaultdict(list)
+    by_rel: dict[tuple[str, Window], list[AggregateNeed]] = defaultdict(list)
     for name, window in relation_feats:
         agg = cat.relation_features[f"{entity}.{name}"]
         w = window or Window(dt.date.min, dt.date.min)
-        by_rel[(agg.relation, w)].append((naming.feature(entity, name, w), agg, cat.typed, "aggregate"))
-    for col, an in need.aggregates.items():
-        by_rel[(an.node.relation, an.window)].append((col, an.node, an.typed, an.kind))
+        by_rel[(agg.relation, w)].append(AggregateNeed(naming.feature(entity, name, w), agg, cat.typed, w))
+    for an in need.aggregates.values():
+        by_rel[(an.node.relation, an.window)].append(an)
     if by_rel and depth > 1:
         raise ValueError("relation aggregates nest too deeply")
     for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
@@ -146,11 +146,14 @@ def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_
             _relation_aggregates(staged, relation, window, items, needs, as_of, depth), on=sk, how="left"
         )
         fills = []
-        for col, agg, _typed, kind in items:
-            if kind == "payee":
+        for an in items:
+            if an.kind == "payee":
                 continue
-            default = {"count": 0, "sum": 0, "any": False, "all": True}[agg.func]
-            fills.append(pl.col(col).fill_null(pl.lit(default).cast(pl.Decimal(38, 10)) if agg.func == "sum" and default == 0 and _sum_is_decimal(agg, _typed) else default))
+            default = {"count": 0, "sum": 0, "any": False, "all": True}[an.node.func]
+            if an.node.func == "sum" and _sum_is_decimal(an.node, an.typed):
+                fills.append(pl.col(an.column).fill_null(pl.lit(0, dtype=DEC)))
+            else:
+                fills.append(pl.col(an.column).fill_null(default))
         if fills:
             frame = frame.with_columns(fills)
     if need.lists:
@@ -178,7 +181,7 @@ def _relation_aggregates(
     staged: Staged,
     relation: str,
     window: Window,
-    items: list[tuple[str, A.Aggregate, Typed, str]],
+    items: list[AggregateNeed],
     needs: dict[str, EntityNeeds],
     as_of: dt.date,
     depth: int,
@@ -200,7 +203,7 @@ def _relation_aggregates(
     )
     members = entity_frame(staged, rel.to, _member_only(needs, rel.to), as_of, depth + 1)
     joined = links.join(members, on=member_sk, how="left")
-    aggs = aggregate_expressions(cat, relation, window, items)
+    aggs = aggregate_expressions(cat, items)
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
 
 

@@ -16,7 +16,7 @@ import polars as pl
 from eligibility import ast as A
 from eligibility.backends.polars import DEC, Context, as_decimal, compile_expr, round_amount
 from eligibility.check import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef, Typed
-from eligibility.plan import Naming, param_values, run_dates
+from eligibility.plan import AggregateNeed, Naming, param_values, run_dates
 
 RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee")
 
@@ -59,9 +59,10 @@ def policy_context(policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming,
     )
 
 
-def member_context(cat: CheckedCatalogue, naming: Naming, typed: Typed, relation: str, window: object, base: Context | None) -> Context:
+def member_context(cat: CheckedCatalogue, naming: Naming, need: AggregateNeed) -> Context:
     """How names inside an aggregate body resolve: member features and link attributes."""
-    member = cat.relation(relation).to
+    member = cat.relation(need.node.relation).to
+    window = need.window
 
     def column(b: Binding) -> pl.Expr:
         if isinstance(b, FeatureRef):
@@ -76,19 +77,17 @@ def member_context(cat: CheckedCatalogue, naming: Naming, typed: Typed, relation
         else None
     )
     return Context(
-        typed=typed,
+        typed=need.typed,
         column=column,
         aggregate=lambda node: pl.lit(None),
         listed=lambda name: pl.col(naming.listed(name)),
-        params=base.params if base else {},
-        dates=base.dates if base else {},
+        params=need.params,
+        dates=need.dates,
         birth_on=birth,
     )
 
 
-def aggregate_expressions(
-    cat: CheckedCatalogue, relation: str, window: object, items: list[tuple[str, A.Aggregate, Typed, str]]
-) -> list[pl.Expr]:
+def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> list[pl.Expr]:
     """Group-by expressions over links joined with member features, one per aggregate.
 
     The frame has one row per link: `entity_id` (the member's identifier), the
@@ -98,8 +97,9 @@ def aggregate_expressions(
     """
     naming = Naming(cat)
     out = []
-    for col, agg, typed, kind in items:
-        ctx = member_context(cat, naming, typed, relation, window, None)
+    for need in items:
+        col, agg, typed, kind = need.column, need.node, need.typed, need.kind
+        ctx = member_context(cat, naming, need)
         if kind == "payee":
             cond = compile_expr(agg.body, ctx).fill_null(False) if agg.body is not None else pl.lit(True)
             out.append(pl.col("entity_id").filter(cond).min().alias(col))
