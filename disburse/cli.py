@@ -250,5 +250,110 @@ def quarantine(run_id, source, rule, limit, db, unmask, as_json):
             )
 
 
+@main.group()
+def policy() -> None:
+    """Write, check and test policy files."""
+
+
+@policy.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--verbose", "-v", is_flag=True, help="List passing cases too.")
+def policy_check(paths, verbose):
+    """Check policy files and run their test cases (default: the shipped policies).
+
+    Every problem in every file is reported as file:line:col: CODE message, with
+    a fix: line. A failing case shows the given values, the expected and actual
+    results and the condition that decided. Exit status 0 only if all pass.
+    """
+    from eligibility.policyset import check_files
+    from jobs.catalogue import load_catalogue
+    from jobs.paths import policies_dir
+    from jobs.policies import feature_catalogue
+
+    given = list(paths) or [policies_dir()]
+    report = check_files(given, feature_catalogue(load_catalogue(), given))
+    for p in report.problems:
+        click.echo(p.render())
+    n_cases = n_failed = 0
+    for pid, results in report.cases.items():
+        for r in results:
+            n_cases += 1
+            n_failed += not r.passed
+            if verbose or not r.passed:
+                click.echo(r.render(report.files[pid]))
+    files = len(report.cases)
+    click.echo(
+        f"{files} polic{'y' if files == 1 else 'ies'} checked, {len(report.problems)} problem(s); "
+        f"{n_cases - n_failed} of {n_cases} case(s) passed"
+    )
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command()
+@click.option("--policies", "policies_path", type=click.Path(exists=True, path_type=Path),
+              help="Folder whose features.yaml to list (default: the shipped one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
+def features(policies_path, as_json):
+    """List the features policies may read: entity, name, type, where it comes from."""
+    from jobs.catalogue import load_catalogue
+    from jobs.policies import feature_catalogue
+
+    cat = feature_catalogue(load_catalogue(), [policies_path] if policies_path else None)
+    rows = []
+    for entity, feats in cat.spec.features.items():
+        for name, f in feats.items():
+            if f.source is not None:
+                origin = f"{f.agg or 'value'} of {f.source}.{f.column}" if f.column else f"{f.agg} of {f.source} rows"
+                if f.where:
+                    origin += f" where {f.where}"
+                if f.source in cat.spec.timed:
+                    origin += " over the window"
+            else:
+                origin = f"{f.agg or 'count'} over relation {f.relation}" + (f" where {f.where}" if f.where else "")
+            rows.append({"entity": entity, "name": name, "type": f.type, "from": origin, "description": f.description})
+    if as_json:
+        click.echo(json.dumps({"features": rows, "relations": {n: r.description for n, r in cat.spec.relations.items()}}, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['entity']:<11}{r['name']:<24}{r['type']:<8}{r['from']}")
+    click.echo("")
+    for n, r in cat.spec.relations.items():
+        click.echo(f"relation {n}: {r.from_} -> {r.to}: {r.description}")
+
+
+@main.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Folder of source files (as for ingest).")
+@click.option("--as-of", "as_of", callback=_date, required=True, help="The date to simulate (YYYY-MM-DD).")
+@click.option("--policy", "policy_id", help="Only this policy.")
+@click.option("--policies", "policies_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Policy files or folders (default: the shipped policies).")
+@click.option("--against", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An older version of the policy: report who gains, who loses, how much.")
+@click.option("--unmask", is_flag=True, help="Show identifiers in full.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"policies": {ID: {...}}} as JSON.')
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, quiet):
+    """Reach and cost of each policy before launch; writes nothing to any ledger.
+
+    Per policy: eligible count, total amount, budget use, distribution by region
+    and by size class or age band, the top reasons for ineligibility; with
+    --against, the difference between two versions of a policy.
+    """
+    from jobs.catalogue import load_catalogue
+    from jobs.policies import load_policies
+    from jobs.simulate import render
+    from jobs.simulate import simulate as run_simulation
+
+    cat = load_catalogue()
+    pset = load_policies(cat, list(policies_paths) or None)
+    if policy_id is not None:
+        pset.get(policy_id)
+    report = run_simulation(data, as_of, pset=pset, catalogue=cat, only=policy_id, against=against,
+                            unmask=unmask, progress=_progress(quiet or as_json))
+    click.echo(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) if as_json else render(report))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -214,6 +214,29 @@ def ingest(
             shutil.rmtree(tmp)
 
 
+def stage(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    catalogue: Catalogue,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, SourceReport]:
+    """Validate and stage every source into `out_dir`, recording nothing anywhere else.
+
+    For simulations: the same checks and the same staged files as an ingest,
+    without a run row or a quarantine table.
+    """
+    say = progress or (lambda _msg: None)
+    files = locate_sources(data_dir, catalogue)
+    schemas = {
+        name: read_schema(name, path, fmt, catalogue.sources[name])
+        for name, (path, fmt) in files.items()
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports, _ = _validate_all(files, schemas, catalogue, out_dir, say)
+    return reports
+
+
 def _validate_all(
     files: dict[str, tuple[Path, str]],
     schemas: dict[str, pl.Schema],
