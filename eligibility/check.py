@@ -704,7 +704,7 @@ def _check_cases(c: Checker, policy: CheckedPolicy, cat: CheckedCatalogue) -> No
     for i, case in enumerate(spec.tests):
         for key in case.given:
             if key not in features and key not in relations and key != "lists":
-                c.problem(("tests", i, "given", key), "E120", f"test {case.name!r} gives {key!r}, which is no feature of an {spec.target}" if spec.target == "enterprise" else f"test {case.name!r} gives {key!r}, which is no feature of a person", did_you_mean(key, [*features, *relations, "lists"], "features"))
+                c.problem(("tests", i, "given", key), "E120", f"test {case.name!r} gives {key!r}, which is no feature of an {spec.target}" if spec.target == "enterprise" else f"test {case.name!r} gives {key!r}, which is no feature of a person", did_you_mean(key, sorted({*features, *relations, "lists"}), "features"))
         if case.expect.reason is not None and case.expect.reason not in cond_ids:
             c.problem(("tests", i, "expect", "reason"), "E121", f"test {case.name!r} expects reason {case.expect.reason!r}, which is no condition id", did_you_mean(case.expect.reason, cond_ids, "condition ids"))
         if case.expect.eligible and case.expect.amount is None and case.expect.amount_yuan is None:

@@ -287,4 +287,5 @@ def parse_expression(text: str, file: str = "<expr>", line: int = 1, col: int = 
     except _Fail as f:
         code = "E102" if f.message.startswith("unknown function") else "E103" if "arguments, got" in f.message else "E101"
         span = parser.span(min(f.offset, len(text)), min(f.offset, len(text)))
-        raise ProblemsError([Problem(file, span.line, span.col, code, f.message, f.fix)]) from None
+        fix = f.fix or 'expressions read like: headcount_end >= 3 and not listed("serious_dishonesty") (docs/policies.md)'
+        raise ProblemsError([Problem(file, span.line, span.col, code, f.message, fix)]) from None

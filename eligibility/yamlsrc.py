@@ -69,7 +69,10 @@ class Located:
 
     def value_at(self, loc: Loc) -> tuple[int, int]:
         """Where the text of a scalar value starts (inside its quotes, if quoted)."""
-        line, col = self.values.get(loc) or self.at(loc)
+        probe = loc
+        while probe and probe not in self.values:
+            probe = probe[:-1]
+        line, col = self.values.get(probe) or self.at(loc)
         lines = self.text.splitlines()
         if 0 < line <= len(lines) and col - 1 < len(lines[line - 1]) and lines[line - 1][col - 1] in "'\"":
             col += 1

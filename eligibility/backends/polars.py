@@ -240,7 +240,10 @@ def _(node: A.Call, ctx: Context) -> pl.Expr:
             args = [as_decimal(a, at) for a, at in zip(args, types, strict=True)]
         if f == "coalesce":
             return pl.coalesce(args)
-        return pl.min_horizontal(args) if f == "min" else pl.max_horizontal(args)
+        # Unknown if any argument is unknown: min(premium * 90%, 1000000 yuan) must not
+        # become 1,000,000 yuan when the premium is missing.
+        known = pl.all_horizontal([a.is_not_null() for a in args])
+        return pl.when(known).then(pl.min_horizontal(args) if f == "min" else pl.max_horizontal(args))
     if f == "abs":
         return args[0].abs()
     if f == "round":

@@ -155,7 +155,7 @@ def _amount(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
                 test = test.fill_null(False)
                 chain = pl.when(test).then(money(value)) if chain is None else chain.when(test).then(money(value))
             assert chain is not None
-            base = chain.otherwise(zero)
+            base = pl.when(by.is_null()).then(pl.lit(None, dtype=DEC)).otherwise(chain.otherwise(zero))
         else:
             b = as_decimal(by, by_t)
             parts = []
@@ -169,7 +169,8 @@ def _amount(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
     if am.prorate_from is not None or am.prorate_until is not None:
         base = base * _prorate_fraction(policy, ctx)
     if am.cap is not None:
-        base = pl.min_horizontal(base, money(am.cap))
+        cap = money(am.cap)
+        base = pl.when(base.is_not_null() & cap.is_not_null()).then(pl.min_horizontal(base, cap))
     return round_amount(base, am.round)
 
 
@@ -196,7 +197,8 @@ def _prorate_fraction(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
     hi = _month_index(compile_expr(am.prorate_until, ctx)) if am.prorate_until is not None else last
     months = pl.max_horizontal(pl.min_horizontal(hi, last) - pl.max_horizontal(lo, first) + 1, pl.lit(0))
     total = (last - first + 1).cast(DEC)
-    return months.cast(DEC) / total
+    # An unknown bound leaves the fraction unknown (min/max_horizontal would skip it).
+    return pl.when(lo.is_not_null() & hi.is_not_null()).then(months.cast(DEC) / total)
 
 
 def policy_result(policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date, id_column: str) -> pl.Expr:
