@@ -59,7 +59,11 @@ def _money_fen(value: Any, where: str) -> int:
     """Money as given in a case: a bare number is yuan; '1500 yuan' / '12 fen' carry their unit."""
     if isinstance(value, str):
         node = parse_expression(value, where)
-        if not (isinstance(node, A.Literal) and node.unit in ("yuan", "fen") and isinstance(node.value, Decimal)):
+        if not (
+            isinstance(node, A.Literal)
+            and node.unit in ("yuan", "fen")
+            and isinstance(node.value, Decimal)
+        ):
             raise ValueError(f"{value!r} is not an amount of money (write 1500 yuan)")
         fen = node.value * (100 if node.unit == "yuan" else 1)
     else:
@@ -95,10 +99,25 @@ def _convert(ftype: str, unit: str | None, value: Any, where: str) -> Any:
     return str(value)
 
 
-_DTYPES = {"money": pl.Int64, "count": pl.Int64, "number": pl.Decimal(38, 10), "date": pl.Date, "bool": pl.Boolean, "text": pl.String}
+_DTYPES: dict[str, Any] = {
+    "money": pl.Int64,
+    "count": pl.Int64,
+    "number": pl.Decimal(38, 10),
+    "date": pl.Date,
+    "bool": pl.Boolean,
+    "text": pl.String,
+}
 
 
-def _frame(entity: str, rows: list[dict[str, Any]], cat: CheckedCatalogue, naming: Naming, window: Any, lists: set[str], where: str) -> pl.DataFrame:
+def _frame(
+    entity: str,
+    rows: list[dict[str, Any]],
+    cat: CheckedCatalogue,
+    naming: Naming,
+    window: Any,
+    lists: set[str],
+    where: str,
+) -> pl.DataFrame:
     features = cat.features_of(entity)
     columns: dict[str, pl.Series] = {}
     for name, f in features.items():
@@ -108,13 +127,19 @@ def _frame(entity: str, rows: list[dict[str, Any]], cat: CheckedCatalogue, namin
         values = [_convert(f.type, f.unit, r.get(name), f"{where}: {name}") for r in rows]
         columns[naming.feature(entity, name, window)] = pl.Series(values, dtype=dtype)
     for name in lists:
-        columns[Naming.listed(name)] = pl.Series([name in r.get("lists", []) for r in rows], dtype=pl.Boolean)
+        columns[Naming.listed(name)] = pl.Series(
+            [name in r.get("lists", []) for r in rows], dtype=pl.Boolean
+        )
     columns[f"{entity}_sk"] = pl.Series(range(1, len(rows) + 1), dtype=pl.Int32)
-    columns["entity_id"] = pl.Series([str(r.get("id", f"{entity}-{i + 1}")) for i, r in enumerate(rows)], dtype=pl.String)
+    columns["entity_id"] = pl.Series(
+        [str(r.get("id", f"{entity}-{i + 1}")) for i, r in enumerate(rows)], dtype=pl.String
+    )
     return pl.DataFrame(columns)
 
 
-def run_case(policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogue, default_as_of: dt.date) -> CaseResult:
+def run_case(
+    policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogue, default_as_of: dt.date
+) -> CaseResult:
     """Evaluate one case with the compiled policy and compare with what it expects."""
     as_of = case.as_of or default_as_of
     naming = Naming(cat)
@@ -132,7 +157,9 @@ def run_case(policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogu
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
         mframe = _frame(rel.to, members, cat, naming, window, mlists, where) if members else None
         if mframe is None:
-            value = pl.DataFrame({col: [None]}).with_columns(pl.col(col).cast(pl.String if an.kind == "payee" else pl.Int64))
+            value = pl.DataFrame({col: [None]}).with_columns(
+                pl.col(col).cast(pl.String if an.kind == "payee" else pl.Int64)
+            )
         else:
             links = mframe.with_columns(
                 pl.lit(1, dtype=pl.Int32).alias("_owner"),
@@ -162,7 +189,9 @@ def run_case(policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogu
     if row["reason"] is None:
         passed_ids = [c.id for i, c in enumerate(policy.conditions) if row["mask"] >> i & 1]
         decided = f"every condition held ({', '.join(passed_ids)})" if passed_ids else decided
-    return CaseResult(policy.id, case.name, expected == actual, expected, actual, given, decided, line)
+    return CaseResult(
+        policy.id, case.name, expected == actual, expected, actual, given, decided, line
+    )
 
 
 def _yuan(fen: int | None) -> str:
@@ -182,7 +211,16 @@ def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
             results.append(run_case(policy, case, i, cat, default_as_of))
         except (ValueError, TypeError) as exc:
             line, col = policy.located.at(("tests", i))
-            problems.append(Problem(policy.file, line, col, "E120", f"test {case.name!r}: {exc}", "give values of the feature's kind"))
+            problems.append(
+                Problem(
+                    policy.file,
+                    line,
+                    col,
+                    "E120",
+                    f"test {case.name!r}: {exc}",
+                    "give values of the feature's kind",
+                )
+            )
     if problems:
         raise ProblemsError(problems)
     return results

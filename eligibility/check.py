@@ -33,7 +33,13 @@ from eligibility.types import NUMERIC, Type, arithmetic, comparable, unify
 from eligibility.yamlsrc import Loc, Located, load_yaml_file
 
 RUN_DATES = (
-    "as_of", "period_start", "period_end", "window_start", "window_end", "policy_start", "policy_end",
+    "as_of",
+    "period_start",
+    "period_end",
+    "window_start",
+    "window_end",
+    "policy_start",
+    "policy_end",
 )
 
 
@@ -118,7 +124,7 @@ class CheckedCatalogue:
     relation_features: dict[str, A.Aggregate]  # "entity.feature" -> aggregate
 
     def features_of(self, entity: str) -> dict[str, FeatureDef]:
-        return dict(self.spec.features.get(entity, {}))
+        return dict(self.spec.features.get(entity, {}))  # type: ignore[call-overload]
 
     def relation(self, name: str) -> RelationDef:
         return self.spec.relations[name]
@@ -209,7 +215,7 @@ class Checker:
             self.typed.types[id(node)] = t
         return t
 
-    def _check(self, node: A.Node, scope: Scope) -> Type | None:  # noqa: C901 - one case per node kind
+    def _check(self, node: A.Node, scope: Scope) -> Type | None:
         match node:
             case A.Literal(value=v, unit=unit):
                 if unit in ("yuan", "fen"):
@@ -219,7 +225,13 @@ class Checker:
                 if isinstance(v, bool):
                     return "bool"
                 if isinstance(v, Decimal):
-                    return "count" if v == v.to_integral_value() and "." not in node.span.text and "%" not in node.span.text else "number"
+                    return (
+                        "count"
+                        if v == v.to_integral_value()
+                        and "." not in node.span.text
+                        and "%" not in node.span.text
+                        else "number"
+                    )
                 if isinstance(v, str):
                     return "text"
                 return "date"
@@ -229,7 +241,17 @@ class Checker:
                     fix = did_you_mean(name, list(scope.names), f"the names here ({scope.what})")
                     if name in RUN_DATES:
                         fix = f"{name} is not available here"
-                    self.node_problem(node, "E104", f"unknown name {name!r}", fix + (" Known features are listed by `disburse features`" if "did you mean" in fix else ""))
+                    self.node_problem(
+                        node,
+                        "E104",
+                        f"unknown name {name!r}",
+                        fix
+                        + (
+                            " Known features are listed by `disburse features`"
+                            if "did you mean" in fix
+                            else ""
+                        ),
+                    )
                     return None
                 self.typed.bindings[id(node)] = binding
                 if isinstance(binding, FeatureRef) and scope.entity is not None:
@@ -239,7 +261,7 @@ class Checker:
                 types = [self.check(i, scope) for i in items]
                 if any(t is None for t in types):
                     return None
-                first = types[0] if types else "null"
+                first: Type = types[0] or "null" if types else "null"
                 for item, t in zip(items, types, strict=True):
                     if t is None or unify(first, t) is None:
                         self.node_problem(item, "E105", f"a list mixes {first} and {t}")
@@ -255,20 +277,36 @@ class Checker:
                     return None
                 result = arithmetic(op, lt, rt)
                 if result not in ("text", "count", "number", "money", "date", "bool", "null"):
-                    self.node_problem(node, "E105", str(result), "money amounts are written with a unit: 1500 yuan")
+                    self.node_problem(
+                        node,
+                        "E105",
+                        str(result),
+                        "money amounts are written with a unit: 1500 yuan",
+                    )
                     return None
                 return result  # type: ignore[return-value]
             case A.Compare(left=left, right=right, op=op):
                 lt, rt = self.check(left, scope), self.check(right, scope)
                 if lt is None or rt is None:
                     return None
-                zero = any(isinstance(x, A.Literal) and x.value == 0 and x.unit == "" for x in (left, right))
+                zero = any(
+                    isinstance(x, A.Literal) and x.value == 0 and x.unit == ""
+                    for x in (left, right)
+                )
                 if not comparable(lt, rt) and not ({lt, rt} == {"money", "count"} and zero):
-                    fix = "write money with a unit: 5000000 yuan" if "money" in (lt, rt) else "use is_missing(x) to test for a missing value" if "null" in (lt, rt) else "compare values of the same kind"
+                    fix = (
+                        "write money with a unit: 5000000 yuan"
+                        if "money" in (lt, rt)
+                        else "use is_missing(x) to test for a missing value"
+                        if "null" in (lt, rt)
+                        else "compare values of the same kind"
+                    )
                     self.node_problem(node, "E105", f"cannot compare {lt} with {rt}", fix)
                     return None
                 if lt in ("text", "bool") and op not in ("==", "!="):
-                    self.node_problem(node, "E105", f"{lt} values can only be compared with == and !=")
+                    self.node_problem(
+                        node, "E105", f"{lt} values can only be compared with == and !="
+                    )
                     return None
                 return "bool"
             case A.BoolOp(operands=ops, op=op):
@@ -279,7 +317,9 @@ class Checker:
                 if it is None or lt is None:
                     return None
                 if lt != "null" and not comparable(it, lt):
-                    self.node_problem(node, "E105", f"cannot look for a {it} value in a list of {lt}")
+                    self.node_problem(
+                        node, "E105", f"cannot look for a {it} value in a list of {lt}"
+                    )
                     return None
                 return "bool"
             case A.Cond(test=test, then=a, otherwise=b):
@@ -289,7 +329,9 @@ class Checker:
                     return None
                 u = unify(at, bt)
                 if u is None:
-                    self.node_problem(node, "E105", f"the two branches of `if` differ: {at} and {bt}")
+                    self.node_problem(
+                        node, "E105", f"the two branches of `if` differ: {at} and {bt}"
+                    )
                 return u
             case A.Call():
                 return self._call(node, scope)
@@ -300,7 +342,9 @@ class Checker:
     def _expect(self, node: A.Node, scope: Scope, allowed: set[str], what: str) -> Type | None:
         t = self.check(node, scope)
         if t is not None and t not in allowed and t != "null":
-            self.node_problem(node, "E105", f"{what}: expected {' or '.join(sorted(allowed))}, found {t}")
+            self.node_problem(
+                node, "E105", f"{what}: expected {' or '.join(sorted(allowed))}, found {t}"
+            )
             return None
         return t
 
@@ -309,7 +353,12 @@ class Checker:
         if f == "listed":
             (arg,) = args
             if not (isinstance(arg, A.Literal) and isinstance(arg.value, str)):
-                self.node_problem(node, "E105", 'listed() takes the name of a list in quotes', 'write: listed("serious_dishonesty")')
+                self.node_problem(
+                    node,
+                    "E105",
+                    "listed() takes the name of a list in quotes",
+                    'write: listed("serious_dishonesty")',
+                )
                 return None
             self.typed.types[id(arg)] = "text"
             if scope.entity is None:
@@ -325,22 +374,33 @@ class Checker:
             result: Type | None = ts[0]
             for t in ts[1:]:
                 result = unify(result, t) if result is not None else None
-            if result is None or (f != "coalesce" and result not in ("count", "number", "money", "date")):
-                self.node_problem(node, "E105", f"{f}() needs values of one kind, found {', '.join(ts)}")
+            if result is None or (
+                f != "coalesce" and result not in ("count", "number", "money", "date")
+            ):
+                self.node_problem(
+                    node, "E105", f"{f}() needs values of one kind, found {', '.join(ts)}"
+                )
                 return None
             return result
         if f == "abs":
             return self._want(node, ts, [set(NUMERIC)], ts[0])
         if f == "round":
             if len(args) == 2 and not (isinstance(args[1], A.Literal) and ts[1] == "count"):
-                self.node_problem(args[1], "E105", "round()'s places must be a whole number written out")
+                self.node_problem(
+                    args[1], "E105", "round()'s places must be a whole number written out"
+                )
                 return None
             return self._want(node, ts[:1], [{"number", "money", "count"}], ts[0])
         if f in ("months_between", "days_between"):
             return self._want(node, ts, [{"date"}, {"date"}], "count")
         if f == "age_on":
             if "birth_on" not in scope.names:
-                self.node_problem(node, "E104", "age_on() needs the feature birth_on, which this entity has not", "age_on applies to persons")
+                self.node_problem(
+                    node,
+                    "E104",
+                    "age_on() needs the feature birth_on, which this entity has not",
+                    "age_on applies to persons",
+                )
                 return None
             self.check(A.Name("birth_on", node.span), scope)
             self.typed.uses_age = True
@@ -355,10 +415,16 @@ class Checker:
             return "bool"
         raise TypeError(f"function {f} has no type rule")
 
-    def _want(self, node: A.Call, ts: list[Type], allowed: list[set[str]], result: Type) -> Type | None:
+    def _want(
+        self, node: A.Call, ts: list[Type], allowed: list[set[str]], result: Type
+    ) -> Type | None:
         for i, (t, ok) in enumerate(zip(ts, allowed, strict=False)):
             if t not in ok and t != "null":
-                self.node_problem(node.args[i], "E105", f"argument {i + 1} of {node.func}() must be {' or '.join(sorted(ok))}, found {t}")
+                self.node_problem(
+                    node.args[i],
+                    "E105",
+                    f"argument {i + 1} of {node.func}() must be {' or '.join(sorted(ok))}, found {t}",
+                )
                 return None
         return result
 
@@ -366,8 +432,19 @@ class Checker:
         cat = self.catalogue
         rel = cat.spec.relations.get(node.relation) if cat else None
         if cat is None or rel is None or rel.from_ != scope.relations_from:
-            known = [n for n, r in (cat.spec.relations.items() if cat else []) if r.from_ == scope.relations_from]
-            self.node_problem(node, "E106", f"unknown relation {node.relation!r}", did_you_mean(node.relation, known, f"relations of a {scope.relations_from}") if known else f"no relation starts from {scope.relations_from or 'here'}")
+            known = [
+                n
+                for n, r in (cat.spec.relations.items() if cat else [])
+                if r.from_ == scope.relations_from
+            ]
+            self.node_problem(
+                node,
+                "E106",
+                f"unknown relation {node.relation!r}",
+                did_you_mean(node.relation, known, f"relations of a {scope.relations_from}")
+                if known
+                else f"no relation starts from {scope.relations_from or 'here'}",
+            )
             return None
         body_scope = member_scope(cat, node.relation, scope)
         self.typed.scopes[id(node)] = body_scope
@@ -375,7 +452,12 @@ class Checker:
         if node.body is None:
             return "count"
         if node.func in ("any", "all", "count"):
-            t = self._expect(node.body, body_scope, {"bool"}, f"{node.func}() takes a condition on each related {rel.to}")
+            t = self._expect(
+                node.body,
+                body_scope,
+                {"bool"},
+                f"{node.func}() takes a condition on each related {rel.to}",
+            )
             if t is None:
                 return None
             return "count" if node.func == "count" else "bool"
@@ -391,13 +473,25 @@ def member_scope(cat: CheckedCatalogue, relation: str, outer: Scope) -> Scope:
     for n, b in outer.names.items():
         if isinstance(b, ParamRef | RunDate):
             names.setdefault(n, b)
-    return Scope(rel.to, names, f"features of the related {rel.to} and the link's attributes", relations_from=None)
+    return Scope(
+        rel.to,
+        names,
+        f"features of the related {rel.to} and the link's attributes",
+        relations_from=None,
+    )
 
 
 def entity_scope(cat: CheckedCatalogue, entity: str) -> Scope:
     """The features of one entity kind."""
-    names: dict[str, Binding] = {n: FeatureRef(n, f.type) for n, f in cat.features_of(entity).items()}
-    return Scope(entity, names, f"features of an {entity}" if entity == "enterprise" else f"features of a {entity}", relations_from=entity)
+    names: dict[str, Binding] = {
+        n: FeatureRef(n, f.type) for n, f in cat.features_of(entity).items()
+    }
+    return Scope(
+        entity,
+        names,
+        f"features of an {entity}" if entity == "enterprise" else f"features of a {entity}",
+        relations_from=entity,
+    )
 
 
 def _as_text(value: Any) -> str:
@@ -416,17 +510,53 @@ def node_span(node: A.Node) -> A.Span:
 # --- loading the catalogue -----------------------------------------------------------
 
 
-def _schema_problems(located: Located, exc: ValidationError, allowed_keys: Mapping[int, list[str]] | None = None) -> list[Problem]:
+def _schema_problems(
+    located: Located, exc: ValidationError, allowed_keys: Mapping[int, list[str]] | None = None
+) -> list[Problem]:
     out = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p in ("str", "int", "float", "bool", "date", "decimal", "PayeeRelation", "literal['self']", "none"))))
+        loc = tuple(
+            p
+            for p in err["loc"]
+            if not (
+                isinstance(p, str)
+                and (
+                    p.startswith("function-")
+                    or p
+                    in (
+                        "str",
+                        "int",
+                        "float",
+                        "bool",
+                        "date",
+                        "decimal",
+                        "PayeeRelation",
+                        "literal['self']",
+                        "none",
+                    )
+                )
+            )
+        )
         if err["type"] == "extra_forbidden":
-            out.append(located.problem(loc, "E110", f"unknown key {loc[-1]!r}", "check the spelling; the keys of a policy file are described in docs/policies.md"))
+            out.append(
+                located.problem(
+                    loc,
+                    "E110",
+                    f"unknown key {loc[-1]!r}",
+                    "check the spelling; the keys of a policy file are described in docs/policies.md",
+                )
+            )
         elif err["type"] == "missing":
-            out.append(located.problem(loc[:-1], "E111", f"missing key {loc[-1]!r}", f"add {loc[-1]}:"))
+            out.append(
+                located.problem(loc[:-1], "E111", f"missing key {loc[-1]!r}", f"add {loc[-1]}:")
+            )
         elif err["type"] == "literal_error":
             expected = err.get("ctx", {}).get("expected", "")
-            out.append(located.problem(loc, "E112", f"{err['input']!r} is not allowed here", f"use one of {expected}"))
+            out.append(
+                located.problem(
+                    loc, "E112", f"{err['input']!r} is not allowed here", f"use one of {expected}"
+                )
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ")
             out.append(located.problem(loc, "E112", msg, "see docs/policies.md for the format"))
@@ -447,19 +577,31 @@ def load_features(path: Path, source_columns: dict[str, dict[str, Type]]) -> Che
         spec = FeatureCatalogue.model_validate(located.data)
     except ValidationError as exc:
         raise ProblemsError(_schema_problems(located, exc)) from None
-    cat = CheckedCatalogue(spec, located.file, _sha256(located.text), source_columns, Typed(), {}, {})
+    cat = CheckedCatalogue(
+        spec, located.file, _sha256(located.text), source_columns, Typed(), {}, {}
+    )
     checker = Checker(located, cat)
     cat.typed = checker.typed
 
     def need_source(loc: Loc, source: str) -> bool:
         if source not in source_columns:
-            checker.problem(loc, "E104", f"unknown source {source!r}", did_you_mean(source, list(source_columns), "sources"))
+            checker.problem(
+                loc,
+                "E104",
+                f"unknown source {source!r}",
+                did_you_mean(source, list(source_columns), "sources"),
+            )
             return False
         return True
 
     def need_column(loc: Loc, source: str, column: str) -> bool:
         if column not in source_columns[source]:
-            checker.problem(loc, "E104", f"source {source!r} has no column {column!r}", did_you_mean(column, list(source_columns[source]), "its columns"))
+            checker.problem(
+                loc,
+                "E104",
+                f"source {source!r} has no column {column!r}",
+                did_you_mean(column, list(source_columns[source]), "its columns"),
+            )
             return False
         return True
 
@@ -481,40 +623,70 @@ def load_features(path: Path, source_columns: dict[str, dict[str, Type]]) -> Che
         if rel.where is not None:
             node = checker.parse((*loc, "where"), rel.where)
             if node is not None:
-                checker._expect(node, _source_scope(rel.source, source_columns), {"bool"}, "a relation's where")
+                checker._expect(
+                    node, _source_scope(rel.source, source_columns), {"bool"}, "a relation's where"
+                )
                 cat.where[f"relation:{rname}"] = node
-    for entity, fname, fdef in ((e, n, f) for e, fs in spec.features.items() for n, f in fs.items()):
+    for entity, fname, fdef in (
+        (e, n, f) for e, fs in spec.features.items() for n, f in fs.items()
+    ):
         loc = ("features", entity, fname)
         if fdef.source is not None:
             if not need_source((*loc, "source"), fdef.source):
                 continue
             if fdef.column is not None and need_column((*loc, "column"), fdef.source, fdef.column):
                 col_type = source_columns[fdef.source][fdef.column]
-                want = "count" if fdef.type == "money" else fdef.type
+                want: Type = "count" if fdef.type == "money" else fdef.type
                 if fdef.agg in ("count", "count_distinct", "months"):
                     want = "count"
                 if fdef.agg == "mean":
                     want = col_type if col_type in NUMERIC else want
-                if col_type != want and not (fdef.agg == "mean" and fdef.type == "number") and not (fdef.type == "bool" and fdef.agg in ("count",)):
-                    checker.problem((*loc, "type"), "E105", f"feature {fname!r} is declared {fdef.type} but column {fdef.source}.{fdef.column} is {col_type}")
+                if (
+                    col_type != want
+                    and not (fdef.agg == "mean" and fdef.type == "number")
+                    and not (fdef.type == "bool" and fdef.agg in ("count",))
+                ):
+                    checker.problem(
+                        (*loc, "type"),
+                        "E105",
+                        f"feature {fname!r} is declared {fdef.type} but column {fdef.source}.{fdef.column} is {col_type}",
+                    )
             if fdef.where is not None:
                 node = checker.parse((*loc, "where"), fdef.where)
                 if node is not None:
-                    checker._expect(node, _source_scope(fdef.source, source_columns), {"bool"}, "a feature's where")
+                    checker._expect(
+                        node,
+                        _source_scope(fdef.source, source_columns),
+                        {"bool"},
+                        "a feature's where",
+                    )
                     cat.where[f"{entity}.{fname}"] = node
         elif fdef.relation is not None:
             if fdef.relation not in spec.relations:
-                checker.problem((*loc, "relation"), "E106", f"unknown relation {fdef.relation!r}", did_you_mean(fdef.relation, list(spec.relations), "relations"))
+                checker.problem(
+                    (*loc, "relation"),
+                    "E106",
+                    f"unknown relation {fdef.relation!r}",
+                    did_you_mean(fdef.relation, list(spec.relations), "relations"),
+                )
                 continue
             func = fdef.agg or "count"
             body_text = fdef.where if func in ("count", "any", "all") else fdef.body
-            body = checker.parse((*loc, "where" if fdef.where else "body"), body_text) if body_text else None
+            body = (
+                checker.parse((*loc, "where" if fdef.where else "body"), body_text)
+                if body_text
+                else None
+            )
             span = A.Span(located.file, *located.at(loc), f"{func}({fdef.relation})")
             agg = A.Aggregate(func, fdef.relation, body, span)  # type: ignore[arg-type]
             outer = Scope(entity, {}, "", relations_from=entity)
-            t = checker.check(agg, outer)
-            if t is not None and t != fdef.type:
-                checker.problem((*loc, "type"), "E105", f"feature {fname!r} is declared {fdef.type} but {func}() gives {t}")
+            agg_type = checker.check(agg, outer)
+            if agg_type is not None and agg_type != fdef.type:
+                checker.problem(
+                    (*loc, "type"),
+                    "E105",
+                    f"feature {fname!r} is declared {fdef.type} but {func}() gives {agg_type}",
+                )
             cat.relation_features[f"{entity}.{fname}"] = agg
     if checker.problems:
         raise ProblemsError(checker.problems)
@@ -550,7 +722,9 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
     names = dict(base.names)
     for d in RUN_DATES:
         names[d] = RunDate(d)
-    scope = Scope(spec.target, names, base.what + ", lets, params and run dates", relations_from=spec.target)
+    scope = Scope(
+        spec.target, names, base.what + ", lets, params and run dates", relations_from=spec.target
+    )
 
     params: dict[str, list[tuple[Any, A.Node, str]]] = {}
     for pname, values in spec.params.items():
@@ -565,10 +739,20 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
                 c.node_problem(node, "E108", f"parameter {pname!r} changes kind: {ptype} then {t}")
             ptype = t if ptype is None else (unify(ptype, t) or ptype) if t else ptype
             if i and pv.from_ <= values[i - 1].from_:
-                c.problem(("params", pname, i, "from"), "E108", f"parameter {pname!r}: dates must increase", "list values from oldest to newest")
+                c.problem(
+                    ("params", pname, i, "from"),
+                    "E108",
+                    f"parameter {pname!r}: dates must increase",
+                    "list values from oldest to newest",
+                )
             dated.append((pv.from_, node, pv.ref))
         if pname in scope.names:
-            c.problem(("params", pname), "E107", f"parameter {pname!r} hides a feature of the same name", "rename the parameter")
+            c.problem(
+                ("params", pname),
+                "E107",
+                f"parameter {pname!r} hides a feature of the same name",
+                "rename the parameter",
+            )
         if ptype is not None:
             scope.names[pname] = ParamRef(pname, ptype)
             params[pname] = dated
@@ -577,7 +761,12 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
     for lname, text in spec.let.items():
         node = c.parse(("let", lname), text)
         if lname in scope.names:
-            c.problem(("let", lname), "E107", f"{lname!r} is already the name of a feature or parameter", "choose another name")
+            c.problem(
+                ("let", lname),
+                "E107",
+                f"{lname!r} is already the name of a feature or parameter",
+                "choose another name",
+            )
         if node is None:
             continue
         t = c.check(node, scope)
@@ -589,10 +778,17 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
     seen: dict[str, int] = {}
     for i, cond in enumerate(spec.eligible):
         if cond.id in seen:
-            c.problem(("eligible", i, "id"), "E107", f"condition id {cond.id!r} is used twice (first at condition {seen[cond.id] + 1})", "give each condition its own id")
+            c.problem(
+                ("eligible", i, "id"),
+                "E107",
+                f"condition id {cond.id!r} is used twice (first at condition {seen[cond.id] + 1})",
+                "give each condition its own id",
+            )
         seen.setdefault(cond.id, i)
         node = c.parse(("eligible", i, "when"), cond.when)
-        if node is not None and c._expect(node, scope, {"bool"}, "a condition must be true or false"):
+        if node is not None and c._expect(
+            node, scope, {"bool"}, "a condition must be true or false"
+        ):
             conditions.append(CheckedCondition(cond.id, node, cond.ref, cond.text))
 
     amount = _check_amount(c, spec, scope)
@@ -601,8 +797,17 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
     if spec.payee != "self":
         rel = cat.spec.relations.get(spec.payee.relation)
         if rel is None or rel.from_ != spec.target or rel.to != "person":
-            known = [n for n, r in cat.spec.relations.items() if r.from_ == spec.target and r.to == "person"]
-            c.problem(("payee", "relation"), "E106", f"unknown relation {spec.payee.relation!r} for a payee", did_you_mean(spec.payee.relation, known, "relations to a person") if known else "")
+            known = [
+                n
+                for n, r in cat.spec.relations.items()
+                if r.from_ == spec.target and r.to == "person"
+            ]
+            c.problem(
+                ("payee", "relation"),
+                "E106",
+                f"unknown relation {spec.payee.relation!r} for a payee",
+                did_you_mean(spec.payee.relation, known, "relations to a person") if known else "",
+            )
         elif spec.payee.where is not None:
             payee_where = c.parse(("payee", "where"), spec.payee.where)
             if payee_where is not None:
@@ -615,7 +820,19 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
         if rank_by is not None:
             c._expect(rank_by, scope, set(NUMERIC) | {"date"}, "rank_by orders claims")
 
-    policy = CheckedPolicy(spec, located.file, _sha256(located.text), lets, params, conditions, amount, payee_where, rank_by, c.typed, located)
+    policy = CheckedPolicy(
+        spec,
+        located.file,
+        _sha256(located.text),
+        lets,
+        params,
+        conditions,
+        amount,
+        payee_where,
+        rank_by,
+        c.typed,
+        located,
+    )
     _check_cases(c, policy, cat)
     if c.problems:
         raise ProblemsError(c.problems)
@@ -632,7 +849,12 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
             return None
         t = c.check(node, scope)
         if t is not None and t not in ("money", "null"):
-            c.node_problem(node, "E109", f"{what} must be money, found {t}", "write the unit: 1500 yuan, or multiply a money feature")
+            c.node_problem(
+                node,
+                "E109",
+                f"{what} must be money, found {t}",
+                "write the unit: 1500 yuan, or multiply a money feature",
+            )
             return None
         return node
 
@@ -667,7 +889,12 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
                 if value is not None:
                     c._expect(value, scope, {"number", "count"}, "a rate")
                 if by_t not in ("money", None):
-                    c.problem(("amount", "tiers", "by"), "E109", "marginal tiers apply rates to money", "tier by a money feature")
+                    c.problem(
+                        ("amount", "tiers", "by"),
+                        "E109",
+                        "marginal tiers apply rates to money",
+                        "tier by a money feature",
+                    )
             if value is not None:
                 out.brackets.append((bounds[0], bounds[1], value))
     else:
@@ -690,7 +917,11 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
                     c._expect(node, scope, {"date"}, "a proration bound")
                 setattr(out, f"prorate_{key.rstrip('_')}", node)
         if spec.benefit_period in ("once", "month"):
-            c.problem(("amount", "prorate"), "E109", f"proration by month needs a benefit period of year or quarter, not {spec.benefit_period}")
+            c.problem(
+                ("amount", "prorate"),
+                "E109",
+                f"proration by month needs a benefit period of year or quarter, not {spec.benefit_period}",
+            )
     if am.cap is not None:
         out.cap = money(("amount", "cap"), am.cap, "the cap")
     return out
@@ -704,8 +935,25 @@ def _check_cases(c: Checker, policy: CheckedPolicy, cat: CheckedCatalogue) -> No
     for i, case in enumerate(spec.tests):
         for key in case.given:
             if key not in features and key not in relations and key != "lists":
-                c.problem(("tests", i, "given", key), "E120", f"test {case.name!r} gives {key!r}, which is no feature of an {spec.target}" if spec.target == "enterprise" else f"test {case.name!r} gives {key!r}, which is no feature of a person", did_you_mean(key, sorted({*features, *relations, "lists"}), "features"))
+                c.problem(
+                    ("tests", i, "given", key),
+                    "E120",
+                    f"test {case.name!r} gives {key!r}, which is no feature of an {spec.target}"
+                    if spec.target == "enterprise"
+                    else f"test {case.name!r} gives {key!r}, which is no feature of a person",
+                    did_you_mean(key, sorted({*features, *relations, "lists"}), "features"),
+                )
         if case.expect.reason is not None and case.expect.reason not in cond_ids:
-            c.problem(("tests", i, "expect", "reason"), "E121", f"test {case.name!r} expects reason {case.expect.reason!r}, which is no condition id", did_you_mean(case.expect.reason, cond_ids, "condition ids"))
+            c.problem(
+                ("tests", i, "expect", "reason"),
+                "E121",
+                f"test {case.name!r} expects reason {case.expect.reason!r}, which is no condition id",
+                did_you_mean(case.expect.reason, cond_ids, "condition ids"),
+            )
         if case.expect.eligible and case.expect.amount is None and case.expect.amount_yuan is None:
-            c.problem(("tests", i, "expect"), "E120", f"test {case.name!r} expects eligibility but no amount", "add amount: 9000 yuan")
+            c.problem(
+                ("tests", i, "expect"),
+                "E120",
+                f"test {case.name!r} expects eligibility but no amount",
+                "add amount: 9000 yuan",
+            )

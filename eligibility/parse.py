@@ -64,7 +64,11 @@ def tokenize(text: str) -> list[Token]:
         if kind == "ws":
             continue
         if kind == "bad":
-            raise _Fail(m.start(), f"unexpected character {m.group()!r}", "expressions use + - * / ( ) [ ] , and comparisons")
+            raise _Fail(
+                m.start(),
+                f"unexpected character {m.group()!r}",
+                "expressions use + - * / ( ) [ ] , and comparisons",
+            )
         word = m.group()
         if kind == "name" and word in KEYWORDS:
             kind = "keyword"
@@ -87,7 +91,11 @@ class ExprParser:
         before = self.text[:start]
         newlines = before.count("\n")
         col = (start - before.rfind("\n")) if newlines else self.col + start
-        end = self.tokens[self.i - 1].offset + len(self.tokens[self.i - 1].text) if end is None else end
+        end = (
+            self.tokens[self.i - 1].offset + len(self.tokens[self.i - 1].text)
+            if end is None
+            else end
+        )
         return A.Span(self.file, self.line + newlines, col, self.text[start:end].strip())
 
     @property
@@ -112,7 +120,11 @@ class ExprParser:
     def parse(self) -> A.Node:
         node = self.expr()
         if self.tok.kind != "end":
-            raise _Fail(self.tok.offset, f"unexpected {self.tok.text!r} after a complete expression", "join conditions with `and` / `or`")
+            raise _Fail(
+                self.tok.offset,
+                f"unexpected {self.tok.text!r} after a complete expression",
+                "join conditions with `and` / `or`",
+            )
         return node
 
     def expr(self) -> A.Node:
@@ -122,7 +134,9 @@ class ExprParser:
             self.take()
             test = self.or_()
             if not self.at("else"):
-                raise _Fail(self.tok.offset, "a conditional needs `else`", "write: a if condition else b")
+                raise _Fail(
+                    self.tok.offset, "a conditional needs `else`", "write: a if condition else b"
+                )
             self.take()
             other = self.expr()
             return A.Cond(test, node, other, self.span(start))
@@ -193,7 +207,11 @@ class ExprParser:
         if self.at("-"):
             self.take()
             operand = self.unary()
-            if isinstance(operand, A.Literal) and isinstance(operand.value, Decimal | int) and not isinstance(operand.value, bool):
+            if (
+                isinstance(operand, A.Literal)
+                and isinstance(operand.value, Decimal | int)
+                and not isinstance(operand.value, bool)
+            ):
                 return A.Literal(-operand.value, operand.unit, self.span(start))
             return A.Unary("-", operand, self.span(start))
         return self.atom()
@@ -235,8 +253,8 @@ class ExprParser:
             return A.Literal(body, "", self.span(start))
         if t.kind == "keyword" and t.text in ("true", "false", "null"):
             self.take()
-            value = {"true": True, "false": False, "null": None}[t.text]
-            return A.Literal(value, "", self.span(start))
+            flag = {"true": True, "false": False, "null": None}[t.text]
+            return A.Literal(flag, "", self.span(start))
         if t.kind == "name":
             self.take()
             if self.at("("):
@@ -264,14 +282,22 @@ class ExprParser:
         span = self.span(name.offset)
         if name.text in A.AGGREGATES:
             if not args or not isinstance(args[0], A.Name) or len(args) > 2:
-                raise _Fail(name.offset, f"{name.text}() takes a relation and an expression", f"write: {name.text}(hires, level == \"bachelor\")")
+                raise _Fail(
+                    name.offset,
+                    f"{name.text}() takes a relation and an expression",
+                    f'write: {name.text}(hires, level == "bachelor")',
+                )
             body = args[1] if len(args) == 2 else None
             if name.text in ("any", "all", "sum") and body is None:
                 raise _Fail(name.offset, f"{name.text}() needs an expression after the relation")
             return A.Aggregate(name.text, args[0].name, body, span)  # type: ignore[arg-type]
         if name.text not in A.FUNCTIONS:
             known = sorted([*A.FUNCTIONS, *A.AGGREGATES])
-            raise _Fail(name.offset, f"unknown function {name.text!r}", did_you_mean(name.text, known, "functions"))
+            raise _Fail(
+                name.offset,
+                f"unknown function {name.text!r}",
+                did_you_mean(name.text, known, "functions"),
+            )
         low, high = A.FUNCTIONS[name.text]
         if not low <= len(args) <= high:
             want = str(low) if low == high else f"{low} to {high}"
@@ -285,7 +311,16 @@ def parse_expression(text: str, file: str = "<expr>", line: int = 1, col: int = 
     try:
         return parser.parse()
     except _Fail as f:
-        code = "E102" if f.message.startswith("unknown function") else "E103" if "arguments, got" in f.message else "E101"
+        code = (
+            "E102"
+            if f.message.startswith("unknown function")
+            else "E103"
+            if "arguments, got" in f.message
+            else "E101"
+        )
         span = parser.span(min(f.offset, len(text)), min(f.offset, len(text)))
-        fix = f.fix or 'expressions read like: headcount_end >= 3 and not listed("serious_dishonesty") (docs/policies.md)'
+        fix = (
+            f.fix
+            or 'expressions read like: headcount_end >= 3 and not listed("serious_dishonesty") (docs/policies.md)'
+        )
         raise ProblemsError([Problem(file, span.line, span.col, code, f.message, fix)]) from None

@@ -53,7 +53,9 @@ class Period:
         return (self.end.year - self.start.year) * 12 + self.end.month - self.start.month + 1
 
 
-def benefit_period(kind: str, as_of: dt.date, valid_from: dt.date, valid_until: dt.date | None) -> Period:
+def benefit_period(
+    kind: str, as_of: dt.date, valid_from: dt.date, valid_until: dt.date | None
+) -> Period:
     """The benefit period that `as_of` falls in: once, year, quarter or month."""
     if kind == "year":
         return Period(f"{as_of.year}", dt.date(as_of.year, 1, 1), dt.date(as_of.year, 12, 31))

@@ -35,7 +35,9 @@ class RunDates:
     def names(self) -> dict[str, dt.date]:
         """The run-date names of the rule language and their values."""
         last = self.window.last
-        window_end = (last.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+        window_end = (last.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(
+            days=1
+        )
         return {
             "as_of": self.as_of,
             "period_start": self.period.start,
@@ -70,7 +72,14 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
         if not current:
             line, col = policy.located.at(("params", name))
             problems.append(
-                Problem(policy.file, line, col, "E108", f"parameter {name!r} has no value on {as_of}", f"its first value applies from {dated[0][0]}")
+                Problem(
+                    policy.file,
+                    line,
+                    col,
+                    "E108",
+                    f"parameter {name!r} has no value on {as_of}",
+                    f"its first value applies from {dated[0][0]}",
+                )
             )
             continue
         node = current[-1][1]
@@ -86,7 +95,9 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
 
 def body_digest(policy_id: str, node: A.Aggregate) -> str:
     """A short stable digest naming one aggregate of one policy."""
-    text = f"{policy_id}|{node.func}|{node.relation}|{node.span.text}|{node.span.line}:{node.span.col}"
+    text = (
+        f"{policy_id}|{node.func}|{node.relation}|{node.span.text}|{node.span.line}:{node.span.col}"
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -102,7 +113,9 @@ class Naming:
         if f.source is not None:
             return f.source in self.cat.spec.timed
         rel = self.cat.relation(f.relation or "")
-        return rel.during is not None or self._body_windowed(self.cat.relation_features[f"{entity}.{name}"], self.cat.typed)
+        return rel.during is not None or self._body_windowed(
+            self.cat.relation_features[f"{entity}.{name}"], self.cat.typed
+        )
 
     def _body_windowed(self, node: A.Aggregate, typed: Typed) -> bool:
         rel = self.cat.relation(node.relation)
@@ -151,14 +164,16 @@ class EntityNeeds:
     lists: set[str] = field(default_factory=set)
 
 
-def needs(policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date) -> dict[str, EntityNeeds]:
+def needs(
+    policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date
+) -> dict[str, EntityNeeds]:
     """The features, aggregates, lists and payees the given policies read on `as_of`."""
     naming = Naming(cat)
     out: dict[str, EntityNeeds] = {"enterprise": EntityNeeds(), "person": EntityNeeds()}
     for p in policies:
         rd = run_dates(p, as_of)
         window = rd.window
-        ctx = {"dates": rd.names(), "params": param_values(p, as_of)}
+        dates, params = rd.names(), param_values(p, as_of)
         top = out[p.target]
         for n in _top_level_names(p):
             b = p.typed.bindings.get(id(n))
@@ -169,14 +184,16 @@ def needs(policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date) 
                 top.lists.add(name)
         for agg in _top_level_aggregates(p):
             col = naming.aggregate(p.id, agg, window)
-            top.aggregates[col] = AggregateNeed(col, agg, p.typed, window, **ctx)
+            top.aggregates[col] = AggregateNeed(
+                col, agg, p.typed, window, "aggregate", dates, params
+            )
             _member_needs(out, cat, naming, agg, p.typed, window)
         if p.spec.payee != "self":
             rel = p.spec.payee.relation
             body = p.payee_where
             node = A.Aggregate("any", rel, body, body.span if body else A.Span(p.file, 1, 1))
             col = naming.payee(p.id)
-            top.aggregates[col] = AggregateNeed(col, node, p.typed, window, "payee", **ctx)
+            top.aggregates[col] = AggregateNeed(col, node, p.typed, window, "payee", dates, params)
             if body is not None:
                 _member_needs(out, cat, naming, node, p.typed, window)
         if "birth_on" in cat.features_of(p.target) and p.typed.uses_age:
@@ -184,7 +201,14 @@ def needs(policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date) 
     return out
 
 
-def add_feature(out: dict[str, EntityNeeds], cat: CheckedCatalogue, naming: Naming, entity: str, name: str, window: Window) -> None:
+def add_feature(
+    out: dict[str, EntityNeeds],
+    cat: CheckedCatalogue,
+    naming: Naming,
+    entity: str,
+    name: str,
+    window: Window,
+) -> None:
     """Record one feature (and, for a relation feature, what its body reads)."""
     out[entity].features.add((name, window if naming.windowed(entity, name) else None))
     agg = cat.relation_features.get(f"{entity}.{name}")
@@ -192,7 +216,14 @@ def add_feature(out: dict[str, EntityNeeds], cat: CheckedCatalogue, naming: Nami
         _member_needs(out, cat, naming, agg, cat.typed, window)
 
 
-def _member_needs(out: dict[str, EntityNeeds], cat: CheckedCatalogue, naming: Naming, agg: A.Aggregate, typed: Typed, window: Window) -> None:
+def _member_needs(
+    out: dict[str, EntityNeeds],
+    cat: CheckedCatalogue,
+    naming: Naming,
+    agg: A.Aggregate,
+    typed: Typed,
+    window: Window,
+) -> None:
     member = cat.relation(agg.relation).to
     if agg.body is None:
         return
@@ -211,7 +242,19 @@ def _member_needs(out: dict[str, EntityNeeds], cat: CheckedCatalogue, naming: Na
 def _top_level_nodes(p: CheckedPolicy) -> list[A.Node]:
     roots: list[A.Node] = [*p.lets.values(), *(c.node for c in p.conditions)]
     am = p.amount
-    roots += [x for x in (am.formula, am.tiers_by, am.otherwise, am.prorate_from, am.prorate_until, am.cap, p.rank_by) if x is not None]
+    roots += [
+        x
+        for x in (
+            am.formula,
+            am.tiers_by,
+            am.otherwise,
+            am.prorate_from,
+            am.prorate_until,
+            am.cap,
+            p.rank_by,
+        )
+        if x is not None
+    ]
     for lo, hi, value in am.brackets:
         roots += [x for x in (lo, hi, value) if x is not None]
     for when, value in am.table:

@@ -42,7 +42,13 @@ class PolicySet:
             if p.id == policy_id:
                 return p
         known = ", ".join(p.id for p in self.policies)
-        raise ProblemsError([Problem("<policies>", 1, 1, "E104", f"no policy {policy_id!r}", f"policies are: {known}")])
+        raise ProblemsError(
+            [
+                Problem(
+                    "<policies>", 1, 1, "E104", f"no policy {policy_id!r}", f"policies are: {known}"
+                )
+            ]
+        )
 
 
 def load_catalogue(features: Path, source_columns: dict[str, dict[str, Type]]) -> CheckedCatalogue:
@@ -56,7 +62,18 @@ def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
     problems: list[Problem] = []
     files = policy_files(paths)
     if not files:
-        raise ProblemsError([Problem(str(paths[0]) if paths else ".", 1, 1, "E000", "no policy files found", "give policy .yaml files or a folder holding them")])
+        raise ProblemsError(
+            [
+                Problem(
+                    str(paths[0]) if paths else ".",
+                    1,
+                    1,
+                    "E000",
+                    "no policy files found",
+                    "give policy .yaml files or a folder holding them",
+                )
+            ]
+        )
     for f in files:
         try:
             policies.append(load_policy(f, cat))
@@ -66,7 +83,16 @@ def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
     for p in policies:
         if p.id in seen:
             line, col = p.located.at(("policy",))
-            problems.append(Problem(p.file, line, col, "E107", f"policy id {p.id!r} is also used by {seen[p.id].file}", "a policy id is part of every ledger key: give each policy its own"))
+            problems.append(
+                Problem(
+                    p.file,
+                    line,
+                    col,
+                    "E107",
+                    f"policy id {p.id!r} is also used by {seen[p.id].file}",
+                    "a policy id is part of every ledger key: give each policy its own",
+                )
+            )
         seen.setdefault(p.id, p)
     if problems:
         raise ProblemsError(problems)
@@ -100,7 +126,16 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
             continue
         if policy.id in ids:
             line, col = policy.located.at(("policy",))
-            problems.append(Problem(policy.file, line, col, "E107", f"policy id {policy.id!r} is also used by {ids[policy.id]}", "give each policy its own id"))
+            problems.append(
+                Problem(
+                    policy.file,
+                    line,
+                    col,
+                    "E107",
+                    f"policy id {policy.id!r} is also used by {ids[policy.id]}",
+                    "give each policy its own id",
+                )
+            )
             continue
         ids[policy.id] = policy.file
         files[policy.id] = policy.file

@@ -43,10 +43,10 @@ class Env:
 def _num(v: Any, t: str) -> Any:
     if v is None:
         return None
-    return Decimal(v) if t in ("number", "money") else v
+    return Decimal(str(v)) if t in ("number", "money") else v
 
 
-def evaluate(node: A.Node, env: Env) -> Any:  # noqa: C901 - one branch per node kind, on purpose
+def evaluate(node: A.Node, env: Env) -> Any:
     """The value of `node` on one row."""
     t = env.typed.types[id(node)]
     match node:
@@ -54,7 +54,7 @@ def evaluate(node: A.Node, env: Env) -> Any:  # noqa: C901 - one branch per node
             if v is None:
                 return None
             if t == "money":
-                return Decimal(v) * (100 if unit == "yuan" else 1)
+                return Decimal(str(v)) * (100 if unit == "yuan" else 1)
             if t == "count" and isinstance(v, Decimal):
                 return int(v)
             return v
@@ -82,19 +82,21 @@ def evaluate(node: A.Node, env: Env) -> Any:  # noqa: C901 - one branch per node
                 return None
             if t == "count":
                 return {"+": a + b, "-": a - b, "*": a * b}[op]
-            a, b = Decimal(a), Decimal(b)
+            x, y = Decimal(a), Decimal(b)
             if op == "+":
-                return a + b
+                return x + y
             if op == "-":
-                return a - b
+                return x - y
             if op == "*":
-                return q(a * b)
-            return None if b == 0 else q(a / b)
+                return q(x * y)
+            return None if y == 0 else q(x / y)
         case A.Compare(op=op, left=left, right=right):
             a, b = evaluate(left, env), evaluate(right, env)
             if a is None or b is None:
                 return None
-            return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+            return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[
+                op
+            ]
         case A.BoolOp(op=op, operands=ops):
             vals = [evaluate(o, env) for o in ops]
             if op == "and":
@@ -142,7 +144,9 @@ def _call(node: A.Call, env: Env, t: str) -> Any:
         vals = [Decimal(a) if t in ("number", "money") else a for a in args]
         return min(vals) if f == "min" else max(vals)
     if f == "coalesce":
-        return next((Decimal(a) if t in ("number", "money") else a for a in args if a is not None), None)
+        return next(
+            (Decimal(a) if t in ("number", "money") else a for a in args if a is not None), None
+        )
     if f == "is_missing":
         return args[0] is None
     if any(a is None for a in args):
@@ -155,7 +159,9 @@ def _call(node: A.Call, env: Env, t: str) -> Any:
         if at == "count":
             return args[0]
         if at == "money":
-            return (Decimal(args[0]) / 100).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP) * 100
+            return (Decimal(args[0]) / 100).quantize(
+                Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP
+            ) * 100
         return Decimal(args[0]).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     if f == "months_between":
         return months_between(args[0], args[1])
@@ -211,14 +217,18 @@ def amount(policy: CheckedPolicy, env: Env) -> int | None:
             for lo, hi, value in am.brackets:
                 lo_v = evaluate(lo, env) if lo is not None else None
                 hi_v = evaluate(hi, env) if hi is not None else None
-                if (lo is None or (lo_v is not None and by >= lo_v)) and (hi is None or (hi_v is not None and by < hi_v)):
+                if (lo is None or (lo_v is not None and by >= lo_v)) and (
+                    hi is None or (hi_v is not None and by < hi_v)
+                ):
                     base = money(value)
                     break
         else:
             total = Decimal(0)
             for lo, hi, rate in am.brackets:
                 low = Decimal(evaluate(lo, env)) if lo is not None else Decimal(0)
-                top = min(Decimal(by), Decimal(evaluate(hi, env))) if hi is not None else Decimal(by)
+                top = (
+                    min(Decimal(by), Decimal(evaluate(hi, env))) if hi is not None else Decimal(by)
+                )
                 total += q(max(top - low, Decimal(0)) * Decimal(evaluate(rate, env)))
             base = total
     if base is not None and (am.prorate_from is not None or am.prorate_until is not None):
@@ -229,7 +239,12 @@ def amount(policy: CheckedPolicy, env: Env) -> int | None:
         if lo_d is None or hi_d is None:
             base = None
         else:
-            months = max(min(hi_d.year * 12 + hi_d.month, last) - max(lo_d.year * 12 + lo_d.month, first) + 1, 0)
+            months = max(
+                min(hi_d.year * 12 + hi_d.month, last)
+                - max(lo_d.year * 12 + lo_d.month, first)
+                + 1,
+                0,
+            )
             base = q(base * q(Decimal(months) / Decimal(last - first + 1)))
     if base is not None and am.cap is not None:
         cap = money(am.cap)
@@ -237,7 +252,9 @@ def amount(policy: CheckedPolicy, env: Env) -> int | None:
     return None if base is None else _round_amount(base, am.round)
 
 
-def decide(policy: CheckedPolicy, env: Env, entity_id: str, payee: str | None = None) -> dict[str, Any]:
+def decide(
+    policy: CheckedPolicy, env: Env, entity_id: str, payee: str | None = None
+) -> dict[str, Any]:
     """eligible, amount_fen, reason, mask, payee for one row, as the backends must give them."""
     results = [evaluate(c.node, env) is True for c in policy.conditions]
     mask = sum(1 << i for i, ok in enumerate(results) if ok)
@@ -245,7 +262,15 @@ def decide(policy: CheckedPolicy, env: Env, entity_id: str, payee: str | None = 
     fen = amount(policy, env)
     reason = next((c.id for c, ok in zip(policy.conditions, results, strict=True) if not ok), None)
     if reason is None:
-        reason = "payee" if who is None else "amount_unknown" if fen is None else "amount_zero" if fen <= 0 else None
+        reason = (
+            "payee"
+            if who is None
+            else "amount_unknown"
+            if fen is None
+            else "amount_zero"
+            if fen <= 0
+            else None
+        )
     eligible = reason is None
     return {
         "eligible": eligible,

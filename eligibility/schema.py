@@ -70,8 +70,18 @@ class FeatureDef(_Strict):
     column: str | None = None
     agg: (
         Literal[
-            "value", "sum", "mean", "min", "max", "first", "last", "count", "count_distinct",
-            "months", "at_start", "at_end",
+            "value",
+            "sum",
+            "mean",
+            "min",
+            "max",
+            "first",
+            "last",
+            "count",
+            "count_distinct",
+            "months",
+            "at_start",
+            "at_end",
         ]
         | None
     ) = None
@@ -274,11 +284,12 @@ class PolicyFile(_Strict):
     @classmethod
     def _policy_id(cls, v: str) -> str:
         if not ID.match(v):
-            raise ValueError("a policy id is lower-case letters, digits, - and _ (it is part of every ledger key)")
+            raise ValueError(
+                "a policy id is lower-case letters, digits, - and _ (it is part of every ledger key)"
+            )
         return v
 
     @field_validator("amount", mode="before")
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"formula": v} if isinstance(v, str | int | float) else v
-

@@ -74,7 +74,11 @@ class Located:
             probe = probe[:-1]
         line, col = self.values.get(probe) or self.at(loc)
         lines = self.text.splitlines()
-        if 0 < line <= len(lines) and col - 1 < len(lines[line - 1]) and lines[line - 1][col - 1] in "'\"":
+        if (
+            0 < line <= len(lines)
+            and col - 1 < len(lines[line - 1])
+            and lines[line - 1][col - 1] in "'\""
+        ):
             col += 1
         return line, col
 

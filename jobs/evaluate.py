@@ -27,7 +27,9 @@ RESULT_SCHEMA = {
 }
 
 
-def evaluation_plan(staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date) -> pl.LazyFrame:
+def evaluation_plan(
+    staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
+) -> pl.LazyFrame:
     """One lazy plan: features per entity kind, all policies in one wide select each, unpivoted."""
     cat = pset.catalogue
     staged = Staged(staged_dir, cat)
@@ -41,7 +43,10 @@ def evaluation_plan(staged_dir: Path, policies: list[CheckedPolicy], pset: Polic
         sk = staged.sk(entity)
         long = evaluate_frame(frame, mine, cat, as_of, sk, "entity_id")
         periods = pl.DataFrame(
-            {"policy_id": [p.id for p in mine], "period": [run_dates(p, as_of).period.key for p in mine]}
+            {
+                "policy_id": [p.id for p in mine],
+                "period": [run_dates(p, as_of).period.key for p in mine],
+            }
         ).lazy()
         parts.append(
             long.join(periods, on="policy_id", how="left")
@@ -53,7 +58,9 @@ def evaluation_plan(staged_dir: Path, policies: list[CheckedPolicy], pset: Polic
     return pl.concat(parts)
 
 
-def evaluate(staged_dir: Path, pset: PolicySet, as_of: dt.date, only: str | None = None) -> pl.DataFrame:
+def evaluate(
+    staged_dir: Path, pset: PolicySet, as_of: dt.date, only: str | None = None
+) -> pl.DataFrame:
     """The decision table of the policies active on `as_of`, sorted by policy and entity."""
     policies = pset.active(as_of, only)
     plan = evaluation_plan(staged_dir, policies, pset, as_of)

@@ -14,10 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from eligibility import ast as A
-from eligibility.backends.polars import DEC, compile_expr
+from eligibility.backends.polars import DEC, Context, compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions
 from eligibility.check import CheckedCatalogue, ColumnRef, Scope, Typed
-from eligibility.backends.polars import Context
 from eligibility.periods import Window
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming
 
@@ -46,7 +45,9 @@ def _source_ctx(typed: Typed) -> Context:
         assert isinstance(b, ColumnRef)
         return pl.col(b.column)
 
-    return Context(typed=typed, column=column, aggregate=lambda n: pl.lit(None), listed=lambda n: pl.lit(None))
+    return Context(
+        typed=typed, column=column, aggregate=lambda n: pl.lit(None), listed=lambda n: pl.lit(None)
+    )
 
 
 def _in_window(cat: CheckedCatalogue, source: str, window: Window) -> pl.Expr:
@@ -61,7 +62,9 @@ def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | No
     f = cat.features_of(entity)[name]
     assert f.source is not None
     where = cat.where.get(f"{entity}.{name}")
-    cond = compile_expr(where, _source_ctx(cat.typed)).fill_null(False) if where is not None else None
+    cond = (
+        compile_expr(where, _source_ctx(cat.typed)).fill_null(False) if where is not None else None
+    )
     timed = cat.spec.timed.get(f.source)
     if f.agg == "count":
         n = cond.sum() if cond is not None else pl.len()
@@ -79,7 +82,9 @@ def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | No
         case "sum":
             return col.sum().cast(pl.Int64)
         case "mean":
-            return (col.sum().cast(DEC) / pl.when(col.count() > 0).then(col.count().cast(DEC))).cast(DEC)
+            return (
+                col.sum().cast(DEC) / pl.when(col.count() > 0).then(col.count().cast(DEC))
+            ).cast(DEC)
         case "min":
             return col.min()
         case "max":
@@ -90,13 +95,16 @@ def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | No
             ordered = col.sort_by(order) if order is not None else col
             return ordered.first() if f.agg == "first" else ordered.last()
         case "at_start" | "at_end":
-            assert timed is not None and window is not None
+            assert timed is not None
+            assert window is not None
             at = window.first if f.agg == "at_start" else window.last
             return pl.col(f.column or "").filter(pl.col(timed.column) == pl.lit(at)).first()
     raise ValueError(f"aggregation {f.agg} of {name}")
 
 
-def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date, depth: int = 0) -> pl.LazyFrame:
+def entity_frame(
+    staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date, depth: int = 0
+) -> pl.LazyFrame:
     """The feature frame of one entity kind: sk, identifier, and every needed column."""
     cat = staged.cat
     naming = Naming(cat)
@@ -106,12 +114,15 @@ def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_
     id_col = staged_id_column(staged, entity)
     own = {n for n, w in need.features if cat.features_of(entity)[n].source == source}
     frame = staged.scan(source).select(
-        pl.col(sk), pl.col(id_col).alias("entity_id"),
+        pl.col(sk),
+        pl.col(id_col).alias("entity_id"),
         *[pl.col(cat.features_of(entity)[n].column or "").alias(n) for n in sorted(own)],
     )
     groups: dict[tuple[str, Window | None], list[str]] = defaultdict(list)
     relation_feats: list[tuple[str, Window | None]] = []
-    for name, window in sorted(need.features - {(n, None) for n in own}, key=lambda x: (x[0], str(x[1]))):
+    for name, window in sorted(
+        need.features - {(n, None) for n in own}, key=lambda x: (x[0], str(x[1]))
+    ):
         f = cat.features_of(entity)[name]
         if f.source is not None:
             groups[(f.source, window)].append(name)
@@ -121,7 +132,9 @@ def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_
         lf = staged.scan(src).filter(pl.col(sk).is_not_null())
         if window is not None and src in cat.spec.timed:
             lf = lf.filter(_in_window(cat, src, window))
-        cols = {n: naming.feature(entity, n, window or Window(dt.date.min, dt.date.min)) for n in names}
+        cols = {
+            n: naming.feature(entity, n, window or Window(dt.date.min, dt.date.min)) for n in names
+        }
         agg = lf.group_by(sk).agg([_agg_expr(cat, entity, n, window).alias(cols[n]) for n in names])
         frame = frame.join(agg, on=sk, how="left")
         fills = []
@@ -134,16 +147,20 @@ def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_
     # Relation features and aggregates, grouped by (relation, window) so each link table is read once.
     by_rel: dict[tuple[str, Window], list[AggregateNeed]] = defaultdict(list)
     for name, window in relation_feats:
-        agg = cat.relation_features[f"{entity}.{name}"]
+        rel_agg = cat.relation_features[f"{entity}.{name}"]
         w = window or Window(dt.date.min, dt.date.min)
-        by_rel[(agg.relation, w)].append(AggregateNeed(naming.feature(entity, name, w), agg, cat.typed, w))
+        by_rel[(rel_agg.relation, w)].append(
+            AggregateNeed(naming.feature(entity, name, w), rel_agg, cat.typed, w)
+        )
     for an in need.aggregates.values():
         by_rel[(an.node.relation, an.window)].append(an)
     if by_rel and depth > 1:
         raise ValueError("relation aggregates nest too deeply")
     for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
         frame = frame.join(
-            _relation_aggregates(staged, relation, window, items, needs, as_of, depth), on=sk, how="left"
+            _relation_aggregates(staged, relation, window, items, needs, as_of, depth),
+            on=sk,
+            how="left",
         )
         fills = []
         for an in items:
@@ -157,9 +174,9 @@ def entity_frame(staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_
         if fills:
             frame = frame.with_columns(fills)
     if need.lists:
-        frame = frame.join(_listed(staged, entity, need.lists, as_of), on=sk, how="left").with_columns(
-            [pl.col(Naming.listed(n)).fill_null(False) for n in sorted(need.lists)]
-        )
+        frame = frame.join(
+            _listed(staged, entity, need.lists, as_of), on=sk, how="left"
+        ).with_columns([pl.col(Naming.listed(n)).fill_null(False) for n in sorted(need.lists)])
     return frame
 
 
@@ -187,15 +204,18 @@ def _relation_aggregates(
     depth: int,
 ) -> pl.LazyFrame:
     cat = staged.cat
-    naming = Naming(cat)
     rel = cat.relation(relation)
     owner_sk, member_sk = staged.sk(rel.from_), staged.sk(rel.to)
-    links = staged.scan(rel.source).filter(pl.col(rel.from_key).is_not_null() & pl.col(rel.to_key).is_not_null())
+    links = staged.scan(rel.source).filter(
+        pl.col(rel.from_key).is_not_null() & pl.col(rel.to_key).is_not_null()
+    )
     where = cat.where.get(f"relation:{relation}")
     if where is not None:
         links = links.filter(compile_expr(where, _source_ctx(cat.typed)).fill_null(False))
     if rel.during is not None:
-        links = links.filter(pl.col(rel.during).is_between(pl.lit(window.first), pl.lit(window.last)))
+        links = links.filter(
+            pl.col(rel.during).is_between(pl.lit(window.first), pl.lit(window.last))
+        )
     links = links.select(
         pl.col(rel.from_key).alias("_owner"),
         pl.col(rel.to_key).alias(member_sk),
@@ -210,12 +230,17 @@ def _relation_aggregates(
 def _member_only(needs: dict[str, EntityNeeds], entity: str) -> dict[str, EntityNeeds]:
     """The needs of related entities: their features and lists, not the owners' aggregates."""
     n = needs[entity]
-    return {**needs, entity: EntityNeeds(features=set(n.features), aggregates={}, lists=set(n.lists))}
+    return {
+        **needs,
+        entity: EntityNeeds(features=set(n.features), aggregates={}, lists=set(n.lists)),
+    }
 
 
 def _listed(staged: Staged, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:
     sk = staged.sk(entity)
-    on_list = (pl.col("listed_on") <= pl.lit(as_of)) & (pl.col("removed_on").is_null() | (pl.col("removed_on") > pl.lit(as_of)))
+    on_list = (pl.col("listed_on") <= pl.lit(as_of)) & (
+        pl.col("removed_on").is_null() | (pl.col("removed_on") > pl.lit(as_of))
+    )
     return (
         staged.scan("credit_lists")
         .filter(pl.col(sk).is_not_null() & on_list & pl.col("list").is_in(sorted(lists)))

@@ -21,28 +21,56 @@ from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from ledgers.masking import mask_id
 
-AGE_BANDS = [(0, 3, "0-2"), (3, 18, "3-17"), (18, 60, "18-59"), (60, 80, "60-79"), (80, 90, "80-89"), (90, 100, "90-99"), (100, 1000, "100+")]
+AGE_BANDS = [
+    (0, 3, "0-2"),
+    (3, 18, "3-17"),
+    (18, 60, "18-59"),
+    (60, 80, "60-79"),
+    (80, 90, "80-89"),
+    (90, 100, "90-99"),
+    (100, 1000, "100+"),
+]
 
 
 def _segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     """Region and segment (size class, or age band) of every entity, by surrogate key."""
-    ent = pl.read_parquet(staged / "enterprises.parquet", columns=["enterprise_sk", "region_code", "size_class"]).select(
-        pl.lit("enterprise").alias("target"), pl.col("enterprise_sk").alias("entity_sk"), "region_code",
+    ent = pl.read_parquet(
+        staged / "enterprises.parquet", columns=["enterprise_sk", "region_code", "size_class"]
+    ).select(
+        pl.lit("enterprise").alias("target"),
+        pl.col("enterprise_sk").alias("entity_sk"),
+        "region_code",
         pl.col("size_class").fill_null("unclassified").alias("segment"),
     )
-    per = pl.read_parquet(staged / "persons.parquet", columns=["person_sk", "region_code", "birth_on"])
-    age = pl.lit(as_of.year) - pl.col("birth_on").dt.year() - (
-        (pl.col("birth_on").dt.month().cast(pl.Int32) * 100 + pl.col("birth_on").dt.day().cast(pl.Int32))
-        > (as_of.month * 100 + as_of.day)
-    ).cast(pl.Int32)
+    per = pl.read_parquet(
+        staged / "persons.parquet", columns=["person_sk", "region_code", "birth_on"]
+    )
+    age = (
+        pl.lit(as_of.year)
+        - pl.col("birth_on").dt.year()
+        - (
+            (
+                pl.col("birth_on").dt.month().cast(pl.Int32) * 100
+                + pl.col("birth_on").dt.day().cast(pl.Int32)
+            )
+            > (as_of.month * 100 + as_of.day)
+        ).cast(pl.Int32)
+    )
     band = pl.lit(None, dtype=pl.String)
     for lo, hi, label in reversed(AGE_BANDS):
         band = pl.when(age.is_between(lo, hi, closed="left")).then(pl.lit(label)).otherwise(band)
-    per = per.select(pl.lit("person").alias("target"), pl.col("person_sk").alias("entity_sk"), "region_code", band.alias("segment"))
+    per = per.select(
+        pl.lit("person").alias("target"),
+        pl.col("person_sk").alias("entity_sk"),
+        "region_code",
+        band.alias("segment"),
+    )
     return {"enterprise": ent, "person": per}
 
 
-def _summary(results: pl.DataFrame, pset: PolicySet, segments: dict[str, pl.DataFrame]) -> dict[str, Any]:
+def _summary(
+    results: pl.DataFrame, pset: PolicySet, segments: dict[str, pl.DataFrame]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for policy in pset.policies:
         rows = results.filter(pl.col("policy_id") == policy.id)
@@ -56,11 +84,22 @@ def _summary(results: pl.DataFrame, pset: PolicySet, segments: dict[str, pl.Data
         budget_fen = int(budget.total_yuan * 100) if budget else None
 
         def dist(col: str, frame: pl.DataFrame = paid) -> dict[str, dict[str, int]]:
-            g = frame.group_by(pl.col(col).fill_null("unknown")).agg(pl.len().alias("eligible"), pl.col("amount_fen").sum()).sort(col)
-            return {str(r[col]): {"eligible": int(r["eligible"]), "amount_fen": int(r["amount_fen"])} for r in g.iter_rows(named=True)}
+            g = (
+                frame.group_by(pl.col(col).fill_null("unknown"))
+                .agg(pl.len().alias("eligible"), pl.col("amount_fen").sum())
+                .sort(col)
+            )
+            return {
+                str(r[col]): {"eligible": int(r["eligible"]), "amount_fen": int(r["amount_fen"])}
+                for r in g.iter_rows(named=True)
+            }
 
         reasons = (
-            rows.filter(~pl.col("eligible")).group_by("reason").len().sort(["len", "reason"], descending=[True, False]).head(5)
+            rows.filter(~pl.col("eligible"))
+            .group_by("reason")
+            .len()
+            .sort(["len", "reason"], descending=[True, False])
+            .head(5)
         )
         out[policy.id] = {
             "title": policy.spec.title,
@@ -85,7 +124,11 @@ def _difference(new: pl.DataFrame, old: pl.DataFrame, unmask: bool) -> dict[str,
     delta = both.with_columns((pl.col("amount_fen") - pl.col("amount_fen_old")).alias("change_fen"))
     gainers = delta.filter(pl.col("change_fen") > 0)
     losers = delta.filter(pl.col("change_fen") < 0)
-    largest = delta.filter(pl.col("change_fen") != 0).sort([pl.col("change_fen").abs(), "entity_id"], descending=[True, False]).head(10)
+    largest = (
+        delta.filter(pl.col("change_fen") != 0)
+        .sort([pl.col("change_fen").abs(), "entity_id"], descending=[True, False])
+        .head(10)
+    )
     show = (lambda s: s) if unmask else mask_id
     return {
         "old_eligible": int(old["eligible"].sum()),
@@ -98,7 +141,11 @@ def _difference(new: pl.DataFrame, old: pl.DataFrame, unmask: bool) -> dict[str,
         "lost_fen": int(losers["change_fen"].sum()),
         "amount_change_fen": int(delta["change_fen"].sum()),
         "largest_changes": [
-            {"entity": show(r["entity_id"]), "old_fen": r["amount_fen_old"], "new_fen": r["amount_fen"]}
+            {
+                "entity": show(r["entity_id"]),
+                "old_fen": r["amount_fen_old"],
+                "new_fen": r["amount_fen"],
+            }
             for r in largest.iter_rows(named=True)
         ],
     }
@@ -129,7 +176,18 @@ def simulate(
             if target_id != old_policy.id:
                 from eligibility.problems import Problem, ProblemsError
 
-                raise ProblemsError([Problem(str(against), 1, 1, "E104", f"{against} is policy {old_policy.id!r}, not {target_id!r}", "compare two versions of the same policy")])
+                raise ProblemsError(
+                    [
+                        Problem(
+                            str(against),
+                            1,
+                            1,
+                            "E104",
+                            f"{against} is policy {old_policy.id!r}, not {target_id!r}",
+                            "compare two versions of the same policy",
+                        )
+                    ]
+                )
             old_set = PolicySet(pset.catalogue, [old_policy])
             old = evaluate(staged, old_set, as_of, old_policy.id)
             new = results.filter(pl.col("policy_id") == old_policy.id)
@@ -137,7 +195,10 @@ def simulate(
                 summary[old_policy.id]["against"] = _difference(new, old, unmask)
     return {
         "as_of": as_of.isoformat(),
-        "sources": {n: {"rows": r.rows, "accepted": r.accepted, "quarantined": r.quarantined} for n, r in reports.items()},
+        "sources": {
+            n: {"rows": r.rows, "accepted": r.accepted, "quarantined": r.quarantined}
+            for n, r in reports.items()
+        },
         "policies": summary,
     }
 
@@ -156,13 +217,34 @@ def render(report: dict[str, Any]) -> str:
     for pid, s in report["policies"].items():
         lines.append("")
         lines.append(f"{pid}  {s['title']}  period {s['period']}")
-        budget = f"  budget {yuan(s['budget_fen'])} yuan, use {s['budget_use']:.1%}" if s["budget_fen"] else ""
-        lines.append(f"  eligible {s['eligible']:,} of {s['evaluated']:,}; total {yuan(s['amount_fen'])} yuan{budget}")
+        budget = (
+            f"  budget {yuan(s['budget_fen'])} yuan, use {s['budget_use']:.1%}"
+            if s["budget_fen"]
+            else ""
+        )
+        lines.append(
+            f"  eligible {s['eligible']:,} of {s['evaluated']:,}; total {yuan(s['amount_fen'])} yuan{budget}"
+        )
         if s["over_budget"]:
             lines.append(f"  over budget: the rule is {s['over_budget']}")
-        lines.append("  by region:  " + "; ".join(f"{k} {v['eligible']:,} / {yuan(v['amount_fen'])}" for k, v in s["by_region"].items()))
-        lines.append(f"  by {s['segment']}: " + "; ".join(f"{k} {v['eligible']:,} / {yuan(v['amount_fen'])}" for k, v in s["by_segment"].items()))
-        lines.append("  not eligible, first failing condition: " + "; ".join(f"{r['reason']} {r['count']:,}" for r in s["top_reasons"]))
+        lines.append(
+            "  by region:  "
+            + "; ".join(
+                f"{k} {v['eligible']:,} / {yuan(v['amount_fen'])}"
+                for k, v in s["by_region"].items()
+            )
+        )
+        lines.append(
+            f"  by {s['segment']}: "
+            + "; ".join(
+                f"{k} {v['eligible']:,} / {yuan(v['amount_fen'])}"
+                for k, v in s["by_segment"].items()
+            )
+        )
+        lines.append(
+            "  not eligible, first failing condition: "
+            + "; ".join(f"{r['reason']} {r['count']:,}" for r in s["top_reasons"])
+        )
         if "against" in s:
             a = s["against"]
             lines.append(

@@ -186,7 +186,13 @@ def _(node: A.In, ctx: Context) -> pl.Expr:
 
 
 def _dtype(t: Type) -> pl.DataType:
-    return {"count": pl.Int64(), "number": DEC, "money": DEC, "date": pl.Date(), "bool": pl.Boolean()}.get(t, pl.String())
+    return {
+        "count": pl.Int64(),
+        "number": DEC,
+        "money": DEC,
+        "date": pl.Date(),
+        "bool": pl.Boolean(),
+    }.get(t, pl.String())
 
 
 def _literal_value(node: A.Node, item_type: Type) -> Any:
@@ -205,7 +211,10 @@ def _(node: A.Cond, ctx: Context) -> pl.Expr:
     t = ctx.type_of(node)
     then, other = _compile(node.then, ctx), _compile(node.otherwise, ctx)
     if t in ("number", "money"):
-        then, other = as_decimal(then, ctx.type_of(node.then)), as_decimal(other, ctx.type_of(node.otherwise))
+        then, other = (
+            as_decimal(then, ctx.type_of(node.then)),
+            as_decimal(other, ctx.type_of(node.otherwise)),
+        )
     # An unknown test takes the else branch, as in the reference interpreter.
     return pl.when(_compile(node.test, ctx).fill_null(False)).then(then).otherwise(other)
 
@@ -243,7 +252,9 @@ def _(node: A.Call, ctx: Context) -> pl.Expr:
         # Unknown if any argument is unknown: min(premium * 90%, 1000000 yuan) must not
         # become 1,000,000 yuan when the premium is missing.
         known = pl.all_horizontal([a.is_not_null() for a in args])
-        return pl.when(known).then(pl.min_horizontal(args) if f == "min" else pl.max_horizontal(args))
+        return pl.when(known).then(
+            pl.min_horizontal(args) if f == "min" else pl.max_horizontal(args)
+        )
     if f == "abs":
         return args[0].abs()
     if f == "round":

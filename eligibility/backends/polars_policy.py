@@ -10,18 +10,21 @@ policies of one entity kind become one wide select, unpivoted to long
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import polars as pl
 
 from eligibility import ast as A
 from eligibility.backends.polars import DEC, Context, as_decimal, compile_expr, round_amount
-from eligibility.check import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef, Typed
+from eligibility.check import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef
 from eligibility.plan import AggregateNeed, Naming, param_values, run_dates
 
 RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee")
 
 
-def feature_column(cat: CheckedCatalogue, naming: Naming, entity: str, name: str, window: object) -> pl.Expr:
+def feature_column(
+    cat: CheckedCatalogue, naming: Naming, entity: str, name: str, window: object
+) -> pl.Expr:
     """A feature's column in its representation (money as Decimal fen)."""
     f = cat.features_of(entity)[name]
     col = pl.col(naming.feature(entity, name, window))  # type: ignore[arg-type]
@@ -32,7 +35,9 @@ def feature_column(cat: CheckedCatalogue, naming: Naming, entity: str, name: str
     return col
 
 
-def policy_context(policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date) -> Context:
+def policy_context(
+    policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date
+) -> Context:
     """How the names of one policy resolve to columns of its entity's feature frame."""
     dates = run_dates(policy, as_of)
     entity = policy.target
@@ -101,7 +106,11 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
         col, agg, typed, kind = need.column, need.node, need.typed, need.kind
         ctx = member_context(cat, naming, need)
         if kind == "payee":
-            cond = compile_expr(agg.body, ctx).fill_null(False) if agg.body is not None else pl.lit(True)
+            cond = (
+                compile_expr(agg.body, ctx).fill_null(False)
+                if agg.body is not None
+                else pl.lit(True)
+            )
             out.append(pl.col("entity_id").filter(cond).min().alias(col))
             continue
         if agg.func == "count" and agg.body is None:
@@ -134,10 +143,14 @@ def _amount(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
         assert am.formula is not None
         base = money(am.formula)
     elif am.kind == "table":
-        chain = None
+        chain: Any = None
         for when, value in am.table:
             test = compile_expr(when, ctx).fill_null(False)
-            chain = pl.when(test).then(money(value)) if chain is None else chain.when(test).then(money(value))
+            chain = (
+                pl.when(test).then(money(value))
+                if chain is None
+                else chain.when(test).then(money(value))
+            )
         assert chain is not None
         base = chain.otherwise(money(am.otherwise) if am.otherwise is not None else zero)
     else:
@@ -153,15 +166,25 @@ def _amount(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
                 if hi is not None:
                     test = test & ~_ge(by, by_t, hi, ctx)
                 test = test.fill_null(False)
-                chain = pl.when(test).then(money(value)) if chain is None else chain.when(test).then(money(value))
+                chain = (
+                    pl.when(test).then(money(value))
+                    if chain is None
+                    else chain.when(test).then(money(value))
+                )
             assert chain is not None
-            base = pl.when(by.is_null()).then(pl.lit(None, dtype=DEC)).otherwise(chain.otherwise(zero))
+            base = (
+                pl.when(by.is_null()).then(pl.lit(None, dtype=DEC)).otherwise(chain.otherwise(zero))
+            )
         else:
             b = as_decimal(by, by_t)
             parts = []
             for lo, hi, rate in am.brackets:
                 low = as_decimal(compile_expr(lo, ctx), t(lo)) if lo is not None else zero
-                top = pl.min_horizontal(b, as_decimal(compile_expr(hi, ctx), t(hi))) if hi is not None else b
+                top = (
+                    pl.min_horizontal(b, as_decimal(compile_expr(hi, ctx), t(hi)))
+                    if hi is not None
+                    else b
+                )
                 slice_ = pl.max_horizontal(top - low, zero)
                 parts.append(slice_ * as_decimal(compile_expr(rate, ctx), t(rate)))
             base = pl.sum_horizontal(parts) if len(parts) > 1 else parts[0]
@@ -195,21 +218,29 @@ def _prorate_fraction(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
     last = _month_index(period_end)
     lo = _month_index(compile_expr(am.prorate_from, ctx)) if am.prorate_from is not None else first
     hi = _month_index(compile_expr(am.prorate_until, ctx)) if am.prorate_until is not None else last
-    months = pl.max_horizontal(pl.min_horizontal(hi, last) - pl.max_horizontal(lo, first) + 1, pl.lit(0))
+    months = pl.max_horizontal(
+        pl.min_horizontal(hi, last) - pl.max_horizontal(lo, first) + 1, pl.lit(0)
+    )
     total = (last - first + 1).cast(DEC)
     # An unknown bound leaves the fraction unknown (min/max_horizontal would skip it).
     return pl.when(lo.is_not_null() & hi.is_not_null()).then(months.cast(DEC) / total)
 
 
-def policy_result(policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date, id_column: str) -> pl.Expr:
+def policy_result(
+    policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date, id_column: str
+) -> pl.Expr:
     """The policy's struct (eligible, amount_fen, reason, mask, payee) for every entity row."""
     ctx = policy_context(policy, cat, naming, as_of)
     passed = [compile_expr(c.node, ctx).fill_null(False) for c in policy.conditions]
     all_passed = pl.all_horizontal(passed) if passed else pl.lit(True)
-    mask = pl.sum_horizontal([p.cast(pl.Int64) * (1 << i) for i, p in enumerate(passed)]) if passed else pl.lit(0, dtype=pl.Int64)
+    mask = (
+        pl.sum_horizontal([p.cast(pl.Int64) * (1 << i) for i, p in enumerate(passed)])
+        if passed
+        else pl.lit(0, dtype=pl.Int64)
+    )
     payee = pl.col(id_column) if policy.spec.payee == "self" else pl.col(Naming.payee(policy.id))
     amount = _amount(policy, ctx)
-    reason = pl.when(~passed[0]).then(pl.lit(policy.conditions[0].id)) if passed else None
+    reason: Any = pl.when(~passed[0]).then(pl.lit(policy.conditions[0].id)) if passed else None
     for c, p in zip(policy.conditions[1:], passed[1:], strict=True):
         assert reason is not None
         reason = reason.when(~p).then(pl.lit(c.id))
@@ -219,27 +250,48 @@ def policy_result(policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, 
         (amount <= 0, "amount_zero"),
     ]
     for cond, label in tail:
-        reason = pl.when(cond).then(pl.lit(label)) if reason is None else reason.when(cond).then(pl.lit(label))
+        reason = (
+            pl.when(cond).then(pl.lit(label))
+            if reason is None
+            else reason.when(cond).then(pl.lit(label))
+        )
     assert reason is not None
     reason = reason.otherwise(pl.lit(None, dtype=pl.String))
     eligible = all_passed & payee.is_not_null() & amount.is_not_null() & (amount > 0)
     return pl.struct(
         eligible.fill_null(False).alias("eligible"),
-        pl.when(eligible.fill_null(False)).then(amount).otherwise(0).cast(pl.Int64).alias("amount_fen"),
+        pl.when(eligible.fill_null(False))
+        .then(amount)
+        .otherwise(0)
+        .cast(pl.Int64)
+        .alias("amount_fen"),
         reason.alias("reason"),
         mask.cast(pl.Int64).alias("mask"),
         pl.when(eligible.fill_null(False)).then(payee).cast(pl.String).alias("payee"),
     )
 
 
-def evaluate_frame(frame: pl.LazyFrame, policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date, sk: str, id_column: str) -> pl.LazyFrame:
+def evaluate_frame(
+    frame: pl.LazyFrame,
+    policies: list[CheckedPolicy],
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    sk: str,
+    id_column: str,
+) -> pl.LazyFrame:
     """All policies of one entity kind: one wide select, unpivoted to (policy, entity) rows."""
     naming = Naming(cat)
     if not policies:
         return pl.LazyFrame(schema={"policy_id": pl.String, sk: pl.Int32, id_column: pl.String})
     wide = frame.select(
-        pl.col(sk), pl.col(id_column),
+        pl.col(sk),
+        pl.col(id_column),
         *[policy_result(p, cat, naming, as_of, id_column).alias(p.id) for p in policies],
     )
-    long = wide.unpivot(index=[sk, id_column], on=[p.id for p in policies], variable_name="policy_id", value_name="r")
+    long = wide.unpivot(
+        index=[sk, id_column],
+        on=[p.id for p in policies],
+        variable_name="policy_id",
+        value_name="r",
+    )
     return long.unnest("r")

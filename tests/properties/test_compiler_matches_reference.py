@@ -50,15 +50,35 @@ def _as_of(policy: CheckedPolicy) -> dt.date:
 def _strategy(policy: CheckedPolicy, ftype: str, as_of: dt.date) -> st.SearchStrategy[Any]:
     lits = _literals(policy)
     if ftype == "money":
-        edges = [int(x.value * (100 if x.unit == "yuan" else 1)) for x in lits if x.unit in ("yuan", "fen")]
+        edges = [
+            int(x.value * (100 if x.unit == "yuan" else 1))
+            for x in lits
+            if x.unit in ("yuan", "fen")
+        ]
         edges = [e + d for e in edges for d in (-1, 0, 1)]
-        return st.one_of(st.none(), st.just(0), st.sampled_from(edges or [0]), st.sampled_from(edges or [0]), st.integers(0, 10**11))
+        return st.one_of(
+            st.none(),
+            st.just(0),
+            st.sampled_from(edges or [0]),
+            st.sampled_from(edges or [0]),
+            st.integers(0, 10**11),
+        )
     if ftype == "count":
-        edges = [int(x.value) for x in lits if isinstance(x.value, Decimal) and x.unit == "" and x.value == x.value.to_integral_value()]
+        edges = [
+            int(x.value)
+            for x in lits
+            if isinstance(x.value, Decimal)
+            and x.unit == ""
+            and x.value == x.value.to_integral_value()
+        ]
         at_edge = st.sampled_from([e + d for e in edges or [0] for d in (-1, 0, 1)])
         return st.one_of(st.none(), st.just(0), at_edge, at_edge, st.integers(0, 3000))
     if ftype == "number":
-        return st.one_of(st.none(), st.just(Decimal(0)), st.decimals(0, 5000, places=4, allow_nan=False, allow_infinity=False))
+        return st.one_of(
+            st.none(),
+            st.just(Decimal(0)),
+            st.decimals(0, 5000, places=4, allow_nan=False, allow_infinity=False),
+        )
     if ftype == "text":
         words = sorted({str(x.value) for x in lits if isinstance(x.value, str)} | {"other"})
         return st.one_of(st.none(), st.sampled_from(words))
@@ -68,14 +88,25 @@ def _strategy(policy: CheckedPolicy, ftype: str, as_of: dt.date) -> st.SearchStr
         pivots += [*dates.values(), add_months(as_of, -36), add_months(dates["period_start"], -36)]
         pivots += [dt.date(dates["period_start"].year - age, 1, 1) for age in (3, 80, 90, 100)]
         anchors = st.sampled_from([p for p in pivots if p.year < 9999])
-        at_edge = st.builds(lambda d, k: d + dt.timedelta(days=k), anchors, st.sampled_from([-1, 0, 1]))
+        at_edge = st.builds(
+            lambda d, k: d + dt.timedelta(days=k), anchors, st.sampled_from([-1, 0, 1])
+        )
         near = st.builds(lambda d, k: d + dt.timedelta(days=k), anchors, st.integers(-400, 400))
         # Edges are drawn as often as everything else together: that is where the bugs live.
-        return st.one_of(st.none(), at_edge, at_edge, near, st.dates(dt.date(1915, 1, 1), dt.date(2030, 12, 31)))
+        return st.one_of(
+            st.none(), at_edge, at_edge, near, st.dates(dt.date(1915, 1, 1), dt.date(2030, 12, 31))
+        )
     return st.one_of(st.none(), st.booleans())
 
 
-POLARS_TYPE = {"money": pl.Int64, "count": pl.Int64, "number": DEC, "date": pl.Date, "bool": pl.Boolean, "text": pl.String}
+POLARS_TYPE = {
+    "money": pl.Int64,
+    "count": pl.Int64,
+    "number": DEC,
+    "date": pl.Date,
+    "bool": pl.Boolean,
+    "text": pl.String,
+}
 
 
 @pytest.mark.parametrize("policy", PSET.policies, ids=lambda p: p.id)
@@ -91,14 +122,24 @@ def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataOb
     used = sorted({name for name, _w in need.features})
     n = data.draw(st.integers(1, 12), label="rows")
     rows = [
-        {name: data.draw(_strategy(policy, features[name].type, as_of), label=name) for name in used}
+        {
+            name: data.draw(_strategy(policy, features[name].type, as_of), label=name)
+            for name in used
+        }
         for _ in range(n)
     ]
     lists = sorted(need.lists)
-    on_lists = [data.draw(st.sets(st.sampled_from(lists)) if lists else st.just(set()), label="lists") for _ in range(n)]
-    payees = [data.draw(st.one_of(st.none(), st.just(f"P{i:03d}")), label="payee") for i in range(n)]
+    on_lists = [
+        data.draw(st.sets(st.sampled_from(lists)) if lists else st.just(set()), label="lists")
+        for _ in range(n)
+    ]
+    payees = [
+        data.draw(st.one_of(st.none(), st.just(f"P{i:03d}")), label="payee") for i in range(n)
+    ]
     columns: dict[str, pl.Series] = {
-        naming.feature(entity, name, window): pl.Series([r[name] for r in rows], dtype=POLARS_TYPE[features[name].type])
+        naming.feature(entity, name, window): pl.Series(
+            [r[name] for r in rows], dtype=POLARS_TYPE[features[name].type]
+        )
         for name in used
     }
     for name in lists:
@@ -107,9 +148,20 @@ def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataOb
         columns[Naming.payee(policy.id)] = pl.Series(payees, dtype=pl.String)
     columns["sk"] = pl.Series(range(n), dtype=pl.Int32)
     columns["entity_id"] = pl.Series([f"E{i:03d}" for i in range(n)], dtype=pl.String)
-    out = evaluate_frame(pl.DataFrame(columns).lazy(), [policy], CAT, as_of, "sk", "entity_id").collect().sort("sk")
-    for i, got in enumerate(out.select("eligible", "amount_fen", "reason", "mask", "payee").iter_rows(named=True)):
-        values = {name: (Decimal(v) if features[name].type in ("money", "number") and v is not None else v) for name, v in rows[i].items()}
+    out = (
+        evaluate_frame(pl.DataFrame(columns).lazy(), [policy], CAT, as_of, "sk", "entity_id")
+        .collect()
+        .sort("sk")
+    )
+    for i, got in enumerate(
+        out.select("eligible", "amount_fen", "reason", "mask", "payee").iter_rows(named=True)
+    ):
+        values = {
+            name: (
+                Decimal(v) if features[name].type in ("money", "number") and v is not None else v
+            )
+            for name, v in rows[i].items()
+        }
         env = env_for(policy, as_of, values, on_lists[i])
         want = decide(policy, env, f"E{i:03d}", payees[i])
         assert got == want, f"row {i}: {rows[i]} lists={on_lists[i]}"

@@ -23,7 +23,9 @@ def test_every_policy_has_three_cases_or_more() -> None:
         assert len(p.spec.tests) >= 3, p.id
 
 
-@pytest.mark.parametrize(("policy", "index", "case"), CASES, ids=[f"{p.id}: {c.name}" for p, _, c in CASES])
+@pytest.mark.parametrize(
+    ("policy", "index", "case"), CASES, ids=[f"{p.id}: {c.name}" for p, _, c in CASES]
+)
 def test_officer_case(policy: CheckedPolicy, index: int, case: Case) -> None:
     result = run_case(policy, case, index, PSET.catalogue, policy.spec.valid.from_)
     assert result.passed, result.render(policy.file)
@@ -35,7 +37,9 @@ def test_shipped_policies_cover_the_required_shapes() -> None:
     assert any(s.payee != "self" for s in specs.values()), "a benefit paid to a guardian"
     assert any(s.amount.prorate is not None for s in specs.values()), "month proration"
     assert any(s.amount.tiers is not None and s.amount.tiers.mode == "step" for s in specs.values())
-    assert any(s.amount.tiers is not None and s.amount.tiers.mode == "marginal" for s in specs.values())
+    assert any(
+        s.amount.tiers is not None and s.amount.tiers.mode == "marginal" for s in specs.values()
+    )
     assert any(s.amount.table is not None for s in specs.values())
     assert any(s.budget is not None for s in specs.values())
     assert any(s.params for s in specs.values()), "dated parameters"

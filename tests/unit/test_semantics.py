@@ -19,8 +19,25 @@ from eligibility.parse import parse_expression
 from eligibility.reference import Env, evaluate
 from eligibility.yamlsrc import Located
 
-TYPES = {"paid": "money", "due": "money", "n": "count", "m": "count", "rate": "number", "born": "date", "on": "date", "flag": "bool", "kind": "text"}
-POLARS = {"money": pl.Int64, "count": pl.Int64, "number": DEC, "date": pl.Date, "bool": pl.Boolean, "text": pl.String}
+TYPES = {
+    "paid": "money",
+    "due": "money",
+    "n": "count",
+    "m": "count",
+    "rate": "number",
+    "born": "date",
+    "on": "date",
+    "flag": "bool",
+    "kind": "text",
+}
+POLARS = {
+    "money": pl.Int64,
+    "count": pl.Int64,
+    "number": DEC,
+    "date": pl.Date,
+    "bool": pl.Boolean,
+    "text": pl.String,
+}
 D = Decimal
 
 CASES: list[tuple[str, dict[str, Any], Any]] = [
@@ -56,7 +73,11 @@ CASES: list[tuple[str, dict[str, Any], Any]] = [
     ("add_months(born, -36)", {"born": dt.date(2024, 2, 29)}, dt.date(2021, 2, 28)),
     ("add_days(born, -1)", {"born": dt.date(2025, 3, 1)}, dt.date(2025, 2, 28)),
     ("days_between(born, on)", {"born": dt.date(2025, 3, 1), "on": dt.date(2025, 2, 27)}, -2),
-    ("year_of(born) == 2025 and month_start(born) == 2025-03-01", {"born": dt.date(2025, 3, 9)}, True),
+    (
+        "year_of(born) == 2025 and month_start(born) == 2025-03-01",
+        {"born": dt.date(2025, 3, 9)},
+        True,
+    ),
     ("is_missing(born)", {"born": None}, True),
     ("0 <= n < 3", {"n": 3}, False),
     ("abs(n - m)", {"n": 2, "m": 5}, 3),
@@ -75,13 +96,17 @@ def _check(text: str) -> tuple[Any, Checker]:
     return node, checker
 
 
-@pytest.mark.parametrize(("text", "values", "expected"), CASES, ids=[c[0] + " " + str(c[1]) for c in CASES])
+@pytest.mark.parametrize(
+    ("text", "values", "expected"), CASES, ids=[c[0] + " " + str(c[1]) for c in CASES]
+)
 def test_both_backends_agree_at_the_edges(text: str, values: dict[str, Any], expected: Any) -> None:
     node, checker = _check(text)
     dates = {"as_of": dt.date(2026, 1, 1)}
     ctx = Context(
         typed=checker.typed,
-        column=lambda b: pl.col(b.name).cast(DEC) if b.type in ("money", "number") else pl.col(b.name),
+        column=lambda b: (
+            pl.col(b.name).cast(DEC) if b.type in ("money", "number") else pl.col(b.name)
+        ),
         aggregate=lambda n: pl.lit(None),
         listed=lambda n: pl.lit(False),
         dates=dates,
@@ -90,7 +115,17 @@ def test_both_backends_agree_at_the_edges(text: str, values: dict[str, Any], exp
     row = {n: values.get(n) for n in TYPES}
     frame = pl.DataFrame({n: pl.Series([row[n]], dtype=POLARS[TYPES[n]]) for n in TYPES})
     got = frame.select(compile_expr(node, ctx).alias("v")).item()
-    env = Env(checker.typed, {**{n: (D(v) if TYPES[n] in ("money", "number") and v is not None else v) for n, v in row.items()}, "birth_on": row["born"]}, dates=dates)
+    env = Env(
+        checker.typed,
+        {
+            **{
+                n: (D(v) if TYPES[n] in ("money", "number") and v is not None else v)
+                for n, v in row.items()
+            },
+            "birth_on": row["born"],
+        },
+        dates=dates,
+    )
     ref = evaluate(node, env)
     assert ref == expected
     assert got == expected
