@@ -16,7 +16,7 @@ import polars as pl
 from eligibility import ast as A
 from eligibility.backends.polars import DEC, Context, compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions
-from eligibility.check import CheckedCatalogue, ColumnRef, Scope, Typed
+from eligibility.check import CheckedCatalogue, ColumnRef, FeatureRef, Scope, Typed
 from eligibility.periods import Window
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming
 
@@ -221,19 +221,31 @@ def _relation_aggregates(
         pl.col(rel.to_key).alias(member_sk),
         *[pl.col(c).alias(f"link:{a}") for a, c in rel.attributes.items()],
     )
-    members = entity_frame(staged, rel.to, _member_only(needs, rel.to), as_of, depth + 1)
+    members = entity_frame(staged, rel.to, _member_needs(staged, rel.to, items), as_of, depth + 1)
     joined = links.join(members, on=member_sk, how="left")
     aggs = aggregate_expressions(cat, items)
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
 
 
-def _member_only(needs: dict[str, EntityNeeds], entity: str) -> dict[str, EntityNeeds]:
-    """The needs of related entities: their features and lists, not the owners' aggregates."""
-    n = needs[entity]
-    return {
-        **needs,
-        entity: EntityNeeds(features=set(n.features), aggregates={}, lists=set(n.lists)),
-    }
+def _member_needs(
+    staged: Staged, member: str, items: list[AggregateNeed]
+) -> dict[str, EntityNeeds]:
+    """What the related entities' frame must hold: the features and lists the bodies read."""
+    naming = Naming(staged.cat)
+    need = EntityNeeds()
+    for an in items:
+        if an.node.body is None:
+            continue
+        for n in A.walk(an.node.body):
+            b = an.typed.bindings.get(id(n))
+            if isinstance(b, FeatureRef):
+                need.features.add((b.name, an.window if naming.windowed(member, b.name) else None))
+            elif isinstance(n, A.Call) and n.func == "listed" and isinstance(n.args[0], A.Literal):
+                need.lists.add(str(n.args[0].value))
+            elif isinstance(n, A.Call) and n.func == "age_on":
+                need.features.add(("birth_on", None))
+    other = "person" if member == "enterprise" else "enterprise"
+    return {member: need, other: EntityNeeds()}
 
 
 def _listed(staged: Staged, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:

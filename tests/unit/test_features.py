@@ -1,0 +1,148 @@
+"""Feature computation on the hand-written mini city, checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from eligibility.periods import Window
+from eligibility.plan import EntityNeeds, Naming
+from eligibility.policyset import load_catalogue as load_features
+from jobs.catalogue import load_catalogue
+from jobs.features import Staged, entity_frame
+from jobs.ingest import stage
+from jobs.staged import staged_columns
+from tests import minicity
+
+ROOT = Path(__file__).resolve().parents[2]
+Y2025 = Window(dt.date(2025, 1, 1), dt.date(2025, 12, 1))
+Y2024 = Window(dt.date(2024, 1, 1), dt.date(2024, 12, 1))
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
+    root = tmp_path_factory.mktemp("mini")
+    cat = load_catalogue()
+    stage(minicity.write(root / "data"), root / "staged", catalogue=cat)
+    # The shipped catalogue plus features of every aggregation kind, for this test.
+    spec = yaml.safe_load((ROOT / "policies" / "features.yaml").read_text())
+    extra = {
+        "first_tax": {
+            "type": "money",
+            "unit": "fen",
+            "source": "tax_monthly",
+            "column": "tax_paid_fen",
+            "agg": "first",
+        },
+        "min_tax": {
+            "type": "money",
+            "unit": "fen",
+            "source": "tax_monthly",
+            "column": "tax_paid_fen",
+            "agg": "min",
+        },
+        "tax_rows": {"type": "count", "source": "tax_monthly", "agg": "count"},
+        "revenue_levels": {
+            "type": "count",
+            "source": "tax_monthly",
+            "column": "revenue_fen",
+            "agg": "count_distinct",
+        },
+        "big_months": {
+            "type": "count",
+            "source": "tax_monthly",
+            "agg": "months",
+            "where": "revenue_fen > 4500000",
+        },
+    }
+    for name, f in extra.items():
+        spec["features"]["enterprise"][name] = {**f, "description": name}
+    path = root / "features.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
+    return Staged(root / "staged", load_features(path, staged_columns(cat)))
+
+
+def _frame(
+    staged: Staged, entity: str, names: list[str], window: Window, lists: set[str] = frozenset()
+) -> pl.DataFrame:  # type: ignore[assignment]
+    naming = Naming(staged.cat)
+    need = EntityNeeds(
+        features={(n, window if naming.windowed(entity, n) else None) for n in names},
+        lists=set(lists),
+    )
+    needs = {"enterprise": EntityNeeds(), "person": EntityNeeds(), entity: need}
+    frame = entity_frame(staged, entity, needs, dt.date(2026, 3, 1)).collect().sort("entity_id")
+    return frame.rename(
+        {naming.feature(entity, n, window): n for n in names if naming.windowed(entity, n)}
+    )
+
+
+def test_enterprise_aggregates_over_the_window(staged: Staged) -> None:
+    cc = minicity.credit_codes(3)
+    names = [
+        "ui_premium_paid",
+        "months_in_arrears",
+        "headcount_start",
+        "headcount_end",
+        "tax_paid",
+        "tax_months",
+        "has_bank_account",
+        "first_tax",
+        "min_tax",
+        "tax_rows",
+        "revenue_levels",
+        "big_months",
+        "status",
+        "tax_rating",
+    ]
+    f = _frame(staged, "enterprise", names, Y2025, {"serious_dishonesty"})
+    rows = {r["entity_id"]: r for r in f.iter_rows(named=True)}
+    a, b, c = rows[cc[0]], rows[cc[1]], rows[cc[2]]
+    assert (
+        a["ui_premium_paid"],
+        a["months_in_arrears"],
+        a["headcount_start"],
+        a["headcount_end"],
+    ) == (30000, 0, 12, None)
+    assert (b["ui_premium_paid"], b["months_in_arrears"], b["headcount_start"]) == (0, 1, 3)
+    assert (c["ui_premium_paid"], c["months_in_arrears"], c["headcount_start"]) == (
+        0,
+        0,
+        None,
+    )  # no rows: sums are 0, values unknown
+    assert (a["tax_paid"], a["tax_months"], a["first_tax"], a["min_tax"], a["tax_rows"]) == (
+        215000,
+        2,
+        120000,
+        95000,
+        2,
+    )
+    assert (a["revenue_levels"], a["big_months"]) == (2, 1)
+    assert (b["tax_paid"], b["tax_months"], b["tax_rows"]) == (0, 0, 1)
+    assert [r["has_bank_account"] for r in (a, b, c)] == [True, True, False]
+    assert [r["listed:serious_dishonesty"] for r in (a, b, c)] == [False, False, True]
+    assert (a["tax_rating"], b["tax_rating"], c["tax_rating"]) == ("A", "M", None)
+    assert a["status"] == "active"
+
+
+def test_relation_features_follow_the_window(staged: Staged) -> None:
+    cc = minicity.credit_codes(3)
+    in_2024 = _frame(staged, "enterprise", ["hires", "graduates_hired"], Y2024)
+    in_2025 = _frame(staged, "enterprise", ["hires", "graduates_hired"], Y2025)
+    first_2024 = in_2024.filter(pl.col("entity_id") == cc[0]).row(0, named=True)
+    # Hired in January 2024; graduated in June 2024, after the hire: a hire, not a graduate hire.
+    assert (first_2024["hires"], first_2024["graduates_hired"]) == (1, 0)
+    assert in_2025["hires"].to_list() == [0, 0, 0]
+
+
+def test_person_relation_count(staged: Staged) -> None:
+    pid = minicity.person_ids(3)
+    f = _frame(staged, "person", ["guardian_count", "graduated_on", "has_bank_account"], Y2025)
+    rows = {r["entity_id"]: r for r in f.iter_rows(named=True)}
+    assert rows[pid[0]]["graduated_on"] == dt.date(2024, 6, 30)
+    assert [rows[p]["guardian_count"] for p in pid] == [0, 0, 0]  # only a spouse is recorded
+    assert [rows[p]["has_bank_account"] for p in pid] == [True, True, False]
