@@ -158,3 +158,29 @@ def test_bad_files_stop_before_anything_is_written(
     assert expected.format(data=data) in info.value.render()
     assert "fix:" in info.value.render()
     _nothing_written(engine, tmp_path / "store")
+
+
+def test_every_injected_error_is_quarantined_with_its_rule(tmp_path: Path, engine: Engine) -> None:
+    """synth --errors injects each kind the validator knows; each bad row lands in quarantine
+    under exactly that rule (rows that merely depend on a refused row may follow it there)."""
+    from disburse.synth import generate
+
+    manifest = generate(tmp_path / "data", enterprises=1500, persons=6000, seed=11, errors=0.004)
+    kinds = {i["rule"] for i in manifest["injected"]}
+    assert kinds >= {
+        "wrong_check_character", "below_minimum", "unknown_region", "duplicate_key",
+        "unparseable_date", "missing_required",
+    }
+    result = _ingest(tmp_path / "data", engine, tmp_path / "store")
+    with engine.connect() as conn:
+        found = {
+            (r.source, r.row_no): r.rule
+            for r in conn.execute(select(QuarantinedRow.source, QuarantinedRow.row_no, QuarantinedRow.rule))
+        }
+    for item in manifest["injected"]:
+        assert found.get((item["source"], item["row"] + 1)) == item["rule"], item
+        if item["rule"] == "duplicate_key":
+            assert found.get((item["source"], item["duplicate_of"] + 1)) == "duplicate_key", item
+    for name, rep in result.sources.items():
+        assert rep.rows == rep.accepted + rep.quarantined
+        assert rep.rows == manifest["rows"][name]
