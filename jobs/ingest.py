@@ -26,7 +26,7 @@ from sqlalchemy import Engine, insert, update
 
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
-from jobs.validate import FAIL, ROW, accepts, unreadable_columns, validation_plan
+from jobs.validate import FAIL, ROW, Labels, accepts, unreadable_columns, validation_plan
 from ledgers.db import bulk_insert
 from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
 
@@ -139,7 +139,11 @@ def sha256_file(path: Path) -> str:
 
 
 def _attach_references(
-    df: pl.DataFrame, source: Source, catalogue: Catalogue, keys: dict[str, pl.DataFrame]
+    df: pl.DataFrame,
+    source: Source,
+    catalogue: Catalogue,
+    keys: dict[str, pl.DataFrame],
+    labels: Labels,
 ) -> pl.DataFrame:
     """Join each reference's surrogate key; quarantine unknown ones unless on_missing is keep."""
     for col_name, col in source.columns.items():
@@ -150,9 +154,9 @@ def _attach_references(
             df = df.join(lookup, on=col_name, how="left", maintain_order="left")
             if ref.on_missing == "quarantine":
                 unknown = pl.col(FAIL).is_null() & pl.col(sk).is_null()
-                label = f"{col_name}\tunknown_{target.entity}"
+                code = pl.lit(labels.code(col_name, f"unknown_{target.entity}"), dtype=pl.UInt16)
                 df = df.with_columns(
-                    pl.when(unknown).then(pl.lit(label)).otherwise(pl.col(FAIL)).alias(FAIL)
+                    pl.when(unknown).then(code).otherwise(pl.col(FAIL)).alias(FAIL)
                 )
     return df
 
@@ -253,8 +257,9 @@ def _validate_all(
         source = catalogue.sources[name]
         say(f"ingest {name}: validating {path.name}")
         digest = sha256_file(path)
-        plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue)
-        df = _attach_references(plan.collect(engine="streaming"), source, catalogue, keys)
+        labels = Labels()
+        plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
+        df = _attach_references(plan.collect(engine="streaming"), source, catalogue, keys, labels)
         bad_columns = unreadable_columns(df, source, schemas[name])
         if bad_columns:
             raise JobError(
@@ -268,7 +273,7 @@ def _validate_all(
         df = df.drop([f"_present_{n}" for n in source.columns])
         ok = pl.col(FAIL).is_null()
         accepted = df.filter(ok).drop(FAIL)
-        failed = df.filter(~ok).select(ROW, FAIL)
+        failed = df.filter(~ok).select(ROW, labels.decode(pl.col(FAIL)).alias(FAIL))
         if source.entity is not None:
             accepted = accepted.sort(source.entity_column).with_columns(
                 pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias(f"{source.entity}_sk")

@@ -12,10 +12,30 @@ from dataclasses import dataclass
 import polars as pl
 
 from jobs.catalogue import Catalogue, Column, Source
-from jobs.identifiers import resident_id_valid_expr, uscc_valid_expr
+from jobs.identifiers import resident_id_valid_fast, uscc_valid_fast
 
 ROW = "_row"  # 1-based position of the row among the file's data rows
-FAIL = "_fail"  # "column\trule" of the first failing rule, null when the row is accepted
+FAIL = "_fail"  # code of the first failing rule (an index into Labels), null when accepted
+
+
+class Labels:
+    """Rule labels "column\trule" by integer code, so that the plan carries small integers
+    rather than a string per row (strings only for the few quarantined rows)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def code(self, column: str, rule: str) -> int:
+        label = f"{column}\t{rule}"
+        if label not in self.names:
+            self.names.append(label)
+        return self.names.index(label) + 1
+
+    def decode(self, expr: pl.Expr) -> pl.Expr:
+        """The "column\trule" text of a code column."""
+        table = {i + 1: name for i, name in enumerate(self.names)}
+        return expr.replace_strict(table, default=None, return_dtype=pl.String)
+
 
 USCC_SHAPE = r"^[0-9A-HJ-NPQRTUWXY]{18}$"
 RESIDENT_SHAPE = r"^[0-9]{17}[0-9X]$"
@@ -122,14 +142,14 @@ def _checks(name: str, col: Column, catalogue: Catalogue) -> list[tuple[str, pl.
         out.append(("pattern_mismatch", ~v.str.contains(col.pattern)))
     if col.check == "uscc":
         out.append(("malformed_identifier", ~v.str.contains(USCC_SHAPE)))
-        out.append(("wrong_check_character", ~uscc_valid_expr(v)))
+        out.append(("wrong_check_character", ~uscc_valid_fast(v)))
     elif col.check == "resident_id":
         out.append(("malformed_identifier", ~v.str.contains(RESIDENT_SHAPE)))
-        out.append(("wrong_check_character", ~resident_id_valid_expr(v)))
+        out.append(("wrong_check_character", ~resident_id_valid_fast(v)))
     elif col.check == "uscc_or_resident_id":
         shaped = v.str.contains(USCC_SHAPE) | v.str.contains(RESIDENT_SHAPE)
         out.append(("malformed_identifier", ~shaped))
-        out.append(("wrong_check_character", ~(uscc_valid_expr(v) | resident_id_valid_expr(v))))
+        out.append(("wrong_check_character", ~(uscc_valid_fast(v) | resident_id_valid_fast(v))))
     if col.in_list is not None:
         ref = catalogue.lists[col.in_list]
         out.append((ref.rule, ~v.is_in(list(ref.values))))
@@ -139,7 +159,7 @@ def _checks(name: str, col: Column, catalogue: Catalogue) -> list[tuple[str, pl.
 
 
 def validation_plan(
-    lf: pl.LazyFrame, source: Source, schema: pl.Schema, catalogue: Catalogue
+    lf: pl.LazyFrame, source: Source, schema: pl.Schema, catalogue: Catalogue, labels: Labels
 ) -> pl.LazyFrame:
     """The typed columns, the row number and the first failing rule, for one source.
 
@@ -158,26 +178,24 @@ def validation_plan(
         stage_a.append(_typed(name, col, dtype).alias(name))
         present, typed = pl.col(f"_present_{name}"), pl.col(name)
         if col.required:
-            failures.append(_fail_when(~present, name, "missing_required"))
+            failures.append(_fail_when(~present, labels.code(name, "missing_required")))
         if col.type in PARSE_RULE and (dtype == pl.String or dtype == pl.Null):
-            failures.append(_fail_when(present & typed.is_null(), name, PARSE_RULE[col.type]))
+            code = labels.code(name, PARSE_RULE[col.type])
+            failures.append(_fail_when(present & typed.is_null(), code))
         for rule, bad in _checks(name, col, catalogue):
-            failures.append(_fail_when(typed.is_not_null() & bad, name, rule))
+            failures.append(_fail_when(typed.is_not_null() & bad, labels.code(name, rule)))
     lf = lf.with_columns(stage_a).with_columns(pl.coalesce(failures).alias(FAIL))
     ok = pl.col(FAIL).is_null()
     duplicated = ok & (ok.sum().over(list(source.key)) > 1)
-    key_label = "+".join(source.key)
+    dup = labels.code("+".join(source.key), "duplicate_key")
     lf = lf.with_columns(
-        pl.when(duplicated)
-        .then(pl.lit(f"{key_label}\tduplicate_key"))
-        .otherwise(pl.col(FAIL))
-        .alias(FAIL)
+        pl.when(duplicated).then(pl.lit(dup, dtype=pl.UInt16)).otherwise(pl.col(FAIL)).alias(FAIL)
     )
     return lf
 
 
-def _fail_when(cond: pl.Expr, column: str, rule: str) -> pl.Expr:
-    return pl.when(cond.fill_null(False)).then(pl.lit(f"{column}\t{rule}", dtype=pl.String))
+def _fail_when(cond: pl.Expr, code: int) -> pl.Expr:
+    return pl.when(cond.fill_null(False)).then(pl.lit(code, dtype=pl.UInt16))
 
 
 def unreadable_columns(df: pl.DataFrame, source: Source, schema: pl.Schema) -> list[str]:
