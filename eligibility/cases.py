@@ -16,7 +16,9 @@ from typing import Any
 import polars as pl
 
 from eligibility import ast as A
-from eligibility.backends.polars_policy import aggregate_expressions, evaluate_frame
+from eligibility.backends.polars import compile_expr
+from eligibility.backends.polars_policy import aggregate_expressions, evaluate_frame, policy_context
+from eligibility.explain import condition_text
 from eligibility.check import CheckedCatalogue, CheckedPolicy, FeatureRef
 from eligibility.parse import parse_expression
 from eligibility.plan import Naming, needs, run_dates
@@ -186,12 +188,29 @@ def run_case(
         expected["payee"] = exp.payee
         actual["payee"] = row["payee"]
     decided = f"condition {row['reason']!r}" if row["reason"] else "every condition held"
+    failing = next((c for c in policy.conditions if c.id == row["reason"]), None)
+    if failing is not None:
+        decided += ": " + _condition_with_values(policy, failing.node, frame, cat, as_of)
     if row["reason"] is None:
         passed_ids = [c.id for i, c in enumerate(policy.conditions) if row["mask"] >> i & 1]
         decided = f"every condition held ({', '.join(passed_ids)})" if passed_ids else decided
     return CaseResult(
         policy.id, case.name, expected == actual, expected, actual, given, decided, line
     )
+
+
+def _condition_with_values(
+    policy: CheckedPolicy, node: A.Node, frame: pl.DataFrame, cat: CheckedCatalogue, as_of: dt.date
+) -> str:
+    """The failing condition in plain words, with the values its names had in this case."""
+    ctx = policy_context(policy, cat, Naming(cat), as_of)
+    names = {n.name: n for n in A.walk(node) if isinstance(n, A.Name)}
+    if not names:
+        return condition_text(node)
+    row = frame.select([compile_expr(n, ctx).alias(k) for k, n in names.items()]).row(0, named=True)
+    types = {k: policy.typed.types[id(n)] for k, n in names.items()}
+    values = {k: (v * 1 if v is not None else None) for k, v in row.items()}
+    return condition_text(node, values, types)
 
 
 def _yuan(fen: int | None) -> str:
