@@ -18,8 +18,8 @@ import polars as pl
 from eligibility import ast as A
 from eligibility.backends.polars import compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions, evaluate_frame, policy_context
-from eligibility.explain import condition_text
 from eligibility.check import CheckedCatalogue, CheckedPolicy, FeatureRef
+from eligibility.explain import condition_text
 from eligibility.parse import parse_expression
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.problems import Problem, ProblemsError
@@ -208,9 +208,8 @@ def _condition_with_values(
     if not names:
         return condition_text(node)
     row = frame.select([compile_expr(n, ctx).alias(k) for k, n in names.items()]).row(0, named=True)
-    types = {k: policy.typed.types[id(n)] for k, n in names.items()}
-    values = {k: (v * 1 if v is not None else None) for k, v in row.items()}
-    return condition_text(node, values, types)
+    types: dict[str, str] = {k: policy.typed.types[id(n)] for k, n in names.items()}
+    return condition_text(node, row, types)
 
 
 def _yuan(fen: int | None) -> str:
