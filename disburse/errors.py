@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from disburse.synth import SynthError
 from eligibility.problems import ProblemsError
 from jobs.errors import JobError
 from ledgers.db import LedgerError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ProblemsError, JobError, LedgerError)
+USER_ERRORS: tuple[type[Exception], ...] = (ProblemsError, JobError, LedgerError, SynthError)
 
 
 def render(exc: Exception) -> str:

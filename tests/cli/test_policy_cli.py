@@ -19,15 +19,22 @@ def test_policy_check_passes_on_the_shipped_policies() -> None:
     assert "0 problem(s)" in result.output
 
 
-def test_a_failing_case_shows_given_expected_actual_and_the_deciding_condition(tmp_path: Path) -> None:
+def test_a_failing_case_shows_given_expected_actual_and_the_deciding_condition(
+    tmp_path: Path,
+) -> None:
     text = (ROOT / "policies" / "graduate_hiring.yaml").read_text()
-    broken = text.replace("expect: {eligible: true, amount: 4500 yuan}", "expect: {eligible: true, amount: 4000 yuan}")
+    broken = text.replace(
+        "expect: {eligible: true, amount: 4500 yuan}", "expect: {eligible: true, amount: 4000 yuan}"
+    )
     path = tmp_path / "graduate_hiring.yaml"
     path.write_text(broken)
     result = CliRunner().invoke(main, ["policy", "check", str(path)])
     assert result.exit_code == 1
     assert "FAIL graduate-hiring-subsidy: three graduates hired" in result.output
-    assert "given:    status=active, graduates_hired=3, months_in_arrears=0, has_bank_account=True" in result.output
+    assert (
+        "given:    status=active, graduates_hired=3, months_in_arrears=0, has_bank_account=True"
+        in result.output
+    )
     assert "expected: eligible=True, amount=4,000.00 yuan" in result.output
     assert "actual:   eligible=True, amount=4,500.00 yuan" in result.output
     assert "decided by: every condition held (active, hired-graduates" in result.output
@@ -37,19 +44,36 @@ def test_features_lists_the_catalogue() -> None:
     result = CliRunner().invoke(main, ["features", "--json"])
     assert result.exit_code == 0
     names = {(f["entity"], f["name"]) for f in json.loads(result.output)["features"]}
-    assert {("enterprise", "ui_premium_paid"), ("person", "birth_on"), ("enterprise", "graduates_hired")} <= names
+    assert {
+        ("enterprise", "ui_premium_paid"),
+        ("person", "birth_on"),
+        ("enterprise", "graduates_hired"),
+    } <= names
 
 
 def test_simulate_json_and_against(tmp_path: Path) -> None:
     data = minicity.write(tmp_path / "data")
     old = tmp_path / "old.yaml"
     old.write_text(
-        (ROOT / "policies" / "job_stabilisation.yaml").read_text().replace("{from: 2026-01-01, value: 60%", "{from: 2026-01-01, value: 50%")
+        (ROOT / "policies" / "job_stabilisation.yaml")
+        .read_text()
+        .replace("{from: 2026-01-01, value: 60%", "{from: 2026-01-01, value: 50%")
     )
     result = CliRunner().invoke(
         main,
-        ["simulate", "--data", str(data), "--as-of", "2026-03-15", "--policy", "job-stabilisation-refund",
-         "--against", str(old), "--json", "--quiet"],
+        [
+            "simulate",
+            "--data",
+            str(data),
+            "--as-of",
+            "2026-03-15",
+            "--policy",
+            "job-stabilisation-refund",
+            "--against",
+            str(old),
+            "--json",
+            "--quiet",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -67,7 +91,9 @@ def test_simulate_json_and_against(tmp_path: Path) -> None:
 
 def test_simulate_unknown_policy_is_a_clean_error(tmp_path: Path) -> None:
     data = minicity.write(tmp_path / "data")
-    result = CliRunner().invoke(main, ["simulate", "--data", str(data), "--as-of", "2026-03-15", "--policy", "nope"])
+    result = CliRunner().invoke(
+        main, ["simulate", "--data", str(data), "--as-of", "2026-03-15", "--policy", "nope"]
+    )
     assert result.exit_code == 1
     assert "no policy 'nope'" in result.output
     assert "Traceback" not in result.output

@@ -168,14 +168,20 @@ def test_every_injected_error_is_quarantined_with_its_rule(tmp_path: Path, engin
     manifest = generate(tmp_path / "data", enterprises=1500, persons=6000, seed=11, errors=0.004)
     kinds = {i["rule"] for i in manifest["injected"]}
     assert kinds >= {
-        "wrong_check_character", "below_minimum", "unknown_region", "duplicate_key",
-        "unparseable_date", "missing_required",
+        "wrong_check_character",
+        "below_minimum",
+        "unknown_region",
+        "duplicate_key",
+        "unparseable_date",
+        "missing_required",
     }
     result = _ingest(tmp_path / "data", engine, tmp_path / "store")
     with engine.connect() as conn:
         found = {
             (r.source, r.row_no): r.rule
-            for r in conn.execute(select(QuarantinedRow.source, QuarantinedRow.row_no, QuarantinedRow.rule))
+            for r in conn.execute(
+                select(QuarantinedRow.source, QuarantinedRow.row_no, QuarantinedRow.rule)
+            )
         }
     for item in manifest["injected"]:
         assert found.get((item["source"], item["row"] + 1)) == item["rule"], item
