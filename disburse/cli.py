@@ -10,8 +10,8 @@ import datetime as dt
 import json
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -291,8 +291,12 @@ def policy_check(paths, verbose):
 
 
 @main.command()
-@click.option("--policies", "policies_path", type=click.Path(exists=True, path_type=Path),
-              help="Folder whose features.yaml to list (default: the shipped one).")
+@click.option(
+    "--policies",
+    "policies_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Folder whose features.yaml to list (default: the shipped one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
 def features(policies_path, as_json):
     """List the features policies may read: entity, name, type, where it comes from."""
@@ -304,16 +308,39 @@ def features(policies_path, as_json):
     for entity, feats in cat.spec.features.items():
         for name, f in feats.items():
             if f.source is not None:
-                origin = f"{f.agg or 'value'} of {f.source}.{f.column}" if f.column else f"{f.agg} of {f.source} rows"
+                origin = (
+                    f"{f.agg or 'value'} of {f.source}.{f.column}"
+                    if f.column
+                    else f"{f.agg} of {f.source} rows"
+                )
                 if f.where:
                     origin += f" where {f.where}"
                 if f.source in cat.spec.timed:
                     origin += " over the window"
             else:
-                origin = f"{f.agg or 'count'} over relation {f.relation}" + (f" where {f.where}" if f.where else "")
-            rows.append({"entity": entity, "name": name, "type": f.type, "from": origin, "description": f.description})
+                origin = f"{f.agg or 'count'} over relation {f.relation}" + (
+                    f" where {f.where}" if f.where else ""
+                )
+            rows.append(
+                {
+                    "entity": entity,
+                    "name": name,
+                    "type": f.type,
+                    "from": origin,
+                    "description": f.description,
+                }
+            )
     if as_json:
-        click.echo(json.dumps({"features": rows, "relations": {n: r.description for n, r in cat.spec.relations.items()}}, indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps(
+                {
+                    "features": rows,
+                    "relations": {n: r.description for n, r in cat.spec.relations.items()},
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
         return
     for r in rows:
         click.echo(f"{r['entity']:<11}{r['name']:<24}{r['type']:<8}{r['from']}")
@@ -323,14 +350,28 @@ def features(policies_path, as_json):
 
 
 @main.command()
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Folder of source files (as for ingest).")
-@click.option("--as-of", "as_of", callback=_date, required=True, help="The date to simulate (YYYY-MM-DD).")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Folder of source files (as for ingest).",
+)
+@click.option(
+    "--as-of", "as_of", callback=_date, required=True, help="The date to simulate (YYYY-MM-DD)."
+)
 @click.option("--policy", "policy_id", help="Only this policy.")
-@click.option("--policies", "policies_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Policy files or folders (default: the shipped policies).")
-@click.option("--against", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="An older version of the policy: report who gains, who loses, how much.")
+@click.option(
+    "--policies",
+    "policies_paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Policy files or folders (default: the shipped policies).",
+)
+@click.option(
+    "--against",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An older version of the policy: report who gains, who loses, how much.",
+)
 @click.option("--unmask", is_flag=True, help="Show identifiers in full.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"policies": {ID: {...}}} as JSON.')
 @click.option("--quiet", is_flag=True, help="No progress lines.")
@@ -350,9 +391,21 @@ def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, q
     pset = load_policies(cat, list(policies_paths) or None)
     if policy_id is not None:
         pset.get(policy_id)
-    report = run_simulation(data, as_of, pset=pset, catalogue=cat, only=policy_id, against=against,
-                            unmask=unmask, progress=_progress(quiet or as_json))
-    click.echo(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) if as_json else render(report))
+    report = run_simulation(
+        data,
+        as_of,
+        pset=pset,
+        catalogue=cat,
+        only=policy_id,
+        against=against,
+        unmask=unmask,
+        progress=_progress(quiet or as_json),
+    )
+    click.echo(
+        json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False)
+        if as_json
+        else render(report)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
