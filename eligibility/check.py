@@ -122,6 +122,7 @@ class CheckedCatalogue:
     typed: Typed
     where: dict[str, A.Node]  # "entity.feature" or "relation:<name>" -> parsed where
     relation_features: dict[str, A.Aggregate]  # "entity.feature" -> aggregate
+    source_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def features_of(self, entity: str) -> dict[str, FeatureDef]:
         return dict(self.spec.features.get(entity, {}))  # type: ignore[call-overload]
@@ -570,7 +571,11 @@ def _schema_problems(
     return unique
 
 
-def load_features(path: Path, source_columns: dict[str, dict[str, Type]]) -> CheckedCatalogue:
+def load_features(
+    path: Path,
+    source_columns: dict[str, dict[str, Type]],
+    source_keys: dict[str, tuple[str, ...]] | None = None,
+) -> CheckedCatalogue:
     """Load policies/features.yaml, checking it against the staged source columns."""
     located = load_yaml_file(path)
     try:

@@ -51,9 +51,13 @@ class PolicySet:
         )
 
 
-def load_catalogue(features: Path, source_columns: dict[str, dict[str, Type]]) -> CheckedCatalogue:
-    """The feature catalogue, checked against the staged source columns."""
-    return load_features(features, source_columns)
+def load_catalogue(
+    features: Path,
+    source_columns: dict[str, dict[str, Type]],
+    source_keys: dict[str, tuple[str, ...]] | None = None,
+) -> CheckedCatalogue:
+    """The feature catalogue, checked against the staged source columns (and their keys)."""
+    return load_features(features, source_columns, source_keys)
 
 
 def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:

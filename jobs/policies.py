@@ -21,7 +21,8 @@ def features_path(paths: list[Path] | None) -> Path:
 
 def feature_catalogue(catalogue: Catalogue, paths: list[Path] | None = None) -> CheckedCatalogue:
     """The feature catalogue checked against the source catalogue's staged columns."""
-    return load_catalogue(features_path(paths), staged_columns(catalogue))
+    keys = {name: src.key for name, src in catalogue.sources.items()}
+    return load_catalogue(features_path(paths), staged_columns(catalogue), keys)
 
 
 def load_policies(catalogue: Catalogue, paths: list[Path] | None = None) -> PolicySet:

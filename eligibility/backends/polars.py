@@ -179,7 +179,7 @@ def _(node: A.In, ctx: Context) -> pl.Expr:
     values = [_literal_value(x, it) for x in node.options.items]
     if it in ("number", "money"):
         item = as_decimal(item, it)
-    found = item.is_in(pl.Series(values, dtype=_dtype(it)))
+    found = item.is_in(pl.Series(values, dtype=_dtype(it)).implode())
     result = ~found if node.negated else found
     # A missing value is neither in nor out of a list: unknown, as in SQL.
     return pl.when(item.is_not_null()).then(result)

@@ -226,12 +226,35 @@ def _prorate_fraction(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
     return pl.when(lo.is_not_null() & hi.is_not_null()).then(months.cast(DEC) / total)
 
 
-def policy_result(
-    policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date, id_column: str
-) -> pl.Expr:
-    """The policy's struct (eligible, amount_fen, reason, mask, payee) for every entity row."""
+def policy_columns(
+    policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date
+) -> list[pl.Expr]:
+    """Each condition's result and the amount, once, as hidden columns of the feature frame.
+
+    Polars does not share a subexpression that appears inside several when/then
+    branches, so an amount used by eligible, amount_fen and reason would be
+    computed again for each: measured at 6 of 21 CPU seconds at 1M enterprises.
+    """
     ctx = policy_context(policy, cat, naming, as_of)
-    passed = [compile_expr(c.node, ctx).fill_null(False) for c in policy.conditions]
+    cols = [
+        compile_expr(c.node, ctx).fill_null(False).alias(_cond_col(policy, i))
+        for i, c in enumerate(policy.conditions)
+    ]
+    cols.append(_amount(policy, ctx).alias(_amount_col(policy)))
+    return cols
+
+
+def _cond_col(policy: CheckedPolicy, i: int) -> str:
+    return f"__cond{i}:{policy.id}"
+
+
+def _amount_col(policy: CheckedPolicy) -> str:
+    return f"__amount:{policy.id}"
+
+
+def policy_result(policy: CheckedPolicy, id_column: str) -> list[pl.Expr]:
+    """eligible, amount_fen, reason, mask and payee, from the columns of `policy_columns`."""
+    passed = [pl.col(_cond_col(policy, i)) for i in range(len(policy.conditions))]
     all_passed = pl.all_horizontal(passed) if passed else pl.lit(True)
     mask = (
         pl.sum_horizontal([p.cast(pl.Int64) * (1 << i) for i, p in enumerate(passed)])
@@ -239,36 +262,56 @@ def policy_result(
         else pl.lit(0, dtype=pl.Int64)
     )
     payee = pl.col(id_column) if policy.spec.payee == "self" else pl.col(Naming.payee(policy.id))
-    amount = _amount(policy, ctx)
-    reason: Any = pl.when(~passed[0]).then(pl.lit(policy.conditions[0].id)) if passed else None
-    for c, p in zip(policy.conditions[1:], passed[1:], strict=True):
-        assert reason is not None
-        reason = reason.when(~p).then(pl.lit(c.id))
-    tail = [
+    amount = pl.col(_amount_col(policy))
+    reason: Any = None
+    for c, p in zip(policy.conditions, passed, strict=True):
+        reason = (
+            pl.when(~p).then(pl.lit(c.id)) if reason is None else reason.when(~p).then(pl.lit(c.id))
+        )
+    for cond, label in (
         (payee.is_null(), "payee"),
         (amount.is_null(), "amount_unknown"),
         (amount <= 0, "amount_zero"),
-    ]
-    for cond, label in tail:
+    ):
         reason = (
             pl.when(cond).then(pl.lit(label))
             if reason is None
             else reason.when(cond).then(pl.lit(label))
         )
-    assert reason is not None
-    reason = reason.otherwise(pl.lit(None, dtype=pl.String))
-    eligible = all_passed & payee.is_not_null() & amount.is_not_null() & (amount > 0)
-    return pl.struct(
-        eligible.fill_null(False).alias("eligible"),
-        pl.when(eligible.fill_null(False))
-        .then(amount)
-        .otherwise(0)
-        .cast(pl.Int64)
-        .alias("amount_fen"),
-        reason.alias("reason"),
-        mask.cast(pl.Int64).alias("mask"),
-        pl.when(eligible.fill_null(False)).then(payee).cast(pl.String).alias("payee"),
+    eligible = (all_passed & payee.is_not_null() & amount.is_not_null() & (amount > 0)).fill_null(
+        False
     )
+    return [
+        eligible.alias("eligible"),
+        pl.when(eligible).then(amount).otherwise(0).cast(pl.Int64).alias("amount_fen"),
+        reason.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"),
+        mask.cast(pl.Int64).alias("mask"),
+        pl.when(eligible).then(payee).cast(pl.String).alias("payee"),
+    ]
+
+
+def evaluate_parts(
+    frame: pl.LazyFrame,
+    policies: list[CheckedPolicy],
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    sk: str,
+    id_column: str,
+) -> dict[str, pl.LazyFrame]:
+    """Per policy, its (entity, result) rows, sorted by entity, from one shared wide frame.
+
+    The conditions and amounts of all policies are computed in one wide
+    with_columns over the frame, sorted once by entity (1M rows, not the 6M
+    of the long table); each policy then selects its result columns from it,
+    so concatenating the parts in policy order needs no further sort.
+    """
+    naming = Naming(cat)
+    hidden = [e for p in policies for e in policy_columns(p, cat, naming, as_of)]
+    wide = frame.with_columns(hidden).sort(sk)
+    return {
+        p.id: wide.select(pl.col(sk), pl.col(id_column), *policy_result(p, id_column))
+        for p in policies
+    }
 
 
 def evaluate_frame(
@@ -279,19 +322,13 @@ def evaluate_frame(
     sk: str,
     id_column: str,
 ) -> pl.LazyFrame:
-    """All policies of one entity kind: one wide select, unpivoted to (policy, entity) rows."""
-    naming = Naming(cat)
-    if not policies:
+    """All policies of one entity kind as long (policy_id, entity, result) rows, in policy order."""
+    parts = evaluate_parts(frame, policies, cat, as_of, sk, id_column)
+    if not parts:
         return pl.LazyFrame(schema={"policy_id": pl.String, sk: pl.Int32, id_column: pl.String})
-    wide = frame.select(
-        pl.col(sk),
-        pl.col(id_column),
-        *[policy_result(p, cat, naming, as_of, id_column).alias(p.id) for p in policies],
+    return pl.concat(
+        [
+            part.select(pl.lit(pid).alias("policy_id"), pl.all())
+            for pid, part in sorted(parts.items())
+        ]
     )
-    long = wide.unpivot(
-        index=[sk, id_column],
-        on=[p.id for p in policies],
-        variable_name="policy_id",
-        value_name="r",
-    )
-    return long.unnest("r")

@@ -32,14 +32,18 @@ def test_ingest_city(benchmark, tmp_path: Path) -> None:  # type: ignore[no-unty
         pl.read_parquet(p)
     baseline = time.perf_counter() - started
 
+    timings: list[float] = []
+
     def run() -> None:
         store = tmp_path / "store"
         shutil.rmtree(store, ignore_errors=True)
+        started = time.perf_counter()
         with open_engine(f"sqlite:///{tmp_path / 'bench.db'}", init=True) as engine:
             ingest(data, dt.date(2026, 1, 1), engine=engine, store=store, catalogue=cat)
+        timings.append(time.perf_counter() - started)
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    seconds = benchmark.stats.stats.mean
+    seconds = min(timings)
     benchmark.extra_info.update(
         {
             "enterprises": enterprises,
