@@ -1,16 +1,32 @@
-"""Connecting to the database: SQLite file by default, PostgreSQL through psycopg 3."""
+"""Connecting to the database: SQLite file by default, PostgreSQL through psycopg 3.
+
+The schema is created and upgraded by the Alembic migrations shipped inside the
+package (`ledgers/migrations/`), run from `init_schema`: no alembic.ini needed.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, insert, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from ledgers.schema import Base
+from ledgers.schema import AUDIT_VIEWS
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# The revision that matches the tables `Base.metadata.create_all` made before the
+# ledger existed: such a database is stamped with it, then upgraded.
+BASELINE_REVISION = "0001"
+DEFAULT_AUDITOR_ROLE = "disburse_auditor"
+# pg_advisory_lock keys (any 64-bit number unique to disburse; "DSBRS" in ASCII, then a slot).
+SCHEMA_LOCK_KEY = 0x4453425253_01
+LEDGER_LOCK_KEY = 0x4453425253_02
 
 
 class LedgerError(Exception):
@@ -45,10 +61,12 @@ def make_engine(url: str) -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
     except OperationalError as exc:
+        engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise LedgerError(
             f"cannot connect to {display_url(url)}: {reason}\n"
@@ -70,6 +88,10 @@ def open_engine(url: str, *, init: bool = False) -> Iterator[Engine]:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, say when a transaction begins: DDL
+    # then runs inside transactions too (a migration is all or nothing), and the
+    # ledger can ask for BEGIN IMMEDIATE (see `_sqlite_begin`).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -77,9 +99,143 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def init_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
-    Base.metadata.create_all(engine)
+def _sqlite_begin(conn: Connection) -> None:
+    # `conn.execution_options(sqlite_begin="IMMEDIATE")` takes the write lock at
+    # BEGIN, so a writer reads and writes under one lock (SQLite's "SELECT ... FOR UPDATE").
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _alembic_config(conn: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def init_schema(engine: Engine, revision: str = "head") -> None:
+    """Create or upgrade the schema to the newest migration (safe to run any number of times).
+
+    `revision` stops at an older one (for tests of the upgrade path).
+    """
+    from alembic import command
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two processes initialising one database at once: the second waits.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+        cfg = _alembic_config(conn)
+        tables = set(inspect(conn).get_table_names())
+        if "runs" in tables and "alembic_version" not in tables:
+            if "transfers" in tables:
+                raise LedgerError(
+                    "the database has ledger tables but no record of its migrations\n"
+                    "  fix: restore the alembic_version table from a backup, or start a new database"
+                )
+            # Made by create_all before migrations existed: it is the baseline.
+            command.stamp(cfg, BASELINE_REVISION)
+        command.upgrade(cfg, revision)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at, or None if it has no schema yet."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        rev = MigrationContext.configure(conn).get_current_revision()
+        return rev
+
+
+def require_ledger(conn: Connection) -> None:
+    """Raise a LedgerError with the fix if the database has no ledger tables yet."""
+    if not inspect(conn).has_table("transfers"):
+        raise LedgerError(
+            f"{display_url(conn.engine.url.render_as_string(hide_password=False))} has no ledger yet\n"
+            "  fix: run `disburse db init --db URL` first (or post a run into it)"
+        )
+
+
+@dataclass(frozen=True)
+class SetupReport:
+    """What `setup_database` did: the schema revision and the auditor role, if any."""
+
+    url: str
+    dialect: str
+    revision: str | None
+    auditor_role: str | None
+    views: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain data."""
+        return {
+            "url": self.url,
+            "dialect": self.dialect,
+            "revision": self.revision,
+            "auditor_role": self.auditor_role,
+            "views": list(self.views),
+        }
+
+
+def setup_database(engine: Engine, *, auditor_role: str = DEFAULT_AUDITOR_ROLE) -> SetupReport:
+    """Create or upgrade the schema and, on PostgreSQL, the read-only auditor role.
+
+    The role (NOLOGIN: grant it to the auditors' own login roles) can SELECT the
+    audit views and nothing else: no base table, no write.
+    """
+    init_schema(engine)
+    role: str | None = None
+    if engine.dialect.name == "postgresql":
+        grant_auditor_role(engine, auditor_role)
+        role = auditor_role
+    return SetupReport(
+        url=display_url(engine.url.render_as_string(hide_password=False)),
+        dialect=engine.dialect.name,
+        revision=schema_revision(engine),
+        auditor_role=role,
+        views=AUDIT_VIEWS,
+    )
+
+
+def grant_auditor_role(engine: Engine, role: str = DEFAULT_AUDITOR_ROLE) -> None:
+    """Create `role` if needed (PostgreSQL) and let it read the audit views, nothing else."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
+        raise LedgerError(
+            f"{role!r} is not a plain role name\n"
+            "  fix: use lower-case letters, digits and underscores, e.g. disburse_auditor"
+        )
+    views = ", ".join(AUDIT_VIEWS)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "DO $$ BEGIN "
+                    f"IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+                    f"CREATE ROLE {role} NOLOGIN; END IF; "
+                    # Roles are per cluster: another database's init may create it first.
+                    "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+                )
+            )
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+            database = conn.execute(text("SELECT current_database()")).scalar_one()
+            schema, database = (_quote(schema), _quote(database))
+            conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"))
+            conn.execute(text(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}"))
+            conn.execute(text(f"GRANT CONNECT ON DATABASE {database} TO {role}"))
+            conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
+            conn.execute(text(f"GRANT SELECT ON {views} TO {role}"))
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise LedgerError(
+            f"cannot set up the auditor role {role!r}: {reason}\n"
+            "  fix: run `disburse db init` as a user with CREATEROLE, or have an "
+            f"administrator run CREATE ROLE {role} NOLOGIN first"
+        ) from None
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def bulk_insert(
@@ -100,4 +256,16 @@ def bulk_insert(
     return len(rows)
 
 
-__all__ = ["LedgerError", "bulk_insert", "display_url", "init_schema", "make_engine", "open_engine"]
+__all__ = [
+    "LedgerError",
+    "SetupReport",
+    "bulk_insert",
+    "display_url",
+    "grant_auditor_role",
+    "init_schema",
+    "make_engine",
+    "open_engine",
+    "require_ledger",
+    "schema_revision",
+    "setup_database",
+]

@@ -1,16 +1,53 @@
-"""SQL schema of the run records: runs, source snapshots and quarantine.
+"""SQL schema: the run records (runs, snapshots, quarantine) and the payout ledger.
 
-The same models serve SQLite (the embedded default) and PostgreSQL (psycopg 3).
-Money, when it arrives with the ledger, is BIGINT fen; counts are BIGINT too,
-because a city's source files run to tens of millions of rows.
+The same models serve SQLite (the embedded default) and PostgreSQL (psycopg 3);
+the Alembic migrations in `ledgers/migrations/` create exactly these tables, plus
+what models cannot say: the append-only triggers and the auditors' views.
+
+Money is BIGINT fen, always greater than zero in a transfer; counts are BIGINT,
+because a city's source files run to tens of millions of rows.  Identifier
+columns compare bytewise (collation "C" on PostgreSQL, SQLite's default BINARY),
+so both databases sort them the same way and index them fast.
+
+The ledger follows TigerBeetle and Formance: accounts are addresses made of
+parts (`budget:<policy>:<period>`, `payable:<payee>`, `receivable:<payee>`,
+`clearing:bank`, see `ledgers.accounts`), balances are sums of immutable
+transfers, a correction is a new transfer, and every transfer carries the hash of
+the one before it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
+
+# Kinds of transfer.  The first four come from posting entitlements; the payment
+# kinds are written by the payment files (a later step) through `post_transfers`.
+ENTITLEMENT_KINDS = ("grant", "adjustment", "reversal", "clawback")
+PAYMENT_KINDS = ("instructed", "settled", "rejected")
+TRANSFER_KINDS = ENTITLEMENT_KINDS + PAYMENT_KINDS
+
+
+def ident(length: int) -> TypeEngine[str]:
+    """A short identifier column compared bytewise: VARCHAR COLLATE "C" on PostgreSQL."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -18,7 +55,7 @@ class Base(DeclarativeBase):
 
 
 class Run(Base):
-    """One run of the engine: an ingest, or (later) a whole nightly batch."""
+    """One run of the engine: an ingest, or a whole nightly batch."""
 
     __tablename__ = "runs"
 
@@ -31,6 +68,10 @@ class Run(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     message: Mapped[str | None] = mapped_column(Text)
+    # Compact JSON objects the batch fills in: rows and entitlements per step, and
+    # seconds per step.  Text, not a JSON type, so both databases store the same bytes.
+    counts_json: Mapped[str | None] = mapped_column(Text, default=None)
+    timings_json: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class SourceSnapshot(Base):
@@ -49,6 +90,17 @@ class SourceSnapshot(Base):
     staged_file: Mapped[str | None] = mapped_column(Text)
 
 
+class PolicySnapshot(Base):
+    """One policy file as a run read it: its id and sha256, so the run can be replayed."""
+
+    __tablename__ = "policy_snapshots"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.run_id"), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(ident(64), primary_key=True)
+    file: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
 class QuarantinedRow(Base):
     """A source row that failed validation, with the first rule it failed and the row itself."""
 
@@ -63,3 +115,79 @@ class QuarantinedRow(Base):
     rule: Mapped[str] = mapped_column(String(64))
     value: Mapped[str | None] = mapped_column(Text)
     row_json: Mapped[str] = mapped_column(Text)
+
+
+class Transfer(Base):
+    """One immutable ledger entry: `amount_fen` moves from the debit to the credit account.
+
+    A transfer balances by construction (one amount, two accounts), so every
+    balance of the ledger sums to zero.  Entitlement kinds carry their key
+    (policy, benefit period, entity), the payee, the policy file's sha256 and
+    the decision: the compact JSON of the feature values and condition results
+    that decided it, so `explain` answers from the ledger alone.
+
+    `hash` is sha256(prev_hash || canonical content), see `ledgers.chain`; ids are
+    dense and follow the chain.  There is deliberately no foreign key to `runs`:
+    PostgreSQL checks one with a trigger per row, which makes bulk posting about
+    2.5 times slower; `audit verify` checks every run exists instead.
+    """
+
+    __tablename__ = "transfers"
+    __table_args__ = (
+        CheckConstraint("amount_fen > 0", name="ck_transfers_amount_positive"),
+        CheckConstraint("debit_account <> credit_account", name="ck_transfers_two_accounts"),
+        CheckConstraint(_in("kind", TRANSFER_KINDS), name="ck_transfers_kind"),
+        CheckConstraint(
+            f"NOT ({_in('kind', ENTITLEMENT_KINDS)}) OR (policy_id IS NOT NULL"
+            " AND benefit_period IS NOT NULL AND entity IS NOT NULL AND payee IS NOT NULL)",
+            name="ck_transfers_entitlement_key",
+        ),
+        Index("ix_transfers_entity", "entity"),
+        # Runs post in id order, so a BRIN index (a few pages) finds a run's transfers
+        # on PostgreSQL at almost no cost to bulk writes; SQLite gets a B-tree.
+        Index("ix_transfers_run", "run_id", postgresql_using="brin"),
+    )
+
+    transfer_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    debit_account: Mapped[str] = mapped_column(ident(200))
+    credit_account: Mapped[str] = mapped_column(ident(200))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[int] = mapped_column(Integer)
+    policy_id: Mapped[str | None] = mapped_column(ident(64))
+    benefit_period: Mapped[str | None] = mapped_column(ident(16))
+    entity: Mapped[str | None] = mapped_column(ident(64))
+    payee: Mapped[str | None] = mapped_column(ident(64))
+    policy_sha256: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class EntitlementKey(Base):
+    """The idempotency key of an entitlement: one row per (policy, benefit period, entity), ever.
+
+    Written with the key's grant; its primary key is the database's last line of
+    defence against entitling an entity twice.  The amount is not part of it: a
+    changed amount is an adjustment transfer under the same key.
+    """
+
+    __tablename__ = "entitlement_keys"
+
+    policy_id: Mapped[str] = mapped_column(ident(64), primary_key=True)
+    benefit_period: Mapped[str] = mapped_column(ident(16), primary_key=True)
+    entity: Mapped[str] = mapped_column(ident(64), primary_key=True)
+    transfer_id: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[int] = mapped_column(Integer)
+
+
+# The read-only views auditors get (created by the migrations; `db init` grants them).
+AUDIT_VIEWS = (
+    "audit_transfers",
+    "audit_entitlements",
+    "audit_balances",
+    "audit_summary",
+    "audit_runs",
+)

@@ -1,0 +1,180 @@
+"""The ledger's commands: `db init`, `ledger summary|entries|balances`, `audit verify`.
+
+Thin, like disburse/cli.py: parse options, call one function of `ledgers`, print.
+`register(main)` adds the three groups to the `disburse` command.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from disburse.settings import Settings
+
+_DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+
+@click.group()
+def db() -> None:
+    """Create and upgrade the database: schema migrations and the auditor role."""
+
+
+@db.command("init")
+@click.option("--db", "db_url", help=_DB_HELP)
+@click.option(
+    "--auditor-role",
+    default="disburse_auditor",
+    show_default=True,
+    help="PostgreSQL role that may only SELECT the audit_* views.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def db_init(db_url, auditor_role, as_json):
+    """Create or upgrade the schema (safe to repeat); on PostgreSQL, the auditor role.
+
+    The auditor role is NOLOGIN: grant it to the auditors' own login roles
+    (GRANT disburse_auditor TO alice). It can read the views audit_transfers,
+    audit_entitlements, audit_balances, audit_summary and audit_runs, and
+    nothing else: no base table, no write.
+    """
+    from ledgers.db import open_engine, setup_database
+
+    with open_engine(Settings.resolve(db_url).db_url) as engine:
+        report = setup_database(engine, auditor_role=auditor_role)
+    if as_json:
+        click.echo(_json(report.to_json()), nl=False)
+        return
+    click.echo(f"schema at revision {report.revision} on {report.url}")
+    if report.auditor_role:
+        click.echo(f"auditor role {report.auditor_role} may read: {', '.join(report.views)}")
+    else:
+        click.echo(f"read-only views for auditors: {', '.join(report.views)}")
+
+
+@click.group()
+def ledger() -> None:
+    """Read the payout ledger: totals per policy, entries, account balances."""
+
+
+@ledger.command("summary")
+@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ledger_summary(db_url, as_json):
+    """Per policy and benefit period: keys entitled now, amount, adjustments.
+
+    The same ledger always prints the same bytes (no timestamps, fixed order),
+    so two summaries can be compared with diff or sha256sum.
+    """
+    from ledgers.audit import summary
+    from ledgers.db import open_engine
+
+    with open_engine(Settings.resolve(db_url).db_url) as engine:
+        result = summary(engine)
+    click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
+
+
+@ledger.command("entries")
+@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--policy", help="Only this policy id.")
+@click.option("--entity", help="Only this entity (credit code or identity number, in full).")
+@click.option("--run", "run_id", type=int, help="Only transfers posted by this run.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many entries, in id order (0: all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
+@click.option("--unmask", is_flag=True, help="Show resident identity numbers in full.")
+def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmask):
+    """List transfers (grants, adjustments, reversals, clawbacks, payments) in id order.
+
+    Each carries its run, policy, benefit period, entity, payee, accounts,
+    amount, the policy file's sha256 and the decision that made it. Resident
+    identity numbers are masked unless --unmask is given; credit codes are not
+    personal data and print whole.
+    """
+    from ledgers.audit import entries, entries_json_lines, entries_text
+    from ledgers.db import open_engine
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    with open_engine(Settings.resolve(db_url).db_url) as engine:
+        frame = entries(
+            engine, policy=policy, entity=entity, run=run_id, limit=limit or None, unmask=unmask
+        )
+    if as_json:
+        click.echo(entries_json_lines(frame), nl=False)
+    elif as_csv:
+        click.echo(frame.write_csv(), nl=False)
+    else:
+        click.echo(entries_text(frame), nl=False)
+
+
+@ledger.command("balances")
+@click.option("--db", "db_url", help=_DB_HELP)
+@click.option(
+    "--kind",
+    type=click.Choice(["budget", "payable", "receivable", "clearing"]),
+    help="Only accounts of this kind.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the balances as JSON.")
+@click.option("--unmask", is_flag=True, help="Show resident identity numbers in full.")
+def ledger_balances(db_url, kind, as_json, unmask):
+    """Every account's debits, credits and balance (credits minus debits).
+
+    budget:<policy>:<period> goes negative as it pays; payable:<payee> is what
+    is owed and never below zero; receivable:<payee> is what a payee owes back
+    after a clawback; clearing:bank is what went to the bank. The total is 0.
+    """
+    from ledgers.audit import balances
+    from ledgers.db import open_engine
+
+    with open_engine(Settings.resolve(db_url).db_url) as engine:
+        result = balances(engine, kind=kind, unmask=unmask)
+    click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
+
+
+@click.group()
+def audit() -> None:
+    """Check the ledger the way an auditor does."""
+
+
+@audit.command("verify")
+@click.option("--db", "db_url", help=_DB_HELP)
+@click.option(
+    "--head",
+    "expect_head",
+    help="A head hash recorded earlier: fail unless the chain still contains it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def audit_verify(ctx, db_url, expect_head, as_json):
+    """Recompute the hash chain, the balances and the entitlement keys from the ledger.
+
+    Exit status 0 only if every check holds; otherwise 1, naming the first bad
+    entry of each failed check (an edit made behind the engine's back breaks
+    the chain at the edited transfer). Record the printed head hash and pass it
+    with --head next time to detect a ledger cut short.
+    """
+    from ledgers.audit import verify
+    from ledgers.db import open_engine
+
+    with open_engine(Settings.resolve(db_url).db_url) as engine:
+        result = verify(engine, expect_head=expect_head)
+    click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
+    if not result.ok:
+        ctx.exit(1)
+
+
+def register(main: click.Group) -> None:
+    """Add the db, ledger and audit groups to `main` (idempotent)."""
+    for group in (db, ledger, audit):
+        if group.name not in main.commands:
+            main.add_command(group)

@@ -1,0 +1,204 @@
+"""The ledger commands on SQLite and PostgreSQL: db init, ledger summary|entries|balances, audit verify."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import click
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert, text
+
+from disburse import cli_ledger
+from disburse.cli import main
+from ledgers.db import open_engine
+from ledgers.post import post_entitlements
+from ledgers.schema import Run
+from tests import minicity
+
+cli_ledger.register(main)  # idempotent; disburse/cli.py does the same
+
+CC = minicity.credit_codes(2)
+PID = minicity.person_ids(2)
+SUMMARY = """\
+policy             period   count  amount_fen      yuan  adjustments  reversed
+child-allowance    2026-Q1      1       60000    600.00            0         0
+job-stabilisation  2026         1      900000  9,000.00            1         1
+total                           2      960000  9,600.00            1         1
+"""
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, result.output
+
+
+def _ledger(url: str) -> None:
+    """A small ledger: two enterprises (one reversed later) and a child paid to a guardian."""
+    with open_engine(url, init=True) as engine:
+        with engine.begin() as conn:
+            for _ in range(2):
+                conn.execute(
+                    insert(Run).values(
+                        kind="post",
+                        as_of=dt.date(2026, 1, 1),
+                        state="posted",
+                        data_dir="",
+                        started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                    )
+                )
+        schema = {
+            "policy_id": pl.String,
+            "benefit_period": pl.String,
+            "entity": pl.String,
+            "payee": pl.String,
+            "amount_fen": pl.Int64,
+            "policy_sha256": pl.String,
+            "decision": pl.String,
+        }
+        decision = '{"features":{"unemployment_premium_paid":1000000},"conditions":[true,true]}'
+        first = [
+            ("job-stabilisation", "2026", CC[0], CC[0], 900000, "a" * 64, decision),
+            ("job-stabilisation", "2026", CC[1], CC[1], 300000, "a" * 64, decision),
+            ("child-allowance", "2026-Q1", PID[0], PID[1], 60000, "b" * 64, '{"age":3}'),
+        ]
+        post_entitlements(engine, pl.DataFrame(first, schema=schema, orient="row"), 1)
+        second = [("job-stabilisation", "2026", CC[1], CC[1], 0, "a" * 64, decision)]
+        post_entitlements(engine, pl.DataFrame(second, schema=schema, orient="row"), 2)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("db", "init"),
+        ("ledger", "summary"),
+        ("ledger", "entries"),
+        ("ledger", "balances"),
+        ("audit", "verify"),
+    ],
+    ids=" ".join,
+)
+def test_every_ledger_command_has_help(path: tuple[str, ...]) -> None:
+    code, output = invoke(*path, "--help")
+    assert code == 0
+    assert len(output.split("\n\n")[1].strip()) > 20
+    assert isinstance(main.commands[path[0]], click.Group)
+
+
+def test_db_init_and_an_empty_ledger(db_url: str) -> None:
+    code, output = invoke("db", "init", "--db", db_url)
+    assert code == 0, output
+    assert "schema at revision 0002" in output
+    if db_url.startswith("postgresql"):
+        assert "auditor role disburse_auditor may read: audit_transfers" in output
+    code, output = invoke("db", "init", "--db", db_url, "--json")
+    assert code == 0
+    assert json.loads(output)["revision"] == "0002"
+    code, output = invoke("audit", "verify", "--db", db_url)
+    assert code == 0
+    assert output.startswith("ok: 0 transfers")
+    code, output = invoke("ledger", "summary", "--db", db_url)
+    assert output.splitlines()[-1].split() == ["total", "0", "0", "0.00", "0", "0"]
+
+
+def test_summary_is_the_same_bytes_on_every_backend(db_url: str) -> None:
+    _ledger(db_url)
+    code, first = invoke("ledger", "summary", "--db", db_url)
+    assert code == 0
+    assert first == SUMMARY
+    assert invoke("ledger", "summary", "--db", db_url)[1] == first
+    code, out = invoke("ledger", "summary", "--db", db_url, "--json")
+    data = json.loads(out)
+    assert data["total"] == {"adjustments": 1, "amount_fen": 960000, "count": 2, "reversed": 1}
+    assert [p["policy_id"] for p in data["policies"]] == ["child-allowance", "job-stabilisation"]
+
+
+def test_entries_as_json_and_csv_mask_personal_ids(db_url: str) -> None:
+    _ledger(db_url)
+    code, out = invoke("ledger", "entries", "--db", db_url, "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["kind"], r["run"], r["policy"], r["amount_fen"]) for r in rows] == [
+        ("grant", 1, "child-allowance", 60000),
+        ("grant", 1, "job-stabilisation", 900000 if CC[0] < CC[1] else 300000),
+        ("grant", 1, "job-stabilisation", 300000 if CC[0] < CC[1] else 900000),
+        ("reversal", 2, "job-stabilisation", 300000),
+    ]
+    child = rows[0]
+    assert child["entity"] == PID[0][:6] + "**********" + PID[0][-2:]
+    assert child["decision"] == {"age": 3}
+    assert PID[0] not in out
+    assert PID[1] not in out
+    assert {r["entity"] for r in rows[1:]} == set(CC)  # credit codes are not personal data
+    code, out = invoke(
+        "ledger", "entries", "--db", db_url, "--json", "--unmask", "--policy", "child-allowance"
+    )
+    assert json.loads(out)["entity"] == PID[0]
+    code, out = invoke("ledger", "entries", "--db", db_url, "--csv", "--run", "2")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["kind"], r["entity"], r["amount_fen"]) for r in table] == [
+        ("reversal", CC[1], "300000")
+    ]
+    code, out = invoke("ledger", "entries", "--db", db_url, "--entity", CC[0], "--limit", "1")
+    assert len(out.splitlines()) == 2
+    assert CC[0] in out
+    code, out = invoke("ledger", "entries", "--db", db_url, "--json", "--csv")
+    assert code == 2
+
+
+def test_balances(db_url: str) -> None:
+    _ledger(db_url)
+    code, out = invoke("ledger", "balances", "--db", db_url)
+    assert code == 0
+    assert out.splitlines()[-1].split()[:6] == [
+        "total",
+        "(5",
+        "accounts)",
+        "1560000",
+        "1560000",
+        "0",
+    ]
+    assert PID[1] not in out
+    code, out = invoke("ledger", "balances", "--db", db_url, "--json", "--kind", "budget")
+    data = json.loads(out)
+    assert [(a["account"], a["balance_fen"]) for a in data["accounts"]] == [
+        ("budget:child-allowance:2026-Q1", -60000),
+        ("budget:job-stabilisation:2026", -900000),
+    ]
+
+
+def test_verify_names_the_first_bad_entry(db_url: str) -> None:
+    _ledger(db_url)
+    code, out = invoke("audit", "verify", "--db", db_url)
+    assert code == 0, out
+    head = out.split("hash ")[1].split()[0]
+    with open_engine(db_url) as engine, engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE transfers DISABLE TRIGGER transfers_append_only"))
+        else:
+            conn.execute(text("DROP TRIGGER transfers_no_update"))
+        conn.execute(
+            text("UPDATE transfers SET amount_fen = amount_fen * 10 WHERE transfer_id = 2")
+        )
+    code, out = invoke("audit", "verify", "--db", db_url)
+    assert code == 1
+    assert "first bad entry: transfer 2" in out
+    assert "hash does not match its content" in out
+    code, out = invoke("audit", "verify", "--db", db_url, "--json", "--head", head)
+    assert code == 1
+    assert json.loads(out)["checks"][0]["entry"].startswith("transfer 2")
+
+
+def test_a_database_without_a_ledger_is_a_clean_error(tmp_path: pytest.TempPathFactory) -> None:
+    code, out = invoke("ledger", "summary", "--db", f"sqlite:///{tmp_path}/empty.db")
+    assert code == 1
+    assert "has no ledger yet" in out
+    assert "fix:" in out
+    code, out = invoke("audit", "verify", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    assert code == 1
+    assert "cannot connect" in out
