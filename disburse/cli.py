@@ -345,8 +345,8 @@ def features(policies_path, as_json):
     for r in rows:
         click.echo(f"{r['entity']:<11}{r['name']:<24}{r['type']:<8}{r['from']}")
     click.echo("")
-    for n, r in cat.spec.relations.items():
-        click.echo(f"relation {n}: {r.from_} -> {r.to}: {r.description}")
+    for n, rel in cat.spec.relations.items():
+        click.echo(f"relation {n}: {rel.from_} -> {rel.to}: {rel.description}")
 
 
 @main.command()
