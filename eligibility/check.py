@@ -17,7 +17,6 @@ Error codes:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -30,7 +29,7 @@ from eligibility.parse import parse_expression
 from eligibility.problems import Problem, ProblemsError, did_you_mean
 from eligibility.schema import FeatureCatalogue, FeatureDef, PolicyFile, RelationDef
 from eligibility.types import NUMERIC, Type, arithmetic, comparable, unify
-from eligibility.yamlsrc import Loc, Located, load_yaml_file
+from eligibility.yamlsrc import Loc, Located, load_yaml_file, schema_problems
 
 RUN_DATES = (
     "as_of",
@@ -511,64 +510,16 @@ def node_span(node: A.Node) -> A.Span:
 # --- loading the catalogue -----------------------------------------------------------
 
 
-def _schema_problems(
-    located: Located, exc: ValidationError, allowed_keys: Mapping[int, list[str]] | None = None
-) -> list[Problem]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(
-            p
-            for p in err["loc"]
-            if not (
-                isinstance(p, str)
-                and (
-                    p.startswith("function-")
-                    or p
-                    in (
-                        "str",
-                        "int",
-                        "float",
-                        "bool",
-                        "date",
-                        "decimal",
-                        "PayeeRelation",
-                        "literal['self']",
-                        "none",
-                    )
-                )
-            )
-        )
-        if err["type"] == "extra_forbidden":
-            out.append(
-                located.problem(
-                    loc,
-                    "E110",
-                    f"unknown key {loc[-1]!r}",
-                    "check the spelling; the keys of a policy file are described in docs/policies.md",
-                )
-            )
-        elif err["type"] == "missing":
-            out.append(
-                located.problem(loc[:-1], "E111", f"missing key {loc[-1]!r}", f"add {loc[-1]}:")
-            )
-        elif err["type"] == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            out.append(
-                located.problem(
-                    loc, "E112", f"{err['input']!r} is not allowed here", f"use one of {expected}"
-                )
-            )
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            out.append(located.problem(loc, "E112", msg, "see docs/policies.md for the format"))
-    # The same place can fail several union branches; keep one message per place and code.
-    seen: set[tuple[int, int, str]] = set()
-    unique = []
-    for p in out:
-        if (p.line, p.col, p.code) not in seen:
-            seen.add((p.line, p.col, p.code))
-            unique.append(p)
-    return unique
+def _schema_problems(located: Located, exc: ValidationError) -> list[Problem]:
+    return schema_problems(
+        located,
+        exc,
+        codes=("E110", "E111", "E112"),
+        unknown_key_fix=lambda _loc: (
+            "check the spelling; the keys of a policy file are described in docs/policies.md"
+        ),
+        format_hint="see docs/policies.md for the format",
+    )
 
 
 def load_features(

@@ -10,6 +10,7 @@ at the exact place in the file.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,66 @@ def _build(
         )
         return node.value
     return loader.construct_object(node, deep=True)
+
+
+# Parts of a pydantic error location that name a validator or a union branch, not a key.
+_NOT_KEYS = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "date",
+    "decimal",
+    "none",
+    "PayeeRelation",
+    "literal['self']",
+}
+
+
+def schema_problems(
+    located: Located,
+    exc: Any,
+    *,
+    codes: tuple[str, str, str],
+    unknown_key_fix: Callable[[Loc], str],
+    format_hint: str,
+) -> list[Problem]:
+    """Pydantic validation errors as positioned problems: unknown key, missing key, bad value.
+
+    `exc` is a pydantic ValidationError; `codes` are the three codes in that order.
+    The same place can fail several union branches: one problem per place and code.
+    """
+    unknown, missing, bad = codes
+    out: list[Problem] = []
+    for err in exc.errors():
+        loc = tuple(
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and (p.startswith("function-") or p in _NOT_KEYS))
+        )
+        if err["type"] == "extra_forbidden":
+            out.append(
+                located.problem(loc, unknown, f"unknown key {loc[-1]!r}", unknown_key_fix(loc))
+            )
+        elif err["type"] == "missing":
+            out.append(
+                located.problem(loc[:-1], missing, f"missing key {loc[-1]!r}", f"add {loc[-1]}:")
+            )
+        elif err["type"] == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            out.append(
+                located.problem(
+                    loc, bad, f"{err['input']!r} is not allowed here", f"use one of {expected}"
+                )
+            )
+        else:
+            out.append(
+                located.problem(loc, bad, err["msg"].removeprefix("Value error, "), format_hint)
+            )
+    seen: set[tuple[int, int, str]] = set()
+    unique = []
+    for p in out:
+        if (p.line, p.col, p.code) not in seen:
+            seen.add((p.line, p.col, p.code))
+            unique.append(p)
+    return unique

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eligibility.problems import Problem, ProblemsError, did_you_mean
-from eligibility.yamlsrc import Located, load_yaml_file
+from eligibility.yamlsrc import Located, load_yaml_file, schema_problems
 
 ColumnType = Literal["string", "int", "bool", "date", "month"]
 CheckKind = Literal["uscc", "resident_id", "uscc_or_resident_id"]
@@ -172,26 +172,17 @@ def load_catalogue(path: Path | None = None) -> Catalogue:
 
 
 def _problems(located: Located, exc: ValidationError) -> list[Problem]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc)
-            fix = did_you_mean(str(loc[-1]), allowed, "allowed keys") if allowed else "remove it"
-            out.append(located.problem(loc, "E010", f"unknown key {loc[-1]!r}", fix))
-        elif err["type"] == "missing":
-            out.append(located.problem(loc[:-1], "E011", f"missing key {loc[-1]!r}", "add it"))
-        elif err["type"] == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            out.append(
-                located.problem(
-                    loc, "E012", f"{err['input']!r} is not allowed here", f"use one of {expected}"
-                )
-            )
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            out.append(located.problem(loc, "E012", msg, "see the comment at the top of the file"))
-    return out
+    def fix(loc: tuple[str | int, ...]) -> str:
+        allowed = _allowed_keys(loc)
+        return did_you_mean(str(loc[-1]), allowed, "allowed keys") if allowed else "remove it"
+
+    return schema_problems(
+        located,
+        exc,
+        codes=("E010", "E011", "E012"),
+        unknown_key_fix=fix,
+        format_hint="see the comment at the top of the file",
+    )
 
 
 def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
