@@ -28,6 +28,7 @@ from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
 from jobs.validate import FAIL, ROW, Labels, accepts, unreadable_columns, validation_plan
 from ledgers.db import bulk_insert
+from ledgers.runs import start_run
 from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -316,18 +317,14 @@ def _record(
 ) -> IngestResult:
     now = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
-        run_id = conn.execute(
-            insert(Run)
-            .values(
-                kind="ingest",
-                as_of=as_of,
-                state="started",
-                data_dir=str(data_dir.resolve()),
-                store_dir=str(store.resolve()),
-                started_at=now,
-            )
-            .returning(Run.run_id)
-        ).scalar_one()
+        run_id = start_run(
+            conn,
+            kind="ingest",
+            as_of=as_of,
+            data_dir=data_dir.resolve(),
+            store_dir=store.resolve(),
+            started_at=now,
+        )
     final = store / "runs" / str(run_id) / "sources"
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from jobs.identifiers import ascii_rows_to_series, uscc_bytes
 from ledgers.audit import verify
@@ -49,7 +49,7 @@ from ledgers.post import (
     post_entitlements,
     validate_entitlements,
 )
-from ledgers.schema import Run
+from ledgers.runs import start_run
 
 N = 1_000_000 if os.environ.get("DISBURSE_BENCH_FULL") == "1" else 20_000
 ROUNDS = int(os.environ.get("DISBURSE_BENCH_ROUNDS", "3"))
@@ -135,19 +135,7 @@ def raw_load(engine: Engine, table: str, frame: pl.DataFrame) -> float:
 
 def new_run(engine: Engine) -> int:
     with engine.begin() as conn:
-        return int(
-            conn.execute(
-                insert(Run)
-                .values(
-                    kind="bench",
-                    as_of=dt.date(2026, 1, 1),
-                    state="started",
-                    data_dir="",
-                    started_at=dt.datetime.now(dt.UTC),
-                )
-                .returning(Run.run_id)
-            ).scalar_one()
-        )
+        return start_run(conn, kind="bench", as_of=dt.date(2026, 1, 1))
 
 
 def settle(engine: Engine) -> None:

@@ -11,13 +11,13 @@ import click
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
 from disburse import cli_ledger
 from disburse.cli import main
 from ledgers.db import open_engine
-from ledgers.post import post_entitlements
-from ledgers.schema import Run
+from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
+from ledgers.runs import start_run
 from tests import minicity
 
 cli_ledger.register(main)  # idempotent; disburse/cli.py does the same
@@ -43,24 +43,8 @@ def _ledger(url: str) -> None:
     with open_engine(url, init=True) as engine:
         with engine.begin() as conn:
             for _ in range(2):
-                conn.execute(
-                    insert(Run).values(
-                        kind="post",
-                        as_of=dt.date(2026, 1, 1),
-                        state="posted",
-                        data_dir="",
-                        started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                    )
-                )
-        schema = {
-            "policy_id": pl.String,
-            "benefit_period": pl.String,
-            "entity": pl.String,
-            "payee": pl.String,
-            "amount_fen": pl.Int64,
-            "policy_sha256": pl.String,
-            "decision": pl.String,
-        }
+                start_run(conn, kind="post", as_of=dt.date(2026, 1, 1), state="posted")
+        schema = ENTITLEMENT_COLUMNS
         decision = '{"features":{"unemployment_premium_paid":1000000},"conditions":[true,true]}'
         first = [
             ("job-stabilisation", "2026", CC[0], CC[0], 900000, "a" * 64, decision),

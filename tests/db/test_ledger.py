@@ -16,39 +16,20 @@ from sqlalchemy.exc import DBAPIError
 from ledgers import audit
 from ledgers.chain import GENESIS, canonical_content, content_expr
 from ledgers.db import LedgerError, init_schema, schema_revision, setup_database
-from ledgers.post import post_entitlements, post_transfers
-from ledgers.schema import AUDIT_VIEWS, EntitlementKey, Run, Transfer
+from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements, post_transfers
+from ledgers.runs import start_run
+from ledgers.schema import AUDIT_VIEWS, EntitlementKey, Transfer
 from tests import minicity
 
 SHA = "5" * 64
-SCHEMA = {
-    "policy_id": pl.String,
-    "benefit_period": pl.String,
-    "entity": pl.String,
-    "payee": pl.String,
-    "amount_fen": pl.Int64,
-    "policy_sha256": pl.String,
-    "decision": pl.String,
-}
+SCHEMA = ENTITLEMENT_COLUMNS
 CC = minicity.credit_codes(3)
 PID = minicity.person_ids(3)
 
 
 def new_run(engine: Engine) -> int:
     with engine.begin() as conn:
-        return int(
-            conn.execute(
-                insert(Run)
-                .values(
-                    kind="post",
-                    as_of=dt.date(2026, 1, 1),
-                    state="started",
-                    data_dir="",
-                    started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                )
-                .returning(Run.run_id)
-            ).scalar_one()
-        )
+        return start_run(conn, kind="post", as_of=dt.date(2026, 1, 1))
 
 
 def ents(*rows: tuple[str, str, str, str, int]) -> pl.DataFrame:

@@ -31,22 +31,21 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 
 from ledgers import audit
-from ledgers.post import PostResult, post_entitlements, post_transfers, signed_amount
-from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
+from ledgers.post import (
+    ENTITLEMENT_COLUMNS,
+    PostResult,
+    post_entitlements,
+    post_transfers,
+    signed_amount,
+)
+from ledgers.runs import start_run
+from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Transfer
 
 SHA = "e" * 64
-SCHEMA = {
-    "policy_id": pl.String,
-    "benefit_period": pl.String,
-    "entity": pl.String,
-    "payee": pl.String,
-    "amount_fen": pl.Int64,
-    "policy_sha256": pl.String,
-    "decision": pl.String,
-}
+SCHEMA = ENTITLEMENT_COLUMNS
 POLICIES = ("a", "b")
 PERIODS = ("2026", "2026-Q1")
 ENTITIES = tuple(f"E{i}" for i in range(4))
@@ -72,17 +71,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @initialize()
     def start_run(self) -> None:
         with self.engine.begin() as conn:
-            self.run = conn.execute(
-                insert(Run)
-                .values(
-                    kind="post",
-                    as_of=dt.date(2026, 1, 1),
-                    state="started",
-                    data_dir="",
-                    started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                )
-                .returning(Run.run_id)
-            ).scalar_one()
+            self.run = start_run(conn, kind="post", as_of=dt.date(2026, 1, 1))
 
     # --- helpers ----------------------------------------------------------------
 
