@@ -18,7 +18,7 @@ import polars as pl
 from eligibility import ast as A
 from eligibility.backends.polars import compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions, evaluate_frame, policy_context
-from eligibility.check import CheckedCatalogue, CheckedPolicy, FeatureRef
+from eligibility.check import CheckedCatalogue, CheckedPolicy
 from eligibility.explain import condition_text
 from eligibility.parse import parse_expression
 from eligibility.plan import Naming, needs, run_dates
@@ -146,7 +146,8 @@ def run_case(
     as_of = case.as_of or default_as_of
     naming = Naming(cat)
     window = run_dates(policy, as_of).window
-    need = needs([policy], cat, as_of)[policy.target]
+    all_needs = needs([policy], cat, as_of)
+    need = all_needs[policy.target]
     line = policy.located.at(("tests", index))[0]
     where = f"{policy.file}:{line}"
     given = dict(case.given)
@@ -155,7 +156,7 @@ def run_case(
     for col, an in need.aggregates.items():
         rel = cat.relation(an.node.relation)
         members = given.get(an.node.relation, [])
-        member_need = needs([policy], cat, as_of)[rel.to]
+        member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
         mframe = _frame(rel.to, members, cat, naming, window, mlists, where) if members else None
         if mframe is None:
@@ -242,6 +243,3 @@ def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
     if problems:
         raise ProblemsError(problems)
     return results
-
-
-__all__ = ["CaseResult", "FeatureRef", "run_case", "run_cases"]

@@ -194,7 +194,7 @@ class Checker:
         self.problems.append(self.located.problem(loc, code, message, fix))
 
     def node_problem(self, node: A.Node, code: str, message: str, fix: str = "") -> None:
-        s = node_span(node)
+        s = node.span
         self.problems.append(Problem(s.file, s.line, s.col, code, message, fix))
 
     def parse(self, loc: Loc, value: Any) -> A.Node | None:
@@ -500,11 +500,6 @@ def _as_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
-
-
-def node_span(node: A.Node) -> A.Span:
-    """The span of any node."""
-    return node.span
 
 
 # --- loading the catalogue -----------------------------------------------------------

@@ -16,7 +16,7 @@ import polars as pl
 from eligibility import ast as A
 from eligibility.backends.polars import DEC, Context, compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions
-from eligibility.check import CheckedCatalogue, ColumnRef, FeatureRef, Scope, Typed
+from eligibility.check import CheckedCatalogue, ColumnRef, FeatureRef, Typed
 from eligibility.periods import Window
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming
 
@@ -59,10 +59,9 @@ def _in_window(cat: CheckedCatalogue, source: str, window: Window) -> pl.Expr:
 
 
 def _one_row_per_month(cat: CheckedCatalogue, source: str, month_column: str) -> bool:
-    """Whether a source holds at most one row per entity and month (its key says so)."""
-    return set(cat.source_keys.get(source, ())) == {month_column, "credit_code"} or set(
-        cat.source_keys.get(source, ())
-    ) == {month_column, "person_id"}
+    """Whether a source holds at most one row per entity and month: its key is (entity, month)."""
+    key = cat.source_keys.get(source, ())
+    return len(key) == 2 and month_column in key
 
 
 def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | None) -> pl.Expr:
@@ -168,7 +167,7 @@ def entity_frame(
         raise ValueError("relation aggregates nest too deeply")
     for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
         frame = frame.join(
-            _relation_aggregates(staged, relation, window, items, needs, as_of, depth),
+            _relation_aggregates(staged, relation, window, items, as_of, depth),
             on=sk,
             how="left",
         )
@@ -209,7 +208,6 @@ def _relation_aggregates(
     relation: str,
     window: Window,
     items: list[AggregateNeed],
-    needs: dict[str, EntityNeeds],
     as_of: dt.date,
     depth: int,
 ) -> pl.LazyFrame:
@@ -269,6 +267,3 @@ def _listed(staged: Staged, entity: str, lists: set[str], as_of: dt.date) -> pl.
         .group_by(sk)
         .agg([pl.col("list").eq(n).any().alias(Naming.listed(n)) for n in sorted(lists)])
     )
-
-
-__all__ = ["Scope", "Staged", "entity_frame"]
