@@ -68,10 +68,15 @@ def make_engine(url: str) -> Engine:
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise LedgerError(
-            f"cannot connect to {display_url(url)}: {reason}\n"
-            "  fix: check that the database server is running and the URL is right"
-        ) from None
+        fix = "check that the database server is running and the URL is right"
+        if engine.dialect.name == "sqlite":
+            folder = Path(engine.url.database or ".").parent
+            fix = (
+                f"the folder {str(folder)!r} does not exist: create it or give another path"
+                if not folder.is_dir()
+                else "check that the file is a SQLite database you may write to"
+            )
+        raise LedgerError(f"cannot open {display_url(url)}: {reason}\n  fix: {fix}") from None
     return engine
 
 

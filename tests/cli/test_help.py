@@ -55,5 +55,13 @@ def test_bad_database_url_is_a_clean_error(tmp_path: Path) -> None:
         main, ["quarantine", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none"]
     )
     assert result.exit_code == 1
-    assert "cannot connect" in result.output
+    assert "cannot open" in result.output
     assert "Traceback" not in result.output
+
+
+def test_sqlite_file_in_a_missing_folder_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["quarantine", "--db", f"sqlite:///{tmp_path / 'nope' / 'x.db'}"]
+    )
+    assert result.exit_code == 1
+    assert f"fix: the folder '{tmp_path / 'nope'}' does not exist" in result.output

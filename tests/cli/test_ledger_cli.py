@@ -190,4 +190,4 @@ def test_a_database_without_a_ledger_is_a_clean_error(tmp_path: pytest.TempPathF
     assert "fix:" in out
     code, out = invoke("audit", "verify", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     assert code == 1
-    assert "cannot connect" in out
+    assert "cannot open" in out
