@@ -408,9 +408,10 @@ def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, q
     )
 
 
-from disburse import cli_ledger  # noqa: E402 - the ledger commands attach to the group above
+from disburse import cli_ledger, cli_run  # noqa: E402 - these commands attach to the group above
 
 cli_ledger.register(main)
+cli_run.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

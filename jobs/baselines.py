@@ -380,7 +380,9 @@ def _amounts_polars() -> dict[str, pl.Expr]:
     }
 
 
-RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee")
+RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee", "rank")
+# the budgets' rank_by of graduate_hiring.yaml and high_tech_growth.yaml
+RANK_BY = {GRADUATE_HIRING: "graduates_hired", HIGH_TECH: "revenue"}
 
 
 def _decision(policy_id: str, conditions: list[tuple[str, pl.Expr]]) -> list[pl.Expr]:
@@ -400,6 +402,11 @@ def _decision(policy_id: str, conditions: list[tuple[str, pl.Expr]]) -> list[pl.
         "reason": reason,
         "mask": mask,
         "payee": pl.when(eligible).then(pl.col("credit_code")),
+        "rank": (
+            pl.col(RANK_BY[policy_id]).cast(pl.Float64)
+            if policy_id in RANK_BY
+            else pl.lit(None, dtype=pl.Float64)
+        ),
     }
     return [out[f].alias(f"{policy_id}|{f}") for f in RESULT_FIELDS]
 
@@ -579,6 +586,7 @@ def duckdb_query(staged_dir: Path, d: Dates) -> str:
             f"WHEN NOT {p} THEN '{cid}'" for p, (cid, _) in zip(passed, conds, strict=True)
         )
         mask = " + ".join(f"CAST({p} AS BIGINT) * {1 << i}" for i, p in enumerate(passed))
+        rank = f"CAST({RANK_BY[pid]} AS DOUBLE)" if pid in RANK_BY else "CAST(NULL AS DOUBLE)"
         return f"""
     SELECT {number} AS policy_no, '{pid}' AS policy_id, '{periods[pid]}' AS period,
         'enterprise' AS target,
@@ -588,7 +596,8 @@ def duckdb_query(staged_dir: Path, d: Dates) -> str:
         CASE {reason} WHEN {amount} IS NULL THEN 'amount_unknown'
             WHEN {amount} <= 0 THEN 'amount_zero' END AS reason,
         {mask} AS mask,
-        CASE WHEN {eligible} THEN credit_code END AS payee
+        CASE WHEN {eligible} THEN credit_code END AS payee,
+        {rank} AS rank
     FROM decided"""
 
     return f"""
@@ -690,7 +699,7 @@ rates AS (
     FROM averaged
 ),
 decided AS MATERIALIZED (
-    SELECT enterprise_sk, credit_code,
+    SELECT enterprise_sk, credit_code, graduates_hired, revenue,
         {decided}
     FROM rates
 )

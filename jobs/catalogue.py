@@ -150,6 +150,12 @@ class Catalogue(_Strict):
         entity = self.sources[ref.source].entity
         return f"{entity}_sk"
 
+    def fingerprint(self) -> str:
+        """sha256 of the catalogue's content (not its file's bytes): same rules, same hash."""
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()
+
     def ordered(self) -> list[str]:
         """Source names, entity sources first (their keys are needed by the others)."""
         return sorted(self.sources, key=lambda n: (self.sources[n].entity is None, n))

@@ -24,6 +24,7 @@ RESULT_SCHEMA = {
     "reason": pl.String,
     "mask": pl.Int64,
     "payee": pl.String,
+    "rank": pl.Float64,
 }
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, insert, update
 
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
+from jobs.faults import checkpoint
 from jobs.validate import FAIL, ROW, Labels, accepts, unreadable_columns, validation_plan
 from ledgers.db import bulk_insert
 from ledgers.runs import start_run
@@ -196,11 +197,16 @@ def ingest(
     store: Path,
     catalogue: Catalogue,
     progress: Callable[[str], None] | None = None,
+    run_id: int | None = None,
+    digests: dict[str, str] | None = None,
 ) -> IngestResult:
     """Validate every source in `data_dir`, stage accepted rows, record the run and quarantine.
 
     Nothing is written (no staged file, no database row) unless every file could
-    be read with every column of the right type.
+    be read with every column of the right type.  With `run_id` (a nightly run's
+    row, state "started"), the ingest is recorded on that run instead of a new one;
+    its staged files, snapshots, quarantine and state "ingested" appear together.
+    `digests`: the files' sha256 if the caller has already read them.
     """
     say = progress or (lambda _msg: None)
     files = locate_sources(data_dir, catalogue)
@@ -212,8 +218,8 @@ def ingest(
     tmp = Path(store / f".ingest-{os.getpid()}-{time.time_ns()}")
     tmp.mkdir()
     try:
-        reports, quarantined = _validate_all(files, schemas, catalogue, tmp, say)
-        return _record(engine, data_dir, as_of, store, tmp, files, reports, quarantined)
+        reports, quarantined = _validate_all(files, schemas, catalogue, tmp, say, digests)
+        return _record(engine, data_dir, as_of, store, tmp, reports, quarantined, run_id, catalogue)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -248,6 +254,7 @@ def _validate_all(
     catalogue: Catalogue,
     tmp: Path,
     say: Callable[[str], None],
+    digests: dict[str, str] | None = None,
 ) -> tuple[dict[str, SourceReport], dict[str, pl.DataFrame]]:
     keys: dict[str, pl.DataFrame] = {}
     reports: dict[str, SourceReport] = {}
@@ -257,7 +264,7 @@ def _validate_all(
         path, fmt = files[name]
         source = catalogue.sources[name]
         say(f"ingest {name}: validating {path.name}")
-        digest = sha256_file(path)
+        digest = (digests or {}).get(name) or sha256_file(path)
         labels = Labels()
         plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
         df = _attach_references(plan.collect(engine="streaming"), source, catalogue, keys, labels)
@@ -311,25 +318,29 @@ def _record(
     as_of: dt.date,
     store: Path,
     tmp: Path,
-    files: dict[str, tuple[Path, str]],
     reports: dict[str, SourceReport],
     quarantined: dict[str, pl.DataFrame],
+    run_id: int | None,
+    catalogue: Catalogue,
 ) -> IngestResult:
     now = dt.datetime.now(dt.UTC)
-    with engine.begin() as conn:
-        run_id = start_run(
-            conn,
-            kind="ingest",
-            as_of=as_of,
-            data_dir=data_dir.resolve(),
-            store_dir=store.resolve(),
-            started_at=now,
-        )
-    final = store / "runs" / str(run_id) / "sources"
+    own_run = run_id is None
+    if run_id is None:
+        with engine.begin() as conn:
+            run_id = start_run(
+                conn,
+                kind="ingest",
+                as_of=as_of,
+                data_dir=data_dir.resolve(),
+                store_dir=store.resolve(),
+                started_at=now,
+            )
+    final = staged_dir(store, run_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    checkpoint("ingest:staged")
     cols = ["run_id", "source", "row_no", "column_name", "rule", "value", "row_json"]
     with engine.begin() as conn:
         for name, q in quarantined.items():
@@ -352,12 +363,18 @@ def _record(
                 for name, rep in reports.items()
             ],
         )
+        done = {"finished_at": dt.datetime.now(dt.UTC)} if own_run else {}
         conn.execute(
             update(Run)
             .where(Run.run_id == run_id)
-            .values(state="ingested", finished_at=dt.datetime.now(dt.UTC))
+            .values(state="ingested", catalogue_sha256=catalogue.fingerprint(), **done)
         )
     return IngestResult(run_id, as_of, str(final), reports)
+
+
+def staged_dir(store: Path, run_id: int) -> Path:
+    """Where a run's accepted rows are staged: <store>/runs/<run_id>/sources."""
+    return store / "runs" / str(run_id) / "sources"
 
 
 def quarantine_summary(result: IngestResult) -> str:

@@ -58,6 +58,7 @@ class Run(Base):
     """One run of the engine: an ingest, or a whole nightly batch."""
 
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_kind_as_of", "kind", "as_of"),)
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -72,6 +73,17 @@ class Run(Base):
     # seconds per step.  Text, not a JSON type, so both databases store the same bytes.
     counts_json: Mapped[str | None] = mapped_column(Text, default=None)
     timings_json: Mapped[str | None] = mapped_column(Text, default=None)
+    # A nightly run's own record (migration 0003): who runs it, the hashes of what
+    # it read, the content-hashed files it decided from, and its summary.
+    host: Mapped[str | None] = mapped_column(String(255), default=None)
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    catalogue_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    inputs_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    decisions_file: Mapped[str | None] = mapped_column(Text, default=None)
+    decisions_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    allocation_file: Mapped[str | None] = mapped_column(Text, default=None)
+    allocation_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    summary_json: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class SourceSnapshot(Base):

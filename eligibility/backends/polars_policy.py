@@ -19,7 +19,7 @@ from eligibility.backends.polars import DEC, Context, as_decimal, compile_expr, 
 from eligibility.check import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef
 from eligibility.plan import AggregateNeed, Naming, param_values, run_dates
 
-RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee")
+RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee", "rank")
 
 
 def feature_column(
@@ -241,7 +241,22 @@ def policy_columns(
         for i, c in enumerate(policy.conditions)
     ]
     cols.append(_amount(policy, ctx).alias(_amount_col(policy)))
+    if policy.rank_by is not None:
+        cols.append(_rank(policy.rank_by, ctx).alias(_rank_col(policy)))
     return cols
+
+
+def _rank(node: A.Node, ctx: Context) -> pl.Expr:
+    """A budget's rank_by as Float64 (dates as days since 1970), for ordering claims."""
+    expr = compile_expr(node, ctx)
+    t = ctx.type_of(node)
+    if t == "date":
+        return expr.cast(pl.Int32).cast(pl.Float64)
+    return as_decimal(expr, t).cast(pl.Float64)
+
+
+def _rank_col(policy: CheckedPolicy) -> str:
+    return f"__rank:{policy.id}"
 
 
 def _cond_col(policy: CheckedPolicy, i: int) -> str:
@@ -287,6 +302,11 @@ def policy_result(policy: CheckedPolicy, id_column: str) -> list[pl.Expr]:
         reason.otherwise(pl.lit(None, dtype=pl.String)).alias("reason"),
         mask.cast(pl.Int64).alias("mask"),
         pl.when(eligible).then(payee).cast(pl.String).alias("payee"),
+        (
+            pl.col(_rank_col(policy))
+            if policy.rank_by is not None
+            else pl.lit(None, dtype=pl.Float64)
+        ).alias("rank"),
     ]
 
 

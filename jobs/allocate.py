@@ -1,0 +1,443 @@
+"""Allocate: from each policy's claims to what each key is entitled to after stacking and budgets.
+
+Input: the night's decision table (one row per policy and entity, with the
+claimed amount of every eligible entity), the terms of every policy (group,
+priority, budget) and what the ledger already holds.  Output: the desired
+amount of every key this run decides, which `post` turns into grants and
+adjustments.  A pure function of its inputs: the same inputs in any row order
+give the same frame, byte for byte.
+
+Stacking (a group): one payout per entity per group.  Among this run's claims
+of the group's policies the highest amount wins; a tie goes to the higher
+priority, then to the smaller policy id.  An entity that the ledger already
+holds a payout for under another policy of the group, for a benefit period
+that overlaps the claim's, keeps that one and wins nothing here.
+
+Budgets (per policy and benefit period), counting what earlier runs granted:
+every key keeps what it holds as far as its claim still covers it (a smaller
+claim is reduced, a lost claim is reversed); the budget left after that pays
+the new claims and increases:
+
+* all of them, when they fit;
+* ``pro_rata``: each scaled by remaining / claimed, rounded down to the fen,
+  and the fen left over go one each to the largest remainders (ties: larger
+  claim first, then smaller entity id), so exactly the remaining budget is paid;
+* ``rank``: in order of ``rank_by`` (higher first; ties and unknowns: smaller
+  entity id first), each paid in full while the budget lasts, the first that
+  does not fit gets what is left, the rest nothing;
+* ``refuse``: none of them; the summary says by how much the claims exceed
+  the budget, for finance to raise it or the officer to change the policy.
+
+Stacking comes first, on the claimed amounts; a winner cut by its own budget
+does not fall back to another policy of its group.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import polars as pl
+
+from eligibility.check import CheckedPolicy
+from eligibility.periods import Period
+from eligibility.plan import run_dates
+
+NO_GROUP = ""
+FOREVER = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
+
+# What `allocate` returns per key: the desired state for `post_entitlements`.
+ALLOCATED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "policy_id": pl.String,
+    "benefit_period": pl.String,
+    "target": pl.String,
+    "entity": pl.String,
+    "payee": pl.String,
+    "claim_fen": pl.Int64,
+    "held_fen": pl.Int64,
+    "amount_fen": pl.Int64,
+    "stacking": pl.String,
+    "budget": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What allocation needs to know of one policy."""
+
+    policy_id: str
+    target: str
+    period: str
+    start: dt.date
+    end: dt.date
+    group: str
+    priority: int
+    budget_fen: int | None
+    over_budget: str | None
+
+    @classmethod
+    def of(cls, policy: CheckedPolicy, as_of: dt.date) -> Terms:
+        """The terms of `policy` for the benefit period `as_of` falls in."""
+        period: Period = run_dates(policy, as_of).period
+        budget = policy.spec.budget
+        return cls(
+            policy_id=policy.id,
+            target=policy.target,
+            period=period.key,
+            start=period.start,
+            end=period.end,
+            group=policy.spec.group or NO_GROUP,
+            priority=policy.spec.priority,
+            budget_fen=int(budget.total_yuan * 100) if budget else None,
+            over_budget=budget.over_budget if budget else None,
+        )
+
+
+@dataclass
+class BudgetUse:
+    """One budgeted policy's period, in fen."""
+
+    budget_fen: int
+    rule: str
+    held_before_fen: int = 0
+    kept_fen: int = 0
+    untouched_fen: int = 0
+    remaining_fen: int = 0
+    new_claims_fen: int = 0
+    new_paid_fen: int = 0
+    outcome: str = "within"  # within | pro_rata | rank | refused
+    refused_fen: int = 0
+
+
+@dataclass
+class PolicyAllocation:
+    """One policy's outcome of the night's allocation."""
+
+    policy_id: str
+    benefit_period: str
+    evaluated: int = 0
+    eligible: int = 0
+    claimed_fen: int = 0
+    lost_stacking: int = 0
+    entitled: int = 0
+    entitled_fen: int = 0
+    budget: BudgetUse | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The outcome as plain data."""
+        return asdict(self)
+
+
+@dataclass
+class Allocation:
+    """The desired state of every decided key, and each policy's outcome."""
+
+    entitlements: pl.DataFrame
+    policies: dict[str, PolicyAllocation] = field(default_factory=dict)
+
+
+def period_bounds(period: str, once: tuple[dt.date, dt.date] = FOREVER) -> tuple[dt.date, dt.date]:
+    """First and last day of a ledger benefit-period key (2026, 2026-H1, 2026-Q2, 2026-03, once)."""
+    if period == "once":
+        return once
+    year = int(period[:4])
+    if len(period) == 4:
+        return dt.date(year, 1, 1), dt.date(year, 12, 31)
+    part = period[5:]
+    if part.startswith("H"):
+        first_month, months = 6 * (int(part[1]) - 1) + 1, 6
+    elif part.startswith("Q"):
+        first_month, months = 3 * (int(part[1]) - 1) + 1, 3
+    else:
+        first_month, months = int(part), 1
+    start = dt.date(year, first_month, 1)
+    end_month = first_month + months
+    end = (
+        dt.date(year + 1, 1, 1) if end_month > 12 else dt.date(year, end_month, 1)
+    ) - dt.timedelta(days=1)
+    return start, end
+
+
+def _terms_frame(terms: list[Terms]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "policy_id": [t.policy_id for t in terms],
+            "group": [t.group for t in terms],
+            "priority": [t.priority for t in terms],
+            "start": [t.start for t in terms],
+            "end": [t.end for t in terms],
+        },
+        schema={
+            "policy_id": pl.String,
+            "group": pl.String,
+            "priority": pl.Int64,
+            "start": pl.Date,
+            "end": pl.Date,
+        },
+    )
+
+
+def _blocked(
+    claims: pl.DataFrame,
+    held: pl.DataFrame,
+    terms: dict[str, Terms],
+    groups: dict[str, str],
+    once: dict[str, tuple[dt.date, dt.date]],
+) -> pl.DataFrame:
+    """(policy_id, entity, stacking) of the claims that an earlier payout of the group blocks.
+
+    Earlier payouts: what the ledger holds (> 0) under a policy of the group for a
+    benefit period other than the one this run decides for it.
+    """
+    current = {(t.policy_id, t.period) for t in terms.values()}
+    rows = []
+    for (pid, period), part in held.filter(pl.col("net_fen") > 0).group_by(
+        "policy_id", "benefit_period"
+    ):
+        pid_s, period_s = str(pid), str(period)
+        group = groups.get(pid_s, NO_GROUP)
+        if group == NO_GROUP or (pid_s, period_s) in current:
+            continue
+        start, end = period_bounds(period_s, once.get(pid_s, FOREVER))
+        rows.append(
+            part.select(
+                pl.lit(group).alias("group"),
+                "entity",
+                pl.lit(start).alias("held_start"),
+                pl.lit(end).alias("held_end"),
+                pl.lit(f"held:{pid_s}/{period_s}").alias("stacking"),
+            )
+        )
+    if not rows or claims.height == 0:
+        return pl.DataFrame(
+            schema={"policy_id": pl.String, "entity": pl.String, "stacking": pl.String}
+        )
+    earlier = pl.concat(rows)
+    return (
+        claims.join(earlier, on=["group", "entity"], how="inner")
+        .filter((pl.col("held_start") <= pl.col("end")) & (pl.col("start") <= pl.col("held_end")))
+        .sort(["policy_id", "entity", "stacking"])
+        .group_by(["policy_id", "entity"], maintain_order=True)
+        .agg(pl.col("stacking").first())
+    )
+
+
+def _stack(
+    decisions: pl.DataFrame,
+    held: pl.DataFrame,
+    terms: dict[str, Terms],
+    groups: dict[str, str],
+    once: dict[str, tuple[dt.date, dt.date]],
+) -> pl.DataFrame:
+    """Every claim with `stacking`: won, alone, lost:<winner> or held:<policy>/<period>."""
+    meta = _terms_frame(list(terms.values()))
+    claims = decisions.join(meta, on="policy_id", how="left")
+    grouped = claims.filter((pl.col("group") != NO_GROUP) & (pl.col("claim_fen") > 0))
+    blocked = _blocked(grouped, held, terms, groups, once)
+    grouped = grouped.join(blocked, on=["policy_id", "entity"], how="left")
+    open_ = grouped.filter(pl.col("stacking").is_null())
+    winners = (
+        open_.sort(
+            ["group", "target", "entity", "claim_fen", "priority", "policy_id"],
+            descending=[False, False, False, True, True, False],
+        )
+        .group_by(["group", "target", "entity"], maintain_order=True)
+        .agg(pl.col("policy_id").first().alias("winner"), pl.len().alias("contenders"))
+    )
+    decided = (
+        open_.drop("stacking")
+        .join(winners, on=["group", "target", "entity"], how="left")
+        .select(
+            "policy_id",
+            "entity",
+            pl.when(pl.col("winner") == pl.col("policy_id"))
+            .then(pl.when(pl.col("contenders") > 1).then(pl.lit("won")).otherwise(pl.lit("alone")))
+            .otherwise(pl.lit("lost:") + pl.col("winner"))
+            .alias("stacking"),
+        )
+    )
+    outcome = pl.concat(
+        [decided, grouped.filter(pl.col("stacking").is_not_null()).select(decided.columns)]
+    )
+    return decisions.join(outcome, on=["policy_id", "entity"], how="left").with_columns(
+        pl.when(pl.col("stacking").is_null() | pl.col("stacking").is_in(["won", "alone"]))
+        .then(pl.col("claim_fen"))
+        .otherwise(0)
+        .alias("stacked_fen")
+    )
+
+
+def _largest_remainder(over: pl.Expr, remaining: int, total_over: int) -> list[pl.Expr]:
+    """Shares of `remaining` in proportion to `over`, floored, plus the leftover fen by remainder."""
+    product = over.cast(pl.Int128) * pl.lit(remaining, dtype=pl.Int128)
+    floor = (product // total_over).cast(pl.Int64)
+    remainder = product % total_over
+    return [floor.alias("_floor"), remainder.alias("_remainder")]
+
+
+def _apply_budget(
+    frame: pl.DataFrame, t: Terms, untouched_fen: int
+) -> tuple[pl.DataFrame, BudgetUse]:
+    """`amount_fen` and `budget` for one budgeted policy's rows (columns stacked_fen, held_fen)."""
+    assert t.budget_fen is not None
+    assert t.over_budget is not None
+    use = BudgetUse(budget_fen=t.budget_fen, rule=t.over_budget, untouched_fen=untouched_fen)
+    frame = frame.with_columns(
+        pl.min_horizontal("held_fen", "stacked_fen").clip(lower_bound=0).alias("_keep")
+    ).with_columns((pl.col("stacked_fen") - pl.col("_keep")).alias("_over"))
+    use.held_before_fen = int(frame["held_fen"].clip(lower_bound=0).sum()) + untouched_fen
+    use.kept_fen = int(frame["_keep"].sum())
+    use.remaining_fen = max(0, t.budget_fen - use.kept_fen - untouched_fen)
+    use.new_claims_fen = total_over = int(frame["_over"].sum())
+    remaining = use.remaining_fen
+    if total_over <= remaining:
+        paid = pl.col("_over")
+        note = pl.when(pl.col("_over") > 0).then(pl.lit("within")).otherwise(pl.lit(None))
+    elif t.over_budget == "refuse":
+        use.outcome = "refused"
+        use.refused_fen = total_over - remaining
+        paid = pl.lit(0, dtype=pl.Int64)
+        note = pl.when(pl.col("_over") > 0).then(pl.lit("refused")).otherwise(pl.lit(None))
+    elif t.over_budget == "pro_rata":
+        use.outcome = "pro_rata"
+        frame = frame.with_columns(_largest_remainder(pl.col("_over"), remaining, total_over))
+        leftover = remaining - int(frame["_floor"].sum())
+        order = frame.select(
+            pl.int_range(pl.len()).alias("_i"), "_remainder", "_over", "entity"
+        ).sort(["_remainder", "_over", "entity"], descending=[True, True, False])
+        bonus = order.head(leftover).select("_i", pl.lit(1, dtype=pl.Int64).alias("_bonus"))
+        frame = (
+            frame.with_row_index("_i")
+            .with_columns(pl.col("_i").cast(pl.Int64))
+            .join(bonus, on="_i", how="left")
+            .drop("_i")
+        )
+        paid = pl.col("_floor") + pl.col("_bonus").fill_null(0)
+        note = pl.when(pl.col("_over") > 0).then(pl.lit("pro_rata")).otherwise(pl.lit(None))
+    else:
+        use.outcome = "rank"
+        frame = frame.with_row_index("_i").sort(
+            ["rank", "entity"], descending=[True, False], nulls_last=True
+        )
+        before = pl.col("_over").cum_sum() - pl.col("_over")
+        frame = (
+            frame.with_columns(
+                pl.min_horizontal(pl.col("_over"), (pl.lit(remaining) - before).clip(lower_bound=0))
+                .cast(pl.Int64)
+                .alias("_ranked")
+            )
+            .sort("_i")
+            .drop("_i")
+        )
+        paid = pl.col("_ranked")
+        note = (
+            pl.when(pl.col("_over") == 0)
+            .then(pl.lit(None))
+            .when(pl.col("_ranked") == pl.col("_over"))
+            .then(pl.lit("rank:paid"))
+            .when(pl.col("_ranked") > 0)
+            .then(pl.lit("rank:partial"))
+            .otherwise(pl.lit("rank:unpaid"))
+        )
+    frame = frame.with_columns(
+        (pl.col("_keep") + paid).cast(pl.Int64).alias("amount_fen"), note.alias("budget")
+    )
+    use.new_paid_fen = int(frame["amount_fen"].sum()) - use.kept_fen
+    scratch = [c for c in frame.columns if c.startswith("_")]
+    return frame.drop(scratch), use
+
+
+def allocate(
+    decisions: pl.DataFrame,
+    terms: list[Terms],
+    held: pl.DataFrame,
+    *,
+    groups: dict[str, str] | None = None,
+    once: dict[str, tuple[dt.date, dt.date]] | None = None,
+) -> Allocation:
+    """The desired amount of every key this run decides.
+
+    `decisions`: policy_id, period, target, entity_id, eligible, amount_fen,
+    payee, rank (the evaluate step's table).  `terms`: the terms of every policy
+    in it.  `held`: what the ledger holds, columns policy_id, benefit_period,
+    entity, payee, net_fen, for these policies and every other policy of their
+    groups.  `groups` and `once` name the group and the validity of policies
+    that are not in `terms` (expired ones still block their group).
+
+    The result has a row for every key with an amount > 0 and for every key the
+    ledger holds that this run decided (its amount may now be 0: a reversal).
+    """
+    by_id = {t.policy_id: t for t in terms}
+    all_groups = {**(groups or {}), **{t.policy_id: t.group for t in terms}}
+    all_once = {
+        **(once or {}),
+        **{t.policy_id: (t.start, t.end) for t in terms if t.period == "once"},
+    }
+    held_now = held.group_by(["policy_id", "benefit_period", "entity"]).agg(
+        pl.col("net_fen").sum().alias("held_fen"),
+        pl.col("payee").sort_by("net_fen", descending=True).first().alias("held_payee"),
+    )
+    base = decisions.select(
+        "policy_id",
+        pl.col("period").alias("benefit_period"),
+        "target",
+        pl.col("entity_id").alias("entity"),
+        "payee",
+        pl.when(pl.col("eligible")).then(pl.col("amount_fen")).otherwise(0).alias("claim_fen"),
+        "rank",
+    ).sort(["policy_id", "entity"])
+    stacked = (
+        _stack(base, held, by_id, all_groups, all_once)
+        .join(held_now, on=["policy_id", "benefit_period", "entity"], how="left")
+        .with_columns(pl.col("held_fen").fill_null(0))
+    )
+    out: list[pl.DataFrame] = []
+    report: dict[str, PolicyAllocation] = {}
+    for t in sorted(terms, key=lambda x: x.policy_id):
+        rows = stacked.filter(pl.col("policy_id") == t.policy_id)
+        rep = PolicyAllocation(
+            t.policy_id,
+            t.period,
+            evaluated=rows.height,
+            eligible=int((rows["claim_fen"] > 0).sum()),
+            claimed_fen=int(rows["claim_fen"].sum()),
+            lost_stacking=int((rows["claim_fen"] > rows["stacked_fen"]).sum()),
+        )
+        if t.budget_fen is not None:
+            untouched = held_now.filter(
+                (pl.col("policy_id") == t.policy_id)
+                & (pl.col("benefit_period") == t.period)
+                & ~pl.col("entity").is_in(rows["entity"].implode())
+            )
+            rows, rep.budget = _apply_budget(
+                rows, t, int(untouched["held_fen"].clip(lower_bound=0).sum())
+            )
+        else:
+            rows = rows.with_columns(
+                pl.col("stacked_fen").alias("amount_fen"), pl.lit(None, pl.String).alias("budget")
+            )
+        rows = rows.filter((pl.col("amount_fen") > 0) | (pl.col("held_fen") != 0))
+        rep.entitled = int((rows["amount_fen"] > 0).sum())
+        rep.entitled_fen = int(rows["amount_fen"].sum())
+        report[t.policy_id] = rep
+        out.append(
+            rows.select(
+                "policy_id",
+                "benefit_period",
+                "target",
+                "entity",
+                pl.coalesce("payee", "held_payee", "entity").alias("payee"),
+                "claim_fen",
+                "held_fen",
+                "amount_fen",
+                pl.col("stacking"),
+                pl.col("budget"),
+            )
+        )
+    frame = (
+        pl.concat(out).sort(["policy_id", "entity"])
+        if out
+        else pl.DataFrame(schema=ALLOCATED_SCHEMA)
+    )
+    return Allocation(frame.cast(ALLOCATED_SCHEMA), report)  # type: ignore[arg-type]

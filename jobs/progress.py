@@ -1,0 +1,141 @@
+"""How a long job says what it is doing: phases with a size, advanced as work is done.
+
+The batch talks to a `Progress`; the command line chooses a bar per phase on a
+terminal (`disburse.progress`, with rich) or plain log lines otherwise
+(`LogProgress`), and tests pass `Silent`.  Each phase also records its seconds,
+rows and the process's peak memory so far, for the run's summary.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024, 1)
+
+
+@dataclass
+class PhaseTiming:
+    """One phase of a run: wall seconds, rows handled, and the peak RSS when it ended."""
+
+    seconds: float = 0.0
+    rows: int = 0
+    peak_rss_mb: float = 0.0
+    skipped: str | None = None
+
+    @property
+    def rows_per_second(self) -> float:
+        return round(self.rows / self.seconds, 1) if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "seconds": round(self.seconds, 3),
+            "rows": self.rows,
+            "rows_per_second": self.rows_per_second,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+
+class Phase(Protocol):
+    """What a running phase is told: its size once known, work done, a status line."""
+
+    def total(self, n: int) -> None: ...
+
+    def advance(self, n: int = 1) -> None: ...
+
+    def status(self, message: str) -> None: ...
+
+
+class Progress(Protocol):
+    """Where a job reports: phases and single lines."""
+
+    def phase(self, name: str, total: int | None = None) -> Phase: ...
+
+    def done(self, name: str, timing: PhaseTiming) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+class _NoPhase:
+    def total(self, n: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def status(self, message: str) -> None:
+        pass
+
+
+class Silent:
+    """Reports nothing (tests, library use)."""
+
+    def phase(self, name: str, total: int | None = None) -> Phase:
+        return _NoPhase()
+
+    def done(self, name: str, timing: PhaseTiming) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+class _LogPhase:
+    def __init__(self, owner: LogProgress, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def total(self, n: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def status(self, message: str) -> None:
+        self.owner.log(f"{self.name}: {message}")
+
+
+@dataclass
+class LogProgress:
+    """Plain timestamped lines on stderr: what a log file or a pipe wants."""
+
+    write: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+    def phase(self, name: str, total: int | None = None) -> Phase:
+        self.log(f"{name}: started")
+        return _LogPhase(self, name)
+
+    def done(self, name: str, timing: PhaseTiming) -> None:
+        if timing.skipped:
+            self.log(f"{name}: {timing.skipped} ({timing.seconds:.1f} s)")
+            return
+        self.log(
+            f"{name}: done in {timing.seconds:.1f} s, {timing.rows:,} rows "
+            f"({timing.rows_per_second:,.0f}/s), peak memory {timing.peak_rss_mb:,.0f} MiB"
+        )
+
+    def log(self, message: str) -> None:
+        self.write(f"[{time.strftime('%H:%M:%S')}] {message}")
+
+
+@contextmanager
+def timed(progress: Progress, name: str, timings: dict[str, PhaseTiming]) -> Iterator[PhaseTiming]:
+    """Time a phase into `timings[name]` (the body sets rows, or skipped) and report it."""
+    timing = PhaseTiming()
+    started = time.perf_counter()
+    yield timing
+    timing.seconds = time.perf_counter() - started
+    timing.peak_rss_mb = peak_rss_mb()
+    timings[name] = timing
+    progress.done(name, timing)

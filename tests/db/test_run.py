@@ -1,0 +1,396 @@
+"""The nightly run, end to end, as finance runs it: the `disburse run` command in a process
+of its own, against SQLite and PostgreSQL.
+
+* killed with SIGKILL at every named point of every phase (and at random moments),
+  the same command again finishes the run and the ledger is identical, transfer by
+  transfer and hash by hash, to that of a run never interrupted;
+* a second run with nothing changed posts nothing;
+* a corrected source file posts adjustments for exactly the keys whose amounts changed;
+* two runs at once never both post: the second exits with a message, or waits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from disburse.synth import generate
+from jobs.run import RUN_LOCK_KEY
+from ledgers.schema import Run, Transfer
+
+AS_OF = "2026-03-15"
+KILL_POINTS = [
+    "run:started",
+    "ingest:staged",
+    "run:ingested",
+    "run:decisions-written",
+    "run:allocation-written",
+    "run:evaluated",
+    "post:chunk:1",
+    "post:chunk:3",
+    "run:posted",
+    "run:completed",
+]
+CHUNK = "150"  # small chunks: a kill lands between committed chunks of one post
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("city") / "data"
+    generate(out, enterprises=800, persons=3000, seed=7, errors=0.002)
+    return out
+
+
+def disburse(
+    *args: str,
+    db: str,
+    store: Path | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "disburse.cli", *args, "--db", db]
+    cmd += ["--store", str(store)] if store is not None else []
+    full_env = {k: v for k, v in os.environ.items() if k != "DISBURSE_KILL_AT"}
+    full_env.update(env or {})
+    done = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr}")
+    return done
+
+
+def run(data: Path, db: str, store: Path, **kw) -> subprocess.CompletedProcess[str]:
+    return disburse(
+        "run",
+        "--data",
+        str(data),
+        "--as-of",
+        AS_OF,
+        "--chunk-size",
+        CHUNK,
+        "--json",
+        db=db,
+        store=store,
+        **kw,
+    )
+
+
+def ledger(db: str) -> list[tuple]:
+    engine = create_engine(db)
+    t = Transfer.__table__
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(t).order_by(t.c.transfer_id)).all()
+    finally:
+        engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def runs(db: str) -> list[tuple]:
+    engine = create_engine(db)
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    select(Run.run_id, Run.kind, Run.state, Run.summary_json).order_by(Run.run_id)
+                ).all()
+            ]
+    finally:
+        engine.dispose()
+
+
+def fresh_db(db_url: str, tag: str) -> str:
+    """Another empty database of the same kind as `db_url`, named after `tag`."""
+    if db_url.startswith("sqlite"):
+        return db_url.replace("ledger.db", f"ledger-{tag}.db")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    name = f"{url.database}_{tag.replace(':', '_').replace('-', '_')}"[:63]
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_db(db: str) -> None:
+    if db.startswith("sqlite"):
+        return
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def reference(city: Path, db_url: str, tmp_path: Path) -> tuple[list[tuple], dict]:
+    """The ledger and summary of an uninterrupted run."""
+    out = run(city, db_url, tmp_path / "store-ref")
+    summary = json.loads(out.stdout)
+    assert summary["state"] == "completed"
+    assert summary["totals"]["transfers"] > 3 * int(CHUNK)  # the kill points fall mid-post
+    return ledger(db_url), summary
+
+
+def comparable(summary: dict) -> dict:
+    """The parts of a summary that do not depend on timing or on the interruption."""
+    return {k: summary[k] for k in ("run_id", "as_of", "state", "policies", "totals", "sources")}
+
+
+@pytest.mark.slow
+def test_a_run_killed_anywhere_finishes_with_the_same_ledger(
+    city: Path, db_url: str, tmp_path: Path, reference: tuple[list[tuple], dict]
+) -> None:
+    want_ledger, want_summary = reference
+    for point in KILL_POINTS:
+        db = fresh_db(db_url, f"k{KILL_POINTS.index(point)}")
+        store = tmp_path / f"store-{KILL_POINTS.index(point)}"
+        try:
+            killed = run(city, db, store, env={"DISBURSE_KILL_AT": point}, check=False)
+            assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
+            again = json.loads(run(city, db, store).stdout)
+            assert ledger(db) == want_ledger, point
+            recorded = runs(db)
+            assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(
+                want_summary
+            ), point
+            if point == "run:completed":
+                # It had finished: the command again is a second run that finds nothing to post.
+                assert [r[2] for r in recorded] == ["completed", "completed"]
+                assert again["totals"]["transfers"] == 0
+            else:
+                assert comparable(again) == comparable(want_summary), point
+                assert [r[2] for r in recorded] == ["completed"], point
+            verify = disburse("audit", "verify", "--json", db=db)
+            assert json.loads(verify.stdout)["ok"] is True
+        finally:
+            drop_db(db)
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_random_moments_finishes_with_the_same_ledger(
+    city: Path, db_url: str, tmp_path: Path, reference: tuple[list[tuple], dict]
+) -> None:
+    want_ledger, want_summary = reference
+    rnd = random.Random(20261121)
+    db = fresh_db(db_url, "random")
+    store = tmp_path / "store-random"
+    cmd = [
+        sys.executable,
+        "-m",
+        "disburse.cli",
+        "run",
+        "--data",
+        str(city),
+        "--as-of",
+        AS_OF,
+        "--chunk-size",
+        CHUNK,
+        "--quiet",
+        "--db",
+        db,
+        "--store",
+        str(store),
+    ]
+    try:
+        for _ in range(4):  # several kills of the same run, each at a random moment
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rnd.uniform(0.5, 2.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        run(city, db, store)
+        assert ledger(db) == want_ledger
+        recorded = runs(db)
+        assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(want_summary)
+        # later commands found run 1 finished: they posted nothing
+        assert all(state == "completed" for _, _, state, _ in recorded)
+    finally:
+        drop_db(db)
+
+
+def test_a_second_run_with_nothing_changed_posts_nothing(
+    city: Path, db_url: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    first = json.loads(run(city, db_url, store).stdout)
+    second = json.loads(run(city, db_url, store).stdout)
+    assert first["totals"]["transfers"] > 0
+    assert second["totals"]["transfers"] == 0
+    assert second["totals"]["entitled_fen"] == first["totals"]["entitled_fen"]
+    # nothing was validated or evaluated again: the earlier files were reused
+    assert "skipped" in second["phases"]["ingest"]
+    assert "skipped" in second["phases"]["evaluate"]
+
+
+def test_a_corrected_file_posts_adjustments_for_the_changed_keys_only(
+    city: Path, db_url: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(city, data)
+    store = tmp_path / "store"
+    run(data, db_url, store)
+    before = allocation(db_url, 1)
+    # The registry corrects one small enterprise that got the job-stabilisation refund to "large".
+    paid = before.filter(
+        (pl.col("policy_id") == "job-stabilisation-refund") & (pl.col("amount_fen") > 0)
+    )
+    ents = pl.read_parquet(data / "enterprises.parquet")
+    target = ents.filter(
+        pl.col("credit_code").is_in(paid["entity"].implode())
+        & pl.col("size_class").is_in(["micro", "small"])
+    ).sort("credit_code")["credit_code"][0]
+    ents.with_columns(
+        pl.when(pl.col("credit_code") == target)
+        .then(pl.lit("large"))
+        .otherwise(pl.col("size_class"))
+        .alias("size_class")
+    ).write_parquet(data / "enterprises.parquet")
+    out = json.loads(run(data, db_url, store).stdout)
+    after = allocation(db_url, 2)
+    changed = (
+        before.join(after, on=["policy_id", "benefit_period", "entity"], how="full", coalesce=True)
+        .filter(pl.col("amount_fen").fill_null(0) != pl.col("amount_fen_right").fill_null(0))
+        .select("policy_id", "entity")
+        .sort(["policy_id", "entity"])
+    )
+    assert target in changed["entity"].to_list()
+    t = Transfer.__table__
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        posted = conn.execute(
+            select(t.c.policy_id, t.c.entity, t.c.kind).where(t.c.run_id == 2)
+        ).all()
+    engine.dispose()
+    assert posted, "the correction posted nothing"
+    assert {k for _, _, k in posted} <= {"adjustment", "reversal", "grant"}
+    assert "grant" not in {
+        k for p, e, k in posted if e == target and p == "job-stabilisation-refund"
+    }
+    got = (
+        pl.DataFrame([(p, e) for p, e, _ in posted], schema=["policy_id", "entity"], orient="row")
+        .unique()
+        .sort(["policy_id", "entity"])
+    )
+    assert got.equals(changed)
+    assert out["totals"]["transfers"] == len(posted)
+
+
+def allocation(db: str, run_id: int) -> pl.DataFrame:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        path = conn.execute(select(Run.allocation_file).where(Run.run_id == run_id)).scalar_one()
+    engine.dispose()
+    return pl.read_parquet(path).select("policy_id", "benefit_period", "entity", "amount_fen")
+
+
+def hold_run_lock(db: str):
+    """Take the run lock as another run would; returns the function that releases it."""
+    if db.startswith("sqlite"):
+        fh = open(db.removeprefix("sqlite:///") + ".run-lock", "a+")  # noqa: SIM115
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        return lambda: (fcntl.flock(fh, fcntl.LOCK_UN), fh.close())
+    engine = create_engine(db)
+    conn = engine.connect()
+    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": RUN_LOCK_KEY})
+    conn.commit()
+
+    def release() -> None:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RUN_LOCK_KEY})
+        conn.close()
+        engine.dispose()
+
+    return release
+
+
+def test_a_second_run_at_once_exits_with_a_message_or_waits(
+    city: Path, db_url: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    from ledgers.db import open_engine
+
+    with open_engine(db_url, init=True):
+        pass
+    release = hold_run_lock(db_url)
+    try:
+        refused = run(city, db_url, store, check=False)
+        assert refused.returncode == 1
+        assert "another nightly run holds this database" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert ledger(db_url) == []
+        cmd = [
+            sys.executable,
+            "-m",
+            "disburse.cli",
+            "run",
+            "--data",
+            str(city),
+            "--as-of",
+            AS_OF,
+            "--wait",
+            "--json",
+            "--db",
+            db_url,
+            "--store",
+            str(store),
+        ]
+        waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert waiting.poll() is None, "a run with --wait did not wait for the lock"
+        assert ledger(db_url) == []
+    finally:
+        release()
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["totals"]["transfers"] > 0
+
+
+def test_two_runs_started_together_never_both_post(city: Path, db_url: str, tmp_path: Path) -> None:
+    from ledgers.db import open_engine
+
+    with open_engine(db_url, init=True):
+        pass
+    cmd = [
+        sys.executable,
+        "-m",
+        "disburse.cli",
+        "run",
+        "--data",
+        str(city),
+        "--as-of",
+        AS_OF,
+        "--json",
+        "--db",
+        db_url,
+        "--store",
+        str(tmp_path / "store"),
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    ok = [json.loads(out) for code, out, _ in results if code == 0]
+    refused = [err for code, _, err in results if code != 0]
+    assert ok
+    assert all("another nightly run holds this database" in err for err in refused)
+    posting = [o for o in ok if o["totals"]["transfers"] > 0]
+    assert len(posting) == 1
+    keys = [(r[6], r[7], r[8]) for r in ledger(db_url) if r[1] == "grant"]
+    assert len(keys) == len(set(keys))
