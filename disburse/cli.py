@@ -98,10 +98,10 @@ def main(debug: bool) -> None:
 )
 @click.option(
     "--months",
-    type=click.IntRange(min=24),
+    type=click.IntRange(min=12),
     default=24,
     show_default=True,
-    help="Months of tax and social-security history.",
+    help="Months of tax and social-security history (at least a year), ending before --as-of.",
 )
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):

@@ -40,7 +40,7 @@ class PhaseTiming:
         out: dict[str, object] = {
             "seconds": round(self.seconds, 3),
             "rows": self.rows,
-            "rows_per_second": self.rows_per_second,
+            "rows_per_second": None if self.skipped else self.rows_per_second,
             "peak_rss_mb": self.peak_rss_mb,
         }
         if self.skipped:

@@ -53,7 +53,8 @@ GENERATED_SOURCES = (
     "person_accounts",
     "credit_lists",
 )
-MIN_MONTHS = 24
+MIN_MONTHS = 12  # the policies assess a whole year
+DEFAULT_MONTHS = 24  # two years: last_12_months and previous_year both covered
 # zstd at level 1 writes about a third faster than the default level and the
 # files come out no larger on this data (little of it repeats at long range).
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
@@ -67,7 +68,7 @@ def generate(
     seed: int,
     errors: float = 0.0,
     as_of: dt.date = dt.date(2026, 1, 1),
-    months: int = MIN_MONTHS,
+    months: int = DEFAULT_MONTHS,
     catalogue: Catalogue | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -228,8 +229,8 @@ def _check_arguments(enterprises: int, persons: int, seed: int, errors: float, m
         raise SynthError(f"errors is a share of rows between 0 and 0.5, not {errors}")
     if months < MIN_MONTHS:
         raise SynthError(
-            f"months must be at least {MIN_MONTHS} (policies compare a year with the one"
-            f" before), not {months}"
+            f"months must be at least {MIN_MONTHS} (policies assess a whole year of tax and"
+            f" social security), not {months}"
         )
 
 

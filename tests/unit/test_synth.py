@@ -510,7 +510,7 @@ def test_no_errors_means_none_injected(clean: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        pytest.param({"months": 12}, "months must be at least 24", id="short-window"),
+        pytest.param({"months": 11}, "months must be at least 12", id="short-window"),
         pytest.param({"seed": -1}, "seed", id="negative-seed"),
         pytest.param({"errors": 0.9}, "errors", id="too-many-errors"),
         pytest.param({"persons": 0}, "at least 1", id="nobody"),

@@ -1,0 +1,228 @@
+"""`disburse bench`: the whole nightly pipeline on a synthetic city, timed per phase.
+
+1. A synthetic population (cached by its parameters under $DISBURSE_BENCH_CACHE,
+   default <tmp>/disburse-bench-cache), generated in a separate process so the
+   benchmark's own peak memory is the pipeline's.
+2. A fresh database: a new SQLite file, or a new database on the PostgreSQL
+   server given (dropped afterwards).
+3. A first nightly run (everything is new) and a second one with nothing
+   changed (nothing to post): per-phase seconds, rows per second, peak RSS.
+4. The compiled evaluation of the six shipped enterprise policies over the run's
+   staged sources, timed against the same policies written by hand in Polars
+   (`baseline_ratio` = compiled / hand-written) and in DuckDB SQL
+   (`duckdb_ratio` = compiled / DuckDB), in this process, after the runs,
+   checking that all three compute the same decision table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from eligibility.policyset import PolicySet
+from jobs.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
+from jobs.catalogue import Catalogue
+from jobs.errors import JobError
+from jobs.evaluate import evaluate
+from jobs.ingest import staged_dir
+from jobs.policies import features_path
+from jobs.progress import Progress, Silent, peak_rss_mb
+from jobs.run import RunRequest, run_nightly
+from ledgers.db import make_engine
+
+SYNTH_AS_OF = dt.date(2026, 1, 1)  # the months synthesised end in December 2025
+RUN_AS_OF = dt.date(2026, 3, 15)  # all six enterprise baselines hold on this date
+
+
+@dataclass
+class BenchRequest:
+    """The population and where to run it."""
+
+    enterprises: int
+    persons: int
+    months: int = 12
+    seed: int = 1
+    db_url: str | None = None  # None: a fresh SQLite file
+    rounds: int = 1
+
+
+def cache_root() -> Path:
+    """Where synthetic populations are kept between benchmarks."""
+    env = os.environ.get("DISBURSE_BENCH_CACHE")
+    return Path(env) if env else Path(tempfile.gettempdir()) / "disburse-bench-cache"
+
+
+def cached_population(req: BenchRequest, progress: Progress) -> tuple[Path, float | None]:
+    """The population's folder, generated (in a child process) on first use; its synth seconds."""
+    folder = cache_root() / f"city-e{req.enterprises}-p{req.persons}-m{req.months}-s{req.seed}"
+    if (folder / "manifest.json").is_file():
+        return folder, None
+    work = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    progress.log(f"synthesising {req.enterprises:,} enterprises and {req.persons:,} persons")
+    started = time.perf_counter()
+    cmd = [
+        sys.executable, "-m", "disburse.cli", "synth",
+        "--enterprises", str(req.enterprises), "--persons", str(req.persons),
+        "--seed", str(req.seed), "--months", str(req.months),
+        "--as-of", SYNTH_AS_OF.isoformat(), "--out", str(work),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise JobError(f"synthesising the population failed:\n{done.stderr.strip()}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(work, folder)
+    return folder, time.perf_counter() - started
+
+
+class FreshDatabase:
+    """A new, empty database for one benchmark, removed afterwards."""
+
+    def __init__(self, server_url: str | None, scratch: Path) -> None:
+        self.admin_url = None
+        if server_url is None or server_url.startswith("sqlite"):
+            self.url = f"sqlite:///{scratch / 'bench.db'}"
+            return
+        url = make_url(server_url)
+        name = f"disburse_bench_{uuid.uuid4().hex[:10]}"
+        self.admin_url = url.set(database=url.database or "postgres")
+        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self.name = name
+        self.url = url.set(database=name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        if self.admin_url is None:
+            return
+        admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _best(fn: Any, rounds: int) -> tuple[float, pl.DataFrame]:
+    best, out = float("inf"), None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - started)
+    assert out is not None
+    return best, out
+
+
+def compare_evaluation(
+    staged: Path, pset: PolicySet, as_of: dt.date, rounds: int = 1
+) -> dict[str, Any]:
+    """Compiled evaluation of the six enterprise policies against the hand-written ones."""
+    six = PolicySet(pset.catalogue, [p for p in pset.policies if p.id in POLICY_IDS])
+    compiled_s, compiled = _best(lambda: evaluate(staged, six, as_of), rounds)
+    polars_s, by_hand = _best(lambda: handwritten_polars(staged, as_of), rounds)
+    out: dict[str, Any] = {
+        "policies": sorted(POLICY_IDS),
+        "rows": compiled.height,
+        "compiled_seconds": round(compiled_s, 3),
+        "handwritten_polars_seconds": round(polars_s, 3),
+        "baseline_ratio": round(compiled_s / polars_s, 3),
+        "same_results_polars": compiled.equals(by_hand),
+    }
+    try:
+        import duckdb  # noqa: F401 - the peer of the benchmark, a dev dependency
+    except ImportError:
+        out["duckdb_ratio"] = None
+        out["duckdb_note"] = "duckdb is not installed (pip install -e '.[dev]')"
+        return out
+    duck_s, duck = _best(lambda: handwritten_duckdb(staged, as_of), rounds)
+    out["handwritten_duckdb_seconds"] = round(duck_s, 3)
+    out["duckdb_ratio"] = round(compiled_s / duck_s, 3)
+    out["same_results_duckdb"] = compiled.equals(duck)
+    return out
+
+
+def bench(
+    req: BenchRequest,
+    *,
+    catalogue: Catalogue,
+    pset: PolicySet,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; the report `disburse bench --json` prints."""
+    say = progress or Silent()
+    data, synth_s = cached_population(req, say)
+    scratch = Path(tempfile.mkdtemp(prefix="disburse-bench-"))
+    db = FreshDatabase(req.db_url, scratch)
+    try:
+        engine = make_engine(db.url)
+        from ledgers.db import init_schema
+
+        init_schema(engine)
+        request = RunRequest(
+            data_dir=data,
+            as_of=RUN_AS_OF,
+            store=scratch / "store",
+            features_file=features_path(None),
+        )
+        runs = []
+        for label in ("first_run", "second_run"):
+            say.log(f"{label.replace('_', ' ')}")
+            started = time.perf_counter()
+            outcome = run_nightly(engine, request, catalogue=catalogue, pset=pset, progress=say)
+            wall = time.perf_counter() - started
+            runs.append(
+                (
+                    label,
+                    {
+                        "run_id": outcome.run_id,
+                        "seconds": round(wall, 3),
+                        "phases": {n: t.to_json() for n, t in outcome.timings.items()},
+                        "transfers": outcome.summary["totals"]["transfers"],
+                        "entitled": outcome.summary["totals"]["entitled"],
+                        "peak_rss_mb": peak_rss_mb(),
+                    },
+                )
+            )
+        first_id = runs[0][1]["run_id"]
+        engine.dispose()
+        say.log("compiled evaluation against the hand-written baselines")
+        ratios = compare_evaluation(
+            staged_dir(request.store, first_id), pset, RUN_AS_OF, req.rounds
+        )
+        rows = sum(
+            int(pl.scan_parquet(f).select(pl.len()).collect().item())
+            for f in data.glob("*.parquet")
+        )
+        return {
+            "population": {
+                "enterprises": req.enterprises,
+                "persons": req.persons,
+                "months": req.months,
+                "seed": req.seed,
+                "source_rows": rows,
+                "synth_seconds": None if synth_s is None else round(synth_s, 3),
+                "cached": synth_s is None,
+            },
+            "database": "postgresql" if db.admin_url is not None else "sqlite",
+            "active_policies": sorted(p.id for p in pset.active(RUN_AS_OF)),
+            **dict(runs),
+            **ratios,
+            "peak_rss_mb": peak_rss_mb(),
+            "cpus": os.cpu_count(),
+        }
+    finally:
+        db.drop()
+        shutil.rmtree(scratch, ignore_errors=True)
