@@ -58,7 +58,7 @@ from jobs.evaluate import evaluation_plan
 from jobs.faults import checkpoint
 from jobs.ingest import ingest, locate_sources, sha256_file, staged_dir
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
-from ledgers.post import holdings, post_entitlements
+from ledgers.post import Holdings, holdings, post_entitlements
 from ledgers.runs import start_run
 from ledgers.schema import PolicySnapshot, QuarantinedRow, Run, SourceSnapshot, Transfer
 
@@ -254,6 +254,7 @@ class NightlyRun:
         self.progress = progress or Silent()
         self.policies = pset.active(request.as_of)
         self.timings: dict[str, PhaseTiming] = {}
+        self.known: Holdings | None = None  # what allocation read of the ledger, for post
 
     # -- entry point
 
@@ -587,11 +588,17 @@ class NightlyRun:
         others = [
             p for p in self.pset.policies if p.spec.group in groups and p not in self.policies
         ]
-        held = holdings(self.engine, [p.id for p in self.policies] + [p.id for p in others])
+        self.known = holdings(self.engine, [p.id for p in self.policies] + [p.id for p in others])
+        held = self.known.nonzero()
         current = pl.DataFrame(
             {"policy_id": [t.policy_id for t in terms], "period": [t.period for t in terms]}
         )
-        held_keys = (
+        keys = ["policy_id", "period", "entity_id"]
+        decided = pl.scan_parquet(decisions)
+        claims = decided.filter(pl.col("eligible")).collect(engine="streaming")
+        # Keys the ledger holds that are not claimed tonight (to be reduced to 0): usually
+        # none, so the decision table is scanned a second time only when there are some.
+        lapsed = (
             held.join(
                 current, left_on=["policy_id", "benefit_period"], right_on=["policy_id", "period"]
             )
@@ -601,15 +608,11 @@ class NightlyRun:
                 pl.col("entity").alias("entity_id"),
             )
             .unique()
-            .with_columns(pl.lit(True).alias("_held"))
+            .join(claims.select(keys), on=keys, how="anti")
         )
-        claims = (
-            pl.scan_parquet(decisions)
-            .join(held_keys.lazy(), on=["policy_id", "period", "entity_id"], how="left")
-            .filter(pl.col("eligible") | pl.col("_held").fill_null(False))
-            .drop("_held")
-            .collect(engine="streaming")
-        )
+        if lapsed.height:
+            rest = decided.join(lapsed.lazy(), on=keys, how="semi").collect(engine="streaming")
+            claims = pl.concat([claims, rest])
         once_of = {
             p.id: (p.spec.valid.from_, p.spec.valid.until or dt.date(9999, 12, 31)) for p in others
         }
@@ -656,7 +659,12 @@ class NightlyRun:
                 checkpoint(f"post:chunk:{k}")
 
             result = post_entitlements(
-                self.engine, frame, run_id, chunk_size=self.request.chunk_size, on_chunk=on_chunk
+                self.engine,
+                frame,
+                run_id,
+                chunk_size=self.request.chunk_size,
+                on_chunk=on_chunk,
+                known=self.known,
             )
             timing.rows = frame.height
             phase.status(
