@@ -253,8 +253,47 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     )
 
 
+@click.command()
+@click.option("--policy", "policy_id", required=True, help="The policy id.")
+@click.option(
+    "--entity", required=True, help="The enterprise's credit code or the person's identity number."
+)
+@click.option(
+    "--run", "run_id", type=int, help="The run (default: the latest that evaluated the policy)."
+)
+@click.option("--db", help=_DB_HELP)
+@click.option("--unmask", is_flag=True, help="Show identity numbers in full.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+def explain(policy_id, entity, run_id, db, unmask, as_json):
+    """Why an entity was paid what it was paid under a policy, or why not.
+
+    Answers from what the run recorded, without re-running anything: the
+    policy's title, legal basis and file hash; the source snapshots' hashes;
+    the feature values used; every condition in plain words with the values it
+    compared and whether it passed (for a failed one, by how much); the
+    amount's steps; the stacking and budget decision; and the ledger's
+    transfers for the key. Personal data is masked unless --unmask is given.
+    """
+    from jobs.explain import explain as explain_key
+    from jobs.explain import render_explanation
+    from ledgers.db import make_engine, require_ledger
+
+    engine = make_engine(Settings.resolve(db).db_url)
+    try:
+        with engine.connect() as conn:
+            require_ledger(conn)
+        out = explain_key(engine, policy_id, entity, run_id=run_id, unmask=unmask)
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        click.echo(render_explanation(out))
+
+
 def register(main: click.Group) -> None:
     """Attach the batch's commands to the `disburse` group."""
     main.add_command(run)
+    main.add_command(explain)
     main.add_command(demo)
     main.add_command(bench)

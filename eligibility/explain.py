@@ -41,7 +41,7 @@ def show_value(value: Any, type_: str | None = None) -> str:
         return (
             f"{sign}{whole:,}.{int(cents):02d} yuan"
             if cents == int(cents)
-            else f"{sign}{abs(fen) / 100:,} yuan"
+            else f"{sign}{(abs(fen) / 100).normalize():,f} yuan"
         )
     if isinstance(value, Decimal):
         text = format(value.normalize(), "f")
@@ -162,3 +162,171 @@ def condition_text(
 ) -> str:
     """A condition in plain words, with the values of the names it reads."""
     return words(node, values or {}, types or {})
+
+
+# --- one entity's decision, from the run's archived row ------------------------------
+
+
+def _names(node: A.Node) -> list[str]:
+    seen: list[str] = []
+    for n in A.walk(node):
+        if isinstance(n, A.Name) and n.name not in seen:
+            seen.append(n.name)
+    return seen
+
+
+def _gap(node: A.Node, env: Any, types: dict[str, str]) -> str | None:
+    """For a failed condition: how far each failed numeric comparison in it is from passing."""
+    from eligibility.reference import evaluate
+
+    if isinstance(node, A.BoolOp):
+        parts = []
+        for o in node.operands:
+            value = evaluate(o, env)
+            if value is None:
+                parts.append(f"{source_text(o)} is unknown")
+            elif value is False:
+                gap = _gap(o, env, types)
+                if gap is not None:
+                    parts.append(gap)
+        return "; ".join(parts) or None
+    if not isinstance(node, A.Compare) or node.op not in ("<", "<=", ">", ">="):
+        return None
+    left, right = evaluate(node.left, env), evaluate(node.right, env)
+    if not isinstance(left, int | Decimal) or not isinstance(right, int | Decimal):
+        return None
+    t = env.typed.types[id(node.left)]
+    diff = Decimal(left) - Decimal(right)
+    side = "above" if diff > 0 else "below"
+    return f"{source_text(node.left)} is {show_value(abs(diff), t)} {side} {show_value(right, t)}"
+
+
+def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> dict[str, Any]:
+    """Feature values, every condition with the values it compared, and the amount's steps
+    of one entity, from its archived row (features and the compiled condition and amount
+    columns).  The condition results and the amount are the archived ones; the values in
+    between are computed by the reference interpreter from the archived features."""
+    from eligibility.plan import Naming, run_dates, top_level_aggregates
+    from eligibility.reference import amount, env_for, evaluate
+
+    dates = run_dates(policy, as_of)
+    naming = Naming(cat)
+    entity = policy.target
+    feats = cat.features_of(entity)
+    values: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for ent, name in sorted(policy.typed.features):
+        if ent != entity:
+            continue
+        f = feats[name]
+        v = row.get(naming.feature(entity, name, dates.window))
+        if v is not None and f.type == "money":
+            v = Decimal(str(v)) * (100 if f.unit == "yuan" else 1)
+        elif v is not None and f.type == "number":
+            v = Decimal(str(v))
+        values[name], types[name] = v, f.type
+    lists = {k.split(":", 1)[1] for k, v in row.items() if k.startswith("listed:") and v}
+    env = env_for(policy, as_of, values, lists)
+    for node in top_level_aggregates(policy):
+        env.aggregates[id(node)] = row.get(naming.aggregate(policy.id, node, dates.window))
+    known: dict[str, Any] = {**values, **env.params, **env.dates}
+    for name, node in policy.lets.items():
+        known[name] = evaluate(node, env)
+        types[name] = policy.typed.types[id(node)]
+    for name, versions in policy.params.items():
+        types.setdefault(name, policy.typed.types.get(id(versions[0][1]), ""))
+    conditions = []
+    for i, c in enumerate(policy.conditions):
+        passed = bool(row.get(f"__cond{i}:{policy.id}"))
+        used = {n: known.get(n) for n in _names(c.node) if n in known}
+        item: dict[str, Any] = {
+            "id": c.id,
+            "text": condition_text(c.node, used, types),
+            "passed": passed,
+            "values": {n: _plain(v) for n, v in used.items()},
+            "rule": source_text(c.node),
+        }
+        if c.text:
+            item["officer_text"] = c.text
+        if c.ref:
+            item["ref"] = c.ref
+        if not passed:
+            gap = _gap(c.node, env, types)
+            if gap is not None:
+                item["gap"] = gap
+        conditions.append(item)
+    steps = _amount_steps(policy, env, known, types)
+    archived = row.get(f"__amount:{policy.id}")
+    computed = amount(policy, env)
+    return {
+        "features": {n: _plain(v) for n, v in values.items()},
+        "feature_types": types,
+        "lets": {n: _plain(known[n]) for n in policy.lets},
+        "lists": sorted(lists),
+        "conditions": conditions,
+        "amount_steps": steps,
+        "amount_fen": None if archived is None else int(archived),
+        "reference_agrees": computed == (None if archived is None else int(archived)),
+        "window": dates.window.label,
+        "benefit_period": dates.period.key,
+    }
+
+
+def _plain(v: Any) -> Any:
+    """A value for JSON: Decimals as text, dates as ISO text."""
+    if isinstance(v, Decimal):
+        return format(v.normalize(), "f")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return v
+
+
+def _amount_steps(policy: Any, env: Any, known: dict[str, Any], types: dict[str, str]) -> list[str]:
+    from eligibility.reference import evaluate
+
+    am = policy.amount
+
+    def val(node: A.Node) -> str:
+        return show_value(evaluate(node, env), env.typed.types[id(node)])
+
+    def with_values(node: A.Node) -> str:
+        used = [n for n in _names(node) if n in known]
+        shown = ", ".join(f"{n} = {show_value(known[n], types.get(n))}" for n in used)
+        return f"{source_text(node)}" + (f"  [{shown}]" if shown else "")
+
+    steps: list[str] = []
+    if am.kind == "formula":
+        steps.append(f"formula: {with_values(am.formula)} = {val(am.formula)}")
+    elif am.kind == "table":
+        for when, value in am.table:
+            if evaluate(when, env) is True:
+                steps.append(f"table row: when {with_values(when)}: {val(value)}")
+                break
+        else:
+            steps.append(
+                "table: no row matched; otherwise "
+                + (val(am.otherwise) if am.otherwise is not None else "0")
+            )
+    else:
+        by = am.tiers_by
+        by_v = evaluate(by, env)
+        steps.append(f"tiers ({am.tiers_mode}) by {with_values(by)} = {val(by)}")
+        for lo, hi, value in am.brackets:
+            lo_s = source_text(lo) if lo is not None else "-"
+            hi_s = source_text(hi) if hi is not None else "-"
+            lo_v = evaluate(lo, env) if lo is not None else None
+            hi_v = evaluate(hi, env) if hi is not None else None
+            inside = by_v is not None and (lo is None or (lo_v is not None and by_v >= lo_v))
+            inside = inside and (hi is None or (hi_v is not None and by_v < hi_v))
+            marker = "  <- applies" if inside and am.tiers_mode == "step" else ""
+            steps.append(f"  bracket [{lo_s}, {hi_s}): {source_text(value)}{marker}")
+    if am.prorate_from is not None or am.prorate_until is not None:
+        steps.append(
+            "prorated by the months of the benefit period covered"
+            + (f" from {val(am.prorate_from)}" if am.prorate_from is not None else "")
+            + (f" until {val(am.prorate_until)}" if am.prorate_until is not None else "")
+        )
+    if am.cap is not None:
+        steps.append(f"cap: {source_text(am.cap)} = {val(am.cap)}")
+    steps.append(f"rounded half up to the {am.round}")
+    return steps

@@ -182,7 +182,7 @@ def needs(
         for entity, name in p.typed.lists:
             if entity == p.target:
                 top.lists.add(name)
-        for agg in _top_level_aggregates(p):
+        for agg in top_level_aggregates(p):
             col = naming.aggregate(p.id, agg, window)
             top.aggregates[col] = AggregateNeed(
                 col, agg, p.typed, window, "aggregate", dates, params
@@ -276,5 +276,5 @@ def _top_level_names(p: CheckedPolicy) -> list[A.Name]:
     return [n for n in _top_level_nodes(p) if isinstance(n, A.Name)]
 
 
-def _top_level_aggregates(p: CheckedPolicy) -> list[A.Aggregate]:
+def top_level_aggregates(p: CheckedPolicy) -> list[A.Aggregate]:
     return [n for n in _top_level_nodes(p) if isinstance(n, A.Aggregate)]

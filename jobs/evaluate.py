@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from eligibility.backends.polars_policy import evaluate_parts
+from eligibility.backends.polars_policy import evaluate_parts, parts_of_wide, wide_frame
 from eligibility.check import CheckedPolicy
 from eligibility.plan import needs, run_dates
 from eligibility.policyset import PolicySet
@@ -45,20 +45,57 @@ def evaluation_plan(
         sk = staged.sk(entity)
         built = evaluate_parts(frame, mine, cat, as_of, sk, "entity_id")
         for p in mine:
-            parts[p.id] = (
-                built[p.id]
-                .select(
-                    pl.lit(p.id).alias("policy_id"),
-                    pl.lit(run_dates(p, as_of).period.key).alias("period"),
-                    pl.lit(entity).alias("target"),
-                    pl.col(sk).alias("entity_sk"),
-                    pl.all().exclude(sk),
-                )
-                .select(list(RESULT_SCHEMA))
-            )
+            parts[p.id] = _long(built[p.id], p, entity, sk, as_of)
     if not parts:
         return pl.LazyFrame(schema=RESULT_SCHEMA)
     return pl.concat([parts[pid] for pid in sorted(parts)])
+
+
+def wide_plans(
+    staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
+) -> dict[str, pl.LazyFrame]:
+    """Per entity kind with an active policy: one row per entity with the features the
+    policies read and every policy's condition, amount and rank columns (the run's
+    archive of what decided each entity: `explain` reads it)."""
+    cat = pset.catalogue
+    staged = Staged(staged_dir, cat)
+    need = needs(policies, cat, as_of)
+    out = {}
+    for entity in ("enterprise", "person"):
+        mine = [p for p in policies if p.target == entity]
+        if mine:
+            frame = entity_frame(staged, entity, need, as_of)
+            out[entity] = wide_frame(frame, mine, cat, as_of, staged.sk(entity))
+    return out
+
+
+def decisions_of_wide(
+    wide: dict[str, pl.LazyFrame], policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
+) -> pl.LazyFrame:
+    """The long decision table (RESULT_SCHEMA, policy then entity order) from `wide_plans`'
+    frames, typically scans of the files they were written to."""
+    parts: dict[str, pl.LazyFrame] = {}
+    for entity, frame in wide.items():
+        mine = [p for p in policies if p.target == entity]
+        sk = f"{entity}_sk"  # as jobs.features.Staged.sk
+        built = parts_of_wide(frame, mine, sk, "entity_id")
+        for p in mine:
+            parts[p.id] = _long(built[p.id], p, entity, sk, as_of)
+    if not parts:
+        return pl.LazyFrame(schema=RESULT_SCHEMA)
+    return pl.concat([parts[pid] for pid in sorted(parts)])
+
+
+def _long(
+    part: pl.LazyFrame, p: CheckedPolicy, entity: str, sk: str, as_of: dt.date
+) -> pl.LazyFrame:
+    return part.select(
+        pl.lit(p.id).alias("policy_id"),
+        pl.lit(run_dates(p, as_of).period.key).alias("period"),
+        pl.lit(entity).alias("target"),
+        pl.col(sk).alias("entity_sk"),
+        pl.all().exclude(sk),
+    ).select(list(RESULT_SCHEMA))
 
 
 def evaluate(

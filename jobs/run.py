@@ -54,7 +54,7 @@ from eligibility.policyset import PolicySet
 from jobs.allocate import Allocation, Terms, allocate
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
-from jobs.evaluate import evaluation_plan
+from jobs.evaluate import decisions_of_wide, wide_plans
 from jobs.faults import checkpoint
 from jobs.ingest import ingest, locate_sources, sha256_file, staged_dir
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
@@ -202,6 +202,15 @@ def _verified(path: str | None, digest: str | None, what: str, run_id: int) -> P
             fix="the file was changed after the run wrote it; restore it from the backup",
         )
     return Path(path)
+
+
+def _archive_files(archive: str | None) -> list[dict[str, str]]:
+    data = json.loads(archive or "{}")
+    return [
+        *data.get("features", {}).values(),
+        *data.get("policies", {}).values(),
+        *([data["catalogue"]] if "catalogue" in data else []),
+    ]
 
 
 def _update(engine: Engine, run_id: int, **values: Any) -> None:
@@ -518,18 +527,48 @@ class NightlyRun:
         }
         return _sha256_bytes(json.dumps(payload, sort_keys=True).encode())
 
-    def _reusable_decisions(self, key: str) -> tuple[str, str] | None:
+    def _reusable_decisions(self, key: str) -> tuple[str, str, str] | None:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Run.decisions_file, Run.decisions_sha256)
+                select(Run.decisions_file, Run.decisions_sha256, Run.archive_json)
                 .where(Run.inputs_sha256 == key, Run.decisions_sha256.is_not(None))
                 .order_by(Run.run_id.desc())
                 .limit(5)
             ).all()
-        for path, digest in rows:
-            if path and Path(path).is_file():
-                return str(path), str(digest)
+        for path, digest, archive in rows:
+            files = [path, *(f["file"] for f in _archive_files(archive))]
+            if all(f and Path(f).is_file() for f in files):
+                return str(path), str(digest), str(archive)
         return None
+
+    def _archive(self, run_id: int, folder: Path) -> tuple[Path, str, dict[str, Any]]:
+        """Write the wide archive (features, conditions, amounts) per entity kind, the
+        decision table derived from it, and a copy of every policy file read."""
+        req = self.request
+        wide = wide_plans(staged_dir(req.store, run_id), self.policies, self.pset, req.as_of)
+        archive: dict[str, Any] = {"features": {}, "policies": {}}
+        for target, plan in wide.items():
+            path, digest = _hashed_parquet(plan, folder, f"features-{target}")
+            archive["features"][target] = {"file": str(path), "sha256": digest}
+        scans = {t: pl.scan_parquet(a["file"]) for t, a in archive["features"].items()}
+        decisions, digest = _hashed_parquet(
+            decisions_of_wide(scans, self.policies, self.pset, req.as_of), folder, "decisions"
+        )
+        copies = folder / "policies"
+        copies.mkdir(parents=True, exist_ok=True)
+        for p in sorted(self.policies, key=lambda p: p.id):
+            copy = copies / f"{p.id}-{p.sha256[:16]}.yaml"
+            shutil.copyfile(p.file, copy)
+            if sha256_file(copy) != p.sha256:
+                raise JobError(
+                    f"policy file {p.file} changed while the run was reading it",
+                    fix="do not edit policy files during a run; run again",
+                )
+            archive["policies"][p.id] = {"file": str(copy), "sha256": p.sha256}
+        features = copies / "features.yaml"
+        shutil.copyfile(req.features_file, features)
+        archive["catalogue"] = {"file": str(features), "sha256": sha256_file(features)}
+        return decisions, digest, archive
 
     def _evaluate(self, run_id: int) -> None:
         req = self.request
@@ -538,16 +577,14 @@ class NightlyRun:
         with timed(self.progress, "evaluate", self.timings) as timing:
             earlier = self._reusable_decisions(key)
             if earlier is not None:
-                path, digest = earlier
+                path, digest, archive_text = earlier
                 decisions = _verified(path, digest, "decision table", run_id)
+                archive = json.loads(archive_text)
                 timing.skipped = "inputs unchanged: an earlier run's decision table reused"
             else:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
-                plan = evaluation_plan(
-                    staged_dir(req.store, run_id), self.policies, self.pset, req.as_of
-                )
-                decisions, digest = _hashed_parquet(plan, folder, "decisions")
+                decisions, digest, archive = self._archive(run_id, folder)
             counts = (
                 pl.scan_parquet(decisions)
                 .group_by("policy_id")
@@ -577,6 +614,7 @@ class NightlyRun:
             decisions_sha256=digest,
             allocation_file=str(alloc_path),
             allocation_sha256=alloc_digest,
+            archive_json=json.dumps(archive, sort_keys=True, separators=(",", ":")),
             counts_json=json.dumps({"allocation": report}, sort_keys=True, separators=(",", ":")),
         )
         checkpoint("run:evaluated")

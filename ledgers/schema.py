@@ -83,6 +83,8 @@ class Run(Base):
     decisions_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     allocation_file: Mapped[str | None] = mapped_column(Text, default=None)
     allocation_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    # {"features": {target: {file, sha256}}, "policies": {id: {file, sha256}}}
+    archive_json: Mapped[str | None] = mapped_column(Text, default=None)
     summary_json: Mapped[str | None] = mapped_column(Text, default=None)
 
 

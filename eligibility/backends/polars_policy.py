@@ -310,6 +310,29 @@ def policy_result(policy: CheckedPolicy, id_column: str) -> list[pl.Expr]:
     ]
 
 
+def wide_frame(
+    frame: pl.LazyFrame,
+    policies: list[CheckedPolicy],
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    sk: str,
+) -> pl.LazyFrame:
+    """The feature frame with every policy's condition, amount and rank columns, by entity."""
+    naming = Naming(cat)
+    hidden = [e for p in policies for e in policy_columns(p, cat, naming, as_of)]
+    return frame.with_columns(hidden).sort(sk)
+
+
+def parts_of_wide(
+    wide: pl.LazyFrame, policies: list[CheckedPolicy], sk: str, id_column: str
+) -> dict[str, pl.LazyFrame]:
+    """Per policy, its (entity, result) rows from a frame made by `wide_frame`."""
+    return {
+        p.id: wide.select(pl.col(sk), pl.col(id_column), *policy_result(p, id_column))
+        for p in policies
+    }
+
+
 def evaluate_parts(
     frame: pl.LazyFrame,
     policies: list[CheckedPolicy],
@@ -325,13 +348,7 @@ def evaluate_parts(
     of the long table); each policy then selects its result columns from it,
     so concatenating the parts in policy order needs no further sort.
     """
-    naming = Naming(cat)
-    hidden = [e for p in policies for e in policy_columns(p, cat, naming, as_of)]
-    wide = frame.with_columns(hidden).sort(sk)
-    return {
-        p.id: wide.select(pl.col(sk), pl.col(id_column), *policy_result(p, id_column))
-        for p in policies
-    }
+    return parts_of_wide(wide_frame(frame, policies, cat, as_of, sk), policies, sk, id_column)
 
 
 def evaluate_frame(

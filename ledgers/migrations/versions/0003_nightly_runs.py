@@ -1,8 +1,9 @@
 """Nightly runs: who runs it, what it read, and the files it decided from.
 
 A nightly run records the sha256 of the source catalogue and of everything its
-decisions depend on (its inputs key), and the content-hashed Parquet files of its
-decision table and its allocation, so a crashed run resumes from what it
+decisions depend on (its inputs key), and the content-hashed files of its
+decision table, its allocation and its archive (the feature values and condition
+results of every entity, and a copy of every policy file it read), so a crashed run resumes from what it
 recorded and `explain` answers without re-running anything.
 
 Revision ID: 0003
@@ -28,6 +29,7 @@ COLUMNS = (
     ("decisions_sha256", sa.String(64)),
     ("allocation_file", sa.Text()),
     ("allocation_sha256", sa.String(64)),
+    ("archive_json", sa.Text()),
     ("summary_json", sa.Text()),
 )
 

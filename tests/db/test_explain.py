@@ -1,0 +1,197 @@
+"""`disburse explain` on fixed cases: golden text files, refreshed only with --update-golden,
+and the JSON contract (amount_fen is what the ledger holds; conditions with id, text,
+passed and values), answered from the record alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from disburse.cli import main
+from disburse.synth import generate
+from jobs.catalogue import load_catalogue
+from jobs.explain import explain, render_explanation
+from jobs.policies import features_path, load_policies
+from jobs.run import RunRequest, run_nightly
+from ledgers.db import open_engine
+from ledgers.post import holdings
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+AS_OF = dt.date(2026, 3, 15)
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory):
+    """A small fixed city after one nightly run into SQLite: (db url, store, allocation, decisions)."""
+    root = tmp_path_factory.mktemp("explain")
+    data = root / "data"
+    generate(data, enterprises=400, persons=2000, seed=11, errors=0.0)
+    url = f"sqlite:///{root / 'ledger.db'}"
+    cat = load_catalogue()
+    with open_engine(url, init=True) as engine:
+        out = run_nightly(
+            engine,
+            RunRequest(data, AS_OF, root / "store", features_path(None)),
+            catalogue=cat,
+            pset=load_policies(cat),
+        )
+    store = root / "store" / "runs" / str(out.run_id)
+    allocation = pl.read_parquet(next(store.glob("allocation-*.parquet")))
+    decisions = pl.read_parquet(next(store.glob("decisions-*.parquet")))
+    return url, allocation, decisions
+
+
+def cases(allocation: pl.DataFrame, decisions: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    """Fixed cases, picked by rule (the first in id order), so the city decides them."""
+    paid = allocation.filter(pl.col("amount_fen") > 0).sort(["policy_id", "entity"])
+    out = {
+        "paid-job-stabilisation": paid.filter(
+            pl.col("policy_id") == "job-stabilisation-refund"
+        ).row(0, named=True)["entity"],
+        "paid-elderly-allowance": paid.filter(pl.col("policy_id") == "elderly-allowance").row(
+            0, named=True
+        )["entity"],
+    }
+    cases = {
+        "paid-job-stabilisation": ("job-stabilisation-refund", out["paid-job-stabilisation"]),
+        "paid-elderly-allowance": ("elderly-allowance", out["paid-elderly-allowance"]),
+    }
+    lost = allocation.filter(pl.col("stacking").str.starts_with("lost:")).sort(
+        ["policy_id", "entity"]
+    )
+    if lost.height:
+        r = lost.row(0, named=True)
+        cases["lost-stacking"] = (r["policy_id"], r["entity"])
+    refused = decisions.filter(
+        (pl.col("policy_id") == "job-stabilisation-refund") & ~pl.col("eligible")
+    ).sort(["reason", "entity_id"])
+    for reason in ("layoff-rate", "paid-premiums", "active"):
+        rows = refused.filter(pl.col("reason") == reason)
+        if rows.height:
+            cases[f"refused-{reason}"] = ("job-stabilisation-refund", rows["entity_id"][0])
+    return cases
+
+
+def test_explanations_match_their_golden_files(night, update_golden: bool) -> None:
+    url, allocation, decisions = night
+    picked = cases(allocation, decisions)
+    assert {"paid-job-stabilisation", "paid-elderly-allowance", "refused-layoff-rate"} <= set(
+        picked
+    )
+    with open_engine(url) as engine:
+        for name, (policy_id, entity) in sorted(picked.items()):
+            text = render_explanation(explain(engine, policy_id, entity)) + "\n"
+            golden = GOLDEN / f"explain-{name}.txt"
+            if update_golden:
+                golden.parent.mkdir(parents=True, exist_ok=True)
+                golden.write_text(text, encoding="utf-8")
+            assert golden.is_file(), f"{golden} is missing: run pytest --update-golden"
+            assert text == golden.read_text(encoding="utf-8"), (
+                f"{name}: explanation differs from {golden}; if the change is intended, "
+                "refresh with pytest --update-golden and review the diff"
+            )
+
+
+def test_json_carries_the_ledger_amount_and_every_condition(night) -> None:
+    url, allocation, _decisions = night
+    paid = allocation.filter(
+        (pl.col("policy_id") == "job-stabilisation-refund") & (pl.col("amount_fen") > 0)
+    ).sort("entity")
+    entity = paid["entity"][0]
+    out = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "--db",
+            url,
+            "--policy",
+            "job-stabilisation-refund",
+            "--entity",
+            entity,
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    e = json.loads(out.output)
+    with open_engine(url) as engine:
+        held = holdings(engine, ["job-stabilisation-refund"]).nonzero()
+    assert e["amount_fen"] == held.filter(pl.col("entity") == entity)["net_fen"].item()
+    assert e["amount_fen"] == paid["amount_fen"][0]
+    assert e["reference_agrees"] is True
+    assert [c["id"] for c in e["conditions"]] == [
+        "active",
+        "paid-premiums",
+        "layoff-rate",
+        "not-seriously-dishonest",
+        "has-account",
+    ]
+    assert all(c["passed"] for c in e["conditions"])
+    assert all({"id", "text", "passed", "values"} <= set(c) for c in e["conditions"])
+    assert "ui_premium_paid" in e["conditions"][1]["values"]
+
+
+def test_a_refused_entity_names_its_first_failing_condition(night) -> None:
+    url, _allocation, decisions = night
+    row = (
+        decisions.filter(
+            (pl.col("policy_id") == "job-stabilisation-refund")
+            & (pl.col("reason") == "layoff-rate")
+        )
+        .sort("entity_id")
+        .row(0, named=True)
+    )
+    with open_engine(url) as engine:
+        e = explain(engine, "job-stabilisation-refund", row["entity_id"])
+    assert e["eligible"] is False
+    assert e["first_failing"]["id"] == "layoff-rate"
+    assert e["amount_fen"] == 0
+    assert e["transfers"] == []
+    passed = [c["passed"] for c in e["conditions"]]
+    assert passed[:2] == [True, True]
+    assert passed[2] is False
+
+
+def test_personal_data_is_masked_unless_asked(night) -> None:
+    url, allocation, _ = night
+    person = allocation.filter(pl.col("policy_id") == "elderly-allowance").sort("entity")["entity"][
+        0
+    ]
+    with open_engine(url) as engine:
+        masked = render_explanation(explain(engine, "elderly-allowance", person))
+        shown = render_explanation(explain(engine, "elderly-allowance", person, unmask=True))
+    assert person not in masked
+    assert person in shown
+
+
+def test_unknown_entity_and_policy_are_clear_errors(night) -> None:
+    url, _, _ = night
+    r = CliRunner().invoke(
+        main, ["explain", "--db", url, "--policy", "job-stabilisation-refund", "--entity", "X1"]
+    )
+    assert r.exit_code == 1
+    assert "was not evaluated" in r.output
+    assert "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["explain", "--db", url, "--policy", "nope", "--entity", "X1"])
+    assert r.exit_code == 1
+    assert "no nightly run has evaluated policy 'nope'" in r.output
+
+
+def test_explain_needs_no_source_file(night, tmp_path: Path) -> None:
+    """The sources folder can be gone: explain reads only the run's record."""
+    url, allocation, _ = night
+    entity = allocation.sort(["policy_id", "entity"])["entity"][0]
+    policy = allocation.sort(["policy_id", "entity"])["policy_id"][0]
+    data = Path(url.removeprefix("sqlite:///")).parent / "data"
+    moved = tmp_path / "moved"
+    shutil.move(data, moved)
+    try:
+        with open_engine(url) as engine:
+            assert explain(engine, policy, entity)["allocation"] is not None
+    finally:
+        shutil.move(moved, data)
