@@ -291,9 +291,46 @@ def explain(policy_id, entity, run_id, db, unmask, as_json):
         click.echo(render_explanation(out))
 
 
+@click.command()
+@click.option("--db", help=_DB_HELP)
+@click.option("--run", "run_id", type=int, required=True, help="The nightly run to report.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write (self-contained: open it anywhere, no network needed).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Also print the report's figures as JSON.")
+def report(db, run_id, out, as_json):
+    """One self-contained HTML page of a run: totals, budgets, who is paid, reasons, timings.
+
+    Totals per policy and benefit period (the ledger after the run), budget
+    use, the distribution of payments by region and by size class or age band,
+    the top reasons for ineligibility, quarantined rows by reason, and the
+    run's phase timings, with inline SVG charts.
+    """
+    from jobs.html_report import build_report, render_html
+    from ledgers.db import make_engine, require_ledger
+
+    engine = make_engine(Settings.resolve(db).db_url)
+    try:
+        with engine.connect() as conn:
+            require_ledger(conn)
+        figures = build_report(engine, run_id)
+    finally:
+        engine.dispose()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(figures), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(figures, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        click.echo(f"wrote {out} (run {run_id} as of {figures['as_of']})")
+
+
 def register(main: click.Group) -> None:
     """Attach the batch's commands to the `disburse` group."""
     main.add_command(run)
     main.add_command(explain)
+    main.add_command(report)
     main.add_command(demo)
     main.add_command(bench)

@@ -1,0 +1,161 @@
+"""`disburse report`: the figures on the page equal the ledger summary, and the page renders
+in headless Chromium to something that is not blank."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from disburse.cli import main
+from disburse.synth import generate
+from jobs.catalogue import load_catalogue
+from jobs.policies import features_path, load_policies
+from jobs.run import RunRequest, run_nightly
+from ledgers.audit import summary
+from ledgers.db import open_engine
+
+AS_OF = dt.date(2026, 3, 15)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "data"
+    generate(out, enterprises=500, persons=2500, seed=5, errors=0.003)
+    return out
+
+
+@pytest.fixture
+def report(city: Path, db_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """One nightly run on `db_url` and its report written by the command."""
+    cat = load_catalogue()
+    with open_engine(db_url, init=True) as engine:
+        run_nightly(
+            engine,
+            RunRequest(city, AS_OF, tmp_path / "store", features_path(None)),
+            catalogue=cat,
+            pset=load_policies(cat),
+        )
+    page = tmp_path / "report.html"
+    out = CliRunner().invoke(main, ["report", "--db", db_url, "--run", "1", "--out", str(page)])
+    assert out.exit_code == 0, out.output
+    return db_url, page
+
+
+class Figures(HTMLParser):
+    """The ledger table's rows and the total card, from their data- attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, str]] = []
+        self.cells: dict[str, str] | None = None
+        self.total_fen: int | None = None
+        self.in_ledger = False
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        for key in ("src", "href"):
+            if key in a:
+                self.external.append(a[key])
+        if tag == "table":
+            self.in_ledger = a.get("id") == "ledger"
+        if a.get("id") == "total-amount":
+            self.total_fen = int(a["data-fen"])
+        if self.in_ledger and tag == "tr" and "data-policy" in a:
+            self.cells = {"policy_id": a["data-policy"], "benefit_period": a["data-period"]}
+            self.rows.append(self.cells)
+        if self.cells is not None and tag == "td":
+            if "data-count" in a:
+                self.cells["count"] = a["data-count"]
+            if "data-fen" in a:
+                self.cells["amount_fen"] = a["data-fen"]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.in_ledger = False
+        if tag == "tr":
+            self.cells = None
+
+
+def test_the_figures_equal_the_ledger_summary(report: tuple[str, Path]) -> None:
+    db_url, page = report
+    parsed = Figures()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    with open_engine(db_url) as engine:
+        want = summary(engine)
+    got = [
+        (r["policy_id"], r["benefit_period"], int(r["count"]), int(r["amount_fen"]))
+        for r in parsed.rows
+    ]
+    assert got == [
+        (r["policy_id"], r["benefit_period"], r["count"], r["amount_fen"])
+        for r in want.rows.iter_rows(named=True)
+    ]
+    assert got, "the report shows no policy"
+    assert parsed.total_fen == want.totals["amount_fen"]
+    assert parsed.external == []  # self-contained: no link, image or script to fetch
+    html = page.read_text(encoding="utf-8")
+    for section in ("Budget use", "by region", "Top reasons", "Quarantined", "Phase timings"):
+        assert section in html
+    assert html.count("<svg") >= 5
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_the_page_renders_in_headless_chromium(report: tuple[str, Path], tmp_path: Path) -> None:
+    browser = chromium()
+    if browser is None:
+        message = "Chromium is not installed (Debian package chromium; .ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    _, page = report
+    shot = tmp_path / "shot.png"
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,1800",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.is_file(), done.stderr
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        grey = img.convert("L")
+        lo, hi = grey.getextrema()
+        histogram = grey.histogram()
+    assert hi - lo > 100, "the screenshot is blank"
+    # text and bars: a real share of the page is not background
+    dark = sum(histogram[:200])
+    assert dark > 0.01 * sum(histogram), "almost nothing is drawn"
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None
+    assert len(colours) > 20
+
+
+def test_a_run_that_is_not_complete_is_refused(city: Path, db_url: str, tmp_path: Path) -> None:
+    with open_engine(db_url, init=True):
+        pass
+    out = CliRunner().invoke(
+        main, ["report", "--db", db_url, "--run", "7", "--out", str(tmp_path / "r.html")]
+    )
+    assert out.exit_code == 1
+    assert "run 7 is not a nightly run" in out.output
