@@ -23,7 +23,7 @@ from sqlalchemy import BigInteger, Engine, case, cast, func, select
 
 from jobs.errors import JobError
 from jobs.ingest import staged_dir
-from jobs.simulate import AGE_BANDS, _segments, yuan
+from jobs.simulate import AGE_BANDS, entity_segments, yuan
 from ledgers.post import signed_amount
 from ledgers.schema import ENTITLEMENT_KINDS, QuarantinedRow, Run, Transfer
 
@@ -69,7 +69,7 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
         on=["policy_id", "entity"],
         how="left",
     )
-    segments = _segments(staged_dir(Path(run.store_dir), run_id), run.as_of)
+    segments = entity_segments(staged_dir(Path(run.store_dir), run_id), run.as_of)
     dist: dict[str, dict[str, list[dict[str, Any]]]] = {"region": {}, "segment": {}}
     for target, seg in segments.items():
         mine = paid.filter(pl.col("target") == target).join(

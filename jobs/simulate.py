@@ -32,7 +32,7 @@ AGE_BANDS = [
 ]
 
 
-def _segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
+def entity_segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     """Region and segment (size class, or age band) of every entity, by surrogate key."""
     ent = pl.read_parquet(
         staged / "enterprises.parquet", columns=["enterprise_sk", "region_code", "size_class"]
@@ -169,7 +169,7 @@ def simulate(
         reports = stage(data_dir, staged, catalogue=catalogue, progress=say)
         say("evaluating policies")
         results = evaluate(staged, pset, as_of, only)
-        summary = _summary(results, pset, _segments(staged, as_of))
+        summary = _summary(results, pset, entity_segments(staged, as_of))
         if against is not None:
             old_policy = load_policy(against, pset.catalogue)
             target_id = only or old_policy.id
