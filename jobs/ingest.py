@@ -19,8 +19,8 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Final
 from pathlib import Path
+from typing import Final
 
 import polars as pl
 from sqlalchemy import Engine, insert, update
@@ -28,7 +28,7 @@ from sqlalchemy import Engine, insert, update
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
 from jobs.faults import checkpoint
-from jobs.validate import FAIL, ROW, Labels, accepts, unreadable_columns, validation_plan
+from jobs.validate import FAIL, PARSE_RULE, ROW, Labels, accepts, validation_plan
 from ledgers.db import bulk_insert
 from ledgers.runs import start_run
 from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
@@ -145,19 +145,19 @@ def sha256_file(path: Path) -> str:
 
 
 def _attach_references(
-    df: pl.DataFrame,
+    df: pl.LazyFrame,
     source: Source,
     catalogue: Catalogue,
     keys: dict[str, pl.DataFrame],
     labels: Labels,
-) -> pl.DataFrame:
+) -> pl.LazyFrame:
     """Join each reference's surrogate key; quarantine unknown ones unless on_missing is keep."""
     for col_name, col in source.columns.items():
         for ref in col.references:
             target = catalogue.sources[ref.source]
             sk = catalogue.sk_column(ref)
             lookup = keys[ref.source].rename({target.entity_column: col_name, "_sk": sk})
-            df = df.join(lookup, on=col_name, how="left", maintain_order="left")
+            df = df.join(lookup.lazy(), on=col_name, how="left", maintain_order="left")
             if ref.on_missing == "quarantine":
                 unknown = pl.col(FAIL).is_null() & pl.col(sk).is_null()
                 code = pl.lit(labels.code(col_name, f"unknown_{target.entity}"), dtype=pl.UInt16)
@@ -165,6 +165,27 @@ def _attach_references(
                     pl.when(unknown).then(code).otherwise(pl.col(FAIL)).alias(FAIL)
                 )
     return df
+
+
+def _validated_counts(
+    scan: pl.LazyFrame, source: Source, schema: pl.Schema, labels: Labels
+) -> tuple[int, pl.DataFrame, list[str]]:
+    """Rows, the failed rows (row number, "column\trule") and the unreadable text columns."""
+    parsed = [
+        n for n, c in source.columns.items() if c.type in PARSE_RULE and schema[n] == pl.String
+    ]
+    stats = scan.select(
+        pl.len().alias("_rows"),
+        *[pl.col(f"_present_{n}").sum().alias(f"p:{n}") for n in parsed],
+        *[(pl.col(f"_present_{n}") & pl.col(n).is_null()).sum().alias(f"u:{n}") for n in parsed],
+    ).collect(engine="streaming")
+    bad = [n for n in parsed if 0 < stats[f"p:{n}"].item() == stats[f"u:{n}"].item()]
+    failed = (
+        scan.filter(pl.col(FAIL).is_not_null())
+        .select(ROW, labels.decode(pl.col(FAIL)).alias(FAIL))
+        .collect(engine="streaming")
+    )
+    return int(stats["_rows"].item()), failed, bad
 
 
 def _quarantine_rows(path: Path, fmt: str, source: Source, failed: pl.DataFrame) -> pl.DataFrame:
@@ -271,8 +292,13 @@ def _validate_all(
         digest = (digests or {}).get(name) or sha256_file(path)
         labels = Labels()
         plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
-        df = _attach_references(plan.collect(engine="streaming"), source, catalogue, keys, labels)
-        bad_columns = unreadable_columns(df, source, schemas[name])
+        plan = _attach_references(plan, source, catalogue, keys, labels)
+        # Streamed to a scratch file, then read back in the passes below: memory stays
+        # bounded by the engine's batches (and the key lookups), not by the file.
+        validated = tmp / f".{name}.validated.parquet"
+        plan.sink_parquet(validated, compression="lz4", engine="streaming")
+        scan = pl.scan_parquet(validated)
+        rows, failed, bad_columns = _validated_counts(scan, source, schemas[name], labels)
         if bad_columns:
             raise JobError(
                 "\n".join(
@@ -282,25 +308,29 @@ def _validate_all(
                 ),
                 fix="check the column order and the export settings of that file",
             )
-        df = df.drop([f"_present_{n}" for n in source.columns])
-        ok = pl.col(FAIL).is_null()
-        accepted = df.filter(ok).drop(FAIL)
-        failed = df.filter(~ok).select(ROW, labels.decode(pl.col(FAIL)).alias(FAIL))
-        if not accepted.get_column(ROW).is_sorted():
-            accepted = accepted.sort(ROW)
+        accepted = scan.filter(pl.col(FAIL).is_null()).drop(
+            [FAIL, *(f"_present_{n}" for n in source.columns)]
+        )
         if source.entity is not None:
-            # Dense keys in identifier order: the rank of each (unique) identifier, so the
-            # rows stay in file order without sorting the whole frame twice.
+            # Dense keys in identifier order: the rank of each (unique) identifier, from
+            # the identifier column alone; the rows keep their file order.
             sk = f"{source.entity}_sk"
-            accepted = accepted.with_columns(
-                pl.col(source.entity_column).rank("ordinal").cast(pl.Int32).alias(sk)
+            ids = accepted.select(source.entity_column).collect(engine="streaming")
+            keys[name] = ids.with_columns(
+                pl.col(source.entity_column).rank("ordinal").cast(pl.Int32).alias("_sk")
             )
-            keys[name] = accepted.select(source.entity_column, pl.col(sk).alias("_sk"))
-        accepted = accepted.drop(ROW)
-        accepted.write_parquet(tmp / f"{name}.parquet", compression=STAGED_COMPRESSION)
-        rows = df.height
-        if accepted.height + failed.height != rows:  # pragma: no cover - a broken invariant
-            raise AssertionError(f"{name}: {rows} rows != {accepted.height} + {failed.height}")
+            accepted = accepted.join(
+                keys[name].lazy().rename({"_sk": sk}),
+                on=source.entity_column,
+                how="left",
+                maintain_order="left",
+            )
+        staged = tmp / f"{name}.parquet"
+        accepted.drop(ROW).sink_parquet(staged, compression=STAGED_COMPRESSION, engine="streaming")
+        validated.unlink()
+        n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()
+        if n_accepted + failed.height != rows:  # pragma: no cover - a broken invariant
+            raise AssertionError(f"{name}: {rows} rows != {n_accepted} + {failed.height}")
         q = _quarantine_rows(path, fmt, source, failed) if failed.height else None
         if q is not None:
             quarantined[name] = q
@@ -310,12 +340,12 @@ def _validate_all(
             format=fmt,
             sha256=digest,
             rows=rows,
-            accepted=accepted.height,
+            accepted=n_accepted,
             quarantined=failed.height,
             by_rule=by_rule,
             seconds=round(time.perf_counter() - started, 3),
         )
-        say(f"ingest {name}: {rows} rows, {accepted.height} accepted, {failed.height} quarantined")
+        say(f"ingest {name}: {rows} rows, {n_accepted} accepted, {failed.height} quarantined")
     return reports, quarantined
 
 

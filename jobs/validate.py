@@ -164,7 +164,8 @@ def validation_plan(
     """The typed columns, the row number and the first failing rule, for one source.
 
     `schema` is the file's own schema (already checked with `accepts`).  The
-    `_present_<column>` flags stay in the output for `unreadable_columns`.  Value
+    `_present_<column>` flags stay in the output, for ingest to find a column none
+    of whose values parse (the wrong column).  Value
     rules apply only where a value is present, so a missing optional value is
     never quarantined, and a required one fails `missing_required` and nothing else.
     """
@@ -185,28 +186,29 @@ def validation_plan(
         for rule, bad in _checks(name, col, catalogue):
             failures.append(_fail_when(typed.is_not_null() & bad, labels.code(name, rule)))
     lf = lf.with_columns(stage_a).with_columns(pl.coalesce(failures).alias(FAIL))
+    # Keys held by more than one otherwise valid row: a group-by joined back (both
+    # stream), not a window over the whole file (which would hold it all in memory).
+    key = list(source.key)
     ok = pl.col(FAIL).is_null()
-    duplicated = ok & (ok.sum().over(list(source.key)) > 1)
-    dup = labels.code("+".join(source.key), "duplicate_key")
-    lf = lf.with_columns(
-        pl.when(duplicated).then(pl.lit(dup, dtype=pl.UInt16)).otherwise(pl.col(FAIL)).alias(FAIL)
+    repeated = (
+        lf.filter(ok)
+        .group_by(key)
+        .agg(pl.len().alias("_n"))
+        .filter(pl.col("_n") > 1)
+        .select(*key, pl.lit(True).alias("_dup"))
     )
-    return lf
+    dup = labels.code("+".join(key), "duplicate_key")
+    return (
+        lf.join(repeated, on=key, how="left", maintain_order="left")
+        .with_columns(
+            pl.when(ok & pl.col("_dup").fill_null(False))
+            .then(pl.lit(dup, dtype=pl.UInt16))
+            .otherwise(pl.col(FAIL))
+            .alias(FAIL)
+        )
+        .drop("_dup")
+    )
 
 
 def _fail_when(cond: pl.Expr, code: int) -> pl.Expr:
     return pl.when(cond.fill_null(False)).then(pl.lit(code, dtype=pl.UInt16))
-
-
-def unreadable_columns(df: pl.DataFrame, source: Source, schema: pl.Schema) -> list[str]:
-    """Text columns with values none of which parse as the column's type: the wrong column."""
-    out = []
-    for name, col in source.columns.items():
-        if col.type not in PARSE_RULE or schema[name] != pl.String:
-            continue
-        present = df.get_column(f"_present_{name}")
-        n_present = int(present.sum())
-        unparsed = int((present & df.get_column(name).is_null()).sum())
-        if n_present > 0 and unparsed == n_present:
-            out.append(name)
-    return out
