@@ -6,7 +6,6 @@ as its message with exit status 1 and no traceback, unless --debug is given.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import time
@@ -18,6 +17,7 @@ import click
 
 from disburse import __version__
 from disburse.errors import USER_ERRORS, render
+from disburse.options import parse_date
 from disburse.settings import Settings
 
 
@@ -33,15 +33,7 @@ class _Group(click.Group):
             raise click.ClickException(render(exc)) from None
 
 
-def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date written YYYY-MM-DD", param=param
-        ) from None
+_date = parse_date
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:

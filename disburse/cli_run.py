@@ -12,20 +12,10 @@ from pathlib import Path
 
 import click
 
+from disburse.options import parse_date
 from disburse.settings import Settings
 
 _DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
-
-
-def _date(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a date written YYYY-MM-DD", param=param
-        ) from None
 
 
 def execute_run(
@@ -74,7 +64,7 @@ def execute_run(
     help="Folder holding one <source>.parquet or <source>.csv per source.",
 )
 @click.option(
-    "--as-of", "as_of", callback=_date, required=True, help="The run's date (YYYY-MM-DD)."
+    "--as-of", "as_of", callback=parse_date, required=True, help="The run's date (YYYY-MM-DD)."
 )
 @click.option("--db", help=_DB_HELP)
 @click.option(

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import BigInteger, Engine, case, cast, func, select
+from sqlalchemy import Engine, func, select
 
 from jobs.errors import JobError
 from jobs.ingest import staged_dir
 from jobs.simulate import AGE_BANDS, entity_segments, yuan
-from ledgers.post import signed_amount
-from ledgers.schema import ENTITLEMENT_KINDS, QuarantinedRow, Run, Transfer
+from ledgers.audit import summary as ledger_summary
+from ledgers.schema import QuarantinedRow, Run
 
 BAND_ORDER = {label: i for i, (_lo, _hi, label) in enumerate(AGE_BANDS)}
 PALETTE = ("#2f6fb0", "#d9822b", "#3a9d5d", "#b5443b", "#7a5aa6", "#8c6d46", "#c75a9c", "#5f7b8a")
@@ -46,13 +46,16 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
                 f"run {run_id} is {run.state}, not completed",
                 fix="finish it first: run the same `disburse run` command again",
             )
-        ledger = _ledger_totals(conn, run_id)
         quarantine = conn.execute(
             select(QuarantinedRow.source, QuarantinedRow.rule, func.count())
             .where(QuarantinedRow.run_id == run_id)
             .group_by(QuarantinedRow.source, QuarantinedRow.rule)
             .order_by(func.count().desc(), QuarantinedRow.source, QuarantinedRow.rule)
         ).all()
+    ledger = [
+        {k: r[k] for k in ("policy_id", "benefit_period", "count", "amount_fen")}
+        for r in ledger_summary(engine, up_to_run=run_id).rows.iter_rows(named=True)
+    ]
     summary = json.loads(run.summary_json or "{}")
     timings = json.loads(run.timings_json or "{}")
     decisions = pl.scan_parquet(run.decisions_file)
@@ -98,36 +101,6 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
         "quarantine": [{"source": s, "rule": r, "count": int(n)} for s, r, n in quarantine],
         "timings": timings,
     }
-
-
-def _ledger_totals(conn: Any, run_id: int) -> list[dict[str, Any]]:
-    """Per policy and benefit period, the ledger as it stands after this run (runs <= it)."""
-    t = Transfer.__table__
-    per_key = (
-        select(
-            t.c.policy_id,
-            t.c.benefit_period,
-            t.c.entity,
-            func.sum(signed_amount()).label("net_fen"),
-        )
-        .where(t.c.kind.in_(ENTITLEMENT_KINDS), t.c.run_id <= run_id)
-        .group_by(t.c.policy_id, t.c.benefit_period, t.c.entity)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(
-            per_key.c.policy_id,
-            per_key.c.benefit_period,
-            cast(func.sum(case((per_key.c.net_fen > 0, 1), else_=0)), BigInteger),
-            cast(func.sum(per_key.c.net_fen), BigInteger),
-        )
-        .group_by(per_key.c.policy_id, per_key.c.benefit_period)
-        .order_by(per_key.c.policy_id, per_key.c.benefit_period)
-    ).all()
-    return [
-        {"policy_id": p, "benefit_period": b, "count": int(n), "amount_fen": int(a)}
-        for p, b, n, a in rows
-    ]
 
 
 # --- rendering ------------------------------------------------------------------------

@@ -521,11 +521,12 @@ class Summary:
         return _table(header, body, right=(2, 3, 4, 5, 6))
 
 
-def summary(engine: Engine) -> Summary:
+def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:
     """Per policy and benefit period: keys entitled now (count), net amount_fen, adjustments.
 
     `adjustments` counts every transfer after a key's grant (adjustments,
-    reversals, clawbacks); `reversed` counts keys taken back to zero.
+    reversals, clawbacks); `reversed` counts keys taken back to zero.  With
+    `up_to_run`, the ledger as it stood after that run (its transfers and earlier ones).
     """
     t = Transfer.__table__
     per_key = (
@@ -536,7 +537,10 @@ def summary(engine: Engine) -> Summary:
             func.sum(signed_amount()).label("net_fen"),
             func.sum(case((t.c.kind != "grant", 1), else_=0)).label("later"),
         )
-        .where(t.c.kind.in_(ENTITLEMENT_KINDS))
+        .where(
+            t.c.kind.in_(ENTITLEMENT_KINDS),
+            *([t.c.run_id <= up_to_run] if up_to_run is not None else []),
+        )
         .group_by(t.c.policy_id, t.c.benefit_period, t.c.entity)
         .subquery()
     )

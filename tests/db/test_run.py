@@ -70,6 +70,14 @@ def disburse(
     return done
 
 
+def run_cmd(data: Path, db: str, store: Path, *extra: str) -> list[str]:
+    """The `disburse run` command line of these tests, in a process of its own."""
+    return [
+        sys.executable, "-m", "disburse.cli", "run", "--data", str(data), "--as-of", AS_OF,
+        *extra, "--db", db, "--store", str(store),
+    ]  # fmt: skip
+
+
 def run(data: Path, db: str, store: Path, **kw) -> subprocess.CompletedProcess[str]:
     return disburse(
         "run",
@@ -192,23 +200,7 @@ def test_a_run_killed_at_random_moments_finishes_with_the_same_ledger(
     rnd = random.Random(20261121)
     db = fresh_db(db_url, "random")
     store = tmp_path / "store-random"
-    cmd = [
-        sys.executable,
-        "-m",
-        "disburse.cli",
-        "run",
-        "--data",
-        str(city),
-        "--as-of",
-        AS_OF,
-        "--chunk-size",
-        CHUNK,
-        "--quiet",
-        "--db",
-        db,
-        "--store",
-        str(store),
-    ]
+    cmd = run_cmd(city, db, store, "--chunk-size", CHUNK, "--quiet")
     try:
         for _ in range(4):  # several kills of the same run, each at a random moment
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -334,22 +326,7 @@ def test_a_second_run_at_once_exits_with_a_message_or_waits(
         assert "another nightly run holds this database" in refused.stderr
         assert "Traceback" not in refused.stderr
         assert ledger(db_url) == []
-        cmd = [
-            sys.executable,
-            "-m",
-            "disburse.cli",
-            "run",
-            "--data",
-            str(city),
-            "--as-of",
-            AS_OF,
-            "--wait",
-            "--json",
-            "--db",
-            db_url,
-            "--store",
-            str(store),
-        ]
+        cmd = run_cmd(city, db_url, store, "--wait", "--json")
         waiting = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         assert waiting.poll() is None, "a run with --wait did not wait for the lock"
@@ -366,21 +343,7 @@ def test_two_runs_started_together_never_both_post(city: Path, db_url: str, tmp_
 
     with open_engine(db_url, init=True):
         pass
-    cmd = [
-        sys.executable,
-        "-m",
-        "disburse.cli",
-        "run",
-        "--data",
-        str(city),
-        "--as-of",
-        AS_OF,
-        "--json",
-        "--db",
-        db_url,
-        "--store",
-        str(tmp_path / "store"),
-    ]
+    cmd = run_cmd(city, db_url, tmp_path / "store", "--json")
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
