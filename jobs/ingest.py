@@ -28,7 +28,16 @@ from sqlalchemy import Engine, insert, update
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
 from jobs.faults import checkpoint
-from jobs.validate import FAIL, PARSE_RULE, ROW, Labels, accepts, validation_plan
+from jobs.validate import (
+    FAIL,
+    PARSE_RULE,
+    ROW,
+    Labels,
+    accepts,
+    duplicate_keys,
+    mark_duplicates,
+    validation_plan,
+)
 from ledgers.db import bulk_insert
 from ledgers.runs import start_run
 from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
@@ -167,25 +176,29 @@ def _attach_references(
     return df
 
 
-def _validated_counts(
-    scan: pl.LazyFrame, source: Source, schema: pl.Schema, labels: Labels
-) -> tuple[int, pl.DataFrame, list[str]]:
-    """Rows, the failed rows (row number, "column\trule") and the unreadable text columns."""
+def _unreadable(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> list[str]:
+    """Text columns with values none of which parse as the column's type: the wrong column."""
     parsed = [
         n for n, c in source.columns.items() if c.type in PARSE_RULE and schema[n] == pl.String
     ]
+    if not parsed:
+        return []
     stats = scan.select(
-        pl.len().alias("_rows"),
         *[pl.col(f"_present_{n}").sum().alias(f"p:{n}") for n in parsed],
         *[(pl.col(f"_present_{n}") & pl.col(n).is_null()).sum().alias(f"u:{n}") for n in parsed],
     ).collect(engine="streaming")
-    bad = [n for n in parsed if 0 < stats[f"p:{n}"].item() == stats[f"u:{n}"].item()]
+    return [n for n in parsed if 0 < stats[f"p:{n}"].item() == stats[f"u:{n}"].item()]
+
+
+def _outcome(scan: pl.LazyFrame, labels: Labels) -> tuple[int, pl.DataFrame]:
+    """Rows, and the failed rows as (row number, "column\trule")."""
+    rows = int(scan.select(pl.len()).collect().item())
     failed = (
         scan.filter(pl.col(FAIL).is_not_null())
         .select(ROW, labels.decode(pl.col(FAIL)).alias(FAIL))
         .collect(engine="streaming")
     )
-    return int(stats["_rows"].item()), failed, bad
+    return rows, failed
 
 
 def _quarantine_rows(path: Path, fmt: str, source: Source, failed: pl.DataFrame) -> pl.DataFrame:
@@ -292,13 +305,12 @@ def _validate_all(
         digest = (digests or {}).get(name) or sha256_file(path)
         labels = Labels()
         plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
-        plan = _attach_references(plan, source, catalogue, keys, labels)
-        # Streamed to a scratch file, then read back in the passes below: memory stays
-        # bounded by the engine's batches (and the key lookups), not by the file.
+        # Streamed to scratch files and read back in the passes below: memory stays
+        # bounded by the engine's batches and the key lookups, not by the file.
         validated = tmp / f".{name}.validated.parquet"
         plan.sink_parquet(validated, compression="lz4", engine="streaming")
         scan = pl.scan_parquet(validated)
-        rows, failed, bad_columns = _validated_counts(scan, source, schemas[name], labels)
+        bad_columns = _unreadable(scan, source, schemas[name])
         if bad_columns:
             raise JobError(
                 "\n".join(
@@ -308,6 +320,17 @@ def _validate_all(
                 ),
                 fix="check the column order and the export settings of that file",
             )
+        duplicates = duplicate_keys(scan, source)
+        has_references = any(col.references for col in source.columns.values())
+        if duplicates.height or has_references:
+            checked = tmp / f".{name}.checked.parquet"
+            full = _attach_references(
+                mark_duplicates(scan, duplicates, source, labels), source, catalogue, keys, labels
+            )
+            full.sink_parquet(checked, compression="lz4", engine="streaming")
+            validated.unlink()
+            validated, scan = checked, pl.scan_parquet(checked)
+        rows, failed = _outcome(scan, labels)
         accepted = scan.filter(pl.col(FAIL).is_null()).drop(
             [FAIL, *(f"_present_{n}" for n in source.columns)]
         )

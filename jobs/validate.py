@@ -168,6 +168,8 @@ def validation_plan(
     of whose values parse (the wrong column).  Value
     rules apply only where a value is present, so a missing optional value is
     never quarantined, and a required one fails `missing_required` and nothing else.
+    Duplicate keys are found afterwards, over the validated rows (`duplicate_keys`,
+    `mark_duplicates`): a window over the whole file would hold it all in memory.
     """
     names = list(source.columns)
     lf = lf.select(names).with_row_index(ROW, offset=1)
@@ -185,24 +187,54 @@ def validation_plan(
             failures.append(_fail_when(present & typed.is_null(), code))
         for rule, bad in _checks(name, col, catalogue):
             failures.append(_fail_when(typed.is_not_null() & bad, labels.code(name, rule)))
-    lf = lf.with_columns(stage_a).with_columns(pl.coalesce(failures).alias(FAIL))
-    # Keys held by more than one otherwise valid row: a group-by joined back (both
-    # stream), not a window over the whole file (which would hold it all in memory).
+    return lf.with_columns(stage_a).with_columns(pl.coalesce(failures).alias(FAIL))
+
+
+def duplicate_keys(validated: pl.LazyFrame, source: Source) -> pl.DataFrame:
+    """The keys held by more than one otherwise valid row (usually none).
+
+    Grouped by a 64-bit hash of the key first (a few bytes a row, where the keys
+    themselves are 18-character identifiers), and only the rows whose hash repeats
+    are grouped again by the key itself, so hash collisions never mark a row.
+    """
     key = list(source.key)
-    ok = pl.col(FAIL).is_null()
-    repeated = (
-        lf.filter(ok)
+    ok = validated.filter(pl.col(FAIL).is_null())
+    hashed = pl.struct(key).hash().alias("_h")
+    suspects = (
+        ok.select(hashed)
+        .group_by("_h")
+        .agg(pl.len().alias("_n"))
+        .filter(pl.col("_n") > 1)
+        .select("_h")
+        .collect(engine="streaming")
+    )
+    if suspects.height == 0:
+        return ok.select(key).head(0).collect()
+    return (
+        ok.select(*key, hashed)
+        .join(suspects.lazy(), on="_h", how="semi")
         .group_by(key)
         .agg(pl.len().alias("_n"))
         .filter(pl.col("_n") > 1)
-        .select(*key, pl.lit(True).alias("_dup"))
+        .select(key)
+        .collect(engine="streaming")
     )
-    dup = labels.code("+".join(key), "duplicate_key")
+
+
+def mark_duplicates(
+    validated: pl.LazyFrame, duplicates: pl.DataFrame, source: Source, labels: Labels
+) -> pl.LazyFrame:
+    """`validated` with the rows of `duplicates`' keys failing duplicate_key (if still valid)."""
+    if duplicates.height == 0:
+        return validated
+    key = list(source.key)
+    code = labels.code("+".join(key), "duplicate_key")
+    flagged = duplicates.lazy().with_columns(pl.lit(True).alias("_dup"))
     return (
-        lf.join(repeated, on=key, how="left", maintain_order="left")
+        validated.join(flagged, on=key, how="left", maintain_order="left")
         .with_columns(
-            pl.when(ok & pl.col("_dup").fill_null(False))
-            .then(pl.lit(dup, dtype=pl.UInt16))
+            pl.when(pl.col(FAIL).is_null() & pl.col("_dup").fill_null(False))
+            .then(pl.lit(code, dtype=pl.UInt16))
             .otherwise(pl.col(FAIL))
             .alias(FAIL)
         )
