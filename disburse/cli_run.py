@@ -9,11 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from disburse.options import parse_date
 from disburse.settings import Settings
+
+if TYPE_CHECKING:
+    from jobs.run import RunOutcome
 
 _DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
 
@@ -27,7 +31,7 @@ def execute_run(
     wait: bool = False,
     quiet: bool = False,
     chunk_size: int = 100_000,
-):
+) -> RunOutcome:
     """Load the catalogue and policies, open the database, run the night; the outcome."""
     from disburse.progress import RichProgress, choose
     from jobs.catalogue import load_catalogue

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from eligibility.backends.polars_policy import evaluate_parts, parts_of_wide, wide_frame
+from eligibility.backends.polars_policy import parts_of_wide, wide_frame
 from eligibility.check import CheckedPolicy
 from eligibility.plan import needs, run_dates
 from eligibility.policyset import PolicySet
@@ -31,24 +31,9 @@ RESULT_SCHEMA = {
 def evaluation_plan(
     staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
 ) -> pl.LazyFrame:
-    """One lazy plan: features per entity kind, all its policies' columns in one wide frame,
-    then each policy's rows, concatenated in policy order (already sorted by entity)."""
-    cat = pset.catalogue
-    staged = Staged(staged_dir, cat)
-    need = needs(policies, cat, as_of)
-    parts: dict[str, pl.LazyFrame] = {}
-    for entity in ("enterprise", "person"):
-        mine = [p for p in policies if p.target == entity]
-        if not mine:
-            continue
-        frame = entity_frame(staged, entity, need, as_of)
-        sk = staged.sk(entity)
-        built = evaluate_parts(frame, mine, cat, as_of, sk, "entity_id")
-        for p in mine:
-            parts[p.id] = _long(built[p.id], p, entity, sk, as_of)
-    if not parts:
-        return pl.LazyFrame(schema=RESULT_SCHEMA)
-    return pl.concat([parts[pid] for pid in sorted(parts)])
+    """One lazy plan: features per entity kind, all its policies' columns in one wide frame
+    (sorted by entity once), then each policy's rows, concatenated in policy order."""
+    return decisions_of_wide(wide_plans(staged_dir, policies, pset, as_of), policies, pset, as_of)
 
 
 def wide_plans(

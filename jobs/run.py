@@ -222,24 +222,21 @@ def _policy_hashes(policies: list[CheckedPolicy]) -> dict[str, str]:
     return {p.id: p.sha256 for p in sorted(policies, key=lambda p: p.id)}
 
 
-def _recorded_policies(engine: Engine, run_id: int) -> dict[str, str]:
+def _recorded(engine: Engine, name: Any, sha256: Any, run: Any, run_id: int) -> dict[str, str]:
+    """name -> sha256 of the files of one kind a run recorded."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(PolicySnapshot.policy_id, PolicySnapshot.sha256).where(
-                PolicySnapshot.run_id == run_id
-            )
-        ).all()
-    return {r.policy_id: r.sha256 for r in sorted(rows)}
+        rows = conn.execute(select(name, sha256).where(run == run_id)).all()
+    return dict(sorted((str(r[0]), str(r[1])) for r in rows))
+
+
+def _recorded_policies(engine: Engine, run_id: int) -> dict[str, str]:
+    t = PolicySnapshot
+    return _recorded(engine, t.policy_id, t.sha256, t.run_id, run_id)
 
 
 def _recorded_sources(engine: Engine, run_id: int) -> dict[str, str]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(SourceSnapshot.source, SourceSnapshot.sha256).where(
-                SourceSnapshot.run_id == run_id
-            )
-        ).all()
-    return dict(sorted((r.source, r.sha256) for r in rows))
+    t = SourceSnapshot
+    return _recorded(engine, t.source, t.sha256, t.run_id, run_id)
 
 
 # --- the run -------------------------------------------------------------------------
