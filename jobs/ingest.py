@@ -342,11 +342,9 @@ def _validate_all(
             keys[name] = ids.with_columns(
                 pl.col(source.entity_column).rank("ordinal").cast(pl.Int32).alias("_sk")
             )
-            accepted = accepted.join(
-                keys[name].lazy().rename({"_sk": sk}),
-                on=source.entity_column,
-                how="left",
-                maintain_order="left",
+            # The keys are in the accepted rows' order: attached side by side, no join.
+            accepted = pl.concat(
+                [accepted, keys[name].select(pl.col("_sk").alias(sk)).lazy()], how="horizontal"
             )
         staged = tmp / f"{name}.parquet"
         accepted.drop(ROW).sink_parquet(staged, compression=STAGED_COMPRESSION, engine="streaming")
