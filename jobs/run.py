@@ -377,12 +377,25 @@ class NightlyRun:
     def _advance(self, run_id: int, digests: dict[str, str]) -> None:
         _update(self.engine, run_id, pid=os.getpid(), host=socket.gethostname())
         state = self._state(run_id)
-        if state == "started":
-            self._ingest(run_id, digests)
-            state = "ingested"
-        if state == "ingested":
-            self._evaluate(run_id)
-            state = "evaluated"
+        try:
+            if state == "started":
+                self._ingest(run_id, digests)
+                state = "ingested"
+            if state == "ingested":
+                self._evaluate(run_id)
+                state = "evaluated"
+        except Exception as exc:
+            # Nothing was posted: the run ends failed, with the reason; the next run starts afresh.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            _update(
+                self.engine,
+                run_id,
+                state="failed",
+                finished_at=dt.datetime.now(dt.UTC),
+                message=f"failed while {'ingesting' if state == 'started' else 'evaluating'}, "
+                f"nothing posted: {first}"[:2000],
+            )
+            raise
         if state == "evaluated":
             self._post(run_id)
             state = "posted"

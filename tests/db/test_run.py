@@ -357,3 +357,33 @@ def test_two_runs_started_together_never_both_post(city: Path, db_url: str, tmp_
     assert len(posting) == 1
     keys = [(r[6], r[7], r[8]) for r in ledger(db_url) if r[1] == "grant"]
     assert len(keys) == len(set(keys))
+
+
+def test_a_run_that_fails_before_it_is_decided_ends_failed_and_the_next_starts_afresh(
+    city: Path, db_url: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(city, data)
+    good = pl.read_parquet(data / "tax_ratings.parquet")
+    # A delivery with a column of the wrong type: the run stops in ingest, nothing posted.
+    good.with_columns(
+        pl.col(good.columns[-1]).cast(pl.String).str.len_chars().cast(pl.Float64)
+    ).write_parquet(data / "tax_ratings.parquet")
+    store = tmp_path / "store"
+    broken = run(data, db_url, store, check=False)
+    assert broken.returncode == 1
+    assert "tax_ratings" in broken.stderr
+    assert "Traceback" not in broken.stderr
+    first = runs(db_url)
+    assert [r[2] for r in first] == ["failed"]
+    assert ledger(db_url) == []
+    good.write_parquet(data / "tax_ratings.parquet")
+    fixed = json.loads(run(data, db_url, store).stdout)
+    assert fixed["run_id"] == 2
+    assert fixed["state"] == "completed"
+    assert [r[2] for r in runs(db_url)] == ["failed", "completed"]
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        message = conn.execute(select(Run.message).where(Run.run_id == 1)).scalar_one()
+    engine.dispose()
+    assert message.startswith("failed while ingesting, nothing posted: source 'tax_ratings'")
