@@ -17,7 +17,7 @@ import click
 
 from disburse import __version__
 from disburse.errors import USER_ERRORS, render
-from disburse.options import parse_date
+from disburse.options import DB_HELP, parse_date, policies_option
 from disburse.settings import Settings
 
 
@@ -136,7 +136,7 @@ def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
 @click.option(
     "--as-of", "as_of", callback=_date, required=True, help="The run's date (YYYY-MM-DD)."
 )
-@click.option("--db", help="Database URL (default: $DISBURSE_DB, else ./disburse.db).")
+@click.option("--db", help=DB_HELP)
 @click.option(
     "--store", help="Folder for staged files (default: $DISBURSE_STORE, else ./disburse-store)."
 )
@@ -209,7 +209,7 @@ def sources(markdown, catalogue):
 @click.option("--source", help="Only this source.")
 @click.option("--rule", help="Only rows that failed this rule.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--db", help="Database URL (default: $DISBURSE_DB, else ./disburse.db).")
+@click.option("--db", help=DB_HELP)
 @click.option("--unmask", is_flag=True, help="Show identity numbers, accounts and names in full.")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
 def quarantine(run_id, source, rule, limit, db, unmask, as_json):
@@ -352,13 +352,7 @@ def features(policies_path, as_json):
     "--as-of", "as_of", callback=_date, required=True, help="The date to simulate (YYYY-MM-DD)."
 )
 @click.option("--policy", "policy_id", help="Only this policy.")
-@click.option(
-    "--policies",
-    "policies_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Policy files or folders (default: the shipped policies).",
-)
+@policies_option
 @click.option(
     "--against",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

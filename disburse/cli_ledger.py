@@ -10,9 +10,8 @@ import json
 
 import click
 
+from disburse.options import DB_HELP
 from disburse.settings import Settings
-
-_DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
 
 
 def _json(data: object) -> str:
@@ -25,7 +24,7 @@ def db() -> None:
 
 
 @db.command("init")
-@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--db", "db_url", help=DB_HELP)
 @click.option(
     "--auditor-role",
     default="disburse_auditor",
@@ -61,7 +60,7 @@ def ledger() -> None:
 
 
 @ledger.command("summary")
-@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--db", "db_url", help=DB_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def ledger_summary(db_url, as_json):
     """Per policy and benefit period: keys entitled now, amount, adjustments.
@@ -78,7 +77,7 @@ def ledger_summary(db_url, as_json):
 
 
 @ledger.command("entries")
-@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--db", "db_url", help=DB_HELP)
 @click.option("--policy", help="Only this policy id.")
 @click.option("--entity", help="Only this entity (credit code or identity number, in full).")
 @click.option("--run", "run_id", type=int, help="Only transfers posted by this run.")
@@ -118,7 +117,7 @@ def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmas
 
 
 @ledger.command("balances")
-@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--db", "db_url", help=DB_HELP)
 @click.option(
     "--kind",
     type=click.Choice(["budget", "payable", "receivable", "clearing"]),
@@ -147,7 +146,7 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--db", "db_url", help=_DB_HELP)
+@click.option("--db", "db_url", help=DB_HELP)
 @click.option(
     "--head",
     "expect_head",

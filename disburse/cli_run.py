@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from disburse.options import parse_date
+from disburse.options import DB_HELP, parse_date, policies_option
 from disburse.settings import Settings
 
 if TYPE_CHECKING:
     from jobs.run import RunOutcome
-
-_DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
 
 
 def execute_run(
@@ -70,18 +68,12 @@ def execute_run(
 @click.option(
     "--as-of", "as_of", callback=parse_date, required=True, help="The run's date (YYYY-MM-DD)."
 )
-@click.option("--db", help=_DB_HELP)
+@click.option("--db", help=DB_HELP)
 @click.option(
     "--store",
     help="Folder for staged and decision files (default: $DISBURSE_STORE, else ./disburse-store).",
 )
-@click.option(
-    "--policies",
-    "policies_paths",
-    multiple=True,
-    type=click.Path(exists=True, path_type=Path),
-    help="Policy files or folders (default: the shipped policies).",
-)
+@policies_option
 @click.option(
     "--wait",
     is_flag=True,
@@ -255,7 +247,7 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
 @click.option(
     "--run", "run_id", type=int, help="The run (default: the latest that evaluated the policy)."
 )
-@click.option("--db", help=_DB_HELP)
+@click.option("--db", help=DB_HELP)
 @click.option("--unmask", is_flag=True, help="Show identity numbers in full.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
 def explain(policy_id, entity, run_id, db, unmask, as_json):
@@ -286,7 +278,7 @@ def explain(policy_id, entity, run_id, db, unmask, as_json):
 
 
 @click.command()
-@click.option("--db", help=_DB_HELP)
+@click.option("--db", help=DB_HELP)
 @click.option("--run", "run_id", type=int, required=True, help="The nightly run to report.")
 @click.option(
     "--out",

@@ -41,7 +41,7 @@ from jobs.ingest import staged_dir
 from jobs.policies import features_path
 from jobs.progress import Progress, Silent, peak_rss_mb
 from jobs.run import RunRequest, run_nightly
-from ledgers.db import make_engine
+from ledgers.db import init_schema, make_engine
 
 SYNTH_AS_OF = dt.date(2026, 1, 1)  # the months synthesised end in December 2025
 RUN_AS_OF = dt.date(2026, 3, 15)  # all six enterprise baselines hold on this date
@@ -168,8 +168,6 @@ def bench(
     db = FreshDatabase(req.db_url, scratch)
     try:
         engine = make_engine(db.url)
-        from ledgers.db import init_schema
-
         init_schema(engine)
         request = RunRequest(
             data_dir=data,

@@ -67,10 +67,16 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
         .sort(["policy_id", "count", "reason"], descending=[False, True, False])
         .collect()
     )
-    paid = allocation.filter(pl.col("amount_fen") > 0).join(
-        decisions.select("policy_id", pl.col("entity_id").alias("entity"), "entity_sk").collect(),
-        on=["policy_id", "entity"],
-        how="left",
+    # Only the entitled keys' surrogate keys: a join on the scan, not the whole table read.
+    paid = (
+        allocation.filter(pl.col("amount_fen") > 0)
+        .lazy()
+        .join(
+            decisions.select("policy_id", pl.col("entity_id").alias("entity"), "entity_sk"),
+            on=["policy_id", "entity"],
+            how="left",
+        )
+        .collect(engine="streaming")
     )
     segments = entity_segments(staged_dir(Path(run.store_dir), run_id), run.as_of)
     dist: dict[str, dict[str, list[dict[str, Any]]]] = {"region": {}, "segment": {}}

@@ -260,6 +260,7 @@ class NightlyRun:
         self.progress = progress or Silent()
         self.policies = pset.active(request.as_of)
         self.timings: dict[str, PhaseTiming] = {}
+        self.files: dict[str, tuple[Path, str]] = {}
         self.known: Holdings | None = None  # what allocation read of the ledger, for post
 
     # -- entry point
@@ -273,6 +274,7 @@ class NightlyRun:
                 fix="check the valid: dates of the policy files, or the --as-of date",
             )
         files = locate_sources(req.data_dir, self.catalogue)
+        self.files = files
         with run_lock(self.engine, wait=req.wait, progress=self.progress):
             self.progress.log(f"hashing {len(files)} source files")
             digests = {name: sha256_file(path) for name, (path, _fmt) in files.items()}
@@ -340,9 +342,7 @@ class NightlyRun:
         return resumed, abandoned, current
 
     def _finish(self, run_id: int) -> None:
-        with self.engine.connect() as conn:
-            state = conn.execute(select(Run.state).where(Run.run_id == run_id)).scalar_one()
-        if state == "evaluated":
+        if self._state(run_id) == "evaluated":
             self._post(run_id)
         self._summarise(run_id)
 
@@ -491,7 +491,7 @@ class NightlyRun:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        files = locate_sources(self.request.data_dir, self.catalogue)
+        files = self.files
         q = QuarantinedRow.__table__
         assert isinstance(q, Table)
         cols = ["source", "row_no", "column_name", "rule", "value", "row_json"]
