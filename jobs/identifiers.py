@@ -16,6 +16,8 @@ NumPy kernel (for the synthetic population generator).
 
 from __future__ import annotations
 
+from typing import Final
+
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -121,76 +123,197 @@ def _byte_matrix(
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
     """The rows of exactly `width` bytes as an (m, width) matrix, and which rows they are.
 
-    After filtering to rows of that width the Arrow data buffer holds them back to
-    back, so the matrix is a reshape of the buffer, not a gather.
+    Read from the Arrow data buffer: when every other row is null or empty (the
+    usual case) the rows lie back to back and the matrix is a reshape of the
+    buffer; otherwise they are gathered by their offsets.
     """
     import pyarrow as pa
 
-    rows = series.str.len_bytes().eq(width).fill_null(False)
-    arr = series.filter(rows).to_arrow().cast(pa.large_string())
+    rows = series.str.len_bytes().eq(width).fill_null(False).to_numpy()
+    m = int(rows.sum())
+    if m == 0:
+        return np.zeros((0, width), dtype=np.uint8), rows
+    arr = series.to_arrow(compat_level=pl.CompatLevel.oldest())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    m = len(arr)
-    mask = rows.to_numpy()
-    if m == 0:
-        return np.zeros((0, width), dtype=np.uint8), mask
+    offset_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     _validity, offsets_buf, data_buf = arr.buffers()
-    first = int(np.frombuffer(offsets_buf, dtype=np.int64, count=1, offset=arr.offset * 8)[0])
-    data = np.frombuffer(data_buf, dtype=np.uint8, count=m * width, offset=first)
-    return data.reshape(m, width), mask
-
-
-def _checked(
-    series: pl.Series, verdict: npt.NDArray[np.bool_], rows: npt.NDArray[np.bool_]
-) -> pl.Series:
-    out = np.zeros(len(series), dtype=bool)
-    out[rows] = verdict
-    result = pl.Series(series.name, out)
-    return pl.select(pl.when(series.is_not_null()).then(result)).to_series().alias(series.name)
-
-
-def _weighted(
-    matrix: npt.NDArray[np.uint8], lut: npt.NDArray[np.int64], weights: tuple[int, ...]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
-    """Sum of lut[char] * weight over the leading columns, and whether every char was in the lut.
-
-    One pass per column (17 in all): integer matrix products get no BLAS help in
-    NumPy and a full (n, 17) lookup would allocate gigabytes for a city.
-    """
-    n = matrix.shape[0]
-    total = np.zeros(n, dtype=np.int64)
-    ok = np.ones(n, dtype=bool)
-    small = lut.astype(np.int16)
-    for j, w in enumerate(weights):
-        v = small[matrix[:, j]]
-        ok &= v >= 0
-        total += v.astype(np.int64) * w
-    return total, ok
+    offsets = np.frombuffer(
+        offsets_buf,
+        dtype=offset_type,
+        count=len(arr) + 1,
+        offset=arr.offset * np.dtype(offset_type).itemsize,
+    )
+    data = np.frombuffer(data_buf, dtype=np.uint8)
+    first, last = int(offsets[0]), int(offsets[-1])
+    if last - first == m * width:
+        return data[first : first + m * width].reshape(m, width), rows
+    starts = offsets[:-1][rows].astype(np.int64)
+    return data[starts[:, None] + np.arange(width)], rows
 
 
 def uscc_valid_numpy(series: pl.Series) -> pl.Series:
     """Per row: a valid credit code (False for wrong length, alphabet or check; null stays null)."""
-    matrix, rows = _byte_matrix(series, 18)
-    total, ok = _weighted(matrix, _USCC_LUT, USCC_WEIGHTS)
-    check = _USCC_LUT[matrix[:, 17]]
-    return _checked(series, ok & (check == (31 - total % 31) % 31), rows)
+    return (series_status(series, "uscc") == ID_VALID).alias(series.name)
 
 
 def resident_id_valid_numpy(series: pl.Series) -> pl.Series:
     """Per row: a valid resident identity number (null stays null)."""
+    return (series_status(series, "resident_id") == ID_VALID).alias(series.name)
+
+
+# What ingest needs to know of an identifier value, from one pass over its bytes: its
+# status, and for a valid resident identity number an integer code that sorts as the
+# text does, so that joins and ranks on ten million numbers compare 8-byte integers.
+ID_VALID: Final = 0
+ID_MALFORMED: Final = 1  # wrong length or a character outside the identifier's alphabet
+ID_WRONG_CHECK: Final = 2
+IDENTIFIER_KINDS: Final = ("uscc", "resident_id", "uscc_or_resident_id")
+STATUS_FIELD: Final = "status"
+CODE_FIELD: Final = "code"
+# Rows per block inside a kernel: bounds the (rows, 18) temporaries to a few MB
+# whether the engine hands over a streaming morsel or a whole column.
+_BLOCK: Final = 1 << 16
+
+_USCC_LUT8 = np.where(_USCC_LUT >= 0, _USCC_LUT, 255).astype(np.uint8)
+# The last character of an identity number: its digit value, 10 for X; 255 otherwise.
+# Codes are first17 * 11 + that value, which keeps the order of the text (digits < X).
+_RESIDENT_LAST = np.full(256, 255, dtype=np.uint8)
+_RESIDENT_LAST[ord("0") : ord("9") + 1] = np.arange(10, dtype=np.uint8)
+_RESIDENT_LAST[ord("X")] = 10
+# Value of the check character in RESIDENT_CHECK order ("10X98765432"), 255 otherwise.
+_RESIDENT_CHECK_VALUE = np.where(_RESIDENT_CHECK_LUT >= 0, _RESIDENT_CHECK_LUT, 255).astype(
+    np.uint8
+)
+_USCC_W = np.asarray(USCC_WEIGHTS, dtype=np.uint32)
+_RESIDENT_W = np.asarray(RESIDENT_WEIGHTS, dtype=np.uint32)
+
+# The kernels below work on a block transposed to (18, rows): each character position
+# is then one contiguous run of bytes, and every step is a plain vector operation.
+
+
+def _uscc_block(t: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    n = t.shape[1]
+    total = np.zeros(n, dtype=np.uint32)
+    bad = np.zeros(n, dtype=bool)
+    for j in range(17):
+        v = _USCC_LUT8[t[j]]
+        bad |= v == 255
+        total += v * _USCC_W[j]
+    check = _USCC_LUT8[t[17]]
+    bad |= check == 255
+    ok = check == (31 - total % 31) % 31
+    return np.where(bad, ID_MALFORMED, np.where(ok, ID_VALID, ID_WRONG_CHECK)).astype(np.uint8)
+
+
+def _resident_block(
+    t: npt.NDArray[np.uint8],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    n = t.shape[1]
+    total = np.zeros(n, dtype=np.uint32)
+    bad = np.zeros(n, dtype=bool)
+    # The 17 digits as two numbers of 9 and 8 digits, each within 32 bits.
+    hi = np.zeros(n, dtype=np.uint32)
+    lo = np.zeros(n, dtype=np.uint32)
+    for j in range(17):
+        d = t[j] - np.uint8(ord("0"))  # wraps above 9 for anything but a digit
+        bad |= d > 9
+        total += d * _RESIDENT_W[j]
+        half = hi if j < 9 else lo
+        half *= 10
+        half += d
+    last = _RESIDENT_LAST[t[17]]
+    bad |= last == 255
+    ok = _RESIDENT_CHECK_VALUE[t[17]] == total % 11
+    status = np.where(bad, ID_MALFORMED, np.where(ok, ID_VALID, ID_WRONG_CHECK))
+    codes = (hi.astype(np.int64) * 10**8 + lo) * 11 + last
+    return status.astype(np.uint8), codes
+
+
+def _id_arrays(
+    series: pl.Series, kind: str
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64] | None]:
+    """Status per row (ID_MALFORMED for nulls, which no rule asks about) and resident codes."""
     matrix, rows = _byte_matrix(series, 18)
-    total, ok = _weighted(matrix, _DIGIT_LUT, RESIDENT_WEIGHTS)
-    return _checked(series, ok & (_RESIDENT_CHECK_LUT[matrix[:, 17]] == total % 11), rows)
+    m = matrix.shape[0]
+    # Computed for the rows of 18 bytes, then spread over all rows (unless they are all).
+    status = np.empty(m, dtype=np.uint8)
+    codes = np.empty(m, dtype=np.int64) if kind != "uscc" else None
+    for lo in range(0, m, _BLOCK):
+        block = np.ascontiguousarray(matrix[lo : lo + _BLOCK].T)
+        at = slice(lo, lo + block.shape[1])
+        if kind == "uscc":
+            status[at] = _uscc_block(block)
+            continue
+        r_status, r_codes = _resident_block(block)
+        if kind == "resident_id":
+            status[at] = r_status
+        else:  # either identifier: valid if either is, malformed if it has neither shape
+            u_status = _uscc_block(block)
+            either = (u_status == ID_VALID) | (r_status == ID_VALID)
+            checked = (u_status == ID_WRONG_CHECK) | (r_status == ID_WRONG_CHECK)
+            status[at] = np.where(either, ID_VALID, np.where(checked, ID_WRONG_CHECK, ID_MALFORMED))
+        assert codes is not None
+        # 0 marks "no resident code": a valid number's code is at least 1 (its check value
+        # for seventeen zeros is 1), so a value valid only as a credit code keeps 0.
+        codes[at] = np.where(r_status == ID_VALID, r_codes, 0)
+    if m == len(series):
+        return status, codes
+    all_status = np.full(len(series), ID_MALFORMED, dtype=np.uint8)
+    all_status[rows] = status
+    if codes is None:
+        return all_status, None
+    all_codes = np.zeros(len(series), dtype=np.int64)
+    all_codes[rows] = codes
+    return all_status, all_codes
+
+
+def series_status(series: pl.Series, kind: str) -> pl.Series:
+    """ID_VALID / ID_MALFORMED / ID_WRONG_CHECK per row of text (null stays null)."""
+    status, _codes = _id_arrays(series, kind)
+    return pl.select(pl.when(series.is_not_null()).then(pl.Series(series.name, status))).to_series()
+
+
+def identifier_fields(series: pl.Series, kind: str) -> pl.Series:
+    """A struct per row: `status`, and `code` for a valid resident identity number (else null)."""
+    status, codes = _id_arrays(series, kind)
+    present = series.is_not_null()
+    fields = [pl.when(present).then(pl.Series(STATUS_FIELD, status)).alias(STATUS_FIELD)]
+    if codes is not None:
+        valid = present & pl.Series(status == ID_VALID)
+        # uscc_or_resident_id: valid as a credit code is no resident code
+        code_ok = valid & pl.Series(codes > 0)
+        fields.append(pl.when(code_ok).then(pl.Series(CODE_FIELD, codes)).alias(CODE_FIELD))
+    else:
+        fields.append(pl.lit(None, dtype=pl.Int64).alias(CODE_FIELD))
+    return pl.select(pl.struct(fields).alias(series.name)).to_series()
+
+
+IDENTIFIER_DTYPE: Final = pl.Struct({STATUS_FIELD: pl.UInt8, CODE_FIELD: pl.Int64})
+
+
+def identifier_expr(col: pl.Expr, kind: str) -> pl.Expr:
+    """`identifier_fields` as an expression over the Arrow buffer (for ingest)."""
+    return col.map_batches(
+        lambda s: identifier_fields(s, kind), return_dtype=IDENTIFIER_DTYPE, is_elementwise=True
+    )
 
 
 def uscc_valid_fast(col: pl.Expr) -> pl.Expr:
-    """`uscc_valid_expr`, computed over the Arrow buffer (for ingest)."""
+    """`uscc_valid_expr`, computed over the Arrow buffer."""
     return col.map_batches(uscc_valid_numpy, return_dtype=pl.Boolean, is_elementwise=True)
 
 
 def resident_id_valid_fast(col: pl.Expr) -> pl.Expr:
-    """`resident_id_valid_expr`, computed over the Arrow buffer (for ingest)."""
+    """`resident_id_valid_expr`, computed over the Arrow buffer."""
     return col.map_batches(resident_id_valid_numpy, return_dtype=pl.Boolean, is_elementwise=True)
+
+
+def resident_code_of(number: str) -> int:
+    """The integer code `identifier_fields` gives a valid identity number (for tests and lookups)."""
+    if not is_valid_resident_id(number):
+        raise ValueError(f"not a valid resident identity number: {number!r}")
+    return int(number[:17]) * 11 + (10 if number[17] == "X" else int(number[17]))
 
 
 # --- NumPy: vectorised generation --------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import polars as pl
+import polars.selectors as cs
 from sqlalchemy import Engine, insert, update
 
 from jobs.catalogue import Catalogue, Source
@@ -30,12 +31,17 @@ from jobs.errors import JobError
 from jobs.faults import checkpoint
 from jobs.validate import (
     FAIL,
-    PARSE_RULE,
     ROW,
+    EntityKeys,
     Labels,
+    Unknown,
     accepts,
+    attach_references,
+    code_column,
     duplicate_keys,
-    mark_duplicates,
+    final_failures,
+    parsed_columns,
+    present_column,
     validation_plan,
 )
 from ledgers.db import bulk_insert
@@ -46,6 +52,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv"}
 # Staged files are written once and read by every later step of the run: LZ4
 # decompresses about twice as fast as zstd, and they need not be small.
 STAGED_COMPRESSION: Final = "lz4"
+DEFAULT_MEMORY_ROWS: Final = 16_000_000
 
 
 @dataclass
@@ -153,52 +160,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _attach_references(
-    df: pl.LazyFrame,
-    source: Source,
-    catalogue: Catalogue,
-    keys: dict[str, pl.DataFrame],
-    labels: Labels,
-) -> pl.LazyFrame:
-    """Join each reference's surrogate key; quarantine unknown ones unless on_missing is keep."""
-    for col_name, col in source.columns.items():
-        for ref in col.references:
-            target = catalogue.sources[ref.source]
-            sk = catalogue.sk_column(ref)
-            lookup = keys[ref.source].rename({target.entity_column: col_name, "_sk": sk})
-            df = df.join(lookup.lazy(), on=col_name, how="left", maintain_order="left")
-            if ref.on_missing == "quarantine":
-                unknown = pl.col(FAIL).is_null() & pl.col(sk).is_null()
-                code = pl.lit(labels.code(col_name, f"unknown_{target.entity}"), dtype=pl.UInt16)
-                df = df.with_columns(
-                    pl.when(unknown).then(code).otherwise(pl.col(FAIL)).alias(FAIL)
-                )
-    return df
-
-
-def _unreadable(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> list[str]:
-    """Text columns with values none of which parse as the column's type: the wrong column."""
-    parsed = [
-        n for n, c in source.columns.items() if c.type in PARSE_RULE and schema[n] == pl.String
-    ]
-    if not parsed:
-        return []
+def _counts(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> tuple[int, list[str]]:
+    """Rows, and the text columns with values none of which parse as the column's type
+    (the wrong column), in one read of the scratch file."""
+    parsed = parsed_columns(source, schema)
     stats = scan.select(
-        *[pl.col(f"_present_{n}").sum().alias(f"p:{n}") for n in parsed],
-        *[(pl.col(f"_present_{n}") & pl.col(n).is_null()).sum().alias(f"u:{n}") for n in parsed],
+        pl.len().alias("rows"),
+        *[pl.col(present_column(n)).sum().alias(f"p:{n}") for n in parsed],
+        *[(pl.col(present_column(n)) & pl.col(n).is_null()).sum().alias(f"u:{n}") for n in parsed],
     ).collect(engine="streaming")
-    return [n for n in parsed if 0 < stats[f"p:{n}"].item() == stats[f"u:{n}"].item()]
+    bad = [n for n in parsed if 0 < stats[f"p:{n}"].item() == stats[f"u:{n}"].item()]
+    return int(stats["rows"].item()), bad
 
 
-def _outcome(scan: pl.LazyFrame, labels: Labels) -> tuple[int, pl.DataFrame]:
-    """Rows, and the failed rows as (row number, "column\trule")."""
-    rows = int(scan.select(pl.len()).collect().item())
-    failed = (
+def _failed(scan: pl.LazyFrame, labels: Labels) -> pl.DataFrame:
+    """The failed rows as (row number, "column\trule")."""
+    return (
         scan.filter(pl.col(FAIL).is_not_null())
         .select(ROW, labels.decode(pl.col(FAIL)).alias(FAIL))
         .collect(engine="streaming")
     )
-    return rows, failed
 
 
 def _quarantine_rows(path: Path, fmt: str, source: Source, failed: pl.DataFrame) -> pl.DataFrame:
@@ -294,7 +275,7 @@ def _validate_all(
     say: Callable[[str], None],
     digests: dict[str, str] | None = None,
 ) -> tuple[dict[str, SourceReport], dict[str, pl.DataFrame]]:
-    keys: dict[str, pl.DataFrame] = {}
+    keys: dict[str, EntityKeys] = {}
     reports: dict[str, SourceReport] = {}
     quarantined: dict[str, pl.DataFrame] = {}
     for name in catalogue.ordered():
@@ -305,12 +286,17 @@ def _validate_all(
         digest = (digests or {}).get(name) or sha256_file(path)
         labels = Labels()
         plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
-        # Streamed to scratch files and read back in the passes below: memory stays
-        # bounded by the engine's batches and the key lookups, not by the file.
-        validated = tmp / f".{name}.validated.parquet"
-        plan.sink_parquet(validated, compression="lz4", engine="streaming")
-        scan = pl.scan_parquet(validated)
-        bad_columns = _unreadable(scan, source, schemas[name])
+        in_memory = _rows(path, fmt) <= memory_rows()
+        validated, unknown = _validate_source(
+            plan,
+            source,
+            catalogue,
+            labels,
+            keys,
+            tmp / f".{name}.validated.parquet",
+            in_memory=in_memory,
+        )
+        rows, bad_columns = _counts(validated, source, schemas[name])
         if bad_columns:
             raise JobError(
                 "\n".join(
@@ -320,35 +306,24 @@ def _validate_all(
                 ),
                 fix="check the column order and the export settings of that file",
             )
-        duplicates = duplicate_keys(scan, source)
-        has_references = any(col.references for col in source.columns.values())
-        if duplicates.height or has_references:
-            checked = tmp / f".{name}.checked.parquet"
-            full = _attach_references(
-                mark_duplicates(scan, duplicates, source, labels), source, catalogue, keys, labels
-            )
-            full.sink_parquet(checked, compression="lz4", engine="streaming")
-            validated.unlink()
-            validated, scan = checked, pl.scan_parquet(checked)
-        rows, failed = _outcome(scan, labels)
-        accepted = scan.filter(pl.col(FAIL).is_null()).drop(
-            [FAIL, *(f"_present_{n}" for n in source.columns)]
-        )
-        if source.entity is not None:
-            # Dense keys in identifier order: the rank of each (unique) identifier, from
-            # the identifier column alone; the rows keep their file order.
-            sk = f"{source.entity}_sk"
-            ids = accepted.select(source.entity_column).collect(engine="streaming")
-            keys[name] = ids.with_columns(
-                pl.col(source.entity_column).rank("ordinal").cast(pl.Int32).alias("_sk")
-            )
-            # The keys are in the accepted rows' order: attached side by side, no join.
-            accepted = pl.concat(
-                [accepted, keys[name].select(pl.col("_sk").alias(sk)).lazy()], how="horizontal"
-            )
+        duplicates = duplicate_keys(validated, source)
+        if in_memory:  # the references are joined once, on the validated frame
+            validated, unknown = attach_references(validated, source, catalogue, labels, keys)
+        final = final_failures(validated, duplicates, source, labels, unknown)
+        if in_memory:  # read twice below: the failed rows, then the accepted ones
+            final = final.collect().lazy()
+        failed = _failed(final, labels)
+        accepted = final.filter(pl.col(FAIL).is_null()).drop(FAIL, ROW, cs.starts_with("_present_"))
         staged = tmp / f"{name}.parquet"
-        accepted.drop(ROW).sink_parquet(staged, compression=STAGED_COMPRESSION, engine="streaming")
-        validated.unlink()
+        if source.entity is not None:
+            keys[name], dense = _entity_keys(accepted, source, staged)
+            accepted = pl.concat([accepted, dense.lazy()], how="horizontal")
+        accepted.drop(cs.starts_with("_code_")).sink_parquet(
+            staged, compression=STAGED_COMPRESSION, engine="streaming"
+        )
+        scratch = tmp / f".{name}.validated.parquet"
+        if scratch.exists():
+            scratch.unlink()
         n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()
         if n_accepted + failed.height != rows:  # pragma: no cover - a broken invariant
             raise AssertionError(f"{name}: {rows} rows != {n_accepted} + {failed.height}")
@@ -368,6 +343,64 @@ def _validate_all(
         )
         say(f"ingest {name}: {rows} rows, {n_accepted} accepted, {failed.height} quarantined")
     return reports, quarantined
+
+
+def memory_rows() -> int:
+    """Sources of at most this many rows are validated in memory, larger ones streamed
+    through a scratch file ($DISBURSE_INGEST_MEMORY_ROWS; default 16 million rows,
+    about 1.5 GB of validated columns)."""
+    value = os.environ.get("DISBURSE_INGEST_MEMORY_ROWS", "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MEMORY_ROWS
+    except ValueError:
+        raise JobError(
+            f"DISBURSE_INGEST_MEMORY_ROWS={value!r} is not a whole number",
+            fix="set it to a row count, e.g. 16000000, or unset it",
+        ) from None
+
+
+def _rows(path: Path, fmt: str) -> int:
+    """Rows of a source file: from the Parquet footer, or by counting a CSV's lines."""
+    return int(_scan(path, fmt).select(pl.len()).collect().item())
+
+
+def _validate_source(
+    plan: pl.LazyFrame,
+    source: Source,
+    catalogue: Catalogue,
+    labels: Labels,
+    keys: dict[str, EntityKeys],
+    scratch: Path,
+    *,
+    in_memory: bool,
+) -> tuple[pl.LazyFrame, list[Unknown]]:
+    """The validated rows: a frame in memory, or for a large source streamed to `scratch`
+    with the references joined on the way (whose `Unknown`s come back with it)."""
+    if in_memory:
+        return plan.collect(engine="streaming").lazy(), []
+    streamed, unknown = attach_references(plan, source, catalogue, labels, keys)
+    streamed.sink_parquet(scratch, compression="lz4", engine="streaming")
+    return pl.scan_parquet(scratch), unknown
+
+
+def _entity_keys(
+    accepted: pl.LazyFrame, source: Source, staged: Path
+) -> tuple[EntityKeys, pl.DataFrame]:
+    """Where references find this entity, and the surrogate key of each accepted row in the
+    rows' order: the rank of its identifier (unique among accepted rows), by the integer
+    code of an identity number, which sorts as the text does."""
+    column = source.entity_column
+    assert source.entity is not None
+    sk = f"{source.entity}_sk"
+    if source.columns[column].check == "resident_id":
+        codes = accepted.select(pl.col(code_column(column)).alias("_code")).collect(
+            engine="streaming"
+        )
+        codes = codes.with_columns(pl.col("_code").rank("ordinal").cast(pl.Int32).alias("_sk"))
+        return EntityKeys(staged, column, sk, codes), codes.select(pl.col("_sk").alias(sk))
+    ids = accepted.select(column).collect(engine="streaming")
+    dense = ids.select(pl.col(column).rank("ordinal").cast(pl.Int32).alias(sk))
+    return EntityKeys(staged, column, sk), dense
 
 
 def _record(

@@ -8,11 +8,18 @@ the whole file is one lazy plan, collected once on the streaming engine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from jobs.catalogue import Catalogue, Column, Source
-from jobs.identifiers import resident_id_valid_fast, uscc_valid_fast
+from jobs.identifiers import (
+    CODE_FIELD,
+    ID_MALFORMED,
+    ID_WRONG_CHECK,
+    STATUS_FIELD,
+    identifier_expr,
+)
 
 ROW = "_row"  # 1-based position of the row among the file's data rows
 FAIL = "_fail"  # code of the first failing rule (an index into Labels), null when accepted
@@ -36,9 +43,6 @@ class Labels:
         table = {i + 1: name for i, name in enumerate(self.names)}
         return expr.replace_strict(table, default=None, return_dtype=pl.String)
 
-
-USCC_SHAPE = r"^[0-9A-HJ-NPQRTUWXY]{18}$"
-RESIDENT_SHAPE = r"^[0-9]{17}[0-9X]$"
 
 PARSE_RULE = {
     "int": "not_an_integer",
@@ -91,29 +95,38 @@ def accepts(expected: str, dtype: pl.DataType) -> bool:
     return False
 
 
-def _text(name: str) -> pl.Expr:
-    """The raw value as trimmed text, empty text counted as missing."""
-    s = pl.col(name).cast(pl.String).str.strip_chars()
-    return pl.when(s == "").then(None).otherwise(s)
+def _present(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Whether the (already trimmed) value is there: not null, and not empty text."""
+    if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
+        return (pl.col(name).str.len_bytes() > 0).fill_null(False)
+    return pl.col(name).is_not_null()
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or dtype == pl.Null or isinstance(dtype, pl.Categorical | pl.Enum)
 
 
 def _typed(name: str, col: Column, dtype: pl.DataType) -> pl.Expr:
-    """The raw column converted to the catalogue type; null where it cannot be."""
+    """The column converted to the catalogue type; null where it cannot be.
+
+    Text columns arrive trimmed (`validation_plan`'s first step), so an empty value
+    is a missing one and parses to null."""
     raw = pl.col(name)
-    if col.type == "string":
-        return _text(name)
-    if dtype == pl.String or dtype == pl.Null:
-        s = _text(name)
+    if _is_text(dtype):
+        if col.type == "string":
+            return pl.when(raw.str.len_bytes() > 0).then(raw)
         if col.type == "int":
-            return s.cast(pl.Int64, strict=False)
+            return raw.cast(pl.Int64, strict=False)
         if col.type == "bool":
             table = {"true": True, "false": False, "1": True, "0": False}
-            return s.str.to_lowercase().replace_strict(table, default=None, return_dtype=pl.Boolean)
+            return raw.str.to_lowercase().replace_strict(
+                table, default=None, return_dtype=pl.Boolean
+            )
         if col.type == "date":
-            return s.str.to_date("%Y-%m-%d", strict=False)
+            return raw.str.to_date("%Y-%m-%d", strict=False)
         # month: exactly YYYY-MM
-        ok = s.str.contains(r"^[0-9]{4}-[0-9]{2}$")
-        return pl.when(ok).then((s + "-01").str.to_date("%Y-%m-%d", strict=False))
+        ok = raw.str.contains(r"^[0-9]{4}-[0-9]{2}$")
+        return pl.when(ok).then((raw + "-01").str.to_date("%Y-%m-%d", strict=False))
     if col.type == "int":
         return raw.cast(pl.Int64)
     if col.type == "bool":
@@ -122,10 +135,24 @@ def _typed(name: str, col: Column, dtype: pl.DataType) -> pl.Expr:
     return as_date.dt.month_start() if col.type == "month" else as_date
 
 
-def _present(name: str, dtype: pl.DataType) -> pl.Expr:
-    if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
-        return _text(name).is_not_null()
-    return pl.col(name).is_not_null()
+def present_column(name: str) -> str:
+    """Whether a value was there (not empty), during validation."""
+    return f"_present_{name}"
+
+
+def parsed_columns(source: Source, schema: pl.Schema) -> list[str]:
+    """The columns delivered as text and parsed as another type (int, bool, date, month)."""
+    return [n for n, c in source.columns.items() if c.type in PARSE_RULE and _is_text(schema[n])]
+
+
+def ident(name: str) -> str:
+    """The struct column of an identifier's status and code, during validation."""
+    return f"_id_{name}"
+
+
+def code_column(name: str) -> str:
+    """The integer code of a valid resident identity number, kept in the scratch file."""
+    return f"_code_{name}"
 
 
 def _checks(name: str, col: Column, catalogue: Catalogue) -> list[tuple[str, pl.Expr]]:
@@ -140,16 +167,10 @@ def _checks(name: str, col: Column, catalogue: Catalogue) -> list[tuple[str, pl.
         out.append(("not_allowed_value", ~v.is_in(list(col.allowed))))
     if col.pattern is not None:
         out.append(("pattern_mismatch", ~v.str.contains(col.pattern)))
-    if col.check == "uscc":
-        out.append(("malformed_identifier", ~v.str.contains(USCC_SHAPE)))
-        out.append(("wrong_check_character", ~uscc_valid_fast(v)))
-    elif col.check == "resident_id":
-        out.append(("malformed_identifier", ~v.str.contains(RESIDENT_SHAPE)))
-        out.append(("wrong_check_character", ~resident_id_valid_fast(v)))
-    elif col.check == "uscc_or_resident_id":
-        shaped = v.str.contains(USCC_SHAPE) | v.str.contains(RESIDENT_SHAPE)
-        out.append(("malformed_identifier", ~shaped))
-        out.append(("wrong_check_character", ~(uscc_valid_fast(v) | resident_id_valid_fast(v))))
+    if col.check is not None:
+        status = pl.col(ident(name)).struct.field(STATUS_FIELD)
+        out.append(("malformed_identifier", status == ID_MALFORMED))
+        out.append(("wrong_check_character", status == ID_WRONG_CHECK))
     if col.in_list is not None:
         ref = catalogue.lists[col.in_list]
         out.append((ref.rule, ~v.is_in(list(ref.values))))
@@ -158,46 +179,149 @@ def _checks(name: str, col: Column, catalogue: Catalogue) -> list[tuple[str, pl.
     return out
 
 
+@dataclass(frozen=True)
+class EntityKeys:
+    """An entity source's accepted identifiers and their surrogate keys, for references.
+
+    `staged`: the entity's staged file, holding `column` and `sk`.  `codes`: for
+    identity numbers, their integer codes and keys (`_code`, `_sk`), so that
+    references join on 8-byte integers rather than 18-byte text."""
+
+    staged: Path
+    column: str
+    sk: str
+    codes: pl.DataFrame | None = None
+
+    def table(self) -> pl.LazyFrame:
+        """Identifier -> surrogate key, for a join on the text."""
+        return pl.scan_parquet(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A reference whose key was not found: its surrogate-key column and failure code."""
+
+    sk: str
+    code: int
+
+
 def validation_plan(
-    lf: pl.LazyFrame, source: Source, schema: pl.Schema, catalogue: Catalogue, labels: Labels
+    lf: pl.LazyFrame,
+    source: Source,
+    schema: pl.Schema,
+    catalogue: Catalogue,
+    labels: Labels,
 ) -> pl.LazyFrame:
     """The typed columns, the row number and the first failing rule, for one source.
 
     `schema` is the file's own schema (already checked with `accepts`).  The
-    `_present_<column>` flags stay in the output, for ingest to find a column none
-    of whose values parse (the wrong column).  Value
-    rules apply only where a value is present, so a missing optional value is
-    never quarantined, and a required one fails `missing_required` and nothing else.
-    Duplicate keys are found afterwards, over the validated rows (`duplicate_keys`,
-    `mark_duplicates`): a window over the whole file would hold it all in memory.
+    `_present_<column>` flags of text parsed as another type stay in the output, for
+    ingest to find a column none of whose values parse (the wrong column), and so
+    do the integer codes of identity numbers (`_code_<column>`).  Value rules apply only where a value is
+    present, so a missing optional value is never quarantined, and a required one
+    fails `missing_required` and nothing else.  References (`attach_references`)
+    and duplicate keys (`duplicate_keys`) are found over the validated rows.
     """
     names = list(source.columns)
     lf = lf.select(names).with_row_index(ROW, offset=1)
-    stage_a: list[pl.Expr] = []
+    # Trim every text value once; every later expression reads the trimmed text.
+    lf = lf.with_columns(
+        pl.col(n).cast(pl.String).str.strip_chars() for n in names if _is_text(schema[n])
+    )
+    stage: list[pl.Expr] = []
     failures: list[pl.Expr] = []
     for name, col in source.columns.items():
         dtype = schema[name]
-        stage_a.append(_present(name, dtype).alias(f"_present_{name}"))
-        stage_a.append(_typed(name, col, dtype).alias(name))
-        present, typed = pl.col(f"_present_{name}"), pl.col(name)
+        stage.append(_present(name, dtype).alias(present_column(name)))
+        stage.append(_typed(name, col, dtype).alias(name))
+        if col.check is not None:
+            stage.append(identifier_expr(pl.col(name), col.check).alias(ident(name)))
+        present, typed = pl.col(present_column(name)), pl.col(name)
         if col.required:
             failures.append(_fail_when(~present, labels.code(name, "missing_required")))
-        if col.type in PARSE_RULE and (dtype == pl.String or dtype == pl.Null):
+        if col.type in PARSE_RULE and _is_text(dtype):
             code = labels.code(name, PARSE_RULE[col.type])
             failures.append(_fail_when(present & typed.is_null(), code))
         for rule, bad in _checks(name, col, catalogue):
             failures.append(_fail_when(typed.is_not_null() & bad, labels.code(name, rule)))
-    return lf.with_columns(stage_a).with_columns(pl.coalesce(failures).alias(FAIL))
+    checked = [n for n, c in source.columns.items() if c.check is not None]
+    lf = lf.with_columns(stage).with_columns(
+        pl.coalesce(failures).alias(FAIL),
+        *(
+            pl.col(ident(n)).struct.field(CODE_FIELD).alias(code_column(n))
+            for n in checked
+            if source.columns[n].check != "uscc"
+        ),
+    )
+    parsed = parsed_columns(source, schema)
+    lf = lf.drop(
+        [ident(n) for n in checked] + [present_column(n) for n in names if n not in parsed]
+    )
+    return lf
+
+
+def attach_references(
+    lf: pl.LazyFrame,
+    source: Source,
+    catalogue: Catalogue,
+    labels: Labels,
+    keys: dict[str, EntityKeys],
+) -> tuple[pl.LazyFrame, list[Unknown]]:
+    """`lf` with the surrogate-key column of each reference (null where the key is unknown).
+
+    Identity numbers are joined by their integer codes, other identifiers by their
+    text.  A key not found is a failure only after duplicates are marked
+    (`final_failures`); the returned `Unknown`s say which columns to check."""
+    unknown: list[Unknown] = []
+    for name, col in source.columns.items():
+        for ref in col.references:
+            target = catalogue.sources[ref.source]
+            sk = catalogue.sk_column(ref)
+            entity = keys[ref.source]
+            if entity.codes is not None and col.check in ("resident_id", "uscc_or_resident_id"):
+                on = code_column(name)
+                lookup = entity.codes.lazy().rename({"_code": on, "_sk": sk})
+            else:
+                on = name
+                lookup = entity.table().rename({entity.column: name, "_sk": sk})
+            lf = lf.join(lookup, on=on, how="left", maintain_order="left")
+            if ref.on_missing == "quarantine":
+                unknown.append(Unknown(sk, labels.code(name, f"unknown_{target.entity}")))
+    return lf, unknown
+
+
+def final_failures(
+    validated: pl.LazyFrame,
+    duplicates: pl.DataFrame,
+    source: Source,
+    labels: Labels,
+    unknown: list[Unknown],
+) -> pl.LazyFrame:
+    """`validated` with duplicate keys, then unknown references, failing rows that were valid."""
+    lf = mark_duplicates(validated, duplicates, source, labels)
+    for ref in unknown:
+        missing = pl.col(FAIL).is_null() & pl.col(ref.sk).is_null()
+        code = pl.lit(ref.code, dtype=pl.UInt16)
+        lf = lf.with_columns(pl.when(missing).then(code).otherwise(pl.col(FAIL)).alias(FAIL))
+    return lf
+
+
+def dedup_key(source: Source) -> list[str]:
+    """The columns duplicates are found on: the key, identity numbers by their integer codes
+    (a valid row's number always has one, and it is one-to-one with the text)."""
+    return [
+        code_column(k) if source.columns[k].check in ("resident_id",) else k for k in source.key
+    ]
 
 
 def duplicate_keys(validated: pl.LazyFrame, source: Source) -> pl.DataFrame:
     """The keys held by more than one otherwise valid row (usually none).
 
     Grouped by a 64-bit hash of the key first (a few bytes a row, where the keys
-    themselves are 18-character identifiers), and only the rows whose hash repeats
+    themselves may be 18-character identifiers), and only the rows whose hash repeats
     are grouped again by the key itself, so hash collisions never mark a row.
     """
-    key = list(source.key)
+    key = dedup_key(source)
     ok = validated.filter(pl.col(FAIL).is_null())
     hashed = pl.struct(key).hash().alias("_h")
     suspects = (
@@ -227,8 +351,8 @@ def mark_duplicates(
     """`validated` with the rows of `duplicates`' keys failing duplicate_key (if still valid)."""
     if duplicates.height == 0:
         return validated
-    key = list(source.key)
-    code = labels.code("+".join(key), "duplicate_key")
+    key = dedup_key(source)
+    code = labels.code("+".join(source.key), "duplicate_key")
     flagged = duplicates.lazy().with_columns(pl.lit(True).alias("_dup"))
     return (
         validated.join(flagged, on=key, how="left", maintain_order="left")

@@ -190,3 +190,55 @@ def test_every_injected_error_is_quarantined_with_its_rule(tmp_path: Path, engin
     for name, rep in result.sources.items():
         assert rep.rows == rep.accepted + rep.quarantined
         assert rep.rows == manifest["rows"][name]
+
+
+def test_streamed_and_in_memory_validation_agree(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source larger than DISBURSE_INGEST_MEMORY_ROWS is streamed through a scratch file
+    with its references joined on the way; the staged rows and the quarantine are the same
+    as when it is validated in memory."""
+    from disburse.synth import generate
+
+    generate(tmp_path / "data", enterprises=800, persons=3000, seed=5, errors=0.01)
+    results = {}
+    for label, limit in (("memory", "100000000"), ("streamed", "0")):
+        monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", limit)
+        results[label] = _ingest(tmp_path / "data", engine, tmp_path / f"store-{label}")
+    memory, streamed = results["memory"], results["streamed"]
+    assert sum(r.quarantined for r in memory.sources.values()) > 0
+    for name, rep in memory.sources.items():
+        assert (rep.accepted, rep.quarantined, rep.by_rule) == (
+            streamed.sources[name].accepted,
+            streamed.sources[name].quarantined,
+            streamed.sources[name].by_rule,
+        ), name
+        a = pl.read_parquet(Path(memory.staged_dir) / f"{name}.parquet")
+        b = pl.read_parquet(Path(streamed.staged_dir) / f"{name}.parquet")
+        assert a.equals(b), name
+    with engine.connect() as conn:
+        rows = {
+            run: sorted(
+                conn.execute(
+                    select(
+                        QuarantinedRow.source,
+                        QuarantinedRow.row_no,
+                        QuarantinedRow.column_name,
+                        QuarantinedRow.rule,
+                        QuarantinedRow.value,
+                    ).where(QuarantinedRow.run_id == run)
+                ).all()
+            )
+            for run in (memory.run_id, streamed.run_id)
+        }
+    assert rows[memory.run_id] == rows[streamed.run_id]
+
+
+def test_memory_rows_setting_must_be_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.ingest import DEFAULT_MEMORY_ROWS, memory_rows
+
+    monkeypatch.delenv("DISBURSE_INGEST_MEMORY_ROWS", raising=False)
+    assert memory_rows() == DEFAULT_MEMORY_ROWS
+    monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", "lots")
+    with pytest.raises(JobError, match="not a whole number"):
+        memory_rows()

@@ -74,3 +74,55 @@ def test_numpy_validators_agree_with_scalar(bodies: list[str | None], pos: int) 
     assert ids.resident_id_valid_numpy(series).to_list() == [
         None if v is None else ids.is_valid_resident_id(v) for v in values
     ]
+
+
+@given(
+    st.lists(st.one_of(uscc_body, resident_body, st.text(max_size=20), st.none()), max_size=30),
+    st.integers(0, 17),
+)
+def test_identifier_fields_agree_with_scalar(bodies: list[str | None], pos: int) -> None:
+    """Ingest's one-pass kernel: status by the scalar rules, and resident codes that sort as text."""
+    values: list[str | None] = []
+    for b in bodies:
+        if b is not None and len(b) == 17 and all(c in ids.USCC_VALUE for c in b):
+            values.append(b + ids.uscc_check_char(b))
+            if b.isdigit():
+                number = b + ids.resident_check_char(b)
+                values += [number, number[:pos] + chr(ord(number[pos]) ^ 1) + number[pos + 1 :]]
+        else:
+            values.append(b)
+    series = pl.Series("v", values, dtype=pl.String)
+
+    def status(v: str, valid: bool, shaped: bool) -> int:
+        return ids.ID_VALID if valid else ids.ID_WRONG_CHECK if shaped else ids.ID_MALFORMED
+
+    def uscc_shaped(v: str) -> bool:
+        return len(v) == 18 and all(c in ids.USCC_VALUE for c in v)
+
+    def resident_shaped(v: str) -> bool:
+        return len(v) == 18 and v[:17].isascii() and v[:17].isdigit() and v[17] in "0123456789X"
+
+    cases = {
+        "uscc": lambda v: status(v, ids.is_valid_uscc(v), uscc_shaped(v)),
+        "resident_id": lambda v: status(v, ids.is_valid_resident_id(v), resident_shaped(v)),
+        "uscc_or_resident_id": lambda v: status(
+            v,
+            ids.is_valid_uscc(v) or ids.is_valid_resident_id(v),
+            uscc_shaped(v) or resident_shaped(v),
+        ),
+    }
+    for kind, expected in cases.items():
+        fields = ids.identifier_fields(series, kind).struct.unnest()
+        assert fields[ids.STATUS_FIELD].to_list() == [
+            None if v is None else expected(v) for v in values
+        ], kind
+        codes = fields[ids.CODE_FIELD].to_list()
+        if kind == "uscc":
+            assert codes == [None] * len(values)
+            continue
+        assert codes == [
+            ids.resident_code_of(v) if v is not None and ids.is_valid_resident_id(v) else None
+            for v in values
+        ]
+    coded = sorted(v for v in values if v is not None and ids.is_valid_resident_id(v))
+    assert [ids.resident_code_of(v) for v in coded] == sorted(ids.resident_code_of(v) for v in coded)
