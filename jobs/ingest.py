@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -160,6 +161,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_files(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
+    """sha256 of every source file, hashed in parallel (hashlib releases the GIL on blocks)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {name: pool.submit(sha256_file, path) for name, (path, _fmt) in files.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
 def _counts(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> tuple[int, list[str]]:
     """Rows, and the text columns with values none of which parse as the column's type
     (the wrong column), in one read of the scratch file."""
@@ -275,6 +283,7 @@ def _validate_all(
     say: Callable[[str], None],
     digests: dict[str, str] | None = None,
 ) -> tuple[dict[str, SourceReport], dict[str, pl.DataFrame]]:
+    digests = digests or sha256_files(files)
     keys: dict[str, EntityKeys] = {}
     reports: dict[str, SourceReport] = {}
     quarantined: dict[str, pl.DataFrame] = {}
@@ -283,7 +292,7 @@ def _validate_all(
         path, fmt = files[name]
         source = catalogue.sources[name]
         say(f"ingest {name}: validating {path.name}")
-        digest = (digests or {}).get(name) or sha256_file(path)
+        digest = digests[name]
         labels = Labels()
         plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
         in_memory = _rows(path, fmt) <= memory_rows()

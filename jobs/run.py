@@ -56,7 +56,7 @@ from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, wide_plans
 from jobs.faults import checkpoint
-from jobs.ingest import ingest, locate_sources, sha256_file, staged_dir
+from jobs.ingest import ingest, locate_sources, sha256_file, sha256_files, staged_dir
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
 from ledgers.post import Holdings, holdings, post_entitlements
 from ledgers.runs import start_run
@@ -277,7 +277,7 @@ class NightlyRun:
         self.files = files
         with run_lock(self.engine, wait=req.wait, progress=self.progress):
             self.progress.log(f"hashing {len(files)} source files")
-            digests = {name: sha256_file(path) for name, (path, _fmt) in files.items()}
+            digests = sha256_files(files)
             resumed, abandoned, current = self._interrupted(digests)
             if current is None:
                 current = self._start()
