@@ -10,8 +10,10 @@
   written 'X' for ten.
 
 Three forms of each: a scalar function (for people and tests), a Polars
-expression (for validating millions of rows in ingest, no row loops) and a
-NumPy kernel (for the synthetic population generator).
+expression (the reference the synthetic population is checked against), and
+NumPy kernels over the Arrow buffer: `identifier_expr` gives ingest each value's
+status and, for an identity number, an integer code; the generator builds
+identifiers with the `*_bytes` functions.
 """
 
 from __future__ import annotations
@@ -110,9 +112,6 @@ def resident_id_valid_expr(col: pl.Expr) -> pl.Expr:
 _USCC_LUT = np.full(256, -1, dtype=np.int64)
 for _i, _c in enumerate(USCC_ALPHABET):
     _USCC_LUT[ord(_c)] = _i
-_DIGIT_LUT = np.full(256, -1, dtype=np.int64)
-for _i in range(10):
-    _DIGIT_LUT[ord("0") + _i] = _i
 _RESIDENT_CHECK_LUT = np.full(256, -1, dtype=np.int64)
 for _i, _c in enumerate(RESIDENT_CHECK):
     _RESIDENT_CHECK_LUT[ord(_c)] = _i
@@ -152,23 +151,12 @@ def _byte_matrix(
     return data[starts[:, None] + np.arange(width)], rows
 
 
-def uscc_valid_numpy(series: pl.Series) -> pl.Series:
-    """Per row: a valid credit code (False for wrong length, alphabet or check; null stays null)."""
-    return (series_status(series, "uscc") == ID_VALID).alias(series.name)
-
-
-def resident_id_valid_numpy(series: pl.Series) -> pl.Series:
-    """Per row: a valid resident identity number (null stays null)."""
-    return (series_status(series, "resident_id") == ID_VALID).alias(series.name)
-
-
 # What ingest needs to know of an identifier value, from one pass over its bytes: its
 # status, and for a valid resident identity number an integer code that sorts as the
 # text does, so that joins and ranks on ten million numbers compare 8-byte integers.
 ID_VALID: Final = 0
 ID_MALFORMED: Final = 1  # wrong length or a character outside the identifier's alphabet
 ID_WRONG_CHECK: Final = 2
-IDENTIFIER_KINDS: Final = ("uscc", "resident_id", "uscc_or_resident_id")
 STATUS_FIELD: Final = "status"
 CODE_FIELD: Final = "code"
 # Rows per block inside a kernel: bounds the (rows, 18) temporaries to a few MB
@@ -268,21 +256,13 @@ def _id_arrays(
     return all_status, all_codes
 
 
-def series_status(series: pl.Series, kind: str) -> pl.Series:
-    """ID_VALID / ID_MALFORMED / ID_WRONG_CHECK per row of text (null stays null)."""
-    status, _codes = _id_arrays(series, kind)
-    return pl.select(pl.when(series.is_not_null()).then(pl.Series(series.name, status))).to_series()
-
-
 def identifier_fields(series: pl.Series, kind: str) -> pl.Series:
     """A struct per row: `status`, and `code` for a valid resident identity number (else null)."""
     status, codes = _id_arrays(series, kind)
     present = series.is_not_null()
     fields = [pl.when(present).then(pl.Series(STATUS_FIELD, status)).alias(STATUS_FIELD)]
-    if codes is not None:
-        valid = present & pl.Series(status == ID_VALID)
-        # uscc_or_resident_id: valid as a credit code is no resident code
-        code_ok = valid & pl.Series(codes > 0)
+    if codes is not None:  # 0: not a valid identity number (perhaps a valid credit code)
+        code_ok = present & pl.Series(codes > 0)
         fields.append(pl.when(code_ok).then(pl.Series(CODE_FIELD, codes)).alias(CODE_FIELD))
     else:
         fields.append(pl.lit(None, dtype=pl.Int64).alias(CODE_FIELD))
@@ -299,18 +279,8 @@ def identifier_expr(col: pl.Expr, kind: str) -> pl.Expr:
     )
 
 
-def uscc_valid_fast(col: pl.Expr) -> pl.Expr:
-    """`uscc_valid_expr`, computed over the Arrow buffer."""
-    return col.map_batches(uscc_valid_numpy, return_dtype=pl.Boolean, is_elementwise=True)
-
-
-def resident_id_valid_fast(col: pl.Expr) -> pl.Expr:
-    """`resident_id_valid_expr`, computed over the Arrow buffer."""
-    return col.map_batches(resident_id_valid_numpy, return_dtype=pl.Boolean, is_elementwise=True)
-
-
 def resident_code_of(number: str) -> int:
-    """The integer code `identifier_fields` gives a valid identity number (for tests and lookups)."""
+    """The integer code `identifier_fields` gives a valid identity number."""
     if not is_valid_resident_id(number):
         raise ValueError(f"not a valid resident identity number: {number!r}")
     return int(number[:17]) * 11 + (10 if number[17] == "X" else int(number[17]))

@@ -296,14 +296,9 @@ def _validate_all(
         labels = Labels()
         plan = validation_plan(_scan(path, fmt), source, schemas[name], catalogue, labels)
         in_memory = _rows(path, fmt) <= memory_rows()
+        scratch = tmp / f".{name}.validated.parquet"
         validated, unknown = _validate_source(
-            plan,
-            source,
-            catalogue,
-            labels,
-            keys,
-            tmp / f".{name}.validated.parquet",
-            in_memory=in_memory,
+            plan, source, catalogue, labels, keys, scratch, in_memory=in_memory
         )
         rows, bad_columns = _counts(validated, source, schemas[name])
         if bad_columns:
@@ -330,9 +325,7 @@ def _validate_all(
         accepted.drop(cs.starts_with("_code_")).sink_parquet(
             staged, compression=STAGED_COMPRESSION, engine="streaming"
         )
-        scratch = tmp / f".{name}.validated.parquet"
-        if scratch.exists():
-            scratch.unlink()
+        scratch.unlink(missing_ok=True)
         n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()
         if n_accepted + failed.height != rows:  # pragma: no cover - a broken invariant
             raise AssertionError(f"{name}: {rows} rows != {n_accepted} + {failed.height}")
@@ -364,7 +357,7 @@ def memory_rows() -> int:
     except ValueError:
         raise JobError(
             f"DISBURSE_INGEST_MEMORY_ROWS={value!r} is not a whole number",
-            fix="set it to a row count, e.g. 16000000, or unset it",
+            fix="set it to a row count, e.g. 12000000, or unset it",
         ) from None
 
 

@@ -97,7 +97,7 @@ def accepts(expected: str, dtype: pl.DataType) -> bool:
 
 def _present(name: str, dtype: pl.DataType) -> pl.Expr:
     """Whether the (already trimmed) value is there: not null, and not empty text."""
-    if dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum):
+    if _is_text(dtype):  # cast to trimmed String by the plan's first step
         return (pl.col(name).str.len_bytes() > 0).fill_null(False)
     return pl.col(name).is_not_null()
 

@@ -151,7 +151,9 @@ def test_the_page_renders_in_headless_chromium(report: tuple[str, Path], tmp_pat
     assert len(colours) > 20
 
 
-def test_a_run_that_is_not_a_recorded_nightly_run_is_refused(city: Path, db_url: str, tmp_path: Path) -> None:
+def test_a_run_that_is_not_a_recorded_nightly_run_is_refused(
+    city: Path, db_url: str, tmp_path: Path
+) -> None:
     with open_engine(db_url, init=True):
         pass
     out = CliRunner().invoke(
