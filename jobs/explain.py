@@ -31,7 +31,7 @@ from jobs.ingest import sha256_file
 from jobs.simulate import yuan
 from jobs.staged import staged_columns
 from ledgers.masking import mask_entity
-from ledgers.post import signed_amount
+from ledgers.holdings import signed_amount
 from ledgers.schema import Run, SourceSnapshot, Transfer
 
 

@@ -58,7 +58,8 @@ from jobs.evaluate import decisions_of_wide, wide_plans
 from jobs.faults import checkpoint
 from jobs.ingest import ingest, locate_sources, sha256_file, sha256_files, staged_dir
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
-from ledgers.post import Holdings, holdings, post_entitlements
+from ledgers.holdings import Holdings, holdings
+from ledgers.post import post_entitlements
 from ledgers.runs import start_run
 from ledgers.schema import PolicySnapshot, QuarantinedRow, Run, SourceSnapshot, Transfer
 
@@ -636,7 +637,11 @@ class NightlyRun:
         others = [
             p for p in self.pset.policies if p.spec.group in groups and p not in self.policies
         ]
-        self.known = holdings(self.engine, [p.id for p in self.policies] + [p.id for p in others])
+        self.known = holdings(
+            self.engine,
+            [p.id for p in self.policies] + [p.id for p in others],
+            folder=self._snapshots(),
+        )
         held = self.known.nonzero()
         current = pl.DataFrame(
             {"policy_id": [t.policy_id for t in terms], "period": [t.period for t in terms]}
@@ -691,6 +696,10 @@ class NightlyRun:
 
     # -- post
 
+    def _snapshots(self) -> Path:
+        """Where the ledger's holdings are kept between runs (`ledgers.holdings`)."""
+        return self.request.store / "holdings"
+
     def _post(self, run_id: int) -> None:
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -713,6 +722,7 @@ class NightlyRun:
                 chunk_size=self.request.chunk_size,
                 on_chunk=on_chunk,
                 known=self.known,
+                keep=self._snapshots(),
             )
             timing.rows = frame.height
             phase.status(

@@ -49,6 +49,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -60,6 +61,7 @@ from ledgers import accounts
 from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
 from ledgers.db import LEDGER_LOCK_KEY, LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
+from ledgers.holdings import Holdings, chain_head, keep_snapshot, read_held
 from ledgers.schema import ENTITLEMENT_KINDS, PAYMENT_KINDS, Run, Transfer
 
 KEY = ("policy_id", "benefit_period", "entity")
@@ -133,6 +135,7 @@ def post_entitlements(
     pg_staging: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
     known: Holdings | None = None,
+    keep: Path | None = None,
 ) -> PostResult:
     """Post the difference between `entitlements` and the ledger, for `run_id`.
 
@@ -149,12 +152,15 @@ def post_entitlements(
 
     `known`: what `holdings` read earlier; used instead of reading the ledger
     again if, under the ledger lock, the chain head is still the one it saw
-    (nothing was posted since) and it covers every policy posted.
+    (nothing was posted since) and it covers every policy posted.  Then, with
+    `keep` (a folder), the holdings after the post (`known` plus what was
+    written) are recorded as a snapshot there for the next reader
+    (`ledgers.holdings`).
     """
     frame = validate_entitlements(entitlements)
     with ledger_connection(engine) as conn:
         _require_run(conn, run_id)
-        head = _head(conn)
+        head = chain_head(conn)
         periods = list(
             frame.select("policy_id", "benefit_period")
             .unique()
@@ -162,7 +168,9 @@ def post_entitlements(
             .iter_rows()
         )
         posted_ids = {p for p, _ in periods}
-        if known is not None and known.head == head and posted_ids <= known.policy_ids:
+        current = known is not None and known.head == head and posted_ids <= known.policy_ids
+        if current:
+            assert known is not None
             existing = _state_by_period(known.frame, periods)
         else:
             existing = _entitlement_state(conn, periods)
@@ -170,6 +178,11 @@ def post_entitlements(
         plan = _plan(frame, existing, lambda payees: _payable_balances(conn, payees))
         conn.commit()
         written = _append(conn, plan.transfers, run_id, head, chunk_size, pg_staging, on_chunk)
+        if current and keep is not None:
+            assert known is not None
+            end = (written.last_id, written.head_hash) if written.last_id is not None else head
+            keep_snapshot(conn, known.after(plan.transfers, end), keep, run_id)
+            conn.commit()
     return PostResult(
         run_id=run_id,
         keys=frame.height,
@@ -202,7 +215,7 @@ def post_transfers(
     frame = _validate_transfers(transfers)
     with ledger_connection(engine) as conn:
         _require_run(conn, run_id)
-        head = _head(conn)
+        head = chain_head(conn)
         conn.commit()
         return _append(conn, frame, run_id, head, chunk_size).transfers
 
@@ -388,29 +401,11 @@ def _require_run(conn: Connection, run_id: int) -> None:
         )
 
 
-def _head(conn: Connection) -> tuple[int, str]:
-    """The last transfer's id and hash (0 and the genesis hash for an empty ledger)."""
-    t = Transfer.__table__
-    row = conn.execute(
-        select(t.c.transfer_id, t.c.hash).order_by(t.c.transfer_id.desc()).limit(1)
-    ).first()
-    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
-
-
-def signed_amount() -> Any:
-    """SQL: an entitlement transfer's effect on its key (+ from the budget, - back to it)."""
-    t = Transfer.__table__
-    return case(
-        (func.substr(t.c.debit_account, 1, 7) == "budget:", t.c.amount_fen),
-        else_=-t.c.amount_fen,
-    )
-
-
 def _entitlement_state(
     conn: Connection, periods: list[tuple[str, str]]
 ) -> dict[tuple[str, str], pl.DataFrame]:
     """Per posted (policy, period) pair: the net amount each (entity, payee) holds."""
-    return _state_by_period(_held(conn, sorted({p for p, _ in periods})), periods)
+    return _state_by_period(read_held(conn, sorted({p for p, _ in periods})), periods)
 
 
 def _state_by_period(
@@ -428,66 +423,6 @@ def _state_by_period(
         if pair in wanted:
             state[pair] = part.select("entity", "payee", "net_fen")
     return state
-
-
-HOLDINGS_SCHEMA: dict[str, type[pl.DataType]] = {
-    "policy_id": pl.String,
-    "benefit_period": pl.String,
-    "entity": pl.String,
-    "payee": pl.String,
-    "net_fen": pl.Int64,
-}
-
-
-def _held(conn: Connection, policy_ids: list[str]) -> pl.DataFrame:
-    """Net amount per (policy, period, entity, payee) of these policies, in one scan.
-
-    One plain scan of the entitlement transfers returning the key, the payee
-    (NULL when it is the entity itself: a third fewer bytes) and the signed
-    amount; Polars sums them.  At a million keys that is twice as fast as
-    PostgreSQL's own GROUP BY, and one scan instead of one per policy.
-    """
-    if not policy_ids:
-        return pl.DataFrame(schema=HOLDINGS_SCHEMA)
-    t = Transfer.__table__
-    stmt = select(
-        t.c.policy_id,
-        t.c.benefit_period,
-        t.c.entity,
-        func.nullif(t.c.payee, t.c.entity),
-        signed_amount(),
-    ).where(t.c.policy_id.in_(policy_ids), t.c.kind.in_(ENTITLEMENT_KINDS))
-    frame = read_frame(conn, stmt, HOLDINGS_SCHEMA)
-    return (
-        frame.with_columns(pl.col("payee").fill_null(pl.col("entity")))
-        .group_by("policy_id", "benefit_period", "entity", "payee")
-        .agg(pl.col("net_fen").sum())
-    )
-
-
-@dataclass(frozen=True)
-class Holdings:
-    """What the ledger held for some policies, and the chain head it was read at."""
-
-    head: tuple[int, str]
-    policy_ids: frozenset[str]
-    frame: pl.DataFrame  # HOLDINGS_SCHEMA, every (key, payee) ever posted, net 0 included
-
-    def nonzero(self) -> pl.DataFrame:
-        """One row per (policy_id, benefit_period, entity, payee) holding a net amount, unordered."""
-        return self.frame.filter(pl.col("net_fen") != 0)
-
-
-def holdings(engine: Engine, policy_ids: list[str]) -> Holdings:
-    """What the ledger holds for every key of these policies, all periods.
-
-    The head is read first: if anything is posted between it and the scan, the
-    head a later post sees differs from this one, and the post reads again.
-    """
-    with engine.connect() as conn:
-        head = _head(conn)
-        held = _held(conn, sorted(set(policy_ids)))
-    return Holdings(head, frozenset(policy_ids), held)
 
 
 def account_balances(conn: Connection, kind: str | None = None) -> pl.DataFrame:
@@ -845,7 +780,7 @@ def _write_chunk(
     """One transaction: check the head, write the transfers and new keys, check, commit."""
     try:
         with conn.begin():
-            if _head(conn) != expected:
+            if chain_head(conn) != expected:
                 raise LedgerError(
                     "another poster wrote to the ledger while this one was posting; nothing of "
                     "this chunk was written\n  fix: post again: posting is idempotent and writes only what is missing"

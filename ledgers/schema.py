@@ -197,6 +197,29 @@ class EntitlementKey(Base):
     run_id: Mapped[int] = mapped_column(Integer)
 
 
+class HoldingsSnapshot(Base):
+    """What the ledger held per entitlement key at one chain head, kept in a Parquet file.
+
+    A cache that a later run reads instead of scanning every entitlement transfer
+    (`ledgers.holdings`): used only while the transfer at `head_id` still has
+    `head_hash` and the file still has `sha256`.  Not part of the ledger: rows
+    come and go (the newest two are kept).
+    """
+
+    __tablename__ = "holdings_snapshots"
+
+    head_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    head_hash: Mapped[str] = mapped_column(String(64))
+    policy_ids: Mapped[str] = mapped_column(Text)  # compact JSON list, sorted
+    file: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    run_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 # The read-only views auditors get (created by the migrations; `db init` grants them).
 AUDIT_VIEWS = (
     "audit_transfers",

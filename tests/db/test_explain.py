@@ -20,7 +20,7 @@ from jobs.explain import explain, render_explanation
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly
 from ledgers.db import open_engine
-from ledgers.post import holdings
+from ledgers.holdings import holdings
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 AS_OF = dt.date(2026, 3, 15)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.allocate import Terms, allocate, period_bounds
-from ledgers.post import HOLDINGS_SCHEMA
+from ledgers.holdings import HOLDINGS_SCHEMA
 
 YEAR = (dt.date(2026, 1, 1), dt.date(2026, 12, 31))
 ENTITIES = [f"E{i:03d}" for i in range(12)]
