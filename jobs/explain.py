@@ -30,8 +30,8 @@ from jobs.errors import JobError
 from jobs.ingest import sha256_file
 from jobs.simulate import yuan
 from jobs.staged import staged_columns
-from ledgers.masking import mask_entity
 from ledgers.holdings import signed_amount
+from ledgers.masking import mask_entity
 from ledgers.schema import Run, SourceSnapshot, Transfer
 
 

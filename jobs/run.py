@@ -538,18 +538,23 @@ class NightlyRun:
         }
         return _sha256_bytes(json.dumps(payload, sort_keys=True).encode())
 
-    def _reusable_decisions(self, key: str) -> tuple[str, str, str] | None:
+    def _reusable_decisions(self, key: str) -> tuple[str, str, str, dict[str, int] | None] | None:
+        """An earlier run's decision table for the same inputs key, its archive, and how many
+        rows it has per policy (from that run's allocation report, when it has one)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Run.decisions_file, Run.decisions_sha256, Run.archive_json)
+                select(Run.decisions_file, Run.decisions_sha256, Run.archive_json, Run.counts_json)
                 .where(Run.inputs_sha256 == key, Run.decisions_sha256.is_not(None))
                 .order_by(Run.run_id.desc())
                 .limit(5)
             ).all()
-        for path, digest, archive in rows:
+        for path, digest, archive, counts_text in rows:
             files = [path, *(f["file"] for f in _archive_files(archive))]
             if all(f and Path(f).is_file() for f in files):
-                return str(path), str(digest), str(archive)
+                report = json.loads(counts_text or "{}").get("allocation", {})
+                evaluated = {pid: int(r["evaluated"]) for pid, r in report.items()}
+                complete = set(evaluated) == {p.id for p in self.policies}
+                return str(path), str(digest), str(archive), evaluated if complete else None
         return None
 
     def _archive(self, run_id: int, folder: Path) -> tuple[Path, str, dict[str, Any]]:
@@ -587,8 +592,9 @@ class NightlyRun:
         key = self._inputs_key(run_id)
         with timed(self.progress, "evaluate", self.timings) as timing:
             earlier = self._reusable_decisions(key)
+            evaluated: dict[str, int] | None = None
             if earlier is not None:
-                path, digest, archive_text = earlier
+                path, digest, archive_text, evaluated = earlier
                 decisions = _verified(path, digest, "decision table", run_id)
                 archive = json.loads(archive_text)
                 timing.skipped = "inputs unchanged: an earlier run's decision table reused"
@@ -596,21 +602,16 @@ class NightlyRun:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
                 decisions, digest, archive = self._archive(run_id, folder)
-            counts = (
-                pl.scan_parquet(decisions)
-                .group_by("policy_id")
-                .agg(
-                    pl.len().alias("evaluated"),
-                    pl.col("eligible").sum().alias("eligible"),
-                    pl.col("amount_fen").sum().alias("claimed_fen"),
-                )
-                .collect()
-            )
-            timing.rows = int(counts["evaluated"].sum()) if counts.height else 0
+            if evaluated is None:
+                # Rows per policy of the decision table; a reused table's are in the report of
+                # the run that allocated from it (the same file: its sha256 was just checked).
+                counted = pl.scan_parquet(decisions).group_by("policy_id").agg(pl.len()).collect()
+                evaluated = {str(pid): int(n) for pid, n in counted.iter_rows()}
+            timing.rows = sum(evaluated.values())
         checkpoint("run:decisions-written")
         with timed(self.progress, "allocate", self.timings) as timing:
             self.progress.phase("allocate").status("stacking groups and budgets against the ledger")
-            allocation = self._allocate(decisions, counts)
+            allocation = self._allocate(decisions, evaluated)
             frame = self._entitlements(allocation, run_id)
             alloc_path, alloc_digest = _hashed_parquet(frame, folder, "allocation")
             timing.rows = frame.height
@@ -630,7 +631,7 @@ class NightlyRun:
         )
         checkpoint("run:evaluated")
 
-    def _allocate(self, decisions: Path, counts: pl.DataFrame) -> Allocation:
+    def _allocate(self, decisions: Path, evaluated: dict[str, int]) -> Allocation:
         as_of = self.request.as_of
         terms = [Terms.of(p, as_of) for p in self.policies]
         groups = {t.group for t in terms if t.group}
@@ -676,9 +677,9 @@ class NightlyRun:
             groups={p.id: p.spec.group or "" for p in others},
             once=once_of,
         )
-        for pid, evaluated in counts.select("policy_id", "evaluated").iter_rows():
+        for pid, rows in evaluated.items():
             if pid in out.policies:
-                out.policies[pid].evaluated = int(evaluated)
+                out.policies[pid].evaluated = rows
         return out
 
     def _entitlements(self, allocation: Allocation, run_id: int) -> pl.DataFrame:

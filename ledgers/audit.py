@@ -24,8 +24,8 @@ from ledgers import accounts
 from ledgers.chain import CHAIN_FIELDS, GENESIS, content_expr
 from ledgers.db import LedgerError, require_ledger
 from ledgers.frames import prefetch, read_frame
-from ledgers.masking import mask_account_address_expr, mask_entity_expr
 from ledgers.holdings import signed_amount
+from ledgers.masking import mask_account_address_expr, mask_entity_expr
 from ledgers.post import KEY, account_balances
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
 

@@ -214,7 +214,7 @@ def keep_snapshot(
         scratch.unlink(missing_ok=True)
         return None
     conn.execute(
-        insert(s).values(
+        insert(HoldingsSnapshot).values(
             head_id=head_id,
             head_hash=head_hash,
             policy_ids=json.dumps(sorted(after.policy_ids), separators=(",", ":")),
@@ -229,7 +229,7 @@ def keep_snapshot(
         select(s.c.head_id, s.c.file).order_by(s.c.head_id.desc()).offset(KEEP_SNAPSHOTS)
     ).all()
     if old:
-        conn.execute(delete(s).where(s.c.head_id.in_([r.head_id for r in old])))
+        conn.execute(delete(HoldingsSnapshot).where(s.c.head_id.in_([r.head_id for r in old])))
         for r in old:
             Path(r.file).unlink(missing_ok=True)
     return path

@@ -54,15 +54,15 @@ from typing import Any
 
 import polars as pl
 from psycopg import IntegrityError as DatabaseIntegrityError
-from sqlalchemy import BigInteger, Connection, Engine, case, cast, func, select, text
+from sqlalchemy import BigInteger, Connection, Engine, cast, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ledgers import accounts
-from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
+from ledgers.chain import CHAIN_FIELDS, with_hashes
 from ledgers.db import LEDGER_LOCK_KEY, LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
 from ledgers.holdings import Holdings, chain_head, keep_snapshot, read_held
-from ledgers.schema import ENTITLEMENT_KINDS, PAYMENT_KINDS, Run, Transfer
+from ledgers.schema import PAYMENT_KINDS, Run, Transfer
 
 KEY = ("policy_id", "benefit_period", "entity")
 ENTITLEMENT_COLUMNS: dict[str, type[pl.DataType]] = {

@@ -35,13 +35,13 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, func, select
 
 from ledgers import audit
+from ledgers.holdings import HOLDING_KEY, holdings, signed_amount
 from ledgers.post import (
     ENTITLEMENT_COLUMNS,
     PostResult,
     post_entitlements,
     post_transfers,
 )
-from ledgers.holdings import HOLDING_KEY, holdings, signed_amount
 from ledgers.runs import start_run
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Transfer
 
