@@ -24,8 +24,14 @@ from ledgers import accounts
 from ledgers.chain import CHAIN_FIELDS, GENESIS, content_expr
 from ledgers.db import LedgerError, require_ledger
 from ledgers.frames import prefetch, read_frame
-from ledgers.holdings import signed_amount
-from ledgers.masking import mask_account_address_expr, mask_entity_expr
+from ledgers.holdings import (
+    HOLDING_KEY,
+    HOLDINGS_SCHEMA,
+    SnapshotRecord,
+    newest_snapshot,
+    signed_amount,
+)
+from ledgers.masking import mask_account_address_expr, mask_entity, mask_entity_expr
 from ledgers.post import KEY, account_balances
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
 
@@ -136,9 +142,10 @@ def verify(
     verify): the chain must still contain it, which catches a ledger cut short
     or rewritten from that point on.
     """
-    scan = _Scan(expect_head)
     with engine.connect() as conn:
         require_ledger(conn)
+        snapshot = newest_snapshot(conn)
+        scan = _Scan(expect_head, snapshot)
         # Read batch k+1 while batch k is hashed.
         for frame in prefetch(_batches(conn, batch)):
             scan.add(frame)
@@ -164,6 +171,8 @@ def verify(
     checks.append(_check_balances(scan.accounts(), scan.keys()))
     checks.append(_check_keys(scan.keys(), keys))
     checks.append(_check_runs(scan.run_ids(), runs))
+    if snapshot is not None:
+        checks.append(_check_snapshot(snapshot, scan))
     return VerifyResult(tuple(checks), scan.count, keys.height, scan.prev_id, scan.prev_hash)
 
 
@@ -200,8 +209,11 @@ _SIGNED = (
 class _Scan:
     """What verify gathers in its one pass over the transfers."""
 
-    def __init__(self, expect_head: str | None) -> None:
+    def __init__(self, expect_head: str | None, snapshot: SnapshotRecord | None = None) -> None:
         self.prev_id, self.prev_hash = 0, GENESIS
+        self.snapshot = snapshot
+        self.snapshot_hash: str | None = None  # the stored hash of the snapshot's head transfer
+        self._held: list[pl.DataFrame] = []
         self.count = 0
         self.seen_head = expect_head is None
         self.expect_head = expect_head
@@ -247,11 +259,34 @@ class _Scan:
             )
         )
         self._keys.append(per_key)
+        if self.snapshot is not None:
+            self._gather_held(frame, self.snapshot)
         self._runs.append(
             frame.select(pl.col("run_id"), pl.col("transfer_id"))
             .group_by("run_id")
             .agg(pl.col("transfer_id").min())
         )
+
+    def _gather_held(self, frame: pl.DataFrame, snap: SnapshotRecord) -> None:
+        """What each (key, payee) of the snapshot's policies holds up to the snapshot's head."""
+        upto = frame.filter(pl.col("transfer_id") <= snap.head_id)
+        at_head = upto.filter(pl.col("transfer_id") == snap.head_id)
+        if at_head.height:
+            self.snapshot_hash = str(at_head.get_column("hash")[0])
+        self._held.append(
+            upto.filter(
+                pl.col("kind").is_in(list(ENTITLEMENT_KINDS)),
+                pl.col("policy_id").is_in(sorted(snap.policy_ids)),
+            )
+            .group_by(HOLDING_KEY)
+            .agg(_SIGNED.sum().alias("net_fen"))
+        )
+
+    def held_at_snapshot(self) -> pl.DataFrame:
+        """Net amount per (key, payee) of the snapshot's policies at its head, from the scan."""
+        if not self._held:
+            return pl.DataFrame(schema=HOLDINGS_SCHEMA)
+        return pl.concat(self._held).group_by(HOLDING_KEY).agg(pl.col("net_fen").sum())
 
     def _chain(self, frame: pl.DataFrame) -> Check | None:
         contents = frame.select(content_expr()).to_series().to_list()
@@ -367,7 +402,8 @@ def _describe(row: dict[str, Any]) -> str:
 
 
 def _key_name(row: dict[str, Any]) -> str:
-    return "key " + "/".join(str(row[k]) for k in KEY)
+    """An entitlement key as printed: a resident identity number as entity is masked."""
+    return f"key {row['policy_id']}/{row['benefit_period']}/{mask_entity(row['entity'])}"
 
 
 def _check_balances(account_totals: pl.DataFrame, per_key: pl.DataFrame) -> Check:
@@ -414,6 +450,48 @@ def _check_balances(account_totals: pl.DataFrame, per_key: pl.DataFrame) -> Chec
         "balances",
         True,
         f"{n:,} accounts sum to 0 fen; no payable below 0, no receivable above 0, no key below 0",
+    )
+
+
+def _check_snapshot(snap: SnapshotRecord, scan: _Scan) -> Check:
+    """The newest holdings snapshot equals what the ledger held at its head.
+
+    Runs start from it instead of reading every entitlement transfer, so a
+    snapshot that is wrong but still looks usable (its head in the chain, its
+    file matching its recorded sha256) would misstate what earlier runs granted.
+    One that is not usable is ignored by runs, and said so here.
+    """
+    name = f"holdings snapshot at transfer {snap.head_id}"
+    if scan.snapshot_hash != snap.head_hash:
+        return Check("holdings", True, f"{name}: its head is not in this chain; runs ignore it")
+    kept = snap.read()
+    if kept is None:
+        return Check(
+            "holdings",
+            True,
+            f"{name}: its file {snap.file} is missing or changed since it was recorded; "
+            "runs ignore it and read the ledger",
+        )
+    ledger = scan.held_at_snapshot()
+    both = kept.join(ledger, on=list(HOLDING_KEY), how="full", coalesce=True, suffix="_ledger")
+    wrong = both.filter(
+        pl.col("net_fen").fill_null(0) != pl.col("net_fen_ledger").fill_null(0)
+    ).sort(HOLDING_KEY)
+    if wrong.height:
+        row = wrong.row(0, named=True)
+        return Check(
+            "holdings",
+            False,
+            f"{name} differs from the ledger for {wrong.height:,} key(s)",
+            f"{_key_name(row)} payee {mask_entity(row['payee'])}",
+            f"the snapshot holds {row['net_fen'] or 0} fen, the ledger "
+            f"{row['net_fen_ledger'] or 0} fen; delete the snapshot's row from "
+            "holdings_snapshots so that runs read the ledger itself",
+        )
+    return Check(
+        "holdings",
+        True,
+        f"{name} equals the ledger's holdings there ({kept.height:,} keys and payees)",
     )
 
 

@@ -190,6 +190,46 @@ def usable_snapshot(
     return None
 
 
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A row of `holdings_snapshots`."""
+
+    head_id: int
+    head_hash: str
+    policy_ids: frozenset[str]
+    file: Path
+    sha256: str
+
+    def read(self) -> pl.DataFrame | None:
+        """The recorded frame, or None if the file is missing or not the one recorded."""
+        try:
+            data = self.file.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            return None
+        return pl.read_parquet(data)
+
+
+def newest_snapshot(conn: Connection) -> SnapshotRecord | None:
+    """The snapshot with the highest head, whatever its state (`audit verify` checks it)."""
+    s = HoldingsSnapshot.__table__
+    row = conn.execute(
+        select(s.c.head_id, s.c.head_hash, s.c.policy_ids, s.c.file, s.c.sha256)
+        .order_by(s.c.head_id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return SnapshotRecord(
+        int(row.head_id),
+        str(row.head_hash),
+        frozenset(json.loads(row.policy_ids)),
+        Path(row.file),
+        str(row.sha256),
+    )
+
+
 def keep_snapshot(
     conn: Connection, after: Holdings, folder: Path, run_id: int | None
 ) -> Path | None:

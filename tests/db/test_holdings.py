@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
 from sqlalchemy import Engine, select, text
 
+from ledgers import audit
 from ledgers.holdings import HOLDING_KEY, Holdings, holdings
 from ledgers.post import post_entitlements, post_transfers
 from ledgers.schema import HoldingsSnapshot
@@ -121,3 +123,43 @@ def test_no_snapshot_when_the_post_read_the_ledger_itself(engine: Engine, tmp_pa
     post_entitlements(engine, ents(("p-a", "2026", "E2", "E2", 5)), run, known=stale, keep=folder)
     assert recorded(engine) == []
     assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_verify_checks_the_newest_snapshot_against_the_ledger(
+    engine: Engine, tmp_path: Path
+) -> None:
+    run, folder = new_run(engine), tmp_path / "holdings"
+    post(engine, run, folder, ("p-a", "2026", "E1", "E1", 100), ("p-a", "2026", "E2", "E2", 40))
+    post(engine, run, folder, ("p-a", "2026", "E1", "E1", 60))
+    result = audit.verify(engine)
+    assert result.ok, result.to_text()
+    check = next(c for c in result.checks if c.name == "holdings")
+    assert check.detail == (
+        "holdings snapshot at transfer 3 equals the ledger's holdings there (2 keys and payees)"
+    )
+
+    # A snapshot rewritten together with its recorded sha256 would still be used by runs:
+    # verify compares it with the ledger and names the first key that differs.
+    _, (_, newest) = recorded(engine)
+    frame = pl.read_parquet(newest).with_columns(
+        pl.when(pl.col("entity") == "E2").then(45).otherwise(pl.col("net_fen")).alias("net_fen")
+    )
+    frame.write_parquet(newest)
+    digest = hashlib.sha256(Path(newest).read_bytes()).hexdigest()
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE holdings_snapshots SET sha256 = :d WHERE head_id = 3"), {"d": digest}
+        )
+    result = audit.verify(engine)
+    assert not result.ok
+    bad = result.first_problem
+    assert bad is not None
+    assert (bad.name, bad.entry) == ("holdings", "key p-a/2026/E2 payee E2")
+    assert bad.problem is not None
+    assert bad.problem.startswith("the snapshot holds 45 fen, the ledger 40 fen")
+
+    # A file that no longer matches its record is not used by runs: not a failure.
+    Path(newest).write_bytes(b"not parquet")
+    result = audit.verify(engine)
+    assert result.ok, result.to_text()
+    assert "runs ignore it" in next(c for c in result.checks if c.name == "holdings").detail
