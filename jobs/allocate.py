@@ -230,41 +230,36 @@ def _stack(
     groups: dict[str, str],
     once: dict[str, tuple[dt.date, dt.date]],
 ) -> pl.DataFrame:
-    """Every claim with `stacking`: won, alone, lost:<winner> or held:<policy>/<period>."""
+    """The claims of policies in a stacking group with `stacking`: won, alone, lost:<winner>
+    or held:<policy>/<period>; null for a claim of 0."""
     meta = _terms_frame(list(terms.values()))
-    claims = decisions.join(meta, on="policy_id", how="left")
-    grouped = claims.filter((pl.col("group") != NO_GROUP) & (pl.col("claim_fen") > 0))
+    grouped = decisions.join(meta, on="policy_id", how="left").filter(
+        (pl.col("group") != NO_GROUP) & (pl.col("claim_fen") > 0)
+    )
     blocked = _blocked(grouped, held, terms, groups, once)
-    grouped = grouped.join(blocked, on=["policy_id", "entity"], how="left")
+    if blocked.height:
+        grouped = grouped.join(blocked, on=["policy_id", "entity"], how="left")
+    else:
+        grouped = grouped.with_columns(pl.lit(None, pl.String).alias("stacking"))
     open_ = grouped.filter(pl.col("stacking").is_null())
-    winners = (
-        open_.sort(
-            ["group", "target", "entity", "claim_fen", "priority", "policy_id"],
-            descending=[False, False, False, True, True, False],
-        )
-        .group_by(["group", "target", "entity"], maintain_order=True)
-        .agg(pl.col("policy_id").first().alias("winner"), pl.len().alias("contenders"))
+    # The highest claim wins; then the higher priority; then the smaller policy id.
+    order = meta.sort(["priority", "policy_id"], descending=[True, False]).select(
+        "policy_id", pl.int_range(pl.len(), 0, -1, dtype=pl.Int64).alias("_order")
     )
-    decided = (
-        open_.drop("stacking")
-        .join(winners, on=["group", "target", "entity"], how="left")
-        .select(
-            "policy_id",
-            "entity",
-            pl.when(pl.col("winner") == pl.col("policy_id"))
-            .then(pl.when(pl.col("contenders") > 1).then(pl.lit("won")).otherwise(pl.lit("alone")))
-            .otherwise(pl.lit("lost:") + pl.col("winner"))
-            .alias("stacking"),
-        )
+    contest = ["group", "target", "entity"]
+    score = pl.col("claim_fen") * (len(terms) + 1) + pl.col("_order")
+    decided = open_.join(order, on="policy_id", how="left").select(
+        "policy_id",
+        "entity",
+        pl.when(pl.len().over(contest) == 1)
+        .then(pl.lit("alone"))
+        .when(score == score.max().over(contest))
+        .then(pl.lit("won"))
+        .otherwise(pl.lit("lost:") + pl.col("policy_id").get(score.arg_max()).over(contest))
+        .alias("stacking"),
     )
-    outcome = pl.concat(
+    return pl.concat(
         [decided, grouped.filter(pl.col("stacking").is_not_null()).select(decided.columns)]
-    )
-    return decisions.join(outcome, on=["policy_id", "entity"], how="left").with_columns(
-        pl.when(pl.col("stacking").is_null() | pl.col("stacking").is_in(["won", "alone"]))
-        .then(pl.col("claim_fen"))
-        .otherwise(0)
-        .alias("stacked_fen")
     )
 
 
@@ -348,6 +343,18 @@ def _apply_budget(
     return frame.drop(scratch), use
 
 
+def _held_now(held: pl.DataFrame | None) -> pl.DataFrame:
+    """Per entity of one (policy, period): what it holds, and the payee holding most of it."""
+    if held is None:
+        return pl.DataFrame(
+            schema={"entity": pl.String, "held_fen": pl.Int64, "held_payee": pl.String}
+        )
+    return held.group_by("entity").agg(
+        pl.col("net_fen").sum().alias("held_fen"),
+        pl.col("payee").get(pl.col("net_fen").arg_max()).alias("held_payee"),
+    )
+
+
 def allocate(
     decisions: pl.DataFrame,
     terms: list[Terms],
@@ -374,10 +381,6 @@ def allocate(
         **(once or {}),
         **{t.policy_id: (t.start, t.end) for t in terms if t.period == "once"},
     }
-    held_now = held.group_by(["policy_id", "benefit_period", "entity"]).agg(
-        pl.col("net_fen").sum().alias("held_fen"),
-        pl.col("payee").sort_by("net_fen", descending=True).first().alias("held_payee"),
-    )
     base = decisions.select(
         "policy_id",
         pl.col("period").alias("benefit_period"),
@@ -386,16 +389,37 @@ def allocate(
         "payee",
         pl.when(pl.col("eligible")).then(pl.col("amount_fen")).otherwise(0).alias("claim_fen"),
         "rank",
-    ).sort(["policy_id", "entity"])
-    stacked = (
-        _stack(base, held, by_id, all_groups, all_once)
-        .join(held_now, on=["policy_id", "benefit_period", "entity"], how="left")
-        .with_columns(pl.col("held_fen").fill_null(0))
     )
+    stacking = _stack(
+        base.filter(pl.col("policy_id").is_in([t.policy_id for t in terms if t.group])),
+        held,
+        by_id,
+        all_groups,
+        all_once,
+    )
+    parts = base.partition_by("policy_id", as_dict=True)
+    by_policy = stacking.partition_by("policy_id", as_dict=True)
+    held_by_key = held.partition_by("policy_id", "benefit_period", as_dict=True)
     out: list[pl.DataFrame] = []
     report: dict[str, PolicyAllocation] = {}
     for t in sorted(terms, key=lambda x: x.policy_id):
-        rows = stacked.filter(pl.col("policy_id") == t.policy_id)
+        rows = parts.get((t.policy_id,), base.clear())
+        outcome = by_policy.get((t.policy_id,))
+        if outcome is not None:
+            rows = rows.join(outcome.drop("policy_id"), on="entity", how="left")
+        else:
+            rows = rows.with_columns(pl.lit(None, pl.String).alias("stacking"))
+        held_now = _held_now(held_by_key.get((t.policy_id, t.period)))
+        rows = (
+            rows.with_columns(
+                pl.when(pl.col("stacking").is_null() | pl.col("stacking").is_in(["won", "alone"]))
+                .then(pl.col("claim_fen"))
+                .otherwise(0)
+                .alias("stacked_fen")
+            )
+            .join(held_now, on="entity", how="left")
+            .with_columns(pl.col("held_fen").fill_null(0))
+        )
         rep = PolicyAllocation(
             t.policy_id,
             t.period,
@@ -405,11 +429,7 @@ def allocate(
             lost_stacking=int((rows["claim_fen"] > rows["stacked_fen"]).sum()),
         )
         if t.budget_fen is not None:
-            untouched = held_now.filter(
-                (pl.col("policy_id") == t.policy_id)
-                & (pl.col("benefit_period") == t.period)
-                & ~pl.col("entity").is_in(rows["entity"].implode())
-            )
+            untouched = held_now.join(rows.select("entity"), on="entity", how="anti")
             rows, rep.budget = _apply_budget(
                 rows, t, int(untouched["held_fen"].clip(lower_bound=0).sum())
             )
@@ -422,7 +442,7 @@ def allocate(
         rep.entitled_fen = int(rows["amount_fen"].sum())
         report[t.policy_id] = rep
         out.append(
-            rows.select(
+            rows.sort("entity").select(
                 "policy_id",
                 "benefit_period",
                 "target",
@@ -435,9 +455,6 @@ def allocate(
                 pl.col("budget"),
             )
         )
-    frame = (
-        pl.concat(out).sort(["policy_id", "entity"])
-        if out
-        else pl.DataFrame(schema=ALLOCATED_SCHEMA)
-    )
+    # Policies in id order (the loop's), each by entity.
+    frame = pl.concat(out) if out else pl.DataFrame(schema=ALLOCATED_SCHEMA)
     return Allocation(frame.cast(ALLOCATED_SCHEMA), report)  # type: ignore[arg-type]
