@@ -163,30 +163,18 @@ def usable_snapshot(
 ) -> tuple[pl.DataFrame, int] | None:
     """The frame and head id of the newest recorded snapshot usable for these policies
     at chain head `head_id` (see the module docstring), or None."""
-    s = HoldingsSnapshot.__table__
     t = Transfer.__table__
-    rows = conn.execute(
-        select(s.c.head_id, s.c.head_hash, s.c.policy_ids, s.c.file, s.c.sha256)
-        .where(s.c.head_id <= head_id)
-        .order_by(s.c.head_id.desc())
-        .limit(KEEP_SNAPSHOTS)
-    ).all()
-    for row in rows:
-        if not set(policy_ids) <= set(json.loads(row.policy_ids)):
+    for record in _records(conn, up_to=head_id, limit=KEEP_SNAPSHOTS):
+        if not set(policy_ids) <= record.policy_ids:
             continue
         in_chain = conn.execute(
-            select(t.c.hash).where(t.c.transfer_id == row.head_id)
+            select(t.c.hash).where(t.c.transfer_id == record.head_id)
         ).scalar_one_or_none()
-        if in_chain != row.head_hash:
+        if in_chain != record.head_hash:
             continue
-        path = Path(row.file)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if hashlib.sha256(data).hexdigest() != row.sha256:
-            continue
-        return pl.read_parquet(data), int(row.head_id)
+        frame = record.read()
+        if frame is not None:
+            return frame, record.head_id
     return None
 
 
@@ -211,23 +199,29 @@ class SnapshotRecord:
         return pl.read_parquet(data)
 
 
+def _records(conn: Connection, *, up_to: int | None, limit: int) -> list[SnapshotRecord]:
+    """The recorded snapshots, newest head first, at most `limit`, heads <= `up_to`."""
+    s = HoldingsSnapshot.__table__
+    stmt = select(s.c.head_id, s.c.head_hash, s.c.policy_ids, s.c.file, s.c.sha256)
+    if up_to is not None:
+        stmt = stmt.where(s.c.head_id <= up_to)
+    rows = conn.execute(stmt.order_by(s.c.head_id.desc()).limit(limit)).all()
+    return [
+        SnapshotRecord(
+            int(r.head_id),
+            str(r.head_hash),
+            frozenset(json.loads(r.policy_ids)),
+            Path(r.file),
+            str(r.sha256),
+        )
+        for r in rows
+    ]
+
+
 def newest_snapshot(conn: Connection) -> SnapshotRecord | None:
     """The snapshot with the highest head, whatever its state (`audit verify` checks it)."""
-    s = HoldingsSnapshot.__table__
-    row = conn.execute(
-        select(s.c.head_id, s.c.head_hash, s.c.policy_ids, s.c.file, s.c.sha256)
-        .order_by(s.c.head_id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    return SnapshotRecord(
-        int(row.head_id),
-        str(row.head_hash),
-        frozenset(json.loads(row.policy_ids)),
-        Path(row.file),
-        str(row.sha256),
-    )
+    found = _records(conn, up_to=None, limit=1)
+    return found[0] if found else None
 
 
 def keep_snapshot(
