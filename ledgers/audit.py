@@ -27,6 +27,7 @@ from ledgers.frames import prefetch, read_frame
 from ledgers.holdings import (
     HOLDING_KEY,
     HOLDINGS_SCHEMA,
+    SIGNED_FEN,
     SnapshotRecord,
     newest_snapshot,
     signed_amount,
@@ -199,13 +200,6 @@ def _batches(conn: Connection, batch: int) -> Iterator[pl.DataFrame]:
         following = conn.execute(first.where(t.c.transfer_id > start + batch)).scalar_one_or_none()
 
 
-_SIGNED = (
-    pl.when(pl.col("debit_account").str.starts_with("budget:"))
-    .then(pl.col("amount_fen"))
-    .otherwise(-pl.col("amount_fen"))
-)
-
-
 class _Scan:
     """What verify gathers in its one pass over the transfers."""
 
@@ -255,7 +249,7 @@ class _Scan:
                 first_grant=pl.col("transfer_id").filter(grant).min(),
                 last_grant=pl.col("transfer_id").filter(grant).max(),
                 first_transfer=pl.col("transfer_id").min(),
-                net_fen=_SIGNED.sum(),
+                net_fen=SIGNED_FEN.sum(),
             )
         )
         self._keys.append(per_key)
@@ -279,7 +273,7 @@ class _Scan:
                 pl.col("policy_id").is_in(sorted(snap.policy_ids)),
             )
             .group_by(HOLDING_KEY)
-            .agg(_SIGNED.sum().alias("net_fen"))
+            .agg(SIGNED_FEN.sum().alias("net_fen"))
         )
 
     def held_at_snapshot(self) -> pl.DataFrame:

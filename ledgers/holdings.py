@@ -101,15 +101,18 @@ def read_held(conn: Connection, policy_ids: list[str], after: int = 0) -> pl.Dat
     return _summed(frame.with_columns(pl.col("payee").fill_null(pl.col("entity"))))
 
 
+# Polars: `signed_amount` over a frame of transfers.
+SIGNED_FEN = (
+    pl.when(pl.col("debit_account").str.starts_with("budget:"))
+    .then(pl.col("amount_fen"))
+    .otherwise(-pl.col("amount_fen"))
+)
+
+
 def _effects(transfers: pl.DataFrame) -> pl.DataFrame:
     """What each entitlement transfer (chain columns) does to its key and payee (not summed)."""
-    budget = pl.col("debit_account").str.starts_with("budget:")
     return transfers.filter(pl.col("kind").is_in(ENTITLEMENT_KINDS)).select(
-        *HOLDING_KEY,
-        pl.when(budget)
-        .then(pl.col("amount_fen"))
-        .otherwise(-pl.col("amount_fen"))
-        .alias("net_fen"),
+        *HOLDING_KEY, SIGNED_FEN.alias("net_fen")
     )
 
 

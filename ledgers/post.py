@@ -168,20 +168,22 @@ def post_entitlements(
             .iter_rows()
         )
         posted_ids = {p for p, _ in periods}
-        current = known is not None and known.head == head and posted_ids <= known.policy_ids
-        if current:
-            assert known is not None
-            existing = _state_by_period(known.frame, periods)
+        current = (
+            known
+            if known is not None and known.head == head and posted_ids <= known.policy_ids
+            else None
+        )
+        if current is not None:
+            existing = _state_by_period(current.frame, periods)
         else:
             existing = _entitlement_state(conn, periods)
         conn.commit()
         plan = _plan(frame, existing, lambda payees: _payable_balances(conn, payees))
         conn.commit()
         written = _append(conn, plan.transfers, run_id, head, chunk_size, pg_staging, on_chunk)
-        if current and keep is not None:
-            assert known is not None
+        if current is not None and keep is not None:
             end = (written.last_id, written.head_hash) if written.last_id is not None else head
-            keep_snapshot(conn, known.after(plan.transfers, end), keep, run_id)
+            keep_snapshot(conn, current.after(plan.transfers, end), keep, run_id)
             conn.commit()
     return PostResult(
         run_id=run_id,

@@ -32,6 +32,7 @@ from tests.benchmarks.test_ledger_bench import (
     fresh_database,
     new_run,
     settle,
+    show_extra_info,
 )
 
 
@@ -80,7 +81,4 @@ def test_read_holdings(benchmark: Any, backend: str, tmp_path: Path) -> None:
             "snapshot_vs_scan": round(scan / snap, 2),
         }
     )
-    if not benchmark.disabled:
-        print()
-        for k, v in benchmark.extra_info.items():
-            print(f"  {k:<24}{v}")
+    show_extra_info(benchmark)

@@ -95,6 +95,14 @@ def rows_a_post_writes(frame: pl.DataFrame, run_id: int) -> tuple[pl.DataFrame, 
     return transfers, keys
 
 
+def show_extra_info(benchmark: Any) -> None:
+    """Print a timed benchmark's extra_info, one figure a line (with -s)."""
+    if not benchmark.disabled:
+        print()
+        for k, v in benchmark.extra_info.items():
+            print(f"  {k:<36}{v}")
+
+
 @contextmanager
 def fresh_database(backend: str, folder: Path) -> Iterator[str]:
     if backend == "sqlite":
@@ -237,7 +245,4 @@ def test_post_entitlements(benchmark: Any, backend: str, pg_staging: bool, tmp_p
             "all_repost_s": [round(x, 2) for x in repost_s],
         }
     )
-    if not benchmark.disabled:
-        print()
-        for k, v in benchmark.extra_info.items():
-            print(f"  {k:<36}{v}")
+    show_extra_info(benchmark)

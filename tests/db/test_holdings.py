@@ -15,6 +15,7 @@ from ledgers.schema import HoldingsSnapshot
 from tests.db.test_ledger import ents, new_run
 
 POLICIES = ["p-a", "p-b"]
+RESIDENT = "33010220230102025X"  # a valid resident identity number (a check character X)
 
 
 def post(engine: Engine, run: int, folder: Path, *rows: tuple[str, str, str, str, int]) -> None:
@@ -129,7 +130,13 @@ def test_verify_checks_the_newest_snapshot_against_the_ledger(
     engine: Engine, tmp_path: Path
 ) -> None:
     run, folder = new_run(engine), tmp_path / "holdings"
-    post(engine, run, folder, ("p-a", "2026", "E1", "E1", 100), ("p-a", "2026", "E2", "E2", 40))
+    post(
+        engine,
+        run,
+        folder,
+        ("p-a", "2026", "E1", "E1", 100),
+        ("p-a", "2026", RESIDENT, RESIDENT, 40),
+    )
     post(engine, run, folder, ("p-a", "2026", "E1", "E1", 60))
     result = audit.verify(engine)
     assert result.ok, result.to_text()
@@ -142,7 +149,7 @@ def test_verify_checks_the_newest_snapshot_against_the_ledger(
     # verify compares it with the ledger and names the first key that differs.
     _, (_, newest) = recorded(engine)
     frame = pl.read_parquet(newest).with_columns(
-        pl.when(pl.col("entity") == "E2").then(45).otherwise(pl.col("net_fen")).alias("net_fen")
+        pl.when(pl.col("entity") == RESIDENT).then(45).otherwise(pl.col("net_fen")).alias("net_fen")
     )
     frame.write_parquet(newest)
     digest = hashlib.sha256(Path(newest).read_bytes()).hexdigest()
@@ -154,7 +161,9 @@ def test_verify_checks_the_newest_snapshot_against_the_ledger(
     assert not result.ok
     bad = result.first_problem
     assert bad is not None
-    assert (bad.name, bad.entry) == ("holdings", "key p-a/2026/E2 payee E2")
+    # A resident identity number is masked in what verify prints.
+    masked = "330102**********5X"
+    assert (bad.name, bad.entry) == ("holdings", f"key p-a/2026/{masked} payee {masked}")
     assert bad.problem is not None
     assert bad.problem.startswith("the snapshot holds 45 fen, the ledger 40 fen")
 

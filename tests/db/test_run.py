@@ -226,6 +226,11 @@ def test_a_second_run_with_nothing_changed_posts_nothing(
     assert first["totals"]["transfers"] > 0
     assert second["totals"]["transfers"] == 0
     assert second["totals"]["entitled_fen"] == first["totals"]["entitled_fen"]
+    # the reused decision table's rows per policy come from the first run's report
+    assert {p: r["evaluated"] for p, r in second["policies"].items()} == {
+        p: r["evaluated"] for p, r in first["policies"].items()
+    }
+    assert second["phases"]["evaluate"]["rows"] == first["phases"]["evaluate"]["rows"]
     # nothing was validated or evaluated again: the earlier files were reused
     assert "skipped" in second["phases"]["ingest"]
     assert "skipped" in second["phases"]["evaluate"]
