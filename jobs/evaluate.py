@@ -33,7 +33,7 @@ def evaluation_plan(
 ) -> pl.LazyFrame:
     """One lazy plan: features per entity kind, all its policies' columns in one wide frame
     (sorted by entity once), then each policy's rows, concatenated in policy order."""
-    return decisions_of_wide(wide_plans(staged_dir, policies, pset, as_of), policies, pset, as_of)
+    return decisions_of_wide(wide_plans(staged_dir, policies, pset, as_of), policies, as_of)
 
 
 def wide_plans(
@@ -55,7 +55,7 @@ def wide_plans(
 
 
 def decisions_of_wide(
-    wide: dict[str, pl.LazyFrame], policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
+    wide: dict[str, pl.LazyFrame], policies: list[CheckedPolicy], as_of: dt.date
 ) -> pl.LazyFrame:
     """The long decision table (RESULT_SCHEMA, policy then entity order) from `wide_plans`'
     frames, typically scans of the files they were written to."""
@@ -69,6 +69,16 @@ def decisions_of_wide(
     if not parts:
         return pl.LazyFrame(schema=RESULT_SCHEMA)
     return pl.concat([parts[pid] for pid in sorted(parts)])
+
+
+def evaluated_counts(wide_files: dict[str, Path], policies: list[CheckedPolicy]) -> dict[str, int]:
+    """Rows of the decision table per policy: one per entity of its kind in the wide archive
+    (read from the Parquet footers, not the rows)."""
+    rows = {
+        target: int(pl.scan_parquet(path).select(pl.len()).collect().item())
+        for target, path in wide_files.items()
+    }
+    return {p.id: rows[p.target] for p in policies if p.target in rows}
 
 
 def _long(

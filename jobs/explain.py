@@ -1,11 +1,11 @@
 """`disburse explain`: why an entity was paid what it was paid, or why not, from the record.
 
-Everything comes from what the run recorded: its row (as-of date, archive,
-decision and allocation files), the source snapshots' hashes, the archived copy
-of the policy file and feature catalogue it read (checked against their
-sha256), the archived row of the entity (feature values, each condition's
-result, the amount), the allocation (stacking and budget) and the ledger's
-transfers for the key.  Nothing is evaluated over the sources again; the values
+Everything comes from what the run recorded: its row (as-of date, archive and
+allocation files), the source snapshots' hashes, the archived copy of the
+policy file and feature catalogue it read (checked against their sha256), the
+archived row of the entity (feature values, each condition's result, the
+amount; its decision row is derived from it as the run derived its claims),
+the allocation (stacking and budget) and the ledger's transfers for the key.  Nothing is evaluated over the sources again; the values
 between features and results (lets, the sides of each comparison, the amount's
 steps) are worked out by the reference interpreter from the archived features,
 and it must agree with the archived amount.
@@ -22,11 +22,12 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine, select
 
-from eligibility.check import load_policy
+from eligibility.check import CheckedCatalogue, CheckedPolicy, load_policy
 from eligibility.explain import explain_row, show_value
 from eligibility.policyset import load_catalogue as load_feature_catalogue
 from jobs.catalogue import load_catalogue
 from jobs.errors import JobError
+from jobs.evaluate import decisions_of_wide
 from jobs.ingest import sha256_file
 from jobs.simulate import yuan
 from jobs.staged import staged_columns
@@ -48,6 +49,36 @@ def _archived(entry: dict[str, str], what: str, run_id: int) -> Path:
             fix="it was changed after the run; restore it from the backup",
         )
     return path
+
+
+def archived_policies(
+    run: Any, policy_ids: list[str] | None = None
+) -> tuple[CheckedCatalogue, dict[str, CheckedPolicy]]:
+    """The feature catalogue and the policies (all, or `policy_ids`) as the run read them,
+    from its archived copies, each checked against its recorded sha256."""
+    archive = json.loads(run.archive_json)
+    source_cat = load_catalogue()
+    keys = {name: src.key for name, src in source_cat.sources.items()}
+    features_file = _archived(archive["catalogue"], "feature catalogue", run.run_id)
+    cat = load_feature_catalogue(features_file, staged_columns(source_cat), keys)
+    wanted = sorted(archive["policies"]) if policy_ids is None else policy_ids
+    policies = {
+        pid: load_policy(_archived(archive["policies"][pid], "policy file", run.run_id), cat)
+        for pid in wanted
+    }
+    return cat, policies
+
+
+def archived_decisions(run: Any) -> pl.LazyFrame:
+    """A run's whole decision table (every policy and entity, refusals with their reasons),
+    derived from its wide archive: the run itself keeps only the claims."""
+    archive = json.loads(run.archive_json)
+    _cat, policies = archived_policies(run)
+    scans = {
+        target: pl.scan_parquet(_archived(entry, f"{target} features", run.run_id))
+        for target, entry in archive["features"].items()
+    }
+    return decisions_of_wide(scans, list(policies.values()), run.as_of)
 
 
 def _find_run(engine: Engine, policy_id: str, run_id: int | None) -> Any:
@@ -88,31 +119,23 @@ def explain(
             fix="leave out --run to take the latest run that evaluated it",
         )
     show = (lambda v: v) if unmask else mask_entity
-    source_cat = load_catalogue()
-    keys = {name: src.key for name, src in source_cat.sources.items()}
-    features_file = _archived(archive["catalogue"], "feature catalogue", run.run_id)
-    cat = load_feature_catalogue(features_file, staged_columns(source_cat), keys)
-    policy_file = _archived(archive["policies"][policy_id], "policy file", run.run_id)
-    policy = load_policy(policy_file, cat)
-    decisions = _archived(
-        {"file": run.decisions_file, "sha256": run.decisions_sha256}, "decision table", run.run_id
-    )
-    decision = (
-        pl.scan_parquet(decisions)
-        .filter((pl.col("policy_id") == policy_id) & (pl.col("entity_id") == entity))
+    cat, policies = archived_policies(run, [policy_id])
+    policy = policies[policy_id]
+    wide_entry = archive["features"][policy.target]
+    wide_rows = (
+        pl.scan_parquet(_archived(wide_entry, f"{policy.target} features", run.run_id))
+        .filter(pl.col("entity_id") == entity)
         .collect()
     )
-    if decision.height == 0:
+    if wide_rows.height == 0:
         raise JobError(
             f"{show(entity)} was not evaluated by {policy_id} in run {run.run_id}: it is not a "
             f"{policy.target} of the registry that run read",
             fix="check the identifier; `disburse quarantine --run N` shows rows refused at ingest",
         )
-    d = decision.row(0, named=True)
-    wide_entry = archive["features"][policy.target]
-    wide = (
-        pl.scan_parquet(_archived(wide_entry, f"{policy.target} features", run.run_id))
-        .filter(pl.col("entity_id") == entity)
+    wide = wide_rows.row(0, named=True)
+    d = (
+        decisions_of_wide({policy.target: wide_rows.lazy()}, [policy], run.as_of)
         .collect()
         .row(0, named=True)
     )

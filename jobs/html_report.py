@@ -2,7 +2,7 @@
 
 Everything comes from what the run recorded: the ledger (totals per policy and
 benefit period as they stand after the run), the run's row (allocation and
-budget use, phase timings), its archived decision table and allocation (who is
+budget use, phase timings), its claims, archive and allocation (who is
 entitled, reasons for ineligibility), its staged registry files (region, size
 class, birth date) and its quarantine.  The page needs no network: the style is
 inline and the charts are inline SVG.  Every figure in a table also carries its
@@ -22,6 +22,7 @@ import polars as pl
 from sqlalchemy import Engine, func, select
 
 from jobs.errors import JobError
+from jobs.explain import archived_decisions
 from jobs.ingest import staged_dir
 from jobs.simulate import AGE_BANDS, entity_segments, yuan
 from ledgers.audit import summary as ledger_summary
@@ -58,7 +59,7 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
     ]
     summary = json.loads(run.summary_json or "{}")
     timings = json.loads(run.timings_json or "{}")
-    decisions = pl.scan_parquet(run.decisions_file)
+    decisions = archived_decisions(run)
     allocation = pl.read_parquet(run.allocation_file)
     reasons = (
         decisions.filter(~pl.col("eligible"))
@@ -67,12 +68,14 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
         .sort(["policy_id", "count", "reason"], descending=[False, True, False])
         .collect()
     )
-    # Only the entitled keys' surrogate keys: a join on the scan, not the whole table read.
+    # The entitled keys' surrogate keys, from the run's claims (every entitled key is one).
     paid = (
         allocation.filter(pl.col("amount_fen") > 0)
         .lazy()
         .join(
-            decisions.select("policy_id", pl.col("entity_id").alias("entity"), "entity_sk"),
+            pl.scan_parquet(run.decisions_file).select(
+                "policy_id", pl.col("entity_id").alias("entity"), "entity_sk"
+            ),
             on=["policy_id", "entity"],
             how="left",
         )

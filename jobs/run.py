@@ -6,10 +6,12 @@ A run is a row in `runs` (kind "nightly") whose state says how far it got:
 
 * ingested: the sources are validated and staged under <store>/runs/<id>/sources,
   with their snapshots and quarantine, in one transaction;
-* evaluated: the decision table (every policy x entity) and the allocation (the
-  desired amount of every key after stacking and budgets) are written as
-  content-hashed Parquet files beside the staged sources and recorded on the
-  row; from here on the run is decided, and only posting remains;
+* evaluated: the wide archive (features, conditions and amounts of every entity),
+  the claims (the decision table's eligible rows; the refused ones are derived
+  from the archive when explain or report asks) and the allocation (the desired
+  amount of every key after stacking and budgets) are written as content-hashed
+  Parquet files beside the staged sources and recorded on the row; from here on
+  the run is decided, and only posting remains;
 * posted: the ledger holds the allocation (posting writes only differences, so
   it can be repeated after a crash mid-way and writes what is missing);
 * completed: the summary, read back from the ledger, is on the row.
@@ -28,7 +30,7 @@ message naming the running one, or waits for it with `wait=True`.
 Nothing is computed twice when nothing changed: if the source files (by
 sha256) and the catalogue are those of an earlier run, its staged files are
 linked instead of validated again; if also the features and policies are the
-same, its decision table is reused.
+same, its archive and claims are reused.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from eligibility.policyset import PolicySet
 from jobs.allocate import Allocation, Terms, allocate
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
-from jobs.evaluate import decisions_of_wide, wide_plans
+from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
 from jobs.faults import checkpoint
 from jobs.ingest import ingest, locate_sources, sha256_file, sha256_files, staged_dir
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
@@ -67,7 +69,9 @@ KIND = "nightly"
 OPEN_STATES = ("started", "ingested", "evaluated", "posted")
 DECIDED_STATES = ("evaluated", "posted")
 RUN_LOCK_KEY = 0x4453425253_03
-ENGINE_VERSION = "disburse-decisions-1"  # bump when the same inputs would decide differently
+# Bump when the same inputs would decide differently, or the decided files change shape
+# (2: the decisions file holds the claims only).
+ENGINE_VERSION = "disburse-decisions-2"
 PHASES = ("ingest", "evaluate", "allocate", "post", "summary")
 
 
@@ -212,6 +216,11 @@ def _archive_files(archive: str | None) -> list[dict[str, str]]:
         *data.get("policies", {}).values(),
         *([data["catalogue"]] if "catalogue" in data else []),
     ]
+
+
+def _wide_files(archive: dict[str, Any]) -> dict[str, Path]:
+    """The wide archive's file per entity kind."""
+    return {target: Path(entry["file"]) for target, entry in archive["features"].items()}
 
 
 def _update(engine: Engine, run_id: int, **values: Any) -> None:
@@ -538,28 +547,29 @@ class NightlyRun:
         }
         return _sha256_bytes(json.dumps(payload, sort_keys=True).encode())
 
-    def _reusable_decisions(self, key: str) -> tuple[str, str, str, dict[str, int] | None] | None:
-        """An earlier run's decision table for the same inputs key, its archive, and how many
-        rows it has per policy (from that run's allocation report, when it has one)."""
+    def _reusable_decisions(self, key: str) -> tuple[str, str, str] | None:
+        """An earlier run's claims table for the same inputs key, and its archive."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Run.decisions_file, Run.decisions_sha256, Run.archive_json, Run.counts_json)
+                select(Run.decisions_file, Run.decisions_sha256, Run.archive_json)
                 .where(Run.inputs_sha256 == key, Run.decisions_sha256.is_not(None))
                 .order_by(Run.run_id.desc())
                 .limit(5)
             ).all()
-        for path, digest, archive, counts_text in rows:
+        for path, digest, archive in rows:
             files = [path, *(f["file"] for f in _archive_files(archive))]
             if all(f and Path(f).is_file() for f in files):
-                report = json.loads(counts_text or "{}").get("allocation", {})
-                evaluated = {pid: int(r["evaluated"]) for pid, r in report.items()}
-                complete = set(evaluated) == {p.id for p in self.policies}
-                return str(path), str(digest), str(archive), evaluated if complete else None
+                return str(path), str(digest), str(archive)
         return None
 
     def _archive(self, run_id: int, folder: Path) -> tuple[Path, str, dict[str, Any]]:
         """Write the wide archive (features, conditions, amounts) per entity kind, the
-        decision table derived from it, and a copy of every policy file read."""
+        claims derived from it, and a copy of every policy file read.
+
+        The claims are the rows of the decision table whose entity is eligible: about 4%
+        of it at city scale (1.08M of 26M rows).  The rest, the refusals and their
+        reasons, are derived from the archive when they are asked for (`archived_decisions`),
+        so the run neither writes nor hashes them."""
         req = self.request
         wide = wide_plans(staged_dir(req.store, run_id), self.policies, self.pset, req.as_of)
         archive: dict[str, Any] = {"features": {}, "policies": {}}
@@ -568,7 +578,9 @@ class NightlyRun:
             archive["features"][target] = {"file": str(path), "sha256": digest}
         scans = {t: pl.scan_parquet(a["file"]) for t, a in archive["features"].items()}
         decisions, digest = _hashed_parquet(
-            decisions_of_wide(scans, self.policies, self.pset, req.as_of), folder, "decisions"
+            decisions_of_wide(scans, self.policies, req.as_of).filter(pl.col("eligible")),
+            folder,
+            "claims",
         )
         copies = folder / "policies"
         copies.mkdir(parents=True, exist_ok=True)
@@ -592,26 +604,21 @@ class NightlyRun:
         key = self._inputs_key(run_id)
         with timed(self.progress, "evaluate", self.timings) as timing:
             earlier = self._reusable_decisions(key)
-            evaluated: dict[str, int] | None = None
             if earlier is not None:
-                path, digest, archive_text, evaluated = earlier
-                decisions = _verified(path, digest, "decision table", run_id)
+                path, digest, archive_text = earlier
+                decisions = _verified(path, digest, "claims table", run_id)
                 archive = json.loads(archive_text)
-                timing.skipped = "inputs unchanged: an earlier run's decision table reused"
+                timing.skipped = "inputs unchanged: an earlier run's decisions reused"
             else:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
                 decisions, digest, archive = self._archive(run_id, folder)
-            if evaluated is None:
-                # Rows per policy of the decision table; a reused table's are in the report of
-                # the run that allocated from it (the same file: its sha256 was just checked).
-                counted = pl.scan_parquet(decisions).group_by("policy_id").agg(pl.len()).collect()
-                evaluated = {str(pid): int(n) for pid, n in counted.iter_rows()}
+            evaluated = evaluated_counts(_wide_files(archive), self.policies)
             timing.rows = sum(evaluated.values())
         checkpoint("run:decisions-written")
         with timed(self.progress, "allocate", self.timings) as timing:
             self.progress.phase("allocate").status("stacking groups and budgets against the ledger")
-            allocation = self._allocate(decisions, evaluated)
+            allocation = self._allocate(decisions, archive, evaluated)
             frame = self._entitlements(allocation, run_id)
             alloc_path, alloc_digest = _hashed_parquet(frame, folder, "allocation")
             timing.rows = frame.height
@@ -631,7 +638,9 @@ class NightlyRun:
         )
         checkpoint("run:evaluated")
 
-    def _allocate(self, decisions: Path, evaluated: dict[str, int]) -> Allocation:
+    def _allocate(
+        self, decisions: Path, archive: dict[str, Any], evaluated: dict[str, int]
+    ) -> Allocation:
         as_of = self.request.as_of
         terms = [Terms.of(p, as_of) for p in self.policies]
         groups = {t.group for t in terms if t.group}
@@ -648,10 +657,9 @@ class NightlyRun:
             {"policy_id": [t.policy_id for t in terms], "period": [t.period for t in terms]}
         )
         keys = ["policy_id", "period", "entity_id"]
-        decided = pl.scan_parquet(decisions)
-        claims = decided.filter(pl.col("eligible")).collect(engine="streaming")
+        claims = pl.scan_parquet(decisions).filter(pl.col("eligible")).collect(engine="streaming")
         # Keys the ledger holds that are not claimed tonight (to be reduced to 0): usually
-        # none, so the decision table is scanned a second time only when there are some.
+        # none; their refused rows are derived from the archive only when there are some.
         lapsed = (
             held.join(
                 current, left_on=["policy_id", "benefit_period"], right_on=["policy_id", "period"]
@@ -665,7 +673,9 @@ class NightlyRun:
             .join(claims.select(keys), on=keys, how="anti")
         )
         if lapsed.height:
-            rest = decided.join(lapsed.lazy(), on=keys, how="semi").collect(engine="streaming")
+            scans = {t: pl.scan_parquet(f) for t, f in _wide_files(archive).items()}
+            refused = decisions_of_wide(scans, self.policies, as_of).filter(~pl.col("eligible"))
+            rest = refused.join(lapsed.lazy(), on=keys, how="semi").collect(engine="streaming")
             claims = pl.concat([claims, rest])
         once_of = {
             p.id: (p.spec.valid.from_, p.spec.valid.until or dt.date(9999, 12, 31)) for p in others

@@ -12,15 +12,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from disburse.cli import main
 from disburse.synth import generate
 from jobs.catalogue import load_catalogue
-from jobs.explain import explain, render_explanation
+from jobs.explain import archived_decisions, explain, render_explanation
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly
 from ledgers.db import open_engine
 from ledgers.holdings import holdings
+from ledgers.schema import Run
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 AS_OF = dt.date(2026, 3, 15)
@@ -28,7 +30,8 @@ AS_OF = dt.date(2026, 3, 15)
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory):
-    """A small fixed city after one nightly run into SQLite: (db url, store, allocation, decisions)."""
+    """A small fixed city after one nightly run into SQLite: (db url, allocation, the whole
+    decision table as derived from the run's archive)."""
     root = tmp_path_factory.mktemp("explain")
     data = root / "data"
     generate(data, enterprises=400, persons=2000, seed=11, errors=0.0)
@@ -41,10 +44,15 @@ def night(tmp_path_factory: pytest.TempPathFactory):
             catalogue=cat,
             pset=load_policies(cat),
         )
-    store = root / "store" / "runs" / str(out.run_id)
-    allocation = pl.read_parquet(next(store.glob("allocation-*.parquet")))
-    decisions = pl.read_parquet(next(store.glob("decisions-*.parquet")))
-    return url, allocation, decisions
+        with engine.connect() as conn:
+            run = conn.execute(select(Run.__table__).where(Run.run_id == out.run_id)).one()
+    decisions = archived_decisions(run).collect()
+    claims = pl.read_parquet(run.decisions_file)
+    # The run keeps only the claims: exactly the eligible rows of the whole table.
+    assert claims.height > 0
+    assert claims.equals(decisions.filter(pl.col("eligible")))
+    assert decisions.filter(~pl.col("eligible")).height > 0
+    return url, pl.read_parquet(run.allocation_file), decisions
 
 
 def cases(allocation: pl.DataFrame, decisions: pl.DataFrame) -> dict[str, tuple[str, str]]:

@@ -226,7 +226,7 @@ def test_a_second_run_with_nothing_changed_posts_nothing(
     assert first["totals"]["transfers"] > 0
     assert second["totals"]["transfers"] == 0
     assert second["totals"]["entitled_fen"] == first["totals"]["entitled_fen"]
-    # the reused decision table's rows per policy come from the first run's report
+    # the reused decisions count one row per policy and entity, as the first run's did
     assert {p: r["evaluated"] for p, r in second["policies"].items()} == {
         p: r["evaluated"] for p, r in first["policies"].items()
     }
@@ -287,6 +287,41 @@ def test_a_corrected_file_posts_adjustments_for_the_changed_keys_only(
     )
     assert got.equals(changed)
     assert out["totals"]["transfers"] == len(posted)
+
+
+def test_a_payout_whose_entity_became_ineligible_is_reversed(
+    city: Path, db_url: str, tmp_path: Path
+) -> None:
+    """The run keeps only the claims; a key the ledger holds that is refused tonight comes
+    from the run's archive, and is allocated 0: a reversal."""
+    data = tmp_path / "data"
+    shutil.copytree(city, data)
+    store = tmp_path / "store"
+    run(data, db_url, store)
+    paid = allocation(db_url, 1).filter(
+        (pl.col("policy_id") == "job-stabilisation-refund") & (pl.col("amount_fen") > 0)
+    )
+    target = paid.sort("entity")["entity"][0]
+    ents = pl.read_parquet(data / "enterprises.parquet")
+    ents.with_columns(
+        pl.when(pl.col("credit_code") == target)
+        .then(pl.lit("revoked"))
+        .otherwise(pl.col("status"))
+        .alias("status")
+    ).write_parquet(data / "enterprises.parquet")
+    run(data, db_url, store)
+    after = allocation(db_url, 2).filter(
+        (pl.col("policy_id") == "job-stabilisation-refund") & (pl.col("entity") == target)
+    )
+    assert after["amount_fen"].to_list() == [0]
+    t = Transfer.__table__
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        posted = conn.execute(
+            select(t.c.kind, t.c.amount_fen).where(t.c.run_id == 2, t.c.entity == target)
+        ).all()
+    engine.dispose()
+    assert [(k, a) for k, a in posted] == [("reversal", paid.sort("entity")["amount_fen"][0])]
 
 
 def allocation(db: str, run_id: int) -> pl.DataFrame:
