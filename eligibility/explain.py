@@ -257,7 +257,9 @@ def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> d
         conditions.append(item)
     steps = _amount_steps(policy, env, known, types)
     archived = row.get(f"__amount:{policy.id}")
-    computed = amount(policy, env)
+    # The engine computes an amount only for an entity that meets every condition
+    # (`wide_frame`); for the others the archive holds none, and there is nothing to check.
+    computed = amount(policy, env) if all(c["passed"] for c in conditions) else None
     return {
         "features": {n: _plain(v) for n, v in values.items()},
         "feature_types": types,
