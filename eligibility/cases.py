@@ -173,7 +173,9 @@ def run_case(
                 value = value.with_columns(pl.col(col).fill_null(0))
         frame = frame.hstack(value)
     sk = f"{policy.target}_sk"
-    out = evaluate_frame(frame.lazy(), [policy], cat, as_of, sk, "entity_id").collect()
+    out = evaluate_frame(frame.lazy(), [policy], cat, as_of, sk, "entity_id").collect(
+        engine="streaming"
+    )
     row = out.row(0, named=True)
     actual: dict[str, Any] = {"eligible": row["eligible"]}
     expected: dict[str, Any] = {"eligible": case.expect.eligible}

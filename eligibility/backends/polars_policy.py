@@ -324,6 +324,11 @@ def wide_frame(
     its first failing condition, with amount 0), and the amount's exact Decimal
     arithmetic over every row was most of the evaluation's time for policies that few
     entities meet (a childcare subsidy over a city's ten million persons: 3 of 5 s).
+
+    Collect it on the streaming engine, as the batch does: Polars 2.1's in-memory
+    engine fails on this plan from about 50,000 rows (a ShapeError from its
+    common-subexpression elimination), where the streaming engine is right
+    (tests/unit/test_wide_frame.py).
     """
     naming = Naming(cat)
     columns = [(p, *policy_columns(p, cat, naming, as_of)) for p in policies]

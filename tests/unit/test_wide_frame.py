@@ -1,0 +1,63 @@
+"""The wide frame computes a policy's amount only for the entities that meet all its
+conditions: at the sizes where Polars runs a plan in parallel chunks, its claims must be
+those of computing every amount for every entity."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from disburse.synth import generate
+from eligibility.backends.polars_policy import _amount_col, _cond_col, policy_columns, wide_frame
+from eligibility.plan import Naming, needs
+from jobs.catalogue import load_catalogue
+from jobs.features import Staged, entity_frame
+from jobs.ingest import stage
+from jobs.policies import load_policies
+
+AS_OF = dt.date(2026, 3, 15)
+COPIES = 40  # 400 enterprises x 40 = 16,000 rows; persons 2,000 x 40 = 80,000
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("wide")
+    generate(root / "data", enterprises=400, persons=2000, seed=5, errors=0.0)
+    stage(root / "data", root / "staged", catalogue=load_catalogue())
+    return root / "staged"
+
+
+@pytest.mark.parametrize("target", ["enterprise", "person"])
+def test_amounts_only_where_conditions_hold_decide_as_amounts_everywhere(
+    staged: Path, target: str
+) -> None:
+    pset = load_policies(load_catalogue())
+    cat = pset.catalogue
+    policies = [p for p in pset.active(AS_OF) if p.target == target]
+    sk = f"{target}_sk"
+    one = entity_frame(Staged(staged, cat), target, needs(policies, cat, AS_OF), AS_OF).collect()
+    n = one.height
+    # Many copies of the city under new keys: past Polars' parallel chunk size.
+    frame = pl.concat(
+        [one.with_columns((pl.col(sk) + i * n).cast(one.schema[sk])) for i in range(COPIES)]
+    )
+    got = wide_frame(frame.lazy(), policies, cat, AS_OF, sk).collect(engine="streaming")
+    naming = Naming(cat)
+    columns = [policy_columns(p, cat, naming, AS_OF) for p in policies]
+    every = [e for conditions, amount in columns for e in [*conditions, amount]]
+    want = frame.lazy().with_columns(every).sort(sk).collect(engine="streaming")
+    assert got.height == want.height == COPIES * n
+    met_any = False
+    for p in policies:
+        conds = [_cond_col(p, i) for i in range(len(p.conditions))]
+        met = pl.all_horizontal(conds) if conds else pl.lit(True)
+        amount = _amount_col(p)
+        assert got.select(conds).equals(want.select(conds)), p.id
+        # Where all conditions hold the amounts agree; elsewhere none is computed.
+        assert got.filter(met).select(sk, amount).equals(want.filter(met).select(sk, amount))
+        assert got.filter(~met)[amount].null_count() == got.filter(~met).height
+        met_any = met_any or got.filter(met).height > 0
+    assert met_any
