@@ -28,14 +28,6 @@ RESULT_SCHEMA = {
 }
 
 
-def evaluation_plan(
-    staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
-) -> pl.LazyFrame:
-    """One lazy plan: features per entity kind, all its policies' columns in one wide frame
-    (sorted by entity once), then each policy's rows, concatenated in policy order."""
-    return decisions_of_wide(wide_plans(staged_dir, policies, pset, as_of), policies, as_of)
-
-
 def wide_plans(
     staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
 ) -> dict[str, pl.LazyFrame]:
@@ -96,7 +88,15 @@ def _long(
 def evaluate(
     staged_dir: Path, pset: PolicySet, as_of: dt.date, only: str | None = None
 ) -> pl.DataFrame:
-    """The decision table of the policies active on `as_of`, in policy then entity order."""
+    """The decision table of the policies active on `as_of`, in policy then entity order.
+
+    Each wide frame is collected once, then every policy's rows are selected from it, as
+    the nightly run does through its archive: a policy's part read straight from the wide
+    plan would have Polars share (or, for the plan of `wide_frame`, recompute) that plan
+    once per policy, measured at twice the time for the six enterprise policies at 1M."""
     policies = pset.active(as_of, only)
-    plan = evaluation_plan(staged_dir, policies, pset, as_of)
-    return plan.collect(engine="streaming")
+    wide = {
+        target: plan.collect(engine="streaming").lazy()
+        for target, plan in wide_plans(staged_dir, policies, pset, as_of).items()
+    }
+    return decisions_of_wide(wide, policies, as_of).collect(engine="streaming")

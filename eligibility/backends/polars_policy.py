@@ -319,11 +319,13 @@ def wide_frame(
 ) -> pl.LazyFrame:
     """The feature frame with every policy's condition, amount and rank columns, by entity.
 
-    A policy's amount is computed only for the entities that meet all its conditions,
-    and is null for the others: nothing reads it there (such an entity is refused for
-    its first failing condition, with amount 0), and the amount's exact Decimal
-    arithmetic over every row was most of the evaluation's time for policies that few
-    entities meet (a childcare subsidy over a city's ten million persons: 3 of 5 s).
+    A policy's amount is computed only for the entities that meet some policy's
+    conditions (one filtered frame joined back), and is null for those that do not
+    meet its own: nothing reads it there (such an entity is refused for its first
+    failing condition, with amount 0), and the amount's exact Decimal arithmetic over
+    every row was most of the evaluation's time for policies that few entities meet
+    (the childcare subsidy and elderly allowance over a city's ten million persons:
+    4.6-5.0 s, now 2.0-2.7 s).
 
     Collect it on the streaming engine, as the batch does: Polars 2.1's in-memory
     engine fails on this plan from about 50,000 rows (a ShapeError from its
@@ -333,12 +335,22 @@ def wide_frame(
     naming = Naming(cat)
     columns = [(p, *policy_columns(p, cat, naming, as_of)) for p in policies]
     base = frame.with_columns([e for _p, conditions, _a in columns for e in conditions])
-    out = base
-    for p, _conditions, amount in columns:
-        passed = [pl.col(_cond_col(p, i)) for i in range(len(p.conditions))]
-        met = base.filter(pl.all_horizontal(passed)) if passed else base
-        out = out.join(met.select(pl.col(sk), amount), on=sk, how="left")
-    return out.sort(sk)
+    met = {
+        p.id: pl.all_horizontal([pl.col(_cond_col(p, i)) for i in range(len(p.conditions))])
+        if p.conditions
+        else pl.lit(True)
+        for p in policies
+    }
+    # One join for all: the entities that meet some policy, with the amount of each policy
+    # they meet (the others' computed there too, then dropped).
+    amounts = base.filter(pl.any_horizontal(list(met.values()))).select(
+        pl.col(sk),
+        *[
+            pl.when(met[p.id]).then(amount).alias(_amount_col(p))
+            for p, _conditions, amount in columns
+        ],
+    )
+    return base.join(amounts, on=sk, how="left").sort(sk)
 
 
 def parts_of_wide(
