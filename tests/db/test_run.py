@@ -253,12 +253,7 @@ def test_a_corrected_file_posts_adjustments_for_the_changed_keys_only(
         pl.col("credit_code").is_in(paid["entity"].implode())
         & pl.col("size_class").is_in(["micro", "small"])
     ).sort("credit_code")["credit_code"][0]
-    ents.with_columns(
-        pl.when(pl.col("credit_code") == target)
-        .then(pl.lit("large"))
-        .otherwise(pl.col("size_class"))
-        .alias("size_class")
-    ).write_parquet(data / "enterprises.parquet")
+    correct_enterprise(data, target, "size_class", "large")
     out = json.loads(run(data, db_url, store).stdout)
     after = allocation(db_url, 2)
     changed = (
@@ -302,13 +297,7 @@ def test_a_payout_whose_entity_became_ineligible_is_reversed(
         (pl.col("policy_id") == "job-stabilisation-refund") & (pl.col("amount_fen") > 0)
     )
     target = paid.sort("entity")["entity"][0]
-    ents = pl.read_parquet(data / "enterprises.parquet")
-    ents.with_columns(
-        pl.when(pl.col("credit_code") == target)
-        .then(pl.lit("revoked"))
-        .otherwise(pl.col("status"))
-        .alias("status")
-    ).write_parquet(data / "enterprises.parquet")
+    correct_enterprise(data, target, "status", "revoked")
     run(data, db_url, store)
     after = allocation(db_url, 2).filter(
         (pl.col("policy_id") == "job-stabilisation-refund") & (pl.col("entity") == target)
@@ -322,6 +311,17 @@ def test_a_payout_whose_entity_became_ineligible_is_reversed(
         ).all()
     engine.dispose()
     assert [(k, a) for k, a in posted] == [("reversal", paid.sort("entity")["amount_fen"][0])]
+
+
+def correct_enterprise(data: Path, credit_code: str, column: str, value: str) -> None:
+    """The registry's file as delivered again with one enterprise's `column` corrected."""
+    ents = pl.read_parquet(data / "enterprises.parquet")
+    ents.with_columns(
+        pl.when(pl.col("credit_code") == credit_code)
+        .then(pl.lit(value))
+        .otherwise(pl.col(column))
+        .alias(column)
+    ).write_parquet(data / "enterprises.parquet")
 
 
 def allocation(db: str, run_id: int) -> pl.DataFrame:
