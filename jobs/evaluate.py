@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from eligibility.backends.polars_policy import parts_of_wide, wide_frame
+from eligibility.backends.polars_policy import parts_of_wide, result_inputs, wide_frame
 from eligibility.check import CheckedPolicy
 from eligibility.plan import needs, run_dates
 from eligibility.policyset import PolicySet
@@ -90,13 +90,17 @@ def evaluate(
 ) -> pl.DataFrame:
     """The decision table of the policies active on `as_of`, in policy then entity order.
 
-    Each wide frame is collected once, then every policy's rows are selected from it, as
-    the nightly run does through its archive: a policy's part read straight from the wide
-    plan would have Polars share (or, for the plan of `wide_frame`, recompute) that plan
-    once per policy, measured at twice the time for the six enterprise policies at 1M."""
+    Each wide frame is collected once (without its features: only what the results read),
+    then every policy's rows are selected from it, as the nightly run does through its
+    archive: a policy's part read straight from the wide plan would have Polars recompute
+    that plan once per policy (six enterprise policies at 1M: 14.6 s against 5.1-5.8 s)."""
     policies = pset.active(as_of, only)
     wide = {
-        target: plan.collect(engine="streaming").lazy()
+        target: plan.select(
+            result_inputs([p for p in policies if p.target == target], f"{target}_sk", "entity_id")
+        )
+        .collect(engine="streaming")
+        .lazy()
         for target, plan in wide_plans(staged_dir, policies, pset, as_of).items()
     }
     return decisions_of_wide(wide, policies, as_of).collect(engine="streaming")

@@ -353,6 +353,20 @@ def wide_frame(
     return base.join(amounts, on=sk, how="left").sort(sk)
 
 
+def result_inputs(policies: list[CheckedPolicy], sk: str, id_column: str) -> list[str]:
+    """The columns of a `wide_frame` that `parts_of_wide` reads: keys, condition, amount,
+    rank and payee columns (not the features)."""
+    out = [sk, id_column]
+    for p in policies:
+        out += [_cond_col(p, i) for i in range(len(p.conditions))]
+        out.append(_amount_col(p))
+        if p.rank_by is not None:
+            out.append(_rank_col(p))
+        if p.spec.payee != "self":
+            out.append(Naming.payee(p.id))
+    return out
+
+
 def parts_of_wide(
     wide: pl.LazyFrame, policies: list[CheckedPolicy], sk: str, id_column: str
 ) -> dict[str, pl.LazyFrame]:
