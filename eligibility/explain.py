@@ -257,9 +257,11 @@ def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> d
         conditions.append(item)
     steps = _amount_steps(policy, env, known, types)
     archived = row.get(f"__amount:{policy.id}")
+    archived_fen = None if archived is None else int(archived)
     # The engine computes an amount only for an entity that meets every condition
-    # (`wide_frame`); for the others the archive holds none, and there is nothing to check.
-    computed = amount(policy, env) if all(c["passed"] for c in conditions) else None
+    # (`wide_frame`; archives written before engine version 2 hold one for every entity):
+    # for the others nothing decided by an amount, and there is nothing to check.
+    met = all(c["passed"] for c in conditions)
     return {
         "features": {n: _plain(v) for n, v in values.items()},
         "feature_types": types,
@@ -267,8 +269,8 @@ def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> d
         "lists": sorted(lists),
         "conditions": conditions,
         "amount_steps": steps,
-        "amount_fen": None if archived is None else int(archived),
-        "reference_agrees": computed == (None if archived is None else int(archived)),
+        "amount_fen": archived_fen,
+        "reference_agrees": not met or amount(policy, env) == archived_fen,
         "window": dates.window.label,
         "benefit_period": dates.period.key,
     }

@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from disburse.cli import main
 from disburse.synth import generate
+from eligibility.explain import explain_row
 from jobs.catalogue import load_catalogue
-from jobs.explain import archived_decisions, explain, render_explanation
+from jobs.explain import archived_decisions, archived_policies, explain, render_explanation
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly
 from ledgers.db import open_engine
@@ -203,3 +204,32 @@ def test_explain_needs_no_source_file(night, tmp_path: Path) -> None:
             assert explain(engine, policy, entity)["allocation"] is not None
     finally:
         shutil.move(moved, data)
+
+
+def test_the_reference_checks_the_amounts_of_entities_that_met_every_condition(night) -> None:
+    """An archived amount is checked against the reference interpreter where the entity met
+    every condition; a refused entity's amount (null now, a number in archives written
+    before engine version 2) decided nothing and is not checked."""
+    url, allocation, decisions = night
+    policy_id = "job-stabilisation-refund"
+    with open_engine(url) as engine, engine.connect() as conn:
+        run = conn.execute(select(Run.__table__).order_by(Run.run_id.desc())).first()
+    cat, policies = archived_policies(run, [policy_id])
+    policy = policies[policy_id]
+    wide = pl.read_parquet(json.loads(run.archive_json)["features"]["enterprise"]["file"])
+    column = f"__amount:{policy_id}"
+    paid = allocation.filter((pl.col("policy_id") == policy_id) & (pl.col("amount_fen") > 0))
+    refused = decisions.filter((pl.col("policy_id") == policy_id) & (pl.col("reason") == "active"))
+
+    def row(entity: str) -> dict[str, object]:
+        return wide.filter(pl.col("entity_id") == entity).row(0, named=True)
+
+    met = row(paid["entity"][0])
+    assert explain_row(policy, cat, run.as_of, met)["reference_agrees"] is True
+    met[column] = int(met[column]) + 1
+    assert explain_row(policy, cat, run.as_of, met)["reference_agrees"] is False
+    unmet = row(refused["entity_id"][0])
+    assert unmet[column] is None
+    assert explain_row(policy, cat, run.as_of, unmet)["reference_agrees"] is True
+    unmet[column] = 123_456  # as an archive written before engine version 2 holds it
+    assert explain_row(policy, cat, run.as_of, unmet)["reference_agrees"] is True
