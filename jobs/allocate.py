@@ -1,11 +1,11 @@
 """Allocate: from each policy's claims to what each key is entitled to after stacking and budgets.
 
 Input: rows of the night's decision table (the claims, every eligible entity
-with its claimed amount, and the refused rows of keys the ledger holds), the terms of every policy (group,
-priority, budget) and what the ledger already holds.  Output: the desired
-amount of every key this run decides, which `post` turns into grants and
-adjustments.  A pure function of its inputs: the same inputs in any row order
-give the same frame, byte for byte.
+with its claimed amount, and the refused rows of keys the ledger holds), the
+terms of every policy (group, priority, budget) and what the ledger already
+holds.  Output: the desired amount of every key this run decides, which `post`
+turns into grants and adjustments.  A pure function of its inputs: the same
+inputs in any row order give the same frame, byte for byte.
 
 Stacking (a group): one payout per entity per group.  Among this run's claims
 of the group's policies the highest amount wins; a tie goes to the higher
@@ -367,8 +367,8 @@ def allocate(
 
     `decisions`: policy_id, period, target, entity_id, eligible, amount_fen,
     payee, rank (rows of the evaluate step's table: at least every eligible row and
-    the row of every key `held` holds; a held key without a row is not decided).  `terms`: the terms of every policy
-    in it.  `held`: what the ledger holds, columns policy_id, benefit_period,
+    the row of every key `held` holds; a held key without a row is not decided).
+    `terms`: the terms of every policy in it.  `held`: what the ledger holds, columns policy_id, benefit_period,
     entity, payee, net_fen, for these policies and every other policy of their
     groups.  `groups` and `once` name the group and the validity of policies
     that are not in `terms` (expired ones still block their group).

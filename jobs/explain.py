@@ -5,10 +5,11 @@ allocation files), the source snapshots' hashes, the archived copy of the
 policy file and feature catalogue it read (checked against their sha256), the
 archived row of the entity (feature values, each condition's result, the
 amount; its decision row is derived from it as the run derived its claims),
-the allocation (stacking and budget) and the ledger's transfers for the key.  Nothing is evaluated over the sources again; the values
-between features and results (lets, the sides of each comparison, the amount's
-steps) are worked out by the reference interpreter from the archived features,
-and it must agree with the archived amount.
+the allocation (stacking and budget) and the ledger's transfers for the key.
+Nothing is evaluated over the sources again; the values between features and
+results (lets, the sides of each comparison, the amount's steps) are worked out
+by the reference interpreter from the archived features, and where the entity
+met every condition it must agree with the archived amount.
 """
 
 from __future__ import annotations

@@ -354,17 +354,15 @@ def wide_frame(
 
 
 def result_inputs(policies: list[CheckedPolicy], sk: str, id_column: str) -> list[str]:
-    """The columns of a `wide_frame` that `parts_of_wide` reads: keys, condition, amount,
-    rank and payee columns (not the features)."""
-    out = [sk, id_column]
-    for p in policies:
-        out += [_cond_col(p, i) for i in range(len(p.conditions))]
-        out.append(_amount_col(p))
-        if p.rank_by is not None:
-            out.append(_rank_col(p))
-        if p.spec.payee != "self":
-            out.append(Naming.payee(p.id))
-    return out
+    """The columns of a `wide_frame` that `parts_of_wide` reads (keys, condition, amount,
+    rank and payee columns, not the features): the roots of `policy_result`'s expressions."""
+    roots = [
+        name
+        for p in policies
+        for expr in policy_result(p, id_column)
+        for name in expr.meta.root_names()
+    ]
+    return list(dict.fromkeys([sk, id_column, *roots]))
 
 
 def parts_of_wide(
