@@ -368,10 +368,11 @@ def allocate(
     `decisions`: policy_id, period, target, entity_id, eligible, amount_fen,
     payee, rank (rows of the evaluate step's table: at least every eligible row and
     the row of every key `held` holds; a held key without a row is not decided).
-    `terms`: the terms of every policy in it.  `held`: what the ledger holds, columns policy_id, benefit_period,
-    entity, payee, net_fen, for these policies and every other policy of their
-    groups.  `groups` and `once` name the group and the validity of policies
-    that are not in `terms` (expired ones still block their group).
+    `terms`: the terms of every policy in it.  `held`: what the ledger holds,
+    columns policy_id, benefit_period, entity, payee, net_fen, for these policies
+    and every other policy of their groups.  `groups` and `once` name the group
+    and the validity of policies that are not in `terms` (expired ones still block
+    their group).
 
     The result has a row for every key with an amount > 0 and for every key the
     ledger holds that this run decided (its amount may now be 0: a reversal).
