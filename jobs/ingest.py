@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import polars as pl
 import polars.selectors as cs
 from sqlalchemy import Engine, insert, update
@@ -311,8 +312,10 @@ def _validate_all(
                 fix="check the column order and the export settings of that file",
             )
         duplicates = duplicate_keys(validated, source)
-        if in_memory:  # the references are joined once, on the validated frame
-            validated, unknown = attach_references(validated, source, catalogue, labels, keys)
+        if in_memory:  # the references are found once, on the validated frame
+            validated, unknown = attach_references(
+                validated.collect(), source, catalogue, labels, keys
+            )
         final = final_failures(validated, duplicates, source, labels, unknown)
         if in_memory:  # read twice below: the failed rows, then the accepted ones
             final = final.collect().lazy()
@@ -395,11 +398,19 @@ def _entity_keys(
     assert source.entity is not None
     sk = f"{source.entity}_sk"
     if source.columns[column].check == "resident_id":
-        codes = accepted.select(pl.col(code_column(column)).alias("_code")).collect(
-            engine="streaming"
+        codes = accepted.select(pl.col(code_column(column))).collect(engine="streaming")
+        code = codes.to_series()
+        # One sort gives both: the codes in order (for references) and each row's rank.
+        order = code.arg_sort()
+        dense = np.empty(len(code), dtype=np.int32)
+        dense[order.to_numpy()] = np.arange(1, len(code) + 1, dtype=np.int32)
+        table = pl.DataFrame(
+            {
+                "_code": code.gather(order),
+                "_sk": pl.int_range(1, len(code) + 1, dtype=pl.Int32, eager=True),
+            }
         )
-        codes = codes.with_columns(pl.col("_code").rank("ordinal").cast(pl.Int32).alias("_sk"))
-        return EntityKeys(staged, column, sk, codes), codes.select(pl.col("_sk").alias(sk))
+        return EntityKeys(staged, column, sk, table), pl.DataFrame({sk: dense})
     ids = accepted.select(column).collect(engine="streaming")
     dense = ids.select(pl.col(column).rank("ordinal").cast(pl.Int32).alias(sk))
     return EntityKeys(staged, column, sk), dense
