@@ -402,15 +402,15 @@ def _entity_keys(
         code = codes.to_series()
         # One sort gives both: the codes in order (for references) and each row's rank.
         order = code.arg_sort()
-        dense = np.empty(len(code), dtype=np.int32)
-        dense[order.to_numpy()] = np.arange(1, len(code) + 1, dtype=np.int32)
+        ranks = np.empty(len(code), dtype=np.int32)
+        ranks[order.to_numpy()] = np.arange(1, len(code) + 1, dtype=np.int32)
         table = pl.DataFrame(
             {
                 "_code": code.gather(order),
                 "_sk": pl.int_range(1, len(code) + 1, dtype=pl.Int32, eager=True),
             }
         )
-        return EntityKeys(staged, column, sk, table), pl.DataFrame({sk: dense})
+        return EntityKeys(staged, column, sk, table), pl.DataFrame({sk: ranks})
     ids = accepted.select(column).collect(engine="streaming")
     dense = ids.select(pl.col(column).rank("ordinal").cast(pl.Int32).alias(sk))
     return EntityKeys(staged, column, sk), dense
