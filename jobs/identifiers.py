@@ -173,7 +173,13 @@ _RESIDENT_LAST[ord("X")] = 10
 _RESIDENT_CHECK_VALUE = np.where(_RESIDENT_CHECK_LUT >= 0, _RESIDENT_CHECK_LUT, 255).astype(
     np.uint8
 )
-_USCC_W = np.asarray(USCC_WEIGHTS, dtype=np.uint32)
+# Per position of the first 17: the character's value times its weight, or _USCC_BAD for a
+# character outside the alphabet, so one table lookup and one addition per position give
+# both the weighted sum and whether every character was valid (valid sums stay below 10,000).
+_USCC_BAD: Final = 1 << 20
+_USCC_WEIGHTED = np.asarray(
+    [np.where(_USCC_LUT >= 0, _USCC_LUT * w, _USCC_BAD) for w in USCC_WEIGHTS], dtype=np.uint32
+)
 _RESIDENT_W = np.asarray(RESIDENT_WEIGHTS, dtype=np.uint32)
 
 # The kernels below work on a block transposed to (18, rows): each character position
@@ -181,15 +187,12 @@ _RESIDENT_W = np.asarray(RESIDENT_WEIGHTS, dtype=np.uint32)
 
 
 def _uscc_block(t: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    n = t.shape[1]
-    total = np.zeros(n, dtype=np.uint32)
-    bad = np.zeros(n, dtype=bool)
-    for j in range(17):
-        v = _USCC_LUT8[t[j]]
-        bad |= v == 255
-        total += v * _USCC_W[j]
-    check = _USCC_LUT8[t[17]]
-    bad |= check == 255
+    # np.take, not fancy indexing: 0.41 s against 0.74 s for 10M credit codes.
+    total = np.take(_USCC_WEIGHTED[0], t[0])
+    for j in range(1, 17):
+        total += np.take(_USCC_WEIGHTED[j], t[j])
+    check = np.take(_USCC_LUT8, t[17])
+    bad = (total >= _USCC_BAD) | (check == 255)
     ok = check == (31 - total % 31) % 31
     return np.where(bad, ID_MALFORMED, np.where(ok, ID_VALID, ID_WRONG_CHECK)).astype(np.uint8)
 
