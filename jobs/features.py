@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -112,17 +113,33 @@ def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | No
 
 
 def entity_frame(
-    staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date, depth: int = 0
+    staged: Staged,
+    entity: str,
+    needs: dict[str, EntityNeeds],
+    as_of: dt.date,
+    depth: int = 0,
+    *,
+    payees: bool = True,
+    only: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
-    """The feature frame of one entity kind: sk, identifier, and every needed column."""
+    """The feature frame of one entity kind: sk, identifier, and every needed column.
+
+    `payees=False` leaves out the payee columns (`payee_frame` computes them for fewer
+    entities); `only` (a frame of surrogate keys) restricts the frame, and every
+    aggregate in it, to those entities."""
     cat = staged.cat
     naming = Naming(cat)
     need = needs[entity]
     source = staged.entity_source(entity)
     sk = staged.sk(entity)
     id_col = staged_id_column(staged, entity)
+
+    def scan(src: str) -> pl.LazyFrame:
+        lf = staged.scan(src)
+        return lf if only is None else lf.join(only.select(sk), on=sk, how="semi")
+
     own = {n for n, w in need.features if cat.features_of(entity)[n].source == source}
-    frame = staged.scan(source).select(
+    frame = scan(source).select(
         pl.col(sk),
         pl.col(id_col).alias("entity_id"),
         *[pl.col(cat.features_of(entity)[n].column or "").alias(n) for n in sorted(own)],
@@ -138,7 +155,7 @@ def entity_frame(
         else:
             relation_feats.append((name, window))
     for (src, window), names in sorted(groups.items(), key=lambda x: (x[0][0], str(x[0][1]))):
-        lf = staged.scan(src).filter(pl.col(sk).is_not_null())
+        lf = scan(src).filter(pl.col(sk).is_not_null())
         if window is not None and src in cat.spec.timed:
             lf = lf.filter(_in_window(cat, src, window))
         cols = {
@@ -162,12 +179,13 @@ def entity_frame(
             AggregateNeed(naming.feature(entity, name, w), rel_agg, cat.typed, w)
         )
     for an in need.aggregates.values():
-        by_rel[(an.node.relation, an.window)].append(an)
+        if payees or an.kind != "payee":
+            by_rel[(an.node.relation, an.window)].append(an)
     if by_rel and depth > 1:
         raise ValueError("relation aggregates nest too deeply")
     for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
         frame = frame.join(
-            _relation_aggregates(staged, relation, window, items, as_of, depth),
+            _relation_aggregates(staged, relation, window, items, as_of, depth, only),
             on=sk,
             how="left",
         )
@@ -187,6 +205,37 @@ def entity_frame(
             _listed(staged, entity, need.lists, as_of), on=sk, how="left"
         ).with_columns([pl.col(Naming.listed(n)).fill_null(False) for n in sorted(need.lists)])
     return frame
+
+
+def payee_frame(
+    staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date
+) -> Callable[[pl.LazyFrame], pl.LazyFrame] | None:
+    """The payee columns of the entities in a frame of surrogate keys, as a function of
+    that frame (None if no policy of `entity` pays anyone but the entity itself).
+
+    Only an entity that meets a policy's conditions needs its payee: computed for a
+    city's ten million persons, the childcare subsidy's guardian was half of the
+    person policies' evaluation (3.0-4.3 s of 5.9-8.1 s); for the few children under
+    three, only their links and their guardians' features are read."""
+    items = [an for an in needs[entity].aggregates.values() if an.kind == "payee"]
+    if not items:
+        return None
+    sk = staged.sk(entity)
+    by_rel: dict[tuple[str, Window], list[AggregateNeed]] = defaultdict(list)
+    for an in items:
+        by_rel[(an.node.relation, an.window)].append(an)
+
+    def payees(owners: pl.LazyFrame) -> pl.LazyFrame:
+        keys = owners.select(sk)
+        frame = keys
+        for (relation, window), group in sorted(
+            by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))
+        ):
+            aggs = _relation_aggregates(staged, relation, window, group, as_of, 0, keys)
+            frame = frame.join(aggs, on=sk, how="left")
+        return frame
+
+    return payees
 
 
 def _sum_is_decimal(agg: A.Aggregate, typed: Typed) -> bool:
@@ -210,7 +259,10 @@ def _relation_aggregates(
     items: list[AggregateNeed],
     as_of: dt.date,
     depth: int,
+    owners: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
+    """One row per owner with links: the aggregates of `items` over its related members
+    (with `owners`, a frame of the owners' surrogate keys, only for those)."""
     cat = staged.cat
     rel = cat.relation(relation)
     owner_sk, member_sk = staged.sk(rel.from_), staged.sk(rel.to)
@@ -229,7 +281,13 @@ def _relation_aggregates(
         pl.col(rel.to_key).alias(member_sk),
         *[pl.col(c).alias(f"link:{a}") for a, c in rel.attributes.items()],
     )
-    members = entity_frame(staged, rel.to, _member_needs(staged, rel.to, items), as_of, depth + 1)
+    only = None
+    if owners is not None:
+        links = links.join(owners.select(pl.col(owner_sk).alias("_owner")), on="_owner", how="semi")
+        only = links.select(member_sk).unique()
+    members = entity_frame(
+        staged, rel.to, _member_needs(staged, rel.to, items), as_of, depth + 1, only=only
+    )
     joined = links.join(members, on=member_sk, how="left")
     aggs = aggregate_expressions(cat, items)
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})

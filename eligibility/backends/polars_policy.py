@@ -10,6 +10,7 @@ policies of one entity kind become one wide select, unpivoted to long
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -316,6 +317,7 @@ def wide_frame(
     cat: CheckedCatalogue,
     as_of: dt.date,
     sk: str,
+    payees: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
 ) -> pl.LazyFrame:
     """The feature frame with every policy's condition, amount and rank columns, by entity.
 
@@ -327,6 +329,10 @@ def wide_frame(
     (the childcare subsidy and elderly allowance over a city's ten million persons:
     4.6-5.0 s, now 2.0-2.7 s).
 
+    `payees`, if given, computes the payee columns (missing from `frame`) of a frame of
+    surrogate keys; it is given those of the entities that meet some policy's
+    conditions, and the others' payees are null, as is their amount.
+
     Collect it on the streaming engine, as the batch does: Polars 2.1's in-memory
     engine fails on this plan from about 50,000 rows (a ShapeError from its
     common-subexpression elimination), where the streaming engine is right
@@ -334,7 +340,10 @@ def wide_frame(
     """
     naming = Naming(cat)
     columns = [(p, *policy_columns(p, cat, naming, as_of)) for p in policies]
-    base = frame.with_columns([e for _p, conditions, _a in columns for e in conditions])
+    # Read three times (the result, the meeting entities' amounts, their payees): cached,
+    # or the streaming engine computes the features again for each (person policies at
+    # 1M enterprises: 9.6 s uncached against 4.2 s).
+    base = frame.with_columns([e for _p, conditions, _a in columns for e in conditions]).cache()
     met = {
         p.id: pl.all_horizontal([pl.col(_cond_col(p, i)) for i in range(len(p.conditions))])
         if p.conditions
@@ -343,13 +352,16 @@ def wide_frame(
     }
     # One join for all: the entities that meet some policy, with the amount of each policy
     # they meet (the others' computed there too, then dropped).
-    amounts = base.filter(pl.any_horizontal(list(met.values()))).select(
+    meeting = base.filter(pl.any_horizontal(list(met.values())))
+    amounts = meeting.select(
         pl.col(sk),
         *[
             pl.when(met[p.id]).then(amount).alias(_amount_col(p))
             for p, _conditions, amount in columns
         ],
     )
+    if payees is not None:
+        amounts = amounts.join(payees(meeting.select(sk)), on=sk, how="left")
     return base.join(amounts, on=sk, how="left").sort(sk)
 
 

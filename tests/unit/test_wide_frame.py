@@ -1,6 +1,6 @@
-"""The wide frame computes a policy's amount only for the entities that meet all its
-conditions: at the sizes where Polars runs a plan in parallel chunks, its claims must be
-those of computing every amount for every entity."""
+"""The wide frame computes a policy's amount, and its payee, only for the entities that
+meet its conditions: at the sizes where Polars runs a plan in parallel chunks, its claims
+must be those of computing every amount and every payee for every entity."""
 
 from __future__ import annotations
 
@@ -11,10 +11,16 @@ import polars as pl
 import pytest
 
 from disburse.synth import generate
-from eligibility.backends.polars_policy import _amount_col, _cond_col, policy_columns, wide_frame
+from eligibility.backends.polars_policy import (
+    _amount_col,
+    _cond_col,
+    parts_of_wide,
+    policy_columns,
+    wide_frame,
+)
 from eligibility.plan import Naming, needs
 from jobs.catalogue import load_catalogue
-from jobs.features import Staged, entity_frame
+from jobs.features import Staged, entity_frame, payee_frame
 from jobs.ingest import stage
 from jobs.policies import load_policies
 
@@ -61,3 +67,33 @@ def test_amounts_only_where_conditions_hold_decide_as_amounts_everywhere(
         assert got.filter(~met)[amount].null_count() == got.filter(~met).height
         met_any = met_any or got.filter(met).height > 0
     assert met_any
+
+
+def test_payees_only_where_conditions_hold_decide_as_payees_everywhere(staged: Path) -> None:
+    pset = load_policies(load_catalogue())
+    cat = pset.catalogue
+    policies = [p for p in pset.active(AS_OF) if p.target == "person"]
+    assert any(p.spec.payee != "self" for p in policies)
+    sk, st, need = "person_sk", Staged(staged, cat), needs(policies, cat, AS_OF)
+    everywhere = wide_frame(entity_frame(st, "person", need, AS_OF), policies, cat, AS_OF, sk)
+    restricted = wide_frame(
+        entity_frame(st, "person", need, AS_OF, payees=False),
+        policies,
+        cat,
+        AS_OF,
+        sk,
+        payee_frame(st, "person", need, AS_OF),
+    )
+    want = parts_of_wide(everywhere, policies, sk, "entity_id")
+    got = parts_of_wide(restricted, policies, sk, "entity_id")
+    for p in policies:
+        a = got[p.id].collect(engine="streaming")
+        b = want[p.id].collect(engine="streaming")
+        assert a.equals(b), p.id
+        if p.spec.payee != "self":
+            paid = a.filter(pl.col("eligible"))
+            assert paid.height > 0, p.id
+            assert paid["payee"].null_count() == 0, p.id
+            assert (paid["payee"] != paid["entity_id"]).all(), p.id
+            # Refused for want of a payee: met every condition, no guardian qualifies.
+            assert a.filter(pl.col("reason") == "payee").height > 0, p.id
