@@ -48,15 +48,20 @@ def wide_plans(
 
 
 def decisions_of_wide(
-    wide: dict[str, pl.LazyFrame], policies: list[CheckedPolicy], as_of: dt.date
+    wide: dict[str, pl.LazyFrame],
+    policies: list[CheckedPolicy],
+    as_of: dt.date,
+    *,
+    claims_only: bool = False,
 ) -> pl.LazyFrame:
     """The long decision table (RESULT_SCHEMA, policy then entity order) from `wide_plans`'
-    frames, typically scans of the files they were written to."""
+    frames, typically scans of the files they were written to (`claims_only`: only its
+    eligible rows)."""
     parts: dict[str, pl.LazyFrame] = {}
     for entity, frame in wide.items():
         mine = [p for p in policies if p.target == entity]
         sk = f"{entity}_sk"  # as jobs.features.Staged.sk
-        built = parts_of_wide(frame, mine, sk, "entity_id")
+        built = parts_of_wide(frame, mine, sk, "entity_id", claims_only=claims_only)
         for p in mine:
             parts[p.id] = _long(built[p.id], p, entity, sk, as_of)
     if not parts:

@@ -578,7 +578,7 @@ class NightlyRun:
             archive["features"][target] = {"file": str(path), "sha256": digest}
         scans = {t: pl.scan_parquet(a["file"]) for t, a in archive["features"].items()}
         decisions, digest = _hashed_parquet(
-            decisions_of_wide(scans, self.policies, req.as_of).filter(pl.col("eligible")),
+            decisions_of_wide(scans, self.policies, req.as_of, claims_only=True),
             folder,
             "claims",
         )

@@ -344,12 +344,7 @@ def wide_frame(
     # or the streaming engine computes the features again for each (person policies at
     # 1M enterprises: 9.6 s uncached against 4.2 s).
     base = frame.with_columns([e for _p, conditions, _a in columns for e in conditions]).cache()
-    met = {
-        p.id: pl.all_horizontal([pl.col(_cond_col(p, i)) for i in range(len(p.conditions))])
-        if p.conditions
-        else pl.lit(True)
-        for p in policies
-    }
+    met = {p.id: met_every_condition(p) for p in policies}
     # One join for all: the entities that meet some policy, with the amount of each policy
     # they meet (the others' computed there too, then dropped).
     meeting = base.filter(pl.any_horizontal(list(met.values())))
@@ -377,14 +372,31 @@ def result_inputs(policies: list[CheckedPolicy], sk: str, id_column: str) -> lis
     return list(dict.fromkeys([sk, id_column, *roots]))
 
 
+def met_every_condition(policy: CheckedPolicy) -> pl.Expr:
+    """Whether an entity met every condition of `policy`, from a wide frame's columns."""
+    passed = [pl.col(_cond_col(policy, i)) for i in range(len(policy.conditions))]
+    return pl.all_horizontal(passed) if passed else pl.lit(True)
+
+
 def parts_of_wide(
-    wide: pl.LazyFrame, policies: list[CheckedPolicy], sk: str, id_column: str
+    wide: pl.LazyFrame,
+    policies: list[CheckedPolicy],
+    sk: str,
+    id_column: str,
+    *,
+    claims_only: bool = False,
 ) -> dict[str, pl.LazyFrame]:
-    """Per policy, its (entity, result) rows from a frame made by `wide_frame`."""
-    return {
-        p.id: wide.select(pl.col(sk), pl.col(id_column), *policy_result(p, id_column))
-        for p in policies
-    }
+    """Per policy, its (entity, result) rows from a frame made by `wide_frame`.
+
+    `claims_only`: only the eligible rows, whose results are worked out only for the
+    entities that met every condition (the nightly run's claims at 1M enterprises:
+    0.25 s against 1.7 s for filtering all the results)."""
+    out = {}
+    for p in policies:
+        rows = wide.filter(met_every_condition(p)) if claims_only else wide
+        part = rows.select(pl.col(sk), pl.col(id_column), *policy_result(p, id_column))
+        out[p.id] = part.filter(pl.col("eligible")) if claims_only else part
+    return out
 
 
 def evaluate_parts(

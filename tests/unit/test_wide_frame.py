@@ -97,3 +97,20 @@ def test_payees_only_where_conditions_hold_decide_as_payees_everywhere(staged: P
             assert (paid["payee"] != paid["entity_id"]).all(), p.id
             # Refused for want of a payee: met every condition, no guardian qualifies.
             assert a.filter(pl.col("reason") == "payee").height > 0, p.id
+
+
+@pytest.mark.parametrize("target", ["enterprise", "person"])
+def test_claims_only_are_the_eligible_rows(staged: Path, target: str) -> None:
+    pset = load_policies(load_catalogue())
+    cat = pset.catalogue
+    policies = [p for p in pset.active(AS_OF) if p.target == target]
+    sk = f"{target}_sk"
+    frame = entity_frame(Staged(staged, cat), target, needs(policies, cat, AS_OF), AS_OF)
+    wide = wide_frame(frame, policies, cat, AS_OF, sk).collect(engine="streaming").lazy()
+    every = parts_of_wide(wide, policies, sk, "entity_id")
+    claims = parts_of_wide(wide, policies, sk, "entity_id", claims_only=True)
+    for p in policies:
+        want = every[p.id].filter(pl.col("eligible")).collect()
+        got = claims[p.id].collect()
+        assert got.equals(want), p.id
+    assert sum(claims[p.id].collect().height for p in policies) > 0
