@@ -353,7 +353,7 @@ def _validate_all(
 def memory_rows() -> int:
     """Sources of at most this many rows are validated in memory, larger ones streamed
     through a scratch file ($DISBURSE_INGEST_MEMORY_ROWS; default 12 million rows: at
-    1M enterprises, whose largest sources have 10M rows, ingest peaks at 4.4 GB)."""
+    1M enterprises, whose largest sources have 10M rows, ingest peaks at 3.4 GB)."""
     value = os.environ.get("DISBURSE_INGEST_MEMORY_ROWS", "")
     try:
         return int(value) if value.strip() else DEFAULT_MEMORY_ROWS
