@@ -11,7 +11,7 @@ from eligibility.backends.polars_policy import parts_of_wide, result_inputs, wid
 from eligibility.check import CheckedPolicy
 from eligibility.plan import needs, run_dates
 from eligibility.policyset import PolicySet
-from jobs.features import Staged, entity_frame, payee_frame
+from jobs.features import Staged, entity_frame, split_payees
 
 RESULT_SCHEMA = {
     "policy_id": pl.String,
@@ -41,8 +41,8 @@ def wide_plans(
     for entity in ("enterprise", "person"):
         mine = [p for p in policies if p.target == entity]
         if mine:
-            frame = entity_frame(staged, entity, need, as_of, payees=False)
-            payees = payee_frame(staged, entity, need, as_of)
+            rest, payees = split_payees(staged, entity, need, as_of)
+            frame = entity_frame(staged, entity, rest, as_of)
             out[entity] = wide_frame(frame, mine, cat, as_of, staged.sk(entity), payees)
     return out
 

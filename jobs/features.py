@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -119,14 +120,12 @@ def entity_frame(
     as_of: dt.date,
     depth: int = 0,
     *,
-    payees: bool = True,
     only: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """The feature frame of one entity kind: sk, identifier, and every needed column.
 
-    `payees=False` leaves out the payee columns (`payee_frame` computes them for fewer
-    entities); `only` (a frame of surrogate keys) restricts the frame, and every
-    aggregate in it, to those entities."""
+    `only` (a frame of surrogate keys) restricts the frame, and every aggregate in it,
+    to those entities."""
     cat = staged.cat
     naming = Naming(cat)
     need = needs[entity]
@@ -179,8 +178,7 @@ def entity_frame(
             AggregateNeed(naming.feature(entity, name, w), rel_agg, cat.typed, w)
         )
     for an in need.aggregates.values():
-        if payees or an.kind != "payee":
-            by_rel[(an.node.relation, an.window)].append(an)
+        by_rel[(an.node.relation, an.window)].append(an)
     if by_rel and depth > 1:
         raise ValueError("relation aggregates nest too deeply")
     for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
@@ -207,35 +205,32 @@ def entity_frame(
     return frame
 
 
-def payee_frame(
+def split_payees(
     staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date
-) -> Callable[[pl.LazyFrame], pl.LazyFrame] | None:
-    """The payee columns of the entities in a frame of surrogate keys, as a function of
-    that frame (None if no policy of `entity` pays anyone but the entity itself).
+) -> tuple[dict[str, EntityNeeds], Callable[[pl.LazyFrame], pl.LazyFrame] | None]:
+    """`needs` without `entity`'s payee columns, and the payee columns of the entities in a
+    frame of surrogate keys, as a function of that frame (None if no policy of `entity`
+    pays anyone but the entity itself).
 
     Only an entity that meets a policy's conditions needs its payee: computed for a
     city's ten million persons, the childcare subsidy's guardian was half of the
     person policies' evaluation (3.0-4.3 s of 5.9-8.1 s); for the few children under
     three, only their links and their guardians' features are read."""
-    items = [an for an in needs[entity].aggregates.values() if an.kind == "payee"]
-    if not items:
-        return None
+    need = needs[entity]
+    payees = {c: an for c, an in need.aggregates.items() if an.kind == "payee"}
+    if not payees:
+        return needs, None
+    rest = {c: an for c, an in need.aggregates.items() if an.kind != "payee"}
+    without = {**needs, entity: replace(need, aggregates=rest)}
+    only_payees = {**needs, entity: EntityNeeds(aggregates=payees)}
     sk = staged.sk(entity)
-    by_rel: dict[tuple[str, Window], list[AggregateNeed]] = defaultdict(list)
-    for an in items:
-        by_rel[(an.node.relation, an.window)].append(an)
 
-    def payees(owners: pl.LazyFrame) -> pl.LazyFrame:
-        keys = owners.select(sk)
-        frame = keys
-        for (relation, window), group in sorted(
-            by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))
-        ):
-            aggs = _relation_aggregates(staged, relation, window, group, as_of, 0, keys)
-            frame = frame.join(aggs, on=sk, how="left")
-        return frame
+    def frame(owners: pl.LazyFrame) -> pl.LazyFrame:
+        return entity_frame(staged, entity, only_payees, as_of, only=owners).select(
+            sk, *sorted(payees)
+        )
 
-    return payees
+    return without, frame
 
 
 def _sum_is_decimal(agg: A.Aggregate, typed: Typed) -> bool:

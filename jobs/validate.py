@@ -327,7 +327,7 @@ def merge_lookup(codes: pl.Series, table: pl.DataFrame) -> pl.Series:
         pl.when(pl.col("_at") == pl.col("_code")).then(pl.col("_sk")).fill_null(0)
     ).to_series()
     out = np.empty(len(codes), dtype=np.int32)
-    out[order.to_numpy()] = hit.cast(pl.Int32).to_numpy()
+    out[order.to_numpy()] = hit.to_numpy()
     sks = pl.Series(codes.name, out)
     return pl.select(pl.when(sks > 0).then(sks)).to_series().alias(codes.name)
 

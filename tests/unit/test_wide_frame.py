@@ -20,7 +20,7 @@ from eligibility.backends.polars_policy import (
 )
 from eligibility.plan import Naming, needs
 from jobs.catalogue import load_catalogue
-from jobs.features import Staged, entity_frame, payee_frame
+from jobs.features import Staged, entity_frame, split_payees
 from jobs.ingest import stage
 from jobs.policies import load_policies
 
@@ -76,13 +76,9 @@ def test_payees_only_where_conditions_hold_decide_as_payees_everywhere(staged: P
     assert any(p.spec.payee != "self" for p in policies)
     sk, st, need = "person_sk", Staged(staged, cat), needs(policies, cat, AS_OF)
     everywhere = wide_frame(entity_frame(st, "person", need, AS_OF), policies, cat, AS_OF, sk)
+    rest, payees = split_payees(st, "person", need, AS_OF)
     restricted = wide_frame(
-        entity_frame(st, "person", need, AS_OF, payees=False),
-        policies,
-        cat,
-        AS_OF,
-        sk,
-        payee_frame(st, "person", need, AS_OF),
+        entity_frame(st, "person", rest, AS_OF), policies, cat, AS_OF, sk, payees
     )
     want = parts_of_wide(everywhere, policies, sk, "entity_id")
     got = parts_of_wide(restricted, policies, sk, "entity_id")
