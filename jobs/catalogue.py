@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Literal
 
@@ -136,7 +137,27 @@ class Catalogue(_Strict):
                         raise ValueError(
                             f"{sname}.{cname}: references {ref.source!r}, which is not an entity source"
                         )
+        try:
+            self.schedule().prepare()
+        except CycleError as exc:
+            cycle = " -> ".join(exc.args[1])
+            raise ValueError(
+                f"sources reference each other in a circle ({cycle}): each entity source is "
+                "staged before the sources that reference it, so a source cannot reference "
+                "itself or a source that references it back"
+            ) from None
         return self
+
+    def depends_on(self, name: str) -> set[str]:
+        """The entity sources whose keys the source `name` references (staged before it)."""
+        return {ref.source for col in self.sources[name].columns.values() for ref in col.references}
+
+    def schedule(self) -> TopologicalSorter[str]:
+        """The sources as a graph by their references, for ingesting in a valid order."""
+        graph: TopologicalSorter[str] = TopologicalSorter()
+        for name in self.ordered():
+            graph.add(name, *sorted(self.depends_on(name)))
+        return graph
 
     @cached_property
     def entity_sources(self) -> dict[str, str]:
@@ -157,7 +178,7 @@ class Catalogue(_Strict):
         return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()
 
     def ordered(self) -> list[str]:
-        """Source names, entity sources first (their keys are needed by the others)."""
+        """Source names, entity sources first, for listing them (ingest follows `schedule`)."""
         return sorted(self.sources, key=lambda n: (self.sources[n].entity is None, n))
 
 

@@ -242,3 +242,76 @@ def test_memory_rows_setting_must_be_a_number(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", "lots")
     with pytest.raises(JobError, match="not a whole number"):
         memory_rows()
+
+
+def test_sources_side_by_side_agree_with_one_at_a_time(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers (the largest sources streamed, so they run alone) stage the same rows and
+    quarantine the same rows as one worker taking the sources in order."""
+    from disburse.synth import generate
+
+    manifest = generate(tmp_path / "data", enterprises=800, persons=3000, seed=7, errors=0.01)
+    sizes = sorted(manifest["rows"].values())
+    results = {}
+    for workers, limit in ((1, "100000000"), (2, str(sizes[-4]))):
+        monkeypatch.setenv("DISBURSE_INGEST_WORKERS", str(workers))
+        monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", limit)
+        results[workers] = _ingest(tmp_path / "data", engine, tmp_path / f"store-{workers}")
+    one, two = results[1], results[2]
+    assert list(one.sources) == list(two.sources) == load_catalogue().ordered()
+    assert sum(r.quarantined for r in one.sources.values()) > 0
+    for name, rep in one.sources.items():
+        other = two.sources[name]
+        assert (rep.rows, rep.accepted, rep.quarantined, rep.by_rule) == (
+            other.rows,
+            other.accepted,
+            other.quarantined,
+            other.by_rule,
+        ), name
+        a = pl.read_parquet(Path(one.staged_dir) / f"{name}.parquet")
+        b = pl.read_parquet(Path(two.staged_dir) / f"{name}.parquet")
+        assert a.equals(b), name
+    with engine.connect() as conn:
+        quarantined = [
+            sorted(
+                conn.execute(
+                    select(
+                        QuarantinedRow.source,
+                        QuarantinedRow.row_no,
+                        QuarantinedRow.rule,
+                        QuarantinedRow.value,
+                    ).where(QuarantinedRow.run_id == run)
+                ).all()
+            )
+            for run in (one.run_id, two.run_id)
+        ]
+    assert quarantined[0] == quarantined[1]
+
+
+def test_a_failing_source_stops_the_others_and_writes_nothing(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two workers, a source that fails while another is being validated: the error is
+    reported, the other finishes, and nothing is kept."""
+    monkeypatch.setenv("DISBURSE_INGEST_WORKERS", "2")
+    data = minicity.write(tmp_path / "data")
+    frames = minicity.frames()
+    frames["persons"].with_columns(pl.col("birth_on").cast(pl.String)).with_columns(
+        pl.lit("not a date").alias("birth_on")
+    ).write_parquet(data / "persons.parquet")
+    with pytest.raises(JobError) as info:
+        _ingest(data, engine, tmp_path / "store")
+    assert "column 'birth_on' holds no value readable as date" in info.value.render()
+    _nothing_written(engine, tmp_path / "store")
+
+
+def test_ingest_workers_setting_must_be_a_positive_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.ingest import DEFAULT_INGEST_WORKERS, ingest_workers
+
+    monkeypatch.delenv("DISBURSE_INGEST_WORKERS", raising=False)
+    assert ingest_workers() == DEFAULT_INGEST_WORKERS
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv("DISBURSE_INGEST_WORKERS", bad)
+        with pytest.raises(JobError, match="not a positive whole number"):
+            ingest_workers()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from eligibility.problems import ProblemsError
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import Catalogue, load_catalogue
 from jobs.docs import catalogue_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,3 +75,46 @@ def test_bad_catalogue_reports_every_problem_with_position(tmp_path: Path) -> No
     ) in rendered
     assert "min and max apply to int columns only" in rendered
     assert len(info.value.problems) == 3
+
+
+def _with_references(refs: dict[tuple[str, str], str]) -> dict[str, object]:
+    """The shipped catalogue as data, with extra columns (source, column) referencing a source."""
+    data = load_catalogue().model_dump(by_alias=True, exclude_none=True)
+    for (source, column), target in refs.items():
+        data["sources"][source]["columns"][column] = {
+            "type": "string",
+            "description": "a reference added by the test",
+            "references": target,
+        }
+    return data
+
+
+def test_sources_are_scheduled_after_the_entities_they_reference() -> None:
+    """An entity source may reference another: the one it references is staged first, even
+    when it sorts after it by name (enterprises -> persons)."""
+    cat = Catalogue.model_validate(_with_references({("enterprises", "legal_rep_id"): "persons"}))
+    assert cat.depends_on("enterprises") == {"persons"}
+    assert cat.depends_on("employment") == {"enterprises", "persons"}
+    order = list(cat.schedule().static_order())
+    assert sorted(order) == sorted(cat.sources)
+    for name in order:
+        for dep in cat.depends_on(name):
+            assert order.index(dep) < order.index(name), (dep, name)
+
+
+@pytest.mark.parametrize(
+    ("refs", "circle"),
+    [
+        (
+            {("enterprises", "legal_rep_id"): "persons", ("persons", "employer"): "enterprises"},
+            "enterprises -> persons -> enterprises",
+        ),
+        ({("persons", "guardian_id"): "persons"}, "persons -> persons"),
+    ],
+)
+def test_references_in_a_circle_are_refused(refs: dict[tuple[str, str], str], circle: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Catalogue.model_validate(_with_references(refs))
+    message = str(info.value)
+    assert "reference each other in a circle" in message
+    assert set(circle.split(" -> ")) == set(message.split("(")[1].split(")")[0].split(" -> "))
