@@ -46,7 +46,9 @@ from __future__ import annotations
 
 import io
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,7 +60,7 @@ from sqlalchemy import BigInteger, Connection, Engine, cast, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ledgers import accounts
-from ledgers.chain import CHAIN_FIELDS, with_hashes
+from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
 from ledgers.db import LEDGER_LOCK_KEY, LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
 from ledgers.holdings import Holdings, chain_head, keep_snapshot, read_held
@@ -709,18 +711,65 @@ def _append(
         transfer_id=pl.int_range(head_id + 1, head_id + 1 + frame.height, dtype=pl.Int64),
         run_id=pl.lit(run_id, pl.Int64),
     ).select(CHAIN_FIELDS)
-    chunks = 0
-    expected = head
     # Hash and serialise chunk k+1 in a thread while chunk k is in the database:
     # the chain needs only the previous hash, not the previous commit.
-    prepared = _prepared_chunks(frame, head_hash, chunk_size, conn.dialect.name)
-    for chunk in prefetch(prepared):
-        _write_chunk(conn, chunk, expected, pg_staging)
-        expected = (chunk.last_id, chunk.last_hash)
-        chunks += 1
-        if on_chunk is not None:
-            on_chunk(chunks, chunk.frame.height)
+    prepared = prefetch(_prepared_chunks(frame, head_hash, chunk_size, conn.dialect.name))
+    if conn.dialect.name == "postgresql":
+        chunks, expected = _write_in_turns(conn, prepared, head, pg_staging, on_chunk)
+    else:
+        chunks, expected = 0, head
+        for chunk in prepared:
+            _write_chunk(conn, chunk, expected, pg_staging)
+            expected = (chunk.last_id, chunk.last_hash)
+            chunks += 1
+            if on_chunk is not None:
+                on_chunk(chunks, chunk.frame.height)
     return _Written(frame.height, chunks, head_id + 1, expected[0], expected[1])
+
+
+def _write_in_turns(
+    conn: Connection,
+    prepared: Iterator[_Chunk],
+    head: tuple[int, str],
+    pg_staging: bool,
+    on_chunk: Callable[[int, int], None] | None,
+) -> tuple[int, tuple[int, str]]:
+    """PostgreSQL: the chunks in turns on two connections, committed in chain order.
+
+    One backend writing a chunk (parsing the CSV, heap, indexes, WAL) is the whole cost of
+    posting, and it uses one core.  So chunk k+1 is COPYed on a second connection
+    while chunk k is still being written; before it commits, it waits for chunk k to
+    commit, then checks the chain and the guarded balances as the lone writer would
+    (its statements now see chunk k).  What is committed is always a prefix of the
+    chain; a chunk that fails rolls back the one after it.  1.18M transfers: 11.5-12.5 s
+    of COPY on one connection, 7.2-8.6 s on two.  The second connection needs no lock of
+    its own: the first holds the ledger lock for both.
+    """
+    committed = 0
+    expected = head
+    with conn.engine.connect() as other, ThreadPoolExecutor(2, thread_name_prefix="post") as pool:
+        lanes = (conn, other)
+        in_flight: deque[tuple[_Chunk, Future[None]]] = deque()
+        previous: Future[None] | None = None
+
+        def settle() -> None:
+            nonlocal committed
+            chunk, done = in_flight.popleft()
+            done.result()
+            committed += 1
+            if on_chunk is not None:
+                on_chunk(committed, chunk.frame.height)
+
+        for chunk in prepared:
+            if len(in_flight) == len(lanes):
+                settle()  # frees the lane of the chunk two back
+            lane = lanes[(committed + len(in_flight)) % len(lanes)]
+            previous = pool.submit(_write_after, lane, chunk, expected, previous, pg_staging)
+            in_flight.append((chunk, previous))
+            expected = (chunk.last_id, chunk.last_hash)
+        while in_flight:
+            settle()
+    return committed, expected
 
 
 @dataclass(frozen=True)
@@ -730,6 +779,7 @@ class _Chunk:
     csv: bytes | None  # PostgreSQL: the transfers as CSV for COPY
     grants_csv: bytes | None  # PostgreSQL: their new entitlement keys as CSV for COPY
     guarded: list[str]
+    first_id: int
     last_id: int
     last_hash: str
 
@@ -771,6 +821,7 @@ def _prepared_chunks(
             csv=_csv(chunk.select(TRANSFER_COLUMNS)) if pg else None,
             grants_csv=_csv(grants) if pg else None,
             guarded=guarded,
+            first_id=int(chunk.get_column("transfer_id")[0]),
             last_id=int(chunk.get_column("transfer_id")[-1]),
             last_hash=prev_hash,
         )
@@ -780,20 +831,62 @@ def _write_chunk(
     conn: Connection, chunk: _Chunk, expected: tuple[int, str], pg_staging: bool = False
 ) -> None:
     """One transaction: check the head, write the transfers and new keys, check, commit."""
+    with _refusals(conn, chunk), conn.begin():
+        if chain_head(conn) != expected:
+            raise LedgerError(ANOTHER_POSTER)
+        _write(conn, chunk, pg_staging)
+        _check_guarded(conn, chunk)
+
+
+def _write_after(
+    conn: Connection,
+    chunk: _Chunk,
+    expected: tuple[int, str],
+    before: Future[None] | None,
+    pg_staging: bool,
+) -> None:
+    """One transaction: write the chunk, wait for the chunk `before` it to commit, check
+    that the chain now ends where this chunk continues it and the guarded balances, commit.
+    If the chunk before fails, this one rolls back with its error."""
+    with _refusals(conn, chunk), conn.begin():
+        _write(conn, chunk, pg_staging)
+        if before is not None:
+            before.result()
+        if _chain_before(conn, chunk.first_id) != expected:
+            raise LedgerError(ANOTHER_POSTER)
+        _check_guarded(conn, chunk)
+
+
+ANOTHER_POSTER = (
+    "another poster wrote to the ledger while this one was posting; nothing of "
+    "this chunk was written\n  fix: post again: posting is idempotent and writes only what is missing"
+)
+
+
+def _chain_before(conn: Connection, first_id: int) -> tuple[int, str]:
+    """The id and hash of the last transfer before `first_id` (the chain a chunk continues)."""
+    row = conn.exec_driver_sql(
+        "SELECT transfer_id, hash FROM transfers WHERE transfer_id < %(first)s "
+        "ORDER BY transfer_id DESC LIMIT 1",
+        {"first": first_id},
+    ).first()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def _write(conn: Connection, chunk: _Chunk, pg_staging: bool) -> None:
+    if conn.dialect.name != "postgresql":
+        _write_sqlite(conn, chunk)
+    elif pg_staging:
+        _write_postgresql_staged(conn, chunk)
+    else:
+        _write_postgresql(conn, chunk)
+
+
+@contextmanager
+def _refusals(conn: Connection, chunk: _Chunk) -> Iterator[None]:
+    """A chunk the database refused (a key or id already taken), as a LedgerError."""
     try:
-        with conn.begin():
-            if chain_head(conn) != expected:
-                raise LedgerError(
-                    "another poster wrote to the ledger while this one was posting; nothing of "
-                    "this chunk was written\n  fix: post again: posting is idempotent and writes only what is missing"
-                )
-            if conn.dialect.name != "postgresql":
-                _write_sqlite(conn, chunk)
-            elif pg_staging:
-                _write_postgresql_staged(conn, chunk)
-            else:
-                _write_postgresql(conn, chunk)
-            _check_guarded(conn, chunk)
+        yield
     except (IntegrityError, DatabaseIntegrityError, sqlite3.IntegrityError) as exc:
         # Rolled back.  Name the key in our words if that is what the database refused.
         if conn.in_transaction():

@@ -346,7 +346,7 @@ def test_a_crash_between_chunks_loses_nothing(
 
     frame = ents(*[("p", "2026", f"E{i}", f"E{i}", 10 * (i + 1)) for i in range(5)])
     run = new_run(engine)
-    real = post._write_chunk
+    real = post._write
     calls = {"n": 0}
 
     def dies_on_second(*args: object) -> None:
@@ -355,10 +355,12 @@ def test_a_crash_between_chunks_loses_nothing(
             raise KeyboardInterrupt  # the process is killed mid-post
         real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(post, "_write_chunk", dies_on_second)
+    # On PostgreSQL chunk 3 is already being written on the second connection when
+    # chunk 2 dies: it must roll back, leaving the chain's prefix of chunk 1.
+    monkeypatch.setattr(post, "_write", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         post_entitlements(engine, frame, run, chunk_size=2)
-    monkeypatch.setattr(post, "_write_chunk", real)
+    monkeypatch.setattr(post, "_write", real)
     assert len(transfers(engine)) == 2
     result = post_entitlements(engine, frame, run, chunk_size=2)
     assert (result.granted, result.unchanged, result.transfers) == (3, 2, 3)
