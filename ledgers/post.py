@@ -32,10 +32,13 @@ How a chunk is written: on PostgreSQL, COPY (CSV made by Polars) straight into
 `pg_staging=True`, COPY into a temporary staging table and INSERT ... SELECT ...
 ON CONFLICT DO NOTHING with a count check.  Both refuse a conflicting chunk
 whole (a skipped row would break the chain), so they guarantee the same; the
-direct COPY is about 1.6 times faster at a million rows.  On SQLite, one
-executemany per table (INSERT OR IGNORE, counted) in the chunk's transaction.
-The hash chain and CSV of chunk k+1 are computed in a thread while the database
-writes chunk k.
+direct COPY is about 1.6 times faster at a million rows.  On PostgreSQL the
+chunks take turns on two connections: chunk k+1 is written while chunk k is, and
+commits only after chunk k has, once its checks see it (`_write_in_turns`), so
+what is committed is always a prefix of the chain.  On SQLite, one executemany
+per table (INSERT OR IGNORE, counted) in the chunk's transaction, one chunk after
+the other.  The hash chain and CSV of the next chunk are computed in a thread
+while the database writes.
 
 Only one poster writes at a time: on PostgreSQL a session advisory lock held for
 the whole post (a second poster waits); on SQLite each chunk is BEGIN IMMEDIATE
