@@ -58,7 +58,14 @@ from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
 from jobs.faults import checkpoint
-from jobs.ingest import ingest, locate_sources, sha256_file, sha256_files, staged_dir
+from jobs.ingest import (
+    STAGED_COMPRESSION,
+    ingest,
+    locate_sources,
+    sha256_file,
+    sha256_files,
+    staged_dir,
+)
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
 from ledgers.holdings import Holdings, holdings
 from ledgers.post import post_entitlements
@@ -182,13 +189,17 @@ def _sha256_bytes(data: bytes) -> str:
 def _hashed_parquet(
     frame: pl.DataFrame | pl.LazyFrame, folder: Path, stem: str
 ) -> tuple[Path, str]:
-    """Write `frame` as <folder>/<stem>-<sha256[:16]>.parquet; return the path and full hash."""
+    """Write `frame` as <folder>/<stem>-<sha256[:16]>.parquet; return the path and full hash.
+
+    LZ4, as the staged files: the person archive at 1M enterprises writes in 0.95 s
+    instead of 1.32 s (zstd) and reads three times as fast (0.34 s), for 125 MB
+    instead of 74 MB."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{stem}-{os.getpid()}.parquet"
     if isinstance(frame, pl.LazyFrame):
-        frame.sink_parquet(tmp, engine="streaming")
+        frame.sink_parquet(tmp, compression=STAGED_COMPRESSION, engine="streaming")
     else:
-        frame.write_parquet(tmp)
+        frame.write_parquet(tmp, compression=STAGED_COMPRESSION)
     digest = sha256_file(tmp)
     final = folder / f"{stem}-{digest[:16]}.parquet"
     os.replace(tmp, final)
