@@ -448,7 +448,8 @@ def ingest_workers() -> int:
 def memory_rows() -> int:
     """Sources of at most this many rows are validated in memory, larger ones streamed
     through a scratch file ($DISBURSE_INGEST_MEMORY_ROWS; default 12 million rows: at
-    1M enterprises, whose largest sources have 10M rows, ingest peaks at 3.1 GB with two workers)."""
+    1M enterprises, whose largest sources have 10M rows, ingest peaks at 3.1 GB with
+    two workers)."""
     value = os.environ.get("DISBURSE_INGEST_MEMORY_ROWS", "")
     try:
         return int(value) if value.strip() else DEFAULT_MEMORY_ROWS
