@@ -297,8 +297,22 @@ def attach_references(
                 else:
                     on = name
                     lookup = entity.table().rename({entity.column: name, "_sk": sk})
-                joined = lf.lazy().join(lookup, on=on, how="left", maintain_order="left")
-                lf = joined.collect() if isinstance(lf, pl.DataFrame) else joined
+                if isinstance(lf, pl.DataFrame):
+                    # Only the key column goes through the join, and its result is attached:
+                    # joining the whole frame would gather every column again (a city's
+                    # monthly social security, 10M rows: 0.45-0.55 s against 0.77-0.83 s).
+                    # The entity's identifiers are unique, so the left join keeps the rows.
+                    found = (
+                        lf.lazy()
+                        .select(on)
+                        .join(lookup, on=on, how="left", maintain_order="left")
+                        .select(sk)
+                        .collect()
+                        .to_series()
+                    )
+                    lf = lf.with_columns(found)
+                else:
+                    lf = lf.join(lookup, on=on, how="left", maintain_order="left")
             if ref.on_missing == "quarantine":
                 unknown.append(Unknown(sk, labels.code(name, f"unknown_{target.entity}")))
     return lf.lazy(), unknown
