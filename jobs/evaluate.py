@@ -36,12 +36,16 @@ def wide_plans(
     archive of what decided each entity: `explain` reads it)."""
     cat = pset.catalogue
     staged = Staged(staged_dir, cat)
-    need = needs(policies, cat, as_of)
     out = {}
     for entity in ("enterprise", "person"):
         mine = [p for p in policies if p.target == entity]
         if mine:
-            rest, payees = split_payees(staged, entity, need, as_of)
+            # The needs of this kind's policies only: `needs` of every policy would add
+            # what enterprise policies read of related persons (the hired graduates'
+            # graduated_on) to the person frame, computed there for ten million persons
+            # though no person policy reads it (a relation aggregate builds its members'
+            # frame itself, `features._relation_aggregates`).
+            rest, payees = split_payees(staged, entity, needs(mine, cat, as_of), as_of)
             frame = entity_frame(staged, entity, rest, as_of)
             out[entity] = wide_frame(frame, mine, cat, as_of, staged.sk(entity), payees)
     return out

@@ -20,6 +20,7 @@ from eligibility.backends.polars_policy import (
 )
 from eligibility.plan import Naming, needs
 from jobs.catalogue import load_catalogue
+from jobs.evaluate import decisions_of_wide, wide_plans
 from jobs.features import Staged, entity_frame, split_payees
 from jobs.ingest import stage
 from jobs.policies import load_policies
@@ -110,3 +111,32 @@ def test_claims_only_are_the_eligible_rows(staged: Path, target: str) -> None:
         got = claims[p.id].collect()
         assert got.equals(want), p.id
     assert sum(claims[p.id].collect().height for p in policies) > 0
+
+
+def test_each_kind_computes_only_what_its_own_policies_read(staged: Path) -> None:
+    """The person archive does not carry what enterprise policies read of related persons
+    (the hired graduates' graduated_on), and the decisions are those of plans built from
+    every policy's needs."""
+    pset = load_policies(load_catalogue())
+    cat, policies = pset.catalogue, pset.active(AS_OF)
+    assert "graduate-hiring-subsidy" in {p.id for p in policies}
+    wide = wide_plans(staged, policies, pset, AS_OF)
+    person = set(wide["person"].collect_schema().names())
+    assert "graduated_on" not in person
+    assert {"birth_on", "status", "has_bank_account"} <= person
+    st, every = Staged(staged, cat), needs(policies, cat, AS_OF)
+    assert ("graduated_on", None) in every["person"].features
+    old = {}
+    for entity in ("enterprise", "person"):
+        mine = [p for p in policies if p.target == entity]
+        rest, payees = split_payees(st, entity, every, AS_OF)
+        frame = entity_frame(st, entity, rest, AS_OF)
+        old[entity] = wide_frame(frame, mine, cat, AS_OF, st.sk(entity), payees)
+
+    def decided(plans: dict[str, pl.LazyFrame]) -> pl.DataFrame:
+        collected = {k: v.collect(engine="streaming").lazy() for k, v in plans.items()}
+        return decisions_of_wide(collected, policies, AS_OF).collect(engine="streaming")
+
+    new_decisions, old_decisions = decided(wide), decided(old)
+    assert new_decisions.filter(pl.col("eligible")).height > 0
+    assert new_decisions.equals(old_decisions)
