@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from disburse.synth import SynthError
-from eligibility.problems import ProblemsError
-from jobs.errors import JobError
-from ledgers.db import LedgerError
+from common.errors import DisburseError
 
-USER_ERRORS: tuple[type[Exception], ...] = (ProblemsError, JobError, LedgerError, SynthError)
+USER_ERRORS: tuple[type[Exception], ...] = (DisburseError,)
 
 
 def render(exc: Exception) -> str:
     """The message a person reads for a user error (no traceback)."""
-    if isinstance(exc, ProblemsError | JobError):
+    if isinstance(exc, DisburseError):
         return exc.render()
     return str(exc)

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
 
+from common.errors import Code, Problem, ProblemsError
+from common.money import FEN_PER_YUAN, format_yuan, parse_money
 from eligibility import ast as A
 from eligibility.backends.polars import compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions, evaluate_frame, policy_context
 from eligibility.check import CheckedCatalogue, CheckedPolicy
 from eligibility.explain import condition_text
-from eligibility.parse import parse_expression
 from eligibility.plan import Naming, needs, run_dates
-from eligibility.problems import Problem, ProblemsError
 from eligibility.schema import Case
 
 
@@ -57,33 +57,12 @@ def _show(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
-def _money_fen(value: Any, where: str) -> int:
-    """Money as given in a case: a bare number is yuan; '1500 yuan' / '12 fen' carry their unit."""
-    if isinstance(value, str):
-        node = parse_expression(value, where)
-        if not (
-            isinstance(node, A.Literal)
-            and node.unit in ("yuan", "fen")
-            and isinstance(node.value, Decimal)
-        ):
-            raise ValueError(f"{value!r} is not an amount of money (write 1500 yuan)")
-        fen = node.value * (100 if node.unit == "yuan" else 1)
-    else:
-        try:
-            fen = Decimal(str(value)) * 100
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not an amount of money") from None
-    if fen != fen.to_integral_value():
-        raise ValueError(f"{value!r} is not a whole number of fen")
-    return int(fen)
-
-
-def _convert(ftype: str, unit: str | None, value: Any, where: str) -> Any:
+def _convert(ftype: str, unit: str | None, value: Any) -> Any:
     if value is None:
         return None
     if ftype == "money":
-        fen = _money_fen(value, where)
-        return fen if unit != "yuan" else Decimal(fen) / 100
+        fen = parse_money(value)
+        return fen if unit != "yuan" else Decimal(fen) / FEN_PER_YUAN
     if ftype == "count":
         if isinstance(value, bool) or int(value) != value:
             raise ValueError(f"{value!r} is not a whole number")
@@ -118,7 +97,6 @@ def _frame(
     naming: Naming,
     window: Any,
     lists: set[str],
-    where: str,
 ) -> pl.DataFrame:
     features = cat.features_of(entity)
     columns: dict[str, pl.Series] = {}
@@ -126,7 +104,7 @@ def _frame(
         dtype = _DTYPES[f.type]
         if f.type == "money" and f.unit == "yuan":
             dtype = pl.Decimal(38, 10)
-        values = [_convert(f.type, f.unit, r.get(name), f"{where}: {name}") for r in rows]
+        values = [_convert(f.type, f.unit, r.get(name)) for r in rows]
         columns[naming.feature(entity, name, window)] = pl.Series(values, dtype=dtype)
     for name in lists:
         columns[Naming.listed(name)] = pl.Series(
@@ -149,16 +127,15 @@ def run_case(
     all_needs = needs([policy], cat, as_of)
     need = all_needs[policy.target]
     line = policy.located.at(("tests", index))[0]
-    where = f"{policy.file}:{line}"
     given = dict(case.given)
     lists = set(need.lists) | set(given.get("lists", []))
-    frame = _frame(policy.target, [given], cat, naming, window, lists, where)
+    frame = _frame(policy.target, [given], cat, naming, window, lists)
     for col, an in need.aggregates.items():
         rel = cat.relation(an.node.relation)
         members = given.get(an.node.relation, [])
         member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
-        mframe = _frame(rel.to, members, cat, naming, window, mlists, where) if members else None
+        mframe = _frame(rel.to, members, cat, naming, window, mlists) if members else None
         if mframe is None:
             value = pl.DataFrame({col: [None]}).with_columns(
                 pl.col(col).cast(pl.String if an.kind == "payee" else pl.Int64)
@@ -181,7 +158,7 @@ def run_case(
     expected: dict[str, Any] = {"eligible": case.expect.eligible}
     exp = case.expect
     if exp.amount is not None or exp.amount_yuan is not None:
-        want = _money_fen(exp.amount if exp.amount is not None else exp.amount_yuan, where)
+        want = parse_money(exp.amount if exp.amount is not None else exp.amount_yuan)
         expected["amount"] = _yuan(want)
         actual["amount"] = _yuan(row["amount_fen"])
     if exp.reason is not None:
@@ -216,10 +193,7 @@ def _condition_with_values(
 
 
 def _yuan(fen: int | None) -> str:
-    if fen is None:
-        return "none"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100:,}.{abs(fen) % 100:02d} yuan"
+    return "none" if fen is None else f"{format_yuan(fen)} yuan"
 
 
 def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
@@ -237,7 +211,7 @@ def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
                     policy.file,
                     line,
                     col,
-                    "E120",
+                    Code.CASE_BAD_VALUE,
                     f"test {case.name!r}: {exc}",
                     "give values of the feature's kind",
                 )

@@ -24,12 +24,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from common.errors import Code, Problem, ProblemsError, did_you_mean
+from common.yamlsrc import Loc, Located, load_yaml_file, schema_problems
 from eligibility import ast as A
 from eligibility.parse import parse_expression
-from eligibility.problems import Problem, ProblemsError, did_you_mean
 from eligibility.schema import FeatureCatalogue, FeatureDef, PolicyFile, RelationDef
 from eligibility.types import NUMERIC, Type, arithmetic, comparable, unify
-from eligibility.yamlsrc import Loc, Located, load_yaml_file, schema_problems
 
 RUN_DATES = (
     "as_of",
@@ -190,10 +190,10 @@ class Checker:
         self.problems: list[Problem] = []
         self.typed = Typed()
 
-    def problem(self, loc: Loc, code: str, message: str, fix: str = "") -> None:
+    def problem(self, loc: Loc, code: Code, message: str, fix: str = "") -> None:
         self.problems.append(self.located.problem(loc, code, message, fix))
 
-    def node_problem(self, node: A.Node, code: str, message: str, fix: str = "") -> None:
+    def node_problem(self, node: A.Node, code: Code, message: str, fix: str = "") -> None:
         s = node.span
         self.problems.append(Problem(s.file, s.line, s.col, code, message, fix))
 
@@ -243,7 +243,7 @@ class Checker:
                         fix = f"{name} is not available here"
                     self.node_problem(
                         node,
-                        "E104",
+                        Code.UNKNOWN_NAME,
                         f"unknown name {name!r}",
                         fix
                         + (
@@ -264,7 +264,7 @@ class Checker:
                 first: Type = types[0] or "null" if types else "null"
                 for item, t in zip(items, types, strict=True):
                     if t is None or unify(first, t) is None:
-                        self.node_problem(item, "E105", f"a list mixes {first} and {t}")
+                        self.node_problem(item, Code.TYPE_MISMATCH, f"a list mixes {first} and {t}")
                         return None
                 return first
             case A.Unary(op="not", operand=o):
@@ -279,7 +279,7 @@ class Checker:
                 if result not in ("text", "count", "number", "money", "date", "bool", "null"):
                     self.node_problem(
                         node,
-                        "E105",
+                        Code.TYPE_MISMATCH,
                         str(result),
                         "money amounts are written with a unit: 1500 yuan",
                     )
@@ -301,11 +301,13 @@ class Checker:
                         if "null" in (lt, rt)
                         else "compare values of the same kind"
                     )
-                    self.node_problem(node, "E105", f"cannot compare {lt} with {rt}", fix)
+                    self.node_problem(
+                        node, Code.TYPE_MISMATCH, f"cannot compare {lt} with {rt}", fix
+                    )
                     return None
                 if lt in ("text", "bool") and op not in ("==", "!="):
                     self.node_problem(
-                        node, "E105", f"{lt} values can only be compared with == and !="
+                        node, Code.TYPE_MISMATCH, f"{lt} values can only be compared with == and !="
                     )
                     return None
                 return "bool"
@@ -318,7 +320,7 @@ class Checker:
                     return None
                 if lt != "null" and not comparable(it, lt):
                     self.node_problem(
-                        node, "E105", f"cannot look for a {it} value in a list of {lt}"
+                        node, Code.TYPE_MISMATCH, f"cannot look for a {it} value in a list of {lt}"
                     )
                     return None
                 return "bool"
@@ -330,7 +332,7 @@ class Checker:
                 u = unify(at, bt)
                 if u is None:
                     self.node_problem(
-                        node, "E105", f"the two branches of `if` differ: {at} and {bt}"
+                        node, Code.TYPE_MISMATCH, f"the two branches of `if` differ: {at} and {bt}"
                     )
                 return u
             case A.Call():
@@ -343,7 +345,9 @@ class Checker:
         t = self.check(node, scope)
         if t is not None and t not in allowed and t != "null":
             self.node_problem(
-                node, "E105", f"{what}: expected {' or '.join(sorted(allowed))}, found {t}"
+                node,
+                Code.TYPE_MISMATCH,
+                f"{what}: expected {' or '.join(sorted(allowed))}, found {t}",
             )
             return None
         return t
@@ -355,14 +359,16 @@ class Checker:
             if not (isinstance(arg, A.Literal) and isinstance(arg.value, str)):
                 self.node_problem(
                     node,
-                    "E105",
+                    Code.TYPE_MISMATCH,
                     "listed() takes the name of a list in quotes",
                     'write: listed("serious_dishonesty")',
                 )
                 return None
             self.typed.types[id(arg)] = "text"
             if scope.entity is None:
-                self.node_problem(node, "E104", "listed() needs an enterprise or person")
+                self.node_problem(
+                    node, Code.FUNCTION_CONTEXT, "listed() needs an enterprise or person"
+                )
                 return None
             self.typed.lists.add((scope.entity, arg.value))
             return "bool"
@@ -378,7 +384,9 @@ class Checker:
                 f != "coalesce" and result not in ("count", "number", "money", "date")
             ):
                 self.node_problem(
-                    node, "E105", f"{f}() needs values of one kind, found {', '.join(ts)}"
+                    node,
+                    Code.TYPE_MISMATCH,
+                    f"{f}() needs values of one kind, found {', '.join(ts)}",
                 )
                 return None
             return result
@@ -387,7 +395,9 @@ class Checker:
         if f == "round":
             if len(args) == 2 and not (isinstance(args[1], A.Literal) and ts[1] == "count"):
                 self.node_problem(
-                    args[1], "E105", "round()'s places must be a whole number written out"
+                    args[1],
+                    Code.TYPE_MISMATCH,
+                    "round()'s places must be a whole number written out",
                 )
                 return None
             return self._want(node, ts[:1], [{"number", "money", "count"}], ts[0])
@@ -397,7 +407,7 @@ class Checker:
             if "birth_on" not in scope.names:
                 self.node_problem(
                     node,
-                    "E104",
+                    Code.FUNCTION_CONTEXT,
                     "age_on() needs the feature birth_on, which this entity has not",
                     "age_on applies to persons",
                 )
@@ -422,7 +432,7 @@ class Checker:
             if t not in ok and t != "null":
                 self.node_problem(
                     node.args[i],
-                    "E105",
+                    Code.TYPE_MISMATCH,
                     f"argument {i + 1} of {node.func}() must be {' or '.join(sorted(ok))}, found {t}",
                 )
                 return None
@@ -439,7 +449,7 @@ class Checker:
             ]
             self.node_problem(
                 node,
-                "E106",
+                Code.UNKNOWN_RELATION,
                 f"unknown relation {node.relation!r}",
                 did_you_mean(node.relation, known, f"relations of a {scope.relations_from}")
                 if known
@@ -509,7 +519,7 @@ def _schema_problems(located: Located, exc: ValidationError) -> list[Problem]:
     return schema_problems(
         located,
         exc,
-        codes=("E110", "E111", "E112"),
+        codes=(Code.UNKNOWN_KEY, Code.MISSING_KEY, Code.BAD_VALUE),
         unknown_key_fix=lambda _loc: (
             "check the spelling; the keys of a policy file are described in docs/policies.md"
         ),
@@ -538,7 +548,7 @@ def load_features(
         if source not in source_columns:
             checker.problem(
                 loc,
-                "E104",
+                Code.UNKNOWN_SOURCE,
                 f"unknown source {source!r}",
                 did_you_mean(source, list(source_columns), "sources"),
             )
@@ -549,7 +559,7 @@ def load_features(
         if column not in source_columns[source]:
             checker.problem(
                 loc,
-                "E104",
+                Code.UNKNOWN_COLUMN,
                 f"source {source!r} has no column {column!r}",
                 did_you_mean(column, list(source_columns[source]), "its columns"),
             )
@@ -599,7 +609,7 @@ def load_features(
                 ):
                     checker.problem(
                         (*loc, "type"),
-                        "E105",
+                        Code.TYPE_MISMATCH,
                         f"feature {fname!r} is declared {fdef.type} but column {fdef.source}.{fdef.column} is {col_type}",
                     )
             if fdef.where is not None:
@@ -616,7 +626,7 @@ def load_features(
             if fdef.relation not in spec.relations:
                 checker.problem(
                     (*loc, "relation"),
-                    "E106",
+                    Code.UNKNOWN_RELATION,
                     f"unknown relation {fdef.relation!r}",
                     did_you_mean(fdef.relation, list(spec.relations), "relations"),
                 )
@@ -635,7 +645,7 @@ def load_features(
             if agg_type is not None and agg_type != fdef.type:
                 checker.problem(
                     (*loc, "type"),
-                    "E105",
+                    Code.TYPE_MISMATCH,
                     f"feature {fname!r} is declared {fdef.type} but {func}() gives {agg_type}",
                 )
             cat.relation_features[f"{entity}.{fname}"] = agg
@@ -687,12 +697,14 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
                 continue
             t = c.check(node, Scope(None, {}, "literals only"))
             if t is not None and ptype is not None and unify(ptype, t) is None:
-                c.node_problem(node, "E108", f"parameter {pname!r} changes kind: {ptype} then {t}")
+                c.node_problem(
+                    node, Code.TYPE_MISMATCH, f"parameter {pname!r} changes kind: {ptype} then {t}"
+                )
             ptype = t if ptype is None else (unify(ptype, t) or ptype) if t else ptype
             if i and pv.from_ <= values[i - 1].from_:
                 c.problem(
                     ("params", pname, i, "from"),
-                    "E108",
+                    Code.PARAM_DATES,
                     f"parameter {pname!r}: dates must increase",
                     "list values from oldest to newest",
                 )
@@ -700,7 +712,7 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
         if pname in scope.names:
             c.problem(
                 ("params", pname),
-                "E107",
+                Code.NAME_CLASH,
                 f"parameter {pname!r} hides a feature of the same name",
                 "rename the parameter",
             )
@@ -714,7 +726,7 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
         if lname in scope.names:
             c.problem(
                 ("let", lname),
-                "E107",
+                Code.NAME_CLASH,
                 f"{lname!r} is already the name of a feature or parameter",
                 "choose another name",
             )
@@ -731,7 +743,7 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
         if cond.id in seen:
             c.problem(
                 ("eligible", i, "id"),
-                "E107",
+                Code.DUPLICATE_ID,
                 f"condition id {cond.id!r} is used twice (first at condition {seen[cond.id] + 1})",
                 "give each condition its own id",
             )
@@ -755,7 +767,7 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
             ]
             c.problem(
                 ("payee", "relation"),
-                "E106",
+                Code.UNKNOWN_RELATION,
                 f"unknown relation {spec.payee.relation!r} for a payee",
                 did_you_mean(spec.payee.relation, known, "relations to a person") if known else "",
             )
@@ -802,7 +814,7 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
         if t is not None and t not in ("money", "null"):
             c.node_problem(
                 node,
-                "E109",
+                Code.AMOUNT_NOT_MONEY,
                 f"{what} must be money, found {t}",
                 "write the unit: 1500 yuan, or multiply a money feature",
             )
@@ -824,17 +836,34 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
                     continue
                 node = c.parse((*loc, key), raw)
                 t = c.check(node, scope) if node is not None else None
-                if t is not None and by_t is not None and not comparable(t, by_t):
-                    c.node_problem(node, "E109", f"a bracket bound is {t} but tiers are by {by_t}")  # type: ignore[arg-type]
+                if (
+                    node is not None
+                    and t is not None
+                    and by_t is not None
+                    and not comparable(t, by_t)
+                ):
+                    c.node_problem(
+                        node, Code.TYPE_MISMATCH, f"a bracket bound is {t} but tiers are by {by_t}"
+                    )
                 bounds.append(node)
             if am.tiers.mode == "step":
                 if br.amount is None:
-                    c.problem(loc, "E109", "a step bracket needs amount", "add amount: 100 yuan")
+                    c.problem(
+                        loc,
+                        Code.BRACKET_INCOMPLETE,
+                        "a step bracket needs amount",
+                        "add amount: 100 yuan",
+                    )
                     continue
                 value = money((*loc, "amount"), br.amount, "a bracket's amount")
             else:
                 if br.rate is None:
-                    c.problem(loc, "E109", "a marginal bracket needs rate", "add rate: 5%")
+                    c.problem(
+                        loc,
+                        Code.BRACKET_INCOMPLETE,
+                        "a marginal bracket needs rate",
+                        "add rate: 5%",
+                    )
                     continue
                 value = c.parse((*loc, "rate"), br.rate)
                 if value is not None:
@@ -842,7 +871,7 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
                 if by_t not in ("money", None):
                     c.problem(
                         ("amount", "tiers", "by"),
-                        "E109",
+                        Code.MARGINAL_NOT_MONEY,
                         "marginal tiers apply rates to money",
                         "tier by a money feature",
                     )
@@ -870,7 +899,7 @@ def _check_amount(c: Checker, spec: PolicyFile, scope: Scope) -> CheckedAmount:
         if spec.benefit_period in ("once", "month"):
             c.problem(
                 ("amount", "prorate"),
-                "E109",
+                Code.PRORATE_PERIOD,
                 f"proration by month needs a benefit period of year or quarter, not {spec.benefit_period}",
             )
     if am.cap is not None:
@@ -888,7 +917,7 @@ def _check_cases(c: Checker, policy: CheckedPolicy, cat: CheckedCatalogue) -> No
             if key not in features and key not in relations and key != "lists":
                 c.problem(
                     ("tests", i, "given", key),
-                    "E120",
+                    Code.CASE_UNKNOWN_FEATURE,
                     f"test {case.name!r} gives {key!r}, which is no feature of an {spec.target}"
                     if spec.target == "enterprise"
                     else f"test {case.name!r} gives {key!r}, which is no feature of a person",
@@ -897,14 +926,14 @@ def _check_cases(c: Checker, policy: CheckedPolicy, cat: CheckedCatalogue) -> No
         if case.expect.reason is not None and case.expect.reason not in cond_ids:
             c.problem(
                 ("tests", i, "expect", "reason"),
-                "E121",
+                Code.CASE_UNKNOWN_REASON,
                 f"test {case.name!r} expects reason {case.expect.reason!r}, which is no condition id",
                 did_you_mean(case.expect.reason, cond_ids, "condition ids"),
             )
         if case.expect.eligible and case.expect.amount is None and case.expect.amount_yuan is None:
             c.problem(
                 ("tests", i, "expect"),
-                "E120",
+                Code.CASE_NO_AMOUNT,
                 f"test {case.name!r} expects eligibility but no amount",
                 "add amount: 9000 yuan",
             )

@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
+from common.money import format_fen_amount, to_fen
 from eligibility import ast as A
 
 WORDS = {
@@ -34,15 +35,7 @@ def show_value(value: Any, type_: str | None = None) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if type_ == "money" and isinstance(value, int | Decimal):
-        fen = Decimal(value)
-        sign = "-" if fen < 0 else ""
-        whole = int(abs(fen)) // 100
-        cents = abs(fen) - whole * 100
-        return (
-            f"{sign}{whole:,}.{int(cents):02d} yuan"
-            if cents == int(cents)
-            else f"{sign}{(abs(fen) / 100).normalize():,f} yuan"
-        )
+        return format_fen_amount(value)
     if isinstance(value, Decimal):
         text = format(value.normalize(), "f")
         return text
@@ -221,7 +214,7 @@ def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> d
         f = feats[name]
         v = row.get(naming.feature(entity, name, dates.window))
         if v is not None and f.type == "money":
-            v = Decimal(str(v)) * (100 if f.unit == "yuan" else 1)
+            v = to_fen(Decimal(str(v)), f.unit or "fen")
         elif v is not None and f.type == "number":
             v = Decimal(str(v))
         values[name], types[name] = v, f.type

@@ -26,8 +26,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from common.errors import Code, Problem, ProblemsError, did_you_mean
 from eligibility import ast as A
-from eligibility.problems import Problem, ProblemsError, did_you_mean
 
 _TOKEN = re.compile(
     r"""
@@ -52,8 +52,10 @@ class Token:
 
 
 class _Fail(Exception):
-    def __init__(self, offset: int, message: str, fix: str = "") -> None:
-        self.offset, self.message, self.fix = offset, message, fix
+    def __init__(
+        self, offset: int, message: str, fix: str = "", code: Code = Code.EXPR_SYNTAX
+    ) -> None:
+        self.offset, self.message, self.fix, self.code = offset, message, fix, code
 
 
 def tokenize(text: str) -> list[Token]:
@@ -297,11 +299,16 @@ class ExprParser:
                 name.offset,
                 f"unknown function {name.text!r}",
                 did_you_mean(name.text, known, "functions"),
+                Code.UNKNOWN_FUNCTION,
             )
         low, high = A.FUNCTIONS[name.text]
         if not low <= len(args) <= high:
             want = str(low) if low == high else f"{low} to {high}"
-            raise _Fail(name.offset, f"{name.text}() takes {want} arguments, got {len(args)}")
+            raise _Fail(
+                name.offset,
+                f"{name.text}() takes {want} arguments, got {len(args)}",
+                code=Code.ARITY,
+            )
         return A.Call(name.text, tuple(args), span)
 
 
@@ -311,16 +318,9 @@ def parse_expression(text: str, file: str = "<expr>", line: int = 1, col: int = 
     try:
         return parser.parse()
     except _Fail as f:
-        code = (
-            "E102"
-            if f.message.startswith("unknown function")
-            else "E103"
-            if "arguments, got" in f.message
-            else "E101"
-        )
         span = parser.span(min(f.offset, len(text)), min(f.offset, len(text)))
         fix = (
             f.fix
             or 'expressions read like: headcount_end >= 3 and not listed("serious_dishonesty") (docs/policies.md)'
         )
-        raise ProblemsError([Problem(file, span.line, span.col, code, f.message, fix)]) from None
+        raise ProblemsError([Problem(file, span.line, span.col, f.code, f.message, fix)]) from None

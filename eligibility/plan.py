@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from common.errors import Code, Problem, ProblemsError
+from common.periods import Period, Window, assessed_window, benefit_period
 from eligibility import ast as A
 from eligibility.check import CheckedCatalogue, CheckedPolicy, FeatureRef, Typed
-from eligibility.periods import Period, Window, assessed_window, benefit_period
-from eligibility.problems import Problem, ProblemsError
 
 FAR_FUTURE = dt.date(9999, 12, 31)
 
@@ -76,7 +76,7 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
                     policy.file,
                     line,
                     col,
-                    "E108",
+                    Code.PARAM_NO_VALUE,
                     f"parameter {name!r} has no value on {as_of}",
                     f"its first value applies from {dated[0][0]}",
                 )

@@ -6,10 +6,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import Code, Problem, ProblemsError
 from eligibility.cases import CaseResult, run_cases
 from eligibility.check import CheckedCatalogue, CheckedPolicy, load_features, load_policy
 from eligibility.plan import is_active
-from eligibility.problems import Problem, ProblemsError
 from eligibility.types import Type
 
 NOT_POLICIES = {"features.yaml", "sources.yaml"}
@@ -45,7 +45,12 @@ class PolicySet:
         raise ProblemsError(
             [
                 Problem(
-                    "<policies>", 1, 1, "E104", f"no policy {policy_id!r}", f"policies are: {known}"
+                    "<policies>",
+                    1,
+                    1,
+                    Code.UNKNOWN_POLICY,
+                    f"no policy {policy_id!r}",
+                    f"policies are: {known}",
                 )
             ]
         )
@@ -72,7 +77,7 @@ def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
                     str(paths[0]) if paths else ".",
                     1,
                     1,
-                    "E000",
+                    Code.NO_POLICY_FILES,
                     "no policy files found",
                     "give policy .yaml files or a folder holding them",
                 )
@@ -92,7 +97,7 @@ def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
                     p.file,
                     line,
                     col,
-                    "E107",
+                    Code.DUPLICATE_ID,
                     f"policy id {p.id!r} is also used by {seen[p.id].file}",
                     "a policy id is part of every ledger key: give each policy its own",
                 )
@@ -135,7 +140,7 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
                     policy.file,
                     line,
                     col,
-                    "E107",
+                    Code.DUPLICATE_ID,
                     f"policy id {policy.id!r} is also used by {ids[policy.id]}",
                     "give each policy its own id",
                 )

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Any
 
+from common.periods import add_months
 from eligibility import ast as A
 from eligibility.check import CheckedPolicy, ColumnRef, FeatureRef, LetRef, ParamRef, RunDate, Typed
-from eligibility.periods import add_months
 from eligibility.plan import param_values, run_dates
 
 PLACES = Decimal("1e-10")

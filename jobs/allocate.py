@@ -40,12 +40,11 @@ from typing import Any
 
 import polars as pl
 
+from common.periods import FOREVER, Period, period_of_key
 from eligibility.check import CheckedPolicy
-from eligibility.periods import Period
 from eligibility.plan import run_dates
 
 NO_GROUP = ""
-FOREVER = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
 
 # What `allocate` returns per key: the desired state for `post_entitlements`.
 ALLOCATED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -139,24 +138,8 @@ class Allocation:
 
 def period_bounds(period: str, once: tuple[dt.date, dt.date] = FOREVER) -> tuple[dt.date, dt.date]:
     """First and last day of a ledger benefit-period key (2026, 2026-H1, 2026-Q2, 2026-03, once)."""
-    if period == "once":
-        return once
-    year = int(period[:4])
-    if len(period) == 4:
-        return dt.date(year, 1, 1), dt.date(year, 12, 31)
-    part = period[5:]
-    if part.startswith("H"):
-        first_month, months = 6 * (int(part[1]) - 1) + 1, 6
-    elif part.startswith("Q"):
-        first_month, months = 3 * (int(part[1]) - 1) + 1, 3
-    else:
-        first_month, months = int(part), 1
-    start = dt.date(year, first_month, 1)
-    end_month = first_month + months
-    end = (
-        dt.date(year + 1, 1, 1) if end_month > 12 else dt.date(year, end_month, 1)
-    ) - dt.timedelta(days=1)
-    return start, end
+    p = period_of_key(period, once)
+    return p.start, p.end
 
 
 def _terms_frame(terms: list[Terms]) -> pl.DataFrame:

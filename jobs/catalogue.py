@@ -16,8 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from eligibility.problems import Problem, ProblemsError, did_you_mean
-from eligibility.yamlsrc import Located, load_yaml_file, schema_problems
+from common.errors import Code, Problem, ProblemsError, did_you_mean
+from common.yamlsrc import Located, load_yaml_file, schema_problems
 
 ColumnType = Literal["string", "int", "bool", "date", "month"]
 CheckKind = Literal["uscc", "resident_id", "uscc_or_resident_id"]
@@ -206,7 +206,7 @@ def _problems(located: Located, exc: ValidationError) -> list[Problem]:
     return schema_problems(
         located,
         exc,
-        codes=("E010", "E011", "E012"),
+        codes=(Code.SOURCE_UNKNOWN_KEY, Code.SOURCE_MISSING_KEY, Code.SOURCE_BAD_VALUE),
         unknown_key_fix=fix,
         format_hint="see the comment at the top of the file",
     )

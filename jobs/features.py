@@ -15,11 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
+from common.periods import Window
 from eligibility import ast as A
 from eligibility.backends.polars import DEC, Context, compile_expr
 from eligibility.backends.polars_policy import aggregate_expressions
 from eligibility.check import CheckedCatalogue, ColumnRef, FeatureRef, Typed
-from eligibility.periods import Window
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming
 
 ZERO_WHEN_ABSENT = ("sum", "count", "count_distinct", "months")

@@ -174,7 +174,7 @@ def simulate(
             old_policy = load_policy(against, pset.catalogue)
             target_id = only or old_policy.id
             if target_id != old_policy.id:
-                from eligibility.problems import Problem, ProblemsError
+                from common.errors import Code, Problem, ProblemsError
 
                 raise ProblemsError(
                     [
@@ -182,7 +182,7 @@ def simulate(
                             str(against),
                             1,
                             1,
-                            "E104",
+                            Code.OTHER_POLICY,
                             f"{against} is policy {old_policy.id!r}, not {target_id!r}",
                             "compare two versions of the same policy",
                         )

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from jobs.catalogue import Catalogue, Column, Source
-from jobs.identifiers import (
+from common.identifiers import (
     CODE_FIELD,
     ID_MALFORMED,
     ID_WRONG_CHECK,
     STATUS_FIELD,
     identifier_expr,
 )
+from jobs.catalogue import Catalogue, Column, Source
 
 ROW = "_row"  # 1-based position of the row among the file's data rows
 FAIL = "_fail"  # code of the first failing rule (an index into Labels), null when accepted

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
+from common.errors import DisburseError
 from ledgers.schema import AUDIT_VIEWS
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -29,7 +30,7 @@ SCHEMA_LOCK_KEY = 0x4453425253_01
 LEDGER_LOCK_KEY = 0x4453425253_02
 
 
-class LedgerError(Exception):
+class LedgerError(DisburseError):
     """A problem with the database a person can act on (unreachable, wrong URL)."""
 
 

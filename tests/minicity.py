@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from jobs.identifiers import ascii_rows_to_series, resident_id_bytes, uscc_bytes
+from common.identifiers import ascii_rows_to_series, resident_id_bytes, uscc_bytes
 
 
 def credit_codes(n: int, seed: int = 0) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.errors import DisburseError
 from disburse.synth._calendar import Window
 
 FloatArray = npt.NDArray[np.float64]
@@ -17,7 +18,7 @@ IntArray = npt.NDArray[np.integer[Any]]  # any integer width: indices, codes, da
 BoolArray = npt.NDArray[np.bool_]
 
 
-class SynthError(ValueError):
+class SynthError(DisburseError, ValueError):
     """The generator cannot do what it was asked; the message says why and how to fix it."""
 
 

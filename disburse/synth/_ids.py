@@ -1,6 +1,6 @@
 """Valid national identifiers, built row-wise in NumPy from their parts.
 
-The check characters come from the kernels in `jobs.identifiers`, which the
+The check characters come from the kernels in `common.identifiers`, which the
 ingest checks against; here we only assemble the parts and keep every code
 unique.
 """
@@ -11,10 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from disburse.synth._calendar import civil_from_days
-from disburse.synth._context import IntArray, SynthError, sort_by
-from disburse.synth._text import ascii_series
-from jobs.identifiers import (
+from common.identifiers import (
     ORG_ALPHABET,
     RESIDENT_CHECK,
     RESIDENT_WEIGHTS,
@@ -22,6 +19,9 @@ from jobs.identifiers import (
     org_code_values,
     uscc_bytes,
 )
+from disburse.synth._calendar import civil_from_days
+from disburse.synth._context import IntArray, SynthError, sort_by
+from disburse.synth._text import ascii_series
 
 # Organisation-code characters (GB 11714) as credit-code values (GB 32100);
 # the letters I, O, S, V and Z are not in the credit-code alphabet.
@@ -134,7 +134,7 @@ def resident_ids(
     of each person.  The three parts each take few distinct values (regions,
     days, sequence numbers), so their digits and their shares of the ISO 7064
     weighted sum are computed per distinct value and gathered: the check
-    character is the one `jobs.identifiers.resident_id_bytes` computes.  The
+    character is the one `common.identifiers.resident_id_bytes` computes.  The
     18 bytes are written as nine 16-bit words (6 + 8 + 3 + 1 bytes fall on word
     boundaries), one gather per word.
     """

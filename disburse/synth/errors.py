@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from common.identifiers import USCC_ALPHABET, resident_id_valid_expr, uscc_valid_expr
 from disburse.synth._context import IntArray
 from jobs.catalogue import Catalogue, Source
-from jobs.identifiers import USCC_ALPHABET, resident_id_valid_expr, uscc_valid_expr
 
 WRONG_CHECK = "wrong_check_character"
 BELOW_MINIMUM = "below_minimum"

@@ -37,7 +37,7 @@ import polars as pl
 import pytest
 from sqlalchemy import Engine
 
-from jobs.identifiers import ascii_rows_to_series, uscc_bytes
+from common.identifiers import ascii_rows_to_series, uscc_bytes
 from ledgers.audit import verify
 from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
 from ledgers.db import open_engine

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.periods import add_months
 from eligibility import ast as A
 from eligibility.backends.polars import DEC
 from eligibility.backends.polars_policy import evaluate_frame
 from eligibility.check import CheckedPolicy
-from eligibility.periods import add_months
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.reference import decide, env_for
 from jobs.catalogue import load_catalogue

@@ -6,7 +6,7 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs import identifiers as ids
+from common import identifiers as ids
 
 uscc_body = st.text(alphabet=ids.USCC_ALPHABET, min_size=17, max_size=17)
 resident_body = st.text(alphabet="0123456789", min_size=17, max_size=17)

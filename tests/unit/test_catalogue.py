@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from eligibility.problems import ProblemsError
+from common.errors import ProblemsError
 from jobs.catalogue import Catalogue, load_catalogue
 from jobs.docs import catalogue_markdown
 

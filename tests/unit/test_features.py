@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
-from eligibility.periods import Window
+from common.periods import Window
 from eligibility.plan import EntityNeeds, Naming
 from eligibility.policyset import load_catalogue as load_features
 from jobs.catalogue import load_catalogue

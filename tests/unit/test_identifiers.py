@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from jobs import identifiers as ids
+from common import identifiers as ids
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ from typing import Any
 import polars as pl
 import pytest
 
+from common.yamlsrc import Located
 from eligibility.backends.polars import DEC, Context, compile_expr
 from eligibility.check import Checker, FeatureRef, RunDate, Scope
 from eligibility.parse import parse_expression
 from eligibility.reference import Env, evaluate
-from eligibility.yamlsrc import Located
 
 TYPES = {
     "paid": "money",

@@ -16,9 +16,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from disburse.synth import GENERATED_SOURCES, SynthError, generate
-from jobs.catalogue import Catalogue, load_catalogue
-from jobs.identifiers import (
+from common.identifiers import (
     USCC_ALPHABET,
     is_valid_resident_id,
     is_valid_uscc,
@@ -26,6 +24,8 @@ from jobs.identifiers import (
     resident_id_valid_expr,
     uscc_valid_expr,
 )
+from disburse.synth import GENERATED_SOURCES, SynthError, generate
+from jobs.catalogue import Catalogue, load_catalogue
 
 AS_OF = dt.date(2026, 1, 1)
 ENTERPRISES, PERSONS = 1_000, 10_000

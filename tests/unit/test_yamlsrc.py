@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from eligibility.problems import ProblemsError
-from eligibility.yamlsrc import load_yaml_text
+from common.errors import ProblemsError
+from common.yamlsrc import load_yaml_text
 
 
 def test_positions_of_nested_values() -> None:

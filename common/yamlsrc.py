@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from eligibility.problems import Problem, ProblemsError
+from common.errors import Code, Problem, ProblemsError
 
 Loc = tuple[str | int, ...]
 
@@ -89,7 +89,7 @@ class Located:
             loc = loc[:-1]
         return self.positions.get(loc, (1, 1))
 
-    def problem(self, loc: Loc, code: str, message: str, fix: str = "") -> Problem:
+    def problem(self, loc: Loc, code: Code, message: str, fix: str = "") -> Problem:
         """A Problem positioned at `loc` in this file."""
         line, col = self.at(loc)
         return Problem(self.file, line, col, code, message, fix)
@@ -111,7 +111,12 @@ def load_yaml_text(text: str, file: str) -> Located:
         raise ProblemsError(
             [
                 Problem(
-                    file, line, col, "E001", f"YAML syntax: {what}", "check indentation and quoting"
+                    file,
+                    line,
+                    col,
+                    Code.YAML_SYNTAX,
+                    f"YAML syntax: {what}",
+                    "check indentation and quoting",
                 )
             ]
         ) from None
@@ -132,11 +137,20 @@ def load_yaml_file(path: Path) -> Located:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ProblemsError(
-            [Problem(str(path), 1, 1, "E000", "file not found", "check the path")]
+            [Problem(str(path), 1, 1, Code.FILE_UNREADABLE, "file not found", "check the path")]
         ) from None
     except UnicodeDecodeError as exc:
         raise ProblemsError(
-            [Problem(str(path), 1, 1, "E000", f"not UTF-8 text ({exc.reason})", "save as UTF-8")]
+            [
+                Problem(
+                    str(path),
+                    1,
+                    1,
+                    Code.FILE_UNREADABLE,
+                    f"not UTF-8 text ({exc.reason})",
+                    "save as UTF-8",
+                )
+            ]
         ) from None
     return load_yaml_text(text, str(path))
 
@@ -153,7 +167,9 @@ def _build(
             key = loader.construct_object(key_node, deep=True)
             if isinstance(key, list | dict):
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                problems.append(Problem(out.file, line, col, "E001", "a key must be a plain value"))
+                problems.append(
+                    Problem(out.file, line, col, Code.YAML_SYNTAX, "a key must be a plain value")
+                )
                 continue
             if key in result:
                 line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
@@ -163,7 +179,7 @@ def _build(
                         out.file,
                         line,
                         col,
-                        "E002",
+                        Code.DUPLICATE_KEY,
                         f"duplicate key {key!r} (first given on line {first})",
                         "keep one of them: YAML would silently use the last",
                     )
@@ -188,7 +204,7 @@ def _build(
                 out.file,
                 node.start_mark.line + 1,
                 node.start_mark.column + 1,
-                "E003",
+                Code.AMBIGUOUS_BOOL,
                 f"{node.value!r} is ambiguous: YAML 1.1 reads it as a boolean",
                 f'write true or false, or quote it ("{node.value}") if you mean the word',
             )
@@ -215,7 +231,7 @@ def schema_problems(
     located: Located,
     exc: Any,
     *,
-    codes: tuple[str, str, str],
+    codes: tuple[Code, Code, Code],
     unknown_key_fix: Callable[[Loc], str],
     format_hint: str,
 ) -> list[Problem]:

@@ -1,13 +1,20 @@
 """Dates of a run: the benefit period an as-of date falls in, and the assessed window.
 
-Pure date arithmetic (standard library only), shared by every backend and by
-the explanation, so that "previous_year" means the same months everywhere.
+A benefit period has a ledger key (`2026`, `2026-H1`, `2026-Q2`, `2026-03`, `once`):
+`benefit_period` makes it, `period_of_key` reads it back, `PERIOD_KEY` is its
+pattern; nothing else builds or parses one.  Pure date arithmetic (standard library
+only), shared by every backend, the allocation, the ledger and the explanation, so
+that "previous_year" means the same months everywhere.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+
+FOREVER = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
+# The ledger key of a benefit period, as a regular expression (for validating frames).
+PERIOD_KEY = r"once|[0-9]{4}(-H[12]|-Q[1-4]|-(0[1-9]|1[0-2]))?"
 
 
 def month_start(d: dt.date) -> dt.date:
@@ -66,7 +73,7 @@ def benefit_period(
     if kind == "month":
         start = month_start(as_of)
         return Period(f"{as_of:%Y-%m}", start, add_months(start, 1) - dt.timedelta(days=1))
-    return Period("once", valid_from, valid_until or dt.date(9999, 12, 31))
+    return Period("once", valid_from, valid_until or FOREVER[1])
 
 
 def assessed_window(kind: str, as_of: dt.date, period: Period) -> Window:
@@ -91,3 +98,22 @@ def assessed_window(kind: str, as_of: dt.date, period: Period) -> Window:
         first = month_start(period.start)
         return Window(first, max(first, last_complete))
     return Window(last_complete, last_complete)
+
+
+def period_of_key(key: str, once: tuple[dt.date, dt.date] = FOREVER) -> Period:
+    """The benefit period a ledger key names: 2026, 2026-H1, 2026-Q2, 2026-03, or `once`
+    (whose bounds are the policy's validity, given as `once`)."""
+    if key == "once":
+        return Period(key, *once)
+    year = int(key[:4])
+    if len(key) == 4:
+        return Period(key, dt.date(year, 1, 1), dt.date(year, 12, 31))
+    part = key[5:]
+    if part.startswith("H"):
+        first_month, months = 6 * (int(part[1]) - 1) + 1, 6
+    elif part.startswith("Q"):
+        first_month, months = 3 * (int(part[1]) - 1) + 1, 3
+    else:
+        first_month, months = int(part), 1
+    start = dt.date(year, first_month, 1)
+    return Period(key, start, add_months(start, months) - dt.timedelta(days=1))

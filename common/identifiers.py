@@ -73,6 +73,18 @@ def is_valid_resident_id(number: str) -> bool:
     return resident_check_char(number[:17]) == number[17]
 
 
+def is_resident_id(value: str | None) -> bool:
+    """True if `value` is a resident identity number (personal data), not a credit code: 17
+    digits holding a plausible birth date, and the right check character."""
+    if value is None or len(value) != 18 or not value[:17].isdigit():
+        return False
+    year, month, day = int(value[6:10]), int(value[10:12]), int(value[12:14])
+    if not (1850 <= year <= 2199 and 1 <= month <= 12 and 1 <= day <= 31):
+        return False
+    total = sum(int(c) * w for c, w in zip(value[:17], RESIDENT_WEIGHTS, strict=True))
+    return RESIDENT_CHECK[total % 11] == value[17]
+
+
 # --- Polars: vectorised validation -------------------------------------------------
 
 
@@ -100,6 +112,28 @@ def resident_id_valid_expr(col: pl.Expr) -> pl.Expr:
         dict(enumerate(RESIDENT_CHECK)), default=None, return_dtype=pl.String
     )
     return (col.str.len_chars() == 18) & (col.str.slice(17, 1) == expected).fill_null(False)
+
+
+def is_resident_id_expr(col: pl.Expr) -> pl.Expr:
+    """Polars: `is_resident_id` for every row of a string column (null is False)."""
+    digits = [col.str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(17)]
+    weighted = pl.sum_horizontal(
+        [d * w for d, w in zip(digits, RESIDENT_WEIGHTS, strict=True)], ignore_nulls=False
+    )
+    check = (weighted % 11).replace_strict(
+        dict(enumerate(RESIDENT_CHECK)), default=None, return_dtype=pl.String
+    )
+    year = col.str.slice(6, 4).cast(pl.Int64, strict=False)
+    month = col.str.slice(10, 2).cast(pl.Int64, strict=False)
+    day = col.str.slice(12, 2).cast(pl.Int64, strict=False)
+    return (
+        (col.str.len_bytes() == 18)
+        & col.str.slice(0, 17).str.contains(r"^[0-9]{17}$")
+        & year.is_between(1850, 2199)
+        & month.is_between(1, 12)
+        & day.is_between(1, 31)
+        & (col.str.slice(17, 1) == check)
+    ).fill_null(False)
 
 
 # --- NumPy over Arrow buffers: validation of millions of rows -------------------------

@@ -1,0 +1,218 @@
+"""Errors for people: one root error, positioned problems, and one registry of codes.
+
+Every error a person can act on is a `DisburseError`: what is wrong in the reader's
+words, a `fix:` line, and where it can be said, a file position and a stable code.
+The CLI shows it without a traceback.  Problems in files people write (policy files,
+catalogues) are `Problem`s, collected for a whole file before anything is reported
+and raised together as one `ProblemsError`.
+
+Each code has one meaning, given in `Code`; it is chosen where the problem is found,
+never worked out from the message.  docs/policies.md's table of codes and the
+bad-policy tests (tests/bad_policies/, one broken file per code) read this registry.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    """Every error code a person can meet, with its one meaning (`meaning`) and where it
+    arises (`scope`: policy, features, sources or run)."""
+
+    meaning: str
+    scope: str
+
+    def __new__(cls, code: str, scope: str, meaning: str) -> Code:
+        obj = str.__new__(cls, code)
+        obj._value_ = code
+        obj.meaning = meaning
+        obj.scope = scope
+        return obj
+
+    # files people write, whatever they hold
+    FILE_UNREADABLE = (
+        "E000",
+        "file",
+        "the file cannot be read: missing, a folder, or not UTF-8 text",
+    )
+    YAML_SYNTAX = (
+        "E001",
+        "file",
+        "YAML syntax: the file is not valid YAML, or a key is not a plain value",
+    )
+    DUPLICATE_KEY = "E002", "file", "a key is given twice (YAML would silently keep the last)"
+    AMBIGUOUS_BOOL = "E003", "file", "`yes`/`no`/`on`/`off`: YAML 1.1 reads them as booleans"
+    NO_POLICY_FILES = "E004", "file", "no policy files where policies were expected"
+    # the source catalogue, policies/sources.yaml
+    SOURCE_UNKNOWN_KEY = "E010", "sources", "the source catalogue has a key it does not know"
+    SOURCE_MISSING_KEY = "E011", "sources", "the source catalogue lacks a key it needs"
+    SOURCE_BAD_VALUE = "E012", "sources", "a value of the source catalogue is not allowed"
+    # expressions
+    EXPR_SYNTAX = (
+        "E101",
+        "policy",
+        "an expression cannot be read (a stray character, a missing bracket)",
+    )
+    UNKNOWN_FUNCTION = "E102", "policy", "a function the language does not have"
+    ARITY = "E103", "policy", "a function is given the wrong number of arguments"
+    UNKNOWN_NAME = (
+        "E104",
+        "policy",
+        "a name in an expression is no feature, let, parameter or run date",
+    )
+    TYPE_MISMATCH = (
+        "E105",
+        "policy",
+        "types do not fit (money with a bare number, text with `<`, ...)",
+    )
+    UNKNOWN_RELATION = "E106", "policy", "a relation the feature catalogue does not declare"
+    DUPLICATE_ID = "E107", "policy", "a policy id or condition id is used twice"
+    PARAM_DATES = "E108", "policy", "a parameter's dated values are not in increasing date order"
+    AMOUNT_NOT_MONEY = "E109", "policy", "an amount, cap or bracket amount is not money"
+    # the shape of a policy file
+    UNKNOWN_KEY = (
+        "E110",
+        "policy",
+        "a key the format of a policy file or the feature catalogue does not have",
+    )
+    MISSING_KEY = (
+        "E111",
+        "policy",
+        "a key the format of a policy file or the feature catalogue requires is missing",
+    )
+    BAD_VALUE = (
+        "E112",
+        "policy",
+        "a value the format of a policy file or the feature catalogue does not allow",
+    )
+    NAME_CLASH = (
+        "E113",
+        "policy",
+        "a let or parameter takes the name of a feature, let or parameter",
+    )
+    PARAM_NO_VALUE = "E114", "policy", "a parameter has no value in force on the run's date"
+    BRACKET_INCOMPLETE = (
+        "E115",
+        "policy",
+        "a tier bracket lacks its amount (step) or rate (marginal)",
+    )
+    MARGINAL_NOT_MONEY = "E116", "policy", "marginal tiers apply rates, so they tier by money"
+    PRORATE_PERIOD = (
+        "E117",
+        "policy",
+        "proration by month needs a benefit period of a year or quarter",
+    )
+    FUNCTION_CONTEXT = (
+        "E118",
+        "policy",
+        "a function used where it has no meaning (listed() without an entity, age_on() without birth_on)",
+    )
+    # worked examples (tests:)
+    CASE_UNKNOWN_FEATURE = (
+        "E120",
+        "policy",
+        "a worked example gives a value that is no feature or relation",
+    )
+    CASE_UNKNOWN_REASON = (
+        "E121",
+        "policy",
+        "a worked example expects a reason that is no condition id",
+    )
+    CASE_NO_AMOUNT = "E122", "policy", "a worked example expects eligibility but gives no amount"
+    CASE_BAD_VALUE = (
+        "E123",
+        "policy",
+        "a worked example gives a value that is not of the feature's kind",
+    )
+    # the feature catalogue, policies/features.yaml
+    UNKNOWN_SOURCE = (
+        "E130",
+        "features",
+        "a feature or relation reads a source the source catalogue lacks",
+    )
+    UNKNOWN_COLUMN = "E131", "features", "a feature or relation reads a column its source lacks"
+    # choosing policies
+    UNKNOWN_POLICY = "E140", "run", "no policy has the id asked for"
+    OTHER_POLICY = "E141", "run", "a file to compare with holds another policy"
+
+
+class DisburseError(Exception):
+    """What is wrong, how to fix it, and where it can be said: a code and a file position.
+
+    The root of every error a person can act on; rendered without a traceback."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fix: str = "",
+        code: Code | None = None,
+        file: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
+    ) -> None:
+        self.message = message
+        self.fix = fix
+        self.code = code
+        self.file, self.line, self.col = file, line, col
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """`file:line:col: CODE message` (as much of it as is known) and an indented fix line."""
+        where = ":".join(str(x) for x in (self.file, self.line, self.col) if x is not None)
+        head = " ".join(
+            x for x in (f"{where}:" if where else "", self.code or "", self.message) if x
+        )
+        return f"{head}\n  fix: {self.fix}" if self.fix else head
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One thing wrong in a file a person wrote, positioned at 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+    code: Code
+    message: str
+    fix: str = ""
+
+    def render(self) -> str:
+        """`file:line:col: CODE message` and, when there is one, an indented `fix:` line."""
+        head = f"{self.file}:{self.line}:{self.col}: {self.code} {self.message}"
+        return f"{head}\n  fix: {self.fix}" if self.fix else head
+
+
+class ProblemsError(DisburseError):
+    """Raised with every problem found in one or more files, sorted by position."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = sorted(problems)
+        first = self.problems[0] if self.problems else None
+        super().__init__(
+            "\n".join(p.render() for p in self.problems),
+            code=first.code if first else None,
+        )
+
+    def render(self) -> str:
+        """All problems, one block each."""
+        return "\n".join(p.render() for p in self.problems)
+
+
+def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The known names that look most like `name` (for a 'did you mean' hint)."""
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+
+
+def did_you_mean(name: str, known: Sequence[str], what: str) -> str:
+    """A fix line: a close name if there is one, else the allowed values."""
+    close = close_names(name, known)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    shown = ", ".join(sorted(known)[:12])
+    more = ", ..." if len(known) > 12 else ""
+    return f"{what} are: {shown}{more}"
