@@ -216,3 +216,9 @@ def did_you_mean(name: str, known: Sequence[str], what: str) -> str:
     shown = ", ".join(sorted(known)[:12])
     more = ", ..." if len(known) > 12 else ""
     return f"{what} are: {shown}{more}"
+
+
+def codes_table() -> str:
+    """The registry as a Markdown table (docs/policies.md holds it; a test keeps them equal)."""
+    rows = [f"| {c.value} | {c.scope} | {c.meaning} |" for c in Code]
+    return "\n".join(["| code | about | meaning |", "| --- | --- | --- |", *rows])

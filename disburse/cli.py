@@ -260,7 +260,7 @@ def policy_check(paths, verbose):
     a fix: line. A failing case shows the given values, the expected and actual
     results and the condition that decided. Exit status 0 only if all pass.
     """
-    from eligibility.policyset import check_files
+    from eligibility import check_files
     from jobs.catalogue import load_catalogue
     from jobs.paths import policies_dir
     from jobs.policies import feature_catalogue

@@ -112,7 +112,7 @@ class Cond:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """A call of one of the fixed functions: min, max, abs, round, months_between, ..."""
+    """A call of a function of the registry (`eligibility.functions`): min, round, ..."""
 
     func: str
     args: tuple[Node, ...]
@@ -135,23 +135,8 @@ class Aggregate:
 
 Node = Literal | ListLit | Name | Unary | Binary | Compare | BoolOp | In | Cond | Call | Aggregate
 
-FUNCTIONS = {
-    # name: (min args, max args)
-    "min": (2, 8),
-    "max": (2, 8),
-    "abs": (1, 1),
-    "round": (1, 2),
-    "months_between": (2, 2),
-    "days_between": (2, 2),
-    "age_on": (1, 1),
-    "add_months": (2, 2),
-    "add_days": (2, 2),
-    "month_start": (1, 1),
-    "year_of": (1, 1),
-    "listed": (1, 1),
-    "coalesce": (2, 8),
-    "is_missing": (1, 1),
-}
+# Aggregates over a relation are nodes of their own; the functions are in
+# `eligibility.functions`, one registry entry each.
 AGGREGATES = ("any", "all", "count", "sum")
 
 

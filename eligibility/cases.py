@@ -9,6 +9,7 @@ case is evaluated by the same Polars plan that pays, on a one-row frame.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,9 +19,13 @@ import polars as pl
 from common.errors import Code, Problem, ProblemsError
 from common.money import FEN_PER_YUAN, format_yuan, parse_money
 from eligibility import ast as A
-from eligibility.backends.polars import compile_expr
-from eligibility.backends.polars_policy import aggregate_expressions, evaluate_frame, policy_context
-from eligibility.check import CheckedCatalogue, CheckedPolicy
+from eligibility.backends.polars.expr import compile_expr
+from eligibility.backends.polars.policy import (
+    aggregate_expressions,
+    evaluate_frame,
+    policy_context,
+)
+from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.explain import condition_text
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.schema import Case
@@ -64,7 +69,10 @@ def _convert(ftype: str, unit: str | None, value: Any) -> Any:
         fen = parse_money(value)
         return fen if unit != "yuan" else Decimal(fen) / FEN_PER_YUAN
     if ftype == "count":
-        if isinstance(value, bool) or int(value) != value:
+        whole = isinstance(value, int) or (
+            isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value)
+        )
+        if isinstance(value, bool) or not whole:
             raise ValueError(f"{value!r} is not a whole number")
         return int(value)
     if ftype == "number":
@@ -110,7 +118,7 @@ def _frame(
         columns[Naming.listed(name)] = pl.Series(
             [name in r.get("lists", []) for r in rows], dtype=pl.Boolean
         )
-    columns[f"{entity}_sk"] = pl.Series(range(1, len(rows) + 1), dtype=pl.Int32)
+    columns[Naming.sk(entity)] = pl.Series(range(1, len(rows) + 1), dtype=pl.Int32)
     columns["entity_id"] = pl.Series(
         [str(r.get("id", f"{entity}-{i + 1}")) for i, r in enumerate(rows)], dtype=pl.String
     )
@@ -143,13 +151,13 @@ def run_case(
         else:
             links = mframe.with_columns(
                 pl.lit(1, dtype=pl.Int32).alias("_owner"),
-                *[pl.Series(f"link:{a}", [m.get(a) for m in members]) for a in rel.attributes],
+                *[pl.Series(Naming.link(a), [m.get(a) for m in members]) for a in rel.attributes],
             )
             value = links.group_by("_owner").agg(aggregate_expressions(cat, [an])).drop("_owner")
             if an.kind != "payee" and an.node.func in ("count", "sum"):
                 value = value.with_columns(pl.col(col).fill_null(0))
         frame = frame.hstack(value)
-    sk = f"{policy.target}_sk"
+    sk = Naming.sk(policy.target)
     out = evaluate_frame(frame.lazy(), [policy], cat, as_of, sk, "entity_id").collect(
         engine="streaming"
     )

@@ -10,12 +10,19 @@ ledger recorded, without Polars.  Money values are fen in, yuan out.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
 from common.money import format_fen_amount, to_fen
 from eligibility import ast as A
+from eligibility.amounts import Formula, MarginalTiers, StepTiers, Table
+from eligibility.checked import CheckedCatalogue, CheckedPolicy
+from eligibility.functions import FUNCTIONS, BackendRules, listed_name
+from eligibility.plan import Naming, run_dates, top_level_aggregates
+from eligibility.reference import Env, amount, env_for, evaluate
 
 WORDS = {
     "==": "is",
@@ -129,17 +136,46 @@ def _(node: A.BoolOp, values: dict[str, Any], types: dict[str, str]) -> str:
 def _(node: A.Unary, values: dict[str, Any], types: dict[str, str]) -> str:
     if node.op == "not":
         inner = node.operand
-        if isinstance(inner, A.Call) and inner.func == "listed":
-            return f"is not on the list {source_text(inner.args[0]).strip(chr(34))}"
+        if isinstance(inner, A.Call) and FUNCTIONS[inner.func].names_list:
+            return f"is not on the list {listed_name(inner)}"
         return f"not ({words(inner, values, types)})"
     return f"minus {words(node.operand, values, types)}"
 
 
 @words.register
 def _(node: A.Call, values: dict[str, Any], types: dict[str, str]) -> str:
-    if node.func == "listed":
-        return f"is on the list {source_text(node.args[0]).strip(chr(34))}"
+    return WORDS_RULES[node.func](node, values, types)
+
+
+# --- functions in words (one rule per function of `eligibility.functions`) ----------------
+
+WordsRule = Callable[[A.Call, dict[str, Any], dict[str, str]], str]
+WORDS_RULES: BackendRules[WordsRule] = BackendRules("words")
+
+
+@WORDS_RULES.rule(
+    "min",
+    "max",
+    "coalesce",
+    "abs",
+    "round",
+    "months_between",
+    "days_between",
+    "age_on",
+    "add_months",
+    "add_days",
+    "month_start",
+    "year_of",
+    "is_missing",
+)
+def _as_written(node: A.Call, values: dict[str, Any], types: dict[str, str]) -> str:
+    """The call as written: an officer reads these as they wrote them."""
     return source_text(node)
+
+
+@WORDS_RULES.rule("listed")
+def _listed(node: A.Call, values: dict[str, Any], types: dict[str, str]) -> str:
+    return f"is on the list {listed_name(node)}"
 
 
 @words.register
@@ -168,10 +204,8 @@ def _names(node: A.Node) -> list[str]:
     return seen
 
 
-def _gap(node: A.Node, env: Any, types: dict[str, str]) -> str | None:
+def _gap(node: A.Node, env: Env, types: dict[str, str]) -> str | None:
     """For a failed condition: how far each failed numeric comparison in it is from passing."""
-    from eligibility.reference import evaluate
-
     if isinstance(node, A.BoolOp):
         parts = []
         for o in node.operands:
@@ -194,14 +228,58 @@ def _gap(node: A.Node, env: Any, types: dict[str, str]) -> str | None:
     return f"{source_text(node.left)} is {show_value(abs(diff), t)} {side} {show_value(right, t)}"
 
 
-def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ConditionWords:
+    """One condition of one entity: its words with the values compared, and whether it held."""
+
+    id: str
+    text: str
+    passed: bool
+    values: dict[str, Any]
+    rule: str
+    officer_text: str | None = None
+    ref: str | None = None
+    gap: str | None = None  # for a failed comparison: how far from passing
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data; the optional parts only where there are some."""
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        return out
+
+
+@dataclass(frozen=True)
+class RowExplanation:
+    """Why one entity was decided as it was, from its archived row (`explain_row`)."""
+
+    features: dict[str, Any]
+    feature_types: dict[str, str]
+    lets: dict[str, Any]
+    lists: list[str]
+    conditions: list[ConditionWords]
+    amount_steps: list[str]
+    amount_fen: int | None  # the archived amount
+    reference_agrees: bool
+    window: str
+    benefit_period: str
+
+    def first_failing(self) -> ConditionWords | None:
+        """The first condition that did not hold, if any."""
+        return next((c for c in self.conditions if not c.passed), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data (what `disburse explain --json` shows of it)."""
+        out = asdict(self)
+        out["conditions"] = [c.to_json() for c in self.conditions]
+        return out
+
+
+def explain_row(
+    policy: CheckedPolicy, cat: CheckedCatalogue, as_of: dt.date, row: dict[str, Any]
+) -> RowExplanation:
     """Feature values, every condition with the values it compared, and the amount's steps
     of one entity, from its archived row (features and the compiled condition and amount
     columns).  The condition results and the amount are the archived ones; the values in
     between are computed by the reference interpreter from the archived features."""
-    from eligibility.plan import Naming, run_dates, top_level_aggregates
-    from eligibility.reference import amount, env_for, evaluate
-
     dates = run_dates(policy, as_of)
     naming = Naming(cat)
     entity = policy.target
@@ -218,55 +296,50 @@ def explain_row(policy: Any, cat: Any, as_of: dt.date, row: dict[str, Any]) -> d
         elif v is not None and f.type == "number":
             v = Decimal(str(v))
         values[name], types[name] = v, f.type
-    lists = {k.split(":", 1)[1] for k, v in row.items() if k.startswith("listed:") and v}
+    lists = {lst for k, v in row.items() if v and (lst := Naming.list_of(k)) is not None}
     env = env_for(policy, as_of, values, lists)
-    for node in top_level_aggregates(policy):
-        env.aggregates[id(node)] = row.get(naming.aggregate(policy.id, node, dates.window))
+    for agg in top_level_aggregates(policy):
+        env.aggregates[id(agg)] = row.get(naming.aggregate(policy.id, agg, dates.window))
     known: dict[str, Any] = {**values, **env.params, **env.dates}
     for name, node in policy.lets.items():
         known[name] = evaluate(node, env)
         types[name] = policy.typed.types[id(node)]
     for name, versions in policy.params.items():
-        types.setdefault(name, policy.typed.types.get(id(versions[0][1]), ""))
+        types.setdefault(name, policy.typed.types.get(id(versions[0].node), ""))
     conditions = []
     for i, c in enumerate(policy.conditions):
-        passed = bool(row.get(f"__cond{i}:{policy.id}"))
+        passed = bool(row.get(Naming.condition(policy.id, i)))
         used = {n: known.get(n) for n in _names(c.node) if n in known}
-        item: dict[str, Any] = {
-            "id": c.id,
-            "text": condition_text(c.node, used, types),
-            "passed": passed,
-            "values": {n: _plain(v) for n, v in used.items()},
-            "rule": source_text(c.node),
-        }
-        if c.text:
-            item["officer_text"] = c.text
-        if c.ref:
-            item["ref"] = c.ref
-        if not passed:
-            gap = _gap(c.node, env, types)
-            if gap is not None:
-                item["gap"] = gap
-        conditions.append(item)
-    steps = _amount_steps(policy, env, known, types)
-    archived = row.get(f"__amount:{policy.id}")
+        conditions.append(
+            ConditionWords(
+                id=c.id,
+                text=condition_text(c.node, used, types),
+                passed=passed,
+                values={n: _plain(v) for n, v in used.items()},
+                rule=source_text(c.node),
+                officer_text=c.text or None,
+                ref=c.ref or None,
+                gap=None if passed else _gap(c.node, env, types),
+            )
+        )
+    archived = row.get(Naming.amount(policy.id))
     archived_fen = None if archived is None else int(archived)
     # The engine computes an amount only for an entity that meets every condition
     # (`wide_frame`; archives written before engine version 2 hold one for every entity):
     # for the others nothing decided by an amount, and there is nothing to check.
-    met = all(c["passed"] for c in conditions)
-    return {
-        "features": {n: _plain(v) for n, v in values.items()},
-        "feature_types": types,
-        "lets": {n: _plain(known[n]) for n in policy.lets},
-        "lists": sorted(lists),
-        "conditions": conditions,
-        "amount_steps": steps,
-        "amount_fen": archived_fen,
-        "reference_agrees": not met or amount(policy, env) == archived_fen,
-        "window": dates.window.label,
-        "benefit_period": dates.period.key,
-    }
+    met = all(c.passed for c in conditions)
+    return RowExplanation(
+        features={n: _plain(v) for n, v in values.items()},
+        feature_types=types,
+        lets={n: _plain(known[n]) for n in policy.lets},
+        lists=sorted(lists),
+        conditions=conditions,
+        amount_steps=_amount_steps(policy, env, known, types),
+        amount_fen=archived_fen,
+        reference_agrees=not met or amount(policy, env) == archived_fen,
+        window=dates.window.label,
+        benefit_period=dates.period.key,
+    )
 
 
 def _plain(v: Any) -> Any:
@@ -278,52 +351,83 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _amount_steps(policy: Any, env: Any, known: dict[str, Any], types: dict[str, str]) -> list[str]:
-    from eligibility.reference import evaluate
-
+def _amount_steps(
+    policy: CheckedPolicy, env: Env, known: dict[str, Any], types: dict[str, str]
+) -> list[str]:
+    """The amount's steps in words: its base, proration, cap and rounding."""
     am = policy.amount
-
-    def val(node: A.Node) -> str:
-        return show_value(evaluate(node, env), env.typed.types[id(node)])
-
-    def with_values(node: A.Node) -> str:
-        used = [n for n in _names(node) if n in known]
-        shown = ", ".join(f"{n} = {show_value(known[n], types.get(n))}" for n in used)
-        return f"{source_text(node)}" + (f"  [{shown}]" if shown else "")
-
-    steps: list[str] = []
-    if am.kind == "formula":
-        steps.append(f"formula: {with_values(am.formula)} = {val(am.formula)}")
-    elif am.kind == "table":
-        for when, value in am.table:
-            if evaluate(when, env) is True:
-                steps.append(f"table row: when {with_values(when)}: {val(value)}")
-                break
-        else:
-            steps.append(
-                "table: no row matched; otherwise "
-                + (val(am.otherwise) if am.otherwise is not None else "0")
-            )
-    else:
-        by = am.tiers_by
-        by_v = evaluate(by, env)
-        steps.append(f"tiers ({am.tiers_mode}) by {with_values(by)} = {val(by)}")
-        for lo, hi, value in am.brackets:
-            lo_s = source_text(lo) if lo is not None else "-"
-            hi_s = source_text(hi) if hi is not None else "-"
-            lo_v = evaluate(lo, env) if lo is not None else None
-            hi_v = evaluate(hi, env) if hi is not None else None
-            inside = by_v is not None and (lo is None or (lo_v is not None and by_v >= lo_v))
-            inside = inside and (hi is None or (hi_v is not None and by_v < hi_v))
-            marker = "  <- applies" if inside and am.tiers_mode == "step" else ""
-            steps.append(f"  bracket [{lo_s}, {hi_s}): {source_text(value)}{marker}")
-    if am.prorate_from is not None or am.prorate_until is not None:
+    show = _Show(env, known, types)
+    steps = base_steps(am.base, show)
+    if am.prorated:
         steps.append(
             "prorated by the months of the benefit period covered"
-            + (f" from {val(am.prorate_from)}" if am.prorate_from is not None else "")
-            + (f" until {val(am.prorate_until)}" if am.prorate_until is not None else "")
+            + (f" from {show.value(am.prorate_from)}" if am.prorate_from is not None else "")
+            + (f" until {show.value(am.prorate_until)}" if am.prorate_until is not None else "")
         )
     if am.cap is not None:
-        steps.append(f"cap: {source_text(am.cap)} = {val(am.cap)}")
+        steps.append(f"cap: {source_text(am.cap)} = {show.value(am.cap)}")
     steps.append(f"rounded half up to the {am.round}")
     return steps
+
+
+class _Show:
+    """Expressions of one row shown with their values (by the reference interpreter)."""
+
+    def __init__(self, env: Env, known: dict[str, Any], types: dict[str, str]) -> None:
+        self.env, self.known, self.types = env, known, types
+
+    def eval(self, node: A.Node) -> Any:
+        return evaluate(node, self.env)
+
+    def value(self, node: A.Node) -> str:
+        return show_value(self.eval(node), self.env.typed.types[id(node)])
+
+    def with_values(self, node: A.Node) -> str:
+        used = [n for n in _names(node) if n in self.known]
+        shown = ", ".join(f"{n} = {show_value(self.known[n], self.types.get(n))}" for n in used)
+        return f"{source_text(node)}" + (f"  [{shown}]" if shown else "")
+
+
+@singledispatch
+def base_steps(base: Any, show: _Show) -> list[str]:
+    """A base amount of one kind (`eligibility.amounts`) in words, with its values."""
+    raise TypeError(f"no words for the amount kind {type(base).__name__}")
+
+
+@base_steps.register
+def _formula(base: Formula, show: _Show) -> list[str]:
+    return [f"formula: {show.with_values(base.expr)} = {show.value(base.expr)}"]
+
+
+@base_steps.register
+def _table(base: Table, show: _Show) -> list[str]:
+    for when, value in base.rows:
+        if show.eval(when) is True:
+            return [f"table row: when {show.with_values(when)}: {show.value(value)}"]
+    otherwise = show.value(base.otherwise) if base.otherwise is not None else "0"
+    return ["table: no row matched; otherwise " + otherwise]
+
+
+def _tier_steps(base: StepTiers | MarginalTiers, mode: str, show: _Show) -> list[str]:
+    by_v = show.eval(base.by)
+    steps = [f"tiers ({mode}) by {show.with_values(base.by)} = {show.value(base.by)}"]
+    for b in base.brackets:
+        lo_s = source_text(b.low) if b.low is not None else "-"
+        hi_s = source_text(b.high) if b.high is not None else "-"
+        lo_v = show.eval(b.low) if b.low is not None else None
+        hi_v = show.eval(b.high) if b.high is not None else None
+        inside = by_v is not None and (b.low is None or (lo_v is not None and by_v >= lo_v))
+        inside = inside and (b.high is None or (hi_v is not None and by_v < hi_v))
+        marker = "  <- applies" if inside and mode == "step" else ""
+        steps.append(f"  bracket [{lo_s}, {hi_s}): {source_text(b.value)}{marker}")
+    return steps
+
+
+@base_steps.register
+def _step(base: StepTiers, show: _Show) -> list[str]:
+    return _tier_steps(base, "step", show)
+
+
+@base_steps.register
+def _marginal(base: MarginalTiers, show: _Show) -> list[str]:
+    return _tier_steps(base, "marginal", show)

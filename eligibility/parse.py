@@ -28,6 +28,7 @@ from decimal import Decimal
 
 from common.errors import Code, Problem, ProblemsError, did_you_mean
 from eligibility import ast as A
+from eligibility.functions import FUNCTIONS
 
 _TOKEN = re.compile(
     r"""
@@ -293,20 +294,19 @@ class ExprParser:
             if name.text in ("any", "all", "sum") and body is None:
                 raise _Fail(name.offset, f"{name.text}() needs an expression after the relation")
             return A.Aggregate(name.text, args[0].name, body, span)  # type: ignore[arg-type]
-        if name.text not in A.FUNCTIONS:
-            known = sorted([*A.FUNCTIONS, *A.AGGREGATES])
+        fn = FUNCTIONS.get(name.text)
+        if fn is None:
+            known = sorted([*FUNCTIONS, *A.AGGREGATES])
             raise _Fail(
                 name.offset,
                 f"unknown function {name.text!r}",
                 did_you_mean(name.text, known, "functions"),
                 Code.UNKNOWN_FUNCTION,
             )
-        low, high = A.FUNCTIONS[name.text]
-        if not low <= len(args) <= high:
-            want = str(low) if low == high else f"{low} to {high}"
+        if not fn.min_args <= len(args) <= fn.max_args:
             raise _Fail(
                 name.offset,
-                f"{name.text}() takes {want} arguments, got {len(args)}",
+                f"{name.text}() takes {fn.arity()} arguments, got {len(args)}",
                 code=Code.ARITY,
             )
         return A.Call(name.text, tuple(args), span)

@@ -15,9 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from common.errors import Code, Problem, ProblemsError
+from common.money import to_fen
 from common.periods import Period, Window, assessed_window, benefit_period
 from eligibility import ast as A
-from eligibility.check import CheckedCatalogue, CheckedPolicy, FeatureRef, Typed
+from eligibility.checked import CheckedCatalogue, CheckedPolicy, FeatureRef, Typed
+from eligibility.functions import FUNCTIONS, listed_name
 
 FAR_FUTURE = dt.date(9999, 12, 31)
 
@@ -68,7 +70,7 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
     out: dict[str, Any] = {}
     problems = []
     for name, dated in policy.params.items():
-        current = [(d, node, ref) for d, node, ref in dated if d <= as_of]
+        current = [v for v in dated if v.from_ <= as_of]
         if not current:
             line, col = policy.located.at(("params", name))
             problems.append(
@@ -78,15 +80,15 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
                     col,
                     Code.PARAM_NO_VALUE,
                     f"parameter {name!r} has no value on {as_of}",
-                    f"its first value applies from {dated[0][0]}",
+                    f"its first value applies from {dated[0].from_}",
                 )
             )
             continue
-        node = current[-1][1]
+        node = current[-1].node
         assert isinstance(node, A.Literal)
         value = node.value
         if node.unit == "yuan" and isinstance(value, Decimal):
-            value = value * 100
+            value = to_fen(value, "yuan")
         out[name] = value
     if problems:
         raise ProblemsError(problems)
@@ -102,7 +104,7 @@ def body_digest(policy_id: str, node: A.Aggregate) -> str:
 
 
 class Naming:
-    """Column names in an entity's feature frame."""
+    """Column names in an entity's feature frame and its archive: the one place they are made."""
 
     def __init__(self, cat: CheckedCatalogue) -> None:
         self.cat = cat
@@ -135,11 +137,42 @@ class Naming:
 
     @staticmethod
     def listed(name: str) -> str:
+        """Whether the entity is on a credit list on the run's date."""
         return f"listed:{name}"
+
+    @staticmethod
+    def list_of(column: str) -> str | None:
+        """The list a `listed` column is of (None for any other column)."""
+        return column.removeprefix("listed:") if column.startswith("listed:") else None
 
     @staticmethod
     def payee(policy_id: str) -> str:
         return f"payee:{policy_id}"
+
+    @staticmethod
+    def condition(policy_id: str, i: int) -> str:
+        """The result of a policy's condition i (0-based)."""
+        return f"__cond{i}:{policy_id}"
+
+    @staticmethod
+    def amount(policy_id: str) -> str:
+        """A policy's amount, where the entity met every condition."""
+        return f"__amount:{policy_id}"
+
+    @staticmethod
+    def rank(policy_id: str) -> str:
+        """A policy's budget rank (rank_by)."""
+        return f"__rank:{policy_id}"
+
+    @staticmethod
+    def sk(entity: str) -> str:
+        """An entity kind's integer surrogate key."""
+        return f"{entity}_sk"
+
+    @staticmethod
+    def link(attribute: str) -> str:
+        """An attribute of a relation's link row, beside the related entity's features."""
+        return f"link:{attribute}"
 
 
 @dataclass
@@ -196,8 +229,9 @@ def needs(
             top.aggregates[col] = AggregateNeed(col, node, p.typed, window, "payee", dates, params)
             if body is not None:
                 _member_needs(out, cat, naming, node, p.typed, window)
-        if "birth_on" in cat.features_of(p.target) and p.typed.uses_age:
-            add_feature(out, cat, naming, p.target, "birth_on", window)
+        for call in _top_level_calls(p):
+            for name in FUNCTIONS[call.func].reads:
+                add_feature(out, cat, naming, p.target, name, window)
     return out
 
 
@@ -225,40 +259,46 @@ def _member_needs(
     window: Window,
 ) -> None:
     member = cat.relation(agg.relation).to
-    if agg.body is None:
-        return
-    for n in A.walk(agg.body):
+    features, lists = body_reads(agg, typed)
+    out[member].lists |= lists
+    for name in features:
+        add_feature(out, cat, naming, member, name, window)
+
+
+def body_reads(agg: A.Aggregate, typed: Typed) -> tuple[list[str], set[str]]:
+    """The features of the related entity and the lists an aggregate's body reads."""
+    features: list[str] = []
+    lists: set[str] = set()
+    for n in A.walk(agg.body) if agg.body is not None else []:
         b = typed.bindings.get(id(n))
         if isinstance(b, FeatureRef):
-            add_feature(out, cat, naming, member, b.name, window)
-        if isinstance(n, A.Call) and n.func == "listed":
-            arg = n.args[0]
-            assert isinstance(arg, A.Literal)
-            out[member].lists.add(str(arg.value))
-        if isinstance(n, A.Call) and n.func == "age_on":
-            add_feature(out, cat, naming, member, "birth_on", window)
+            features.append(b.name)
+        if isinstance(n, A.Call):
+            fn = FUNCTIONS[n.func]
+            if fn.names_list:
+                lists.add(listed_name(n))
+            features += fn.reads
+    return features, lists
+
+
+def body_needs(
+    cat: CheckedCatalogue, member: str, items: list[AggregateNeed]
+) -> dict[str, EntityNeeds]:
+    """What the frame of the related entities of `items` must hold: the features and lists
+    their bodies read (not what those features read in turn: their own frames do)."""
+    naming = Naming(cat)
+    need = EntityNeeds()
+    for an in items:
+        features, lists = body_reads(an.node, an.typed)
+        need.lists |= lists
+        for name in features:
+            need.features.add((name, an.window if naming.windowed(member, name) else None))
+    other = "person" if member == "enterprise" else "enterprise"
+    return {member: need, other: EntityNeeds()}
 
 
 def _top_level_nodes(p: CheckedPolicy) -> list[A.Node]:
-    roots: list[A.Node] = [*p.lets.values(), *(c.node for c in p.conditions)]
-    am = p.amount
-    roots += [
-        x
-        for x in (
-            am.formula,
-            am.tiers_by,
-            am.otherwise,
-            am.prorate_from,
-            am.prorate_until,
-            am.cap,
-            p.rank_by,
-        )
-        if x is not None
-    ]
-    for lo, hi, value in am.brackets:
-        roots += [x for x in (lo, hi, value) if x is not None]
-    for when, value in am.table:
-        roots += [when, value]
+    """Every node of the policy's expressions outside aggregate bodies."""
     out: list[A.Node] = []
 
     def visit(n: A.Node) -> None:
@@ -267,9 +307,13 @@ def _top_level_nodes(p: CheckedPolicy) -> list[A.Node]:
             for c in A.children(n):
                 visit(c)
 
-    for r in roots:
+    for r in p.expressions():
         visit(r)
     return out
+
+
+def _top_level_calls(p: CheckedPolicy) -> list[A.Call]:
+    return [n for n in _top_level_nodes(p) if isinstance(n, A.Call)]
 
 
 def _top_level_names(p: CheckedPolicy) -> list[A.Name]:

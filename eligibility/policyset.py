@@ -8,9 +8,9 @@ from pathlib import Path
 
 from common.errors import Code, Problem, ProblemsError
 from eligibility.cases import CaseResult, run_cases
-from eligibility.check import CheckedCatalogue, CheckedPolicy, load_features, load_policy
+from eligibility.check import load_policy
+from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.plan import is_active
-from eligibility.types import Type
 
 NOT_POLICIES = {"features.yaml", "sources.yaml"}
 
@@ -54,15 +54,6 @@ class PolicySet:
                 )
             ]
         )
-
-
-def load_catalogue(
-    features: Path,
-    source_columns: dict[str, dict[str, Type]],
-    source_keys: dict[str, tuple[str, ...]] | None = None,
-) -> CheckedCatalogue:
-    """The feature catalogue, checked against the staged source columns (and their keys)."""
-    return load_features(features, source_columns, source_keys)
 
 
 def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:

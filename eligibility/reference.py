@@ -1,22 +1,39 @@
 """The reference interpreter: the plainest row-at-a-time reading of the rule language.
 
-Used only by tests, as the meaning the compiled backends must agree with.
-Standard library only.  Values: money and number are Decimal (money in fen),
-count is int, None is unknown.  Products and quotients of decimals keep 10
-places, half to even; final amounts round half up to fen or yuan.
+The meaning the compiled backends must agree with (tests/properties), and what
+`explain` uses to show the values between an entity's features and its result.
+Standard library only.  Values: money and number are Decimal (money in fen), count
+is int, None is unknown.  Products and quotients of decimals keep 10 places, half
+to even; final amounts round half up to fen or yuan.
+
+One rule per node kind (`evaluate`), per function (`RULES`, by the registry in
+`eligibility.functions`) and per kind of amount (`base_amount`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from functools import singledispatch
 from typing import Any
 
+from common.money import FEN_PER_YUAN, to_fen
 from common.periods import add_months
 from eligibility import ast as A
-from eligibility.check import CheckedPolicy, ColumnRef, FeatureRef, LetRef, ParamRef, RunDate, Typed
-from eligibility.plan import param_values, run_dates
+from eligibility.amounts import Amount, Formula, MarginalTiers, StepTiers, Table
+from eligibility.checked import (
+    CheckedPolicy,
+    ColumnRef,
+    FeatureRef,
+    LetRef,
+    ParamRef,
+    RunDate,
+    Typed,
+)
+from eligibility.functions import FUNCTIONS, BackendRules, listed_name
+from eligibility.plan import Naming, param_values, run_dates
 
 PLACES = Decimal("1e-10")
 
@@ -46,79 +63,123 @@ def _num(v: Any, t: str) -> Any:
     return Decimal(str(v)) if t in ("number", "money") else v
 
 
-def evaluate(node: A.Node, env: Env) -> Any:
+@singledispatch
+def evaluate(node: Any, env: Env) -> Any:
     """The value of `node` on one row."""
-    t = env.typed.types[id(node)]
-    match node:
-        case A.Literal(value=v, unit=unit):
-            if v is None:
-                return None
-            if t == "money":
-                return Decimal(str(v)) * (100 if unit == "yuan" else 1)
-            if t == "count" and isinstance(v, Decimal):
-                return int(v)
-            return v
-        case A.Name(name=name):
-            b = env.typed.bindings[id(node)]
-            if isinstance(b, LetRef):
-                return evaluate(env.lets[name], env)
-            if isinstance(b, ParamRef):
-                return env.params[name]
-            if isinstance(b, RunDate):
-                return env.dates[name]
-            if isinstance(b, FeatureRef | ColumnRef):
-                v = env.values.get(name if isinstance(b, FeatureRef) else f"link:{name}")
-                return _num(v, b.type)
-            raise TypeError(b)
-        case A.Unary(op="not", operand=o):
-            v = evaluate(o, env)
-            return None if v is None else not v
-        case A.Unary(op="-", operand=o):
-            v = evaluate(o, env)
-            return None if v is None else -v
-        case A.Binary(op=op, left=left, right=right):
-            a, b = evaluate(left, env), evaluate(right, env)
-            if a is None or b is None:
-                return None
-            if t == "count":
-                return {"+": a + b, "-": a - b, "*": a * b}[op]
-            x, y = Decimal(a), Decimal(b)
-            if op == "+":
-                return x + y
-            if op == "-":
-                return x - y
-            if op == "*":
-                return q(x * y)
-            return None if y == 0 else q(x / y)
-        case A.Compare(op=op, left=left, right=right):
-            a, b = evaluate(left, env), evaluate(right, env)
-            if a is None or b is None:
-                return None
-            return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[
-                op
-            ]
-        case A.BoolOp(op=op, operands=ops):
-            vals = [evaluate(o, env) for o in ops]
-            if op == "and":
-                if any(v is False for v in vals):
-                    return False
-                return None if any(v is None for v in vals) else True
-            if any(v is True for v in vals):
-                return True
-            return None if any(v is None for v in vals) else False
-        case A.In(item=item, options=options, negated=neg):
-            v = evaluate(item, env)
-            if v is None:
-                return None
-            found = v in [evaluate(o, env) for o in options.items]
-            return not found if neg else found
-        case A.Cond(test=test, then=a, otherwise=b):
-            return evaluate(a, env) if evaluate(test, env) is True else evaluate(b, env)
-        case A.Call():
-            return _call(node, env, t)
-        case A.Aggregate():
-            return env.aggregates[id(node)]
-    raise TypeError(node)
+    raise TypeError(f"no reference rule for {type(node).__name__}")
+
+
+@evaluate.register
+def _literal(node: A.Literal, env: Env) -> Any:
+    t, v = env.typed.type_of(node), node.value
+    if v is None:
+        return None
+    if t == "money":
+        return to_fen(Decimal(str(v)), node.unit)
+    if t == "count" and isinstance(v, Decimal):
+        return int(v)
+    return v
+
+
+@evaluate.register
+def _name(node: A.Name, env: Env) -> Any:
+    b = env.typed.bindings[id(node)]
+    if isinstance(b, LetRef):
+        return evaluate(env.lets[node.name], env)
+    if isinstance(b, ParamRef):
+        return env.params[node.name]
+    if isinstance(b, RunDate):
+        return env.dates[node.name]
+    if isinstance(b, FeatureRef | ColumnRef):
+        key = node.name if isinstance(b, FeatureRef) else Naming.link(node.name)
+        return _num(env.values.get(key), b.type)
+    raise TypeError(b)
+
+
+@evaluate.register
+def _unary(node: A.Unary, env: Env) -> Any:
+    v = evaluate(node.operand, env)
+    if v is None:
+        return None
+    return (not v) if node.op == "not" else -v
+
+
+@evaluate.register
+def _binary(node: A.Binary, env: Env) -> Any:
+    a, b = evaluate(node.left, env), evaluate(node.right, env)
+    if a is None or b is None:
+        return None
+    if env.typed.type_of(node) == "count":
+        return {"+": a + b, "-": a - b, "*": a * b}[node.op]
+    x, y = Decimal(a), Decimal(b)
+    if node.op == "+":
+        return x + y
+    if node.op == "-":
+        return x - y
+    if node.op == "*":
+        return q(x * y)
+    # Division by zero is unknown, so a condition on it fails with that reason.
+    return None if y == 0 else q(x / y)
+
+
+@evaluate.register
+def _compare(node: A.Compare, env: Env) -> Any:
+    a, b = evaluate(node.left, env), evaluate(node.right, env)
+    if a is None or b is None:
+        return None
+    ops: dict[str, Callable[[Any, Any], bool]] = {
+        "==": lambda x, y: x == y,
+        "!=": lambda x, y: x != y,
+        "<": lambda x, y: x < y,
+        "<=": lambda x, y: x <= y,
+        ">": lambda x, y: x > y,
+        ">=": lambda x, y: x >= y,
+    }
+    return ops[node.op](a, b)
+
+
+@evaluate.register
+def _boolop(node: A.BoolOp, env: Env) -> Any:
+    """Three-valued: unknown and false is false, unknown or true is true."""
+    vals = [evaluate(o, env) for o in node.operands]
+    decisive = node.op == "or"  # the value that decides whatever the others are
+    if any(v is decisive for v in vals):
+        return decisive
+    return None if any(v is None for v in vals) else not decisive
+
+
+@evaluate.register
+def _in(node: A.In, env: Env) -> Any:
+    v = evaluate(node.item, env)
+    if v is None:
+        return None
+    found = v in [evaluate(o, env) for o in node.options.items]
+    return not found if node.negated else found
+
+
+@evaluate.register
+def _cond(node: A.Cond, env: Env) -> Any:
+    # An unknown test takes the else branch.
+    return evaluate(node.then if evaluate(node.test, env) is True else node.otherwise, env)
+
+
+@evaluate.register
+def _call(node: A.Call, env: Env) -> Any:
+    args = [evaluate(a, env) for a in node.args]
+    if FUNCTIONS[node.func].strict and any(a is None for a in args):
+        return None
+    return RULES[node.func](node, args, env)
+
+
+@evaluate.register
+def _aggregate(node: A.Aggregate, env: Env) -> Any:
+    return env.aggregates[id(node)]
+
+
+# --- functions ---------------------------------------------------------------------------
+
+Rule = Callable[[A.Call, list[Any], Env], Any]
+RULES: BackendRules[Rule] = BackendRules("reference")
 
 
 def months_between(a: dt.date, b: dt.date) -> int:
@@ -131,125 +192,183 @@ def years_between(a: dt.date, b: dt.date) -> int:
     return b.year - a.year - (1 if (b.month, b.day) < (a.month, a.day) else 0)
 
 
-def _call(node: A.Call, env: Env, t: str) -> Any:
-    f = node.func
-    if f == "listed":
-        arg = node.args[0]
-        assert isinstance(arg, A.Literal)
-        return arg.value in env.lists
-    args = [evaluate(a, env) for a in node.args]
-    if f in ("min", "max"):
-        if any(a is None for a in args):
-            return None
-        vals = [Decimal(a) if t in ("number", "money") else a for a in args]
-        return min(vals) if f == "min" else max(vals)
-    if f == "coalesce":
-        return next(
-            (Decimal(a) if t in ("number", "money") else a for a in args if a is not None), None
-        )
-    if f == "is_missing":
-        return args[0] is None
-    if any(a is None for a in args):
+def _decimals(node: A.Call, args: list[Any], env: Env) -> list[Any]:
+    """The arguments as Decimal where the call's result is a decimal (number or money)."""
+    if env.typed.type_of(node) in ("number", "money"):
+        return [None if a is None else Decimal(a) for a in args]
+    return args
+
+
+@RULES.rule("min")
+def _min(node: A.Call, args: list[Any], env: Env) -> Any:
+    return min(_decimals(node, args, env))
+
+
+@RULES.rule("max")
+def _max(node: A.Call, args: list[Any], env: Env) -> Any:
+    return max(_decimals(node, args, env))
+
+
+@RULES.rule("coalesce")
+def _coalesce(node: A.Call, args: list[Any], env: Env) -> Any:
+    return next((a for a in _decimals(node, args, env) if a is not None), None)
+
+
+@RULES.rule("is_missing")
+def _is_missing(node: A.Call, args: list[Any], env: Env) -> Any:
+    return args[0] is None
+
+
+@RULES.rule("abs")
+def _abs(node: A.Call, args: list[Any], env: Env) -> Any:
+    return abs(args[0])
+
+
+@RULES.rule("round")
+def _round(node: A.Call, args: list[Any], env: Env) -> Any:
+    places = int(args[1]) if len(args) == 2 else 0
+    at = env.typed.type_of(node.args[0])
+    unit = Decimal(1).scaleb(-places)
+    if at == "count":
+        return args[0]
+    if at == "money":  # money rounds in yuan
+        yuan = Decimal(args[0]) / FEN_PER_YUAN
+        return yuan.quantize(unit, rounding=ROUND_HALF_UP) * FEN_PER_YUAN
+    return Decimal(args[0]).quantize(unit, rounding=ROUND_HALF_UP)
+
+
+@RULES.rule("months_between")
+def _months_between(node: A.Call, args: list[Any], env: Env) -> Any:
+    return months_between(args[0], args[1])
+
+
+@RULES.rule("days_between")
+def _days_between(node: A.Call, args: list[Any], env: Env) -> Any:
+    return (args[1] - args[0]).days
+
+
+@RULES.rule("age_on")
+def _age_on(node: A.Call, args: list[Any], env: Env) -> Any:
+    birth = env.values.get("birth_on")
+    return None if birth is None else years_between(birth, args[0])
+
+
+@RULES.rule("add_months")
+def _add_months(node: A.Call, args: list[Any], env: Env) -> Any:
+    return add_months(args[0], int(args[1]))
+
+
+@RULES.rule("add_days")
+def _add_days(node: A.Call, args: list[Any], env: Env) -> Any:
+    return args[0] + dt.timedelta(days=int(args[1]))
+
+
+@RULES.rule("month_start")
+def _month_start(node: A.Call, args: list[Any], env: Env) -> Any:
+    return args[0].replace(day=1)
+
+
+@RULES.rule("year_of")
+def _year_of(node: A.Call, args: list[Any], env: Env) -> Any:
+    return args[0].year
+
+
+@RULES.rule("listed")
+def _listed(node: A.Call, args: list[Any], env: Env) -> Any:
+    return listed_name(node) in env.lists
+
+
+# --- amounts -------------------------------------------------------------------------------
+
+
+def _money(node: A.Node | None, env: Env) -> Decimal | None:
+    if node is None:
         return None
-    if f == "abs":
-        return abs(args[0])
-    if f == "round":
-        places = int(node.args[1].value) if len(node.args) == 2 else 0  # type: ignore[union-attr, arg-type]
-        at = env.typed.types[id(node.args[0])]
-        if at == "count":
-            return args[0]
-        if at == "money":
-            return (Decimal(args[0]) / 100).quantize(
-                Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP
-            ) * 100
-        return Decimal(args[0]).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-    if f == "months_between":
-        return months_between(args[0], args[1])
-    if f == "days_between":
-        return (args[1] - args[0]).days
-    if f == "age_on":
-        birth = env.values.get("birth_on")
-        return None if birth is None else years_between(birth, args[0])
-    if f == "add_months":
-        return add_months(args[0], int(args[1]))
-    if f == "add_days":
-        return args[0] + dt.timedelta(days=int(args[1]))
-    if f == "month_start":
-        return args[0].replace(day=1)
-    if f == "year_of":
-        return args[0].year
-    raise TypeError(f)
+    v = evaluate(node, env)
+    return None if v is None else Decimal(v)
 
 
-def _round_amount(fen: Decimal, to: str) -> int:
+@singledispatch
+def base_amount(base: Any, env: Env) -> Decimal | None:
+    """The base amount of one kind (`eligibility.amounts`), exact fen, before proration."""
+    raise TypeError(f"no reference rule for the amount kind {type(base).__name__}")
+
+
+@base_amount.register
+def _formula(base: Formula, env: Env) -> Decimal | None:
+    return _money(base.expr, env)
+
+
+@base_amount.register
+def _table(base: Table, env: Env) -> Decimal | None:
+    for when, value in base.rows:
+        if evaluate(when, env) is True:
+            return _money(value, env)
+    return _money(base.otherwise, env) if base.otherwise is not None else Decimal(0)
+
+
+@base_amount.register
+def _step(base: StepTiers, env: Env) -> Decimal | None:
+    by = evaluate(base.by, env)
+    if by is None:
+        return None
+    for b in base.brackets:
+        low = evaluate(b.low, env) if b.low is not None else None
+        high = evaluate(b.high, env) if b.high is not None else None
+        if (b.low is None or (low is not None and by >= low)) and (
+            b.high is None or (high is not None and by < high)
+        ):
+            return _money(b.value, env)
+    return Decimal(0)
+
+
+@base_amount.register
+def _marginal(base: MarginalTiers, env: Env) -> Decimal | None:
+    by = evaluate(base.by, env)
+    if by is None:
+        return None
+    total = Decimal(0)
+    for b in base.brackets:
+        low = Decimal(evaluate(b.low, env)) if b.low is not None else Decimal(0)
+        top = (
+            min(Decimal(by), Decimal(evaluate(b.high, env))) if b.high is not None else Decimal(by)
+        )
+        total += q(max(top - low, Decimal(0)) * Decimal(evaluate(b.value, env)))
+    return total
+
+
+def prorate_fraction(amount: Amount, env: Env) -> Decimal | None:
+    """Months of the benefit period between the proration bounds (both months included)
+    over the period's months; unknown if a bound is."""
+    start, end = env.dates["period_start"], env.dates["period_end"]
+    first, last = start.year * 12 + start.month, end.year * 12 + end.month
+    lo = evaluate(amount.prorate_from, env) if amount.prorate_from is not None else start
+    hi = evaluate(amount.prorate_until, env) if amount.prorate_until is not None else end
+    if lo is None or hi is None:
+        return None
+    months = max(min(hi.year * 12 + hi.month, last) - max(lo.year * 12 + lo.month, first) + 1, 0)
+    return q(Decimal(months) / Decimal(last - first + 1))
+
+
+def round_amount(fen: Decimal, to: str) -> int:
+    """Exact fen rounded half up to the fen or the whole yuan, as integer fen."""
     if to == "yuan":
-        return int((fen / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP) * 100)
+        yuan = (fen / FEN_PER_YUAN).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+        return int(yuan * FEN_PER_YUAN)
     return int(fen.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def amount(policy: CheckedPolicy, env: Env) -> int | None:
     """The policy's amount for one row, in fen, before eligibility."""
     am = policy.amount
-
-    def money(n: A.Node) -> Decimal | None:
-        v = evaluate(n, env)
-        return None if v is None else Decimal(v)
-
-    base: Decimal | None
-    if am.kind == "formula":
-        assert am.formula is not None
-        base = money(am.formula)
-    elif am.kind == "table":
-        base = None
-        for when, value in am.table:
-            if evaluate(when, env) is True:
-                base = money(value)
-                break
-        else:
-            base = money(am.otherwise) if am.otherwise is not None else Decimal(0)
-    else:
-        assert am.tiers_by is not None
-        by = evaluate(am.tiers_by, env)
-        if by is None:
-            base = None
-        elif am.tiers_mode == "step":
-            base = Decimal(0)
-            for lo, hi, value in am.brackets:
-                lo_v = evaluate(lo, env) if lo is not None else None
-                hi_v = evaluate(hi, env) if hi is not None else None
-                if (lo is None or (lo_v is not None and by >= lo_v)) and (
-                    hi is None or (hi_v is not None and by < hi_v)
-                ):
-                    base = money(value)
-                    break
-        else:
-            total = Decimal(0)
-            for lo, hi, rate in am.brackets:
-                low = Decimal(evaluate(lo, env)) if lo is not None else Decimal(0)
-                top = (
-                    min(Decimal(by), Decimal(evaluate(hi, env))) if hi is not None else Decimal(by)
-                )
-                total += q(max(top - low, Decimal(0)) * Decimal(evaluate(rate, env)))
-            base = total
-    if base is not None and (am.prorate_from is not None or am.prorate_until is not None):
-        start, end = env.dates["period_start"], env.dates["period_end"]
-        first, last = start.year * 12 + start.month, end.year * 12 + end.month
-        lo_d = evaluate(am.prorate_from, env) if am.prorate_from is not None else start
-        hi_d = evaluate(am.prorate_until, env) if am.prorate_until is not None else end
-        if lo_d is None or hi_d is None:
-            base = None
-        else:
-            months = max(
-                min(hi_d.year * 12 + hi_d.month, last)
-                - max(lo_d.year * 12 + lo_d.month, first)
-                + 1,
-                0,
-            )
-            base = q(base * q(Decimal(months) / Decimal(last - first + 1)))
+    base = base_amount(am.base, env)
+    if base is not None and am.prorated:
+        fraction = prorate_fraction(am, env)
+        base = None if fraction is None else q(base * fraction)
     if base is not None and am.cap is not None:
-        cap = money(am.cap)
+        cap = _money(am.cap, env)
         base = None if cap is None else min(base, cap)
-    return None if base is None else _round_amount(base, am.round)
+    return None if base is None else round_amount(base, am.round)
 
 
 def decide(

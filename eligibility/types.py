@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 Type = Literal["text", "count", "number", "money", "date", "bool", "null"]
+TYPES: tuple[Type, ...] = ("text", "count", "number", "money", "date", "bool", "null")
 NUMERIC: frozenset[str] = frozenset({"count", "number", "money"})
 
 SOURCE_TYPES: dict[str, Type] = {

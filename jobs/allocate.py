@@ -41,8 +41,7 @@ from typing import Any
 import polars as pl
 
 from common.periods import FOREVER, Period, period_of_key
-from eligibility.check import CheckedPolicy
-from eligibility.plan import run_dates
+from eligibility import CheckedPolicy, run_dates
 
 NO_GROUP = ""
 

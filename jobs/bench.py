@@ -32,7 +32,7 @@ import polars as pl
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from eligibility.policyset import PolicySet
+from eligibility import PolicySet
 from jobs.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError

@@ -23,9 +23,14 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine, select
 
-from eligibility.check import CheckedCatalogue, CheckedPolicy, load_policy
-from eligibility.explain import explain_row, show_value
-from eligibility.policyset import load_catalogue as load_feature_catalogue
+from eligibility import (
+    CheckedCatalogue,
+    CheckedPolicy,
+    explain_row,
+    load_feature_catalogue,
+    load_policy,
+    show_value,
+)
 from jobs.catalogue import load_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide
@@ -140,7 +145,7 @@ def explain(
         .collect()
         .row(0, named=True)
     )
-    detail = explain_row(policy, cat, run.as_of, wide)
+    detail = explain_row(policy, cat, run.as_of, wide).to_json()
     allocation = (
         pl.scan_parquet(run.allocation_file)
         .filter((pl.col("policy_id") == policy_id) & (pl.col("entity") == entity))

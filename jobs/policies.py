@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eligibility.check import CheckedCatalogue
-from eligibility.policyset import PolicySet, load_catalogue, load_policy_set
+from eligibility import CheckedCatalogue, PolicySet, load_feature_catalogue, load_policy_set
 from jobs.catalogue import Catalogue
 from jobs.paths import policies_dir
 from jobs.staged import staged_columns
@@ -22,7 +21,7 @@ def features_path(paths: list[Path] | None) -> Path:
 def feature_catalogue(catalogue: Catalogue, paths: list[Path] | None = None) -> CheckedCatalogue:
     """The feature catalogue checked against the source catalogue's staged columns."""
     keys = {name: src.key for name, src in catalogue.sources.items()}
-    return load_catalogue(features_path(paths), staged_columns(catalogue), keys)
+    return load_feature_catalogue(features_path(paths), staged_columns(catalogue), keys)
 
 
 def load_policies(catalogue: Catalogue, paths: list[Path] | None = None) -> PolicySet:

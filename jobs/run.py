@@ -51,8 +51,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine, Table, func, insert, select, text, update
 
-from eligibility.check import CheckedPolicy
-from eligibility.policyset import PolicySet
+from eligibility import CheckedPolicy, PolicySet
 from jobs.allocate import Allocation, Terms, allocate
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError

@@ -14,8 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from eligibility.check import load_policy
-from eligibility.policyset import PolicySet
+from eligibility import PolicySet, load_policy
 from jobs.catalogue import Catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eligibility.types import SOURCE_TYPES, Type
+from eligibility import SOURCE_TYPES, Type
 from jobs.catalogue import Catalogue
 
 

@@ -45,7 +45,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from disburse.synth import generate
-from eligibility.policyset import PolicySet
+from eligibility import PolicySet
 from jobs.baselines import handwritten_duckdb, handwritten_polars
 from jobs.catalogue import load_catalogue
 from jobs.evaluate import evaluate
@@ -126,7 +126,7 @@ def high_water_kib():
 staged, engine = Path(sys.argv[1]), sys.argv[2]
 as_of = dt.date.fromisoformat(sys.argv[3])
 if engine == "compiled":
-    from eligibility.policyset import PolicySet
+    from eligibility import PolicySet
     from jobs.catalogue import load_catalogue
     from jobs.evaluate import evaluate
     from jobs.policies import load_policies

@@ -225,11 +225,11 @@ def test_the_reference_checks_the_amounts_of_entities_that_met_every_condition(n
         return wide.filter(pl.col("entity_id") == entity).row(0, named=True)
 
     met = row(paid["entity"][0])
-    assert explain_row(policy, cat, run.as_of, met)["reference_agrees"] is True
+    assert explain_row(policy, cat, run.as_of, met).reference_agrees is True
     met[column] = int(met[column]) + 1
-    assert explain_row(policy, cat, run.as_of, met)["reference_agrees"] is False
+    assert explain_row(policy, cat, run.as_of, met).reference_agrees is False
     unmet = row(refused["entity_id"][0])
     assert unmet[column] is None
-    assert explain_row(policy, cat, run.as_of, unmet)["reference_agrees"] is True
+    assert explain_row(policy, cat, run.as_of, unmet).reference_agrees is True
     unmet[column] = 123_456  # as an archive written before engine version 2 holds it
-    assert explain_row(policy, cat, run.as_of, unmet)["reference_agrees"] is True
+    assert explain_row(policy, cat, run.as_of, unmet).reference_agrees is True

@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 
 from common.periods import add_months
 from eligibility import ast as A
-from eligibility.backends.polars import DEC
-from eligibility.backends.polars_policy import evaluate_frame
-from eligibility.check import CheckedPolicy
+from eligibility.backends.polars import DEC, evaluate_frame
+from eligibility.checked import CheckedPolicy
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.reference import decide, env_for
 from jobs.catalogue import load_catalogue
@@ -33,11 +32,7 @@ CAT = PSET.catalogue
 
 
 def _literals(policy: CheckedPolicy) -> list[A.Literal]:
-    roots: list[A.Node] = [*policy.lets.values(), *(c.node for c in policy.conditions)]
-    am = policy.amount
-    roots += [n for n in (am.formula, am.tiers_by, am.cap, am.otherwise) if n is not None]
-    roots += [n for b in am.brackets for n in b if n is not None] + [n for r in am.table for n in r]
-    return [n for r in roots for n in A.walk(r) if isinstance(n, A.Literal)]
+    return [n for r in policy.expressions() for n in A.walk(r) if isinstance(n, A.Literal)]
 
 
 def _as_of(policy: CheckedPolicy) -> dt.date:

@@ -21,7 +21,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from disburse.synth import generate
-from eligibility.policyset import PolicySet
+from eligibility import PolicySet
 from jobs.baselines import handwritten_duckdb, handwritten_polars
 from jobs.catalogue import load_catalogue
 from jobs.evaluate import evaluate

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 import pytest
 import yaml
 
 from common.periods import Window
+from eligibility import CheckedCatalogue, Scan, load_feature_catalogue
+from eligibility.backends.polars.features import entity_frame
 from eligibility.plan import EntityNeeds, Naming
-from eligibility.policyset import load_catalogue as load_features
 from jobs.catalogue import load_catalogue
-from jobs.features import Staged, entity_frame
+from jobs.evaluate import staged_scan
 from jobs.ingest import stage
 from jobs.staged import staged_columns
 from tests import minicity
@@ -21,6 +23,11 @@ from tests import minicity
 ROOT = Path(__file__).resolve().parents[2]
 Y2025 = Window(dt.date(2025, 1, 1), dt.date(2025, 12, 1))
 Y2024 = Window(dt.date(2024, 1, 1), dt.date(2024, 12, 1))
+
+
+class Staged(NamedTuple):
+    scan: Scan
+    cat: CheckedCatalogue
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
         spec["features"]["enterprise"][name] = {**f, "description": name}
     path = root / "features.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False))
-    return Staged(root / "staged", load_features(path, staged_columns(cat)))
+    return Staged(staged_scan(root / "staged"), load_feature_catalogue(path, staged_columns(cat)))
 
 
 def _frame(
@@ -75,7 +82,11 @@ def _frame(
         lists=set(lists),
     )
     needs = {"enterprise": EntityNeeds(), "person": EntityNeeds(), entity: need}
-    frame = entity_frame(staged, entity, needs, dt.date(2026, 3, 1)).collect().sort("entity_id")
+    frame = (
+        entity_frame(staged.scan, staged.cat, entity, needs, dt.date(2026, 3, 1))
+        .collect()
+        .sort("entity_id")
+    )
     return frame.rename(
         {naming.feature(entity, n, window): n for n in names if naming.windowed(entity, n)}
     )

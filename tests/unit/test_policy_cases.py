@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from eligibility.cases import run_case
-from eligibility.check import CheckedPolicy
+from eligibility.checked import CheckedPolicy
 from eligibility.schema import Case
 from jobs.catalogue import load_catalogue
 from jobs.policies import load_policies

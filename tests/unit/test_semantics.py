@@ -15,9 +15,10 @@ import pytest
 
 from common.yamlsrc import Located
 from eligibility.backends.polars import DEC, Context, compile_expr
-from eligibility.check import Checker, FeatureRef, RunDate, Scope
+from eligibility.checked import FeatureRef, RunDate, Scope
 from eligibility.parse import parse_expression
 from eligibility.reference import Env, evaluate
+from eligibility.typecheck import Checker
 
 TYPES = {
     "paid": "money",
@@ -110,7 +111,7 @@ def test_both_backends_agree_at_the_edges(text: str, values: dict[str, Any], exp
         aggregate=lambda n: pl.lit(None),
         listed=lambda n: pl.lit(False),
         dates=dates,
-        birth_on=pl.col("born"),
+        feature=lambda name: pl.col({"birth_on": "born"}[name]),
     )
     row = {n: values.get(n) for n in TYPES}
     frame = pl.DataFrame({n: pl.Series([row[n]], dtype=POLARS[TYPES[n]]) for n in TYPES})

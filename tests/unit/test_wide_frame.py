@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from disburse.synth import generate
-from eligibility.backends.polars_policy import (
+from eligibility.backends.polars.features import entity_frame, split_payees
+from eligibility.backends.polars.policy import (
     _amount_col,
     _cond_col,
     parts_of_wide,
@@ -20,8 +21,7 @@ from eligibility.backends.polars_policy import (
 )
 from eligibility.plan import Naming, needs
 from jobs.catalogue import load_catalogue
-from jobs.evaluate import decisions_of_wide, wide_plans
-from jobs.features import Staged, entity_frame, split_payees
+from jobs.evaluate import decisions_of_wide, staged_scan, wide_plans
 from jobs.ingest import stage
 from jobs.policies import load_policies
 
@@ -45,7 +45,9 @@ def test_amounts_only_where_conditions_hold_decide_as_amounts_everywhere(
     cat = pset.catalogue
     policies = [p for p in pset.active(AS_OF) if p.target == target]
     sk = f"{target}_sk"
-    one = entity_frame(Staged(staged, cat), target, needs(policies, cat, AS_OF), AS_OF).collect()
+    one = entity_frame(
+        staged_scan(staged), cat, target, needs(policies, cat, AS_OF), AS_OF
+    ).collect()
     n = one.height
     # Many copies of the city under new keys: past Polars' parallel chunk size.
     frame = pl.concat(
@@ -75,11 +77,11 @@ def test_payees_only_where_conditions_hold_decide_as_payees_everywhere(staged: P
     cat = pset.catalogue
     policies = [p for p in pset.active(AS_OF) if p.target == "person"]
     assert any(p.spec.payee != "self" for p in policies)
-    sk, st, need = "person_sk", Staged(staged, cat), needs(policies, cat, AS_OF)
-    everywhere = wide_frame(entity_frame(st, "person", need, AS_OF), policies, cat, AS_OF, sk)
-    rest, payees = split_payees(st, "person", need, AS_OF)
+    sk, st, need = "person_sk", staged_scan(staged), needs(policies, cat, AS_OF)
+    everywhere = wide_frame(entity_frame(st, cat, "person", need, AS_OF), policies, cat, AS_OF, sk)
+    rest, payees = split_payees(st, cat, "person", need, AS_OF)
     restricted = wide_frame(
-        entity_frame(st, "person", rest, AS_OF), policies, cat, AS_OF, sk, payees
+        entity_frame(st, cat, "person", rest, AS_OF), policies, cat, AS_OF, sk, payees
     )
     want = parts_of_wide(everywhere, policies, sk, "entity_id")
     got = parts_of_wide(restricted, policies, sk, "entity_id")
@@ -102,7 +104,7 @@ def test_claims_only_are_the_eligible_rows(staged: Path, target: str) -> None:
     cat = pset.catalogue
     policies = [p for p in pset.active(AS_OF) if p.target == target]
     sk = f"{target}_sk"
-    frame = entity_frame(Staged(staged, cat), target, needs(policies, cat, AS_OF), AS_OF)
+    frame = entity_frame(staged_scan(staged), cat, target, needs(policies, cat, AS_OF), AS_OF)
     wide = wide_frame(frame, policies, cat, AS_OF, sk).collect(engine="streaming").lazy()
     every = parts_of_wide(wide, policies, sk, "entity_id")
     claims = parts_of_wide(wide, policies, sk, "entity_id", claims_only=True)
@@ -124,14 +126,14 @@ def test_each_kind_computes_only_what_its_own_policies_read(staged: Path) -> Non
     person = set(wide["person"].collect_schema().names())
     assert "graduated_on" not in person
     assert {"birth_on", "status", "has_bank_account"} <= person
-    st, every = Staged(staged, cat), needs(policies, cat, AS_OF)
+    st, every = staged_scan(staged), needs(policies, cat, AS_OF)
     assert ("graduated_on", None) in every["person"].features
     old = {}
     for entity in ("enterprise", "person"):
         mine = [p for p in policies if p.target == entity]
-        rest, payees = split_payees(st, entity, every, AS_OF)
-        frame = entity_frame(st, entity, rest, AS_OF)
-        old[entity] = wide_frame(frame, mine, cat, AS_OF, st.sk(entity), payees)
+        rest, payees = split_payees(st, cat, entity, every, AS_OF)
+        frame = entity_frame(st, cat, entity, rest, AS_OF)
+        old[entity] = wide_frame(frame, mine, cat, AS_OF, Naming.sk(entity), payees)
 
     def decided(plans: dict[str, pl.LazyFrame]) -> pl.DataFrame:
         collected = {k: v.collect(engine="streaming").lazy() for k, v in plans.items()}

@@ -1,4 +1,4 @@
-"""The Polars backend: expression tree -> `pl.Expr`.
+"""Expressions: the tree of `eligibility.ast` -> `pl.Expr`, one rule per node kind.
 
 Representation, chosen so that money is exact end to end:
   money   Decimal(38, 10) in fen (features arrive as Int64 fen and are cast)
@@ -10,75 +10,30 @@ is rounded half up (away from zero) to fen or yuan and cast to Int64 fen.
 
 Only operations that narwhals also offers are used (arithmetic, comparison,
 when/then, is_in, min/max_horizontal, coalesce, dt fields, round), so the
-same compiled rules can later run on a distributed engine.
+same compiled rules can later run on a distributed engine
+(tests/unit/test_polars_backend.py holds the compiled plans to that subset).
+Function calls compile by their rule in `eligibility.backends.polars.functions`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
 import polars as pl
 
+from common.money import to_fen
 from eligibility import ast as A
-from eligibility.check import Binding, ColumnRef, FeatureRef, LetRef, ParamRef, RunDate, Typed
+from eligibility.backends.polars.base import DEC, CompileError, Context, as_decimal, literal
+from eligibility.backends.polars.functions import RULES
+from eligibility.checked import ColumnRef, FeatureRef, LetRef, ParamRef, RunDate
 from eligibility.types import Type
-
-DEC = pl.Decimal(38, 10)
-
-
-class CompileError(Exception):
-    """A node this backend cannot compile (a bug: the checker should have refused it)."""
-
-
-@dataclass
-class Context:
-    """What names mean for one compilation: columns, parameter values, dates, lets."""
-
-    typed: Typed
-    column: Callable[[Binding], pl.Expr]
-    aggregate: Callable[[A.Aggregate], pl.Expr]
-    listed: Callable[[str], pl.Expr]
-    params: dict[str, Any] = field(default_factory=dict)
-    dates: dict[str, dt.date] = field(default_factory=dict)
-    lets: dict[str, A.Node] = field(default_factory=dict)
-    birth_on: pl.Expr | None = None
-    _let_cache: dict[str, pl.Expr] = field(default_factory=dict)
-
-    def type_of(self, node: A.Node) -> Type:
-        return self.typed.types[id(node)]
 
 
 def compile_expr(node: A.Node, ctx: Context) -> pl.Expr:
     """Compile one checked expression to a Polars expression in its representation."""
     return _compile(node, ctx)
-
-
-def as_decimal(expr: pl.Expr, t: Type) -> pl.Expr:
-    """An expression of a numeric type as Decimal(38, 10)."""
-    return expr if t in ("number", "money") else expr.cast(DEC)
-
-
-def literal(value: Any, t: Type, unit: str = "") -> pl.Expr:
-    """A constant in this backend's representation of type `t`."""
-    if value is None:
-        return pl.lit(None)
-    if t == "money":
-        fen = Decimal(value) * (100 if unit == "yuan" else 1)
-        return pl.lit(fen, dtype=DEC)
-    if t == "count":
-        return pl.lit(int(value), dtype=pl.Int64)
-    if t == "number":
-        return pl.lit(Decimal(value), dtype=DEC)
-    if t == "date":
-        return pl.lit(value, dtype=pl.Date)
-    if t == "bool":
-        return pl.lit(bool(value), dtype=pl.Boolean)
-    return pl.lit(str(value), dtype=pl.String)
 
 
 @singledispatch
@@ -200,7 +155,7 @@ def _literal_value(node: A.Node, item_type: Type) -> Any:
         raise CompileError("list items must be written out")
     v = node.value
     if item_type == "money" and isinstance(v, Decimal):
-        return v * 100 if node.unit == "yuan" else v
+        return to_fen(v, node.unit)
     if item_type == "count" and isinstance(v, Decimal):
         return int(v)
     return v
@@ -219,83 +174,11 @@ def _(node: A.Cond, ctx: Context) -> pl.Expr:
     return pl.when(_compile(node.test, ctx).fill_null(False)).then(then).otherwise(other)
 
 
-def _months(d: pl.Expr) -> pl.Expr:
-    return d.dt.year().cast(pl.Int64) * 12 + d.dt.month().cast(pl.Int64)
-
-
-def months_between(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """Whole months from a to b, rounded down (negative when b is before a)."""
-    return _months(b) - _months(a) - (b.dt.day() < a.dt.day()).cast(pl.Int64)
-
-
-def years_between(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """Whole years from a to b: an age in years."""
-    md_a = a.dt.month().cast(pl.Int64) * 100 + a.dt.day().cast(pl.Int64)
-    md_b = b.dt.month().cast(pl.Int64) * 100 + b.dt.day().cast(pl.Int64)
-    return b.dt.year().cast(pl.Int64) - a.dt.year().cast(pl.Int64) - (md_b < md_a).cast(pl.Int64)
-
-
 @_compile.register
 def _(node: A.Call, ctx: Context) -> pl.Expr:
-    f, t = node.func, ctx.type_of(node)
-    if f == "listed":
-        arg = node.args[0]
-        assert isinstance(arg, A.Literal)
-        return ctx.listed(str(arg.value))
-    args = [_compile(a, ctx) for a in node.args]
-    types = [ctx.type_of(a) for a in node.args]
-    if f in ("min", "max", "coalesce"):
-        if t in ("number", "money"):
-            args = [as_decimal(a, at) for a, at in zip(args, types, strict=True)]
-        if f == "coalesce":
-            return pl.coalesce(args)
-        # Unknown if any argument is unknown: min(premium * 90%, 1000000 yuan) must not
-        # become 1,000,000 yuan when the premium is missing.
-        known = pl.all_horizontal([a.is_not_null() for a in args])
-        return pl.when(known).then(
-            pl.min_horizontal(args) if f == "min" else pl.max_horizontal(args)
-        )
-    if f == "abs":
-        return args[0].abs()
-    if f == "round":
-        places = int(node.args[1].value) if len(node.args) == 2 else 0  # type: ignore[union-attr, arg-type]
-        if types[0] == "count":
-            return args[0]
-        if types[0] == "money":
-            # round(x) on money rounds to whole yuan; round(x, 2) to fen
-            scaled = as_decimal(args[0], "money")
-            return (scaled / 100).round(places, mode="half_away_from_zero") * 100
-        return as_decimal(args[0], types[0]).round(places, mode="half_away_from_zero")
-    if f == "months_between":
-        return months_between(args[0], args[1])
-    if f == "days_between":
-        return (args[1] - args[0]).dt.total_days().cast(pl.Int64)
-    if f == "age_on":
-        assert ctx.birth_on is not None
-        return years_between(ctx.birth_on, args[0])
-    if f == "add_months":
-        n = node.args[1]
-        if isinstance(n, A.Literal):
-            return args[0].dt.offset_by(f"{int(n.value)}mo")  # type: ignore[arg-type]
-        return args[0].dt.offset_by(pl.format("{}mo", args[1]))
-    if f == "add_days":
-        return args[0] + pl.duration(days=args[1])
-    if f == "month_start":
-        return args[0].dt.month_start()
-    if f == "year_of":
-        return args[0].dt.year().cast(pl.Int64)
-    if f == "is_missing":
-        return args[0].is_null()
-    raise CompileError(f"no Polars rule for function {f}")
+    return RULES[node.func](node, [_compile(a, ctx) for a in node.args], ctx)
 
 
 @_compile.register
 def _(node: A.Aggregate, ctx: Context) -> pl.Expr:
     return ctx.aggregate(node)
-
-
-def round_amount(fen: pl.Expr, to: str) -> pl.Expr:
-    """Round a Decimal fen amount half up to fen or whole yuan; Int64 fen."""
-    if to == "yuan":
-        return ((fen / 100).round(0, mode="half_away_from_zero") * 100).cast(pl.Int64)
-    return fen.round(0, mode="half_away_from_zero").cast(pl.Int64)

@@ -3,6 +3,8 @@
 One lazy plan per entity kind: the entity's own record, left-joined with one
 group-by per (source, window) and per (relation, window), all on integer
 surrogate keys.  Only the features, aggregates and lists in `needs` are built.
+The sources are read through `scan`, a function from a source's name to its
+LazyFrame (the batch gives its staged files, a test a frame of its own).
 """
 
 from __future__ import annotations
@@ -11,35 +13,20 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import polars as pl
 
 from common.periods import Window
 from eligibility import ast as A
-from eligibility.backends.polars import DEC, Context, compile_expr
-from eligibility.backends.polars_policy import aggregate_expressions
-from eligibility.check import CheckedCatalogue, ColumnRef, FeatureRef, Typed
-from eligibility.plan import AggregateNeed, EntityNeeds, Naming
+from eligibility.backends.polars.base import DEC, Context
+from eligibility.backends.polars.expr import compile_expr
+from eligibility.backends.polars.policy import aggregate_expressions
+from eligibility.checked import CheckedCatalogue, ColumnRef, Typed
+from eligibility.plan import AggregateNeed, EntityNeeds, Naming, body_needs
+
+Scan = Callable[[str], pl.LazyFrame]
 
 ZERO_WHEN_ABSENT = ("sum", "count", "count_distinct", "months")
-
-
-class Staged:
-    """The staged source files of one ingest run."""
-
-    def __init__(self, folder: Path, cat: CheckedCatalogue) -> None:
-        self.folder = folder
-        self.cat = cat
-
-    def scan(self, source: str) -> pl.LazyFrame:
-        return pl.scan_parquet(self.folder / f"{source}.parquet")
-
-    def entity_source(self, entity: str) -> str:
-        return self.cat.spec.entities[entity].source
-
-    def sk(self, entity: str) -> str:
-        return f"{entity}_sk"
 
 
 def _source_ctx(typed: Typed) -> Context:
@@ -114,7 +101,8 @@ def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | No
 
 
 def entity_frame(
-    staged: Staged,
+    scan_source: Scan,
+    cat: CheckedCatalogue,
     entity: str,
     needs: dict[str, EntityNeeds],
     as_of: dt.date,
@@ -126,15 +114,14 @@ def entity_frame(
 
     `only` (a frame of surrogate keys) restricts the frame, and every aggregate in it,
     to those entities."""
-    cat = staged.cat
     naming = Naming(cat)
     need = needs[entity]
-    source = staged.entity_source(entity)
-    sk = staged.sk(entity)
-    id_col = staged_id_column(staged, entity)
+    source = cat.entity_source(entity)
+    sk = Naming.sk(entity)
+    id_col = cat.id_column(entity)
 
     def scan(src: str) -> pl.LazyFrame:
-        lf = staged.scan(src)
+        lf = scan_source(src)
         return lf if only is None else lf.join(only.select(sk), on=sk, how="semi")
 
     own = {n for n, w in need.features if cat.features_of(entity)[n].source == source}
@@ -183,7 +170,7 @@ def entity_frame(
         raise ValueError("relation aggregates nest too deeply")
     for (relation, window), items in sorted(by_rel.items(), key=lambda x: (x[0][0], str(x[0][1]))):
         frame = frame.join(
-            _relation_aggregates(staged, relation, window, items, as_of, depth, only),
+            _relation_aggregates(scan_source, cat, relation, window, items, as_of, depth, only),
             on=sk,
             how="left",
         )
@@ -200,13 +187,17 @@ def entity_frame(
             frame = frame.with_columns(fills)
     if need.lists:
         frame = frame.join(
-            _listed(staged, entity, need.lists, as_of), on=sk, how="left"
+            _listed(scan_source, entity, need.lists, as_of), on=sk, how="left"
         ).with_columns([pl.col(Naming.listed(n)).fill_null(False) for n in sorted(need.lists)])
     return frame
 
 
 def split_payees(
-    staged: Staged, entity: str, needs: dict[str, EntityNeeds], as_of: dt.date
+    scan_source: Scan,
+    cat: CheckedCatalogue,
+    entity: str,
+    needs: dict[str, EntityNeeds],
+    as_of: dt.date,
 ) -> tuple[dict[str, EntityNeeds], Callable[[pl.LazyFrame], pl.LazyFrame] | None]:
     """`needs` without `entity`'s payee columns, and the payee columns of the entities in a
     frame of surrogate keys, as a function of that frame (None if no policy of `entity`
@@ -223,10 +214,10 @@ def split_payees(
     rest = {c: an for c, an in need.aggregates.items() if an.kind != "payee"}
     without = {**needs, entity: replace(need, aggregates=rest)}
     only_payees = {**needs, entity: EntityNeeds(aggregates=payees)}
-    sk = staged.sk(entity)
+    sk = Naming.sk(entity)
 
     def frame(owners: pl.LazyFrame) -> pl.LazyFrame:
-        return entity_frame(staged, entity, only_payees, as_of, only=owners).select(
+        return entity_frame(scan_source, cat, entity, only_payees, as_of, only=owners).select(
             sk, *sorted(payees)
         )
 
@@ -237,18 +228,9 @@ def _sum_is_decimal(agg: A.Aggregate, typed: Typed) -> bool:
     return agg.body is not None and typed.types.get(id(agg.body)) in ("number", "money")
 
 
-def staged_id_column(staged: Staged, entity: str) -> str:
-    """The identifying column of an entity source (credit_code, person_id)."""
-    source = staged.entity_source(entity)
-    cols = staged.cat.source_columns[source]
-    for candidate in ("credit_code", "person_id"):
-        if candidate in cols:
-            return candidate
-    raise ValueError(f"entity source {source} has no identifier column")
-
-
 def _relation_aggregates(
-    staged: Staged,
+    scan_source: Scan,
+    cat: CheckedCatalogue,
     relation: str,
     window: Window,
     items: list[AggregateNeed],
@@ -258,10 +240,9 @@ def _relation_aggregates(
 ) -> pl.LazyFrame:
     """One row per owner with links: the aggregates of `items` over its related members
     (with `owners`, a frame of the owners' surrogate keys, only for those)."""
-    cat = staged.cat
     rel = cat.relation(relation)
-    owner_sk, member_sk = staged.sk(rel.from_), staged.sk(rel.to)
-    links = staged.scan(rel.source).filter(
+    owner_sk, member_sk = Naming.sk(rel.from_), Naming.sk(rel.to)
+    links = scan_source(rel.source).filter(
         pl.col(rel.from_key).is_not_null() & pl.col(rel.to_key).is_not_null()
     )
     where = cat.where.get(f"relation:{relation}")
@@ -274,48 +255,27 @@ def _relation_aggregates(
     links = links.select(
         pl.col(rel.from_key).alias("_owner"),
         pl.col(rel.to_key).alias(member_sk),
-        *[pl.col(c).alias(f"link:{a}") for a, c in rel.attributes.items()],
+        *[pl.col(c).alias(Naming.link(a)) for a, c in rel.attributes.items()],
     )
     only = None
     if owners is not None:
         links = links.join(owners.select(pl.col(owner_sk).alias("_owner")), on="_owner", how="semi")
         only = links.select(member_sk).unique()
     members = entity_frame(
-        staged, rel.to, _member_needs(staged, rel.to, items), as_of, depth + 1, only=only
+        scan_source, cat, rel.to, body_needs(cat, rel.to, items), as_of, depth + 1, only=only
     )
     joined = links.join(members, on=member_sk, how="left")
     aggs = aggregate_expressions(cat, items)
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
 
 
-def _member_needs(
-    staged: Staged, member: str, items: list[AggregateNeed]
-) -> dict[str, EntityNeeds]:
-    """What the related entities' frame must hold: the features and lists the bodies read."""
-    naming = Naming(staged.cat)
-    need = EntityNeeds()
-    for an in items:
-        if an.node.body is None:
-            continue
-        for n in A.walk(an.node.body):
-            b = an.typed.bindings.get(id(n))
-            if isinstance(b, FeatureRef):
-                need.features.add((b.name, an.window if naming.windowed(member, b.name) else None))
-            elif isinstance(n, A.Call) and n.func == "listed" and isinstance(n.args[0], A.Literal):
-                need.lists.add(str(n.args[0].value))
-            elif isinstance(n, A.Call) and n.func == "age_on":
-                need.features.add(("birth_on", None))
-    other = "person" if member == "enterprise" else "enterprise"
-    return {member: need, other: EntityNeeds()}
-
-
-def _listed(staged: Staged, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:
-    sk = staged.sk(entity)
+def _listed(scan_source: Scan, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:
+    sk = Naming.sk(entity)
     on_list = (pl.col("listed_on") <= pl.lit(as_of)) & (
         pl.col("removed_on").is_null() | (pl.col("removed_on") > pl.lit(as_of))
     )
     return (
-        staged.scan("credit_lists")
+        scan_source("credit_lists")
         .filter(pl.col(sk).is_not_null() & on_list & pl.col("list").is_in(sorted(lists)))
         .group_by(sk)
         .agg([pl.col("list").eq(n).any().alias(Naming.listed(n)) for n in sorted(lists)])

@@ -15,9 +15,12 @@ from typing import Any
 
 import polars as pl
 
+from common.money import to_fen
 from eligibility import ast as A
-from eligibility.backends.polars import DEC, Context, as_decimal, compile_expr, round_amount
-from eligibility.check import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef
+from eligibility.backends.polars.amounts import amount
+from eligibility.backends.polars.base import DEC, Context, as_decimal
+from eligibility.backends.polars.expr import compile_expr
+from eligibility.checked import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef
 from eligibility.plan import AggregateNeed, Naming, param_values, run_dates
 
 RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee", "rank")
@@ -30,7 +33,7 @@ def feature_column(
     f = cat.features_of(entity)[name]
     col = pl.col(naming.feature(entity, name, window))  # type: ignore[arg-type]
     if f.type == "money":
-        return col.cast(DEC) * (100 if f.unit == "yuan" else 1)
+        return col.cast(DEC) * int(to_fen(1, f.unit or "fen"))
     if f.type == "number":
         return col.cast(DEC)
     return col
@@ -48,11 +51,6 @@ def policy_context(
             return feature_column(cat, naming, entity, b.name, dates.window)
         raise TypeError(f"{b} is not a column of a {entity}")
 
-    birth = (
-        feature_column(cat, naming, entity, "birth_on", dates.window)
-        if "birth_on" in cat.features_of(entity)
-        else None
-    )
     return Context(
         typed=policy.typed,
         column=column,
@@ -61,7 +59,7 @@ def policy_context(
         params=param_values(policy, as_of),
         dates=dates.names(),
         lets=policy.lets,
-        birth_on=birth,
+        feature=lambda name: feature_column(cat, naming, entity, name, dates.window),
     )
 
 
@@ -74,14 +72,9 @@ def member_context(cat: CheckedCatalogue, naming: Naming, need: AggregateNeed) -
         if isinstance(b, FeatureRef):
             return feature_column(cat, naming, member, b.name, window)
         if isinstance(b, ColumnRef):
-            return pl.col(f"link:{b.name}")
+            return pl.col(Naming.link(b.name))
         raise TypeError(f"{b} is not a column of a related {member}")
 
-    birth = (
-        feature_column(cat, naming, member, "birth_on", window)
-        if "birth_on" in cat.features_of(member)
-        else None
-    )
     return Context(
         typed=need.typed,
         column=column,
@@ -89,7 +82,7 @@ def member_context(cat: CheckedCatalogue, naming: Naming, need: AggregateNeed) -
         listed=lambda name: pl.col(naming.listed(name)),
         params=need.params,
         dates=need.dates,
-        birth_on=birth,
+        feature=lambda name: feature_column(cat, naming, member, name, window),
     )
 
 
@@ -131,102 +124,6 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
     return out
 
 
-def _amount(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
-    """The amount before eligibility, as Decimal fen, rounded and capped: Int64 fen."""
-    am = policy.amount
-    t = ctx.type_of
-
-    def money(node: A.Node) -> pl.Expr:
-        return as_decimal(compile_expr(node, ctx), t(node))
-
-    zero = pl.lit(0, dtype=DEC)
-    if am.kind == "formula":
-        assert am.formula is not None
-        base = money(am.formula)
-    elif am.kind == "table":
-        chain: Any = None
-        for when, value in am.table:
-            test = compile_expr(when, ctx).fill_null(False)
-            chain = (
-                pl.when(test).then(money(value))
-                if chain is None
-                else chain.when(test).then(money(value))
-            )
-        assert chain is not None
-        base = chain.otherwise(money(am.otherwise) if am.otherwise is not None else zero)
-    else:
-        assert am.tiers_by is not None
-        by_t = t(am.tiers_by)
-        by = compile_expr(am.tiers_by, ctx)
-        if am.tiers_mode == "step":
-            chain = None
-            for lo, hi, value in am.brackets:
-                test = pl.lit(True)
-                if lo is not None:
-                    test = test & _ge(by, by_t, lo, ctx)
-                if hi is not None:
-                    test = test & ~_ge(by, by_t, hi, ctx)
-                test = test.fill_null(False)
-                chain = (
-                    pl.when(test).then(money(value))
-                    if chain is None
-                    else chain.when(test).then(money(value))
-                )
-            assert chain is not None
-            base = (
-                pl.when(by.is_null()).then(pl.lit(None, dtype=DEC)).otherwise(chain.otherwise(zero))
-            )
-        else:
-            b = as_decimal(by, by_t)
-            parts = []
-            for lo, hi, rate in am.brackets:
-                low = as_decimal(compile_expr(lo, ctx), t(lo)) if lo is not None else zero
-                top = (
-                    pl.min_horizontal(b, as_decimal(compile_expr(hi, ctx), t(hi)))
-                    if hi is not None
-                    else b
-                )
-                slice_ = pl.max_horizontal(top - low, zero)
-                parts.append(slice_ * as_decimal(compile_expr(rate, ctx), t(rate)))
-            base = pl.sum_horizontal(parts) if len(parts) > 1 else parts[0]
-            base = pl.when(b.is_not_null()).then(base)
-    if am.prorate_from is not None or am.prorate_until is not None:
-        base = base * _prorate_fraction(policy, ctx)
-    if am.cap is not None:
-        cap = money(am.cap)
-        base = pl.when(base.is_not_null() & cap.is_not_null()).then(pl.min_horizontal(base, cap))
-    return round_amount(base, am.round)
-
-
-def _ge(by: pl.Expr, by_t: str, bound: A.Node, ctx: Context) -> pl.Expr:
-    bt = ctx.type_of(bound)
-    b = compile_expr(bound, ctx)
-    if by_t != bt:
-        return as_decimal(by, by_t) >= as_decimal(b, bt)  # type: ignore[arg-type]
-    return by >= b
-
-
-def _month_index(d: pl.Expr) -> pl.Expr:
-    return d.dt.year().cast(pl.Int64) * 12 + d.dt.month().cast(pl.Int64)
-
-
-def _prorate_fraction(policy: CheckedPolicy, ctx: Context) -> pl.Expr:
-    """Months of the benefit period between `from` and `until` (both included) over its months."""
-    am = policy.amount
-    period_start = pl.lit(ctx.dates["period_start"], dtype=pl.Date)
-    period_end = pl.lit(ctx.dates["period_end"], dtype=pl.Date)
-    first = _month_index(period_start)
-    last = _month_index(period_end)
-    lo = _month_index(compile_expr(am.prorate_from, ctx)) if am.prorate_from is not None else first
-    hi = _month_index(compile_expr(am.prorate_until, ctx)) if am.prorate_until is not None else last
-    months = pl.max_horizontal(
-        pl.min_horizontal(hi, last) - pl.max_horizontal(lo, first) + 1, pl.lit(0)
-    )
-    total = (last - first + 1).cast(DEC)
-    # An unknown bound leaves the fraction unknown (min/max_horizontal would skip it).
-    return pl.when(lo.is_not_null() & hi.is_not_null()).then(months.cast(DEC) / total)
-
-
 def policy_columns(
     policy: CheckedPolicy, cat: CheckedCatalogue, naming: Naming, as_of: dt.date
 ) -> tuple[list[pl.Expr], pl.Expr]:
@@ -244,7 +141,7 @@ def policy_columns(
     ]
     if policy.rank_by is not None:
         cols.append(_rank(policy.rank_by, ctx).alias(_rank_col(policy)))
-    return cols, _amount(policy, ctx).alias(_amount_col(policy))
+    return cols, amount(policy.amount, ctx).alias(_amount_col(policy))
 
 
 def _rank(node: A.Node, ctx: Context) -> pl.Expr:
@@ -257,15 +154,15 @@ def _rank(node: A.Node, ctx: Context) -> pl.Expr:
 
 
 def _rank_col(policy: CheckedPolicy) -> str:
-    return f"__rank:{policy.id}"
+    return Naming.rank(policy.id)
 
 
 def _cond_col(policy: CheckedPolicy, i: int) -> str:
-    return f"__cond{i}:{policy.id}"
+    return Naming.condition(policy.id, i)
 
 
 def _amount_col(policy: CheckedPolicy) -> str:
-    return f"__amount:{policy.id}"
+    return Naming.amount(policy.id)
 
 
 def policy_result(policy: CheckedPolicy, id_column: str) -> list[pl.Expr]:

@@ -1,0 +1,196 @@
+"""What checking produces: names bound to their meaning, typed expressions, and the
+checked feature catalogue and policies that every backend compiles.
+
+`eligibility.typecheck` types expressions, `eligibility.catalogue` checks the feature
+catalogue, `eligibility.check` checks a policy file; each fills these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.yamlsrc import Located
+from eligibility import ast as A
+from eligibility.amounts import Amount
+from eligibility.schema import FeatureCatalogue, FeatureDef, PolicyFile, RelationDef
+from eligibility.types import Type
+
+# The dates of a run a policy's expressions may read (`eligibility.plan.RunDates`).
+RUN_DATES = (
+    "as_of",
+    "period_start",
+    "period_end",
+    "window_start",
+    "window_end",
+    "policy_start",
+    "policy_end",
+)
+
+
+# --- what names mean -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """A feature of the entity the expression is evaluated on."""
+
+    name: str
+    type: Type
+
+
+@dataclass(frozen=True)
+class LetRef:
+    """A `let` value of the policy."""
+
+    name: str
+    type: Type
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A parameter of the policy (its value in force on the run's date)."""
+
+    name: str
+    type: Type
+
+
+@dataclass(frozen=True)
+class RunDate:
+    """One of `RUN_DATES`."""
+
+    name: str
+    type: Type = "date"
+
+
+@dataclass(frozen=True)
+class ColumnRef:
+    """A column of a source row (in feature and relation `where` clauses) or of a link."""
+
+    name: str
+    column: str
+    type: Type
+
+
+Binding = FeatureRef | LetRef | ParamRef | RunDate | ColumnRef
+
+
+@dataclass
+class Scope:
+    """The names visible in one expression, and the entity whose row it is evaluated on."""
+
+    entity: str | None
+    names: dict[str, Binding]
+    what: str  # for messages: "features of a person", "columns of tax_monthly"
+    relations_from: str | None = None  # aggregates allowed over relations from this entity
+
+
+@dataclass
+class Typed:
+    """Parsed expressions with their types and bindings (keyed by node identity)."""
+
+    types: dict[int, Type] = field(default_factory=dict)
+    bindings: dict[int, Binding] = field(default_factory=dict)
+    scopes: dict[int, Scope] = field(default_factory=dict)  # Aggregate node -> body scope
+    features: set[tuple[str, str]] = field(default_factory=set)  # (entity, feature)
+    aggregates: list[A.Aggregate] = field(default_factory=list)
+    lists: set[tuple[str, str]] = field(default_factory=set)  # (entity, list name)
+
+    def type_of(self, node: A.Node) -> Type:
+        """The type the checker gave `node`."""
+        return self.types[id(node)]
+
+
+# --- the checked catalogue -----------------------------------------------------------
+
+
+@dataclass
+class CheckedCatalogue:
+    """The feature catalogue with every expression parsed and typed."""
+
+    spec: FeatureCatalogue
+    file: str
+    sha256: str
+    source_columns: dict[str, dict[str, Type]]
+    typed: Typed
+    where: dict[str, A.Node]  # "entity.feature" or "relation:<name>" -> parsed where
+    relation_features: dict[str, A.Aggregate]  # "entity.feature" -> aggregate
+    source_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def features_of(self, entity: str) -> dict[str, FeatureDef]:
+        """The features of one entity kind, by name."""
+        return dict(self.spec.features.get(entity, {}))  # type: ignore[call-overload]
+
+    def relation(self, name: str) -> RelationDef:
+        """A relation by name."""
+        return self.spec.relations[name]
+
+    def entity_source(self, entity: str) -> str:
+        """The source that lists the entities of a kind."""
+        return self.spec.entities[entity].source
+
+    def id_column(self, entity: str) -> str:
+        """The identifying column of an entity's source (credit_code, person_id)."""
+        source = self.entity_source(entity)
+        for candidate in ("credit_code", "person_id"):
+            if candidate in self.source_columns[source]:
+                return candidate
+        raise ValueError(f"entity source {source} has no identifier column")
+
+
+# --- a checked policy ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckedCondition:
+    """One eligibility condition: its id, parsed expression, legal reference and words."""
+
+    id: str
+    node: A.Node
+    ref: str | None
+    text: str | None
+
+
+@dataclass(frozen=True)
+class DatedValue:
+    """One dated value of a parameter: from when, the literal, the text that set it."""
+
+    from_: Any
+    node: A.Node
+    ref: str
+
+
+@dataclass
+class CheckedPolicy:
+    """A policy ready to compile: its spec, parsed expressions, and what it reads."""
+
+    spec: PolicyFile
+    file: str
+    sha256: str
+    lets: dict[str, A.Node]
+    params: dict[str, list[DatedValue]]
+    conditions: list[CheckedCondition]
+    amount: Amount
+    payee_where: A.Node | None
+    rank_by: A.Node | None
+    typed: Typed
+    located: Located
+
+    @property
+    def id(self) -> str:
+        """The policy's id, part of every ledger key."""
+        return self.spec.policy
+
+    @property
+    def target(self) -> str:
+        """enterprise or person."""
+        return self.spec.target
+
+    def expressions(self) -> list[A.Node]:
+        """Every top-level expression: lets, conditions, the amount's, rank_by."""
+        return [
+            *self.lets.values(),
+            *(c.node for c in self.conditions),
+            *self.amount.nodes(),
+            *((self.rank_by,) if self.rank_by is not None else ()),
+        ]

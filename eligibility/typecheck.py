@@ -1,0 +1,324 @@
+"""Typing expressions: one rule per node kind; function calls by their registry entry.
+
+The checker parses the expressions of one file (policy or feature catalogue),
+resolves every name in its scope, types every node, and collects every problem
+with its position before anything is reported.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import singledispatchmethod
+from typing import Any
+
+from common.errors import Code, Problem, ProblemsError, did_you_mean
+from common.yamlsrc import Loc, Located
+from eligibility import ast as A
+from eligibility.checked import (
+    RUN_DATES,
+    Binding,
+    CheckedCatalogue,
+    ColumnRef,
+    FeatureRef,
+    ParamRef,
+    RunDate,
+    Scope,
+    Typed,
+)
+from eligibility.functions import FUNCTIONS, listed_name
+from eligibility.parse import parse_expression
+from eligibility.types import NUMERIC, TYPES, Type, arithmetic, comparable, unify
+
+
+class Checker:
+    """Parses and types the expressions of one file, collecting problems."""
+
+    def __init__(self, located: Located, catalogue: CheckedCatalogue | None) -> None:
+        self.located = located
+        self.catalogue = catalogue
+        self.problems: list[Problem] = []
+        self.typed = Typed()
+
+    def problem_at(self, loc: Loc, code: Code, message: str, fix: str = "") -> None:
+        """Record a problem at a place in the file."""
+        self.problems.append(self.located.problem(loc, code, message, fix))
+
+    def problem(self, node: A.Node, code: Code, message: str, fix: str = "") -> None:
+        """Record a problem at an expression node."""
+        s = node.span
+        self.problems.append(Problem(s.file, s.line, s.col, code, message, fix))
+
+    def set_type(self, node: A.Node, t: Type) -> None:
+        """Record a node's type."""
+        self.typed.types[id(node)] = t
+
+    def raise_problems(self) -> None:
+        """Raise every problem recorded, if any."""
+        if self.problems:
+            raise ProblemsError(self.problems)
+
+    def parse(self, loc: Loc, value: Any) -> A.Node | None:
+        """Parse the expression at `loc`; numbers and dates written bare become literals."""
+        text = _as_text(value)
+        line, col = self.located.value_at(loc)
+        try:
+            return parse_expression(text, self.located.file, line, col)
+        except ProblemsError as exc:
+            self.problems.extend(exc.problems)
+            return None
+
+    def check(self, node: A.Node, scope: Scope) -> Type | None:
+        """The type of `node` in `scope`; None (with a problem recorded) if it has none."""
+        t = self._type(node, scope)
+        if t is not None:
+            self.typed.types[id(node)] = t
+        return t
+
+    def expect(self, node: A.Node, scope: Scope, allowed: set[str], what: str) -> Type | None:
+        """The type of `node`, which must be one of `allowed` (or unknown)."""
+        t = self.check(node, scope)
+        if t is not None and t not in allowed and t != "null":
+            self.problem(
+                node,
+                Code.TYPE_MISMATCH,
+                f"{what}: expected {' or '.join(sorted(allowed))}, found {t}",
+            )
+            return None
+        return t
+
+    # -- one rule per node kind --------------------------------------------------------
+
+    @singledispatchmethod
+    def _type(self, node: Any, scope: Scope) -> Type | None:
+        raise TypeError(f"no type rule for {type(node).__name__}")
+
+    @_type.register
+    def _literal(self, node: A.Literal, scope: Scope) -> Type | None:
+        v = node.value
+        if node.unit in ("yuan", "fen"):
+            return "money"
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "bool"
+        if isinstance(v, Decimal):
+            whole = v == v.to_integral_value()
+            written = node.span.text
+            return "count" if whole and "." not in written and "%" not in written else "number"
+        if isinstance(v, str):
+            return "text"
+        return "date"
+
+    @_type.register
+    def _name(self, node: A.Name, scope: Scope) -> Type | None:
+        binding = scope.names.get(node.name)
+        if binding is None:
+            fix = did_you_mean(node.name, list(scope.names), f"the names here ({scope.what})")
+            if node.name in RUN_DATES:
+                fix = f"{node.name} is not available here"
+            elif "did you mean" in fix:
+                fix += " Known features are listed by `disburse features`"
+            self.problem(node, Code.UNKNOWN_NAME, f"unknown name {node.name!r}", fix)
+            return None
+        self.typed.bindings[id(node)] = binding
+        if isinstance(binding, FeatureRef) and scope.entity is not None:
+            self.typed.features.add((scope.entity, binding.name))
+        return binding.type
+
+    @_type.register
+    def _list(self, node: A.ListLit, scope: Scope) -> Type | None:
+        types = [self.check(i, scope) for i in node.items]
+        if any(t is None for t in types):
+            return None
+        first: Type = types[0] or "null" if types else "null"
+        for item, t in zip(node.items, types, strict=True):
+            if t is None or unify(first, t) is None:
+                self.problem(item, Code.TYPE_MISMATCH, f"a list mixes {first} and {t}")
+                return None
+        return first
+
+    @_type.register
+    def _unary(self, node: A.Unary, scope: Scope) -> Type | None:
+        if node.op == "not":
+            return self.expect(node.operand, scope, {"bool"}, "not needs a condition")
+        return self.expect(node.operand, scope, set(NUMERIC), "minus needs a number")
+
+    @_type.register
+    def _binary(self, node: A.Binary, scope: Scope) -> Type | None:
+        lt, rt = self.check(node.left, scope), self.check(node.right, scope)
+        if lt is None or rt is None:
+            return None
+        result = arithmetic(node.op, lt, rt)
+        if result not in TYPES:
+            self.problem(
+                node,
+                Code.TYPE_MISMATCH,
+                str(result),
+                "money amounts are written with a unit: 1500 yuan",
+            )
+            return None
+        return result
+
+    @_type.register
+    def _compare(self, node: A.Compare, scope: Scope) -> Type | None:
+        lt, rt = self.check(node.left, scope), self.check(node.right, scope)
+        if lt is None or rt is None:
+            return None
+        zero = any(
+            isinstance(x, A.Literal) and x.value == 0 and x.unit == ""
+            for x in (node.left, node.right)
+        )
+        if not comparable(lt, rt) and not ({lt, rt} == {"money", "count"} and zero):
+            fix = (
+                "write money with a unit: 5000000 yuan"
+                if "money" in (lt, rt)
+                else "use is_missing(x) to test for a missing value"
+                if "null" in (lt, rt)
+                else "compare values of the same kind"
+            )
+            self.problem(node, Code.TYPE_MISMATCH, f"cannot compare {lt} with {rt}", fix)
+            return None
+        if lt in ("text", "bool") and node.op not in ("==", "!="):
+            self.problem(
+                node, Code.TYPE_MISMATCH, f"{lt} values can only be compared with == and !="
+            )
+            return None
+        return "bool"
+
+    @_type.register
+    def _boolop(self, node: A.BoolOp, scope: Scope) -> Type | None:
+        joins = f"`{node.op}` joins conditions"
+        ok = all(self.expect(o, scope, {"bool"}, joins) for o in node.operands)
+        return "bool" if ok else None
+
+    @_type.register
+    def _in(self, node: A.In, scope: Scope) -> Type | None:
+        it, lt = self.check(node.item, scope), self.check(node.options, scope)
+        if it is None or lt is None:
+            return None
+        if lt != "null" and not comparable(it, lt):
+            self.problem(
+                node, Code.TYPE_MISMATCH, f"cannot look for a {it} value in a list of {lt}"
+            )
+            return None
+        return "bool"
+
+    @_type.register
+    def _cond(self, node: A.Cond, scope: Scope) -> Type | None:
+        self.expect(node.test, scope, {"bool"}, "the condition after `if`")
+        at, bt = self.check(node.then, scope), self.check(node.otherwise, scope)
+        if at is None or bt is None:
+            return None
+        u = unify(at, bt)
+        if u is None:
+            self.problem(
+                node, Code.TYPE_MISMATCH, f"the two branches of `if` differ: {at} and {bt}"
+            )
+        return u
+
+    @_type.register
+    def _call(self, node: A.Call, scope: Scope) -> Type | None:
+        fn = FUNCTIONS[node.func]  # the parser refuses unknown functions
+        ts: list[Type] = []
+        if fn.typed_args:
+            types = [self.check(a, scope) for a in node.args]
+            if any(t is None for t in types):
+                return None
+            ts = [t for t in types if t is not None]
+        if fn.names_list and scope.entity is None:
+            self.problem(node, Code.FUNCTION_CONTEXT, f"{fn.name}() needs an enterprise or person")
+            return None
+        for name in fn.reads:
+            if name not in scope.names:
+                self.problem(
+                    node,
+                    Code.FUNCTION_CONTEXT,
+                    f"{fn.name}() needs the feature {name}, which this entity has not",
+                    fn.reads_fix,
+                )
+                return None
+            self.check(A.Name(name, node.span), scope)
+        result = fn.type_rule(node, ts, self)
+        if result is not None and fn.names_list and scope.entity is not None:
+            self.typed.lists.add((scope.entity, listed_name(node)))
+        return result
+
+    @_type.register
+    def _aggregate(self, node: A.Aggregate, scope: Scope) -> Type | None:
+        cat = self.catalogue
+        rel = cat.spec.relations.get(node.relation) if cat else None
+        if cat is None or rel is None or rel.from_ != scope.relations_from:
+            known = [
+                n
+                for n, r in (cat.spec.relations.items() if cat else [])
+                if r.from_ == scope.relations_from
+            ]
+            self.problem(
+                node,
+                Code.UNKNOWN_RELATION,
+                f"unknown relation {node.relation!r}",
+                did_you_mean(node.relation, known, f"relations of a {scope.relations_from}")
+                if known
+                else f"no relation starts from {scope.relations_from or 'here'}",
+            )
+            return None
+        body_scope = member_scope(cat, node.relation, scope)
+        self.typed.scopes[id(node)] = body_scope
+        self.typed.aggregates.append(node)
+        if node.body is None:
+            return "count"
+        if node.func in ("any", "all", "count"):
+            t = self.expect(
+                node.body,
+                body_scope,
+                {"bool"},
+                f"{node.func}() takes a condition on each related {rel.to}",
+            )
+            if t is None:
+                return None
+            return "count" if node.func == "count" else "bool"
+        return self.expect(node.body, body_scope, set(NUMERIC), "sum() adds up numbers")
+
+
+def member_scope(cat: CheckedCatalogue, relation: str, outer: Scope) -> Scope:
+    """Names inside an aggregate body: the related entity's features and the link's attributes."""
+    rel = cat.spec.relations[relation]
+    names: dict[str, Binding] = dict(entity_scope(cat, rel.to).names)
+    for attr, column in rel.attributes.items():
+        names[attr] = ColumnRef(attr, column, cat.source_columns[rel.source][column])
+    for n, b in outer.names.items():
+        if isinstance(b, ParamRef | RunDate):
+            names.setdefault(n, b)
+    return Scope(
+        rel.to,
+        names,
+        f"features of the related {rel.to} and the link's attributes",
+        relations_from=None,
+    )
+
+
+def entity_scope(cat: CheckedCatalogue, entity: str) -> Scope:
+    """The features of one entity kind."""
+    names: dict[str, Binding] = {
+        n: FeatureRef(n, f.type) for n, f in cat.features_of(entity).items()
+    }
+    return Scope(
+        entity,
+        names,
+        f"features of an {entity}" if entity == "enterprise" else f"features of a {entity}",
+        relations_from=entity,
+    )
+
+
+def source_scope(source: str, source_columns: dict[str, dict[str, Type]]) -> Scope:
+    """The columns of one source's rows (for a feature's or relation's `where`)."""
+    names: dict[str, Binding] = {c: ColumnRef(c, c, t) for c, t in source_columns[source].items()}
+    return Scope(None, names, f"columns of {source}")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
