@@ -14,7 +14,9 @@ from eligibility.functions import functions_table
 DOC = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
 
 
-@pytest.mark.parametrize(("name", "table"), [("functions", functions_table), ("codes", codes_table)])
+@pytest.mark.parametrize(
+    ("name", "table"), [("functions", functions_table), ("codes", codes_table)]
+)
 def test_docs_table_matches_the_registry(
     name: str, table: Callable[[], str], update_golden: bool
 ) -> None:

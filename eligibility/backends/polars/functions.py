@@ -85,9 +85,13 @@ def _months_between(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
     return months_between(args[0], args[1])
 
 
+SECONDS_PER_DAY = 86_400
+
+
 @RULES.rule("days_between")
 def _days_between(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
-    return (args[1] - args[0]).dt.total_days().cast(pl.Int64)
+    # total_seconds, not total_days: narwhals has the one, not the other.
+    return (args[1] - args[0]).dt.total_seconds().cast(pl.Int64) // SECONDS_PER_DAY
 
 
 @RULES.rule("age_on")
@@ -96,22 +100,27 @@ def _age_on(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
     return years_between(ctx.feature("birth_on"), args[0])
 
 
-@RULES.rule("add_months")
-def _add_months(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+def _offset(node: A.Call, args: list[pl.Expr], unit: str) -> pl.Expr:
+    """The date moved by a whole number of `unit`s (mo, d): a literal count, or a column's."""
     n = node.args[1]
     if isinstance(n, A.Literal):
-        return args[0].dt.offset_by(f"{int(n.value)}mo")  # type: ignore[arg-type]
-    return args[0].dt.offset_by(pl.format("{}mo", args[1]))
+        return args[0].dt.offset_by(f"{int(n.value)}{unit}")  # type: ignore[arg-type]
+    return args[0].dt.offset_by(pl.format("{}" + unit, args[1]))
+
+
+@RULES.rule("add_months")
+def _add_months(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    return _offset(node, args, "mo")
 
 
 @RULES.rule("add_days")
 def _add_days(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
-    return args[0] + pl.duration(days=args[1])
+    return _offset(node, args, "d")
 
 
 @RULES.rule("month_start")
 def _month_start(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
-    return args[0].dt.month_start()
+    return args[0].dt.truncate("1mo")
 
 
 @RULES.rule("year_of")
