@@ -221,7 +221,7 @@ _RESIDENT_W = np.asarray(RESIDENT_WEIGHTS, dtype=np.uint32)
 
 
 def _uscc_block(t: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    # np.take, not fancy indexing: 0.41 s against 0.74 s for 10M credit codes.
+    # np.take, not fancy indexing: about half the time (docs/benchmarks.md).
     total = np.take(_USCC_WEIGHTED[0], t[0])
     for j in range(1, 17):
         total += np.take(_USCC_WEIGHTED[j], t[j])

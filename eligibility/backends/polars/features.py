@@ -68,7 +68,7 @@ def _agg_expr(cat: CheckedCatalogue, entity: str, name: str, window: Window | No
         assert timed is not None
         t = pl.col(timed.column)
         if _one_row_per_month(cat, f.source, timed.column):
-            # Keyed by (entity, month): counting rows is counting months, 6x cheaper than n_unique.
+            # Keyed by (entity, month): counting rows is counting months, cheaper than n_unique.
             return (cond.sum() if cond is not None else pl.len()).cast(pl.Int64)
         return (t.filter(cond) if cond is not None else t).n_unique().cast(pl.Int64)
     col = pl.col(f.column or "")
@@ -203,10 +203,10 @@ def split_payees(
     frame of surrogate keys, as a function of that frame (None if no policy of `entity`
     pays anyone but the entity itself).
 
-    Only an entity that meets a policy's conditions needs its payee: computed for a
-    city's ten million persons, the childcare subsidy's guardian was half of the
-    person policies' evaluation (3.0-4.3 s of 5.9-8.1 s); for the few children under
-    three, only their links and their guardians' features are read."""
+    Only an entity that meets a policy's conditions needs its payee: computed for every
+    person of a city, the childcare subsidy's guardian was half of the person policies'
+    evaluation (docs/benchmarks.md); for the few children under three, only their links
+    and their guardians' features are read."""
     need = needs[entity]
     payees = {c: an for c, an in need.aggregates.items() if an.kind == "payee"}
     if not payees:

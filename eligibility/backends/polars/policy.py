@@ -4,7 +4,7 @@ Per entity the struct holds: eligible, amount_fen (Int64), reason (the id of
 the first failing condition, or payee / amount_unknown / amount_zero), mask
 (bit i set when condition i held) and payee (the identifier paid).  All
 policies of one entity kind become one wide select, unpivoted to long
-(policy, entity) rows: measured 3.7x faster than a filter per policy.
+(policy, entity) rows, not one filter per policy (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def policy_columns(
 
     Each is computed once: Polars does not share a subexpression that appears inside
     several when/then branches, so an amount used by eligible, amount_fen and reason
-    would be computed again for each (measured at 6 of 21 CPU seconds at 1M enterprises).
+    would be computed again for each (docs/benchmarks.md).
     """
     ctx = policy_context(policy, cat, naming, as_of)
     cols = [
@@ -222,9 +222,8 @@ def wide_frame(
     conditions (one filtered frame joined back), and is null for those that do not
     meet its own: nothing reads it there (such an entity is refused for its first
     failing condition, with amount 0), and the amount's exact Decimal arithmetic over
-    every row was most of the evaluation's time for policies that few entities meet
-    (the childcare subsidy and elderly allowance over a city's ten million persons:
-    4.6-5.0 s, now 2.0-2.7 s).
+    every row was most of the evaluation's time for policies that few entities meet,
+    such as the childcare subsidy over a city's persons (docs/benchmarks.md).
 
     `payees`, if given, computes the payee columns (missing from `frame`) of a frame of
     surrogate keys; it is given those of the entities that meet some policy's
@@ -238,8 +237,7 @@ def wide_frame(
     naming = Naming(cat)
     columns = [(p, *policy_columns(p, cat, naming, as_of)) for p in policies]
     # Read three times (the result, the meeting entities' amounts, their payees): cached,
-    # or the streaming engine computes the features again for each (person policies at
-    # 1M enterprises: 9.6 s uncached against 4.2 s).
+    # or the streaming engine computes the features again for each.
     base = frame.with_columns([e for _p, conditions, _a in columns for e in conditions]).cache()
     met = {p.id: met_every_condition(p) for p in policies}
     # One join for all: the entities that meet some policy, with the amount of each policy
@@ -286,8 +284,7 @@ def parts_of_wide(
     """Per policy, its (entity, result) rows from a frame made by `wide_frame`.
 
     `claims_only`: only the eligible rows, whose results are worked out only for the
-    entities that met every condition (the nightly run's claims at 1M enterprises:
-    0.25 s against 1.7 s for filtering all the results)."""
+    entities that met every condition, not filtered from all the results."""
     out = {}
     for p in policies:
         rows = wide.filter(met_every_condition(p)) if claims_only else wide
