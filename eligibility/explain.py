@@ -58,45 +58,85 @@ def source_text(node: A.Node) -> str:
     return _src(node, 0)
 
 
-def _src(node: A.Node, outer: int) -> str:
-    match node:
-        case A.Literal(value=v, unit=unit):
-            if isinstance(v, str):
-                return f'"{v}"'
-            if v is None:
-                return "null"
-            if isinstance(v, bool):
-                return "true" if v else "false"
-            if isinstance(v, dt.date):
-                return v.isoformat()
-            return f"{format(v, 'f')} {unit}" if unit else format(v, "f")
-        case A.Name(name=n):
-            return n
-        case A.ListLit(items=items):
-            return "[" + ", ".join(_src(i, 0) for i in items) + "]"
-        case A.Unary(op="not", operand=o):
-            return _wrap(f"not {_src(o, PRECEDENCE['not'])}", PRECEDENCE["not"], outer)
-        case A.Unary(operand=o):
-            return f"-{_src(o, PRECEDENCE['neg'])}"
-        case A.Binary(op=op, left=a, right=b):
-            p = PRECEDENCE[op]
-            return _wrap(f"{_src(a, p)} {op} {_src(b, p + 1)}", p, outer)
-        case A.Compare(op=op, left=a, right=b):
-            p = PRECEDENCE["cmp"]
-            return _wrap(f"{_src(a, p + 1)} {op} {_src(b, p + 1)}", p, outer)
-        case A.BoolOp(op=op, operands=ops):
-            p = PRECEDENCE[op]
-            return _wrap(f" {op} ".join(_src(o, p + 1) for o in ops), p, outer)
-        case A.In(item=i, options=o, negated=neg):
-            p = PRECEDENCE["cmp"]
-            return _wrap(f"{_src(i, p + 1)} {'not in' if neg else 'in'} {_src(o, 0)}", p, outer)
-        case A.Cond(test=t, then=a, otherwise=b):
-            return _wrap(f"{_src(a, 1)} if {_src(t, 1)} else {_src(b, 0)}", 0, outer)
-        case A.Call(func=f, args=args):
-            return f"{f}(" + ", ".join(_src(x, 0) for x in args) + ")"
-        case A.Aggregate(func=f, relation=r, body=body):
-            return f"{f}({r})" if body is None else f"{f}({r}, {_src(body, 0)})"
-    raise TypeError(node)
+@singledispatch
+def _src(node: Any, outer: int) -> str:
+    """`node` written back, in brackets where its precedence is below `outer`'s."""
+    raise TypeError(f"no source text for {type(node).__name__}")
+
+
+@_src.register
+def _(node: A.Literal, outer: int) -> str:
+    v = node.value
+    if isinstance(v, str):
+        return f'"{v}"'
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    return f"{format(v, 'f')} {node.unit}" if node.unit else format(v, "f")
+
+
+@_src.register
+def _(node: A.Name, outer: int) -> str:
+    return node.name
+
+
+@_src.register
+def _(node: A.ListLit, outer: int) -> str:
+    return "[" + ", ".join(_src(i, 0) for i in node.items) + "]"
+
+
+@_src.register
+def _(node: A.Unary, outer: int) -> str:
+    if node.op == "not":
+        p = PRECEDENCE["not"]
+        return _wrap(f"not {_src(node.operand, p)}", p, outer)
+    return f"-{_src(node.operand, PRECEDENCE['neg'])}"
+
+
+@_src.register
+def _(node: A.Binary, outer: int) -> str:
+    p = PRECEDENCE[node.op]
+    return _wrap(f"{_src(node.left, p)} {node.op} {_src(node.right, p + 1)}", p, outer)
+
+
+@_src.register
+def _(node: A.Compare, outer: int) -> str:
+    p = PRECEDENCE["cmp"]
+    return _wrap(f"{_src(node.left, p + 1)} {node.op} {_src(node.right, p + 1)}", p, outer)
+
+
+@_src.register
+def _(node: A.BoolOp, outer: int) -> str:
+    p = PRECEDENCE[node.op]
+    return _wrap(f" {node.op} ".join(_src(o, p + 1) for o in node.operands), p, outer)
+
+
+@_src.register
+def _(node: A.In, outer: int) -> str:
+    p = PRECEDENCE["cmp"]
+    word = "not in" if node.negated else "in"
+    return _wrap(f"{_src(node.item, p + 1)} {word} {_src(node.options, 0)}", p, outer)
+
+
+@_src.register
+def _(node: A.Cond, outer: int) -> str:
+    text = f"{_src(node.then, 1)} if {_src(node.test, 1)} else {_src(node.otherwise, 0)}"
+    return _wrap(text, 0, outer)
+
+
+@_src.register
+def _(node: A.Call, outer: int) -> str:
+    return f"{node.func}(" + ", ".join(_src(x, 0) for x in node.args) + ")"
+
+
+@_src.register
+def _(node: A.Aggregate, outer: int) -> str:
+    if node.body is None:
+        return f"{node.func}({node.relation})"
+    return f"{node.func}({node.relation}, {_src(node.body, 0)})"
 
 
 def _wrap(text: str, own: int, outer: int) -> str:
