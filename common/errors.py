@@ -47,6 +47,21 @@ class Code(StrEnum):
     DUPLICATE_KEY = "E002", "file", "a key is given twice (YAML would silently keep the last)"
     AMBIGUOUS_BOOL = "E003", "file", "`yes`/`no`/`on`/`off`: YAML 1.1 reads them as booleans"
     NO_POLICY_FILES = "E004", "file", "no policy files where policies were expected"
+    YAML_VALUE = (
+        "E005",
+        "file",
+        "a value YAML cannot read: an impossible date, a tag, a merge of a plain value",
+    )
+    YAML_TOO_LARGE = (
+        "E006",
+        "file",
+        "the file is larger, or expands through aliases to more, than a policy file can be",
+    )
+    AMBIGUOUS_NUMBER = (
+        "E007",
+        "file",
+        "a number YAML 1.1 reads in another base: 010 is 8, 1:30 is 90",
+    )
     # the source catalogue, policies/sources.yaml
     SOURCE_UNKNOWN_KEY = "E010", "sources", "the source catalogue has a key it does not know"
     SOURCE_MISSING_KEY = "E011", "sources", "the source catalogue lacks a key it needs"
@@ -110,6 +125,11 @@ class Code(StrEnum):
         "E118",
         "policy",
         "a function used where it has no meaning (listed() without an entity, age_on() without birth_on)",
+    )
+    TOO_COMPLEX = (
+        "E119",
+        "policy",
+        "past a limit no real policy reaches: nesting, depth, length, digits, conditions, rows",
     )
     # worked examples (tests:)
     CASE_UNKNOWN_FEATURE = (

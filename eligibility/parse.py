@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -45,6 +46,47 @@ _TOKEN = re.compile(
 KEYWORDS = {"and", "or", "not", "in", "if", "else", "true", "false", "null", "yuan", "fen"}
 
 
+Where = Callable[[int], tuple[int, int]]
+
+# Limits far past any real policy, so that a broken or hostile file is refused with a
+# message instead of exhausting the interpreter's stack or the machine's memory.
+MAX_NESTING = 40  # brackets, calls, `not`, minus signs and `else` branches inside each other
+MAX_DEPTH = 100  # the expression tree's depth (a sum of n terms is n deep)
+MAX_LENGTH = 20_000  # characters in one expression
+MAX_DIGITS = 18  # digits before the decimal point of a number written out
+
+
+def _plain_where(text: str, line: int, col: int) -> Where:
+    """Positions in `text` when it starts at line:col and its newlines are the file's."""
+
+    def where(offset: int) -> tuple[int, int]:
+        before = text[:offset]
+        newlines = before.count("\n")
+        return (line + newlines, offset - before.rfind("\n") if newlines else col + offset)
+
+    return where
+
+
+def depth(node: A.Node) -> int:
+    """The depth of an expression tree (a leaf is 1), without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in A.children(n))
+    return deepest
+
+
+def _check_depth(node: A.Node) -> None:
+    if depth(node) > MAX_DEPTH:
+        raise _Fail(
+            0,
+            f"the expression is more than {MAX_DEPTH} operations deep",
+            "split it into named parts with let:",
+            Code.TOO_COMPLEX,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     kind: str  # date number string name op keyword end
@@ -59,6 +101,22 @@ class _Fail(Exception):
         self.offset, self.message, self.fix, self.code = offset, message, fix, code
 
 
+# What a person most likely meant by a character the language does not have.
+_STRAY_FIX = {
+    "=": "compare with == (or <=, >=); a single = is not a comparison",
+    ";": "join conditions with `and` or `or`",
+    "&": "write `and`",
+    "|": "write `or`",
+    "!": "write `not`, or != to compare",
+    "#": "comments go on a line of their own, outside the expression",
+    "（": "use ASCII brackets ( )",
+    "）": "use ASCII brackets ( )",
+    "，": "use an ASCII comma ,",
+    "\u3000": "use an ASCII space",
+    "：": "use an ASCII colon, or none: conditions compare with == < <= > >=",
+}
+
+
 def tokenize(text: str) -> list[Token]:
     """The tokens of an expression; a stray character is an error at its offset."""
     out = []
@@ -70,7 +128,7 @@ def tokenize(text: str) -> list[Token]:
             raise _Fail(
                 m.start(),
                 f"unexpected character {m.group()!r}",
-                "expressions use + - * / ( ) [ ] , and comparisons",
+                _STRAY_FIX.get(m.group(), "expressions use + - * / ( ) [ ] , and comparisons"),
             )
         word = m.group()
         if kind == "name" and word in KEYWORDS:
@@ -83,23 +141,33 @@ def tokenize(text: str) -> list[Token]:
 class ExprParser:
     """A recursive-descent parser over one expression string."""
 
-    def __init__(self, text: str, file: str, line: int, col: int) -> None:
-        self.text, self.file, self.line, self.col = text, file, line, col
-        self.tokens = tokenize(text)
+    def __init__(self, text: str, file: str, where: Where) -> None:
+        self.text, self.file, self.where = text, file, where
+        self.tokens: list[Token] = []
         self.i = 0
+        self.nesting = 0
 
     # -- helpers ------------------------------------------------------------------
     def span(self, start: int, end: int | None = None) -> A.Span:
         """The span of text[start:end], positioned in the file."""
-        before = self.text[:start]
-        newlines = before.count("\n")
-        col = (start - before.rfind("\n")) if newlines else self.col + start
         end = (
             self.tokens[self.i - 1].offset + len(self.tokens[self.i - 1].text)
             if end is None
             else end
         )
-        return A.Span(self.file, self.line + newlines, col, self.text[start:end].strip())
+        line, col = self.where(start)
+        return A.Span(self.file, line, col, self.text[start:end].strip())
+
+    def enter(self, offset: int) -> None:
+        """One more level of brackets, calls or prefix operators, within MAX_NESTING."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise _Fail(
+                offset,
+                f"the expression nests more than {MAX_NESTING} levels deep",
+                "split it into named parts with let:",
+                Code.TOO_COMPLEX,
+            )
 
     @property
     def tok(self) -> Token:
@@ -123,15 +191,23 @@ class ExprParser:
     def parse(self) -> A.Node:
         node = self.expr()
         if self.tok.kind != "end":
+            fix = "join conditions with `and` / `or`"
+            if self.tok.kind == "name" and self.tokens[self.i - 1].kind == "number":
+                fix = did_you_mean(self.tok.text, ["yuan", "fen"], "units")
             raise _Fail(
-                self.tok.offset,
-                f"unexpected {self.tok.text!r} after a complete expression",
-                "join conditions with `and` / `or`",
+                self.tok.offset, f"unexpected {self.tok.text!r} after a complete expression", fix
             )
         return node
 
     def expr(self) -> A.Node:
         start = self.tok.offset
+        self.enter(start)
+        try:
+            return self._conditional(start)
+        finally:
+            self.nesting -= 1
+
+    def _conditional(self, start: int) -> A.Node:
         node = self.or_()
         if self.at("if"):
             self.take()
@@ -165,7 +241,10 @@ class ExprParser:
         start = self.tok.offset
         if self.at("not"):
             self.take()
-            return A.Unary("not", self.not_(), self.span(start))
+            self.enter(start)
+            operand = self.not_()
+            self.nesting -= 1
+            return A.Unary("not", operand, self.span(start))
         return self.compare()
 
     def compare(self) -> A.Node:
@@ -209,7 +288,9 @@ class ExprParser:
         start = self.tok.offset
         if self.at("-"):
             self.take()
+            self.enter(start)
             operand = self.unary()
+            self.nesting -= 1
             if (
                 isinstance(operand, A.Literal)
                 and isinstance(operand.value, Decimal | int)
@@ -237,7 +318,15 @@ class ExprParser:
         start = t.offset
         if t.kind == "number":
             self.take()
-            value = Decimal(t.text.replace("_", ""))
+            digits = t.text.replace("_", "")
+            if len(digits.split(".")[0].lstrip("0")) > MAX_DIGITS:
+                raise _Fail(
+                    start,
+                    f"{t.text} is too large a number (more than {MAX_DIGITS} digits)",
+                    "write amounts in yuan with their unit; no policy needs such a number",
+                    Code.TOO_COMPLEX,
+                )
+            value = Decimal(digits)
             unit: A.Unit = ""
             if self.at("yuan", "fen", "%"):
                 unit = self.take().text  # type: ignore[assignment]
@@ -312,11 +401,27 @@ class ExprParser:
         return A.Call(name.text, tuple(args), span)
 
 
-def parse_expression(text: str, file: str = "<expr>", line: int = 1, col: int = 1) -> A.Node:
-    """Parse one expression; raises ProblemsError (E101 syntax, E102 unknown function, E103 arity)."""
-    parser = ExprParser(text, file, line, col)
+def parse_expression(
+    text: str, file: str = "<expr>", line: int = 1, col: int = 1, where: Where | None = None
+) -> A.Node:
+    """Parse one expression; raises ProblemsError with the problem positioned in the file.
+
+    `where` gives the file position of an offset in `text` (a value folded over several
+    lines of YAML); without it, `text` starts at `line`:`col` and its newlines are lines.
+    """
+    parser = ExprParser(text, file, where or _plain_where(text, line, col))
     try:
-        return parser.parse()
+        if len(text) > MAX_LENGTH:
+            raise _Fail(
+                0,
+                f"the expression is longer than {MAX_LENGTH:,} characters",
+                "split it into named parts with let:",
+                Code.TOO_COMPLEX,
+            )
+        parser.tokens = tokenize(text)
+        node = parser.parse()
+        _check_depth(node)
+        return node
     except _Fail as f:
         span = parser.span(min(f.offset, len(text)), min(f.offset, len(text)))
         fix = (

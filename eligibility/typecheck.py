@@ -61,8 +61,9 @@ class Checker:
         """Parse the expression at `loc`; numbers and dates written bare become literals."""
         text = _as_text(value)
         line, col = self.located.value_at(loc)
+        where = self.located.where(loc, text)
         try:
-            return parse_expression(text, self.located.file, line, col)
+            return parse_expression(text, self.located.file, line, col, where)
         except ProblemsError as exc:
             self.problems.extend(exc.problems)
             return None
