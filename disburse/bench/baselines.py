@@ -703,7 +703,7 @@ decided AS MATERIALIZED (
         {decided}
     FROM rates
 )
--- sorted by a policy number rather than the policy id: measured twice as fast
+-- sorted by a policy number rather than the policy id: faster (docs/benchmarks.md)
 SELECT * EXCLUDE (policy_no) FROM (
 {" UNION ALL ".join(one_policy(i, pid) for i, pid in enumerate(sorted(POLICY_IDS)))}
 )
