@@ -1,8 +1,9 @@
 """Fixed-width text for people: the tables the audit commands print, and yuan.
 
 One layout for every table (`text_table`): columns as wide as their widest cell,
-two spaces apart, numbers right-aligned, no trailing blanks.  Amounts are
-stored and computed in fen; `yuan` turns them into text only here, for reading.
+two spaces apart, the columns given as `right` (the numbers) right-aligned, no
+trailing blanks.  Amounts are stored and computed in fen; `yuan` turns them into
+text for the reader.
 """
 
 from __future__ import annotations
