@@ -99,7 +99,7 @@ def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmas
     identity numbers are masked unless --unmask is given; credit codes are not
     personal data and print whole.
     """
-    from ledgers.audit import entries, entries_json_lines, entries_text
+    from ledgers.audit import entries, entries_csv, entries_json_lines, entries_text
     from ledgers.db import open_engine
 
     if as_json and as_csv:
@@ -111,7 +111,7 @@ def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmas
     if as_json:
         click.echo(entries_json_lines(frame), nl=False)
     elif as_csv:
-        click.echo(frame.write_csv(), nl=False)
+        click.echo(entries_csv(frame), nl=False)
     else:
         click.echo(entries_text(frame), nl=False)
 

@@ -191,9 +191,9 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     the compiled policy evaluation's time over that of the same six enterprise
     policies written by hand in Polars and in DuckDB SQL, timed in this process.
     """
+    from disburse.bench import BenchRequest
+    from disburse.bench import bench as run_bench
     from disburse.progress import RichProgress, choose
-    from jobs.bench import BenchRequest
-    from jobs.bench import bench as run_bench
     from jobs.catalogue import load_catalogue
     from jobs.policies import load_policies
 
@@ -211,32 +211,9 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
         if isinstance(progress, RichProgress):
             progress.close()
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
-        return
-    pop = report["population"]
-    click.echo(
-        f"{pop['enterprises']:,} enterprises, {pop['persons']:,} persons, {pop['months']} months: "
-        f"{pop['source_rows']:,} source rows on {report['database']}"
-    )
-    for label in ("first_run", "second_run"):
-        r = report[label]
-        click.echo(
-            f"{label.replace('_', ' ')}: {r['seconds']:.1f} s, {r['transfers']:,} transfers, peak {r['peak_rss_mb']:,.0f} MiB"
-        )
-        for name, p in r["phases"].items():
-            note = f"  ({p['skipped']})" if p.get("skipped") else ""
-            rate = "" if p.get("skipped") else f"{p['rows_per_second']:>14,.0f}/s"
-            click.echo(f"  {name:<9}{p['seconds']:>8.2f} s {p['rows']:>14,} rows {rate}{note}")
-    click.echo(
-        f"evaluation of {len(report['policies'])} policies: compiled {report['compiled_seconds']:.2f} s, "
-        f"hand-written Polars {report['handwritten_polars_seconds']:.2f} s "
-        f"(baseline_ratio {report['baseline_ratio']:.2f})"
-        + (
-            f", DuckDB {report['handwritten_duckdb_seconds']:.2f} s (duckdb_ratio {report['duckdb_ratio']:.2f})"
-            if report.get("duckdb_ratio") is not None
-            else ""
-        )
-    )
+        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(report.to_text(), nl=False)
 
 
 @click.command()

@@ -42,14 +42,10 @@ from ledgers.audit import verify
 from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
 from ledgers.db import open_engine
 from ledgers.frames import executemany
-from ledgers.post import (
-    KEY_COLUMNS,
-    TRANSFER_COLUMNS,
-    _plan,
-    post_entitlements,
-    validate_entitlements,
-)
+from ledgers.plan import plan_transfers
+from ledgers.post import post_entitlements, validate_entitlements
 from ledgers.runs import start_run
+from ledgers.write import KEY_COLUMNS, TRANSFER_COLUMNS
 
 N = 1_000_000 if os.environ.get("DISBURSE_BENCH_FULL") == "1" else 20_000
 ROUNDS = int(os.environ.get("DISBURSE_BENCH_ROUNDS", "3"))
@@ -85,7 +81,7 @@ def entitlements(n: int) -> pl.DataFrame:
 
 def rows_a_post_writes(frame: pl.DataFrame, run_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The transfers (chained from genesis) and keys a post of `frame` into an empty ledger writes."""
-    plan = _plan(validate_entitlements(frame), {}, lambda payees: pl.DataFrame())
+    plan = plan_transfers(validate_entitlements(frame), {}, lambda payees: pl.DataFrame())
     transfers = plan.transfers.with_columns(
         transfer_id=pl.int_range(1, plan.transfers.height + 1, dtype=pl.Int64),
         run_id=pl.lit(run_id, pl.Int64),

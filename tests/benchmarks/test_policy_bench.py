@@ -3,7 +3,7 @@
 Issue 3, item 9: the compiled plan of the six shipped enterprise policies
 (`jobs.evaluate.evaluate`) against a hand-written Polars pipeline and
 hand-written DuckDB SQL computing the same decision table
-(`jobs.baselines`), on the same staged data, in the same run.  The goal:
+(`disburse.bench.baselines`), on the same staged data, in the same run.  The goal:
 compiled at most 1.15 times the hand-written Polars, and no slower than DuckDB.
 
 Off by default (`--benchmark-disable`); run with
@@ -44,9 +44,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from disburse.bench.baselines import handwritten_duckdb, handwritten_polars
 from disburse.synth import generate
 from eligibility import PolicySet
-from jobs.baselines import handwritten_duckdb, handwritten_polars
 from jobs.catalogue import load_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
@@ -135,7 +135,7 @@ if engine == "compiled":
     before = high_water_kib()
     evaluate(staged, mine, as_of)
 else:
-    import jobs.baselines as b
+    import disburse.bench.baselines as b
     if engine == "handwritten_duckdb":
         import duckdb
     before = high_water_kib()

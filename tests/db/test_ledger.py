@@ -342,11 +342,11 @@ def test_the_key_table_is_the_last_line_of_defence(engine: Engine, pg_staging: b
 def test_a_crash_between_chunks_loses_nothing(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ledgers.post as post
+    import ledgers.write as write
 
     frame = ents(*[("p", "2026", f"E{i}", f"E{i}", 10 * (i + 1)) for i in range(5)])
     run = new_run(engine)
-    real = post._write
+    real = write._write
     calls = {"n": 0}
 
     def dies_on_second(*args: object) -> None:
@@ -357,10 +357,10 @@ def test_a_crash_between_chunks_loses_nothing(
 
     # On PostgreSQL chunk 3 is already being written on the second connection when
     # chunk 2 dies: it must roll back, leaving the chain's prefix of chunk 1.
-    monkeypatch.setattr(post, "_write", dies_on_second)
+    monkeypatch.setattr(write, "_write", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         post_entitlements(engine, frame, run, chunk_size=2)
-    monkeypatch.setattr(post, "_write", real)
+    monkeypatch.setattr(write, "_write", real)
     assert len(transfers(engine)) == 2
     result = post_entitlements(engine, frame, run, chunk_size=2)
     assert (result.granted, result.unchanged, result.transfers) == (3, 2, 3)

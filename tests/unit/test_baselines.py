@@ -1,7 +1,7 @@
 """The hand-written baselines agree with the compiled plan, row for row.
 
 The compiled policies (`jobs.evaluate.evaluate`), the same policies by hand in
-Polars and by hand in DuckDB SQL (`jobs.baselines`) must give identical
+Polars and by hand in DuckDB SQL (`disburse.bench.baselines`) must give identical
 decision tables on a small synthetic city, and on a copy of it whose monthly
 figures are pushed to the edges the policies name (zero headcounts, layoff
 rates at the limit, half-fen and half-yuan roundings, band and table edges,
@@ -20,9 +20,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from disburse.bench.baselines import handwritten_duckdb, handwritten_polars
 from disburse.synth import generate
 from eligibility import PolicySet
-from jobs.baselines import handwritten_duckdb, handwritten_polars
 from jobs.catalogue import load_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage

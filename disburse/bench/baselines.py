@@ -40,7 +40,7 @@ from pathlib import Path
 
 import polars as pl
 
-from jobs.evaluate import RESULT_SCHEMA
+from eligibility import RESULT_SCHEMA
 
 __all__ = ["FIRST_AS_OF", "LAST_AS_OF", "POLICY_IDS", "handwritten_duckdb", "handwritten_polars"]
 
@@ -703,7 +703,7 @@ decided AS MATERIALIZED (
         {decided}
     FROM rates
 )
--- sorted by a policy number rather than the policy id: measured twice as fast
+-- sorted by a policy number rather than the policy id: faster (docs/benchmarks.md)
 SELECT * EXCLUDE (policy_no) FROM (
 {" UNION ALL ".join(one_policy(i, pid) for i, pid in enumerate(sorted(POLICY_IDS)))}
 )

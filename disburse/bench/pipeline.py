@@ -1,4 +1,4 @@
-"""`disburse bench`: the whole nightly pipeline on a synthetic city, timed per phase.
+"""The benchmark's pipeline: the whole nightly run on a synthetic city, timed per phase.
 
 1. A synthetic population (cached by its parameters under $DISBURSE_BENCH_CACHE,
    default <tmp>/disburse-bench-cache), generated in a separate process so the
@@ -12,6 +12,8 @@
    (`baseline_ratio` = compiled / hand-written) and in DuckDB SQL
    (`duckdb_ratio` = compiled / DuckDB), in this process, after the runs,
    checking that all three compute the same decision table.
+
+`bench` returns a `BenchResult` (`disburse.bench.result`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ import polars as pl
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
+from disburse.bench.result import BenchResult, Evaluation, Population, RunTimes
 from eligibility import PolicySet
-from jobs.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import evaluate
@@ -128,30 +131,30 @@ def _best(fn: Any, rounds: int) -> tuple[float, pl.DataFrame]:
 
 def compare_evaluation(
     staged: Path, pset: PolicySet, as_of: dt.date, rounds: int = 1
-) -> dict[str, Any]:
+) -> Evaluation:
     """Compiled evaluation of the six enterprise policies against the hand-written ones."""
     six = PolicySet(pset.catalogue, [p for p in pset.policies if p.id in POLICY_IDS])
     compiled_s, compiled = _best(lambda: evaluate(staged, six, as_of), rounds)
     polars_s, by_hand = _best(lambda: handwritten_polars(staged, as_of), rounds)
-    out: dict[str, Any] = {
-        "policies": sorted(POLICY_IDS),
-        "rows": compiled.height,
-        "compiled_seconds": round(compiled_s, 3),
-        "handwritten_polars_seconds": round(polars_s, 3),
-        "baseline_ratio": round(compiled_s / polars_s, 3),
-        "same_results_polars": compiled.equals(by_hand),
-    }
+    polars = Evaluation(
+        policies=sorted(POLICY_IDS),
+        rows=compiled.height,
+        compiled_seconds=round(compiled_s, 3),
+        handwritten_polars_seconds=round(polars_s, 3),
+        baseline_ratio=round(compiled_s / polars_s, 3),
+        same_results_polars=compiled.equals(by_hand),
+    )
     try:
         import duckdb  # noqa: F401 - the peer of the benchmark, a dev dependency
     except ImportError:
-        out["duckdb_ratio"] = None
-        out["duckdb_note"] = "duckdb is not installed (pip install -e '.[dev]')"
-        return out
+        return replace(polars, duckdb_note="duckdb is not installed (pip install -e '.[dev]')")
     duck_s, duck = _best(lambda: handwritten_duckdb(staged, as_of), rounds)
-    out["handwritten_duckdb_seconds"] = round(duck_s, 3)
-    out["duckdb_ratio"] = round(compiled_s / duck_s, 3)
-    out["same_results_duckdb"] = compiled.equals(duck)
-    return out
+    return replace(
+        polars,
+        handwritten_duckdb_seconds=round(duck_s, 3),
+        duckdb_ratio=round(compiled_s / duck_s, 3),
+        same_results_duckdb=compiled.equals(duck),
+    )
 
 
 def bench(
@@ -160,8 +163,8 @@ def bench(
     catalogue: Catalogue,
     pset: PolicySet,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Run the benchmark; the report `disburse bench --json` prints."""
+) -> BenchResult:
+    """Run the benchmark: a first and a second nightly run, then the evaluation compared."""
     say = progress or Silent()
     data, synth_s = cached_population(req, say)
     scratch = Path(tempfile.mkdtemp(prefix="disburse-bench-"))
@@ -182,45 +185,43 @@ def bench(
             outcome = run_nightly(engine, request, catalogue=catalogue, pset=pset, progress=say)
             wall = time.perf_counter() - started
             runs.append(
-                (
-                    label,
-                    {
-                        "run_id": outcome.run_id,
-                        "seconds": round(wall, 3),
-                        "phases": {n: t.to_json() for n, t in outcome.timings.items()},
-                        "transfers": outcome.summary["totals"]["transfers"],
-                        "entitled": outcome.summary["totals"]["entitled"],
-                        "peak_rss_mb": peak_rss_mb(),
-                    },
+                RunTimes(
+                    run_id=outcome.run_id,
+                    seconds=round(wall, 3),
+                    phases=dict(outcome.timings),
+                    transfers=outcome.summary["totals"]["transfers"],
+                    entitled=outcome.summary["totals"]["entitled"],
+                    peak_rss_mb=peak_rss_mb(),
                 )
             )
-        first_id = runs[0][1]["run_id"]
+        first_id = runs[0].run_id
         engine.dispose()
         say.log("compiled evaluation against the hand-written baselines")
-        ratios = compare_evaluation(
+        evaluation = compare_evaluation(
             staged_dir(request.store, first_id), pset, RUN_AS_OF, req.rounds
         )
         rows = sum(
             int(pl.scan_parquet(f).select(pl.len()).collect().item())
             for f in data.glob("*.parquet")
         )
-        return {
-            "population": {
-                "enterprises": req.enterprises,
-                "persons": req.persons,
-                "months": req.months,
-                "seed": req.seed,
-                "source_rows": rows,
-                "synth_seconds": None if synth_s is None else round(synth_s, 3),
-                "cached": synth_s is None,
-            },
-            "database": "postgresql" if db.admin_url is not None else "sqlite",
-            "active_policies": sorted(p.id for p in pset.active(RUN_AS_OF)),
-            **dict(runs),
-            **ratios,
-            "peak_rss_mb": peak_rss_mb(),
-            "cpus": os.cpu_count(),
-        }
+        return BenchResult(
+            population=Population(
+                enterprises=req.enterprises,
+                persons=req.persons,
+                months=req.months,
+                seed=req.seed,
+                source_rows=rows,
+                synth_seconds=None if synth_s is None else round(synth_s, 3),
+                cached=synth_s is None,
+            ),
+            database="postgresql" if db.admin_url is not None else "sqlite",
+            active_policies=sorted(p.id for p in pset.active(RUN_AS_OF)),
+            first_run=runs[0],
+            second_run=runs[1],
+            evaluation=evaluation,
+            peak_rss_mb=peak_rss_mb(),
+            cpus=os.cpu_count(),
+        )
     finally:
         db.drop()
         shutil.rmtree(scratch, ignore_errors=True)

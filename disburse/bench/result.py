@@ -1,0 +1,158 @@
+"""What `disburse bench` reports: typed, as JSON (`--json`) and as plain text.
+
+`BenchResult.to_json()` is the report's stable shape, the one scripts read;
+`to_text()` is the same figures for people, one line per run and per phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from jobs.progress import PhaseTiming
+
+
+@dataclass(frozen=True)
+class Population:
+    """The synthetic city benchmarked, and whether it came from the cache."""
+
+    enterprises: int
+    persons: int
+    months: int
+    seed: int
+    source_rows: int
+    synth_seconds: float | None  # None: taken from the cache
+    cached: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The population as plain data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """One nightly run of the benchmark: wall seconds, per-phase timings, what it wrote."""
+
+    run_id: int
+    seconds: float
+    phases: dict[str, PhaseTiming]
+    transfers: int
+    entitled: int
+    peak_rss_mb: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as plain data."""
+        return {
+            "run_id": self.run_id,
+            "seconds": self.seconds,
+            "phases": {name: t.to_json() for name, t in self.phases.items()},
+            "transfers": self.transfers,
+            "entitled": self.entitled,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+
+    def to_text(self, label: str) -> list[str]:
+        """The run's line and one line per phase."""
+        lines = [
+            f"{label.replace('_', ' ')}: {self.seconds:.1f} s, {self.transfers:,} transfers, "
+            f"peak {self.peak_rss_mb:,.0f} MiB"
+        ]
+        for name, timing in self.phases.items():
+            # From the JSON form, so the text shows the figures `--json` prints, rounded alike.
+            p: dict[str, Any] = timing.to_json()
+            note = f"  ({p['skipped']})" if p.get("skipped") else ""
+            rate = "" if p.get("skipped") else f"{p['rows_per_second']:>14,.0f}/s"
+            lines.append(f"  {name:<9}{p['seconds']:>8.2f} s {p['rows']:>14,} rows {rate}{note}")
+        return lines
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The compiled evaluation timed against the same policies written by hand.
+
+    `baseline_ratio` = compiled / hand-written Polars, `duckdb_ratio` = compiled
+    / hand-written DuckDB SQL; the DuckDB figures are None when duckdb is not
+    installed, and `duckdb_note` says so.
+    """
+
+    policies: list[str]
+    rows: int
+    compiled_seconds: float
+    handwritten_polars_seconds: float
+    baseline_ratio: float
+    same_results_polars: bool
+    handwritten_duckdb_seconds: float | None = None
+    duckdb_ratio: float | None = None
+    same_results_duckdb: bool | None = None
+    duckdb_note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The comparison as plain data; without DuckDB, only its null ratio and the note."""
+        out: dict[str, Any] = {
+            "policies": self.policies,
+            "rows": self.rows,
+            "compiled_seconds": self.compiled_seconds,
+            "handwritten_polars_seconds": self.handwritten_polars_seconds,
+            "baseline_ratio": self.baseline_ratio,
+            "same_results_polars": self.same_results_polars,
+        }
+        if self.duckdb_ratio is None:
+            out["duckdb_ratio"] = None
+            out["duckdb_note"] = self.duckdb_note
+        else:
+            out["handwritten_duckdb_seconds"] = self.handwritten_duckdb_seconds
+            out["duckdb_ratio"] = self.duckdb_ratio
+            out["same_results_duckdb"] = self.same_results_duckdb
+        return out
+
+    def to_text(self) -> str:
+        """One line: the compiled time, the hand-written ones and the ratios."""
+        duckdb = (
+            f", DuckDB {self.handwritten_duckdb_seconds:.2f} s (duckdb_ratio {self.duckdb_ratio:.2f})"
+            if self.duckdb_ratio is not None
+            else ""
+        )
+        return (
+            f"evaluation of {len(self.policies)} policies: compiled {self.compiled_seconds:.2f} s, "
+            f"hand-written Polars {self.handwritten_polars_seconds:.2f} s "
+            f"(baseline_ratio {self.baseline_ratio:.2f})" + duckdb
+        )
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """The whole benchmark: the city, the database, two nightly runs and the evaluation."""
+
+    population: Population
+    database: str  # postgresql | sqlite
+    active_policies: list[str]
+    first_run: RunTimes
+    second_run: RunTimes
+    evaluation: Evaluation
+    peak_rss_mb: float
+    cpus: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report `disburse bench --json` prints (the evaluation's fields at the top level)."""
+        return {
+            "population": self.population.to_json(),
+            "database": self.database,
+            "active_policies": self.active_policies,
+            "first_run": self.first_run.to_json(),
+            "second_run": self.second_run.to_json(),
+            **self.evaluation.to_json(),
+            "peak_rss_mb": self.peak_rss_mb,
+            "cpus": self.cpus,
+        }
+
+    def to_text(self) -> str:
+        """The report for people: the city, each run with its phases, the evaluation."""
+        pop = self.population
+        lines = [
+            f"{pop.enterprises:,} enterprises, {pop.persons:,} persons, {pop.months} months: "
+            f"{pop.source_rows:,} source rows on {self.database}",
+            *self.first_run.to_text("first_run"),
+            *self.second_run.to_text("second_run"),
+            self.evaluation.to_text(),
+        ]
+        return "\n".join(lines) + "\n"

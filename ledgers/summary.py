@@ -1,0 +1,114 @@
+"""The ledger summed per policy and benefit period: keys entitled now, amount, adjustments.
+
+Printed the same for the same ledger (ordered by policy and period, no
+timestamps), so two summaries can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from sqlalchemy import BigInteger, Engine, case, cast, func, select
+
+from ledgers.db import require_ledger
+from ledgers.frames import read_frame
+from ledgers.holdings import signed_amount
+from ledgers.render import text_table, yuan
+from ledgers.schema import ENTITLEMENT_KINDS, Transfer
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Per policy and benefit period: keys entitled now, net amount, adjustments, reversals."""
+
+    rows: pl.DataFrame
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as plain data (rows ordered by policy and period)."""
+        return {"policies": self.rows.to_dicts(), "total": self.totals}
+
+    def to_text(self) -> str:
+        """A fixed-width table for people, ending with the totals."""
+        header = ("policy", "period", "count", "amount_fen", "yuan", "adjustments", "reversed")
+        body = [
+            (
+                r["policy_id"],
+                r["benefit_period"],
+                f"{r['count']:,}",
+                str(r["amount_fen"]),
+                yuan(r["amount_fen"]),
+                f"{r['adjustments']:,}",
+                f"{r['reversed']:,}",
+            )
+            for r in self.rows.iter_rows(named=True)
+        ]
+        t = self.totals
+        body.append(
+            (
+                "total",
+                "",
+                f"{t['count']:,}",
+                str(t["amount_fen"]),
+                yuan(t["amount_fen"]),
+                f"{t['adjustments']:,}",
+                f"{t['reversed']:,}",
+            )
+        )
+        return text_table(header, body, right=(2, 3, 4, 5, 6))
+
+
+def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:
+    """Per policy and benefit period: keys entitled now (count), net amount_fen, adjustments.
+
+    `adjustments` counts every transfer after a key's grant (adjustments,
+    reversals, clawbacks); `reversed` counts keys taken back to zero.  With
+    `up_to_run`, the ledger as it stood after that run (its transfers and earlier ones).
+    """
+    t = Transfer.__table__
+    per_key = (
+        select(
+            t.c.policy_id,
+            t.c.benefit_period,
+            t.c.entity,
+            func.sum(signed_amount()).label("net_fen"),
+            func.sum(case((t.c.kind != "grant", 1), else_=0)).label("later"),
+        )
+        .where(
+            t.c.kind.in_(ENTITLEMENT_KINDS),
+            *([t.c.run_id <= up_to_run] if up_to_run is not None else []),
+        )
+        .group_by(t.c.policy_id, t.c.benefit_period, t.c.entity)
+        .subquery()
+    )
+    stmt = (
+        select(
+            per_key.c.policy_id,
+            per_key.c.benefit_period,
+            cast(func.sum(case((per_key.c.net_fen > 0, 1), else_=0)), BigInteger).label("count"),
+            cast(func.sum(per_key.c.net_fen), BigInteger).label("amount_fen"),
+            cast(func.sum(per_key.c.later), BigInteger).label("adjustments"),
+            cast(func.sum(case((per_key.c.net_fen == 0, 1), else_=0)), BigInteger).label(
+                "reversed"
+            ),
+        )
+        .group_by(per_key.c.policy_id, per_key.c.benefit_period)
+        .order_by(per_key.c.policy_id, per_key.c.benefit_period)
+    )
+    schema = {
+        "policy_id": pl.String,
+        "benefit_period": pl.String,
+        "count": pl.Int64,
+        "amount_fen": pl.Int64,
+        "adjustments": pl.Int64,
+        "reversed": pl.Int64,
+    }
+    with engine.connect() as conn:
+        require_ledger(conn)
+        rows = read_frame(conn, stmt, schema)
+    totals = {
+        c: int(rows.get_column(c).sum()) for c in ("count", "amount_fen", "adjustments", "reversed")
+    }
+    return Summary(rows, totals)

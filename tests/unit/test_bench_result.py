@@ -1,0 +1,142 @@
+"""`disburse bench`'s report: its JSON shape and its text, and the batch kept free of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from disburse.bench.result import BenchResult, Evaluation, Population, RunTimes
+from jobs.progress import PhaseTiming
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def result(evaluation: Evaluation) -> BenchResult:
+    """A report as a 300-enterprise benchmark on SQLite gives it."""
+    first = RunTimes(
+        run_id=1,
+        seconds=0.412,
+        phases={
+            "ingest": PhaseTiming(seconds=0.2387, rows=11_772, peak_rss_mb=180.5),
+            "post": PhaseTiming(seconds=0.0219, rows=243, peak_rss_mb=204.0),
+        },
+        transfers=243,
+        entitled=243,
+        peak_rss_mb=204.2,
+    )
+    second = RunTimes(
+        run_id=2,
+        seconds=0.118,
+        phases={
+            "ingest": PhaseTiming(
+                seconds=0.0123, rows=11_772, peak_rss_mb=204.5, skipped="sources unchanged"
+            ),
+            # Printed as --json rounds it (1.235 s), then to two places: 1.24, not 1.23.
+            "post": PhaseTiming(seconds=1.2349, rows=243, peak_rss_mb=205.0),
+        },
+        transfers=0,
+        entitled=243,
+        peak_rss_mb=205.0,
+    )
+    return BenchResult(
+        population=Population(300, 1500, 12, 1, 11_772, None, True),
+        database="sqlite",
+        active_policies=["a", "b"],
+        first_run=first,
+        second_run=second,
+        evaluation=evaluation,
+        peak_rss_mb=205.1,
+        cpus=2,
+    )
+
+
+POLARS = Evaluation(
+    policies=["a", "b"],
+    rows=4800,
+    compiled_seconds=0.031,
+    handwritten_polars_seconds=0.021,
+    baseline_ratio=1.476,
+    same_results_polars=True,
+)
+WITH_DUCKDB = dataclasses.replace(
+    POLARS, handwritten_duckdb_seconds=0.231, duckdb_ratio=0.134, same_results_duckdb=True
+)
+WITHOUT_DUCKDB = dataclasses.replace(POLARS, duckdb_note="duckdb is not installed")
+
+
+def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> None:
+    out = result(WITH_DUCKDB).to_json()
+    assert sorted(out) == [
+        "active_policies", "baseline_ratio", "compiled_seconds", "cpus", "database",
+        "duckdb_ratio", "first_run", "handwritten_duckdb_seconds",
+        "handwritten_polars_seconds", "peak_rss_mb", "policies", "population", "rows",
+        "same_results_duckdb", "same_results_polars", "second_run",
+    ]  # fmt: skip
+    assert out["population"] == {
+        "enterprises": 300, "persons": 1500, "months": 12, "seed": 1,
+        "source_rows": 11_772, "synth_seconds": None, "cached": True,
+    }  # fmt: skip
+    assert out["first_run"]["phases"]["ingest"] == {
+        "seconds": 0.239, "rows": 11_772, "rows_per_second": 49317.1, "peak_rss_mb": 180.5,
+    }  # fmt: skip
+    assert out["second_run"]["phases"]["ingest"]["skipped"] == "sources unchanged"
+    assert out["second_run"]["phases"]["ingest"]["rows_per_second"] is None
+
+
+def test_json_without_duckdb_has_a_null_ratio_and_the_note_only() -> None:
+    out = result(WITHOUT_DUCKDB).to_json()
+    assert out["duckdb_ratio"] is None
+    assert out["duckdb_note"] == "duckdb is not installed"
+    assert "handwritten_duckdb_seconds" not in out
+    assert "same_results_duckdb" not in out
+    assert "duckdb_note" not in result(WITH_DUCKDB).to_json()
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "last_line"),
+    [
+        (
+            WITH_DUCKDB,
+            "evaluation of 2 policies: compiled 0.03 s, hand-written Polars 0.02 s "
+            "(baseline_ratio 1.48), DuckDB 0.23 s (duckdb_ratio 0.13)",
+        ),
+        (
+            WITHOUT_DUCKDB,
+            "evaluation of 2 policies: compiled 0.03 s, hand-written Polars 0.02 s "
+            "(baseline_ratio 1.48)",
+        ),
+    ],
+    ids=["with-duckdb", "without-duckdb"],
+)
+def test_text_is_one_line_per_run_and_phase(evaluation: Evaluation, last_line: str) -> None:
+    assert result(evaluation).to_text() == "\n".join(
+        [
+            "300 enterprises, 1,500 persons, 12 months: 11,772 source rows on sqlite",
+            "first run: 0.4 s, 243 transfers, peak 204 MiB",
+            "  ingest       0.24 s         11,772 rows         49,317/s",
+            "  post         0.02 s            243 rows         11,096/s",
+            "second run: 0.1 s, 0 transfers, peak 205 MiB",
+            "  ingest       0.01 s         11,772 rows   (sources unchanged)",
+            "  post         1.24 s            243 rows            197/s",
+            last_line,
+            "",
+        ]
+    )
+
+
+def test_the_batch_imports_neither_duckdb_nor_the_benchmark() -> None:
+    # A fresh interpreter: the test session itself has imported both.
+    code = (
+        "import importlib, pkgutil, sys, jobs\n"
+        "for m in pkgutil.iter_modules(jobs.__path__):\n"
+        "    importlib.import_module(f'jobs.{m.name}')\n"
+        "print(sorted(n for n in sys.modules if n == 'duckdb' or n.startswith('disburse.bench')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert done.stdout.strip() == "[]"
