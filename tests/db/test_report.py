@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from disburse.cli import main
-from disburse.synth import generate
 from jobs.catalogue import load_catalogue
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly
@@ -22,13 +21,6 @@ from ledgers.audit import summary
 from ledgers.db import open_engine
 
 AS_OF = dt.date(2026, 3, 15)
-
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "data"
-    generate(out, enterprises=500, persons=2500, seed=5, errors=0.003)
-    return out
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from disburse.synth import generate
 from jobs.run import RUN_LOCK_KEY
 from ledgers.schema import Run, Transfer
 
@@ -44,13 +43,6 @@ KILL_POINTS = [
     "run:completed",
 ]
 CHUNK = "150"  # small chunks: a kill lands between committed chunks of one post
-
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("city") / "data"
-    generate(out, enterprises=800, persons=3000, seed=7, errors=0.002)
-    return out
 
 
 def disburse(
