@@ -174,6 +174,8 @@ def test_personal_data_is_masked_unless_asked(night) -> None:
     with open_engine(url) as engine:
         masked = render_explanation(explain(engine, "elderly-allowance", person))
         shown = render_explanation(explain(engine, "elderly-allowance", person, unmask=True))
+    # The masked form stands where the number would be; the number itself appears nowhere.
+    assert person[:6] + "*" * 10 + person[-2:] in masked
     assert person not in masked
     assert person in shown
 
