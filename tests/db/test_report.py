@@ -1,5 +1,5 @@
-"""`disburse report`: the figures on the page equal the ledger summary, and the page renders
-in headless Chromium to something that is not blank."""
+"""`disburse report`: the figures on the page equal the ledger summary and the run's own
+counts, and the page renders in headless Chromium to something that is not blank."""
 
 from __future__ import annotations
 
