@@ -32,6 +32,11 @@ total                           2      960000  9,600.00            1         1
 """
 
 
+def masked(resident_id: str) -> str:
+    """A resident identity number as printed without --unmask: the first 6 and last 2 kept."""
+    return resident_id[:6] + "*" * 10 + resident_id[-2:]
+
+
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args))
     assert "Traceback" not in result.output, result.output
@@ -120,15 +125,27 @@ def _entries_as_json_and_csv_mask_personal_ids(db_url: str) -> None:
         ("reversal", 2, "job-stabilisation", 300000),
     ]
     child = rows[0]
-    assert child["entity"] == PID[0][:6] + "**********" + PID[0][-2:]
+    # The child and the guardian paid for it are printed masked, and only masked.
+    assert child["entity"] == masked(PID[0])
+    assert (child["payee"], child["credit"]) == (masked(PID[1]), f"payable:{masked(PID[1])}")
     assert child["decision"] == {"age": 3}
     assert PID[0] not in out
     assert PID[1] not in out
     assert {r["entity"] for r in rows[1:]} == set(CC)  # credit codes are not personal data
+    code, out = invoke("ledger", "entries", "--db", db_url)
+    assert code == 0
+    child_line = out.splitlines()[1].split()
+    assert child_line[5:8] == [
+        masked(PID[0]),
+        "budget:child-allowance:2026-Q1",
+        f"payable:{masked(PID[1])}",
+    ]
+    assert PID[0] not in out
+    assert PID[1] not in out
     code, out = invoke(
         "ledger", "entries", "--db", db_url, "--json", "--unmask", "--policy", "child-allowance"
     )
-    assert json.loads(out)["entity"] == PID[0]
+    assert (json.loads(out)["entity"], json.loads(out)["payee"]) == (PID[0], PID[1])
     code, out = invoke("ledger", "entries", "--db", db_url, "--csv", "--run", "2")
     table = list(csv.DictReader(io.StringIO(out)))
     assert [(r["kind"], r["entity"], r["amount_fen"]) for r in table] == [
@@ -152,7 +169,14 @@ def _balances(db_url: str) -> None:
         "1560000",
         "0",
     ]
+    # The guardian's payable account is listed, its identity number masked.
+    payable = [line.split() for line in out.splitlines() if line.startswith("payable:330106")]
+    assert [row[:5] for row in payable] == [
+        [f"payable:{masked(PID[1])}", "payable", "0", "60000", "60000"]
+    ]
     assert PID[1] not in out
+    code, out = invoke("ledger", "balances", "--db", db_url, "--unmask")
+    assert f"payable:{PID[1]} " in out
     code, out = invoke("ledger", "balances", "--db", db_url, "--json", "--kind", "budget")
     data = json.loads(out)
     assert [(a["account"], a["balance_fen"]) for a in data["accounts"]] == [

@@ -85,7 +85,10 @@ def test_simulate_json_and_against(tmp_path: Path) -> None:
     assert s["by_segment"] == {"micro": {"eligible": 1, "amount_fen": 18000}}
     a = s["against"]
     assert (a["old_amount_fen"], a["gainers"], a["gained_fen"], a["losers"]) == (15000, 1, 3000, 0)
-    assert a["largest_changes"][0]["entity"].count("*") == 10  # identifiers masked
+    # Identifiers are masked: the firm's credit code shows its first 6 and last 2 characters.
+    firm = minicity.credit_codes(3)[0]
+    assert a["largest_changes"][0]["entity"] == firm[:6] + "*" * 10 + firm[-2:]
+    assert firm not in result.output
     assert report["sources"]["enterprises"]["rows"] == 3
 
 

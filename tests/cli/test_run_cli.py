@@ -9,15 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from disburse.cli import main
-from disburse.synth import generate
 from jobs.progress import LogProgress
-
-
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cli-run") / "data"
-    generate(out, enterprises=300, persons=1500, seed=3, errors=0.003)
-    return out
 
 
 def test_run_prints_a_summary_and_logs_each_phase_when_not_on_a_terminal(

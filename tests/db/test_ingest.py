@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -21,6 +22,34 @@ AS_OF = dt.date(2026, 1, 1)
 
 def _ingest(data: Path, engine: Engine, store: Path) -> IngestResult:
     return ingest(data, AS_OF, engine=engine, store=store, catalogue=load_catalogue())
+
+
+def _validation_paths(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Watch how ingest validates each source: "memory", or "streamed" when its rows went
+    through a scratch file on disk (checked as the file is written, before ingest deletes it).
+    Returns the record, filled in as ingest runs: clear it between two ingests."""
+    import jobs.ingest
+
+    real = jobs.ingest._validate_source
+    seen: dict[str, str] = {}
+
+    def spy(
+        plan: Any, source: Any, catalogue: Any, labels: Any, keys: Any, scratch: Path, **kw: Any
+    ) -> Any:
+        in_memory = kw["in_memory"]
+        out = real(plan, source, catalogue, labels, keys, scratch, **kw)
+        name = scratch.name.removeprefix(".").removesuffix(".validated.parquet")
+        on_disk = scratch.is_file() and pl.scan_parquet(scratch).select(pl.len()).collect().item()
+        seen[name] = "memory" if in_memory else "streamed" if on_disk else "no scratch rows"
+        return out
+
+    monkeypatch.setattr(jobs.ingest, "_validate_source", spy)
+    return seen
+
+
+def _manifest(city: Path) -> dict:
+    """What the synthetic city's generator wrote: rows per source, the errors it injected."""
+    return json.loads((city / "manifest.json").read_text())
 
 
 def test_clean_city_is_accepted_whole(tmp_path: Path, engine: Engine) -> None:
@@ -160,12 +189,12 @@ def test_bad_files_stop_before_anything_is_written(
     _nothing_written(engine, tmp_path / "store")
 
 
-def test_every_injected_error_is_quarantined_with_its_rule(tmp_path: Path, engine: Engine) -> None:
+def test_every_injected_error_is_quarantined_with_its_rule(
+    city: Path, tmp_path: Path, engine: Engine
+) -> None:
     """synth --errors injects each kind the validator knows; each bad row lands in quarantine
     under exactly that rule (rows that merely depend on a refused row may follow it there)."""
-    from disburse.synth import generate
-
-    manifest = generate(tmp_path / "data", enterprises=1500, persons=6000, seed=11, errors=0.004)
+    manifest = _manifest(city)
     kinds = {i["rule"] for i in manifest["injected"]}
     assert kinds >= {
         "wrong_check_character",
@@ -175,7 +204,7 @@ def test_every_injected_error_is_quarantined_with_its_rule(tmp_path: Path, engin
         "unparseable_date",
         "missing_required",
     }
-    result = _ingest(tmp_path / "data", engine, tmp_path / "store")
+    result = _ingest(city, engine, tmp_path / "store")
     with engine.connect() as conn:
         found = {
             (r.source, r.row_no): r.rule
@@ -193,19 +222,22 @@ def test_every_injected_error_is_quarantined_with_its_rule(tmp_path: Path, engin
 
 
 def test_streamed_and_in_memory_validation_agree(
-    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    city: Path, tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A source larger than DISBURSE_INGEST_MEMORY_ROWS is streamed through a scratch file
     with its references joined on the way; the staged rows and the quarantine are the same
     as when it is validated in memory."""
-    from disburse.synth import generate
-
-    generate(tmp_path / "data", enterprises=800, persons=3000, seed=5, errors=0.01)
-    results = {}
+    results, paths, seen = {}, {}, _validation_paths(monkeypatch)
     for label, limit in (("memory", "100000000"), ("streamed", "0")):
         monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", limit)
-        results[label] = _ingest(tmp_path / "data", engine, tmp_path / f"store-{label}")
+        seen.clear()
+        results[label] = _ingest(city, engine, tmp_path / f"store-{label}")
+        paths[label] = dict(seen)
     memory, streamed = results["memory"], results["streamed"]
+    # Each ingest took the path its limit asks for, for every source.
+    everything = set(load_catalogue().ordered())
+    assert paths["memory"] == dict.fromkeys(everything, "memory")
+    assert paths["streamed"] == dict.fromkeys(everything, "streamed")
     assert sum(r.quarantined for r in memory.sources.values()) > 0
     _same_ingest(engine, memory, streamed)
 
@@ -253,20 +285,24 @@ def test_memory_rows_setting_must_be_a_number(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_sources_side_by_side_agree_with_one_at_a_time(
-    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    city: Path, tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two workers (the largest sources streamed, so they run alone) stage the same rows and
     quarantine the same rows as one worker taking the sources in order."""
-    from disburse.synth import generate
-
-    manifest = generate(tmp_path / "data", enterprises=800, persons=3000, seed=7, errors=0.01)
-    sizes = sorted(manifest["rows"].values())
-    results = {}
+    rows = _manifest(city)["rows"]
+    sizes = sorted(rows.values())
+    results, paths, seen = {}, {}, _validation_paths(monkeypatch)
     for workers, limit in ((1, "100000000"), (2, str(sizes[-4]))):
         monkeypatch.setenv("DISBURSE_INGEST_WORKERS", str(workers))
         monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", limit)
-        results[workers] = _ingest(tmp_path / "data", engine, tmp_path / f"store-{workers}")
+        seen.clear()
+        results[workers] = _ingest(city, engine, tmp_path / f"store-{workers}")
+        paths[workers] = dict(seen)
     one, two = results[1], results[2]
+    assert set(paths[1].values()) == {"memory"}
+    # The three sources above the limit were streamed, the others validated in memory.
+    assert paths[2] == {name: "streamed" if n > sizes[-4] else "memory" for name, n in rows.items()}
+    assert list(paths[2].values()).count("streamed") == 3
     assert list(one.sources) == load_catalogue().ordered()
     assert sum(r.quarantined for r in one.sources.values()) > 0
     _same_ingest(engine, one, two)

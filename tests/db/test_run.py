@@ -3,7 +3,8 @@ of its own, against SQLite and PostgreSQL.
 
 * killed with SIGKILL at every named point of every phase (and at random moments),
   the same command again finishes the run and the ledger is identical, transfer by
-  transfer and hash by hash, to that of a run never interrupted;
+  transfer and hash by hash, to that of a run never interrupted (a local run kills at a
+  fixed sample of the points; CI=true or --all-kill-points kills at every one);
 * a second run with nothing changed posts nothing;
 * a corrected source file posts adjustments for exactly the keys whose amounts changed;
 * two runs at once never both post: the second exits with a message, or waits.
@@ -26,7 +27,6 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from disburse.synth import generate
 from jobs.run import RUN_LOCK_KEY
 from ledgers.schema import Run, Transfer
 
@@ -46,11 +46,29 @@ KILL_POINTS = [
 CHUNK = "150"  # small chunks: a kill lands between committed chunks of one post
 
 
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("city") / "data"
-    generate(out, enterprises=800, persons=3000, seed=7, errors=0.002)
-    return out
+def sampled(index: int) -> bool:
+    """The kill points a local run takes: every third from the first, and the last."""
+    return index % 3 == 0 or index == len(KILL_POINTS) - 1
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per kill point: every point under CI=true or with --all-kill-points,
+    otherwise the sample, the others skipped with a note that says how to run them."""
+    if "kill_point" not in metafunc.fixturenames:
+        return
+    every = os.environ.get("CI") == "true" or metafunc.config.getoption("--all-kill-points")
+    skip = pytest.mark.skip(
+        reason="a local run kills at a sample of the points; CI=true or --all-kill-points "
+        "kills at every one"
+    )
+    metafunc.parametrize(
+        "kill_point",
+        [
+            pytest.param(point, marks=() if every or sampled(i) else skip)
+            for i, point in enumerate(KILL_POINTS)
+        ],
+        ids=KILL_POINTS,
+    )
 
 
 def disburse(
@@ -147,14 +165,33 @@ def drop_db(db: str) -> None:
     admin.dispose()
 
 
+@pytest.fixture(scope="module")
+def references() -> dict[str, tuple[list[tuple], dict]]:
+    """The reference runs made so far, by backend: each is made once per module."""
+    return {}
+
+
 @pytest.fixture
-def reference(city: Path, db_url: str, tmp_path: Path) -> tuple[list[tuple], dict]:
-    """The ledger and summary of an uninterrupted run."""
-    out = run(city, db_url, tmp_path / "store-ref")
-    summary = json.loads(out.stdout)
-    assert summary["state"] == "completed"
-    assert summary["totals"]["transfers"] > 3 * int(CHUNK)  # the kill points fall mid-post
-    return ledger(db_url), summary
+def reference(
+    city: Path,
+    db_url: str,
+    tmp_path: Path,
+    references: dict[str, tuple[list[tuple], dict]],
+) -> tuple[list[tuple], dict]:
+    """The ledger and summary of an uninterrupted run on the backend of `db_url`, made in a
+    database of its own (the first time it is asked for) so that `db_url` stays empty."""
+    backend = db_url.split(":", 1)[0]
+    if backend not in references:
+        db = fresh_db(db_url, "reference")
+        try:
+            out = run(city, db, tmp_path / "store-ref")
+            summary = json.loads(out.stdout)
+            assert summary["state"] == "completed"
+            assert summary["totals"]["transfers"] > 3 * int(CHUNK)  # kill points fall mid-post
+            references[backend] = (ledger(db), summary)
+        finally:
+            drop_db(db)
+    return references[backend]
 
 
 def comparable(summary: dict) -> dict:
@@ -164,32 +201,36 @@ def comparable(summary: dict) -> dict:
 
 @pytest.mark.slow
 def test_a_run_killed_anywhere_finishes_with_the_same_ledger(
-    city: Path, db_url: str, tmp_path: Path, reference: tuple[list[tuple], dict]
+    city: Path,
+    db_url: str,
+    tmp_path: Path,
+    reference: tuple[list[tuple], dict],
+    kill_point: str,
 ) -> None:
+    """Killed at `kill_point`, the same command again ends with the reference ledger.
+
+    Under CI=true every point of KILL_POINTS runs, on both backends.  A local run (CI
+    unset) kills at a fixed sample, every third point from the first and the last one
+    (run:started, run:decisions-written, post:chunk:1, run:completed), and skips the
+    others; `pytest --all-kill-points` (or CI=true) runs them all locally.
+    """
     want_ledger, want_summary = reference
-    for point in KILL_POINTS:
-        db = fresh_db(db_url, f"k{KILL_POINTS.index(point)}")
-        store = tmp_path / f"store-{KILL_POINTS.index(point)}"
-        try:
-            killed = run(city, db, store, env={"DISBURSE_KILL_AT": point}, check=False)
-            assert killed.returncode == -signal.SIGKILL, (point, killed.stderr)
-            again = json.loads(run(city, db, store).stdout)
-            assert ledger(db) == want_ledger, point
-            recorded = runs(db)
-            assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(
-                want_summary
-            ), point
-            if point == "run:completed":
-                # It had finished: the command again is a second run that finds nothing to post.
-                assert [r[2] for r in recorded] == ["completed", "completed"]
-                assert again["totals"]["transfers"] == 0
-            else:
-                assert comparable(again) == comparable(want_summary), point
-                assert [r[2] for r in recorded] == ["completed"], point
-            verify = disburse("audit", "verify", "--json", db=db)
-            assert json.loads(verify.stdout)["ok"] is True
-        finally:
-            drop_db(db)
+    store = tmp_path / "store"
+    killed = run(city, db_url, store, env={"DISBURSE_KILL_AT": kill_point}, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    again = json.loads(run(city, db_url, store).stdout)
+    assert ledger(db_url) == want_ledger
+    recorded = runs(db_url)
+    assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(want_summary)
+    if kill_point == "run:completed":
+        # It had finished: the command again is a second run that finds nothing to post.
+        assert [r[2] for r in recorded] == ["completed", "completed"]
+        assert again["totals"]["transfers"] == 0
+    else:
+        assert comparable(again) == comparable(want_summary)
+        assert [r[2] for r in recorded] == ["completed"]
+    verify = disburse("audit", "verify", "--json", db=db_url)
+    assert json.loads(verify.stdout)["ok"] is True
 
 
 @pytest.mark.slow
@@ -198,23 +239,19 @@ def test_a_run_killed_at_random_moments_finishes_with_the_same_ledger(
 ) -> None:
     want_ledger, want_summary = reference
     rnd = random.Random(20261121)
-    db = fresh_db(db_url, "random")
     store = tmp_path / "store-random"
-    cmd = run_cmd(city, db, store, "--chunk-size", CHUNK, "--quiet")
-    try:
-        for _ in range(4):  # several kills of the same run, each at a random moment
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rnd.uniform(0.5, 2.5))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        run(city, db, store)
-        assert ledger(db) == want_ledger
-        recorded = runs(db)
-        assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(want_summary)
-        # later commands found run 1 finished: they posted nothing
-        assert all(state == "completed" for _, _, state, _ in recorded)
-    finally:
-        drop_db(db)
+    cmd = run_cmd(city, db_url, store, "--chunk-size", CHUNK, "--quiet")
+    for _ in range(4):  # several kills of the same run, each at a random moment
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.5, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    run(city, db_url, store)
+    assert ledger(db_url) == want_ledger
+    recorded = runs(db_url)
+    assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(want_summary)
+    # later commands found run 1 finished: they posted nothing
+    assert all(state == "completed" for _, _, state, _ in recorded)
 
 
 def test_a_second_run_with_nothing_changed_posts_nothing(

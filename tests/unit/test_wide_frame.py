@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from disburse.synth import generate
 from eligibility.backends.polars.features import entity_frame, split_payees
 from eligibility.backends.polars.policy import (
     _amount_col,
@@ -30,11 +29,10 @@ COPIES = 40  # 400 enterprises x 40 = 16,000 rows; persons 2,000 x 40 = 80,000
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("wide")
-    generate(root / "data", enterprises=400, persons=2000, seed=5, errors=0.0)
-    stage(root / "data", root / "staged", catalogue=load_catalogue())
-    return root / "staged"
+def staged(clean_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wide") / "staged"
+    stage(clean_city, out, catalogue=load_catalogue())
+    return out
 
 
 @pytest.mark.parametrize("target", ["enterprise", "person"])
