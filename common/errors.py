@@ -199,7 +199,7 @@ class Problem:
     col: int
     code: Code
     message: str
-    fix: str = ""
+    fix: str  # every problem says how to fix it
 
     def render(self) -> str:
         """`file:line:col: CODE message` and, when there is one, an indented `fix:` line."""

@@ -10,9 +10,15 @@ that "previous_year" means the same months everywhere.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
+from typing import Any
 
 FOREVER = (dt.date(1, 1, 1), dt.date(9999, 12, 31))
+# The dates a file people write may give: past them lies no entity and no policy, and
+# date arithmetic on them (a window a year before, a period's end) stays in range.
+EARLIEST, LATEST = dt.date(1850, 1, 1), dt.date(2999, 12, 31)
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # The ledger key of a benefit period, as a regular expression (for validating frames).
 PERIOD_KEY = r"once|[0-9]{4}(-H[12]|-Q[1-4]|-(0[1-9]|1[0-2]))?"
 
@@ -117,3 +123,22 @@ def period_of_key(key: str, once: tuple[dt.date, dt.date] = FOREVER) -> Period:
         first_month, months = int(part), 1
     start = dt.date(year, first_month, 1)
     return Period(key, start, add_months(start, months) - dt.timedelta(days=1))
+
+
+def written_date(value: Any) -> dt.date:
+    """A date a person wrote (a YAML date or YYYY-MM-DD text) within EARLIEST..LATEST;
+    ValueError in the reader's words otherwise (a number is not read as a date)."""
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"{value} has a time of day: give the date alone, YYYY-MM-DD")
+    if isinstance(value, dt.date):
+        day = value
+    elif isinstance(value, str) and _ISO_DATE.match(value.strip()):
+        try:
+            day = dt.date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a calendar date") from None
+    else:
+        raise ValueError(f"{value!r} is not a date: write YYYY-MM-DD")
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"{day} is outside the years {EARLIEST.year}-{LATEST.year}")
+    return day

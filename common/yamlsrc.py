@@ -112,7 +112,7 @@ class Located:
             loc = loc[:-1]
         return self.positions.get(loc, (1, 1))
 
-    def problem(self, loc: Loc, code: Code, message: str, fix: str = "") -> Problem:
+    def problem(self, loc: Loc, code: Code, message: str, fix: str) -> Problem:
         """A Problem positioned at `loc` in this file."""
         line, col = self.at(loc)
         return Problem(self.file, line, col, code, message, fix)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import polars as pl
 
 from common.errors import Code, Problem, ProblemsError
 from common.money import FEN_PER_YUAN, format_yuan, parse_money
+from common.periods import written_date
+from common.yamlsrc import Loc
 from eligibility import ast as A
 from eligibility.backends.polars.expr import compile_expr
 from eligibility.backends.polars.policy import (
@@ -62,11 +64,30 @@ def _show(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
-def _convert(ftype: str, unit: str | None, value: Any) -> Any:
+# Bounds on the values an example may give: past them no real entity lies, and the
+# compiled plan's types (Int64 fen, Decimal(38, 10)) would overflow.
+MAX_MAGNITUDE = Decimal(10) ** 15
+
+
+class _BadValue(Exception):
+    """A value of a worked example that cannot be read, and where it is."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        self.loc, self.message = loc, message
+
+
+def example_value(ftype: str, unit: str | None, value: Any) -> Any:
+    """A value a worked example gives for a feature, in the representation of a feature
+    frame (money in fen, or in yuan as a Decimal for a yuan feature); ValueError if it is
+    not of the feature's kind or lies past any real entity."""
     if value is None:
         return None
+    if isinstance(value, list | dict):
+        raise ValueError(f"a {ftype} feature takes one value, not a {type(value).__name__}")
     if ftype == "money":
         fen = parse_money(value)
+        if abs(fen) > MAX_MAGNITUDE * FEN_PER_YUAN:
+            raise ValueError(f"{value!r} is more money than any entity holds")
         return fen if unit != "yuan" else Decimal(fen) / FEN_PER_YUAN
     if ftype == "count":
         whole = isinstance(value, int) or (
@@ -74,18 +95,72 @@ def _convert(ftype: str, unit: str | None, value: Any) -> Any:
         )
         if isinstance(value, bool) or not whole:
             raise ValueError(f"{value!r} is not a whole number")
+        if abs(int(value)) > MAX_MAGNITUDE:
+            raise ValueError(f"{value!r} is larger than any count of a real entity")
         return int(value)
     if ftype == "number":
-        if isinstance(value, str) and value.strip().endswith("%"):
-            return Decimal(value.strip()[:-1]) / 100
-        return Decimal(str(value))
+        return _number(value)
     if ftype == "date":
-        return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+        return written_date(value)
     if ftype == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} is not true or false")
         return value
+    if isinstance(value, bool | float):
+        raise ValueError(f"{value!r} is not text: quote it")
     return str(value)
+
+
+def _number(value: Any) -> Decimal:
+    text = str(value).strip()
+    percent = text.endswith("%")
+    try:
+        number = Decimal(text.removesuffix("%").strip())
+    except ArithmeticError:
+        number = Decimal("NaN")
+    if isinstance(value, bool) or not number.is_finite():
+        raise ValueError(f"{value!r} is not a number")
+    number = number / 100 if percent else number
+    if abs(number) > MAX_MAGNITUDE:
+        raise ValueError(f"{value!r} is larger than any rate or ratio of a real entity")
+    if number != number.quantize(Decimal("1e-10"), rounding=ROUND_HALF_EVEN):
+        raise ValueError(f"{value!r} has more than 10 decimal places")
+    return number
+
+
+def _typed_rows(
+    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The given rows of one entity kind with every feature value read (`example_value`);
+    `id`, `lists` and the names in `extra` (a link's attributes) as given."""
+    features = cat.features_of(entity)
+    out = []
+    for k, row in enumerate(rows):
+        where = (*loc, k) if loc[-1] != "given" else loc
+        if not isinstance(row, dict):
+            raise _BadValue(where, "a related entity is given as its features: {name: value, ...}")
+        typed: dict[str, Any] = {}
+        for name, value in row.items():
+            if name in features:
+                f = features[name]
+                try:
+                    typed[name] = example_value(f.type, f.unit, value)
+                except ValueError as exc:
+                    raise _BadValue((*where, name), str(exc)) from None
+            elif name == "lists":
+                if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                    raise _BadValue(
+                        (*where, name), "lists is a list of list names: [serious_dishonesty]"
+                    )
+                typed[name] = value
+            elif name == "id":
+                if not isinstance(value, str | int) or isinstance(value, bool):
+                    raise _BadValue((*where, name), "an id is an identifier, in quotes")
+                typed[name] = str(value)
+            elif name in extra:
+                typed[name] = value
+        out.append(typed)
+    return out
 
 
 _DTYPES: dict[str, Any] = {
@@ -112,7 +187,7 @@ def _frame(
         dtype = _DTYPES[f.type]
         if f.type == "money" and f.unit == "yuan":
             dtype = pl.Decimal(38, 10)
-        values = [_convert(f.type, f.unit, r.get(name)) for r in rows]
+        values = [r.get(name) for r in rows]
         columns[naming.feature(entity, name, window)] = pl.Series(values, dtype=dtype)
     for name in lists:
         columns[Naming.listed(name)] = pl.Series(
@@ -136,11 +211,18 @@ def run_case(
     need = all_needs[policy.target]
     line = policy.located.at(("tests", index))[0]
     given = dict(case.given)
-    lists = set(need.lists) | set(given.get("lists", []))
-    frame = _frame(policy.target, [given], cat, naming, window, lists)
+    loc: Loc = ("tests", index, "given")
+    (row_given,) = _typed_rows(policy.target, [given], cat, loc)
+    lists = set(need.lists) | set(row_given.get("lists", []))
+    frame = _frame(policy.target, [row_given], cat, naming, window, lists)
     for col, an in need.aggregates.items():
         rel = cat.relation(an.node.relation)
-        members = given.get(an.node.relation, [])
+        raw = given.get(an.node.relation, [])
+        if not isinstance(raw, list):
+            raise _BadValue(
+                (*loc, an.node.relation), "a relation is a list of related entities: [{...}, ...]"
+            )
+        members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), tuple(rel.attributes))
         member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
         mframe = _frame(rel.to, members, cat, naming, window, mlists) if members else None
@@ -166,7 +248,11 @@ def run_case(
     expected: dict[str, Any] = {"eligible": case.expect.eligible}
     exp = case.expect
     if exp.amount is not None or exp.amount_yuan is not None:
-        want = parse_money(exp.amount if exp.amount is not None else exp.amount_yuan)
+        key = "amount" if exp.amount is not None else "amount_yuan"
+        try:
+            want = parse_money(getattr(exp, key))
+        except ValueError as exc:
+            raise _BadValue(("tests", index, "expect", key), str(exc)) from None
         expected["amount"] = _yuan(want)
         actual["amount"] = _yuan(row["amount_fen"])
     if exp.reason is not None:
@@ -212,6 +298,18 @@ def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
     for i, case in enumerate(policy.spec.tests):
         try:
             results.append(run_case(policy, case, i, cat, default_as_of))
+        except _BadValue as exc:
+            line, col = policy.located.value_at(exc.loc)
+            problems.append(
+                Problem(
+                    policy.file,
+                    line,
+                    col,
+                    Code.CASE_BAD_VALUE,
+                    f"test {case.name!r}: {exc.message}",
+                    "give values of the feature's kind (docs/policies.md, worked examples)",
+                )
+            )
         except (ValueError, TypeError) as exc:
             line, col = policy.located.at(("tests", i))
             problems.append(

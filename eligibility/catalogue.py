@@ -146,6 +146,7 @@ def _check_source_feature(
                 (*loc, "type"),
                 Code.TYPE_MISMATCH,
                 f"feature {fname!r} is declared {fdef.type} but column {fdef.source}.{fdef.column} is {col_type}",
+                "declare the type the column holds, or choose an aggregation that gives it",
             )
     if fdef.where is not None:
         node = checker.parse((*loc, "where"), fdef.where)
@@ -182,5 +183,6 @@ def _check_relation_feature(
             (*loc, "type"),
             Code.TYPE_MISMATCH,
             f"feature {fname!r} is declared {fdef.type} but {func}() gives {agg_type}",
+            f"declare type: {agg_type}",
         )
     cat.relation_features[f"{entity}.{fname}"] = agg

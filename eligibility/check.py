@@ -96,7 +96,10 @@ def _params(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, list[DatedV
             t = c.check(node, Scope(None, {}, "literals only"))
             if t is not None and ptype is not None and unify(ptype, t) is None:
                 c.problem(
-                    node, Code.TYPE_MISMATCH, f"parameter {pname!r} changes kind: {ptype} then {t}"
+                    node,
+                    Code.TYPE_MISMATCH,
+                    f"parameter {pname!r} changes kind: {ptype} then {t}",
+                    "every value of a parameter is of one kind: all rates, or all amounts",
                 )
             ptype = t if ptype is None else (unify(ptype, t) or ptype) if t else ptype
             if i and pv.from_ <= values[i - 1].from_:
@@ -141,8 +144,21 @@ def _lets(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, A.Node]:
     return lets
 
 
+# A policy's condition results are kept as the bits of one Int64 (the mask), and a
+# first-hit table or tiers compile to one when/then chain: limits no real policy nears.
+MAX_CONDITIONS = 63
+MAX_ROWS = 200
+
+
 def _conditions(c: Checker, spec: PolicyFile, scope: Scope) -> list[CheckedCondition]:
     """The eligibility conditions, each a condition, their ids unique."""
+    if len(spec.eligible) > MAX_CONDITIONS:
+        c.problem_at(
+            ("eligible", MAX_CONDITIONS),
+            Code.TOO_COMPLEX,
+            f"a policy has at most {MAX_CONDITIONS} conditions, this one {len(spec.eligible)}",
+            "join related conditions with `and` into one, or split the policy",
+        )
     conditions = []
     seen: dict[str, int] = {}
     for i, cond in enumerate(spec.eligible):
@@ -212,6 +228,7 @@ def _amount(c: Checker, spec: PolicyFile, scope: Scope) -> Amount | None:
     elif am.tiers is not None:
         base = _tiers(c, spec, scope, money)
     else:
+        _at_most(c, ("amount", "table"), len(am.table or []), "table rows")
         rows = []
         for i, row in enumerate(am.table or []):
             when = c.parse(("amount", "table", i, "when"), row.when)
@@ -245,10 +262,21 @@ def _amount(c: Checker, spec: PolicyFile, scope: Scope) -> Amount | None:
     return Amount(base, bounds["from"], bounds["until"], cap, am.round)
 
 
+def _at_most(c: Checker, loc: Loc, n: int, what: str) -> None:
+    if n > MAX_ROWS:
+        c.problem_at(
+            (*loc, MAX_ROWS),
+            Code.TOO_COMPLEX,
+            f"an amount has at most {MAX_ROWS} {what}, this one {n}",
+            "a schedule that long belongs in a source table the catalogue delivers",
+        )
+
+
 def _tiers(c: Checker, spec: PolicyFile, scope: Scope, money: Any) -> Base | None:
     """Step or marginal tiers: bounds of the `by` value's kind, an amount or a rate each."""
     tiers = spec.amount.tiers
     assert tiers is not None
+    _at_most(c, ("amount", "tiers", "brackets"), len(tiers.brackets), "brackets")
     by = c.parse(("amount", "tiers", "by"), tiers.by)
     by_t = c.check(by, scope) if by is not None else None
     brackets = []
@@ -263,7 +291,10 @@ def _tiers(c: Checker, spec: PolicyFile, scope: Scope, money: Any) -> Base | Non
             t = c.check(node, scope) if node is not None else None
             if node is not None and t is not None and by_t is not None and not comparable(t, by_t):
                 c.problem(
-                    node, Code.TYPE_MISMATCH, f"a bracket bound is {t} but tiers are by {by_t}"
+                    node,
+                    Code.TYPE_MISMATCH,
+                    f"a bracket bound is {t} but tiers are by {by_t}",
+                    f"write the bounds as {by_t} values, as `by` gives",
                 )
             bounds.append(node)
         if tiers.mode == "step":

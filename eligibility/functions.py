@@ -30,7 +30,7 @@ from eligibility.types import NUMERIC, Type, unify
 class TypeContext(Protocol):
     """What a type rule may ask of the checker."""
 
-    def problem(self, node: A.Node, code: Code, message: str, fix: str = "") -> None:
+    def problem(self, node: A.Node, code: Code, message: str, fix: str) -> None:
         """Record a problem at `node`."""
 
     def set_type(self, node: A.Node, t: Type) -> None:
@@ -106,6 +106,7 @@ def _want(
                 call.args[i],
                 Code.TYPE_MISMATCH,
                 f"argument {i + 1} of {call.func}() must be {' or '.join(sorted(ok))}, found {t}",
+                f"{call.func}(): {FUNCTIONS[call.func].doc} (docs/policies.md, functions)",
             )
             return None
     return result
@@ -122,6 +123,7 @@ def _one_kind(
             call,
             Code.TYPE_MISMATCH,
             f"{call.func}() needs values of one kind, found {', '.join(ts)}",
+            "give values of one kind: all money (with their unit), all numbers or all dates",
         )
         return None
     return result
@@ -159,7 +161,10 @@ def _abs(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
 def _round(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
     if len(call.args) == 2 and not (isinstance(call.args[1], A.Literal) and ts[1] == "count"):
         ctx.problem(
-            call.args[1], Code.TYPE_MISMATCH, "round()'s places must be a whole number written out"
+            call.args[1],
+            Code.TYPE_MISMATCH,
+            "round()'s places must be a whole number written out",
+            "write: round(x, 2)",
         )
         return None
     return _want(call, ts[:1], [{"number", "money", "count"}], ts[0], ctx)

@@ -118,7 +118,20 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
     cases: dict[str, list[CaseResult]] = {}
     files: dict[str, str] = {}
     ids: dict[str, str] = {}
-    for f in policy_files(paths):
+    files_given = policy_files(paths)
+    if not files_given:
+        where = str(paths[0]) if paths else "."
+        problems.append(
+            Problem(
+                where,
+                1,
+                1,
+                Code.NO_POLICY_FILES,
+                "no policy files here: nothing to check",
+                "give policy .yaml files, or a folder holding them",
+            )
+        )
+    for f in files_given:
         try:
             policy = load_policy(f, cat)
         except ProblemsError as exc:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from common.periods import written_date
 
 ID = re.compile(r"^[a-z][a-z0-9_-]*$")
 FeatureType = Literal["text", "count", "number", "money", "date", "bool"]
@@ -24,6 +26,8 @@ class _Strict(BaseModel):
 
 
 Scalar = str | int | float | bool | dt.date | Decimal | None
+# A date a person wrote: YYYY-MM-DD within 1850-2999, never a number read as a timestamp.
+Date = Annotated[dt.date, BeforeValidator(written_date)]
 
 
 # --- the feature catalogue -----------------------------------------------------
@@ -123,15 +127,15 @@ class Basis(_Strict):
 
     document: str
     issued_by: str | None = None
-    issued_on: dt.date | None = None
+    issued_on: Date | None = None
     url: str | None = None
 
 
 class Validity(_Strict):
     """When the policy may pay: from and until (inclusive) dates."""
 
-    from_: dt.date = Field(alias="from")
-    until: dt.date | None = None
+    from_: Date = Field(alias="from")
+    until: Date | None = None
 
     @model_validator(mode="after")
     def _order(self) -> Validity:
@@ -166,7 +170,7 @@ class PayeeRelation(_Strict):
 class ParamValue(_Strict):
     """One dated value of a parameter, with the text that set it."""
 
-    from_: dt.date = Field(alias="from")
+    from_: Date = Field(alias="from")
     value: Scalar
     ref: str
 
@@ -254,7 +258,7 @@ class Case(_Strict):
     """An officer's worked example: feature values given, the result expected."""
 
     name: str
-    as_of: dt.date | None = None
+    as_of: Date | None = None
     given: dict[str, Any]
     expect: Expect
 

@@ -39,11 +39,11 @@ class Checker:
         self.problems: list[Problem] = []
         self.typed = Typed()
 
-    def problem_at(self, loc: Loc, code: Code, message: str, fix: str = "") -> None:
+    def problem_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
         """Record a problem at a place in the file."""
         self.problems.append(self.located.problem(loc, code, message, fix))
 
-    def problem(self, node: A.Node, code: Code, message: str, fix: str = "") -> None:
+    def problem(self, node: A.Node, code: Code, message: str, fix: str) -> None:
         """Record a problem at an expression node."""
         s = node.span
         self.problems.append(Problem(s.file, s.line, s.col, code, message, fix))
@@ -83,6 +83,7 @@ class Checker:
                 node,
                 Code.TYPE_MISMATCH,
                 f"{what}: expected {' or '.join(sorted(allowed))}, found {t}",
+                _fix_for(allowed),
             )
             return None
         return t
@@ -134,7 +135,12 @@ class Checker:
         first: Type = types[0] or "null" if types else "null"
         for item, t in zip(node.items, types, strict=True):
             if t is None or unify(first, t) is None:
-                self.problem(item, Code.TYPE_MISMATCH, f"a list mixes {first} and {t}")
+                self.problem(
+                    item,
+                    Code.TYPE_MISMATCH,
+                    f"a list mixes {first} and {t}",
+                    'a list holds values of one kind: ["micro", "small"]',
+                )
                 return None
         return first
 
@@ -181,7 +187,10 @@ class Checker:
             return None
         if lt in ("text", "bool") and node.op not in ("==", "!="):
             self.problem(
-                node, Code.TYPE_MISMATCH, f"{lt} values can only be compared with == and !="
+                node,
+                Code.TYPE_MISMATCH,
+                f"{lt} values can only be compared with == and !=",
+                "compare with == or !=, or use `in` with a list",
             )
             return None
         return "bool"
@@ -199,7 +208,10 @@ class Checker:
             return None
         if lt != "null" and not comparable(it, lt):
             self.problem(
-                node, Code.TYPE_MISMATCH, f"cannot look for a {it} value in a list of {lt}"
+                node,
+                Code.TYPE_MISMATCH,
+                f"cannot look for a {it} value in a list of {lt}",
+                "list values of the same kind as the one looked for",
             )
             return None
         return "bool"
@@ -213,7 +225,10 @@ class Checker:
         u = unify(at, bt)
         if u is None:
             self.problem(
-                node, Code.TYPE_MISMATCH, f"the two branches of `if` differ: {at} and {bt}"
+                node,
+                Code.TYPE_MISMATCH,
+                f"the two branches of `if` differ: {at} and {bt}",
+                "both branches give the same kind of value: 90% if small else 30%",
             )
         return u
 
@@ -227,7 +242,12 @@ class Checker:
                 return None
             ts = [t for t in types if t is not None]
         if fn.names_list and scope.entity is None:
-            self.problem(node, Code.FUNCTION_CONTEXT, f"{fn.name}() needs an enterprise or person")
+            self.problem(
+                node,
+                Code.FUNCTION_CONTEXT,
+                f"{fn.name}() needs an enterprise or person",
+                f"use {fn.name}() in a policy's expressions or in the body of an aggregate",
+            )
             return None
         for name in fn.reads:
             if name not in scope.names:
@@ -315,6 +335,17 @@ def source_scope(source: str, source_columns: dict[str, dict[str, Type]]) -> Sco
     """The columns of one source's rows (for a feature's or relation's `where`)."""
     names: dict[str, Binding] = {c: ColumnRef(c, c, t) for c, t in source_columns[source].items()}
     return Scope(None, names, f"columns of {source}")
+
+
+def _fix_for(allowed: set[str]) -> str:
+    """How to write a value of one of the allowed types."""
+    if allowed == {"bool"}:
+        return 'write something true or false: a comparison such as headcount_end >= 3 or status == "active"'
+    if allowed <= {"date"}:
+        return "give a date: a date feature, a run date such as as_of, or 2026-01-01"
+    if allowed <= set(NUMERIC) | {"date"}:
+        return "give a number, a count, money with its unit (1500 yuan) or a date"
+    return f"give a value of the kind {' or '.join(sorted(allowed))}"
 
 
 def _as_text(value: Any) -> str:

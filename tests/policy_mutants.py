@@ -319,3 +319,64 @@ def check(name: str, data: bytes, catalogue: object, folder: Path | None = None)
         if report.problems or not report.ok:
             return Outcome(name, "refused", seconds)
         return Outcome(name, "passed", seconds)
+
+
+def run(seed: int, count: int, seconds: float, out: Path) -> None:
+    """Check `count` mutants (and evaluate those that pass over a small city), one JSON line
+    each to `out`; a mutant that takes over `seconds` is stopped and reported as a hang."""
+    import datetime as dt
+    import json
+    import signal
+
+    from disburse.synth import generate
+    from eligibility import PolicySet, load_policy
+    from jobs.catalogue import load_catalogue
+    from jobs.evaluate import evaluate
+    from jobs.ingest import stage
+    from jobs.policies import load_policies
+
+    class Hang(Exception):
+        pass
+
+    def stop(*_: object) -> None:
+        raise Hang
+
+    signal.signal(signal.SIGALRM, stop)
+    sources = load_catalogue()
+    cat = load_policies(sources).catalogue
+    work = Path(tempfile.mkdtemp(prefix="mutants-"))
+    generate(work / "data", enterprises=60, persons=300, seed=3, errors=0.0)
+    staged = work / "staged"
+    stage(work / "data", staged, catalogue=sources)
+    with out.open("w") as fh:
+        for name, data in mutants(seed, count):
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            try:
+                outcome = check(name, data, cat, work)
+                if outcome.status == "passed":
+                    path = work / f"{name}.yaml"
+                    path.write_bytes(data)
+                    policy = load_policy(path, cat)
+                    day: dt.date = policy.spec.valid.from_
+                    evaluate(staged, PolicySet(cat, [policy]), day)
+            except Hang:
+                outcome = Outcome(name, "hang", seconds, f"stopped after {seconds} s")
+            except BaseException as exc:
+                detail = "".join(traceback.format_exception(exc))[-2000:]
+                outcome = Outcome(name, "broken", 0.0, f"passed the check, then: {detail}")
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            fh.write(json.dumps(outcome.__dict__) + "\n")
+            fh.flush()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Check broken copies of the shipped policies.")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    run(args.seed, args.count, args.seconds, args.out)

@@ -131,13 +131,26 @@ def _(node: A.BoolOp, ctx: Context) -> pl.Expr:
 def _(node: A.In, ctx: Context) -> pl.Expr:
     item = _compile(node.item, ctx)
     it = ctx.type_of(node.item)
-    values = [_literal_value(x, it) for x in node.options.items]
     if it in ("number", "money"):
         item = as_decimal(item, it)
-    found = item.is_in(pl.Series(values, dtype=_dtype(it)).implode())
+    if all(isinstance(x, A.Literal) for x in node.options.items):
+        values = [_literal_value(x, it) for x in node.options.items]
+        found = item.is_in(pl.Series(values, dtype=_dtype(it)).implode())
+    else:  # items computed per row (features, lets): compared one by one
+        found = pl.any_horizontal(
+            [
+                (item == _as(_compile(x, ctx), ctx.type_of(x), it)).fill_null(False)
+                for x in node.options.items
+            ]
+        )
     result = ~found if node.negated else found
     # A missing value is neither in nor out of a list: unknown, as in SQL.
     return pl.when(item.is_not_null()).then(result)
+
+
+def _as(expr: pl.Expr, t: Type, like: Type) -> pl.Expr:
+    """`expr` of type `t` in the representation of `like` (a count compared with a number)."""
+    return as_decimal(expr, t) if like in ("number", "money") else expr
 
 
 def _dtype(t: Type) -> pl.DataType:
