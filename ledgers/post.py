@@ -59,14 +59,15 @@ from typing import Any
 
 import polars as pl
 from psycopg import IntegrityError as DatabaseIntegrityError
-from sqlalchemy import BigInteger, Connection, Engine, cast, func, select, text
+from sqlalchemy import BigInteger, Connection, Engine, cast, func, select
 from sqlalchemy.exc import IntegrityError
 
 from ledgers import accounts
 from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
-from ledgers.db import LEDGER_LOCK_KEY, LedgerError
+from ledgers.db import LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
 from ledgers.holdings import Holdings, chain_head, keep_snapshot, read_held
+from ledgers.locks import LEDGER_LOCK, hold
 from ledgers.schema import PAYMENT_KINDS, Run, Transfer
 
 KEY = ("policy_id", "benefit_period", "entity")
@@ -240,19 +241,8 @@ def ledger_connection(engine: Engine) -> Iterator[Connection]:
             conn.execution_options(sqlite_begin="IMMEDIATE")
             yield conn
             return
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LEDGER_LOCK_KEY})
-        conn.commit()
-        try:
+        with hold(conn, LEDGER_LOCK, wait=True):
             yield conn
-        finally:
-            try:
-                if conn.in_transaction():
-                    conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEDGER_LOCK_KEY})
-                conn.commit()
-            except Exception:
-                # A connection broken mid-COPY: closing its session releases the lock.
-                conn.invalidate()
 
 
 # --- validation ---------------------------------------------------------------------
