@@ -40,7 +40,7 @@ from jobs.evaluate import evaluate
 from jobs.ingest import staged_dir
 from jobs.policies import features_path
 from jobs.progress import Progress, Silent, peak_rss_mb
-from jobs.run import RunRequest, run_nightly
+from jobs.run import RunRequest, run_nightly_on
 from ledgers.db import init_schema, make_engine
 
 SYNTH_AS_OF = dt.date(2026, 1, 1)  # the months synthesised end in December 2025
@@ -175,11 +175,11 @@ def bench(
             store=scratch / "store",
             features_file=features_path(None),
         )
-        runs = []
+        runs: list[tuple[str, dict[str, Any]]] = []
         for label in ("first_run", "second_run"):
             say.log(f"{label.replace('_', ' ')}")
             started = time.perf_counter()
-            outcome = run_nightly(engine, request, catalogue=catalogue, pset=pset, progress=say)
+            outcome = run_nightly_on(engine, request, catalogue=catalogue, pset=pset, progress=say)
             wall = time.perf_counter() - started
             runs.append(
                 (
@@ -188,8 +188,8 @@ def bench(
                         "run_id": outcome.run_id,
                         "seconds": round(wall, 3),
                         "phases": {n: t.to_json() for n, t in outcome.timings.items()},
-                        "transfers": outcome.summary["totals"]["transfers"],
-                        "entitled": outcome.summary["totals"]["entitled"],
+                        "transfers": outcome.summary.totals.transfers,
+                        "entitled": outcome.summary.totals.entitled,
                         "peak_rss_mb": peak_rss_mb(),
                     },
                 )

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from disburse.cli import main
+from disburse.progress import LogProgress
 from disburse.synth import generate
-from jobs.progress import LogProgress
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from disburse.cli import main
 from disburse.synth import generate
 from jobs.catalogue import load_catalogue
 from jobs.policies import features_path, load_policies
-from jobs.run import RunRequest, run_nightly
+from jobs.run import RunRequest, run_nightly_on
 from ledgers.audit import summary
 from ledgers.db import open_engine
 
@@ -36,7 +36,7 @@ def report(city: Path, db_url: str, tmp_path: Path) -> tuple[str, Path]:
     """One nightly run on `db_url` and its report written by the command."""
     cat = load_catalogue()
     with open_engine(db_url, init=True) as engine:
-        run_nightly(
+        run_nightly_on(
             engine,
             RunRequest(city, AS_OF, tmp_path / "store", features_path(None)),
             catalogue=cat,
