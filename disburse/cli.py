@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,16 @@ import click
 
 from disburse import __version__
 from disburse.errors import USER_ERRORS, render
-from disburse.options import DB_HELP, parse_date, policies_option
-from disburse.settings import Settings
+from disburse.options import (
+    as_of_option,
+    db_option,
+    json_option,
+    policies_option,
+    quiet_option,
+    store_option,
+    unmask_option,
+)
+from jobs.settings import Settings
 
 
 class _Group(click.Group):
@@ -31,17 +38,6 @@ class _Group(click.Group):
             if ctx.find_root().params.get("debug"):
                 raise
             raise click.ClickException(render(exc)) from None
-
-
-_date = parse_date
-
-
-def _progress(quiet: bool) -> Callable[[str], None]:
-    def say(message: str) -> None:
-        if not quiet:
-            click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
-
-    return say
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,14 +76,7 @@ def main(debug: bool) -> None:
     show_default=True,
     help="Fraction of rows to corrupt, with every kind of error ingest quarantines.",
 )
-@click.option(
-    "--as-of",
-    "as_of",
-    callback=_date,
-    default="2026-01-01",
-    show_default=True,
-    help="The snapshot date: monthly data ends the month before it.",
-)
+@as_of_option("The snapshot date: monthly data ends the month before it.", default="2026-01-01")
 @click.option(
     "--months",
     type=click.IntRange(min=12),
@@ -95,7 +84,7 @@ def main(debug: bool) -> None:
     show_default=True,
     help="Months of tax and social-security history (at least a year), ending before --as-of.",
 )
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@quiet_option("No progress lines.")
 def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
     """Write a synthetic city's source files (Parquet), one per catalogue source.
 
@@ -104,19 +93,21 @@ def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
     identifier with a valid check character. With --errors, bad rows of every
     kind are injected and listed in manifest.json.
     """
+    from disburse.progress import terminal_progress
     from disburse.synth import generate
 
     started = time.perf_counter()
-    manifest = generate(
-        out,
-        enterprises=enterprises,
-        persons=persons,
-        seed=seed,
-        errors=errors,
-        as_of=as_of,
-        months=months,
-        progress=_progress(quiet),
-    )
+    with terminal_progress(quiet) as progress:
+        manifest = generate(
+            out,
+            enterprises=enterprises,
+            persons=persons,
+            seed=seed,
+            errors=errors,
+            as_of=as_of,
+            months=months,
+            progress=progress.log,
+        )
     seconds = time.perf_counter() - started
     total = sum(manifest["rows"].values())
     for name, n in manifest["rows"].items():
@@ -133,20 +124,16 @@ def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
     required=True,
     help="Folder holding one <source>.parquet or <source>.csv per source.",
 )
-@click.option(
-    "--as-of", "as_of", callback=_date, required=True, help="The run's date (YYYY-MM-DD)."
-)
-@click.option("--db", help=DB_HELP)
-@click.option(
-    "--store", help="Folder for staged files (default: $DISBURSE_STORE, else ./disburse-store)."
-)
+@as_of_option("The run's date (YYYY-MM-DD).")
+@db_option
+@store_option("staged files")
 @click.option(
     "--catalogue",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Source catalogue (default: the shipped policies/sources.yaml).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@json_option("Print the result as JSON.")
+@quiet_option("No progress lines.")
 def ingest(data, as_of, db, store, catalogue, as_json, quiet):
     """Validate every source file and keep the accepted rows for the run.
 
@@ -157,6 +144,7 @@ def ingest(data, as_of, db, store, catalogue, as_json, quiet):
     A source of up to $DISBURSE_INGEST_MEMORY_ROWS rows (default 12 million) is
     validated in memory; a larger one is streamed through a scratch file.
     """
+    from disburse.progress import terminal_progress
     from jobs.catalogue import load_catalogue
     from jobs.ingest import ingest as run_ingest
     from jobs.ingest import quarantine_summary
@@ -166,14 +154,15 @@ def ingest(data, as_of, db, store, catalogue, as_json, quiet):
     cat = load_catalogue(catalogue)
     engine = make_engine(settings.db_url)
     init_schema(engine)
-    result = run_ingest(
-        data,
-        as_of,
-        engine=engine,
-        store=settings.store,
-        catalogue=cat,
-        progress=_progress(quiet or as_json),
-    )
+    with terminal_progress(quiet or as_json) as progress:
+        result = run_ingest(
+            data,
+            as_of,
+            engine=engine,
+            store=settings.store,
+            catalogue=cat,
+            progress=progress,
+        )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
@@ -212,9 +201,9 @@ def sources(markdown, catalogue):
 @click.option("--source", help="Only this source.")
 @click.option("--rule", help="Only rows that failed this rule.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
-@click.option("--db", help=DB_HELP)
-@click.option("--unmask", is_flag=True, help="Show identity numbers, accounts and names in full.")
-@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines.")
+@db_option
+@unmask_option("Show identity numbers, accounts and names in full.")
+@json_option("Print rows as JSON lines.")
 def quarantine(run_id, source, rule, limit, db, unmask, as_json):
     """Show quarantined rows: source, row number, the rule they failed, the row itself.
 
@@ -292,56 +281,16 @@ def policy_check(paths, verbose):
     type=click.Path(exists=True, path_type=Path),
     help="Folder whose features.yaml to list (default: the shipped one).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
+@json_option("Print the catalogue as JSON.")
 def features(policies_path, as_json):
     """List the features policies may read: entity, name, type, where it comes from."""
-    from jobs.catalogue import load_catalogue
-    from jobs.policies import feature_catalogue
+    from jobs.policies import list_features
 
-    cat = feature_catalogue(load_catalogue(), [policies_path] if policies_path else None)
-    rows = []
-    for entity, feats in cat.spec.features.items():
-        for name, f in feats.items():
-            if f.source is not None:
-                origin = (
-                    f"{f.agg or 'value'} of {f.source}.{f.column}"
-                    if f.column
-                    else f"{f.agg} of {f.source} rows"
-                )
-                if f.where:
-                    origin += f" where {f.where}"
-                if f.source in cat.spec.timed:
-                    origin += " over the window"
-            else:
-                origin = f"{f.agg or 'count'} over relation {f.relation}" + (
-                    f" where {f.where}" if f.where else ""
-                )
-            rows.append(
-                {
-                    "entity": entity,
-                    "name": name,
-                    "type": f.type,
-                    "from": origin,
-                    "description": f.description,
-                }
-            )
+    listing = list_features([policies_path] if policies_path else None)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "features": rows,
-                    "relations": {n: r.description for n, r in cat.spec.relations.items()},
-                },
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
-        return
-    for r in rows:
-        click.echo(f"{r['entity']:<11}{r['name']:<24}{r['type']:<8}{r['from']}")
-    click.echo("")
-    for n, rel in cat.spec.relations.items():
-        click.echo(f"relation {n}: {rel.from_} -> {rel.to}: {rel.description}")
+        click.echo(json.dumps(listing.to_json(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(listing.to_text())
 
 
 @main.command()
@@ -351,9 +300,7 @@ def features(policies_path, as_json):
     required=True,
     help="Folder of source files (as for ingest).",
 )
-@click.option(
-    "--as-of", "as_of", callback=_date, required=True, help="The date to simulate (YYYY-MM-DD)."
-)
+@as_of_option("The date to simulate (YYYY-MM-DD).")
 @click.option("--policy", "policy_id", help="Only this policy.")
 @policies_option
 @click.option(
@@ -361,9 +308,9 @@ def features(policies_path, as_json):
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="An older version of the policy: report who gains, who loses, how much.",
 )
-@click.option("--unmask", is_flag=True, help="Show identifiers in full.")
-@click.option("--json", "as_json", is_flag=True, help='Print {"policies": {ID: {...}}} as JSON.')
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@unmask_option("Show identifiers in full.")
+@json_option('Print {"policies": {ID: {...}}} as JSON.')
+@quiet_option("No progress lines.")
 def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, quiet):
     """Reach and cost of each policy before launch; writes nothing to any ledger.
 
@@ -371,29 +318,23 @@ def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, q
     and by size class or age band, the top reasons for ineligibility; with
     --against, the difference between two versions of a policy.
     """
-    from jobs.catalogue import load_catalogue
-    from jobs.policies import load_policies
-    from jobs.simulate import render
+    from disburse.progress import terminal_progress
     from jobs.simulate import simulate as run_simulation
 
-    cat = load_catalogue()
-    pset = load_policies(cat, list(policies_paths) or None)
-    if policy_id is not None:
-        pset.get(policy_id)
-    report = run_simulation(
-        data,
-        as_of,
-        pset=pset,
-        catalogue=cat,
-        only=policy_id,
-        against=against,
-        unmask=unmask,
-        progress=_progress(quiet or as_json),
-    )
+    with terminal_progress(quiet or as_json) as progress:
+        report = run_simulation(
+            data,
+            as_of,
+            policies=list(policies_paths) or None,
+            only=policy_id,
+            against=against,
+            unmask=unmask,
+            progress=progress,
+        )
     click.echo(
-        json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False)
+        json.dumps(report.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
         if as_json
-        else render(report)
+        else report.to_text()
     )
 
 

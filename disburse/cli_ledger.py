@@ -11,7 +11,7 @@ import json
 import click
 
 from disburse.options import DB_HELP
-from disburse.settings import Settings
+from jobs.settings import Settings
 
 
 def _json(data: object) -> str:

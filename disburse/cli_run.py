@@ -1,7 +1,8 @@
-"""The batch's commands: `run`, `demo` and `bench`.
+"""The batch's commands: `run`, `demo`, `bench`, `explain` and `report`.
 
-Thin, like disburse/cli.py: parse options, call `jobs`, print.  `register(main)`
-adds them to the `disburse` command.
+Thin, like disburse/cli.py: parse options, call one `jobs` entry point, print its
+result (`to_json()` with --json, else its text).  `register(main)` adds them to
+the `disburse` command.
 """
 
 from __future__ import annotations
@@ -9,53 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from disburse.options import DB_HELP, parse_date, policies_option
-from disburse.settings import Settings
+from disburse.options import (
+    as_of_option,
+    db_option,
+    json_option,
+    policies_option,
+    quiet_option,
+    store_option,
+    unmask_option,
+)
+from jobs.settings import Settings
 
-if TYPE_CHECKING:
-    from jobs.run import RunOutcome
 
-
-def execute_run(
-    data: Path,
-    as_of: dt.date,
-    settings: Settings,
-    policies_paths: list[Path] | None,
-    *,
-    wait: bool = False,
-    quiet: bool = False,
-    chunk_size: int = 100_000,
-) -> RunOutcome:
-    """Load the catalogue and policies, open the database, run the night; the outcome."""
-    from disburse.progress import RichProgress, choose
-    from jobs.catalogue import load_catalogue
-    from jobs.policies import features_path, load_policies
-    from jobs.run import RunRequest, run_nightly
-    from ledgers.db import init_schema, make_engine
-
-    cat = load_catalogue()
-    pset = load_policies(cat, policies_paths)
-    engine = make_engine(settings.db_url)
-    progress = choose(quiet)
-    try:
-        init_schema(engine)
-        request = RunRequest(
-            data_dir=data,
-            as_of=as_of,
-            store=settings.store,
-            features_file=features_path(policies_paths),
-            wait=wait,
-            chunk_size=chunk_size,
-        )
-        return run_nightly(engine, request, catalogue=cat, pset=pset, progress=progress)
-    finally:
-        if isinstance(progress, RichProgress):
-            progress.close()
-        engine.dispose()
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
 
 @click.command()
@@ -65,14 +36,9 @@ def execute_run(
     required=True,
     help="Folder holding one <source>.parquet or <source>.csv per source.",
 )
-@click.option(
-    "--as-of", "as_of", callback=parse_date, required=True, help="The run's date (YYYY-MM-DD)."
-)
-@click.option("--db", help=DB_HELP)
-@click.option(
-    "--store",
-    help="Folder for staged and decision files (default: $DISBURSE_STORE, else ./disburse-store).",
-)
+@as_of_option("The run's date (YYYY-MM-DD).")
+@db_option
+@store_option("staged and decision files")
 @policies_option
 @click.option(
     "--wait",
@@ -86,8 +52,8 @@ def execute_run(
     show_default=True,
     help="Transfers per database transaction when posting.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (no progress).")
-@click.option("--quiet", is_flag=True, help="No progress.")
+@json_option("Print the outcome as JSON (no progress).")
+@quiet_option()
 def run(data, as_of, db, store, policies_paths, wait, chunk_size, as_json, quiet):
     """The nightly batch: ingest, evaluate, allocate, post, summarise.
 
@@ -100,22 +66,23 @@ def run(data, as_of, db, store, policies_paths, wait, chunk_size, as_json, quiet
     it first: the ledger ends as if nothing had happened. Only one run at a time
     may hold a database; a second one exits with a message, or waits with --wait.
     """
-    from jobs.report import render_run
+    from disburse.progress import terminal_progress
+    from jobs.run import run_nightly
 
-    settings = Settings.resolve(db, store)
-    outcome = execute_run(
-        data,
-        as_of,
-        settings,
-        list(policies_paths) or None,
-        wait=wait,
-        quiet=quiet or as_json,
-        chunk_size=chunk_size,
-    )
+    with terminal_progress(quiet or as_json) as progress:
+        outcome = run_nightly(
+            data,
+            as_of,
+            Settings.resolve(db, store),
+            policies=list(policies_paths) or None,
+            wait=wait,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
     if as_json:
-        click.echo(json.dumps(outcome.to_json(), indent=2, sort_keys=True, ensure_ascii=False))
+        _print_json(outcome.to_json())
     else:
-        click.echo(render_run(outcome.to_json()))
+        click.echo(outcome.to_text())
 
 
 DEMO_AS_OF = dt.date(2026, 3, 15)
@@ -131,8 +98,8 @@ DEMO_AS_OF = dt.date(2026, 3, 15)
 )
 @click.option("--enterprises", type=click.IntRange(min=10), default=20_000, show_default=True)
 @click.option("--persons", type=click.IntRange(min=10), default=100_000, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the run's outcome as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress.")
+@json_option("Print the run's outcome as JSON.")
+@quiet_option()
 def demo(out, enterprises, persons, as_json, quiet):
     """A synthetic city, a full nightly run into a SQLite file, its summary.
 
@@ -142,8 +109,9 @@ def demo(out, enterprises, persons, as_json, quiet):
     `disburse ledger summary`, `disburse audit verify`, or `disburse run` again
     (it posts nothing: nothing changed).
     """
+    from disburse.progress import terminal_progress
     from disburse.synth import generate
-    from jobs.report import render_run
+    from jobs.run import run_nightly
 
     data = out / "data"
     if not (data / "manifest.json").is_file():
@@ -154,11 +122,12 @@ def demo(out, enterprises, persons, as_json, quiet):
             )
         generate(data, enterprises=enterprises, persons=persons, seed=1, errors=0.001)
     settings = Settings(db_url=f"sqlite:///{(out / 'disburse.db').resolve()}", store=out / "store")
-    outcome = execute_run(data, DEMO_AS_OF, settings, None, quiet=quiet or as_json)
+    with terminal_progress(quiet or as_json) as progress:
+        outcome = run_nightly(data, DEMO_AS_OF, settings, progress=progress)
     if as_json:
-        click.echo(json.dumps(outcome.to_json(), indent=2, sort_keys=True, ensure_ascii=False))
+        _print_json(outcome.to_json())
         return
-    click.echo(render_run(outcome.to_json()))
+    click.echo(outcome.to_text())
     click.echo(f"\nledger: {settings.db_url}  (try: disburse audit verify --db {settings.db_url})")
 
 
@@ -224,9 +193,9 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
 @click.option(
     "--run", "run_id", type=int, help="The run (default: the latest that evaluated the policy)."
 )
-@click.option("--db", help=DB_HELP)
-@click.option("--unmask", is_flag=True, help="Show identity numbers in full.")
-@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@db_option
+@unmask_option("Show identity numbers in full.")
+@json_option("Print the explanation as JSON.")
 def explain(policy_id, entity, run_id, db, unmask, as_json):
     """Why an entity was paid what it was paid under a policy, or why not.
 
@@ -237,25 +206,17 @@ def explain(policy_id, entity, run_id, db, unmask, as_json):
     amount's steps; the stacking and budget decision; and the ledger's
     transfers for the key. Personal data is masked unless --unmask is given.
     """
-    from jobs.explain import explain as explain_key
-    from jobs.explain import render_explanation
-    from ledgers.db import make_engine, require_ledger
+    from jobs.explain import explain_entity
 
-    engine = make_engine(Settings.resolve(db).db_url)
-    try:
-        with engine.connect() as conn:
-            require_ledger(conn)
-        out = explain_key(engine, policy_id, entity, run_id=run_id, unmask=unmask)
-    finally:
-        engine.dispose()
+    out = explain_entity(Settings.resolve(db), policy_id, entity, run_id=run_id, unmask=unmask)
     if as_json:
-        click.echo(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+        _print_json(out.to_json())
     else:
-        click.echo(render_explanation(out))
+        click.echo(out.to_text())
 
 
 @click.command()
-@click.option("--db", help=DB_HELP)
+@db_option
 @click.option("--run", "run_id", type=int, required=True, help="The nightly run to report.")
 @click.option(
     "--out",
@@ -263,7 +224,7 @@ def explain(policy_id, entity, run_id, db, unmask, as_json):
     required=True,
     help="The HTML file to write (self-contained: open it anywhere, no network needed).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Also print the report's figures as JSON.")
+@json_option("Also print the report's figures as JSON.")
 def report(db, run_id, out, as_json):
     """One self-contained HTML page of a run: totals, budgets, who is paid, reasons, timings.
 
@@ -272,22 +233,13 @@ def report(db, run_id, out, as_json):
     the top reasons for ineligibility, quarantined rows by reason, and the
     run's phase timings, with inline SVG charts.
     """
-    from jobs.html_report import build_report, render_html
-    from ledgers.db import make_engine, require_ledger
+    from jobs.html_report import write_report
 
-    engine = make_engine(Settings.resolve(db).db_url)
-    try:
-        with engine.connect() as conn:
-            require_ledger(conn)
-        figures = build_report(engine, run_id)
-    finally:
-        engine.dispose()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(figures), encoding="utf-8")
+    figures = write_report(Settings.resolve(db), run_id, out)
     if as_json:
-        click.echo(json.dumps(figures, indent=2, sort_keys=True, ensure_ascii=False))
+        _print_json(figures.to_json())
     else:
-        click.echo(f"wrote {out} (run {run_id} as of {figures['as_of']})")
+        click.echo(f"wrote {out} (run {run_id} as of {figures.as_of.isoformat()})")
 
 
 def register(main: click.Group) -> None:

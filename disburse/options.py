@@ -1,11 +1,16 @@
-"""Option parsers shared by the command modules."""
+"""Options shared by the commands: one definition each, the help worded per command where it
+says what the option does there."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
 
@@ -29,3 +34,44 @@ def parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(
             f"{value!r} is not a date written YYYY-MM-DD", param=param
         ) from None
+
+
+def db_option(fn: F) -> F:
+    """--db: the database URL (resolved by `jobs.settings.Settings`)."""
+    return click.option("--db", help=DB_HELP)(fn)
+
+
+def store_option(holds: str) -> Callable[[F], F]:
+    """--store: the folder for what the command keeps (`holds`: "staged files", ...)."""
+    return click.option(
+        "--store",
+        help=f"Folder for {holds} (default: $DISBURSE_STORE, else ./disburse-store).",
+    )
+
+
+def as_of_option(text: str, *, default: str | None = None) -> Callable[[F], F]:
+    """--as-of as a date: required, unless it has a `default` (shown in the help)."""
+    return click.option(
+        "--as-of",
+        "as_of",
+        callback=parse_date,
+        required=default is None,
+        default=default,
+        show_default=default is not None,
+        help=text,
+    )
+
+
+def json_option(text: str) -> Callable[[F], F]:
+    """--json: print the result as JSON instead of text (`text` says what is printed)."""
+    return click.option("--json", "as_json", is_flag=True, help=text)
+
+
+def unmask_option(text: str) -> Callable[[F], F]:
+    """--unmask: show personal identifiers in full (`text` says which)."""
+    return click.option("--unmask", is_flag=True, help=text)
+
+
+def quiet_option(text: str = "No progress.") -> Callable[[F], F]:
+    """--quiet: no progress on stderr."""
+    return click.option("--quiet", is_flag=True, help=text)

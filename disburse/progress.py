@@ -1,8 +1,13 @@
-"""Progress on a terminal: one rich bar per phase; plain log lines when not on a terminal."""
+"""The command line's `jobs.progress.Progress`: one rich bar per phase on a terminal, plain
+timestamped log lines otherwise (a log file, a pipe), nothing when quiet."""
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import (
@@ -14,7 +19,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from jobs.progress import LogProgress, Phase, PhaseTiming, Silent
+from jobs.progress import Phase, PhaseTiming, Silent
 from jobs.progress import Progress as JobProgress
 
 
@@ -74,6 +79,43 @@ class RichProgress:
         self.bars.stop()
 
 
+class _LogPhase:
+    def __init__(self, owner: LogProgress, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def total(self, n: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def status(self, message: str) -> None:
+        self.owner.log(f"{self.name}: {message}")
+
+
+@dataclass
+class LogProgress:
+    """Plain timestamped lines on stderr: what a log file or a pipe wants."""
+
+    write: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+    def phase(self, name: str, total: int | None = None) -> Phase:
+        self.log(f"{name}: started")
+        return _LogPhase(self, name)
+
+    def done(self, name: str, timing: PhaseTiming) -> None:
+        if timing.skipped:
+            self.log(f"{name}: {timing.skipped} ({timing.seconds:.1f} s)")
+            return
+        self.log(
+            f"{name}: done in {timing.seconds:.1f} s, {timing.rows:,} rows "
+            f"({timing.rows_per_second:,.0f}/s), peak memory {timing.peak_rss_mb:,.0f} MiB"
+        )
+
+    def log(self, message: str) -> None:
+        self.write(f"[{time.strftime('%H:%M:%S')}] {message}")
+
+
 def choose(quiet: bool) -> JobProgress:
     """Bars on a terminal, log lines otherwise, nothing if quiet."""
     if quiet:
@@ -81,3 +123,14 @@ def choose(quiet: bool) -> JobProgress:
     if sys.stderr.isatty():
         return RichProgress()
     return LogProgress()
+
+
+@contextmanager
+def terminal_progress(quiet: bool) -> Iterator[JobProgress]:
+    """`choose(quiet)` for the length of a command: the bars stop at the end."""
+    progress = choose(quiet)
+    try:
+        yield progress
+    finally:
+        if isinstance(progress, RichProgress):
+            progress.close()

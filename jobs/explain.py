@@ -15,7 +15,8 @@ met every condition it must agree with the archived amount.
 from __future__ import annotations
 
 import datetime as dt
-import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy import Engine, select
 from eligibility import (
     CheckedCatalogue,
     CheckedPolicy,
+    RowExplanation,
     explain_row,
     load_feature_catalogue,
     load_policy,
@@ -35,21 +37,30 @@ from jobs.catalogue import load_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide
 from jobs.ingest import sha256_file
+from jobs.settings import Settings
 from jobs.simulate import yuan
 from jobs.staged import staged_columns
+from ledgers import runs
+from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
 from ledgers.masking import mask_entity
-from ledgers.schema import Run, SourceSnapshot, Transfer
+from ledgers.runs import HashedFile, RunRecord
+from ledgers.schema import Transfer
 
 
-def _archived(entry: dict[str, str], what: str, run_id: int) -> Path:
-    path = Path(entry["file"])
+def _archived(entry: HashedFile | None, what: str, run_id: int) -> Path:
+    if entry is None:
+        raise JobError(
+            f"run {run_id} archived no {what}",
+            fix="the run predates archived feature catalogues: explain a later run (--run)",
+        )
+    path = entry.path
     if not path.is_file():
         raise JobError(
             f"run {run_id}: the archived {what} {path} is missing",
             fix="restore the store folder (--store / $DISBURSE_STORE) from its backup",
         )
-    if sha256_file(path) != entry["sha256"]:
+    if sha256_file(path) != entry.sha256:
         raise JobError(
             f"run {run_id}: the archived {what} {path} does not match its recorded sha256",
             fix="it was changed after the run; restore it from the backup",
@@ -57,79 +68,244 @@ def _archived(entry: dict[str, str], what: str, run_id: int) -> Path:
     return path
 
 
+def _archive(run: RunRecord) -> runs.RunArchive:
+    if run.archive is None:
+        raise JobError(
+            f"run {run.run_id} is not a nightly run with recorded decisions",
+            fix="`disburse ledger summary` lists the runs; give one that reached 'evaluated'",
+        )
+    return run.archive
+
+
 def archived_policies(
-    run: Any, policy_ids: list[str] | None = None
+    run: RunRecord, policy_ids: list[str] | None = None
 ) -> tuple[CheckedCatalogue, dict[str, CheckedPolicy]]:
     """The feature catalogue and the policies (all, or `policy_ids`) as the run read them,
     from its archived copies, each checked against its recorded sha256."""
-    archive = json.loads(run.archive_json)
+    archive = _archive(run)
     source_cat = load_catalogue()
     keys = {name: src.key for name, src in source_cat.sources.items()}
-    features_file = _archived(archive["catalogue"], "feature catalogue", run.run_id)
+    features_file = _archived(archive.catalogue, "feature catalogue", run.run_id)
     cat = load_feature_catalogue(features_file, staged_columns(source_cat), keys)
-    wanted = sorted(archive["policies"]) if policy_ids is None else policy_ids
+    wanted = sorted(archive.policies) if policy_ids is None else policy_ids
     policies = {
-        pid: load_policy(_archived(archive["policies"][pid], "policy file", run.run_id), cat)
+        pid: load_policy(_archived(archive.policies[pid], "policy file", run.run_id), cat)
         for pid in wanted
     }
     return cat, policies
 
 
-def archived_decisions(run: Any) -> pl.LazyFrame:
+def archived_decisions(run: RunRecord) -> pl.LazyFrame:
     """A run's whole decision table (every policy and entity, refusals with their reasons),
     derived from its wide archive: the run itself keeps only the claims."""
-    archive = json.loads(run.archive_json)
+    archive = _archive(run)
     _cat, policies = archived_policies(run)
     scans = {
         target: pl.scan_parquet(_archived(entry, f"{target} features", run.run_id))
-        for target, entry in archive["features"].items()
+        for target, entry in archive.features.items()
     }
     return decisions_of_wide(scans, list(policies.values()), run.as_of)
 
 
-def _find_run(engine: Engine, policy_id: str, run_id: int | None) -> Any:
-    cols = Run.__table__
-    with engine.connect() as conn:
-        if run_id is not None:
-            row = conn.execute(select(cols).where(Run.run_id == run_id)).first()
-            if row is None or row.archive_json is None:
-                raise JobError(
-                    f"run {run_id} is not a nightly run with recorded decisions",
-                    fix="`disburse ledger summary` lists the runs; give one that reached 'evaluated'",
-                )
-            return row
-        rows = conn.execute(
-            select(cols)
-            .where(Run.kind == "nightly", Run.archive_json.is_not(None))
-            .order_by(Run.run_id.desc())
-        ).all()
-    for row in rows:
-        if policy_id in json.loads(row.archive_json).get("policies", {}):
-            return row
-    raise JobError(
-        f"no nightly run has evaluated policy {policy_id!r}",
-        fix="check the policy id (`disburse policy check` lists them), or run the night first",
-    )
+def _find_run(engine: Engine, policy_id: str, run_id: int | None) -> RunRecord:
+    if run_id is not None:
+        run = runs.get_run(engine, run_id)
+        if run is None or run.archive is None:
+            raise JobError(
+                f"run {run_id} is not a nightly run with recorded decisions",
+                fix="`disburse ledger summary` lists the runs; give one that reached 'evaluated'",
+            )
+        return run
+    found = runs.evaluated_with(engine, policy_id)
+    if found is None:
+        raise JobError(
+            f"no nightly run has evaluated policy {policy_id!r}",
+            fix="check the policy id (`disburse policy check` lists them), or run the night first",
+        )
+    return found
+
+
+# --- the explanation, typed ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyBasis:
+    """The legal basis of a policy, as its file states it."""
+
+    document: str
+    issued_by: str | None
+    issued_on: dt.date | None
+
+
+@dataclass(frozen=True)
+class ExplainedPolicy:
+    """The policy an explanation is about, as the run read it."""
+
+    id: str
+    title: str
+    basis: PolicyBasis
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AllocationDecision:
+    """What allocation made of the key's claim: stacking and budget, the amount entitled."""
+
+    claim_fen: int
+    held_before_fen: int
+    amount_fen: int
+    stacking: str | None
+    budget: str | None
+
+
+@dataclass(frozen=True)
+class LedgerTransfer:
+    """One transfer the ledger holds for the key (payees masked unless asked)."""
+
+    transfer_id: int
+    run_id: int
+    kind: str
+    debit: str
+    credit: str
+    amount_fen: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why an entity was paid what it was paid under a policy in a run, or why not.
+
+    The fields from `window` to `reference_agrees` are the per-row explanation of
+    `eligibility.explain.explain_row` (read in `_row_fields` only)."""
+
+    run_id: int
+    as_of: dt.date
+    policy: ExplainedPolicy
+    sources: Mapping[str, str]  # source -> sha256 the run read
+    entity: str  # masked unless asked
+    target: str
+    benefit_period: str
+    eligible: bool
+    reason: str | None
+    claim_fen: int
+    window: str
+    computed_fen: int | None
+    features: Mapping[str, Any]
+    feature_types: Mapping[str, str]
+    lets: Mapping[str, Any]
+    lists: Sequence[str]
+    conditions: Sequence[Mapping[str, Any]]
+    amount_steps: Sequence[str]
+    reference_agrees: bool
+    allocation: AllocationDecision | None
+    payee: str | None
+    transfers: Sequence[LedgerTransfer]
+    amount_fen: int  # what the ledger holds for the key
+
+    @property
+    def first_failing(self) -> Mapping[str, Any] | None:
+        """The first condition the entity did not meet, if any."""
+        return next((c for c in self.conditions if not c["passed"]), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """What `disburse explain --json` prints."""
+        basis = self.policy.basis
+        a = self.allocation
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat(),
+            "policy": {
+                "id": self.policy.id,
+                "title": self.policy.title,
+                "basis": {
+                    "document": basis.document,
+                    "issued_by": basis.issued_by,
+                    "issued_on": basis.issued_on.isoformat() if basis.issued_on else None,
+                },
+                "sha256": self.policy.sha256,
+            },
+            "sources": dict(self.sources),
+            "entity": self.entity,
+            "target": self.target,
+            "benefit_period": self.benefit_period,
+            "window": self.window,
+            "eligible": self.eligible,
+            "reason": self.reason,
+            "first_failing": self.first_failing,
+            "claim_fen": self.claim_fen,
+            "computed_fen": self.computed_fen,
+            "features": dict(self.features),
+            "feature_types": dict(self.feature_types),
+            "lets": dict(self.lets),
+            "lists": list(self.lists),
+            "conditions": [dict(c) for c in self.conditions],
+            "amount_steps": list(self.amount_steps),
+            "reference_agrees": self.reference_agrees,
+            "allocation": None
+            if a is None
+            else {
+                "claim_fen": a.claim_fen,
+                "held_before_fen": a.held_before_fen,
+                "amount_fen": a.amount_fen,
+                "stacking": a.stacking,
+                "budget": a.budget,
+            },
+            "payee": self.payee,
+            "transfers": [
+                {
+                    "transfer_id": t.transfer_id,
+                    "run_id": t.run_id,
+                    "kind": t.kind,
+                    "debit": t.debit,
+                    "credit": t.credit,
+                    "amount_fen": t.amount_fen,
+                    "hash": t.hash,
+                }
+                for t in self.transfers
+            ],
+            "amount_fen": self.amount_fen,
+        }
+
+    def to_text(self) -> str:
+        """The explanation as plain text for the auditor."""
+        return render_explanation(self)
+
+
+def _row_fields(detail: RowExplanation) -> dict[str, Any]:
+    """The per-row explanation of `explain_row`, as the Explanation's fields: the one place
+    that reads it."""
+    return {
+        "window": detail.window,
+        "computed_fen": detail.amount_fen,
+        "features": detail.features,
+        "feature_types": detail.feature_types,
+        "lets": detail.lets,
+        "lists": detail.lists,
+        "conditions": [c.to_json() for c in detail.conditions],
+        "amount_steps": detail.amount_steps,
+        "reference_agrees": detail.reference_agrees,
+    }
 
 
 def explain(
     engine: Engine, policy_id: str, entity: str, *, run_id: int | None = None, unmask: bool = False
-) -> dict[str, Any]:
+) -> Explanation:
     """The explanation of (policy, entity) in a run (default: the latest that evaluated it)."""
     run = _find_run(engine, policy_id, run_id)
-    archive = json.loads(run.archive_json)
-    if policy_id not in archive["policies"]:
+    archive = _archive(run)
+    if policy_id not in archive.policies:
         raise JobError(
             f"run {run.run_id} did not evaluate policy {policy_id!r} "
-            f"(it evaluated {', '.join(sorted(archive['policies']))})",
+            f"(it evaluated {', '.join(sorted(archive.policies))})",
             fix="leave out --run to take the latest run that evaluated it",
         )
-    show = (lambda v: v) if unmask else mask_entity
+    show: Callable[[Any], Any] = (lambda v: v) if unmask else mask_entity
     cat, policies = archived_policies(run, [policy_id])
     policy = policies[policy_id]
-    wide_entry = archive["features"][policy.target]
     wide_rows = (
-        pl.scan_parquet(_archived(wide_entry, f"{policy.target} features", run.run_id))
+        pl.scan_parquet(
+            _archived(archive.features.get(policy.target), f"{policy.target} features", run.run_id)
+        )
         .filter(pl.col("entity_id") == entity)
         .collect()
     )
@@ -145,20 +321,20 @@ def explain(
         .collect()
         .row(0, named=True)
     )
-    detail = explain_row(policy, cat, run.as_of, wide).to_json()
+    detail = explain_row(policy, cat, run.as_of, wide)
+    if run.allocation is None:
+        raise JobError(
+            f"run {run.run_id} recorded no allocation",
+            fix="finish it first: run the same `disburse run` command again",
+        )
     allocation = (
-        pl.scan_parquet(run.allocation_file)
+        pl.scan_parquet(run.allocation.path)
         .filter((pl.col("policy_id") == policy_id) & (pl.col("entity") == entity))
         .collect()
     )
     alloc = allocation.row(0, named=True) if allocation.height else None
     t = Transfer.__table__
     with engine.connect() as conn:
-        snaps = conn.execute(
-            select(SourceSnapshot.source, SourceSnapshot.sha256)
-            .where(SourceSnapshot.run_id == run.run_id)
-            .order_by(SourceSnapshot.source)
-        ).all()
         transfers = conn.execute(
             select(
                 t.c.transfer_id,
@@ -177,65 +353,66 @@ def explain(
             )
             .order_by(t.c.transfer_id)
         ).all()
-    failed = next((c for c in detail["conditions"] if not c["passed"]), None)
     spec = policy.spec
-    return {
-        "run_id": run.run_id,
-        "as_of": run.as_of.isoformat(),
-        "policy": {
-            "id": policy_id,
-            "title": spec.title,
-            "basis": {
-                "document": spec.basis.document,
-                "issued_by": spec.basis.issued_by,
-                "issued_on": spec.basis.issued_on.isoformat() if spec.basis.issued_on else None,
-            },
-            "sha256": archive["policies"][policy_id]["sha256"],
-        },
-        "sources": {s.source: s.sha256 for s in snaps},
-        "entity": show(entity),
-        "target": policy.target,
-        "benefit_period": d["period"],
-        "window": detail["window"],
-        "eligible": bool(d["eligible"]),
-        "reason": d["reason"],
-        "first_failing": failed,
-        "claim_fen": int(d["amount_fen"]),
-        "computed_fen": detail["amount_fen"],
-        "features": detail["features"],
-        "feature_types": detail["feature_types"],
-        "lets": detail["lets"],
-        "lists": detail["lists"],
-        "conditions": detail["conditions"],
-        "amount_steps": detail["amount_steps"],
-        "reference_agrees": detail["reference_agrees"],
-        "allocation": None
+    return Explanation(
+        run_id=run.run_id,
+        as_of=run.as_of,
+        policy=ExplainedPolicy(
+            id=policy_id,
+            title=spec.title,
+            basis=PolicyBasis(spec.basis.document, spec.basis.issued_by, spec.basis.issued_on),
+            sha256=archive.policies[policy_id].sha256,
+        ),
+        sources=run.sources,
+        entity=show(entity),
+        target=policy.target,
+        benefit_period=d["period"],
+        eligible=bool(d["eligible"]),
+        reason=d["reason"],
+        claim_fen=int(d["amount_fen"]),
+        **_row_fields(detail),
+        allocation=None
         if alloc is None
-        else {
-            "claim_fen": alloc["claim_fen"],
-            "held_before_fen": alloc["held_fen"],
-            "amount_fen": alloc["amount_fen"],
-            "stacking": alloc["stacking"],
-            "budget": alloc["budget"],
-        },
-        "payee": show(alloc["payee"]) if alloc else None,
-        "transfers": [
-            {
-                "transfer_id": r.transfer_id,
-                "run_id": r.run_id,
-                "kind": r.kind,
-                "debit": _mask_account(r.debit_account, show),
-                "credit": _mask_account(r.credit_account, show),
-                "amount_fen": r.amount_fen,
-                "hash": r.hash,
-            }
+        else AllocationDecision(
+            claim_fen=alloc["claim_fen"],
+            held_before_fen=alloc["held_fen"],
+            amount_fen=alloc["amount_fen"],
+            stacking=alloc["stacking"],
+            budget=alloc["budget"],
+        ),
+        payee=show(alloc["payee"]) if alloc else None,
+        transfers=[
+            LedgerTransfer(
+                transfer_id=r.transfer_id,
+                run_id=r.run_id,
+                kind=r.kind,
+                debit=_mask_account(r.debit_account, show),
+                credit=_mask_account(r.credit_account, show),
+                amount_fen=r.amount_fen,
+                hash=r.hash,
+            )
             for r in transfers
         ],
-        "amount_fen": sum(int(r.signed) for r in transfers),
-    }
+        amount_fen=sum(int(r.signed) for r in transfers),
+    )
 
 
-def _mask_account(address: str, show: Any) -> str:
+def explain_entity(
+    settings: Settings,
+    policy_id: str,
+    entity: str,
+    *,
+    run_id: int | None = None,
+    unmask: bool = False,
+) -> Explanation:
+    """`disburse explain`: open the ledger of `settings` and explain (policy, entity) in a run."""
+    with open_engine(settings.db_url) as engine:
+        with engine.connect() as conn:
+            require_ledger(conn)
+        return explain(engine, policy_id, entity, run_id=run_id, unmask=unmask)
+
+
+def _mask_account(address: str, show: Callable[[Any], Any]) -> str:
     head, _, rest = address.partition(":")
     return f"{head}:{show(rest)}" if head in ("payable", "receivable") else address
 
@@ -266,29 +443,29 @@ def _budget(b: str | None) -> str:
     }.get(b, b or "")
 
 
-def render_explanation(e: dict[str, Any]) -> str:
+def render_explanation(e: Explanation) -> str:
     """The explanation as plain text for the auditor."""
-    p = e["policy"]
-    basis = p["basis"]
+    p = e.policy
+    basis = p.basis
     lines = [
-        f"{e['entity']} under {p['id']} ({p['title']}), benefit period {e['benefit_period']}",
-        f"  basis: {basis['document']}"
-        + (f"; {basis['issued_by']}" if basis["issued_by"] else "")
-        + (f", {basis['issued_on']}" if basis["issued_on"] else ""),
-        f"  run {e['run_id']} as of {e['as_of']}; policy file sha256 {p['sha256']}",
-        "  sources: " + ", ".join(f"{n} {h[:12]}" for n, h in e["sources"].items()),
+        f"{e.entity} under {p.id} ({p.title}), benefit period {e.benefit_period}",
+        f"  basis: {basis.document}"
+        + (f"; {basis.issued_by}" if basis.issued_by else "")
+        + (f", {basis.issued_on.isoformat()}" if basis.issued_on else ""),
+        f"  run {e.run_id} as of {e.as_of.isoformat()}; policy file sha256 {p.sha256}",
+        "  sources: " + ", ".join(f"{n} {h[:12]}" for n, h in e.sources.items()),
         "",
-        f"features (window {e['window']}):",
+        f"features (window {e.window}):",
     ]
-    types = e["feature_types"]
-    for name, v in e["features"].items():
+    types = e.feature_types
+    for name, v in e.features.items():
         lines.append(f"  {name} = {_show(v, types.get(name))}")
-    for name, v in e["lets"].items():
+    for name, v in e.lets.items():
         lines.append(f"  let {name} = {_show(v, types.get(name))}")
-    if e["lists"]:
-        lines.append(f"  on lists: {', '.join(e['lists'])}")
+    if e.lists:
+        lines.append(f"  on lists: {', '.join(e.lists)}")
     lines += ["", "conditions:"]
-    for c in e["conditions"]:
+    for c in e.conditions:
         mark = "pass" if c["passed"] else "FAIL"
         lines.append(f"  [{mark}] {c['id']}: {c['text']}")
         if c.get("gap"):
@@ -296,37 +473,37 @@ def render_explanation(e: dict[str, Any]) -> str:
         if c.get("ref"):
             lines.append(f"         ({c['ref']})")
     lines += ["", "amount:"]
-    lines += [f"  {s}" for s in e["amount_steps"]]
-    lines.append(f"  claim: {yuan(e['claim_fen'])} yuan")
-    if not e["eligible"]:
-        first = e["first_failing"]
+    lines += [f"  {s}" for s in e.amount_steps]
+    lines.append(f"  claim: {yuan(e.claim_fen)} yuan")
+    if not e.eligible:
+        first = e.first_failing
         why = (
             f"condition {first['id']} failed"
             + (f" (by {first['gap']})" if first.get("gap") else "")
             if first
-            else f"reason {e['reason']}"
+            else f"reason {e.reason}"
         )
         lines.append(f"  not eligible: {why}")
-    a = e["allocation"]
+    a = e.allocation
     lines += ["", "allocation:"]
     if a is None:
         lines.append("  nothing to allocate: no claim, and the ledger held nothing for this key")
     else:
-        lines.append(f"  stacking: {_stacking(a['stacking'])}")
-        lines.append(f"  budget: {_budget(a['budget'])}")
+        lines.append(f"  stacking: {_stacking(a.stacking)}")
+        lines.append(f"  budget: {_budget(a.budget)}")
         lines.append(
-            f"  entitled: {yuan(a['amount_fen'])} yuan (held before this run: {yuan(a['held_before_fen'])})"
+            f"  entitled: {yuan(a.amount_fen)} yuan (held before this run: {yuan(a.held_before_fen)})"
         )
     lines += ["", "ledger:"]
-    if not e["transfers"]:
+    if not e.transfers:
         lines.append("  no transfers for this key")
-    for t in e["transfers"]:
+    for t in e.transfers:
         lines.append(
-            f"  #{t['transfer_id']} run {t['run_id']} {t['kind']:<10} {yuan(t['amount_fen']):>16}  "
-            f"{t['debit']} -> {t['credit']}  {t['hash'][:12]}"
+            f"  #{t.transfer_id} run {t.run_id} {t.kind:<10} {yuan(t.amount_fen):>16}  "
+            f"{t.debit} -> {t.credit}  {t.hash[:12]}"
         )
-    lines.append(f"  the ledger holds {yuan(e['amount_fen'])} yuan for this key")
-    if not e["reference_agrees"]:
+    lines.append(f"  the ledger holds {yuan(e.amount_fen)} yuan for this key")
+    if not e.reference_agrees:
         lines.append(
             "  WARNING: the reference interpreter computes a different amount from the archived"
             " features; report this to the engine's maintainers"

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +25,144 @@ from sqlalchemy import Engine, func, select
 from jobs.errors import JobError
 from jobs.explain import archived_decisions
 from jobs.ingest import staged_dir
+from jobs.settings import Settings
 from jobs.simulate import AGE_BANDS, entity_segments, yuan
+from jobs.summary import PolicySummary, RunSummary, SourceCount
+from ledgers import runs
 from ledgers.audit import summary as ledger_summary
-from ledgers.schema import QuarantinedRow, Run
+from ledgers.db import open_engine, require_ledger
+from ledgers.runs import RunState
+from ledgers.schema import QuarantinedRow
 
 BAND_ORDER = {label: i for i, (_lo, _hi, label) in enumerate(AGE_BANDS)}
 PALETTE = ("#2f6fb0", "#d9822b", "#3a9d5d", "#b5443b", "#7a5aa6", "#8c6d46", "#c75a9c", "#5f7b8a")
 
 
-def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
-    """The figures of the report: plain data (what `--json` would print)."""
-    cols = Run.__table__
+@dataclass(frozen=True)
+class LedgerTotal:
+    """What the ledger holds for one policy and benefit period after the run."""
+
+    policy_id: str
+    benefit_period: str
+    count: int
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    """How many entities a policy refused for one reason (its first failing condition)."""
+
+    policy_id: str
+    reason: str | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """Entitled keys of one region, size class or age band, and their amount."""
+
+    key: str
+    count: int
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class QuarantineCount:
+    """Rows of a source quarantined for one rule."""
+
+    source: str
+    rule: str
+    count: int
+
+
+@dataclass(frozen=True)
+class RecordedTiming:
+    """One phase's timing as the run recorded it."""
+
+    seconds: float
+    rows: int
+    rows_per_second: float | None
+    peak_rss_mb: float
+    skipped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As recorded."""
+        out: dict[str, Any] = {
+            "seconds": self.seconds,
+            "rows": self.rows,
+            "rows_per_second": self.rows_per_second,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The figures of `disburse report` for one completed nightly run."""
+
+    run_id: int
+    as_of: dt.date
+    state: RunState
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    ledger: Sequence[LedgerTotal]
+    policies: Mapping[str, PolicySummary]
+    sources: Mapping[str, SourceCount]
+    reasons: Sequence[ReasonCount]
+    # "region" or "segment" -> entity kind -> groups
+    distribution: Mapping[str, Mapping[str, Sequence[Group]]]
+    quarantine: Sequence[QuarantineCount]
+    timings: Mapping[str, RecordedTiming]
+
+    def to_json(self) -> dict[str, Any]:
+        """What `disburse report --json` prints."""
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat(),
+            "state": self.state.value,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "ledger": [_fields(x) for x in self.ledger],
+            "policies": {pid: p.to_json() for pid, p in self.policies.items()},
+            "sources": {name: s.to_json() for name, s in self.sources.items()},
+            "reasons": [_fields(x) for x in self.reasons],
+            "distribution": {
+                by: {target: [_fields(g) for g in groups] for target, groups in per.items()}
+                for by, per in self.distribution.items()
+            },
+            "quarantine": [_fields(q) for q in self.quarantine],
+            "timings": {name: t.to_json() for name, t in self.timings.items()},
+        }
+
+    def to_html(self) -> str:
+        """The report as one HTML document."""
+        return render_html(self)
+
+
+def _fields(item: Any) -> dict[str, Any]:
+    return dict(item.__dict__)
+
+
+def build_report(engine: Engine, run_id: int) -> RunReport:
+    """The figures of the report of a completed nightly run."""
+    run = runs.get_run(engine, run_id)
+    if run is None or run.kind != runs.NIGHTLY:
+        raise JobError(
+            f"run {run_id} is not a nightly run",
+            fix="give the id of a `disburse run` (see `disburse ledger summary` or the runs table)",
+        )
+    if run.state is not RunState.COMPLETED:
+        raise JobError(
+            f"run {run_id} is {run.state}, not completed",
+            fix="finish it first: run the same `disburse run` command again",
+        )
+    # A completed nightly run recorded every one of them.
+    assert run.allocation is not None
+    assert run.claims is not None
+    assert run.store_dir is not None
     with engine.connect() as conn:
-        run = conn.execute(select(cols).where(Run.run_id == run_id)).first()
-        if run is None or run.kind != "nightly":
-            raise JobError(
-                f"run {run_id} is not a nightly run",
-                fix="give the id of a `disburse run` (see `disburse ledger summary` or the runs table)",
-            )
-        if run.state != "completed":
-            raise JobError(
-                f"run {run_id} is {run.state}, not completed",
-                fix="finish it first: run the same `disburse run` command again",
-            )
         quarantine = conn.execute(
             select(QuarantinedRow.source, QuarantinedRow.rule, func.count())
             .where(QuarantinedRow.run_id == run_id)
@@ -54,13 +170,12 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
             .order_by(func.count().desc(), QuarantinedRow.source, QuarantinedRow.rule)
         ).all()
     ledger = [
-        {k: r[k] for k in ("policy_id", "benefit_period", "count", "amount_fen")}
+        LedgerTotal(r["policy_id"], r["benefit_period"], r["count"], r["amount_fen"])
         for r in ledger_summary(engine, up_to_run=run_id).rows.iter_rows(named=True)
     ]
-    summary = json.loads(run.summary_json or "{}")
-    timings = json.loads(run.timings_json or "{}")
+    summary = RunSummary.from_json(run.summary) if run.summary is not None else None
     decisions = archived_decisions(run)
-    allocation = pl.read_parquet(run.allocation_file)
+    allocation = pl.read_parquet(run.allocation.path)
     reasons = (
         decisions.filter(~pl.col("eligible"))
         .group_by("policy_id", "reason")
@@ -73,7 +188,7 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
         allocation.filter(pl.col("amount_fen") > 0)
         .lazy()
         .join(
-            pl.scan_parquet(run.decisions_file).select(
+            pl.scan_parquet(run.claims.path).select(
                 "policy_id", pl.col("entity_id").alias("entity"), "entity_sk"
             ),
             on=["policy_id", "entity"],
@@ -82,7 +197,7 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
         .collect(engine="streaming")
     )
     segments = entity_segments(staged_dir(Path(run.store_dir), run_id), run.as_of)
-    dist: dict[str, dict[str, list[dict[str, Any]]]] = {"region": {}, "segment": {}}
+    dist: dict[str, dict[str, list[Group]]] = {"region": {}, "segment": {}}
     for target, seg in segments.items():
         mine = paid.filter(pl.col("target") == target).join(
             seg.drop("target"), on="entity_sk", how="left"
@@ -95,21 +210,33 @@ def build_report(engine: Engine, run_id: int) -> dict[str, Any]:
                 .sort(["_o", "key"])
                 .drop("_o")
             )
-            dist[by][target] = g.to_dicts()
-    return {
-        "run_id": run_id,
-        "as_of": run.as_of.isoformat(),
-        "state": run.state,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "ledger": ledger,
-        "policies": summary.get("policies", {}),
-        "sources": summary.get("sources", {}),
-        "reasons": reasons.to_dicts(),
-        "distribution": dist,
-        "quarantine": [{"source": s, "rule": r, "count": int(n)} for s, r, n in quarantine],
-        "timings": timings,
-    }
+            dist[by][target] = [Group(**r) for r in g.iter_rows(named=True)]
+    return RunReport(
+        run_id=run_id,
+        as_of=run.as_of,
+        state=run.state,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        ledger=ledger,
+        policies=summary.policies if summary is not None else {},
+        sources=summary.sources if summary is not None else {},
+        reasons=[ReasonCount(**r) for r in reasons.iter_rows(named=True)],
+        distribution=dist,
+        quarantine=[QuarantineCount(s, r, int(n)) for s, r, n in quarantine],
+        timings={name: RecordedTiming(**t) for name, t in run.timings.items()},
+    )
+
+
+def write_report(settings: Settings, run_id: int, out: Path) -> RunReport:
+    """`disburse report`: the report of a run in the ledger of `settings`, written to `out`
+    as one self-contained HTML page; its figures."""
+    with open_engine(settings.db_url) as engine:
+        with engine.connect() as conn:
+            require_ledger(conn)
+        report = build_report(engine, run_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.to_html(), encoding="utf-8")
+    return report
 
 
 # --- rendering ------------------------------------------------------------------------
@@ -155,20 +282,23 @@ figcaption{font-size:13px;color:#586272;margin-bottom:4px}.none{color:#8a93a0;fo
 """
 
 
-def render_html(r: dict[str, Any]) -> str:
+def render_html(r: RunReport) -> str:
     """The report as one HTML document (no external resources)."""
-    ledger = r["ledger"]
-    total_fen = sum(x["amount_fen"] for x in ledger)
-    total_n = sum(x["count"] for x in ledger)
-    rows_in = sum(s["rows"] for s in r["sources"].values())
-    quarantined = sum(s["quarantined"] for s in r["sources"].values())
+    ledger = r.ledger
+    total_fen = sum(x.amount_fen for x in ledger)
+    total_n = sum(x.count for x in ledger)
+    rows_in = sum(s.rows for s in r.sources.values())
+    quarantined = sum(s.quarantined for s in r.sources.values())
+    as_of = r.as_of.isoformat()
+    started = r.started_at.isoformat() if r.started_at else None
+    finished = r.finished_at.isoformat() if r.finished_at else None
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>disburse run {r['run_id']} as of {_e(r['as_of'])}</title>",
+        f"<title>disburse run {r.run_id} as of {_e(as_of)}</title>",
         f"<style>{STYLE}</style></head><body>",
-        f"<h1>Nightly run {r['run_id']} as of {_e(r['as_of'])}</h1>",
-        f'<p class="meta">state {_e(r["state"])}; started {_e(r["started_at"])}, finished {_e(r["finished_at"])}</p>',
+        f"<h1>Nightly run {r.run_id} as of {_e(as_of)}</h1>",
+        f'<p class="meta">state {_e(r.state.value)}; started {_e(started)}, finished {_e(finished)}</p>',
         '<div class="cards">',
         f'<div class="card">entitled<b id="total-count" data-count="{total_n}">{total_n:,}</b>keys in the ledger</div>',
         f'<div class="card">amount<b id="total-amount" data-fen="{total_fen}">{_e(yuan(total_fen))}</b>yuan</div>',
@@ -179,10 +309,10 @@ def render_html(r: dict[str, Any]) -> str:
     ]
     for x in ledger:
         out.append(
-            f'<tr data-policy="{_e(x["policy_id"])}" data-period="{_e(x["benefit_period"])}">'
-            f"<td>{_e(x['policy_id'])}</td><td>{_e(x['benefit_period'])}</td>"
-            f'<td class="n" data-count="{x["count"]}">{x["count"]:,}</td>'
-            f'<td class="n" data-fen="{x["amount_fen"]}">{_e(yuan(x["amount_fen"]))}</td></tr>'
+            f'<tr data-policy="{_e(x.policy_id)}" data-period="{_e(x.benefit_period)}">'
+            f"<td>{_e(x.policy_id)}</td><td>{_e(x.benefit_period)}</td>"
+            f'<td class="n" data-count="{x.count}">{x.count:,}</td>'
+            f'<td class="n" data-fen="{x.amount_fen}">{_e(yuan(x.amount_fen))}</td></tr>'
         )
     out.append(
         f'<tr><th>total</th><th></th><th class="n">{total_n:,}</th><th class="n">{_e(yuan(total_fen))}</th></tr></table>'
@@ -191,13 +321,17 @@ def render_html(r: dict[str, Any]) -> str:
         bar_chart(
             "Amount per policy (yuan)",
             [
-                (f"{x['policy_id']} {x['benefit_period']}", x["amount_fen"], yuan(x["amount_fen"]))
+                (f"{x.policy_id} {x.benefit_period}", x.amount_fen, yuan(x.amount_fen))
                 for x in ledger
             ],
         )
     )
     out.append("<h2>Budget use</h2>")
-    budgets = [(pid, p) for pid, p in r["policies"].items() if p.get("budget")]
+    budgets = [
+        (pid, p.allocation, p.allocation.budget)
+        for pid, p in r.policies.items()
+        if p.allocation is not None and p.allocation.budget is not None
+    ]
     if not budgets:
         out.append('<p class="none">no policy of this run has a budget</p>')
     else:
@@ -205,19 +339,18 @@ def render_html(r: dict[str, Any]) -> str:
             '<table id="budgets"><tr><th>policy</th><th>rule</th><th class="n">budget</th>'
             '<th class="n">entitled</th><th class="n">use</th><th>outcome</th></tr>'
         )
-        chart = []
-        for pid, p in budgets:
-            b = p["budget"]
-            used = p["entitled_fen"]
-            share = used / b["budget_fen"] if b["budget_fen"] else 0
+        chart: list[tuple[str, float, str]] = []
+        for pid, a, b in budgets:
+            used = a.entitled_fen
+            share = used / b.budget_fen if b.budget_fen else 0
             outcome = {
-                "refused": f'<span class="warn">refused: claims exceed the budget left by {_e(yuan(b["refused_fen"]))} yuan</span>',
+                "refused": f'<span class="warn">refused: claims exceed the budget left by {_e(yuan(b.refused_fen))} yuan</span>',
                 "pro_rata": "claims scaled pro rata",
                 "rank": "claims paid by rank until spent",
-            }.get(b["outcome"], "within budget")
+            }.get(b.outcome, "within budget")
             out.append(
-                f"<tr><td>{_e(pid)}</td><td>{_e(b['rule'])}</td>"
-                f'<td class="n" data-fen="{b["budget_fen"]}">{_e(yuan(b["budget_fen"]))}</td>'
+                f"<tr><td>{_e(pid)}</td><td>{_e(b.rule)}</td>"
+                f'<td class="n" data-fen="{b.budget_fen}">{_e(yuan(b.budget_fen))}</td>'
                 f'<td class="n" data-fen="{used}">{_e(yuan(used))}</td>'
                 f'<td class="n">{share:.1%}</td><td>{outcome}</td></tr>'
             )
@@ -226,60 +359,49 @@ def render_html(r: dict[str, Any]) -> str:
         out.append(bar_chart("Share of each budget used (%)", chart))
     out.append("<h2>Who is paid: by region and by size class or age band</h2>")
     for by, title in (("region", "region"), ("segment", "size class / age band")):
-        for target, groups in r["distribution"][by].items():
+        for target, groups in r.distribution[by].items():
             out.append(
                 bar_chart(
                     f"{target}s entitled, amount by {title} (yuan)",
-                    [
-                        (g["key"], g["amount_fen"], f"{yuan(g['amount_fen'])} ({g['count']:,})")
-                        for g in groups
-                    ],
+                    [(g.key, g.amount_fen, f"{yuan(g.amount_fen)} ({g.count:,})") for g in groups],
                 )
             )
     out.append("<h2>Top reasons for ineligibility (first failing condition)</h2>")
-    by_policy: dict[str, list[dict[str, Any]]] = {}
-    for x in r["reasons"]:
-        by_policy.setdefault(x["policy_id"], []).append(x)
+    by_policy: dict[str, list[ReasonCount]] = {}
+    for reason in r.reasons:
+        by_policy.setdefault(reason.policy_id, []).append(reason)
     for pid, items in by_policy.items():
         out.append(
             bar_chart(
                 f"{pid}: entities not eligible, by reason",
-                [(x["reason"] or "unknown", x["count"], f"{x['count']:,}") for x in items[:6]],
+                [(i.reason or "unknown", i.count, f"{i.count:,}") for i in items[:6]],
             )
         )
     out.append("<h2>Quarantined source rows, by reason</h2>")
-    if not r["quarantine"]:
+    if not r.quarantine:
         out.append('<p class="none">no row was quarantined</p>')
     else:
         out.append(
             '<table id="quarantine"><tr><th>source</th><th>rule</th><th class="n">rows</th></tr>'
         )
-        for q in r["quarantine"]:
+        for q in r.quarantine:
             out.append(
-                f'<tr><td>{_e(q["source"])}</td><td>{_e(q["rule"])}</td><td class="n">{q["count"]:,}</td></tr>'
+                f'<tr><td>{_e(q.source)}</td><td>{_e(q.rule)}</td><td class="n">{q.count:,}</td></tr>'
             )
         out.append("</table>")
         out.append(
             bar_chart(
                 "Quarantined rows by source and rule",
-                [
-                    (f"{q['source']}: {q['rule']}", q["count"], f"{q['count']:,}")
-                    for q in r["quarantine"][:12]
-                ],
+                [(f"{q.source}: {q.rule}", q.count, f"{q.count:,}") for q in r.quarantine[:12]],
             )
         )
     out.append("<h2>Phase timings</h2>")
-    phases = [(n, t) for n, t in r["timings"].items()]
     out.append(
         bar_chart(
             "Seconds per phase",
             [
-                (
-                    n,
-                    t["seconds"],
-                    f"{t['seconds']:.2f} s" + (" (reused)" if t.get("skipped") else ""),
-                )
-                for n, t in phases
+                (n, t.seconds, f"{t.seconds:.2f} s" + (" (reused)" if t.skipped else ""))
+                for n, t in r.timings.items()
             ],
         )
     )

@@ -26,11 +26,12 @@ from typing import Final
 import numpy as np
 import polars as pl
 import polars.selectors as cs
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert
 
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
 from jobs.faults import checkpoint
+from jobs.progress import Progress, Silent
 from jobs.validate import (
     FAIL,
     ROW,
@@ -47,8 +48,8 @@ from jobs.validate import (
     validation_plan,
 )
 from ledgers.db import bulk_insert
-from ledgers.runs import start_run
-from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
+from ledgers.runs import mark_ingested, start_run
+from ledgers.schema import QuarantinedRow, SourceSnapshot
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 # Staged files are written once and read by every later step of the run: LZ4
@@ -225,7 +226,7 @@ def ingest(
     engine: Engine,
     store: Path,
     catalogue: Catalogue,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     run_id: int | None = None,
     digests: dict[str, str] | None = None,
 ) -> IngestResult:
@@ -237,8 +238,8 @@ def ingest(
     its staged files, snapshots, quarantine and state "ingested" appear together.
     `digests`: the files' sha256 if the caller has already read them.
     """
-    say = progress or (lambda _msg: None)
     files = locate_sources(data_dir, catalogue)
+    say = _reporter(progress, len(files))
     schemas = {
         name: read_schema(name, path, fmt, catalogue.sources[name])
         for name, (path, fmt) in files.items()
@@ -259,15 +260,15 @@ def stage(
     out_dir: Path,
     *,
     catalogue: Catalogue,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, SourceReport]:
     """Validate and stage every source into `out_dir`, recording nothing anywhere else.
 
     For simulations: the same checks and the same staged files as an ingest,
     without a run row or a quarantine table.
     """
-    say = progress or (lambda _msg: None)
     files = locate_sources(data_dir, catalogue)
+    say = _reporter(progress, len(files))
     schemas = {
         name: read_schema(name, path, fmt, catalogue.sources[name])
         for name, (path, fmt) in files.items()
@@ -275,6 +276,19 @@ def stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     reports, _ = _validate_all(files, schemas, catalogue, out_dir, say)
     return reports
+
+
+def _reporter(progress: Progress | None, sources: int) -> Callable[[str], None]:
+    """The "ingest" phase's status line for each thing a source's validation says; a
+    source is done when its counts are said."""
+    phase = (progress or Silent()).phase("ingest", total=sources)
+
+    def say(message: str) -> None:
+        phase.status(message)
+        if "accepted" in message:
+            phase.advance()
+
+    return say
 
 
 def _validate_all(
@@ -375,7 +389,7 @@ def _validate_one(
     quarantined rows (if any) and, for an entity source, where references find it."""
     started = time.perf_counter()
     source = catalogue.sources[name]
-    say(f"ingest {name}: validating {path.name}")
+    say(f"{name}: validating {path.name}")
     labels = Labels()
     plan = validation_plan(_scan(path, fmt), source, schema, catalogue, labels)
     scratch = tmp / f".{name}.validated.parquet"
@@ -424,7 +438,7 @@ def _validate_one(
         by_rule=by_rule,
         seconds=round(time.perf_counter() - started, 3),
     )
-    say(f"ingest {name}: {rows} rows, {n_accepted} accepted, {failed.height} quarantined")
+    say(f"{name}: {rows} rows, {n_accepted} accepted, {failed.height} quarantined")
     return report, q, entity_keys
 
 
@@ -563,12 +577,7 @@ def _record(
                 for name, rep in reports.items()
             ],
         )
-        done = {"finished_at": dt.datetime.now(dt.UTC)} if own_run else {}
-        conn.execute(
-            update(Run)
-            .where(Run.run_id == run_id)
-            .values(state="ingested", catalogue_sha256=catalogue.fingerprint(), **done)
-        )
+        mark_ingested(conn, run_id, catalogue_sha256=catalogue.fingerprint(), finished=own_run)
     return IngestResult(run_id, as_of, str(final), reports)
 
 

@@ -1,11 +1,16 @@
-"""Loading the policy set a run uses: catalogue, feature catalogue and policy files."""
+"""Loading the policy set a run uses: catalogue, feature catalogue and policy files; and
+the feature catalogue as `disburse features` lists it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eligibility import CheckedCatalogue, PolicySet, load_feature_catalogue, load_policy_set
 from jobs.catalogue import Catalogue
+from jobs.catalogue import load_catalogue as load_source_catalogue
 from jobs.paths import policies_dir
 from jobs.staged import staged_columns
 
@@ -27,3 +32,83 @@ def feature_catalogue(catalogue: Catalogue, paths: list[Path] | None = None) -> 
 def load_policies(catalogue: Catalogue, paths: list[Path] | None = None) -> PolicySet:
     """The policies in `paths` (files or folders), default the shipped policies folder."""
     return load_policy_set(paths or [policies_dir()], feature_catalogue(catalogue, paths))
+
+
+@dataclass(frozen=True)
+class ListedFeature:
+    """A feature policies may read: its entity, name and type, and where it comes from."""
+
+    entity: str
+    name: str
+    type: str
+    origin: str  # "sum of tax_monthly.amount over the window", "count over relation hires", ...
+    description: str
+
+    def to_json(self) -> dict[str, str]:
+        """As `disburse features --json` lists it."""
+        return {
+            "entity": self.entity,
+            "name": self.name,
+            "type": self.type,
+            "from": self.origin,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class ListedRelation:
+    """A one-to-many link between entities that relation features aggregate over."""
+
+    name: str
+    from_: str
+    to: str
+    description: str
+
+
+@dataclass(frozen=True)
+class FeatureListing:
+    """The feature catalogue as `disburse features` shows it."""
+
+    features: Sequence[ListedFeature]
+    relations: Sequence[ListedRelation]
+
+    def to_json(self) -> dict[str, Any]:
+        """{"features": [...], "relations": {name: description}}."""
+        return {
+            "features": [f.to_json() for f in self.features],
+            "relations": {r.name: r.description for r in self.relations},
+        }
+
+    def to_text(self) -> str:
+        """One line per feature, then one per relation."""
+        lines = [f"{f.entity:<11}{f.name:<24}{f.type:<8}{f.origin}" for f in self.features]
+        lines.append("")
+        lines += [
+            f"relation {r.name}: {r.from_} -> {r.to}: {r.description}" for r in self.relations
+        ]
+        return "\n".join(lines)
+
+
+def list_features(paths: list[Path] | None = None) -> FeatureListing:
+    """The features of the feature catalogue in `paths` (default the shipped one)."""
+    spec = feature_catalogue(load_source_catalogue(), paths).spec
+    features = []
+    for entity, feats in spec.features.items():
+        for name, f in feats.items():
+            if f.source is not None:
+                origin = (
+                    f"{f.agg or 'value'} of {f.source}.{f.column}"
+                    if f.column
+                    else f"{f.agg} of {f.source} rows"
+                )
+                if f.where:
+                    origin += f" where {f.where}"
+                if f.source in spec.timed:
+                    origin += " over the window"
+            else:
+                origin = f"{f.agg or 'count'} over relation {f.relation}" + (
+                    f" where {f.where}" if f.where else ""
+                )
+            features.append(ListedFeature(entity, name, f.type, origin, f.description))
+    relations = [ListedRelation(n, r.from_, r.to, r.description) for n, r in spec.relations.items()]
+    return FeatureListing(features, relations)

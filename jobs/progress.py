@@ -1,19 +1,18 @@
 """How a long job says what it is doing: phases with a size, advanced as work is done.
 
-The batch talks to a `Progress`; the command line chooses a bar per phase on a
-terminal (`disburse.progress`, with rich) or plain log lines otherwise
-(`LogProgress`), and tests pass `Silent`.  Each phase also records its seconds,
+Every long job (ingest, the nightly run, simulate) takes a `Progress`; the command
+line provides one (`disburse.progress`: a bar per phase on a terminal, plain log
+lines otherwise), and library callers and tests pass `Silent` (the default).  Each phase also records its seconds,
 rows and the process's peak memory so far, for the run's summary.
 """
 
 from __future__ import annotations
 
 import resource
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -90,43 +89,6 @@ class Silent:
 
     def log(self, message: str) -> None:
         pass
-
-
-class _LogPhase:
-    def __init__(self, owner: LogProgress, name: str) -> None:
-        self.owner, self.name = owner, name
-
-    def total(self, n: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def status(self, message: str) -> None:
-        self.owner.log(f"{self.name}: {message}")
-
-
-@dataclass
-class LogProgress:
-    """Plain timestamped lines on stderr: what a log file or a pipe wants."""
-
-    write: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
-
-    def phase(self, name: str, total: int | None = None) -> Phase:
-        self.log(f"{name}: started")
-        return _LogPhase(self, name)
-
-    def done(self, name: str, timing: PhaseTiming) -> None:
-        if timing.skipped:
-            self.log(f"{name}: {timing.skipped} ({timing.seconds:.1f} s)")
-            return
-        self.log(
-            f"{name}: done in {timing.seconds:.1f} s, {timing.rows:,} rows "
-            f"({timing.rows_per_second:,.0f}/s), peak memory {timing.peak_rss_mb:,.0f} MiB"
-        )
-
-    def log(self, message: str) -> None:
-        self.write(f"[{time.strftime('%H:%M:%S')}] {message}")
 
 
 @contextmanager

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from ledgers.masking import MASKERS
-from ledgers.schema import QuarantinedRow, Run
+from ledgers.runs import latest_run_id
+from ledgers.schema import QuarantinedRow
 
 
 def quarantined_rows(
@@ -26,7 +27,7 @@ def quarantined_rows(
     """Quarantined rows of a run (the latest ingest if none is given), personal data masked."""
     with engine.connect() as conn:
         if run_id is None:
-            run_id = conn.execute(select(func.max(Run.run_id))).scalar_one_or_none()
+            run_id = latest_run_id(conn)
             if run_id is None:
                 raise JobError(
                     "no run has been recorded in this database", fix="run `disburse ingest` first"

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from eligibility import PolicySet, load_policy
-from jobs.catalogue import Catalogue
+from jobs.catalogue import load_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
+from jobs.policies import load_policies
+from jobs.progress import Progress, Silent
 from ledgers.masking import mask_id
 
 AGE_BANDS = [
@@ -67,10 +70,152 @@ def entity_segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     return {"enterprise": ent, "person": per}
 
 
+@dataclass(frozen=True)
+class Reach:
+    """Eligible entities of one region, size class or age band, and their amount."""
+
+    eligible: int
+    amount_fen: int
+
+    def to_json(self) -> dict[str, int]:
+        """As plain data."""
+        return {"eligible": self.eligible, "amount_fen": self.amount_fen}
+
+
+@dataclass(frozen=True)
+class TopReason:
+    """How many entities one first failing condition refused."""
+
+    reason: str | None
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return {"reason": self.reason, "count": self.count}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entity's amount under the old and the new version of a policy."""
+
+    entity: str | None  # masked unless asked
+    old_fen: int
+    new_fen: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return {"entity": self.entity, "old_fen": self.old_fen, "new_fen": self.new_fen}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """What a new version of a policy changes against the old one."""
+
+    old_eligible: int
+    old_amount_fen: int
+    newly_eligible: int
+    no_longer_eligible: int
+    gainers: int
+    gained_fen: int
+    losers: int
+    lost_fen: int
+    amount_change_fen: int
+    largest_changes: Sequence[Change]
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return {
+            "old_eligible": self.old_eligible,
+            "old_amount_fen": self.old_amount_fen,
+            "newly_eligible": self.newly_eligible,
+            "no_longer_eligible": self.no_longer_eligible,
+            "gainers": self.gainers,
+            "gained_fen": self.gained_fen,
+            "losers": self.losers,
+            "lost_fen": self.lost_fen,
+            "amount_change_fen": self.amount_change_fen,
+            "largest_changes": [c.to_json() for c in self.largest_changes],
+        }
+
+
+@dataclass(frozen=True)
+class PolicySimulation:
+    """One policy's reach, cost, budget use, distributions and reasons (and, compared
+    with an old version, what changes)."""
+
+    title: str
+    period: str
+    evaluated: int
+    eligible: int
+    amount_fen: int
+    budget_fen: int | None
+    budget_use: float | None
+    over_budget: str | None
+    segment: str  # "size_class" or "age_band"
+    by_region: Mapping[str, Reach]
+    by_segment: Mapping[str, Reach]
+    top_reasons: Sequence[TopReason]
+    against: Difference | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data ("against" only when compared)."""
+        out: dict[str, Any] = {
+            "title": self.title,
+            "period": self.period,
+            "evaluated": self.evaluated,
+            "eligible": self.eligible,
+            "amount_fen": self.amount_fen,
+            "budget_fen": self.budget_fen,
+            "budget_use": self.budget_use,
+            "over_budget": self.over_budget,
+            "segment": self.segment,
+            "by_region": {k: v.to_json() for k, v in self.by_region.items()},
+            "by_segment": {k: v.to_json() for k, v in self.by_segment.items()},
+            "top_reasons": [r.to_json() for r in self.top_reasons],
+        }
+        if self.against is not None:
+            out["against"] = self.against.to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class SourceCounts:
+    """Rows of one source: read, accepted, quarantined."""
+
+    rows: int
+    accepted: int
+    quarantined: int
+
+    def to_json(self) -> dict[str, int]:
+        """As plain data."""
+        return {"rows": self.rows, "accepted": self.accepted, "quarantined": self.quarantined}
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What `disburse simulate` found: per source its counts, per policy its simulation."""
+
+    as_of: dt.date
+    sources: Mapping[str, SourceCounts]
+    policies: Mapping[str, PolicySimulation]
+
+    def to_json(self) -> dict[str, Any]:
+        """What `disburse simulate --json` prints."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "sources": {n: s.to_json() for n, s in self.sources.items()},
+            "policies": {pid: p.to_json() for pid, p in self.policies.items()},
+        }
+
+    def to_text(self) -> str:
+        """The simulation as plain text for people."""
+        return render(self)
+
+
 def _summary(
     results: pl.DataFrame, pset: PolicySet, segments: dict[str, pl.DataFrame]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+) -> dict[str, PolicySimulation]:
+    out: dict[str, PolicySimulation] = {}
     for policy in pset.policies:
         rows = results.filter(pl.col("policy_id") == policy.id)
         if rows.height == 0:
@@ -82,14 +227,14 @@ def _summary(
         budget = policy.spec.budget
         budget_fen = int(budget.total_yuan * 100) if budget else None
 
-        def dist(col: str, frame: pl.DataFrame = paid) -> dict[str, dict[str, int]]:
+        def dist(col: str, frame: pl.DataFrame = paid) -> dict[str, Reach]:
             g = (
                 frame.group_by(pl.col(col).fill_null("unknown"))
                 .agg(pl.len().alias("eligible"), pl.col("amount_fen").sum())
                 .sort(col)
             )
             return {
-                str(r[col]): {"eligible": int(r["eligible"]), "amount_fen": int(r["amount_fen"])}
+                str(r[col]): Reach(int(r["eligible"]), int(r["amount_fen"]))
                 for r in g.iter_rows(named=True)
             }
 
@@ -100,24 +245,24 @@ def _summary(
             .sort(["len", "reason"], descending=[True, False])
             .head(5)
         )
-        out[policy.id] = {
-            "title": policy.spec.title,
-            "period": rows["period"][0],
-            "evaluated": rows.height,
-            "eligible": paid.height,
-            "amount_fen": total,
-            "budget_fen": budget_fen,
-            "budget_use": round(total / budget_fen, 4) if budget_fen else None,
-            "over_budget": budget.over_budget if budget and total > (budget_fen or 0) else None,
-            "segment": "size_class" if policy.target == "enterprise" else "age_band",
-            "by_region": dist("region_code"),
-            "by_segment": dist("segment"),
-            "top_reasons": [{"reason": r, "count": int(n)} for r, n in reasons.iter_rows()],
-        }
+        out[policy.id] = PolicySimulation(
+            title=policy.spec.title,
+            period=rows["period"][0],
+            evaluated=rows.height,
+            eligible=paid.height,
+            amount_fen=total,
+            budget_fen=budget_fen,
+            budget_use=round(total / budget_fen, 4) if budget_fen else None,
+            over_budget=budget.over_budget if budget and total > (budget_fen or 0) else None,
+            segment="size_class" if policy.target == "enterprise" else "age_band",
+            by_region=dist("region_code"),
+            by_segment=dist("segment"),
+            top_reasons=[TopReason(r, int(n)) for r, n in reasons.iter_rows()],
+        )
     return out
 
 
-def _difference(new: pl.DataFrame, old: pl.DataFrame, unmask: bool) -> dict[str, Any]:
+def _difference(new: pl.DataFrame, old: pl.DataFrame, unmask: bool) -> Difference:
     cols = ["entity_sk", "entity_id", "eligible", "amount_fen"]
     both = new.select(cols).join(old.select(cols), on=["entity_sk", "entity_id"], suffix="_old")
     delta = both.with_columns((pl.col("amount_fen") - pl.col("amount_fen_old")).alias("change_fen"))
@@ -128,45 +273,46 @@ def _difference(new: pl.DataFrame, old: pl.DataFrame, unmask: bool) -> dict[str,
         .sort([pl.col("change_fen").abs(), "entity_id"], descending=[True, False])
         .head(10)
     )
-    show = (lambda s: s) if unmask else mask_id
-    return {
-        "old_eligible": int(old["eligible"].sum()),
-        "old_amount_fen": int(old.filter(pl.col("eligible"))["amount_fen"].sum()),
-        "newly_eligible": int((delta["eligible"] & ~delta["eligible_old"]).sum()),
-        "no_longer_eligible": int((~delta["eligible"] & delta["eligible_old"]).sum()),
-        "gainers": gainers.height,
-        "gained_fen": int(gainers["change_fen"].sum()),
-        "losers": losers.height,
-        "lost_fen": int(losers["change_fen"].sum()),
-        "amount_change_fen": int(delta["change_fen"].sum()),
-        "largest_changes": [
-            {
-                "entity": show(r["entity_id"]),
-                "old_fen": r["amount_fen_old"],
-                "new_fen": r["amount_fen"],
-            }
+    show: Callable[[str], str | None] = (lambda s: s) if unmask else mask_id
+    return Difference(
+        old_eligible=int(old["eligible"].sum()),
+        old_amount_fen=int(old.filter(pl.col("eligible"))["amount_fen"].sum()),
+        newly_eligible=int((delta["eligible"] & ~delta["eligible_old"]).sum()),
+        no_longer_eligible=int((~delta["eligible"] & delta["eligible_old"]).sum()),
+        gainers=gainers.height,
+        gained_fen=int(gainers["change_fen"].sum()),
+        losers=losers.height,
+        lost_fen=int(losers["change_fen"].sum()),
+        amount_change_fen=int(delta["change_fen"].sum()),
+        largest_changes=[
+            Change(show(r["entity_id"]), r["amount_fen_old"], r["amount_fen"])
             for r in largest.iter_rows(named=True)
         ],
-    }
+    )
 
 
 def simulate(
     data_dir: Path,
     as_of: dt.date,
     *,
-    pset: PolicySet,
-    catalogue: Catalogue,
+    policies: list[Path] | None = None,
     only: str | None = None,
     against: Path | None = None,
     unmask: bool = False,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Per policy: reach, cost, budget use, distributions, reasons; and the change against an old version."""
-    say = progress or (lambda _m: None)
+    progress: Progress | None = None,
+) -> Simulation:
+    """`disburse simulate`: per policy (those in `policies`, files or folders, default the
+    shipped ones; or `only` the one with that id) reach, cost, budget use, distributions and
+    reasons; and the change against an old version of it (`against`)."""
+    catalogue = load_catalogue()
+    pset = load_policies(catalogue, policies)
+    if only is not None:
+        pset.get(only)  # an unknown id is an error that lists the known ones
+    say = progress or Silent()
     with tempfile.TemporaryDirectory(prefix="disburse-sim-") as tmp:
         staged = Path(tmp)
         reports = stage(data_dir, staged, catalogue=catalogue, progress=say)
-        say("evaluating policies")
+        say.log("evaluating policies")
         results = evaluate(staged, pset, as_of, only)
         summary = _summary(results, pset, entity_segments(staged, as_of))
         if against is not None:
@@ -191,15 +337,14 @@ def simulate(
             old = evaluate(staged, old_set, as_of, old_policy.id)
             new = results.filter(pl.col("policy_id") == old_policy.id)
             if old_policy.id in summary:
-                summary[old_policy.id]["against"] = _difference(new, old, unmask)
-    return {
-        "as_of": as_of.isoformat(),
-        "sources": {
-            n: {"rows": r.rows, "accepted": r.accepted, "quarantined": r.quarantined}
-            for n, r in reports.items()
-        },
-        "policies": summary,
-    }
+                summary[old_policy.id] = replace(
+                    summary[old_policy.id], against=_difference(new, old, unmask)
+                )
+    return Simulation(
+        as_of=as_of,
+        sources={n: SourceCounts(r.rows, r.accepted, r.quarantined) for n, r in reports.items()},
+        policies=summary,
+    )
 
 
 def yuan(fen: int | None) -> str:
@@ -210,48 +355,46 @@ def yuan(fen: int | None) -> str:
     return f"{sign}{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
 
 
-def render(report: dict[str, Any]) -> str:
+def render(report: Simulation) -> str:
     """The simulation as plain text for people."""
-    lines = [f"simulation as of {report['as_of']} (nothing written to any ledger)"]
-    for pid, s in report["policies"].items():
+    lines = [f"simulation as of {report.as_of.isoformat()} (nothing written to any ledger)"]
+    for pid, s in report.policies.items():
         lines.append("")
-        lines.append(f"{pid}  {s['title']}  period {s['period']}")
+        lines.append(f"{pid}  {s.title}  period {s.period}")
         budget = (
-            f"  budget {yuan(s['budget_fen'])} yuan, use {s['budget_use']:.1%}"
-            if s["budget_fen"]
+            f"  budget {yuan(s.budget_fen)} yuan, use {s.budget_use or 0:.1%}"
+            if s.budget_fen
             else ""
         )
         lines.append(
-            f"  eligible {s['eligible']:,} of {s['evaluated']:,}; total {yuan(s['amount_fen'])} yuan{budget}"
+            f"  eligible {s.eligible:,} of {s.evaluated:,}; total {yuan(s.amount_fen)} yuan{budget}"
         )
-        if s["over_budget"]:
-            lines.append(f"  over budget: the rule is {s['over_budget']}")
+        if s.over_budget:
+            lines.append(f"  over budget: the rule is {s.over_budget}")
         lines.append(
             "  by region:  "
             + "; ".join(
-                f"{k} {v['eligible']:,} / {yuan(v['amount_fen'])}"
-                for k, v in s["by_region"].items()
+                f"{k} {v.eligible:,} / {yuan(v.amount_fen)}" for k, v in s.by_region.items()
             )
         )
         lines.append(
-            f"  by {s['segment']}: "
+            f"  by {s.segment}: "
             + "; ".join(
-                f"{k} {v['eligible']:,} / {yuan(v['amount_fen'])}"
-                for k, v in s["by_segment"].items()
+                f"{k} {v.eligible:,} / {yuan(v.amount_fen)}" for k, v in s.by_segment.items()
             )
         )
         lines.append(
             "  not eligible, first failing condition: "
-            + "; ".join(f"{r['reason']} {r['count']:,}" for r in s["top_reasons"])
+            + "; ".join(f"{r.reason} {r.count:,}" for r in s.top_reasons)
         )
-        if "against" in s:
-            a = s["against"]
+        a = s.against
+        if a is not None:
             lines.append(
-                f"  against the old version: eligible {a['old_eligible']:,} -> {s['eligible']:,}, "
-                f"total {yuan(a['old_amount_fen'])} -> {yuan(s['amount_fen'])} yuan"
+                f"  against the old version: eligible {a.old_eligible:,} -> {s.eligible:,}, "
+                f"total {yuan(a.old_amount_fen)} -> {yuan(s.amount_fen)} yuan"
             )
             lines.append(
-                f"    {a['gainers']:,} gain {yuan(a['gained_fen'])}; {a['losers']:,} lose {yuan(-a['lost_fen'])}; "
-                f"{a['newly_eligible']:,} newly eligible, {a['no_longer_eligible']:,} no longer"
+                f"    {a.gainers:,} gain {yuan(a.gained_fen)}; {a.losers:,} lose {yuan(-a.lost_fen)}; "
+                f"{a.newly_eligible:,} newly eligible, {a.no_longer_eligible:,} no longer"
             )
     return "\n".join(lines)

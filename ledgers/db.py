@@ -28,6 +28,7 @@ DEFAULT_AUDITOR_ROLE = "disburse_auditor"
 # pg_advisory_lock keys (any 64-bit number unique to disburse; "DSBRS" in ASCII, then a slot).
 SCHEMA_LOCK_KEY = 0x4453425253_01
 LEDGER_LOCK_KEY = 0x4453425253_02
+RUN_LOCK_KEY = 0x4453425253_03
 
 
 class LedgerError(DisburseError):

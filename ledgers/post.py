@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, select
 
-from ledgers.db import LEDGER_LOCK_KEY, LedgerError
+from ledgers.db import LedgerError
 from ledgers.holdings import Holdings, chain_head, keep_snapshot
+from ledgers.locks import LEDGER_LOCK, hold
 from ledgers.plan import entitlement_state, payable_balances, plan_transfers, state_by_period
 from ledgers.schema import Run
 from ledgers.validate import ENTITLEMENT_COLUMNS, validate_entitlements, validate_transfers
@@ -179,19 +180,8 @@ def ledger_connection(engine: Engine) -> Iterator[Connection]:
             conn.execution_options(sqlite_begin="IMMEDIATE")
             yield conn
             return
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": LEDGER_LOCK_KEY})
-        conn.commit()
-        try:
+        with hold(conn, LEDGER_LOCK, wait=True):
             yield conn
-        finally:
-            try:
-                if conn.in_transaction():
-                    conn.rollback()
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LEDGER_LOCK_KEY})
-                conn.commit()
-            except Exception:
-                # A connection broken mid-COPY: closing its session releases the lock.
-                conn.invalidate()
 
 
 def _require_run(conn: Connection, run_id: int) -> None:

@@ -55,7 +55,8 @@ class Base(DeclarativeBase):
 
 
 class Run(Base):
-    """One run of the engine: an ingest, or a whole nightly batch."""
+    """One run of the engine: an ingest, or a whole nightly batch (`ledgers.runs` reads and
+    writes it; `state` holds a `ledgers.runs.RunState`)."""
 
     __tablename__ = "runs"
     __table_args__ = (Index("ix_runs_kind_as_of", "kind", "as_of"),)
@@ -79,11 +80,12 @@ class Run(Base):
     pid: Mapped[int | None] = mapped_column(Integer, default=None)
     catalogue_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     inputs_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
-    decisions_file: Mapped[str | None] = mapped_column(Text, default=None)
-    decisions_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The claims: the decision table's eligible rows (named decisions_* before migration 0005).
+    claims_file: Mapped[str | None] = mapped_column(Text, default=None)
+    claims_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
     allocation_file: Mapped[str | None] = mapped_column(Text, default=None)
     allocation_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
-    # {"features": {target: {file, sha256}}, "policies": {id: {file, sha256}}}
+    # `ledgers.runs.RunArchive` as JSON: the archived features, policy files and catalogue.
     archive_json: Mapped[str | None] = mapped_column(Text, default=None)
     summary_json: Mapped[str | None] = mapped_column(Text, default=None)
 

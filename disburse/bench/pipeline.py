@@ -43,7 +43,7 @@ from jobs.evaluate import evaluate
 from jobs.ingest import staged_dir
 from jobs.policies import features_path
 from jobs.progress import Progress, Silent, peak_rss_mb
-from jobs.run import RunRequest, run_nightly
+from jobs.run import RunRequest, run_nightly_on
 from ledgers.db import init_schema, make_engine
 
 SYNTH_AS_OF = dt.date(2026, 1, 1)  # the months synthesised end in December 2025
@@ -178,19 +178,19 @@ def bench(
             store=scratch / "store",
             features_file=features_path(None),
         )
-        runs = []
+        runs: list[RunTimes] = []
         for label in ("first_run", "second_run"):
             say.log(f"{label.replace('_', ' ')}")
             started = time.perf_counter()
-            outcome = run_nightly(engine, request, catalogue=catalogue, pset=pset, progress=say)
+            outcome = run_nightly_on(engine, request, catalogue=catalogue, pset=pset, progress=say)
             wall = time.perf_counter() - started
             runs.append(
                 RunTimes(
                     run_id=outcome.run_id,
                     seconds=round(wall, 3),
                     phases=dict(outcome.timings),
-                    transfers=outcome.summary["totals"]["transfers"],
-                    entitled=outcome.summary["totals"]["entitled"],
+                    transfers=outcome.summary.totals.transfers,
+                    entitled=outcome.summary.totals.entitled,
                     peak_rss_mb=peak_rss_mb(),
                 )
             )

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from disburse.cli import main
-from jobs.progress import LogProgress
+from disburse.progress import LogProgress
 
 
 def test_run_prints_a_summary_and_logs_each_phase_when_not_on_a_terminal(

@@ -12,17 +12,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
 
 from disburse.cli import main
 from eligibility.explain import explain_row
 from jobs.catalogue import load_catalogue
 from jobs.explain import archived_decisions, archived_policies, explain, render_explanation
 from jobs.policies import features_path, load_policies
-from jobs.run import RunRequest, run_nightly
+from jobs.run import RunRequest, run_nightly_on
 from ledgers.db import open_engine
 from ledgers.holdings import holdings
-from ledgers.schema import Run
+from ledgers.runs import get_run, latest_run_id
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 AS_OF = dt.date(2026, 3, 15)
@@ -39,21 +38,23 @@ def night(clean_city: Path, tmp_path_factory: pytest.TempPathFactory):
     url = f"sqlite:///{root / 'ledger.db'}"
     cat = load_catalogue()
     with open_engine(url, init=True) as engine:
-        out = run_nightly(
+        out = run_nightly_on(
             engine,
             RunRequest(data, AS_OF, root / "store", features_path(None)),
             catalogue=cat,
             pset=load_policies(cat),
         )
-        with engine.connect() as conn:
-            run = conn.execute(select(Run.__table__).where(Run.run_id == out.run_id)).one()
+        run = get_run(engine, out.run_id)
+    assert run is not None
+    assert run.claims is not None
+    assert run.allocation is not None
     decisions = archived_decisions(run).collect()
-    claims = pl.read_parquet(run.decisions_file)
+    claims = pl.read_parquet(run.claims.path)
     # The run keeps only the claims: exactly the eligible rows of the whole table.
     assert claims.height > 0
     assert claims.equals(decisions.filter(pl.col("eligible")))
     assert decisions.filter(~pl.col("eligible")).height > 0
-    return url, pl.read_parquet(run.allocation_file), decisions
+    return url, pl.read_parquet(run.allocation.path), decisions
 
 
 def cases(allocation: pl.DataFrame, decisions: pl.DataFrame) -> dict[str, tuple[str, str]]:
@@ -156,7 +157,7 @@ def test_a_refused_entity_names_its_first_failing_condition(night) -> None:
         .row(0, named=True)
     )
     with open_engine(url) as engine:
-        e = explain(engine, "job-stabilisation-refund", row["entity_id"])
+        e = explain(engine, "job-stabilisation-refund", row["entity_id"]).to_json()
     assert e["eligible"] is False
     assert e["first_failing"]["id"] == "layoff-rate"
     assert e["amount_fen"] == 0
@@ -203,7 +204,7 @@ def test_explain_needs_no_source_file(night, tmp_path: Path) -> None:
     shutil.move(data, moved)
     try:
         with open_engine(url) as engine:
-            assert explain(engine, policy, entity)["allocation"] is not None
+            assert explain(engine, policy, entity).allocation is not None
     finally:
         shutil.move(moved, data)
 
@@ -214,11 +215,13 @@ def test_the_reference_checks_the_amounts_of_entities_that_met_every_condition(n
     before engine version 2) decided nothing and is not checked."""
     url, allocation, decisions = night
     policy_id = "job-stabilisation-refund"
-    with open_engine(url) as engine, engine.connect() as conn:
-        run = conn.execute(select(Run.__table__).order_by(Run.run_id.desc())).first()
+    with open_engine(url) as engine:
+        run = get_run(engine, latest_run_id(engine) or 0)
+    assert run is not None
+    assert run.archive is not None
     cat, policies = archived_policies(run, [policy_id])
     policy = policies[policy_id]
-    wide = pl.read_parquet(json.loads(run.archive_json)["features"]["enterprise"]["file"])
+    wide = pl.read_parquet(run.archive.features["enterprise"].path)
     column = f"__amount:{policy_id}"
     paid = allocation.filter((pl.col("policy_id") == policy_id) & (pl.col("amount_fen") > 0))
     refused = decisions.filter((pl.col("policy_id") == policy_id) & (pl.col("reason") == "active"))

@@ -78,7 +78,7 @@ def test_migrations_match_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
-    assert schema_revision(engine) == "0004"
+    assert schema_revision(engine) == "0005"
 
 
 def test_init_is_idempotent_and_adopts_a_pre_migration_database(db_url: str) -> None:
@@ -92,7 +92,7 @@ def test_init_is_idempotent_and_adopts_a_pre_migration_database(db_url: str) -> 
             conn.execute(text("DROP TABLE alembic_version"))
         init_schema(engine)
         init_schema(engine)
-        assert schema_revision(engine) == "0004"
+        assert schema_revision(engine) == "0005"
         post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 100)), 1)
         assert len(transfers(engine)) == 1
         with engine.begin() as conn:

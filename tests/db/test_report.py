@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from disburse.cli import main
 from jobs.catalogue import load_catalogue
 from jobs.policies import features_path, load_policies
-from jobs.run import RunRequest, run_nightly
+from jobs.run import RunRequest, run_nightly_on
 from ledgers.audit import summary
 from ledgers.db import open_engine
 
@@ -30,7 +30,7 @@ def report(city: Path, db_url: str, tmp_path: Path) -> tuple[str, Path, dict[str
     run returned (what it entitled and posted, counted by the run itself)."""
     cat = load_catalogue()
     with open_engine(db_url, init=True) as engine:
-        outcome = run_nightly(
+        outcome = run_nightly_on(
             engine,
             RunRequest(city, AS_OF, tmp_path / "store", features_path(None)),
             catalogue=cat,
@@ -39,7 +39,7 @@ def report(city: Path, db_url: str, tmp_path: Path) -> tuple[str, Path, dict[str
     page = tmp_path / "report.html"
     out = CliRunner().invoke(main, ["report", "--db", db_url, "--run", "1", "--out", str(page)])
     assert out.exit_code == 0, out.output
-    return db_url, page, outcome.summary
+    return db_url, page, outcome.summary.to_json()
 
 
 class Figures(HTMLParser):

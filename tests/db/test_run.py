@@ -27,7 +27,7 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from jobs.run import RUN_LOCK_KEY
+from ledgers.db import RUN_LOCK_KEY
 from ledgers.schema import Run, Transfer
 
 AS_OF = "2026-03-15"

@@ -1,0 +1,263 @@
+"""A nightly run's summary and outcome: typed, read back from the record and the ledger,
+as JSON (`disburse run --json`) and as plain text for finance reading the terminal or the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from jobs.allocate import BudgetUse, PolicyAllocation
+from jobs.errors import JobError
+from jobs.progress import PhaseTiming
+from jobs.simulate import yuan
+from ledgers import runs
+from ledgers.runs import RunState
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The transfers of one kind a run posted for a policy."""
+
+    transfers: int
+    amount_fen: int
+
+    def to_json(self) -> dict[str, int]:
+        """As plain data."""
+        return {"transfers": self.transfers, "amount_fen": self.amount_fen}
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """One policy in a run: its allocation (absent if the run only posted for it) and what
+    the run posted, per kind of transfer."""
+
+    allocation: PolicyAllocation | None
+    posted: Mapping[str, Posted] = field(default_factory=dict)
+
+    @property
+    def transfers(self) -> int:
+        """Transfers posted for the policy, of every kind."""
+        return sum(p.transfers for p in self.posted.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The allocation's fields and "posted"."""
+        own = self.allocation.to_json() if self.allocation is not None else {}
+        return {**own, "posted": {k: p.to_json() for k, p in self.posted.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PolicySummary:
+        """From `to_json`'s form."""
+        rest = {k: v for k, v in data.items() if k != "posted"}
+        posted = {
+            k: Posted(int(v["transfers"]), int(v["amount_fen"])) for k, v in data["posted"].items()
+        }
+        return cls(_allocation(rest) if rest else None, posted)
+
+
+def _allocation(data: Mapping[str, Any]) -> PolicyAllocation:
+    budget = data.get("budget")
+    return PolicyAllocation(**{**data, "budget": BudgetUse(**budget) if budget else None})
+
+
+@dataclass(frozen=True)
+class SourceCount:
+    """Rows a run read of one source, and how many it quarantined."""
+
+    rows: int
+    quarantined: int
+
+    def to_json(self) -> dict[str, int]:
+        """As plain data."""
+        return {"rows": self.rows, "quarantined": self.quarantined}
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A run's totals over its policies."""
+
+    entitled: int
+    entitled_fen: int
+    transfers: int
+
+    def to_json(self) -> dict[str, int]:
+        """As plain data."""
+        return {
+            "entitled": self.entitled,
+            "entitled_fen": self.entitled_fen,
+            "transfers": self.transfers,
+        }
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run read, allocated and posted; recorded on the run when it completes."""
+
+    run_id: int
+    as_of: dt.date
+    sources: Mapping[str, SourceCount]
+    policies: Mapping[str, PolicySummary]
+
+    @property
+    def totals(self) -> Totals:
+        """Entitlements and their amount over every policy, and the transfers posted."""
+        allocations = [p.allocation for p in self.policies.values() if p.allocation]
+        return Totals(
+            entitled=sum(a.entitled for a in allocations),
+            entitled_fen=sum(a.entitled_fen for a in allocations),
+            transfers=sum(p.transfers for p in self.policies.values()),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """As `disburse run --json` prints it (beside the outcome's own fields)."""
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat(),
+            "sources": {name: s.to_json() for name, s in self.sources.items()},
+            "policies": {pid: p.to_json() for pid, p in self.policies.items()},
+            "totals": self.totals.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
+        """From `to_json`'s form, as recorded on the run."""
+        return cls(
+            run_id=int(data["run_id"]),
+            as_of=dt.date.fromisoformat(data["as_of"]),
+            sources={
+                name: SourceCount(int(s["rows"]), int(s["quarantined"]))
+                for name, s in data["sources"].items()
+            },
+            policies={pid: PolicySummary.from_json(p) for pid, p in data["policies"].items()},
+        )
+
+
+def run_summary(engine: Engine, run_id: int) -> RunSummary:
+    """A run's summary from what it recorded: the allocation per policy and the transfers it posted."""
+    run = runs.get_run(engine, run_id)
+    if run is None:
+        raise JobError(f"there is no run {run_id}", fix="give the id of a recorded run")
+    allocation: Mapping[str, Any] = run.counts.get("allocation", {})
+    posted: dict[str, dict[str, Posted]] = {}
+    for p in runs.posted_by(engine, run_id):
+        posted.setdefault(p.policy_id, {})[p.kind] = Posted(p.transfers, p.amount_fen)
+    policies = {
+        pid: PolicySummary(_allocation(rep), posted.get(pid, {}))
+        for pid, rep in sorted(allocation.items())
+    }
+    for pid, kinds in posted.items():
+        policies.setdefault(pid, PolicySummary(None, kinds))
+    return RunSummary(
+        run_id=run_id,
+        as_of=run.as_of,
+        sources={
+            name: SourceCount(c.rows, c.quarantined)
+            for name, c in runs.source_counts(engine, run_id).items()
+        },
+        policies=policies,
+    )
+
+
+@dataclass
+class RunOutcome:
+    """What `disburse run` did: the run it finished, its summary, the runs it resumed or abandoned."""
+
+    run_id: int
+    state: RunState
+    as_of: dt.date
+    summary: RunSummary
+    timings: dict[str, PhaseTiming] = field(default_factory=dict)
+    resumed: list[int] = field(default_factory=list)
+    abandoned: list[int] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """What `disburse run --json` prints."""
+        return {
+            "run_id": self.run_id,
+            "state": self.state.value,
+            "as_of": self.as_of.isoformat(),
+            "resumed": self.resumed,
+            "abandoned": self.abandoned,
+            "phases": {name: t.to_json() for name, t in self.timings.items()},
+            "peak_rss_mb": self.peak_rss_mb,
+            **self.summary.to_json(),
+        }
+
+    def to_text(self) -> str:
+        """The outcome as lines of text."""
+        return render_run(self)
+
+
+def _budget_line(b: BudgetUse) -> str:
+    line = (
+        f"    budget {yuan(b.budget_fen)} ({b.rule}): held before {yuan(b.held_before_fen)}, "
+        f"new claims {yuan(b.new_claims_fen)}, paid {yuan(b.new_paid_fen)}"
+    )
+    if b.outcome == "refused":
+        line += (
+            f"\n    REFUSED: the new claims exceed the budget left ({yuan(b.remaining_fen)}) "
+            f"by {yuan(b.refused_fen)} yuan; nothing new was paid. Raise the budget or change the policy."
+        )
+    elif b.outcome in ("pro_rata", "rank"):
+        line += f"\n    over budget: claims cut by {b.outcome} to the {yuan(b.remaining_fen)} left"
+    return line
+
+
+def render_run(out: RunOutcome) -> str:
+    """The `disburse run` outcome as lines of text."""
+    lines = [f"run {out.run_id} as of {out.as_of.isoformat()}: {out.state.value}"]
+    if out.resumed:
+        lines.append(f"  finished interrupted run(s): {', '.join(map(str, out.resumed))}")
+    if out.abandoned:
+        lines.append(
+            f"  abandoned undecided run(s) (nothing had been posted): {', '.join(map(str, out.abandoned))}"
+        )
+    summary = out.summary
+    if summary.sources:
+        rows = sum(s.rows for s in summary.sources.values())
+        quarantined = sum(s.quarantined for s in summary.sources.values())
+        lines.append(f"  sources: {rows:,} rows, {quarantined:,} quarantined")
+    lines.append("")
+    lines.append(
+        f"  {'policy':<30}{'period':>8}{'eligible':>11}{'entitled':>11}{'amount (yuan)':>20}{'transfers':>11}"
+    )
+    for pid, p in summary.policies.items():
+        a = p.allocation
+        lines.append(
+            f"  {pid:<30}{a.benefit_period if a else '':>8}{a.eligible if a else 0:>11,}"
+            f"{a.entitled if a else 0:>11,}{yuan(a.entitled_fen if a else 0):>20}{p.transfers:>11,}"
+        )
+        if a is not None and a.lost_stacking:
+            lines.append(f"    {a.lost_stacking:,} claims lost to another policy of the group")
+        if a is not None and a.budget is not None:
+            lines.append(_budget_line(a.budget))
+        for kind, v in p.posted.items():
+            lines.append(f"    posted {kind}: {v.transfers:,} for {yuan(v.amount_fen)} yuan")
+    totals = summary.totals
+    lines.append("")
+    lines.append(
+        f"  total: {totals.entitled:,} entitlements, {yuan(totals.entitled_fen)} yuan; "
+        f"{totals.transfers:,} transfers posted by this run"
+    )
+    if out.timings:
+        lines.append(
+            "  phases: "
+            + "; ".join(f"{n} {round(t.seconds, 3):.1f} s" for n, t in out.timings.items())
+            + f"; peak memory {out.peak_rss_mb:,.0f} MiB"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "PolicySummary",
+    "Posted",
+    "RunOutcome",
+    "RunSummary",
+    "SourceCount",
+    "Totals",
+    "render_run",
+]
