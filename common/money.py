@@ -58,8 +58,11 @@ def parse_money(value: object) -> int:
     return whole_fen(fen, repr(value))
 
 
-def format_yuan(fen: int) -> str:
-    """Integer fen as yuan for people: 1234567 -> '12,345.67' (exact integer arithmetic)."""
+def format_yuan(fen: int | None) -> str:
+    """Integer fen as yuan for people: 1234567 -> '12,345.67' (exact integer arithmetic);
+    '-' for no amount."""
+    if fen is None:
+        return "-"
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), FEN_PER_YUAN)
     return f"{sign}{whole:,}.{cents:02d}"

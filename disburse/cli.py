@@ -145,13 +145,13 @@ def ingest(data, as_of, db, store, catalogue, as_json, quiet):
     validated in memory; a larger one is streamed through a scratch file.
     """
     from disburse.progress import terminal_progress
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.ingest import ingest as run_ingest
     from jobs.ingest import quarantine_summary
     from ledgers.db import init_schema, make_engine
 
     settings = Settings.resolve(db, store)
-    cat = load_catalogue(catalogue)
+    cat = load_source_catalogue(catalogue)
     engine = make_engine(settings.db_url)
     init_schema(engine)
     with terminal_progress(quiet or as_json) as progress:
@@ -181,10 +181,10 @@ def ingest(data, as_of, db, store, catalogue, as_json, quiet):
 )
 def sources(markdown, catalogue):
     """List the source files the engine reads, with their columns and types."""
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.docs import catalogue_markdown
 
-    cat = load_catalogue(catalogue)
+    cat = load_source_catalogue(catalogue)
     if markdown:
         click.echo(catalogue_markdown(cat), nl=False)
         return
@@ -209,7 +209,7 @@ def quarantine(run_id, source, rule, limit, db, unmask, as_json):
 
     Personal data is masked unless --unmask is given.
     """
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.quarantine import quarantined_rows
     from ledgers.db import make_engine
 
@@ -217,7 +217,7 @@ def quarantine(run_id, source, rule, limit, db, unmask, as_json):
     engine = make_engine(settings.db_url)
     rows = quarantined_rows(
         engine,
-        load_catalogue(),
+        load_source_catalogue(),
         run_id=run_id,
         source=source,
         rule=rule,
@@ -250,12 +250,12 @@ def policy_check(paths, verbose):
     results and the condition that decided. Exit status 0 only if all pass.
     """
     from eligibility import check_files
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.paths import policies_dir
     from jobs.policies import feature_catalogue
 
     given = list(paths) or [policies_dir()]
-    report = check_files(given, feature_catalogue(load_catalogue(), given))
+    report = check_files(given, feature_catalogue(load_source_catalogue(), given))
     for p in report.problems:
         click.echo(p.render())
     n_cases = n_failed = 0

@@ -163,10 +163,10 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     from disburse.bench import BenchRequest
     from disburse.bench import bench as run_bench
     from disburse.progress import RichProgress, choose
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.policies import load_policies
 
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     pset = load_policies(cat)
     progress = choose(quiet or as_json)
     try:

@@ -40,6 +40,7 @@ from typing import Any
 
 import polars as pl
 
+from common.money import yuan_to_fen
 from common.periods import FOREVER, Period, period_of_key
 from eligibility import CheckedPolicy, run_dates
 
@@ -87,7 +88,7 @@ class Terms:
             end=period.end,
             group=policy.spec.group or NO_GROUP,
             priority=policy.spec.priority,
-            budget_fen=int(budget.total_yuan * 100) if budget else None,
+            budget_fen=yuan_to_fen(budget.total_yuan) if budget else None,
             over_budget=budget.over_budget if budget else None,
         )
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from common.errors import Code, Problem, ProblemsError, did_you_mean
 from common.yamlsrc import Located, load_yaml_file, schema_problems
+from eligibility import Naming
 
 ColumnType = Literal["string", "int", "bool", "date", "month"]
 CheckKind = Literal["uscc", "resident_id", "uscc_or_resident_id"]
@@ -169,7 +170,8 @@ class Catalogue(_Strict):
         if ref.as_ is not None:
             return ref.as_
         entity = self.sources[ref.source].entity
-        return f"{entity}_sk"
+        assert entity is not None  # a reference names an entity source
+        return Naming.sk(entity)
 
     def fingerprint(self) -> str:
         """sha256 of the catalogue's content (not its file's bytes): same rules, same hash."""
@@ -189,7 +191,7 @@ def default_catalogue_path() -> Path:
     return policies_dir() / "sources.yaml"
 
 
-def load_catalogue(path: Path | None = None) -> Catalogue:
+def load_source_catalogue(path: Path | None = None) -> Catalogue:
     """Load and validate a source catalogue; every problem is reported with its position."""
     located = load_yaml_file(path or default_catalogue_path())
     try:

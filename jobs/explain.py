@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine, select
 
+from common.money import format_yuan
 from eligibility import (
     CheckedCatalogue,
     CheckedPolicy,
@@ -33,12 +34,11 @@ from eligibility import (
     load_policy,
     show_value,
 )
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide
 from jobs.ingest import sha256_file
 from jobs.settings import Settings
-from jobs.simulate import yuan
 from jobs.staged import staged_columns
 from ledgers import runs
 from ledgers.db import open_engine, require_ledger
@@ -83,7 +83,7 @@ def archived_policies(
     """The feature catalogue and the policies (all, or `policy_ids`) as the run read them,
     from its archived copies, each checked against its recorded sha256."""
     archive = _archive(run)
-    source_cat = load_catalogue()
+    source_cat = load_source_catalogue()
     keys = {name: src.key for name, src in source_cat.sources.items()}
     features_file = _archived(archive.catalogue, "feature catalogue", run.run_id)
     cat = load_feature_catalogue(features_file, staged_columns(source_cat), keys)
@@ -474,7 +474,7 @@ def render_explanation(e: Explanation) -> str:
             lines.append(f"         ({c['ref']})")
     lines += ["", "amount:"]
     lines += [f"  {s}" for s in e.amount_steps]
-    lines.append(f"  claim: {yuan(e.claim_fen)} yuan")
+    lines.append(f"  claim: {format_yuan(e.claim_fen)} yuan")
     if not e.eligible:
         first = e.first_failing
         why = (
@@ -492,17 +492,17 @@ def render_explanation(e: Explanation) -> str:
         lines.append(f"  stacking: {_stacking(a.stacking)}")
         lines.append(f"  budget: {_budget(a.budget)}")
         lines.append(
-            f"  entitled: {yuan(a.amount_fen)} yuan (held before this run: {yuan(a.held_before_fen)})"
+            f"  entitled: {format_yuan(a.amount_fen)} yuan (held before this run: {format_yuan(a.held_before_fen)})"
         )
     lines += ["", "ledger:"]
     if not e.transfers:
         lines.append("  no transfers for this key")
     for t in e.transfers:
         lines.append(
-            f"  #{t.transfer_id} run {t.run_id} {t.kind:<10} {yuan(t.amount_fen):>16}  "
+            f"  #{t.transfer_id} run {t.run_id} {t.kind:<10} {format_yuan(t.amount_fen):>16}  "
             f"{t.debit} -> {t.credit}  {t.hash[:12]}"
         )
-    lines.append(f"  the ledger holds {yuan(e.amount_fen)} yuan for this key")
+    lines.append(f"  the ledger holds {format_yuan(e.amount_fen)} yuan for this key")
     if not e.reference_agrees:
         lines.append(
             "  WARNING: the reference interpreter computes a different amount from the archived"

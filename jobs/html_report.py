@@ -22,11 +22,12 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine, func, select
 
+from common.money import format_yuan
 from jobs.errors import JobError
 from jobs.explain import archived_decisions
 from jobs.ingest import staged_dir
 from jobs.settings import Settings
-from jobs.simulate import AGE_BANDS, entity_segments, yuan
+from jobs.simulate import AGE_BANDS, entity_segments
 from jobs.summary import PolicySummary, RunSummary, SourceCount
 from ledgers import runs
 from ledgers.audit import summary as ledger_summary
@@ -301,7 +302,7 @@ def render_html(r: RunReport) -> str:
         f'<p class="meta">state {_e(r.state.value)}; started {_e(started)}, finished {_e(finished)}</p>',
         '<div class="cards">',
         f'<div class="card">entitled<b id="total-count" data-count="{total_n}">{total_n:,}</b>keys in the ledger</div>',
-        f'<div class="card">amount<b id="total-amount" data-fen="{total_fen}">{_e(yuan(total_fen))}</b>yuan</div>',
+        f'<div class="card">amount<b id="total-amount" data-fen="{total_fen}">{_e(format_yuan(total_fen))}</b>yuan</div>',
         f'<div class="card">source rows<b>{rows_in:,}</b>{quarantined:,} quarantined</div>',
         "</div>",
         "<h2>Totals per policy and benefit period (the ledger after this run)</h2>",
@@ -312,16 +313,16 @@ def render_html(r: RunReport) -> str:
             f'<tr data-policy="{_e(x.policy_id)}" data-period="{_e(x.benefit_period)}">'
             f"<td>{_e(x.policy_id)}</td><td>{_e(x.benefit_period)}</td>"
             f'<td class="n" data-count="{x.count}">{x.count:,}</td>'
-            f'<td class="n" data-fen="{x.amount_fen}">{_e(yuan(x.amount_fen))}</td></tr>'
+            f'<td class="n" data-fen="{x.amount_fen}">{_e(format_yuan(x.amount_fen))}</td></tr>'
         )
     out.append(
-        f'<tr><th>total</th><th></th><th class="n">{total_n:,}</th><th class="n">{_e(yuan(total_fen))}</th></tr></table>'
+        f'<tr><th>total</th><th></th><th class="n">{total_n:,}</th><th class="n">{_e(format_yuan(total_fen))}</th></tr></table>'
     )
     out.append(
         bar_chart(
             "Amount per policy (yuan)",
             [
-                (f"{x.policy_id} {x.benefit_period}", x.amount_fen, yuan(x.amount_fen))
+                (f"{x.policy_id} {x.benefit_period}", x.amount_fen, format_yuan(x.amount_fen))
                 for x in ledger
             ],
         )
@@ -344,14 +345,14 @@ def render_html(r: RunReport) -> str:
             used = a.entitled_fen
             share = used / b.budget_fen if b.budget_fen else 0
             outcome = {
-                "refused": f'<span class="warn">refused: claims exceed the budget left by {_e(yuan(b.refused_fen))} yuan</span>',
+                "refused": f'<span class="warn">refused: claims exceed the budget left by {_e(format_yuan(b.refused_fen))} yuan</span>',
                 "pro_rata": "claims scaled pro rata",
                 "rank": "claims paid by rank until spent",
             }.get(b.outcome, "within budget")
             out.append(
                 f"<tr><td>{_e(pid)}</td><td>{_e(b.rule)}</td>"
-                f'<td class="n" data-fen="{b.budget_fen}">{_e(yuan(b.budget_fen))}</td>'
-                f'<td class="n" data-fen="{used}">{_e(yuan(used))}</td>'
+                f'<td class="n" data-fen="{b.budget_fen}">{_e(format_yuan(b.budget_fen))}</td>'
+                f'<td class="n" data-fen="{used}">{_e(format_yuan(used))}</td>'
                 f'<td class="n">{share:.1%}</td><td>{outcome}</td></tr>'
             )
             chart.append((pid, share * 100, f"{share:.1%}"))
@@ -363,7 +364,10 @@ def render_html(r: RunReport) -> str:
             out.append(
                 bar_chart(
                     f"{target}s entitled, amount by {title} (yuan)",
-                    [(g.key, g.amount_fen, f"{yuan(g.amount_fen)} ({g.count:,})") for g in groups],
+                    [
+                        (g.key, g.amount_fen, f"{format_yuan(g.amount_fen)} ({g.count:,})")
+                        for g in groups
+                    ],
                 )
             )
     out.append("<h2>Top reasons for ineligibility (first failing condition)</h2>")

@@ -28,6 +28,7 @@ import polars as pl
 import polars.selectors as cs
 from sqlalchemy import Engine, insert
 
+from eligibility import Naming
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
 from jobs.faults import checkpoint
@@ -506,7 +507,7 @@ def _entity_keys(
     code of an identity number, which sorts as the text does."""
     column = source.entity_column
     assert source.entity is not None
-    sk = f"{source.entity}_sk"
+    sk = Naming.sk(source.entity)
     if source.columns[column].check == "resident_id":
         codes = accepted.select(pl.col(code_column(column))).collect(engine="streaming")
         code = codes.to_series()

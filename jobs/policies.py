@@ -10,7 +10,7 @@ from typing import Any
 
 from eligibility import CheckedCatalogue, PolicySet, load_feature_catalogue, load_policy_set
 from jobs.catalogue import Catalogue
-from jobs.catalogue import load_catalogue as load_source_catalogue
+from jobs.catalogue import load_source_catalogue as load_source_catalogue
 from jobs.paths import policies_dir
 from jobs.staged import staged_columns
 

@@ -51,7 +51,7 @@ from sqlalchemy import Engine
 
 from eligibility import CheckedPolicy, PolicySet
 from jobs.allocate import Allocation, Terms, allocate
-from jobs.catalogue import Catalogue, load_catalogue
+from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
 from jobs.faults import checkpoint
@@ -585,7 +585,7 @@ def run_nightly(
     """The nightly batch as `disburse run` runs it: load the source catalogue and the policies
     (`policies`: files or folders, default the shipped ones), open the database of `settings`
     (creating or upgrading its schema), run the night into it; the outcome."""
-    catalogue = load_catalogue()
+    catalogue = load_source_catalogue()
     pset = load_policies(catalogue, policies)
     request = RunRequest(
         data_dir=data,

@@ -15,8 +15,9 @@ from typing import Any
 
 import polars as pl
 
-from eligibility import PolicySet, load_policy
-from jobs.catalogue import load_catalogue
+from common.money import format_yuan, yuan_to_fen
+from eligibility import Naming, PolicySet, load_policy
+from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import load_policies
@@ -37,15 +38,16 @@ AGE_BANDS = [
 def entity_segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     """Region and segment (size class, or age band) of every entity, by surrogate key."""
     ent = pl.read_parquet(
-        staged / "enterprises.parquet", columns=["enterprise_sk", "region_code", "size_class"]
+        staged / "enterprises.parquet",
+        columns=[Naming.sk("enterprise"), "region_code", "size_class"],
     ).select(
         pl.lit("enterprise").alias("target"),
-        pl.col("enterprise_sk").alias("entity_sk"),
+        pl.col(Naming.sk("enterprise")).alias("entity_sk"),
         "region_code",
         pl.col("size_class").fill_null("unclassified").alias("segment"),
     )
     per = pl.read_parquet(
-        staged / "persons.parquet", columns=["person_sk", "region_code", "birth_on"]
+        staged / "persons.parquet", columns=[Naming.sk("person"), "region_code", "birth_on"]
     )
     age = (
         pl.lit(as_of.year)
@@ -63,7 +65,7 @@ def entity_segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
         band = pl.when(age.is_between(lo, hi, closed="left")).then(pl.lit(label)).otherwise(band)
     per = per.select(
         pl.lit("person").alias("target"),
-        pl.col("person_sk").alias("entity_sk"),
+        pl.col(Naming.sk("person")).alias("entity_sk"),
         "region_code",
         band.alias("segment"),
     )
@@ -225,7 +227,7 @@ def _summary(
         paid = rows.filter(pl.col("eligible"))
         total = int(paid["amount_fen"].sum())
         budget = policy.spec.budget
-        budget_fen = int(budget.total_yuan * 100) if budget else None
+        budget_fen = yuan_to_fen(budget.total_yuan) if budget else None
 
         def dist(col: str, frame: pl.DataFrame = paid) -> dict[str, Reach]:
             g = (
@@ -304,7 +306,7 @@ def simulate(
     """`disburse simulate`: per policy (those in `policies`, files or folders, default the
     shipped ones; or `only` the one with that id) reach, cost, budget use, distributions and
     reasons; and the change against an old version of it (`against`)."""
-    catalogue = load_catalogue()
+    catalogue = load_source_catalogue()
     pset = load_policies(catalogue, policies)
     if only is not None:
         pset.get(only)  # an unknown id is an error that lists the known ones
@@ -347,14 +349,6 @@ def simulate(
     )
 
 
-def yuan(fen: int | None) -> str:
-    """Fen as yuan with thousands separators: 1,234.56."""
-    if fen is None:
-        return "-"
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100:,}.{abs(fen) % 100:02d}"
-
-
 def render(report: Simulation) -> str:
     """The simulation as plain text for people."""
     lines = [f"simulation as of {report.as_of.isoformat()} (nothing written to any ledger)"]
@@ -362,25 +356,25 @@ def render(report: Simulation) -> str:
         lines.append("")
         lines.append(f"{pid}  {s.title}  period {s.period}")
         budget = (
-            f"  budget {yuan(s.budget_fen)} yuan, use {s.budget_use or 0:.1%}"
+            f"  budget {format_yuan(s.budget_fen)} yuan, use {s.budget_use or 0:.1%}"
             if s.budget_fen
             else ""
         )
         lines.append(
-            f"  eligible {s.eligible:,} of {s.evaluated:,}; total {yuan(s.amount_fen)} yuan{budget}"
+            f"  eligible {s.eligible:,} of {s.evaluated:,}; total {format_yuan(s.amount_fen)} yuan{budget}"
         )
         if s.over_budget:
             lines.append(f"  over budget: the rule is {s.over_budget}")
         lines.append(
             "  by region:  "
             + "; ".join(
-                f"{k} {v.eligible:,} / {yuan(v.amount_fen)}" for k, v in s.by_region.items()
+                f"{k} {v.eligible:,} / {format_yuan(v.amount_fen)}" for k, v in s.by_region.items()
             )
         )
         lines.append(
             f"  by {s.segment}: "
             + "; ".join(
-                f"{k} {v.eligible:,} / {yuan(v.amount_fen)}" for k, v in s.by_segment.items()
+                f"{k} {v.eligible:,} / {format_yuan(v.amount_fen)}" for k, v in s.by_segment.items()
             )
         )
         lines.append(
@@ -391,10 +385,10 @@ def render(report: Simulation) -> str:
         if a is not None:
             lines.append(
                 f"  against the old version: eligible {a.old_eligible:,} -> {s.eligible:,}, "
-                f"total {yuan(a.old_amount_fen)} -> {yuan(s.amount_fen)} yuan"
+                f"total {format_yuan(a.old_amount_fen)} -> {format_yuan(s.amount_fen)} yuan"
             )
             lines.append(
-                f"    {a.gainers:,} gain {yuan(a.gained_fen)}; {a.losers:,} lose {yuan(-a.lost_fen)}; "
+                f"    {a.gainers:,} gain {format_yuan(a.gained_fen)}; {a.losers:,} lose {format_yuan(-a.lost_fen)}; "
                 f"{a.newly_eligible:,} newly eligible, {a.no_longer_eligible:,} no longer"
             )
     return "\n".join(lines)

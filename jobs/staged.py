@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eligibility import SOURCE_TYPES, Type
+from eligibility import SOURCE_TYPES, Naming, Type
 from jobs.catalogue import Catalogue
 
 
@@ -12,7 +12,7 @@ def staged_columns(catalogue: Catalogue) -> dict[str, dict[str, Type]]:
     for name, source in catalogue.sources.items():
         cols: dict[str, Type] = {c: SOURCE_TYPES[col.type] for c, col in source.columns.items()}
         if source.entity is not None:
-            cols[f"{source.entity}_sk"] = "count"
+            cols[Naming.sk(source.entity)] = "count"
         for col in source.columns.values():
             for ref in col.references:
                 cols[catalogue.sk_column(ref)] = "count"

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from common.money import format_yuan
 from jobs.allocate import BudgetUse, PolicyAllocation
 from jobs.errors import JobError
 from jobs.progress import PhaseTiming
-from jobs.simulate import yuan
 from ledgers import runs
 from ledgers.runs import RunState
 
@@ -194,16 +194,16 @@ class RunOutcome:
 
 def _budget_line(b: BudgetUse) -> str:
     line = (
-        f"    budget {yuan(b.budget_fen)} ({b.rule}): held before {yuan(b.held_before_fen)}, "
-        f"new claims {yuan(b.new_claims_fen)}, paid {yuan(b.new_paid_fen)}"
+        f"    budget {format_yuan(b.budget_fen)} ({b.rule}): held before {format_yuan(b.held_before_fen)}, "
+        f"new claims {format_yuan(b.new_claims_fen)}, paid {format_yuan(b.new_paid_fen)}"
     )
     if b.outcome == "refused":
         line += (
-            f"\n    REFUSED: the new claims exceed the budget left ({yuan(b.remaining_fen)}) "
-            f"by {yuan(b.refused_fen)} yuan; nothing new was paid. Raise the budget or change the policy."
+            f"\n    REFUSED: the new claims exceed the budget left ({format_yuan(b.remaining_fen)}) "
+            f"by {format_yuan(b.refused_fen)} yuan; nothing new was paid. Raise the budget or change the policy."
         )
     elif b.outcome in ("pro_rata", "rank"):
-        line += f"\n    over budget: claims cut by {b.outcome} to the {yuan(b.remaining_fen)} left"
+        line += f"\n    over budget: claims cut by {b.outcome} to the {format_yuan(b.remaining_fen)} left"
     return line
 
 
@@ -229,18 +229,18 @@ def render_run(out: RunOutcome) -> str:
         a = p.allocation
         lines.append(
             f"  {pid:<30}{a.benefit_period if a else '':>8}{a.eligible if a else 0:>11,}"
-            f"{a.entitled if a else 0:>11,}{yuan(a.entitled_fen if a else 0):>20}{p.transfers:>11,}"
+            f"{a.entitled if a else 0:>11,}{format_yuan(a.entitled_fen if a else 0):>20}{p.transfers:>11,}"
         )
         if a is not None and a.lost_stacking:
             lines.append(f"    {a.lost_stacking:,} claims lost to another policy of the group")
         if a is not None and a.budget is not None:
             lines.append(_budget_line(a.budget))
         for kind, v in p.posted.items():
-            lines.append(f"    posted {kind}: {v.transfers:,} for {yuan(v.amount_fen)} yuan")
+            lines.append(f"    posted {kind}: {v.transfers:,} for {format_yuan(v.amount_fen)} yuan")
     totals = summary.totals
     lines.append("")
     lines.append(
-        f"  total: {totals.entitled:,} entitlements, {yuan(totals.entitled_fen)} yuan; "
+        f"  total: {totals.entitled:,} entitlements, {format_yuan(totals.entitled_fen)} yuan; "
         f"{totals.transfers:,} transfers posted by this run"
     )
     if out.timings:

@@ -8,7 +8,6 @@ The auditor's API in one import; each part has its own module:
 | `summary`, `Summary` | `ledgers.summary` | per policy and benefit period |
 | `entries`, `entries_json_lines`, `entries_csv`, `entries_text` | `ledgers.entries` | transfers in id order, masked |
 | `balances`, `Balances` | `ledgers.balances` | per account, with the totals |
-| `yuan` | `ledgers.render` | fen as yuan in the printed tables |
 
 Everything printed is deterministic (ordered by id or by name, no timestamps):
 the same ledger gives the same bytes.
@@ -20,7 +19,6 @@ from ledgers.balances import Balances, balances
 from ledgers.chain import CHAIN_FIELDS
 from ledgers.checks import Check
 from ledgers.entries import entries, entries_csv, entries_json_lines, entries_text
-from ledgers.render import yuan
 from ledgers.summary import Summary, summary
 from ledgers.verify import VerifyResult, verify
 
@@ -37,5 +35,4 @@ __all__ = [
     "entries_text",
     "summary",
     "verify",
-    "yuan",
 ]

@@ -13,11 +13,12 @@ from typing import Any
 import polars as pl
 from sqlalchemy import BigInteger, Connection, Engine, cast, func, select
 
+from common.money import format_yuan
 from ledgers import accounts
 from ledgers.db import LedgerError, require_ledger
 from ledgers.frames import read_frame
 from ledgers.masking import mask_account_address_expr
-from ledgers.render import text_table, yuan
+from ledgers.render import text_table
 from ledgers.schema import Transfer
 
 
@@ -74,7 +75,7 @@ class Balances:
                 str(r["debits_fen"]),
                 str(r["credits_fen"]),
                 str(r["balance_fen"]),
-                yuan(r["balance_fen"]),
+                format_yuan(r["balance_fen"]),
             )
             for r in self.accounts.iter_rows(named=True)
         ]
@@ -86,7 +87,7 @@ class Balances:
                 str(t["debits_fen"]),
                 str(t["credits_fen"]),
                 str(t["balance_fen"]),
-                yuan(t["balance_fen"]),
+                format_yuan(t["balance_fen"]),
             )
         )
         return text_table(header, body, right=(2, 3, 4, 5))

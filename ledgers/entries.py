@@ -12,10 +12,11 @@ import json
 import polars as pl
 from sqlalchemy import Engine, select
 
+from common.money import format_yuan
 from ledgers.db import require_ledger
 from ledgers.frames import read_frame
 from ledgers.masking import mask_account_address_expr, mask_entity_expr
-from ledgers.render import text_table, yuan
+from ledgers.render import text_table
 from ledgers.scan import TRANSFER_SCHEMA
 from ledgers.schema import Transfer
 
@@ -128,7 +129,7 @@ def entries_text(frame: pl.DataFrame) -> str:
             r["debit"],
             r["credit"],
             str(r["amount_fen"]),
-            yuan(r["amount_fen"]),
+            format_yuan(r["amount_fen"]),
         )
         for r in frame.iter_rows(named=True)
     ]

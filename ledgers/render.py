@@ -11,13 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def yuan(fen: int) -> str:
-    """Fen as yuan for people: 1234567 -> '12,345.67' (exact integer arithmetic)."""
-    sign = "-" if fen < 0 else ""
-    whole, cents = divmod(abs(fen), 100)
-    return f"{sign}{whole:,}.{cents:02d}"
-
-
 def text_table(header: Sequence[str], body: Sequence[Sequence[str]], right: tuple[int, ...]) -> str:
     """`header` and `body` as aligned text lines; the columns numbered in `right` right-aligned."""
     rows = [header, *body]

@@ -12,10 +12,11 @@ from typing import Any
 import polars as pl
 from sqlalchemy import BigInteger, Engine, case, cast, func, select
 
+from common.money import format_yuan
 from ledgers.db import require_ledger
 from ledgers.frames import read_frame
 from ledgers.holdings import signed_amount
-from ledgers.render import text_table, yuan
+from ledgers.render import text_table
 from ledgers.schema import ENTITLEMENT_KINDS, Transfer
 
 
@@ -39,7 +40,7 @@ class Summary:
                 r["benefit_period"],
                 f"{r['count']:,}",
                 str(r["amount_fen"]),
-                yuan(r["amount_fen"]),
+                format_yuan(r["amount_fen"]),
                 f"{r['adjustments']:,}",
                 f"{r['reversed']:,}",
             )
@@ -52,7 +53,7 @@ class Summary:
                 "",
                 f"{t['count']:,}",
                 str(t["amount_fen"]),
-                yuan(t["amount_fen"]),
+                format_yuan(t["amount_fen"]),
                 f"{t['adjustments']:,}",
                 f"{t['reversed']:,}",
             )

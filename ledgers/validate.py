@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from common.periods import PERIOD_KEY
 from ledgers.db import LedgerError
 from ledgers.schema import PAYMENT_KINDS
 
@@ -28,7 +29,7 @@ MAX_PROBLEMS = 10
 
 POLICY_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 PARTY_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-BENEFIT_PERIOD = r"once|[0-9]{4}(-H[12]|-Q[1-4]|-(0[1-9]|1[0-2]))?"
+BENEFIT_PERIOD = PERIOD_KEY  # the one pattern of a benefit-period key (common.periods)
 SHA256 = r"[0-9a-f]{64}"
 ACCOUNT = (
     rf"(budget:{POLICY_ID}:(?:{BENEFIT_PERIOD})|payable:{PARTY_ID}|receivable:{PARTY_ID}"

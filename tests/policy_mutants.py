@@ -330,7 +330,7 @@ def run(seed: int, count: int, seconds: float, out: Path) -> None:
 
     from disburse.synth import generate
     from eligibility import PolicySet, load_policy
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.evaluate import evaluate
     from jobs.ingest import stage
     from jobs.policies import load_policies
@@ -342,7 +342,7 @@ def run(seed: int, count: int, seconds: float, out: Path) -> None:
         raise Hang
 
     signal.signal(signal.SIGALRM, stop)
-    sources = load_catalogue()
+    sources = load_source_catalogue()
     cat = load_policies(sources).catalogue
     work = Path(tempfile.mkdtemp(prefix="mutants-"))
     generate(work / "data", enterprises=60, persons=300, seed=3, errors=0.0)

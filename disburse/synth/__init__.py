@@ -36,7 +36,7 @@ from disburse.synth.enterprises import build_enterprise_accounts, build_enterpri
 from disburse.synth.errors import Injection, inject
 from disburse.synth.monthly import build_monthly, build_tax_ratings
 from disburse.synth.population import build_population
-from jobs.catalogue import Catalogue, Source, load_catalogue
+from jobs.catalogue import Catalogue, Source, load_source_catalogue
 
 __all__ = ["GENERATED_SOURCES", "SynthError", "generate"]
 
@@ -80,7 +80,7 @@ def generate(
     once); the manifest lists them.  Returns the manifest.
     """
     _check_arguments(enterprises, persons, seed, errors, months)
-    catalogue = catalogue or load_catalogue()
+    catalogue = catalogue or load_source_catalogue()
     _check_catalogue(catalogue)
     report = progress or (lambda _message: None)
     ctx = _context(catalogue, seed, as_of, months)

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.ingest import ingest
 from ledgers.db import open_engine
 from tests.benchmarks.conftest import city_size, synth_city
@@ -24,7 +24,7 @@ from tests.benchmarks.conftest import city_size, synth_city
 def test_ingest_city(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     enterprises, persons = city_size()
     data = synth_city(enterprises, persons)
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in data.glob("*.parquet"))
 
     started = time.perf_counter()

@@ -47,7 +47,7 @@ from polars.testing import assert_frame_equal
 from disburse.bench.baselines import handwritten_duckdb, handwritten_polars
 from disburse.synth import generate
 from eligibility import PolicySet
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import load_policies
@@ -80,7 +80,7 @@ def staged_city(enterprises: int, persons: int, seed: int, as_of: dt.date) -> Pa
     work = home.with_name(f"{home.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     generate(work / "source", enterprises=enterprises, persons=persons, seed=seed, as_of=as_of)
-    stage(work / "source", work / "staged", catalogue=load_catalogue())
+    stage(work / "source", work / "staged", catalogue=load_source_catalogue())
     (work / "staged" / ".complete").write_text("generated and staged\n", encoding="utf-8")
     shutil.rmtree(home, ignore_errors=True)
     os.replace(work, home)
@@ -96,7 +96,7 @@ def staged_dir() -> Path:
 @pytest.fixture(scope="module")
 def enterprise_policies() -> PolicySet:
     """The shipped policies that target enterprises (the six the baselines write by hand)."""
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     return PolicySet(pset.catalogue, [p for p in pset.policies if p.target == "enterprise"])
 
 
@@ -127,10 +127,10 @@ staged, engine = Path(sys.argv[1]), sys.argv[2]
 as_of = dt.date.fromisoformat(sys.argv[3])
 if engine == "compiled":
     from eligibility import PolicySet
-    from jobs.catalogue import load_catalogue
+    from jobs.catalogue import load_source_catalogue
     from jobs.evaluate import evaluate
     from jobs.policies import load_policies
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     mine = PolicySet(pset.catalogue, [p for p in pset.policies if p.target == "enterprise"])
     before = high_water_kib()
     evaluate(staged, mine, as_of)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly_on
 from ledgers.db import open_engine
@@ -30,7 +30,7 @@ AS_OF = dt.date(2026, 3, 15)
 def test_nightly_run(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     enterprises, persons = city_size()
     data = synth_city(enterprises, persons)
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     pset = load_policies(cat)
     seconds: dict[str, float] = {}
     phases: dict[str, dict] = {}

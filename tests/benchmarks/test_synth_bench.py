@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from disburse.synth import generate
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 
 SIZES = [pytest.param(2_000, 20_000, id="2k-enterprises-20k-persons")]
 if os.environ.get("DISBURSE_BENCH_FULL") == "1":
@@ -32,7 +32,7 @@ if os.environ.get("DISBURSE_BENCH_FULL") == "1":
 
 @pytest.mark.parametrize(("enterprises", "persons"), SIZES)
 def test_generate(benchmark: Any, tmp_path: Path, enterprises: int, persons: int) -> None:
-    catalogue = load_catalogue()
+    catalogue = load_source_catalogue()
     marks: list[tuple[str, float]] = []
 
     def run() -> tuple[dict[str, Any], float]:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from disburse.cli import main
 from eligibility.explain import explain_row
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.explain import archived_decisions, archived_policies, explain, render_explanation
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly_on
@@ -36,7 +36,7 @@ def night(clean_city: Path, tmp_path_factory: pytest.TempPathFactory):
     data = root / "data"
     shutil.copytree(clean_city, data)
     url = f"sqlite:///{root / 'ledger.db'}"
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     with open_engine(url, init=True) as engine:
         out = run_nightly_on(
             engine,

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from sqlalchemy import Engine, func, select
 
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.errors import JobError
 from jobs.ingest import IngestResult, ingest
 from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
@@ -21,7 +21,7 @@ AS_OF = dt.date(2026, 1, 1)
 
 
 def _ingest(data: Path, engine: Engine, store: Path) -> IngestResult:
-    return ingest(data, AS_OF, engine=engine, store=store, catalogue=load_catalogue())
+    return ingest(data, AS_OF, engine=engine, store=store, catalogue=load_source_catalogue())
 
 
 def _validation_paths(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -183,7 +183,9 @@ def test_bad_files_stop_before_anything_is_written(
             "credit_code", "rating", pl.col("rating").alias("year")
         ).write_csv(data / "tax_ratings.csv")
     with pytest.raises(JobError) as info:
-        ingest(data, AS_OF, engine=engine, store=tmp_path / "store", catalogue=load_catalogue())
+        ingest(
+            data, AS_OF, engine=engine, store=tmp_path / "store", catalogue=load_source_catalogue()
+        )
     assert expected.format(data=data) in info.value.render()
     assert "fix:" in info.value.render()
     _nothing_written(engine, tmp_path / "store")
@@ -235,7 +237,7 @@ def test_streamed_and_in_memory_validation_agree(
         paths[label] = dict(seen)
     memory, streamed = results["memory"], results["streamed"]
     # Each ingest took the path its limit asks for, for every source.
-    everything = set(load_catalogue().ordered())
+    everything = set(load_source_catalogue().ordered())
     assert paths["memory"] == dict.fromkeys(everything, "memory")
     assert paths["streamed"] == dict.fromkeys(everything, "streamed")
     assert sum(r.quarantined for r in memory.sources.values()) > 0
@@ -303,7 +305,7 @@ def test_sources_side_by_side_agree_with_one_at_a_time(
     # The three sources above the limit were streamed, the others validated in memory.
     assert paths[2] == {name: "streamed" if n > sizes[-4] else "memory" for name, n in rows.items()}
     assert list(paths[2].values()).count("streamed") == 3
-    assert list(one.sources) == load_catalogue().ordered()
+    assert list(one.sources) == load_source_catalogue().ordered()
     assert sum(r.quarantined for r in one.sources.values()) > 0
     _same_ingest(engine, one, two)
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from disburse.cli import main
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly_on
 from ledgers.audit import summary
@@ -28,7 +28,7 @@ AS_OF = dt.date(2026, 3, 15)
 def report(city: Path, db_url: str, tmp_path: Path) -> tuple[str, Path, dict[str, Any]]:
     """One nightly run on `db_url`, its report written by the command, and the summary the
     run returned (what it entitled and posted, counted by the run itself)."""
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     with open_engine(db_url, init=True) as engine:
         outcome = run_nightly_on(
             engine,

@@ -23,11 +23,11 @@ from eligibility.backends.polars import DEC, evaluate_frame
 from eligibility.checked import CheckedPolicy
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.reference import decide, env_for
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
-PSET = load_policies(load_catalogue(), [ROOT / "policies"])
+PSET = load_policies(load_source_catalogue(), [ROOT / "policies"])
 CAT = PSET.catalogue
 
 

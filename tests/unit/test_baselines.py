@@ -23,7 +23,7 @@ from polars.testing import assert_frame_equal
 from disburse.bench.baselines import handwritten_duckdb, handwritten_polars
 from disburse.synth import generate
 from eligibility import PolicySet
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import load_policies
@@ -37,7 +37,7 @@ AS_OF_DATES = [dt.date(2026, 3, 1), dt.date(2026, 6, 30)]
 @pytest.fixture(scope="module")
 def enterprise_policies() -> PolicySet:
     """The shipped policies that target enterprises."""
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     return PolicySet(pset.catalogue, [p for p in pset.policies if p.target == "enterprise"])
 
 
@@ -46,7 +46,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The staged sources of a synthetic city of 3,000 enterprises and 15,000 persons."""
     root = tmp_path_factory.mktemp("city")
     generate(root / "source", enterprises=3_000, persons=15_000, seed=11, as_of=SYNTH_AS_OF)
-    stage(root / "source", root / "staged", catalogue=load_catalogue())
+    stage(root / "source", root / "staged", catalogue=load_source_catalogue())
     return root / "staged"
 
 

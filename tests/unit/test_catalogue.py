@@ -8,14 +8,14 @@ import pytest
 from pydantic import ValidationError
 
 from common.errors import ProblemsError
-from jobs.catalogue import Catalogue, load_catalogue
+from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.docs import catalogue_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_catalogue_has_the_sources_policies_read() -> None:
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     assert set(cat.sources) >= {
         "enterprises",
         "enterprise_accounts",
@@ -37,13 +37,13 @@ def test_delivery_docs_are_generated_from_the_catalogue() -> None:
     """docs/sources.md must equal what the catalogue generates: regenerate it with
     `disburse sources --markdown > docs/sources.md` after editing policies/sources.yaml."""
     assert (ROOT / "docs" / "sources.md").read_text(encoding="utf-8") == catalogue_markdown(
-        load_catalogue()
+        load_source_catalogue()
     )
 
 
 def test_every_column_is_documented() -> None:
-    text = catalogue_markdown(load_catalogue())
-    for source in load_catalogue().sources.values():
+    text = catalogue_markdown(load_source_catalogue())
+    for source in load_source_catalogue().sources.values():
         for name in source.columns:
             assert f"| `{name}` |" in text
 
@@ -66,7 +66,7 @@ def test_bad_catalogue_reports_every_problem_with_position(tmp_path: Path) -> No
     path = tmp_path / "sources.yaml"
     path.write_text(BAD)
     with pytest.raises(ProblemsError) as info:
-        load_catalogue(path)
+        load_source_catalogue(path)
     rendered = info.value.render()
     assert f"{path}:8:42: E010 unknown key 'requird'\n  fix: did you mean 'required'?" in rendered
     assert (
@@ -79,7 +79,7 @@ def test_bad_catalogue_reports_every_problem_with_position(tmp_path: Path) -> No
 
 def _with_references(refs: dict[tuple[str, str], str]) -> dict[str, object]:
     """The shipped catalogue as data, with extra columns (source, column) referencing a source."""
-    data = load_catalogue().model_dump(by_alias=True, exclude_none=True)
+    data = load_source_catalogue().model_dump(by_alias=True, exclude_none=True)
     for (source, column), target in refs.items():
         data["sources"][source]["columns"][column] = {
             "type": "string",

@@ -14,7 +14,7 @@ from common.periods import Window
 from eligibility import CheckedCatalogue, Scan, load_feature_catalogue
 from eligibility.backends.polars.features import entity_frame
 from eligibility.plan import EntityNeeds, Naming
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import staged_scan
 from jobs.ingest import stage
 from jobs.staged import staged_columns
@@ -33,7 +33,7 @@ class Staged(NamedTuple):
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
     root = tmp_path_factory.mktemp("mini")
-    cat = load_catalogue()
+    cat = load_source_catalogue()
     stage(minicity.write(root / "data"), root / "staged", catalogue=cat)
     # The shipped catalogue plus features of every aggregation kind, for this test.
     spec = yaml.safe_load((ROOT / "policies" / "features.yaml").read_text())

@@ -31,7 +31,7 @@ from eligibility.functions import FUNCTIONS
 from eligibility.parse import parse_expression
 from eligibility.plan import Naming, needs
 from eligibility.typecheck import Checker
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,7 +191,7 @@ def test_every_counterpart_exists_in_narwhals() -> None:
     assert [p for p in NARWHALS.values() if not _narwhals_has(p)] == []
 
 
-PSET = load_policies(load_catalogue(), [ROOT / "policies"])
+PSET = load_policies(load_source_catalogue(), [ROOT / "policies"])
 
 
 @pytest.mark.parametrize("policy", PSET.policies, ids=lambda p: p.id)

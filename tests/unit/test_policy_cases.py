@@ -9,11 +9,11 @@ import pytest
 from eligibility.cases import run_case
 from eligibility.checked import CheckedPolicy
 from eligibility.schema import Case
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
-PSET = load_policies(load_catalogue(), [ROOT / "policies"])
+PSET = load_policies(load_source_catalogue(), [ROOT / "policies"])
 CASES = [(p, i, c) for p in PSET.policies for i, c in enumerate(p.spec.tests)]
 
 

@@ -25,7 +25,7 @@ from common.identifiers import (
     uscc_valid_expr,
 )
 from disburse.synth import GENERATED_SOURCES, SynthError, generate
-from jobs.catalogue import Catalogue, load_catalogue
+from jobs.catalogue import Catalogue, load_source_catalogue
 
 AS_OF = dt.date(2026, 1, 1)
 ENTERPRISES, PERSONS = 1_000, 10_000
@@ -134,7 +134,7 @@ def rule_failures(
 
 @pytest.fixture(scope="module")
 def catalogue() -> Catalogue:
-    return load_catalogue()
+    return load_source_catalogue()
 
 
 def _read(out: Path, catalogue: Catalogue) -> dict[str, pl.DataFrame]:
@@ -243,7 +243,7 @@ def test_every_row_passes_every_rule(clean: dict[str, Any], catalogue: Catalogue
     [
         (source, column)
         for source in GENERATED_SOURCES
-        for column, col in load_catalogue().sources[source].columns.items()
+        for column, col in load_source_catalogue().sources[source].columns.items()
         if col.check is not None
     ],
 )

@@ -19,7 +19,7 @@ from eligibility.backends.polars.policy import (
     wide_frame,
 )
 from eligibility.plan import Naming, needs
-from jobs.catalogue import load_catalogue
+from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import decisions_of_wide, staged_scan, wide_plans
 from jobs.ingest import stage
 from jobs.policies import load_policies
@@ -31,7 +31,7 @@ COPIES = 40  # 400 enterprises x 40 = 16,000 rows; persons 2,000 x 40 = 80,000
 @pytest.fixture(scope="module")
 def staged(clean_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wide") / "staged"
-    stage(clean_city, out, catalogue=load_catalogue())
+    stage(clean_city, out, catalogue=load_source_catalogue())
     return out
 
 
@@ -39,7 +39,7 @@ def staged(clean_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_amounts_only_where_conditions_hold_decide_as_amounts_everywhere(
     staged: Path, target: str
 ) -> None:
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     cat = pset.catalogue
     policies = [p for p in pset.active(AS_OF) if p.target == target]
     sk = f"{target}_sk"
@@ -71,7 +71,7 @@ def test_amounts_only_where_conditions_hold_decide_as_amounts_everywhere(
 
 
 def test_payees_only_where_conditions_hold_decide_as_payees_everywhere(staged: Path) -> None:
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     cat = pset.catalogue
     policies = [p for p in pset.active(AS_OF) if p.target == "person"]
     assert any(p.spec.payee != "self" for p in policies)
@@ -98,7 +98,7 @@ def test_payees_only_where_conditions_hold_decide_as_payees_everywhere(staged: P
 
 @pytest.mark.parametrize("target", ["enterprise", "person"])
 def test_claims_only_are_the_eligible_rows(staged: Path, target: str) -> None:
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     cat = pset.catalogue
     policies = [p for p in pset.active(AS_OF) if p.target == target]
     sk = f"{target}_sk"
@@ -117,7 +117,7 @@ def test_each_kind_computes_only_what_its_own_policies_read(staged: Path) -> Non
     """The person archive does not carry what enterprise policies read of related persons
     (the hired graduates' graduated_on), and the decisions are those of plans built from
     every policy's needs."""
-    pset = load_policies(load_catalogue())
+    pset = load_policies(load_source_catalogue())
     cat, policies = pset.catalogue, pset.active(AS_OF)
     assert "graduate-hiring-subsidy" in {p.id for p in policies}
     wide = wide_plans(staged, policies, pset, AS_OF)
