@@ -296,32 +296,25 @@ def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
     problems = []
     default_as_of = policy.spec.valid.from_
     for i, case in enumerate(policy.spec.tests):
+        where: Loc
         try:
             results.append(run_case(policy, case, i, cat, default_as_of))
+            continue
         except _BadValue as exc:
-            line, col = policy.located.value_at(exc.loc)
-            problems.append(
-                Problem(
-                    policy.file,
-                    line,
-                    col,
-                    Code.CASE_BAD_VALUE,
-                    f"test {case.name!r}: {exc.message}",
-                    "give values of the feature's kind (docs/policies.md, worked examples)",
-                )
+            where, message = exc.loc, exc.message
+        except (ValueError, TypeError) as exc:  # a value no check above foresaw: the test
+            where, message = ("tests", i), str(exc)
+        line, col = policy.located.value_at(where)
+        problems.append(
+            Problem(
+                policy.file,
+                line,
+                col,
+                Code.CASE_BAD_VALUE,
+                f"test {case.name!r}: {message}",
+                "give values of the feature's kind (docs/policies.md, worked examples)",
             )
-        except (ValueError, TypeError) as exc:
-            line, col = policy.located.at(("tests", i))
-            problems.append(
-                Problem(
-                    policy.file,
-                    line,
-                    col,
-                    Code.CASE_BAD_VALUE,
-                    f"test {case.name!r}: {exc}",
-                    "give values of the feature's kind",
-                )
-            )
+        )
     if problems:
         raise ProblemsError(problems)
     return results

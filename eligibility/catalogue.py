@@ -114,11 +114,19 @@ def _check_relations(checker: Checker, cat: CheckedCatalogue) -> None:
         if rel.during is not None:
             _need_column(checker, cat, (*loc, "during"), rel.source, rel.during)
         if rel.where is not None:
-            node = checker.parse((*loc, "where"), rel.where)
-            if node is not None:
-                scope = source_scope(rel.source, cat.source_columns)
-                checker.expect(node, scope, {"bool"}, "a relation's where")
-                cat.where[f"relation:{rname}"] = node
+            _where(
+                checker, cat, loc, rel.source, rel.where, f"relation:{rname}", "a relation's where"
+            )
+
+
+def _where(
+    checker: Checker, cat: CheckedCatalogue, loc: Loc, source: str, text: str, key: str, what: str
+) -> None:
+    """A `where` on a source's rows: a condition on its columns, kept under `key`."""
+    node = checker.parse((*loc, "where"), text)
+    if node is not None:
+        checker.expect(node, source_scope(source, cat.source_columns), {"bool"}, what)
+        cat.where[key] = node
 
 
 def _check_source_feature(
@@ -149,11 +157,7 @@ def _check_source_feature(
                 "declare the type the column holds, or choose an aggregation that gives it",
             )
     if fdef.where is not None:
-        node = checker.parse((*loc, "where"), fdef.where)
-        if node is not None:
-            scope = source_scope(fdef.source, cat.source_columns)
-            checker.expect(node, scope, {"bool"}, "a feature's where")
-            cat.where[f"{entity}.{fname}"] = node
+        _where(checker, cat, loc, fdef.source, fdef.where, f"{entity}.{fname}", "a feature's where")
 
 
 def _check_relation_feature(
