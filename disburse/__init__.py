@@ -10,10 +10,8 @@ __version__ = "0.1.0"
 # of megabytes at every step; keeping freed pages for ten seconds lets the next step
 # reuse them instead of faulting in and zeroing fresh ones.  Transparent huge pages
 # (thp:always, used until 2026-12) made it worse on the reference machine: the kernel
-# zeroes each 2 MiB page at its first touch, 17% of a 1M-enterprise ingest's CPU.
-# Measured there, interleaved, against thp:always with the same decay: ingest of 1M
-# enterprises 25.7-27.7 s against 30.6-34.5 s (system time 4 s against 15 s); a whole
-# first run on PostgreSQL 46.0 and 47.1 s against 50.1 and 53.1 s.  Whoever sets
+# zeroes each 2 MiB page at its first touch (docs/benchmarks.md, "The allocator").
+# Whoever sets
 # _RJEM_MALLOC_CONF themselves keeps their own setting.
 ALLOCATOR_SETTINGS = "dirty_decay_ms:10000,muzzy_decay_ms:10000"
 os.environ.setdefault("_RJEM_MALLOC_CONF", ALLOCATOR_SETTINGS)

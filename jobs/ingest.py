@@ -307,9 +307,8 @@ def _validate_all(
     memory runs alone, so that at most the workers' in-memory sources are held
     at once.  Much of a source's validation runs on one core (the identifier
     kernels hold the GIL, Parquet pages are written in order), so two sources
-    side by side use the idle part of the second core: ingest alone at 1M
-    enterprises took 24.7 and 25.0 s one source at a time (1.7 cores busy), 22.9
-    and 23.1 s two at a time (1.9 cores), peaking at 3.1 GB instead of 2.1 GB.
+    side by side use the idle part of the second core, for more memory at the peak
+    (docs/benchmarks.md, "Ingest").
     """
     digests = digests or sha256_files(files)
     rows = {name: _rows(path, fmt) for name, (path, fmt) in files.items()}

@@ -299,8 +299,7 @@ def attach_references(
                     lookup = entity.table().rename({entity.column: name, "_sk": sk})
                 if isinstance(lf, pl.DataFrame):
                     # Only the key column goes through the join, and its result is attached:
-                    # joining the whole frame would gather every column again (a city's
-                    # monthly social security, 10M rows: 0.45-0.55 s against 0.77-0.83 s).
+                    # joining the whole frame would gather every column again.
                     # The entity's identifiers are unique, so the left join keeps the rows.
                     found = (
                         lf.lazy()
@@ -375,9 +374,8 @@ def duplicate_keys(validated: pl.LazyFrame, source: Source) -> pl.DataFrame:
 
     A 64-bit hash of the key per row (a few bytes, where the keys themselves may be
     18-character identifiers) is sorted, and a hash equal to its neighbour repeats
-    (sorting the hashes is faster than grouping them: 0.2 s against 0.6 s for 10M rows
-    of monthly tax).  Polars sorts them: numpy's AVX-512 sort took 0.7-0.9 s for the
-    same 10M on an AMD EPYC.  Only the rows whose hash repeats are grouped again by
+    (sorting the hashes is faster than grouping them; Polars sorts them, faster than
+    numpy: docs/benchmarks.md, "Ingest").  Only the rows whose hash repeats are grouped again by
     the key itself, so hash collisions never mark a row.
     """
     key = dedup_key(source)
