@@ -10,7 +10,7 @@ import json
 
 import click
 
-from disburse.options import DB_HELP
+from disburse.options import db_option, json_option, unmask_option
 from jobs.settings import Settings
 
 
@@ -24,15 +24,15 @@ def db() -> None:
 
 
 @db.command("init")
-@click.option("--db", "db_url", help=DB_HELP)
+@db_option
 @click.option(
     "--auditor-role",
     default="disburse_auditor",
     show_default=True,
     help="PostgreSQL role that may only SELECT the audit_* views.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def db_init(db_url, auditor_role, as_json):
+@json_option("Print the result as JSON.")
+def db_init(db, auditor_role, as_json):
     """Create or upgrade the schema (safe to repeat); on PostgreSQL, the auditor role.
 
     The auditor role is NOLOGIN: grant it to the auditors' own login roles
@@ -42,7 +42,7 @@ def db_init(db_url, auditor_role, as_json):
     """
     from ledgers.db import open_engine, setup_database
 
-    with open_engine(Settings.resolve(db_url).db_url) as engine:
+    with open_engine(Settings.resolve(db).db_url) as engine:
         report = setup_database(engine, auditor_role=auditor_role)
     if as_json:
         click.echo(_json(report.to_json()), nl=False)
@@ -60,9 +60,9 @@ def ledger() -> None:
 
 
 @ledger.command("summary")
-@click.option("--db", "db_url", help=DB_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def ledger_summary(db_url, as_json):
+@db_option
+@json_option("Print the summary as JSON.")
+def ledger_summary(db, as_json):
     """Per policy and benefit period: keys entitled now, amount, adjustments.
 
     The same ledger always prints the same bytes (no timestamps, fixed order),
@@ -71,13 +71,13 @@ def ledger_summary(db_url, as_json):
     from ledgers.audit import summary
     from ledgers.db import open_engine
 
-    with open_engine(Settings.resolve(db_url).db_url) as engine:
+    with open_engine(Settings.resolve(db).db_url) as engine:
         result = summary(engine)
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
 
 
 @ledger.command("entries")
-@click.option("--db", "db_url", help=DB_HELP)
+@db_option
 @click.option("--policy", help="Only this policy id.")
 @click.option("--entity", help="Only this entity (credit code or identity number, in full).")
 @click.option("--run", "run_id", type=int, help="Only transfers posted by this run.")
@@ -88,10 +88,10 @@ def ledger_summary(db_url, as_json):
     show_default=True,
     help="At most this many entries, in id order (0: all).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line.")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header row.")
-@click.option("--unmask", is_flag=True, help="Show resident identity numbers in full.")
-def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmask):
+@unmask_option("Show resident identity numbers in full.")
+def ledger_entries(db, policy, entity, run_id, limit, as_json, as_csv, unmask):
     """List transfers (grants, adjustments, reversals, clawbacks, payments) in id order.
 
     Each carries its run, policy, benefit period, entity, payee, accounts,
@@ -104,7 +104,7 @@ def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmas
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    with open_engine(Settings.resolve(db_url).db_url) as engine:
+    with open_engine(Settings.resolve(db).db_url) as engine:
         frame = entries(
             engine, policy=policy, entity=entity, run=run_id, limit=limit or None, unmask=unmask
         )
@@ -117,15 +117,15 @@ def ledger_entries(db_url, policy, entity, run_id, limit, as_json, as_csv, unmas
 
 
 @ledger.command("balances")
-@click.option("--db", "db_url", help=DB_HELP)
+@db_option
 @click.option(
     "--kind",
     type=click.Choice(["budget", "payable", "receivable", "clearing"]),
     help="Only accounts of this kind.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the balances as JSON.")
-@click.option("--unmask", is_flag=True, help="Show resident identity numbers in full.")
-def ledger_balances(db_url, kind, as_json, unmask):
+@json_option("Print the balances as JSON.")
+@unmask_option("Show resident identity numbers in full.")
+def ledger_balances(db, kind, as_json, unmask):
     """Every account's debits, credits and balance (credits minus debits).
 
     budget:<policy>:<period> goes negative as it pays; payable:<payee> is what
@@ -135,7 +135,7 @@ def ledger_balances(db_url, kind, as_json, unmask):
     from ledgers.audit import balances
     from ledgers.db import open_engine
 
-    with open_engine(Settings.resolve(db_url).db_url) as engine:
+    with open_engine(Settings.resolve(db).db_url) as engine:
         result = balances(engine, kind=kind, unmask=unmask)
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
 
@@ -146,15 +146,15 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--db", "db_url", help=DB_HELP)
+@db_option
 @click.option(
     "--head",
     "expect_head",
     help="A head hash recorded earlier: fail unless the chain still contains it.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 @click.pass_context
-def audit_verify(ctx, db_url, expect_head, as_json):
+def audit_verify(ctx, db, expect_head, as_json):
     """Recompute the hash chain, the balances and the entitlement keys from the ledger.
 
     Exit status 0 only if every check holds; otherwise 1, naming the first bad
@@ -165,7 +165,7 @@ def audit_verify(ctx, db_url, expect_head, as_json):
     from ledgers.audit import verify
     from ledgers.db import open_engine
 
-    with open_engine(Settings.resolve(db_url).db_url) as engine:
+    with open_engine(Settings.resolve(db).db_url) as engine:
         result = verify(engine, expect_head=expect_head)
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
     if not result.ok:
