@@ -148,8 +148,8 @@ def demo(out, enterprises, persons, as_json, quiet):
     "--rounds", type=click.IntRange(min=1), default=1, show_default=True,
     help="Rounds of the evaluation comparison (the best is kept).",
 )  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress.")
+@json_option("Print the report as JSON.")
+@quiet_option()
 def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     """Time the whole nightly pipeline on a synthetic population.
 
