@@ -26,6 +26,11 @@ class Code(StrEnum):
     meaning: str
     scope: str
 
+    @property
+    def warning(self) -> bool:
+        """A warning: the file is accepted, but an officer should look."""
+        return self.value.startswith("W")
+
     def __new__(cls, code: str, scope: str, meaning: str) -> Code:
         obj = str.__new__(cls, code)
         obj._value_ = code
@@ -155,6 +160,34 @@ class Code(StrEnum):
         "a feature or relation reads a source the source catalogue lacks",
     )
     UNKNOWN_COLUMN = "E131", "features", "a feature or relation reads a column its source lacks"
+    # what a careful officer wants refused
+    UNKNOWN_LIST = (
+        "E150",
+        "policy",
+        "listed() names a credit list the feature catalogue does not declare",
+    )
+    AMOUNT_WRITTEN_WRONG = (
+        "E151",
+        "policy",
+        "an amount written negative, or with a fraction of a fen",
+    )
+    BRACKETS_OVERLAP = (
+        "E152",
+        "policy",
+        "tier brackets written reversed (from >= to) or overlapping",
+    )
+    # warnings: the file is accepted, the officer is asked to look
+    RATE_OVER_100 = "W201", "policy", "a rate over 100%"
+    BARE_MULTIPLIER = (
+        "W202",
+        "policy",
+        "money multiplied by a bare number where a percentage may be meant",
+    )
+    UNBANKED_PAYEE = (
+        "W203",
+        "policy",
+        "a payee may have no bank account and the policy does not say what then",
+    )
     # choosing policies
     UNKNOWN_POLICY = "E140", "run", "no policy has the id asked for"
     OTHER_POLICY = "E141", "run", "a file to compare with holds another policy"

@@ -256,20 +256,7 @@ def policy_check(paths, verbose):
 
     given = list(paths) or [policies_dir()]
     report = check_files(given, feature_catalogue(load_source_catalogue(), given))
-    for p in report.problems:
-        click.echo(p.render())
-    n_cases = n_failed = 0
-    for pid, results in report.cases.items():
-        for r in results:
-            n_cases += 1
-            n_failed += not r.passed
-            if verbose or not r.passed:
-                click.echo(r.render(report.files[pid]))
-    files = len(report.cases)
-    click.echo(
-        f"{files} polic{'y' if files == 1 else 'ies'} checked, {len(report.problems)} problem(s); "
-        f"{n_cases - n_failed} of {n_cases} case(s) passed"
-    )
+    click.echo(report.to_text(verbose=verbose))
     if not report.ok:
         raise SystemExit(1)
 

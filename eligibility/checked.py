@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import Problem
 from common.yamlsrc import Located
 from eligibility import ast as A
 from eligibility.amounts import Amount
@@ -175,6 +176,7 @@ class CheckedPolicy:
     rank_by: A.Node | None
     typed: Typed
     located: Located
+    warnings: list[Problem] = field(default_factory=list)  # accepted, but look at them
 
     @property
     def id(self) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import Code, Problem, ProblemsError
@@ -101,20 +101,42 @@ def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
 
 @dataclass
 class CheckReport:
-    """The outcome of `disburse policy check`: problems, and every case's result."""
+    """The outcome of `disburse policy check`: problems, warnings and every case's result."""
 
     problems: list[Problem]
     cases: dict[str, list[CaseResult]]
     files: dict[str, str]
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """No problem and every case passed (warnings do not count)."""
         return not self.problems and all(r.passed for rs in self.cases.values() for r in rs)
+
+    def to_text(self, *, verbose: bool = False) -> str:
+        """Every problem and warning by position, the failing cases (every case if
+        `verbose`), and a count line."""
+        lines = [p.render() for p in sorted([*self.problems, *self.warnings])]
+        n_cases = n_failed = 0
+        for pid, results in self.cases.items():
+            for r in results:
+                n_cases += 1
+                n_failed += not r.passed
+                if verbose or not r.passed:
+                    lines.append(r.render(self.files[pid]))
+        files = len(self.cases)
+        warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        lines.append(
+            f"{files} polic{'y' if files == 1 else 'ies'} checked, "
+            f"{len(self.problems)} problem(s){warned}; {n_cases - n_failed} of {n_cases} case(s) passed"
+        )
+        return "\n".join(lines)
 
 
 def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
     """Check each file and run its cases; a broken file does not stop the others."""
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     cases: dict[str, list[CaseResult]] = {}
     files: dict[str, str] = {}
     ids: dict[str, str] = {}
@@ -152,8 +174,9 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
             continue
         ids[policy.id] = policy.file
         files[policy.id] = policy.file
+        warnings += policy.warnings
         try:
             cases[policy.id] = run_cases(policy, cat)
         except ProblemsError as exc:
             problems += exc.problems
-    return CheckReport(sorted(problems), cases, files)
+    return CheckReport(sorted(problems), cases, files, sorted(warnings))

@@ -116,6 +116,10 @@ class FeatureCatalogue(_Strict):
     entities: dict[str, EntityDef]
     timed: dict[str, TimedSource] = {}
     relations: dict[str, RelationDef] = {}
+    lists: dict[str, str] = Field(
+        default_factory=dict,
+        description="the credit lists the credit office delivers: name -> what it is",
+    )
     features: dict[Literal["enterprise", "person"], dict[str, FeatureDef]]
 
 
@@ -283,6 +287,11 @@ class PolicyFile(_Strict):
     amount: Amount
     tests: list[Case] = []
     notes: str | None = None
+    unbanked: Literal["hold"] | None = Field(
+        default=None,
+        description="hold: a payee without a bank account on record keeps the entitlement "
+        "payable until one is (say it, or make an account a condition)",
+    )
 
     @field_validator("policy")
     @classmethod

@@ -37,6 +37,7 @@ class Checker:
         self.located = located
         self.catalogue = catalogue
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.typed = Typed()
 
     def problem_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
@@ -47,6 +48,15 @@ class Checker:
         """Record a problem at an expression node."""
         s = node.span
         self.problems.append(Problem(s.file, s.line, s.col, code, message, fix))
+
+    def warn(self, node: A.Node, code: Code, message: str, fix: str) -> None:
+        """Record a warning at an expression node: accepted, but an officer should look."""
+        s = node.span
+        self.warnings.append(Problem(s.file, s.line, s.col, code, message, fix))
+
+    def warn_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
+        """Record a warning at a place in the file."""
+        self.warnings.append(self.located.problem(loc, code, message, fix))
 
     def set_type(self, node: A.Node, t: Type) -> None:
         """Record a node's type."""
@@ -261,7 +271,17 @@ class Checker:
             self.check(A.Name(name, node.span), scope)
         result = fn.type_rule(node, ts, self)
         if result is not None and fn.names_list and scope.entity is not None:
-            self.typed.lists.add((scope.entity, listed_name(node)))
+            name = listed_name(node)
+            declared = self.catalogue.spec.lists if self.catalogue is not None else {}
+            if declared and name not in declared:
+                self.problem(
+                    node.args[0],
+                    Code.UNKNOWN_LIST,
+                    f"no credit list {name!r} is delivered: the exclusion would never apply",
+                    did_you_mean(name, sorted(declared), "the lists (features.yaml, lists:)"),
+                )
+                return None
+            self.typed.lists.add((scope.entity, name))
         return result
 
     @_type.register
