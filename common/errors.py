@@ -153,6 +153,11 @@ class Code(StrEnum):
         "policy",
         "a worked example gives a value that is not of the feature's kind",
     )
+    CASE_FAILED = (
+        "E124",
+        "policy",
+        "a worked example of the policy does not hold: the policy is not run or simulated",
+    )
     # the feature catalogue, policies/features.yaml
     UNKNOWN_SOURCE = (
         "E130",

@@ -45,18 +45,32 @@ class CaseResult:
     given: dict[str, Any]
     decided_by: str
     line: int
+    col: int = 1
+
+    def problem(self, file: str) -> Problem:
+        """A failing case as a problem of its file (what `run` refuses a policy for)."""
+        return Problem(
+            file,
+            self.line,
+            self.col,
+            Code.CASE_FAILED,
+            f"worked example {self.name!r} does not hold: expected {_show(self.expected)}, "
+            f"got {_show(self.actual)} (decided by {self.decided_by})",
+            f"correct the policy or its example; `disburse policy check {file}` shows the values",
+        )
 
     def render(self, file: str) -> str:
-        """A failing case: the given values, expected and actual, and the deciding condition."""
-        mark = "ok  " if self.passed else "FAIL"
-        head = f"{mark} {self.policy}: {self.name}"
+        """A passing case in one line; a failing one positioned, with the given values,
+        expected and actual, the deciding condition and a fix."""
         if self.passed:
-            return head
+            return f"ok   {self.policy}: {self.name}"
         given = ", ".join(f"{k}={v}" for k, v in self.given.items())
         return (
-            f"{head}\n  {file}:{self.line}\n  given:    {given}\n"
+            f"{file}:{self.line}:{self.col}: {Code.CASE_FAILED} FAIL {self.policy}: {self.name}\n"
+            f"  given:    {given}\n"
             f"  expected: {_show(self.expected)}\n  actual:   {_show(self.actual)}\n"
-            f"  decided by: {self.decided_by}"
+            f"  decided by: {self.decided_by}\n"
+            "  fix: correct the policy, or the example if the policy text says otherwise"
         )
 
 
@@ -209,7 +223,7 @@ def run_case(
     window = run_dates(policy, as_of).window
     all_needs = needs([policy], cat, as_of)
     need = all_needs[policy.target]
-    line = policy.located.at(("tests", index))[0]
+    case_line, case_col = policy.located.at(("tests", index))
     given = dict(case.given)
     loc: Loc = ("tests", index, "given")
     (row_given,) = _typed_rows(policy.target, [given], cat, loc)
@@ -269,7 +283,15 @@ def run_case(
         passed_ids = [c.id for i, c in enumerate(policy.conditions) if row["mask"] >> i & 1]
         decided = f"every condition held ({', '.join(passed_ids)})" if passed_ids else decided
     return CaseResult(
-        policy.id, case.name, expected == actual, expected, actual, given, decided, line
+        policy.id,
+        case.name,
+        expected == actual,
+        expected,
+        actual,
+        given,
+        decided,
+        case_line,
+        case_col,
     )
 
 

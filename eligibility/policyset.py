@@ -57,46 +57,16 @@ class PolicySet:
 
 
 def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
-    """Load and check every policy file; all problems of all files are reported together."""
-    policies: list[CheckedPolicy] = []
-    problems: list[Problem] = []
-    files = policy_files(paths)
-    if not files:
-        raise ProblemsError(
-            [
-                Problem(
-                    str(paths[0]) if paths else ".",
-                    1,
-                    1,
-                    Code.NO_POLICY_FILES,
-                    "no policy files found",
-                    "give policy .yaml files or a folder holding them",
-                )
-            ]
-        )
-    for f in files:
-        try:
-            policies.append(load_policy(f, cat))
-        except ProblemsError as exc:
-            problems += exc.problems
-    seen: dict[str, CheckedPolicy] = {}
-    for p in policies:
-        if p.id in seen:
-            line, col = p.located.at(("policy",))
-            problems.append(
-                Problem(
-                    p.file,
-                    line,
-                    col,
-                    Code.DUPLICATE_ID,
-                    f"policy id {p.id!r} is also used by {seen[p.id].file}",
-                    "a policy id is part of every ledger key: give each policy its own",
-                )
-            )
-        seen.setdefault(p.id, p)
-    if problems:
-        raise ProblemsError(problems)
-    return PolicySet(cat, policies)
+    """Load and check every policy file and run its worked examples, as `policy check`
+    does: a policy with a problem, or whose own examples do not hold, is not run; all
+    problems of all files are reported together."""
+    report = check_files(paths, cat)
+    failed = [
+        r.problem(report.files[pid]) for pid, rs in report.cases.items() for r in rs if not r.passed
+    ]
+    if report.problems or failed:
+        raise ProblemsError([*report.problems, *failed])
+    return PolicySet(cat, report.policies)
 
 
 @dataclass
@@ -107,6 +77,7 @@ class CheckReport:
     cases: dict[str, list[CaseResult]]
     files: dict[str, str]
     warnings: list[Problem] = field(default_factory=list)
+    policies: list[CheckedPolicy] = field(default_factory=list)  # those that loaded
 
     @property
     def ok(self) -> bool:
@@ -137,6 +108,7 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
     """Check each file and run its cases; a broken file does not stop the others."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
+    policies: list[CheckedPolicy] = []
     cases: dict[str, list[CaseResult]] = {}
     files: dict[str, str] = {}
     ids: dict[str, str] = {}
@@ -175,8 +147,9 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
         ids[policy.id] = policy.file
         files[policy.id] = policy.file
         warnings += policy.warnings
+        policies.append(policy)
         try:
             cases[policy.id] = run_cases(policy, cat)
         except ProblemsError as exc:
             problems += exc.problems
-    return CheckReport(sorted(problems), cases, files, sorted(warnings))
+    return CheckReport(sorted(problems), cases, files, sorted(warnings), policies)

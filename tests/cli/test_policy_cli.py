@@ -30,7 +30,7 @@ def test_a_failing_case_shows_given_expected_actual_and_the_deciding_condition(
     path.write_text(broken)
     result = CliRunner().invoke(main, ["policy", "check", str(path)])
     assert result.exit_code == 1
-    assert "FAIL graduate-hiring-subsidy: three graduates hired" in result.output
+    assert ": E124 FAIL graduate-hiring-subsidy: three graduates hired" in result.output
     assert (
         "given:    status=active, graduates_hired=3, months_in_arrears=0, has_bank_account=True"
         in result.output

@@ -130,3 +130,31 @@ def test_bench_reports_phases_and_ratios(tmp_path: Path, monkeypatch: pytest.Mon
         main, ["bench", "--enterprises", "300", "--persons", "1500", "--json"]
     )
     assert json.loads(cached.stdout)["population"]["cached"] is True
+
+
+@pytest.mark.parametrize("command", ["run", "simulate"])
+def test_a_policy_whose_own_examples_fail_is_not_run(
+    command: str, city: Path, tmp_path: Path
+) -> None:
+    """An officer's worked example that does not hold stops run and simulate (before
+    anything is written), naming the example, as `policy check` would."""
+    root = Path(__file__).resolve().parents[2] / "policies"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for f in root.glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "job_stabilisation.yaml":
+            assert "amount: 9000 yuan" in text
+            text = text.replace("amount: 9000 yuan", "amount: 9001 yuan", 1)
+        (policies / f.name).write_text(text)
+    db = tmp_path / "l.db"
+    args = [command, "--data", str(city), "--as-of", "2026-03-15", "--policies", str(policies)]
+    if command == "run":
+        args += ["--db", f"sqlite:///{db}", "--store", str(tmp_path / "s")]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1, out.output
+    assert "Traceback" not in out.output
+    assert "job_stabilisation.yaml:" in out.output
+    assert ": E124 worked example" in out.output
+    assert "9,001.00 yuan" in out.output
+    assert not db.exists()  # refused before the ledger was opened: nothing written
