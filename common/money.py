@@ -14,6 +14,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 FEN_PER_YUAN = 100
+# The most one entitlement can be: 10 trillion yuan, far past any subsidy, far below what
+# Int64 fen holds (9.2e18).  A computed amount beyond it is unknown, never wrapped.
+MAX_ENTITLEMENT_FEN = 10**15
 MoneyUnit = Literal["yuan", "fen"]
 
 # An amount as written in a rule or a worked example: 1500 yuan, 1_000.50 yuan, -12 fen.

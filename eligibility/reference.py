@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import singledispatch
 from typing import Any
 
-from common.money import FEN_PER_YUAN, to_fen
+from common.money import FEN_PER_YUAN, MAX_ENTITLEMENT_FEN, to_fen
 from common.periods import add_months
 from eligibility import ast as A
 from eligibility.amounts import Amount, Formula, MarginalTiers, StepTiers, Table
@@ -368,7 +368,9 @@ def amount(policy: CheckedPolicy, env: Env) -> int | None:
     if base is not None and am.cap is not None:
         cap = _money(am.cap, env)
         base = None if cap is None else min(base, cap)
-    return None if base is None else round_amount(base, am.round)
+    if base is None or abs(base) > MAX_ENTITLEMENT_FEN:  # past any real entitlement: unknown
+        return None
+    return round_amount(base, am.round)
 
 
 def decide(

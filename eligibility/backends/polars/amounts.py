@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from common.money import FEN_PER_YUAN
+from common.money import FEN_PER_YUAN, MAX_ENTITLEMENT_FEN
 from eligibility import ast as A
 from eligibility.amounts import Amount, Bracket, Formula, MarginalTiers, StepTiers, Table
 from eligibility.backends.polars.base import DEC, Context, as_decimal
@@ -131,4 +131,6 @@ def amount(am: Amount, ctx: Context) -> pl.Expr:
     if am.cap is not None:
         cap = _money(am.cap, ctx)
         total = pl.when(total.is_not_null() & cap.is_not_null()).then(pl.min_horizontal(total, cap))
-    return round_amount(total, am.round)
+    # Past any real entitlement (and toward Int64's end): unknown, so refused with a reason.
+    within = total.abs() <= pl.lit(MAX_ENTITLEMENT_FEN, dtype=DEC)
+    return round_amount(pl.when(within).then(total), am.round)
