@@ -207,6 +207,12 @@ WORDS_RULES: BackendRules[WordsRule] = BackendRules("words")
     "month_start",
     "year_of",
     "is_missing",
+    "starts_with",
+    "substr",
+    "lower",
+    "upper",
+    "length",
+    "matches",
 )
 def _as_written(node: A.Call, values: dict[str, Any], types: dict[str, str]) -> str:
     """The call as written: an officer reads these as they wrote them."""

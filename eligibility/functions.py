@@ -18,8 +18,10 @@ Standard library only, like `eligibility.ast`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
 
 from common.errors import Code
@@ -233,6 +235,111 @@ def _listed(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
     return "bool"
 
 
+# --- text: codes and their parts ------------------------------------------------------
+
+# A pattern for matches(): letters, digits and the regular-expression syntax that Python's
+# `re` and Polars' Rust regex read alike (no look-around, no back-references, no flags).
+SAFE_PATTERN = re.compile(r"^(?:[A-Za-z0-9_\-.\[\]^|()?*+{},]|\\[dws.\-\[\](){}|*+?^])+$")
+MAX_PATTERN = 200
+
+
+def _read_alike(pattern: str) -> bool:
+    """Whether Python's `re` and Polars' Rust regex read the pattern alike: only the
+    whitelisted characters; no `(?` groups (flags, look-around); braces only as counts
+    ({2}, {2,4}, {2,}); no set operations or nested sets inside [...] ."""
+    if not SAFE_PATTERN.match(pattern) or "(?" in pattern or "--" in pattern:
+        return False
+    bare = re.sub(r"\\.", "_", pattern)  # escaped characters stand for themselves
+    if re.search(r"[{}]", re.sub(r"\{\d+(?:,\d*)?\}", "", bare)):
+        return False
+    depth = 0
+    for c in bare:
+        if c == "[":
+            if depth:
+                return False
+            depth = 1
+        elif c == "]":
+            depth = 0
+    return depth == 0
+
+
+def _written_count(call: A.Call, i: int, ctx: TypeContext, least: int) -> bool:
+    """Argument i is a whole number written out, at least `least`."""
+    arg = call.args[i]
+    value = arg.value if isinstance(arg, A.Literal) and arg.unit == "" else None
+    if not (isinstance(value, Decimal) and value == value.to_integral_value() and value >= least):
+        ctx.problem(
+            arg,
+            Code.TYPE_MISMATCH,
+            f"argument {i + 1} of {call.func}() must be a whole number of at least {least}, written out",
+            f"{call.func}(): {FUNCTIONS[call.func].doc}",
+        )
+        return False
+    return True
+
+
+@function(
+    "starts_with", 2, 'whether the text starts with the other: starts_with(region_code, "3301")'
+)
+def _starts_with(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    return _want(call, ts, [{"text"}, {"text"}], "bool", ctx)
+
+
+@function(
+    "substr",
+    3,
+    "the part of a text from a position (the first character is 1) of a length: "
+    'substr(industry_code, 1, 2) of "6510" is "65"',
+)
+def _substr(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    if not (_written_count(call, 1, ctx, 1) and _written_count(call, 2, ctx, 0)):
+        return None
+    return _want(call, ts, [{"text"}], "text", ctx)
+
+
+@function("lower", 1, "the text in lower case")
+def _lower(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    return _want(call, ts, [{"text"}], "text", ctx)
+
+
+@function("upper", 1, "the text in upper case")
+def _upper(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    return _want(call, ts, [{"text"}], "text", ctx)
+
+
+@function("length", 1, "the number of characters of a text")
+def _length(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    return _want(call, ts, [{"text"}], "count", ctx)
+
+
+@function(
+    "matches",
+    2,
+    "whether the whole text matches a pattern written out: "
+    'matches(industry_code, "6[0-5][0-9]{2}"); letters, digits, [ ] - ^ . | ( ) ? * + { } and \\d \\w \\s',
+)
+def _matches(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    pattern = call.args[1]
+    text = pattern.value if isinstance(pattern, A.Literal) else None
+    if not isinstance(text, str) or len(text) > MAX_PATTERN or not _read_alike(text):
+        ctx.problem(
+            pattern,
+            Code.TYPE_MISMATCH,
+            "matches() takes a pattern written out in quotes, of letters, digits and "
+            "[ ] - ^ . | ( ) ? * + { } \\d \\w \\s",
+            'write: matches(industry_code, "6[0-5][0-9]{2}")',
+        )
+        return None
+    try:
+        re.compile(text)
+    except re.error as exc:
+        ctx.problem(
+            pattern, Code.TYPE_MISMATCH, f"the pattern cannot be read: {exc}", "check the brackets"
+        )
+        return None
+    return _want(call, ts, [{"text"}, {"text"}], "bool", ctx)
+
+
 @function("is_missing", 1, "whether the value is unknown", strict=False)
 def _is_missing(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
     return "bool"
@@ -288,3 +395,16 @@ class BackendRules(Generic[R]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.rules)
+
+
+def written_int(call: A.Call, i: int) -> int:
+    """Argument i of a call, a whole number its type rule required written out."""
+    arg = call.args[i]
+    assert isinstance(arg, A.Literal)
+    assert isinstance(arg.value, Decimal)
+    return int(arg.value)
+
+
+def anchored(pattern: str) -> str:
+    """A matches() pattern matched against the whole text."""
+    return f"^(?:{pattern})$"

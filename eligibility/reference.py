@@ -13,6 +13,7 @@ One rule per node kind (`evaluate`), per function (`RULES`, by the registry in
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
@@ -32,7 +33,7 @@ from eligibility.checked import (
     RunDate,
     Typed,
 )
-from eligibility.functions import FUNCTIONS, BackendRules, listed_name
+from eligibility.functions import FUNCTIONS, BackendRules, anchored, listed_name, written_int
 from eligibility.plan import Naming, param_values, run_dates
 
 PLACES = Decimal("1e-10")
@@ -276,6 +277,37 @@ def _year_of(node: A.Call, args: list[Any], env: Env) -> Any:
 @RULES.rule("listed")
 def _listed(node: A.Call, args: list[Any], env: Env) -> Any:
     return listed_name(node) in env.lists
+
+
+@RULES.rule("starts_with")
+def _starts_with(node: A.Call, args: list[Any], env: Env) -> Any:
+    return str(args[0]).startswith(args[1])
+
+
+@RULES.rule("substr")
+def _substr(node: A.Call, args: list[Any], env: Env) -> Any:
+    start, length = written_int(node, 1) - 1, written_int(node, 2)
+    return str(args[0])[start : start + length]
+
+
+@RULES.rule("lower")
+def _lower(node: A.Call, args: list[Any], env: Env) -> Any:
+    return str(args[0]).lower()
+
+
+@RULES.rule("upper")
+def _upper(node: A.Call, args: list[Any], env: Env) -> Any:
+    return str(args[0]).upper()
+
+
+@RULES.rule("length")
+def _length(node: A.Call, args: list[Any], env: Env) -> Any:
+    return len(str(args[0]))
+
+
+@RULES.rule("matches")
+def _matches(node: A.Call, args: list[Any], env: Env) -> Any:
+    return re.match(anchored(str(args[1])), str(args[0])) is not None
 
 
 # --- amounts -------------------------------------------------------------------------------

@@ -57,3 +57,20 @@ def test_a_rule_needs_a_registered_function() -> None:
     rules: BackendRules[Any] = BackendRules("test")
     with pytest.raises(ValueError, match="no function 'floor'"):
         rules.rule("floor")(lambda *a: None)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["(?=6)65", "(6)\\\\1", "(?i)ab", "a{2", "x" * 201, "[[:alpha:]]", "\\\\p{Han}", "$"],
+)
+def test_matches_refuses_patterns_the_two_engines_may_read_apart(pattern: str) -> None:
+    from common.yamlsrc import Located
+    from eligibility.checked import FeatureRef, Scope
+    from eligibility.parse import parse_expression
+    from eligibility.typecheck import Checker
+
+    checker = Checker(Located("<test>", None), None)
+    node = parse_expression(f'matches(code, "{pattern}")', "<test>")
+    scope = Scope("enterprise", {"code": FeatureRef("code", "text")}, "test")
+    assert checker.check(node, scope) is None
+    assert [p.code for p in checker.problems] == ["E105"]

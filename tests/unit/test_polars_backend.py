@@ -74,6 +74,12 @@ NARWHALS = {
     "Abs": "Expr.abs",
     "Round": "Expr.round",  # half away from zero only (checked below)
     "StringExpr.Format": "format",
+    "StringExpr.StartsWith": "Expr.str.starts_with",
+    "StringExpr.Slice": "Expr.str.slice",
+    "StringExpr.Lowercase": "Expr.str.to_lowercase",
+    "StringExpr.Uppercase": "Expr.str.to_uppercase",
+    "StringExpr.LenChars": "Expr.str.len_chars",
+    "StringExpr.Contains": "Expr.str.contains",
     "TemporalExpr.Year": "Expr.dt.year",
     "TemporalExpr.Month": "Expr.dt.month",
     "TemporalExpr.Day": "Expr.dt.day",
@@ -109,8 +115,14 @@ SAMPLES = {
     "year_of": "year_of(born)",
     "listed": 'listed("serious_dishonesty")',
     "is_missing": "is_missing(amount)",
+    "starts_with": 'starts_with(code, "33")',
+    "substr": "substr(code, 1, 2)",
+    "lower": "lower(code)",
+    "upper": "upper(code)",
+    "length": "length(code)",
+    "matches": 'matches(code, "6[0-5][0-9]{2}")',
 }
-TYPES = {"amount": "money", "n": "count", "rate": "number", "born": "date"}
+TYPES = {"amount": "money", "n": "count", "rate": "number", "born": "date", "code": "text"}
 
 
 def operations(expr: pl.Expr) -> Iterator[tuple[str, Any]]:
@@ -168,8 +180,8 @@ def _function_name(function: Any) -> str:
 def _narwhals_has(path: str) -> bool:
     target: Any = nw
     for part in path.split("."):
-        if part == "dt" and target is nw.Expr:
-            target = type(nw.col("x").dt)
+        if part in ("dt", "str") and target is nw.Expr:
+            target = type(getattr(nw.col("x"), part))
             continue
         if not hasattr(target, part):
             return False

@@ -42,6 +42,22 @@ POLARS = {
 D = Decimal
 
 CASES: list[tuple[str, dict[str, Any], Any]] = [
+    ('starts_with(kind, "33")', {"kind": "330106"}, True),
+    ('starts_with(kind, "33")', {"kind": "3"}, False),
+    ('starts_with(kind, "33")', {"kind": None}, None),
+    ("substr(kind, 1, 2)", {"kind": "6510"}, "65"),
+    ("substr(kind, 3, 5)", {"kind": "6510"}, "10"),  # past the end: what there is
+    ("substr(kind, 9, 2)", {"kind": "6510"}, ""),
+    ("substr(kind, 2, 2)", {"kind": "浙江杭州"}, "江杭"),  # characters, not bytes
+    ("length(kind)", {"kind": "浙江"}, 2),
+    ("length(kind)", {"kind": ""}, 0),
+    ('lower(kind) == "ab"', {"kind": "AB"}, True),
+    ("upper(kind)", {"kind": "a1b"}, "A1B"),
+    ('matches(kind, "6[0-5][0-9]{2}")', {"kind": "6510"}, True),
+    ('matches(kind, "6[0-5][0-9]{2}")', {"kind": "65100"}, False),  # anchored: the whole text
+    ('matches(kind, "6[0-5][0-9]{2}")', {"kind": "x6510"}, False),
+    ('matches(kind, "A|B")', {"kind": "AB"}, False),  # alternation inside the anchors
+    ('matches(kind, "\\d{6}")', {"kind": "330106"}, True),
     ("n <= 30", {"n": 30}, True),
     ("n < 30", {"n": 30}, False),
     ("n / m", {"n": 1, "m": 0}, None),  # division by zero is unknown

@@ -15,7 +15,7 @@ import polars as pl
 from common.money import FEN_PER_YUAN
 from eligibility import ast as A
 from eligibility.backends.polars.base import Context, as_decimal
-from eligibility.functions import BackendRules, listed_name
+from eligibility.functions import BackendRules, anchored, listed_name, written_int
 
 Rule = Callable[[A.Call, list[pl.Expr], Context], pl.Expr]
 RULES: BackendRules[Rule] = BackendRules("Polars")
@@ -136,3 +136,35 @@ def _is_missing(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
 @RULES.rule("listed")
 def _listed(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
     return ctx.listed(listed_name(node))
+
+
+@RULES.rule("starts_with")
+def _starts_with(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    return args[0].str.starts_with(args[1])
+
+
+@RULES.rule("substr")
+def _substr(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    return args[0].str.slice(written_int(node, 1) - 1, written_int(node, 2))
+
+
+@RULES.rule("lower")
+def _lower(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    return args[0].str.to_lowercase()
+
+
+@RULES.rule("upper")
+def _upper(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    return args[0].str.to_uppercase()
+
+
+@RULES.rule("length")
+def _length(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    return args[0].str.len_chars().cast(pl.Int64)
+
+
+@RULES.rule("matches")
+def _matches(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    pattern = node.args[1]
+    assert isinstance(pattern, A.Literal)
+    return args[0].str.contains(anchored(str(pattern.value)))
