@@ -166,6 +166,10 @@ _KINDS = {
 }
 
 
+# A key of a {...} mapping that is the rest of a value a comma cut: "1) in list", "2)".
+_SPLIT_VALUE = re.compile(r"[()\[\]\"']|^\d|\s")
+
+
 class _TooLarge(Exception):
     def __init__(self, node: yaml.Node, message: str) -> None:
         self.node, self.message = node, message
@@ -350,6 +354,15 @@ class _Builder:
                 )
                 continue
             key = self._scalar(key_node, (*loc, "<key>"), key=True)
+            cut = isinstance(value_node, yaml.ScalarNode) and value_node.value == ""
+            if node.flow_style and cut and _SPLIT_VALUE.search(str(key)):
+                self.problem(
+                    key_node,
+                    Code.YAML_SYNTAX,
+                    f"{key!r} is read as a key: inside {{...}} a comma ends a value",
+                    'quote an expression that has commas: {id: x, when: "substr(code, 1, 2) == \\"65\\""}',
+                )
+                continue
             if key in result:
                 first = out.positions.get((*loc, key), (0, 0))[0]
                 self.problem(

@@ -95,7 +95,7 @@ class In:
     """`x in [..]` or `x not in [..]`."""
 
     item: Node
-    options: ListLit
+    options: ListLit | Name  # a list written out, or a list parameter
     negated: bool
     span: Span
 

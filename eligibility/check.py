@@ -27,6 +27,7 @@ from eligibility.checked import (
     CheckedCondition,
     CheckedPolicy,
     DatedValue,
+    KeyedValues,
     LetRef,
     ParamRef,
     RunDate,
@@ -91,24 +92,35 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
 
 
 def _params(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, list[DatedValue]]:
-    """Each parameter's dated values (literals), one kind per parameter, dates increasing."""
+    """Each parameter's dated values (literals, lists of literals or tables of them), of
+    one kind and shape per parameter, dates increasing."""
     params: dict[str, list[DatedValue]] = {}
     for pname, values in spec.params.items():
         ptype: Type | None = None
+        shape: str | None = None
         dated = []
         for i, pv in enumerate(values):
-            node = c.parse(("params", pname, i, "value"), pv.value)
-            if node is None:
+            loc: Loc = ("params", pname, i, "value")
+            got = _param_value(c, loc, pv.value)
+            if got is None:
                 continue
-            t = c.check(node, Scope(None, {}, "literals only"))
-            if t is not None and ptype is not None and unify(ptype, t) is None:
-                c.problem(
-                    node,
+            node, t, this_shape = got
+            if shape is not None and this_shape != shape:
+                c.problem_at(
+                    loc,
+                    Code.TYPE_MISMATCH,
+                    f"parameter {pname!r} changes shape: a {shape}, then a {this_shape}",
+                    "give every dated value of a parameter the same shape",
+                )
+            shape = shape or this_shape
+            if ptype is not None and unify(ptype, t) is None:
+                c.problem_at(
+                    loc,
                     Code.TYPE_MISMATCH,
                     f"parameter {pname!r} changes kind: {ptype} then {t}",
                     "every value of a parameter is of one kind: all rates, or all amounts",
                 )
-            ptype = t if ptype is None else (unify(ptype, t) or ptype) if t else ptype
+            ptype = t if ptype is None else (unify(ptype, t) or ptype)
             if i and pv.from_ <= values[i - 1].from_:
                 c.problem_at(
                     ("params", pname, i, "from"),
@@ -124,10 +136,77 @@ def _params(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, list[DatedV
                 f"parameter {pname!r} hides a feature of the same name",
                 "rename the parameter",
             )
-        if ptype is not None:
-            scope.names[pname] = ParamRef(pname, ptype)
+        if ptype is not None and shape is not None:
+            scope.names[pname] = ParamRef(pname, ptype, shape)  # type: ignore[arg-type]
             params[pname] = dated
     return params
+
+
+def _param_literal(c: Checker, loc: Loc, value: Any) -> tuple[A.Node, Type] | None:
+    """One value of a parameter: a literal as written (60%, 1500 yuan, 2026-01-01, true), or
+    text (a code such as H or 3301, quoted or not)."""
+    if isinstance(value, list | dict):
+        c.problem_at(
+            loc,
+            Code.TYPE_MISMATCH,
+            "a parameter's list or table holds plain values",
+            "write values: [H, O, R]",
+        )
+        return None
+    node = c.parse(loc, value)
+    if node is not None and not isinstance(node, A.Literal) and isinstance(value, str):
+        line, col = c.located.value_at(loc)
+        node = A.Literal(value, "", A.Span(c.located.file, line, col, value))
+    if node is None:
+        return None
+    t = c.check(node, Scope(None, {}, "literals only"))
+    return (node, t) if t is not None else None
+
+
+def _param_value(c: Checker, loc: Loc, value: Any) -> tuple[A.Node | KeyedValues, Type, str] | None:
+    """A dated value of a parameter, its type and its shape (value, list or table)."""
+    if isinstance(value, list):
+        items = [_param_literal(c, (*loc, k), v) for k, v in enumerate(value)]
+        if not items or any(x is None for x in items):
+            if not items:
+                c.problem_at(loc, Code.TYPE_MISMATCH, "an empty list", "give at least one value")
+            return None
+        nodes = [x[0] for x in items if x is not None]
+        types = {x[1] for x in items if x is not None}
+        if len(types) > 1 and unify(*sorted(types)[:2]) is None:
+            c.problem_at(
+                loc,
+                Code.TYPE_MISMATCH,
+                f"a list mixes {', '.join(sorted(types))}",
+                "give values of one kind",
+            )
+            return None
+        first = nodes[0].span
+        return A.ListLit(tuple(nodes), first), sorted(types)[0], "list"
+    if isinstance(value, dict):
+        entries: list[tuple[str, A.Node]] = []
+        default: A.Node | None = None
+        types = set()
+        for key, v in value.items():
+            got = _param_literal(c, (*loc, key), v)
+            if got is None:
+                return None
+            types.add(got[1])
+            if key == "default":
+                default = got[0]
+            else:
+                entries.append((str(key), got[0]))
+        if len(types) > 1:
+            c.problem_at(
+                loc,
+                Code.TYPE_MISMATCH,
+                f"a table mixes {', '.join(sorted(types))}",
+                "give values of one kind",
+            )
+            return None
+        return KeyedValues(tuple(entries), default), types.pop(), "table"
+    got = _param_literal(c, loc, value)
+    return None if got is None else (got[0], got[1], "value")
 
 
 def _lets(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, A.Node]:

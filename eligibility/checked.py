@@ -8,7 +8,7 @@ catalogue, `eligibility.check` checks a policy file; each fills these.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from common.errors import Problem
 from common.yamlsrc import Located
@@ -50,10 +50,12 @@ class LetRef:
 
 @dataclass(frozen=True)
 class ParamRef:
-    """A parameter of the policy (its value in force on the run's date)."""
+    """A parameter of the policy (its value in force on the run's date): a value, a list
+    (of values of `type`, for `in`) or a table (code -> value of `type`, for `lookup`)."""
 
     name: str
     type: Type
+    shape: Literal["value", "list", "table"] = "value"
 
 
 @dataclass(frozen=True)
@@ -153,11 +155,20 @@ class CheckedCondition:
 
 
 @dataclass(frozen=True)
+class KeyedValues:
+    """A table parameter's value: a literal per code, and one for the codes not listed."""
+
+    entries: tuple[tuple[str, A.Node], ...]
+    default: A.Node | None
+
+
+@dataclass(frozen=True)
 class DatedValue:
-    """One dated value of a parameter: from when, the literal, the text that set it."""
+    """One dated value of a parameter: from when, the literal (a list of literals, or a
+    table of them), the text that set it."""
 
     from_: Any
-    node: A.Node
+    node: A.Node | KeyedValues
     ref: str
 
 

@@ -213,6 +213,7 @@ WORDS_RULES: BackendRules[WordsRule] = BackendRules("words")
     "upper",
     "length",
     "matches",
+    "lookup",
 )
 def _as_written(node: A.Call, values: dict[str, Any], types: dict[str, str]) -> str:
     """The call as written: an officer reads these as they wrote them."""
@@ -226,7 +227,12 @@ def _listed(node: A.Call, values: dict[str, Any], types: dict[str, str]) -> str:
 
 @words.register
 def _(node: A.In, values: dict[str, Any], types: dict[str, str]) -> str:
-    options = ", ".join(source_text(o) for o in node.options.items)
+    if isinstance(node.options, A.Name):  # a list parameter, with its values when known
+        listed = values.get(node.options.name)
+        shown = f" ({', '.join(map(str, listed))})" if isinstance(listed, list) else ""
+        options = node.options.name + shown
+    else:
+        options = ", ".join(source_text(o) for o in node.options.items)
     return (
         f"{words(node.item, values, types)} {'is not' if node.negated else 'is'} one of {options}"
     )

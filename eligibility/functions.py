@@ -38,6 +38,9 @@ class TypeContext(Protocol):
     def set_type(self, node: A.Node, t: Type) -> None:
         """Record the type of a node the checker did not type itself (listed()'s name)."""
 
+    def param_shape(self, node: A.Node) -> str | None:
+        """value, list or table for a parameter's name; None for anything else."""
+
 
 TypeRule = Callable[[A.Call, list[Type], TypeContext], Type | None]
 
@@ -56,6 +59,7 @@ class Function:
     reads: tuple[str, ...] = ()  # features of the entity it reads besides its arguments
     reads_fix: str = ""  # the fix when the entity lacks one of them
     names_list: bool = False  # its first argument names a credit list the entity may be on
+    param_arg: int | None = None  # the argument that names a list or table parameter
 
     def arity(self) -> str:
         """The number of arguments it takes, for messages: '2' or '2 to 8'."""
@@ -338,6 +342,24 @@ def _matches(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
         )
         return None
     return _want(call, ts, [{"text"}, {"text"}], "bool", ctx)
+
+
+@function(
+    "lookup",
+    2,
+    "the value a table parameter gives a code, or its default: lookup(regional_rate, region_code)",
+    param_arg=0,
+)
+def _lookup(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
+    if ctx.param_shape(call.args[0]) != "table":
+        ctx.problem(
+            call.args[0],
+            Code.TYPE_MISMATCH,
+            "lookup() takes a table parameter first",
+            'declare the table under params: {from: ..., value: {"3301": 60%, default: 40%}, ref: ...}',
+        )
+        return None
+    return _want(call, ts, [set(ts[:1]), {"text"}], ts[0], ctx)
 
 
 @function("is_missing", 1, "whether the value is unknown", strict=False)

@@ -254,9 +254,18 @@ class ExprParser:
             negated = self.take().text == "not"
             if negated:
                 self.take()
-            if not self.at("["):
-                raise _Fail(self.tok.offset, "`in` needs a list", 'write: x in ["a", "b"]')
-            options = self.list_()
+            options: A.ListLit | A.Name
+            if self.tok.kind == "name":  # a list parameter
+                t = self.take()
+                options = A.Name(t.text, self.span(t.offset))
+            elif self.at("["):
+                options = self.list_()
+            else:
+                raise _Fail(
+                    self.tok.offset,
+                    "`in` needs a list",
+                    'write: x in ["a", "b"], or the name of a list parameter',
+                )
             return A.In(left, options, negated, self.span(start))
         parts: list[A.Node] = []
         while self.at("==", "!=", "<", "<=", ">", ">="):

@@ -18,7 +18,7 @@ from common.errors import Code, Problem, ProblemsError
 from common.money import to_fen
 from common.periods import Period, Window, assessed_window, benefit_period
 from eligibility import ast as A
-from eligibility.checked import CheckedCatalogue, CheckedPolicy, FeatureRef, Typed
+from eligibility.checked import CheckedCatalogue, CheckedPolicy, FeatureRef, KeyedValues, Typed
 from eligibility.functions import FUNCTIONS, listed_name
 
 FAR_FUTURE = dt.date(9999, 12, 31)
@@ -84,15 +84,40 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
                 )
             )
             continue
-        node = current[-1].node
-        assert isinstance(node, A.Literal)
-        value = node.value
-        if node.unit == "yuan" and isinstance(value, Decimal):
-            value = to_fen(value, "yuan")
-        out[name] = value
+        out[name] = param_value(current[-1].node, policy.typed)
     if problems:
         raise ProblemsError(problems)
     return out
+
+
+@dataclass(frozen=True)
+class ParamTable:
+    """A table parameter's value in force: code -> value, and the value of other codes."""
+
+    values: dict[str, Any]
+    default: Any
+
+
+def literal_value(node: A.Node, typed: Typed) -> Any:
+    """A literal's value in a backend's terms: money in fen (Decimal), counts as int."""
+    assert isinstance(node, A.Literal)
+    t, v = typed.types.get(id(node)), node.value
+    if t == "money" and isinstance(v, Decimal):
+        return to_fen(v, node.unit)
+    if t == "count" and isinstance(v, Decimal):
+        return int(v)
+    return v
+
+
+def param_value(node: A.Node | KeyedValues, typed: Typed) -> Any:
+    """A parameter's dated value: one value, a list of values, or a ParamTable."""
+    if isinstance(node, KeyedValues):
+        values = {key: literal_value(v, typed) for key, v in node.entries}
+        default = None if node.default is None else literal_value(node.default, typed)
+        return ParamTable(values, default)
+    if isinstance(node, A.ListLit):
+        return [literal_value(x, typed) for x in node.items]
+    return literal_value(node, typed)
 
 
 def body_digest(policy_id: str, node: A.Aggregate) -> str:

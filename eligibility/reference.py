@@ -154,7 +154,11 @@ def _in(node: A.In, env: Env) -> Any:
     v = evaluate(node.item, env)
     if v is None:
         return None
-    found = v in [evaluate(o, env) for o in node.options.items]
+    if isinstance(node.options, A.Name):  # a list parameter: its values in force
+        options = list(env.params[node.options.name])
+    else:
+        options = [evaluate(o, env) for o in node.options.items]
+    found = v in options
     return not found if node.negated else found
 
 
@@ -166,7 +170,10 @@ def _cond(node: A.Cond, env: Env) -> Any:
 
 @evaluate.register
 def _call(node: A.Call, env: Env) -> Any:
-    args = [evaluate(a, env) for a in node.args]
+    skip = FUNCTIONS[node.func].param_arg  # a list or table parameter: the rule reads it
+    args = [None if i == skip else evaluate(a, env) for i, a in enumerate(node.args)]
+    if skip is not None:
+        args[skip] = node.args[skip]
     if FUNCTIONS[node.func].strict and any(a is None for a in args):
         return None
     return RULES[node.func](node, args, env)
@@ -213,6 +220,14 @@ def _max(node: A.Call, args: list[Any], env: Env) -> Any:
 @RULES.rule("coalesce")
 def _coalesce(node: A.Call, args: list[Any], env: Env) -> Any:
     return next((a for a in _decimals(node, args, env) if a is not None), None)
+
+
+@RULES.rule("lookup")
+def _lookup(node: A.Call, args: list[Any], env: Env) -> Any:
+    name = node.args[0]
+    assert isinstance(name, A.Name)
+    table = env.params[name.name]
+    return table.values.get(str(args[1]), table.default)
 
 
 @RULES.rule("is_missing")

@@ -172,10 +172,11 @@ class PayeeRelation(_Strict):
 
 
 class ParamValue(_Strict):
-    """One dated value of a parameter, with the text that set it."""
+    """One dated value of a parameter, with the text that set it: a value, a list of
+    values (for `in`), or a table keyed by a code (for `lookup`, `default` for the rest)."""
 
     from_: Date = Field(alias="from")
-    value: Scalar
+    value: Scalar | list[Scalar] | dict[str | int, Scalar]
     ref: str
 
 

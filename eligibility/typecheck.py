@@ -39,6 +39,7 @@ class Checker:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.typed = Typed()
+        self._shaped: set[int] = set()  # names where a list or table parameter may stand
 
     def problem_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
         """Record a problem at a place in the file."""
@@ -57,6 +58,11 @@ class Checker:
     def warn_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
         """Record a warning at a place in the file."""
         self.warnings.append(self.located.problem(loc, code, message, fix))
+
+    def param_shape(self, node: A.Node) -> str | None:
+        """value, list or table for a parameter's name; None for anything else."""
+        b = self.typed.bindings.get(id(node))
+        return b.shape if isinstance(b, ParamRef) else None
 
     def set_type(self, node: A.Node, t: Type) -> None:
         """Record a node's type."""
@@ -131,6 +137,19 @@ class Checker:
             elif "did you mean" in fix:
                 fix += " Known features are listed by `disburse features`"
             self.problem(node, Code.UNKNOWN_NAME, f"unknown name {node.name!r}", fix)
+            return None
+        if (
+            isinstance(binding, ParamRef)
+            and binding.shape != "value"
+            and id(node) not in self._shaped
+        ):
+            use = "x in NAME" if binding.shape == "list" else "lookup(NAME, code)"
+            self.problem(
+                node,
+                Code.TYPE_MISMATCH,
+                f"{node.name!r} is a {binding.shape} parameter, not one value",
+                f"use it as {use.replace('NAME', node.name)}",
+            )
             return None
         self.typed.bindings[id(node)] = binding
         if isinstance(binding, FeatureRef) and scope.entity is not None:
@@ -213,6 +232,17 @@ class Checker:
 
     @_type.register
     def _in(self, node: A.In, scope: Scope) -> Type | None:
+        if isinstance(node.options, A.Name):
+            b = scope.names.get(node.options.name)
+            if not (isinstance(b, ParamRef) and b.shape == "list"):
+                self.problem(
+                    node.options,
+                    Code.TYPE_MISMATCH,
+                    f"`in` takes a list, and {node.options.name!r} is no list parameter",
+                    'write the list out: x in ["a", "b"], or declare a list parameter',
+                )
+                return None
+            self._shaped.add(id(node.options))
         it, lt = self.check(node.item, scope), self.check(node.options, scope)
         if it is None or lt is None:
             return None
@@ -245,6 +275,8 @@ class Checker:
     @_type.register
     def _call(self, node: A.Call, scope: Scope) -> Type | None:
         fn = FUNCTIONS[node.func]  # the parser refuses unknown functions
+        if fn.param_arg is not None and isinstance(node.args[fn.param_arg], A.Name):
+            self._shaped.add(id(node.args[fn.param_arg]))
         ts: list[Type] = []
         if fn.typed_args:
             types = [self.check(a, scope) for a in node.args]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,10 @@ from common.yamlsrc import Located
 from eligibility.backends.polars import DEC, Context, compile_expr
 from eligibility.backends.polars.features import _agg_expr
 from eligibility.backends.polars.policy import aggregate_expressions, policy_columns, policy_result
-from eligibility.checked import FeatureRef, RunDate, Scope
+from eligibility.checked import FeatureRef, ParamRef, RunDate, Scope
 from eligibility.functions import FUNCTIONS
 from eligibility.parse import parse_expression
-from eligibility.plan import Naming, needs
+from eligibility.plan import Naming, ParamTable, needs
 from eligibility.typecheck import Checker
 from jobs.catalogue import load_source_catalogue
 from jobs.policies import load_policies
@@ -86,6 +87,7 @@ NARWHALS = {
     "TemporalExpr.OffsetBy": "Expr.dt.offset_by",
     "TemporalExpr.Truncate": "Expr.dt.truncate",
     "TemporalExpr.TotalSeconds": "Expr.dt.total_seconds",
+    "ReplaceStrict": "Expr.replace_strict",
     "Agg.Min": "Expr.min",
     "Agg.Max": "Expr.max",
     "Agg.Sum": "Expr.sum",
@@ -121,6 +123,7 @@ SAMPLES = {
     "upper": "upper(code)",
     "length": "length(code)",
     "matches": 'matches(code, "6[0-5][0-9]{2}")',
+    "lookup": "lookup(rates, code)",
 }
 TYPES = {"amount": "money", "n": "count", "rate": "number", "born": "date", "code": "text"}
 
@@ -238,6 +241,7 @@ def test_every_function_compiles_into_the_subset(func: str) -> None:
     names: dict[str, Any] = {n: FeatureRef(n, t) for n, t in TYPES.items()}  # type: ignore[arg-type]
     names["birth_on"] = FeatureRef("born", "date")
     names["as_of"] = RunDate("as_of")
+    names["rates"] = ParamRef("rates", "number", "table")
     checker = Checker(Located("<test>", None), None)
     node = parse_expression(SAMPLES[func], "<test>")
     assert checker.check(node, Scope("person", names, "test")) is not None, checker.problems
@@ -250,5 +254,6 @@ def test_every_function_compiles_into_the_subset(func: str) -> None:
         listed=lambda n: pl.col(Naming.listed(n)),
         dates={"as_of": dt.date(2026, 1, 1)},
         feature=lambda n: pl.col("born"),
+        params={"rates": ParamTable({"33": Decimal("0.6")}, Decimal("0.4"))},
     )
     assert _check(compile_expr(node, ctx), set(NARWHALS)) == []

@@ -15,8 +15,9 @@ import pytest
 
 from common.yamlsrc import Located
 from eligibility.backends.polars import DEC, Context, compile_expr
-from eligibility.checked import FeatureRef, RunDate, Scope
+from eligibility.checked import FeatureRef, ParamRef, RunDate, Scope
 from eligibility.parse import parse_expression
+from eligibility.plan import ParamTable
 from eligibility.reference import Env, evaluate
 from eligibility.typecheck import Checker
 
@@ -41,7 +42,25 @@ POLARS = {
 }
 D = Decimal
 
+# Parameters in force: a list of codes, a list of amounts (fen), a table of rates by code.
+PARAMS: dict[str, tuple[str, str, Any]] = {
+    "sections": ("text", "list", ["H", "O", "R"]),
+    "amounts": ("money", "list", [D(150000), D(300000)]),
+    "rates": ("number", "table", ParamTable({"3301": D("0.6"), "3302": D("0.5")}, D("0.4"))),
+    "strict_rates": ("number", "table", ParamTable({"3301": D("0.6")}, None)),
+}
+
 CASES: list[tuple[str, dict[str, Any], Any]] = [
+    ("kind in sections", {"kind": "O"}, True),
+    ("kind not in sections", {"kind": "O"}, False),
+    ("kind in sections", {"kind": None}, None),
+    ("paid in amounts", {"paid": 150000}, True),
+    ("paid in amounts", {"paid": 150001}, False),
+    ("lookup(rates, kind)", {"kind": "3302"}, D("0.5")),
+    ("lookup(rates, kind)", {"kind": "9999"}, D("0.4")),  # the default
+    ("lookup(rates, kind)", {"kind": None}, None),  # an unknown code is unknown
+    ("lookup(strict_rates, kind)", {"kind": "9999"}, None),  # no default: unknown
+    ("paid * lookup(rates, kind)", {"paid": 1000, "kind": "3301"}, D(600)),
     ('starts_with(kind, "33")', {"kind": "330106"}, True),
     ('starts_with(kind, "33")', {"kind": "3"}, False),
     ('starts_with(kind, "33")', {"kind": None}, None),
@@ -106,6 +125,8 @@ def _check(text: str) -> tuple[Any, Checker]:
     names: dict[str, Any] = {n: FeatureRef(n, t) for n, t in TYPES.items()}  # type: ignore[arg-type]
     names["birth_on"] = FeatureRef("born", "date")
     names["as_of"] = RunDate("as_of")
+    for name, (t, shape, _value) in PARAMS.items():
+        names[name] = ParamRef(name, t, shape)
     scope = Scope("person", names, "test features", relations_from=None)
     checker = Checker(Located("<test>", None), None)
     node = parse_expression(text, "<test>")
@@ -128,6 +149,7 @@ def test_both_backends_agree_at_the_edges(text: str, values: dict[str, Any], exp
         listed=lambda n: pl.lit(False),
         dates=dates,
         feature=lambda name: pl.col({"birth_on": "born"}[name]),
+        params={name: value for name, (_t, _s, value) in PARAMS.items()},
     )
     row = {n: values.get(n) for n in TYPES}
     frame = pl.DataFrame({n: pl.Series([row[n]], dtype=POLARS[TYPES[n]]) for n in TYPES})
@@ -142,6 +164,7 @@ def test_both_backends_agree_at_the_edges(text: str, values: dict[str, Any], exp
             "birth_on": row["born"],
         },
         dates=dates,
+        params={name: value for name, (_t, _s, value) in PARAMS.items()},
     )
     ref = evaluate(node, env)
     assert ref == expected

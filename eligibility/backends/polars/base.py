@@ -66,3 +66,14 @@ def literal(value: Any, t: Type, unit: str = "") -> pl.Expr:
     if t == "bool":
         return pl.lit(bool(value), dtype=pl.Boolean)
     return pl.lit(str(value), dtype=pl.String)
+
+
+def dtype_of(t: Type) -> pl.DataType:
+    """The Polars type that holds values of type `t` in this representation."""
+    return {
+        "count": pl.Int64(),
+        "number": DEC,
+        "money": DEC,
+        "date": pl.Date(),
+        "bool": pl.Boolean(),
+    }.get(t, pl.String())

@@ -25,9 +25,16 @@ import polars as pl
 
 from common.money import to_fen
 from eligibility import ast as A
-from eligibility.backends.polars.base import DEC, CompileError, Context, as_decimal, literal
+from eligibility.backends.polars.base import (
+    CompileError,
+    Context,
+    as_decimal,
+    dtype_of,
+    literal,
+)
 from eligibility.backends.polars.functions import RULES
 from eligibility.checked import ColumnRef, FeatureRef, LetRef, ParamRef, RunDate
+from eligibility.functions import FUNCTIONS
 from eligibility.types import Type
 
 
@@ -133,9 +140,12 @@ def _(node: A.In, ctx: Context) -> pl.Expr:
     it = ctx.type_of(node.item)
     if it in ("number", "money"):
         item = as_decimal(item, it)
-    if all(isinstance(x, A.Literal) for x in node.options.items):
+    if isinstance(node.options, A.Name):  # a list parameter: its values in force
+        values = list(ctx.params[node.options.name])
+        found = item.is_in(pl.Series(values, dtype=dtype_of(it)).implode())
+    elif all(isinstance(x, A.Literal) for x in node.options.items):
         values = [_literal_value(x, it) for x in node.options.items]
-        found = item.is_in(pl.Series(values, dtype=_dtype(it)).implode())
+        found = item.is_in(pl.Series(values, dtype=dtype_of(it)).implode())
     else:  # items computed per row (features, lets): compared one by one
         found = pl.any_horizontal(
             [
@@ -151,16 +161,6 @@ def _(node: A.In, ctx: Context) -> pl.Expr:
 def _as(expr: pl.Expr, t: Type, like: Type) -> pl.Expr:
     """`expr` of type `t` in the representation of `like` (a count compared with a number)."""
     return as_decimal(expr, t) if like in ("number", "money") else expr
-
-
-def _dtype(t: Type) -> pl.DataType:
-    return {
-        "count": pl.Int64(),
-        "number": DEC,
-        "money": DEC,
-        "date": pl.Date(),
-        "bool": pl.Boolean(),
-    }.get(t, pl.String())
 
 
 def _literal_value(node: A.Node, item_type: Type) -> Any:
@@ -189,7 +189,9 @@ def _(node: A.Cond, ctx: Context) -> pl.Expr:
 
 @_compile.register
 def _(node: A.Call, ctx: Context) -> pl.Expr:
-    return RULES[node.func](node, [_compile(a, ctx) for a in node.args], ctx)
+    skip = FUNCTIONS[node.func].param_arg  # a list or table parameter: the rule reads it
+    args = [pl.lit(None) if i == skip else _compile(a, ctx) for i, a in enumerate(node.args)]
+    return RULES[node.func](node, args, ctx)
 
 
 @_compile.register

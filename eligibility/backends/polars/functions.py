@@ -14,8 +14,8 @@ import polars as pl
 
 from common.money import FEN_PER_YUAN
 from eligibility import ast as A
-from eligibility.backends.polars.base import Context, as_decimal
-from eligibility.functions import BackendRules, anchored, listed_name, written_int
+from eligibility.backends.polars.base import Context, as_decimal, dtype_of
+from eligibility.functions import FUNCTIONS, BackendRules, anchored, listed_name, written_int
 
 Rule = Callable[[A.Call, list[pl.Expr], Context], pl.Expr]
 RULES: BackendRules[Rule] = BackendRules("Polars")
@@ -168,3 +168,21 @@ def _matches(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
     pattern = node.args[1]
     assert isinstance(pattern, A.Literal)
     return args[0].str.contains(anchored(str(pattern.value)))
+
+
+@RULES.rule("lookup")
+def _lookup(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
+    table = ctx.params[_param_name(node)]
+    dtype = dtype_of(ctx.type_of(node))
+    keys = list(table.values)
+    default = pl.lit(table.default, dtype=dtype)
+    found = args[1].replace_strict(
+        keys, [table.values[k] for k in keys], default=default, return_dtype=dtype
+    )
+    return pl.when(args[1].is_not_null()).then(found)
+
+
+def _param_name(node: A.Call) -> str:
+    arg = node.args[FUNCTIONS[node.func].param_arg or 0]
+    assert isinstance(arg, A.Name)
+    return arg.name

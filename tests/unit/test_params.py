@@ -1,0 +1,54 @@
+"""Parameters that are lists (for `in`) and tables keyed by a code (for `lookup`), with
+text values written plainly (H, 3301), and their misuse refused with a position."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import ProblemsError
+from eligibility import load_policy
+from eligibility.cases import run_cases
+from jobs.catalogue import load_source_catalogue
+from jobs.policies import load_policies
+
+HERE = Path(__file__).resolve().parents[1] / "policies"
+
+
+@pytest.fixture(scope="module")
+def cat():  # type: ignore[no-untyped-def]
+    return load_policies(load_source_catalogue()).catalogue
+
+
+def test_list_and_table_parameters_decide_the_worked_examples(cat) -> None:  # type: ignore[no-untyped-def]
+    policy = load_policy(HERE / "key_sector_subsidy.yaml", cat)
+    results = run_cases(policy, cat)
+    assert [r.passed for r in results] == [True, True, True], [r.render("") for r in results]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("amount: ui_premium_paid * key_sections", "'key_sections' is a list parameter"),
+        ("amount: ui_premium_paid * regional_rate", "'regional_rate' is a table parameter"),
+        ('amount: ui_premium_paid * lookup(key_sections, "H")', "lookup() takes a table parameter"),
+        ("amount: 100 yuan\nlet: {x: status in region_code}", "is no list parameter"),
+    ],
+)
+def test_a_list_or_table_used_as_one_value_is_refused(
+    cat,
+    tmp_path: Path,
+    change: str,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    text = (HERE / "key_sector_subsidy.yaml").read_text()
+    start = text.index("amount:")
+    end = text.index("\n", start)
+    broken = tmp_path / "p.yaml"
+    broken.write_text(text[:start] + change + text[end:])
+    with pytest.raises(ProblemsError) as info:
+        load_policy(broken, cat)
+    rendered = info.value.render()
+    assert message in rendered
+    assert f"{broken}:" in rendered
