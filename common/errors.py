@@ -153,6 +153,16 @@ class Code(StrEnum):
         "policy",
         "a worked example gives a value that is not of the feature's kind",
     )
+    UNKNOWN_VARIANT = (
+        "E125",
+        "policy",
+        "a policy or a worked example names a variant the file does not declare",
+    )
+    UNKNOWN_SETTING = (
+        "E126",
+        "policy",
+        "a variant or a worked example sets a parameter or let the policy does not have",
+    )
     CASE_FAILED = (
         "E124",
         "policy",

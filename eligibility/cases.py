@@ -27,6 +27,7 @@ from eligibility.backends.polars.policy import (
     evaluate_frame,
     policy_context,
 )
+from eligibility.check import case_reading, reading_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.explain import condition_text
 from eligibility.plan import Naming, needs, run_dates
@@ -217,7 +218,11 @@ def _frame(
 def run_case(
     policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogue, default_as_of: dt.date
 ) -> CaseResult:
-    """Evaluate one case with the compiled policy and compare with what it expects."""
+    """Evaluate one case with the compiled policy (under the case's variant and parameters)
+    and compare with what it expects."""
+    reading = case_reading(policy.spec, index)
+    if reading is not None:
+        policy = reading_policy(policy, cat, reading)
     as_of = case.as_of or default_as_of
     naming = Naming(cat)
     window = run_dates(policy, as_of).window

@@ -9,6 +9,7 @@ and lists the policy reads, so only those are computed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,92 @@ def load_policy(path: Path, cat: CheckedCatalogue) -> CheckedPolicy:
     return check_policy(spec, located, cat)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """Parameters and lets set otherwise than the file sets them: a variant's, or a worked
+    example's; each with where it was written."""
+
+    label: str  # "variant province_a", "test 'a small firm'": cited as the values' reference
+    params: dict[str, tuple[Loc, Any]] = field(default_factory=dict)
+    lets: dict[str, tuple[Loc, str]] = field(default_factory=dict)
+
+    def then(self, other: Reading) -> Reading:
+        """This reading with `other`'s settings on top."""
+        return Reading(other.label, {**self.params, **other.params}, {**self.lets, **other.lets})
+
+
 def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> CheckedPolicy:
-    """Type-check a validated policy file against the feature catalogue."""
+    """Type-check a validated policy file against the feature catalogue: the reading in
+    force (the file as written, or its `variant:`), and each declared variant."""
     c = Checker(located, cat)
+    in_force = variant_reading(c, spec, spec.variant, ("variant",)) if spec.variant else None
+    policy = _check(c, spec, cat, in_force, cases=True)
+    problems, warnings = list(c.problems), list(c.warnings)
+    variants = {}
+    for name in spec.variants:
+        vc = Checker(located, cat)
+        variants[name] = _check(vc, spec, cat, variant_reading(vc, spec, name, ()), cases=False)
+        problems += vc.problems
+        warnings += [w for w in vc.warnings if w not in warnings]
+    if problems or policy is None:
+        raise ProblemsError(problems)
+    policy.warnings = sorted(warnings)
+    policy.variants = {k: v for k, v in variants.items() if v is not None}
+    return policy
+
+
+def variant_reading(
+    c: Checker | None, spec: PolicyFile, name: str | None, loc: Loc
+) -> Reading | None:
+    """The settings of a declared variant (None, with a problem at `loc`, if undeclared)."""
+    variant = spec.variants.get(name or "")
+    if variant is None:
+        if c is None:
+            return None
+        c.problem_at(
+            loc,
+            Code.UNKNOWN_VARIANT,
+            f"no variant {name!r} is declared",
+            did_you_mean(str(name), sorted(spec.variants), "the variants")
+            if spec.variants
+            else "declare it under variants:",
+        )
+        return None
+    at: Loc = ("variants", str(name))
+    return Reading(
+        f"variant {name}",
+        {p: ((*at, "params", p), v) for p, v in variant.params.items()},
+        {n: ((*at, "let", n), text) for n, text in variant.let.items()},
+    )
+
+
+def case_reading(spec: PolicyFile, index: int) -> Reading | None:
+    """The reading of worked example `index`: its variant, then its own parameters."""
+    case = spec.tests[index]
+    if case.variant is None and not case.params:
+        return None
+    own = Reading(
+        f"test {case.name!r}",
+        {p: (("tests", index, "params", p), v) for p, v in case.params.items()},
+    )
+    variant = variant_reading(None, spec, case.variant, ()) if case.variant else None
+    return variant.then(own) if variant else own
+
+
+def reading_policy(policy: CheckedPolicy, cat: CheckedCatalogue, reading: Reading) -> CheckedPolicy:
+    """The policy under another reading (a worked example's variant and parameters), checked;
+    ProblemsError if the reading does not fit the policy."""
+    c = Checker(policy.located, cat)
+    read = _check(c, policy.spec, cat, reading, cases=False)
+    c.raise_problems()
+    assert read is not None
+    return read
+
+
+def _check(
+    c: Checker, spec: PolicyFile, cat: CheckedCatalogue, reading: Reading | None, *, cases: bool
+) -> CheckedPolicy | None:
+    """The policy under one reading; None (with problems recorded in `c`) if it has any."""
     base = entity_scope(cat, spec.target)
     names = dict(base.names)
     for d in RUN_DATES:
@@ -58,8 +142,8 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
     scope = Scope(
         spec.target, names, base.what + ", lets, params and run dates", relations_from=spec.target
     )
-    params = _params(c, spec, scope)
-    lets = _lets(c, spec, scope)
+    params = _params(c, spec, scope, reading)
+    lets = _lets(c, spec, scope, reading)
     conditions = _conditions(c, spec, scope)
     amount = _amount(c, spec, scope)
     payee_where = _payee(c, spec, scope, cat)
@@ -68,16 +152,17 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
         rank_by = c.parse(("budget", "rank_by"), spec.budget.rank_by)
         if rank_by is not None:
             c.expect(rank_by, scope, set(NUMERIC) | {"date"}, "rank_by orders claims")
-    _check_cases(c, spec, cat)
+    if cases:
+        _check_cases(c, spec, cat)
     if amount is not None:
         _careful(c, spec, cat, [*lets.values(), *(x.node for x in conditions), *amount.nodes()])
         _amounts_written(c, amount)
-    c.raise_problems()
-    assert amount is not None  # a policy without an amount has a problem recorded
-    policy = CheckedPolicy(
+    if c.problems or amount is None:
+        return None
+    return CheckedPolicy(
         spec,
-        located.file,
-        sha256_text(located.text),
+        c.located.file,
+        sha256_text(c.located.text),
         lets,
         params,
         conditions,
@@ -85,16 +170,30 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
         payee_where,
         rank_by,
         c.typed,
-        located,
+        c.located,
         c.warnings,
+        reading=reading.label if reading else "",
     )
-    return policy
 
 
-def _params(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, list[DatedValue]]:
+def _params(
+    c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None
+) -> dict[str, list[DatedValue]]:
     """Each parameter's dated values (literals, lists of literals or tables of them), of
-    one kind and shape per parameter, dates increasing."""
+    one kind and shape per parameter, dates increasing; a reading's value instead, for the
+    whole validity, where it sets one."""
     params: dict[str, list[DatedValue]] = {}
+    settings = dict(reading.params) if reading else {}
+    for name, (at, _value) in settings.items():
+        if name not in spec.params:
+            c.problem_at(
+                at,
+                Code.UNKNOWN_SETTING,
+                f"{reading.label if reading else ''} sets {name!r}, which is no parameter",
+                did_you_mean(name, sorted(spec.params), "the parameters")
+                if spec.params
+                else "declare the parameter under params:",
+            )
     for pname, values in spec.params.items():
         ptype: Type | None = None
         shape: str | None = None
@@ -136,6 +235,18 @@ def _params(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, list[DatedV
                 f"parameter {pname!r} hides a feature of the same name",
                 "rename the parameter",
             )
+        if pname in settings and ptype is not None:
+            at, value = settings[pname]
+            got = _param_value(c, at, value)
+            if got is not None and (got[2] != shape or unify(ptype, got[1]) is None):
+                c.problem_at(
+                    at,
+                    Code.TYPE_MISMATCH,
+                    f"{pname!r} is set to a {got[1]} {got[2]}, where the file gives a {ptype} {shape}",
+                    "set a value of the kind and shape the file gives",
+                )
+            elif got is not None and reading is not None:
+                dated = [DatedValue(spec.valid.from_, got[0], reading.label)]
         if ptype is not None and shape is not None:
             scope.names[pname] = ParamRef(pname, ptype, shape)  # type: ignore[arg-type]
             params[pname] = dated
@@ -209,11 +320,24 @@ def _param_value(c: Checker, loc: Loc, value: Any) -> tuple[A.Node | KeyedValues
     return None if got is None else (got[0], got[1], "value")
 
 
-def _lets(c: Checker, spec: PolicyFile, scope: Scope) -> dict[str, A.Node]:
-    """Each `let`, typed in the scope of the ones before it."""
+def _lets(c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None) -> dict[str, A.Node]:
+    """Each `let`, typed in the scope of the ones before it; a reading's expression instead
+    where it sets one."""
     lets: dict[str, A.Node] = {}
+    settings = dict(reading.lets) if reading else {}
+    for name, (at, _text) in settings.items():
+        if name not in spec.let:
+            c.problem_at(
+                at,
+                Code.UNKNOWN_SETTING,
+                f"{reading.label if reading else ''} sets {name!r}, which is no let of the policy",
+                did_you_mean(name, sorted(spec.let), "the lets")
+                if spec.let
+                else "declare it under let:",
+            )
     for lname, text in spec.let.items():
-        node = c.parse(("let", lname), text)
+        loc, text = settings.get(lname, (("let", lname), text))
+        node = c.parse(loc, text)
         if lname in scope.names:
             c.problem_at(
                 ("let", lname),
@@ -558,6 +682,8 @@ def _check_cases(c: Checker, spec: PolicyFile, cat: CheckedCatalogue) -> None:
     relations = {n for n, r in cat.spec.relations.items() if r.from_ == spec.target}
     cond_ids = [x.id for x in spec.eligible] + ["payee", "amount_unknown", "amount_zero"]
     for i, case in enumerate(spec.tests):
+        if case.variant is not None:
+            variant_reading(c, spec, case.variant, ("tests", i, "variant"))
         for key in case.given:
             if key not in features and key not in relations and key != "lists":
                 c.problem_at(

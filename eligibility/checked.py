@@ -188,6 +188,8 @@ class CheckedPolicy:
     typed: Typed
     located: Located
     warnings: list[Problem] = field(default_factory=list)  # accepted, but look at them
+    variants: dict[str, CheckedPolicy] = field(default_factory=dict)  # each, checked
+    reading: str = ""  # which reading this is: "", "variant x", "test 'y'"
 
     @property
     def id(self) -> str:

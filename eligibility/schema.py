@@ -259,11 +259,26 @@ class Expect(_Strict):
     payee: str | None = None
 
 
+ParamSetting = Scalar | list[Scalar] | dict[str | int, Scalar]
+
+
+class Variant(_Strict):
+    """An alternative reading of the policy (a province's choice, another formula): the
+    parameters and lets it sets differently; everything else is the file's."""
+
+    description: str | None = None
+    params: dict[str, ParamSetting] = {}
+    let: dict[str, str] = {}
+
+
 class Case(_Strict):
-    """An officer's worked example: feature values given, the result expected."""
+    """An officer's worked example: feature values given, the result expected; under a
+    variant and with parameters set for this example, if it says so."""
 
     name: str
     as_of: Date | None = None
+    variant: str | None = None
+    params: dict[str, ParamSetting] = {}
     given: dict[str, Any]
     expect: Expect
 
@@ -286,6 +301,8 @@ class PolicyFile(_Strict):
     let: dict[str, str] = {}
     eligible: list[Condition]
     amount: Amount
+    variants: dict[str, Variant] = {}
+    variant: str | None = Field(default=None, description="the variant in force when run")
     tests: list[Case] = []
     notes: str | None = None
     unbanked: Literal["hold"] | None = Field(

@@ -24,7 +24,8 @@ def cat():  # type: ignore[no-untyped-def]
 def test_list_and_table_parameters_decide_the_worked_examples(cat) -> None:  # type: ignore[no-untyped-def]
     policy = load_policy(HERE / "key_sector_subsidy.yaml", cat)
     results = run_cases(policy, cat)
-    assert [r.passed for r in results] == [True, True, True], [r.render("") for r in results]
+    assert len(results) == 6
+    assert all(r.passed for r in results), [r.render("") for r in results]
 
 
 @pytest.mark.parametrize(
@@ -52,3 +53,40 @@ def test_a_list_or_table_used_as_one_value_is_refused(
     rendered = info.value.render()
     assert message in rendered
     assert f"{broken}:" in rendered
+
+
+def test_variants_and_a_worked_examples_own_parameters(cat) -> None:  # type: ignore[no-untyped-def]
+    policy = load_policy(HERE / "key_sector_subsidy.yaml", cat)
+    assert set(policy.variants) == {"province_b"}
+    results = {r.name: r for r in run_cases(policy, cat)}
+    assert all(r.passed for r in results.values()), [r.render("") for r in results.values()]
+    # The variant's values cite the variant as their reference.
+    dated = policy.variants["province_b"].params["regional_rate"]
+    assert [d.ref for d in dated] == ["variant province_b"]
+
+
+def test_the_variant_in_force_is_what_runs_and_what_unnamed_examples_test(
+    cat,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    text = (HERE / "key_sector_subsidy.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("unbanked: hold\n", "unbanked: hold\nvariant: province_b\n"))
+    policy = load_policy(path, cat)
+    assert policy.reading == "variant province_b"
+    results = {r.name: r for r in run_cases(policy, cat)}
+    # Written for the file as written: 60% in Hangzhou; province B pays 30%.
+    assert not results["Hangzhou hotel"].passed
+    assert results["Hangzhou hotel"].actual["amount"] == "3,000.00 yuan"
+    assert results["a Hangzhou hotel in province B"].passed
+
+
+def test_a_setting_of_another_shape_is_refused(cat, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    text = (HERE / "key_sector_subsidy.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text.replace("regional_rate: {default: 30%}", "regional_rate: 30%"))
+    with pytest.raises(ProblemsError) as info:
+        load_policy(path, cat)
+    assert "'regional_rate' is set to a number value, where the file gives a number table" in (
+        info.value.render()
+    )
