@@ -19,9 +19,9 @@ from typing import Any
 from common.money import format_fen_amount, to_fen
 from eligibility import ast as A
 from eligibility.amounts import Formula, MarginalTiers, StepTiers, Table
-from eligibility.checked import CheckedCatalogue, CheckedPolicy
+from eligibility.checked import CheckedCatalogue, CheckedPolicy, LetRef, ParamRef
 from eligibility.functions import FUNCTIONS, BackendRules, listed_name
-from eligibility.plan import Naming, run_dates, top_level_aggregates
+from eligibility.plan import Naming, param_ref, run_dates, top_level_aggregates
 from eligibility.reference import Env, amount, env_for, evaluate
 
 WORDS = {
@@ -35,10 +35,23 @@ WORDS = {
 PRECEDENCE = {"or": 1, "and": 2, "not": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "neg": 7}
 
 
+@dataclass(frozen=True)
+class Cited:
+    """A parameter's value with the text that set it, shown together."""
+
+    value: Any
+    ref: str
+
+
 def show_value(value: Any, type_: str | None = None) -> str:
-    """A value as a person reads it: money in yuan with the fen, ratios as they are."""
+    """A value as a person reads it: money in yuan with the fen, rates as percentages
+    (`type_` "percent"), a parameter's value with the text that set it."""
+    if isinstance(value, Cited):
+        return f"{show_value(value.value, type_)} ({value.ref})"
     if value is None:
         return "unknown"
+    if type_ == "percent" and isinstance(value, int | Decimal):
+        return f"{format(round(Decimal(value) * 100, 4).normalize(), 'f')}%"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if type_ == "money" and isinstance(value, int | Decimal):
@@ -67,6 +80,8 @@ def _src(node: Any, outer: int) -> str:
 @_src.register
 def _(node: A.Literal, outer: int) -> str:
     v = node.value
+    if "%" in node.span.text and isinstance(v, Decimal):  # a rate, as it was written
+        return node.span.text
     if isinstance(v, str):
         return f'"{v}"'
     if v is None:
@@ -248,6 +263,47 @@ def condition_text(
 # --- one entity's decision, from the run's archived row ------------------------------
 
 
+_NOWHERE = A.Span("", 0, 0)
+
+
+def _percentish(node: A.Node, policy: CheckedPolicy, name: str | None = None) -> bool:
+    """Whether a number reads as a rate: written with %, a parameter written with %, a
+    ratio (a division), or made of such; a let or parameter by `name`."""
+    if name is not None:
+        if name in policy.lets:
+            return _percentish(policy.lets[name], policy)
+        dated = policy.params.get(name, [])
+        return any(_written_percent(d.node) for d in dated)
+    match node:
+        case A.Literal():
+            return "%" in node.span.text
+        case A.Name():
+            b = policy.typed.bindings.get(id(node))
+            return isinstance(b, LetRef | ParamRef) and _percentish(node, policy, node.name)
+        case A.Binary(op="/"):
+            return True
+        case A.Binary(op="+" | "-"):
+            return _percentish(node.left, policy) and _percentish(node.right, policy)
+        case A.Cond():
+            return _percentish(node.then, policy) and _percentish(node.otherwise, policy)
+        case A.Call(func="min" | "max" | "round" | "coalesce" | "abs"):
+            return any(_percentish(a, policy) for a in node.args)
+        case A.Call(func="lookup"):
+            table = node.args[0]
+            return isinstance(table, A.Name) and _percentish(table, policy, table.name)
+    return False
+
+
+def _written_percent(node: Any) -> bool:
+    if isinstance(node, A.Literal):
+        return "%" in node.span.text
+    if isinstance(node, A.ListLit):
+        return any(_written_percent(x) for x in node.items)
+    entries = getattr(node, "entries", ())
+    default = getattr(node, "default", None)
+    return any(_written_percent(v) for _k, v in entries) or _written_percent(default)
+
+
 def _names(node: A.Node) -> list[str]:
     seen: list[str] = []
     for n in A.walk(node):
@@ -274,9 +330,19 @@ def _gap(node: A.Node, env: Env, types: dict[str, str]) -> str | None:
     left, right = evaluate(node.left, env), evaluate(node.right, env)
     if not isinstance(left, int | Decimal) or not isinstance(right, int | Decimal):
         return None
-    t = env.typed.types[id(node.left)]
+    t: str = env.typed.types[id(node.left)]
+    if isinstance(node.left, A.Name):
+        t = types.get(node.left.name, t)  # a rate shown as a percentage
     diff = Decimal(left) - Decimal(right)
+    bare = {"<": "below", ">": "above"}
+    if diff == 0:  # at the threshold of a strict comparison
+        return f"{source_text(node.left)} is {show_value(left, t)}, not {bare[node.op]} it"
     side = "above" if diff > 0 else "below"
+    if t == "percent":  # a difference of rates is in percentage points
+        points = format(round(abs(diff) * 100, 4).normalize(), "f")
+        return (
+            f"{source_text(node.left)} is {points} percentage points {side} {show_value(right, t)}"
+        )
     return f"{source_text(node.left)} is {show_value(abs(diff), t)} {side} {show_value(right, t)}"
 
 
@@ -358,6 +424,12 @@ def explain_row(
         types[name] = policy.typed.types[id(node)]
     for name, versions in policy.params.items():
         types.setdefault(name, policy.typed.types.get(id(versions[0].node), ""))
+        ref = param_ref(policy, name, as_of)
+        if ref and name in known:
+            known[name] = Cited(known[name], ref)
+    for name in [*policy.lets, *policy.params]:
+        if types.get(name) == "number" and _percentish(A.Name(name, _NOWHERE), policy, name):
+            types[name] = "percent"
     conditions = []
     for i, c in enumerate(policy.conditions):
         passed = bool(row.get(Naming.condition(policy.id, i)))
@@ -395,7 +467,9 @@ def explain_row(
 
 
 def _plain(v: Any) -> Any:
-    """A value for JSON: Decimals as text, dates as ISO text."""
+    """A value for JSON: Decimals as text, dates as ISO text, a parameter's value bare."""
+    if isinstance(v, Cited):
+        return _plain(v.value)
     if isinstance(v, Decimal):
         return format(v.normalize(), "f")
     if isinstance(v, dt.date):

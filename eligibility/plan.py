@@ -90,6 +90,12 @@ def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:
     return out
 
 
+def param_ref(policy: CheckedPolicy, name: str, as_of: dt.date) -> str:
+    """The text that set a parameter's value in force on `as_of` ("" if none is)."""
+    current = [v for v in policy.params.get(name, []) if v.from_ <= as_of]
+    return current[-1].ref if current else ""
+
+
 @dataclass(frozen=True)
 class ParamTable:
     """A table parameter's value in force: code -> value, and the value of other codes."""

@@ -513,6 +513,6 @@ def render_explanation(e: Explanation) -> str:
 
 def _show(v: Any, t: str | None) -> str:
     """A value of the JSON form (Decimals and dates as text) as a person reads it."""
-    if t in ("money", "number") and isinstance(v, str):
+    if t in ("money", "number", "percent") and isinstance(v, str):
         return show_value(Decimal(v), t)
     return show_value(dt.date.fromisoformat(v) if t == "date" and isinstance(v, str) else v, t)
