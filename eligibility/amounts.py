@@ -24,7 +24,25 @@ from typing import Literal
 
 from eligibility import ast as A
 
-Rounding = Literal["fen", "yuan"]
+
+@dataclass(frozen=True, slots=True)
+class Rounding:
+    """To what unit (fen, yuan, ten_yuan) and how (half_up, half_even, down) the amount
+    is rounded."""
+
+    to: Literal["fen", "yuan", "ten_yuan"] = "fen"
+    mode: Literal["half_up", "half_even", "down"] = "half_up"
+
+    @property
+    def unit_fen(self) -> int:
+        """The unit rounded to, in fen."""
+        return {"fen": 1, "yuan": 100, "ten_yuan": 1000}[self.to]
+
+    def words(self) -> str:
+        """The rounding in plain words: rounded half up to the fen."""
+        how = {"half_up": "half up", "half_even": "half to even", "down": "down"}[self.mode]
+        unit = {"fen": "the fen", "yuan": "the yuan", "ten_yuan": "ten yuan"}[self.to]
+        return f"rounded {how} to {unit}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +121,7 @@ class Amount:
     prorate_from: A.Node | None = None
     prorate_until: A.Node | None = None
     cap: A.Node | None = None
-    round: Rounding = "fen"
+    round: Rounding = Rounding()
 
     @property
     def prorated(self) -> bool:

@@ -20,7 +20,16 @@ from common.errors import Code, ProblemsError, did_you_mean
 from common.money import to_fen
 from common.yamlsrc import Loc, Located, load_yaml_file
 from eligibility import ast as A
-from eligibility.amounts import Amount, Base, Bracket, Formula, MarginalTiers, StepTiers, Table
+from eligibility.amounts import (
+    Amount,
+    Base,
+    Bracket,
+    Formula,
+    MarginalTiers,
+    Rounding,
+    StepTiers,
+    Table,
+)
 from eligibility.catalogue import file_problems, sha256_text
 from eligibility.checked import (
     RUN_DATES,
@@ -469,7 +478,10 @@ def _amount(c: Checker, spec: PolicyFile, scope: Scope) -> Amount | None:
     cap = money(("amount", "cap"), am.cap, "the cap") if am.cap is not None else None
     if base is None:
         return None
-    return Amount(base, bounds["from"], bounds["until"], cap, am.round)
+    rounding = (
+        Rounding(am.round) if isinstance(am.round, str) else Rounding(am.round.to, am.round.mode)
+    )
+    return Amount(base, bounds["from"], bounds["until"], cap, rounding)
 
 
 def _careful(c: Checker, spec: PolicyFile, cat: CheckedCatalogue, roots: list[A.Node]) -> None:

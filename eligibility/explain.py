@@ -492,7 +492,7 @@ def _amount_steps(
         )
     if am.cap is not None:
         steps.append(f"cap: {source_text(am.cap)} = {show.value(am.cap)}")
-    steps.append(f"rounded half up to the {am.round}")
+    steps.append(am.round.words())
     return steps
 
 

@@ -16,14 +16,14 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import singledispatch
 from typing import Any
 
 from common.money import FEN_PER_YUAN, MAX_ENTITLEMENT_FEN, to_fen
 from common.periods import add_months
 from eligibility import ast as A
-from eligibility.amounts import Amount, Formula, MarginalTiers, StepTiers, Table
+from eligibility.amounts import Amount, Formula, MarginalTiers, Rounding, StepTiers, Table
 from eligibility.checked import (
     CheckedPolicy,
     ColumnRef,
@@ -397,12 +397,12 @@ def prorate_fraction(amount: Amount, env: Env) -> Decimal | None:
     return q(Decimal(months) / Decimal(last - first + 1))
 
 
-def round_amount(fen: Decimal, to: str) -> int:
-    """Exact fen rounded half up to the fen or the whole yuan, as integer fen."""
-    if to == "yuan":
-        yuan = (fen / FEN_PER_YUAN).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-        return int(yuan * FEN_PER_YUAN)
-    return int(fen.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+def round_amount(fen: Decimal, rounding: Rounding) -> int:
+    """Exact fen rounded as the policy says (to fen, yuan or ten yuan; half up, half to
+    even or down), as integer fen."""
+    mode = {"half_up": ROUND_HALF_UP, "half_even": ROUND_HALF_EVEN, "down": ROUND_DOWN}
+    units = (fen / rounding.unit_fen).quantize(Decimal(1), rounding=mode[rounding.mode])
+    return int(units * rounding.unit_fen)
 
 
 def amount(policy: CheckedPolicy, env: Env) -> int | None:

@@ -228,6 +228,14 @@ class Prorate(_Strict):
     until: str | None = None
 
 
+class Rounding(_Strict):
+    """How the amount is rounded: to the fen, the yuan or ten yuan; half up (away from
+    zero), half to even, or down (toward zero)."""
+
+    to: Literal["fen", "yuan", "ten_yuan"] = "fen"
+    mode: Literal["half_up", "half_even", "down"] = "half_up"
+
+
 class Amount(_Strict):
     """How much: one of formula, tiers or table; then proration, cap and rounding."""
 
@@ -237,7 +245,7 @@ class Amount(_Strict):
     otherwise: Scalar = None
     prorate: Prorate | None = None
     cap: Scalar = None
-    round: Literal["fen", "yuan"] = "fen"
+    round: Literal["fen", "yuan", "ten_yuan"] | Rounding = "fen"
 
     @model_validator(mode="after")
     def _one(self) -> Amount:

@@ -73,6 +73,8 @@ NARWHALS = {
     "SumHorizontal": "sum_horizontal",
     "Coalesce": "coalesce",
     "Abs": "Expr.abs",
+    "Floor": "Expr.floor",
+    "Binary.Modulus": "Expr.__mod__",
     "Round": "Expr.round",  # half away from zero only (checked below)
     "StringExpr.Format": "format",
     "StringExpr.StartsWith": "Expr.str.starts_with",
@@ -257,3 +259,13 @@ def test_every_function_compiles_into_the_subset(func: str) -> None:
         params={"rates": ParamTable({"33": Decimal("0.6")}, Decimal("0.4"))},
     )
     assert _check(compile_expr(node, ctx), set(NARWHALS)) == []
+
+
+@pytest.mark.parametrize("to", ["fen", "yuan", "ten_yuan"])
+@pytest.mark.parametrize("mode", ["half_up", "half_even", "down"])
+def test_every_rounding_compiles_into_the_subset(to: str, mode: str) -> None:
+    from eligibility.amounts import Rounding
+    from eligibility.backends.polars.amounts import round_amount
+
+    expr = round_amount(pl.col("fen").cast(DEC), Rounding(to, mode))  # type: ignore[arg-type]
+    assert _check(expr, set(NARWHALS)) == []

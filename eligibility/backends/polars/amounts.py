@@ -6,14 +6,23 @@ prorated by months, capped and rounded half up to Int64 fen (`amount`).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
 import polars as pl
 
-from common.money import FEN_PER_YUAN, MAX_ENTITLEMENT_FEN
+from common.money import MAX_ENTITLEMENT_FEN
 from eligibility import ast as A
-from eligibility.amounts import Amount, Bracket, Formula, MarginalTiers, StepTiers, Table
+from eligibility.amounts import (
+    Amount,
+    Bracket,
+    Formula,
+    MarginalTiers,
+    Rounding,
+    StepTiers,
+    Table,
+)
 from eligibility.backends.polars.base import DEC, Context, as_decimal
 from eligibility.backends.polars.expr import compile_expr
 
@@ -115,12 +124,24 @@ def prorate_fraction(amount: Amount, ctx: Context) -> pl.Expr:
     return pl.when(lo.is_not_null() & hi.is_not_null()).then(months.cast(DEC) / total)
 
 
-def round_amount(fen: pl.Expr, to: str) -> pl.Expr:
-    """Round a Decimal fen amount half up to fen or whole yuan; Int64 fen."""
-    if to == "yuan":
-        yuan = (fen / FEN_PER_YUAN).round(0, mode="half_away_from_zero")
-        return (yuan * FEN_PER_YUAN).cast(pl.Int64)
-    return fen.round(0, mode="half_away_from_zero").cast(pl.Int64)
+def round_amount(fen: pl.Expr, rounding: Rounding) -> pl.Expr:
+    """Round a Decimal fen amount as the policy says (to fen, yuan or ten yuan; half up,
+    half to even or down); Int64 fen.  Half to even is written with floor and a parity
+    test, operations narwhals also has (its round has one mode, half away from zero)."""
+    unit = rounding.unit_fen
+    units = fen / unit if unit != 1 else fen
+    if rounding.mode == "half_up":
+        whole = units.round(0, mode="half_away_from_zero")
+    elif rounding.mode == "down":  # toward zero: the cast truncates
+        whole = units.cast(pl.Int64)
+    else:
+        low = units.floor()
+        rest = units - low
+        odd = (low % 2) != 0
+        half = pl.lit(Decimal("0.5"), dtype=DEC)
+        whole = pl.when(rest > half).then(low + 1).when(rest < half).then(low)
+        whole = whole.when(odd).then(low + 1).otherwise(low)
+    return (whole * unit).cast(pl.Int64) if unit != 1 else whole.cast(pl.Int64)
 
 
 def amount(am: Amount, ctx: Context) -> pl.Expr:
