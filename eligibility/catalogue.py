@@ -60,6 +60,16 @@ def load_feature_catalogue(
     _check_relations(checker, cat)
     for entity, features in spec.features.items():
         for name, fdef in features.items():
+            rel = spec.relations.get(name)
+            if rel is not None and rel.from_ == entity:
+                checker.problem_at(
+                    ("features", entity, name),
+                    Code.NAME_CLASH,
+                    f"{name!r} is both a feature of an {entity} and a relation from it"
+                    if entity == "enterprise"
+                    else f"{name!r} is both a feature of a {entity} and a relation from it",
+                    "give them different names: a worked example could not say which it gives",
+                )
             if fdef.source is not None:
                 _check_source_feature(checker, cat, entity, name, fdef)
             else:

@@ -344,14 +344,15 @@ def _lets(c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None) -
                 if spec.let
                 else "declare it under let:",
             )
+    relations = c.catalogue.spec.relations if c.catalogue else {}
     for lname, text in spec.let.items():
         loc, text = settings.get(lname, (("let", lname), text))
         node = c.parse(loc, text)
-        if lname in scope.names:
+        if lname in scope.names or lname in relations:
             c.problem_at(
                 ("let", lname),
                 Code.NAME_CLASH,
-                f"{lname!r} is already the name of a feature or parameter",
+                f"{lname!r} is already the name of a feature, parameter or relation",
                 "choose another name",
             )
         if node is None:

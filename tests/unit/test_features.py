@@ -142,12 +142,12 @@ def test_enterprise_aggregates_over_the_window(staged: Staged) -> None:
 
 def test_relation_features_follow_the_window(staged: Staged) -> None:
     cc = minicity.credit_codes(3)
-    in_2024 = _frame(staged, "enterprise", ["hires", "graduates_hired"], Y2024)
-    in_2025 = _frame(staged, "enterprise", ["hires", "graduates_hired"], Y2025)
+    in_2024 = _frame(staged, "enterprise", ["hire_count", "graduates_hired"], Y2024)
+    in_2025 = _frame(staged, "enterprise", ["hire_count", "graduates_hired"], Y2025)
     first_2024 = in_2024.filter(pl.col("entity_id") == cc[0]).row(0, named=True)
     # Hired in January 2024; graduated in June 2024, after the hire: a hire, not a graduate hire.
-    assert (first_2024["hires"], first_2024["graduates_hired"]) == (1, 0)
-    assert in_2025["hires"].to_list() == [0, 0, 0]
+    assert (first_2024["hire_count"], first_2024["graduates_hired"]) == (1, 0)
+    assert in_2025["hire_count"].to_list() == [0, 0, 0]
 
 
 def test_person_relation_count(staged: Staged) -> None:
