@@ -133,7 +133,31 @@ class Aggregate:
     span: Span
 
 
-Node = Literal | ListLit | Name | Unary | Binary | Compare | BoolOp | In | Cond | Call | Aggregate
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """A call of a function the policy defines (`define:`): `args` as written, and `body`,
+    the definition's expression, in which the argument names stand for `args`."""
+
+    func: str
+    args: tuple[Node, ...]
+    body: Node
+    span: Span
+
+
+Node = (
+    Literal
+    | ListLit
+    | Name
+    | Unary
+    | Binary
+    | Compare
+    | BoolOp
+    | In
+    | Cond
+    | Call
+    | Aggregate
+    | Apply
+)
 
 # Aggregates over a relation are nodes of their own; the functions are in
 # `eligibility.functions`, one registry entry each.
@@ -159,8 +183,40 @@ def children(node: Node) -> tuple[Node, ...]:
             return (a, t, b)
         case Call(args=args):
             return args
+        case Apply(args=args, body=body):
+            return (*args, body)
         case Aggregate(body=body):
             return () if body is None else (body,)
+    raise TypeError(f"not an expression node: {node!r}")
+
+
+def with_children(node: Node, new: tuple[Node, ...]) -> Node:
+    """`node` with its direct sub-expressions (in `children` order) replaced by `new`."""
+    match node:
+        case Literal() | Name():
+            return node
+        case ListLit():
+            return ListLit(new, node.span)
+        case Unary():
+            return Unary(node.op, new[0], node.span)
+        case Binary():
+            return Binary(node.op, new[0], new[1], node.span)
+        case Compare():
+            return Compare(node.op, new[0], new[1], node.span)
+        case BoolOp():
+            return BoolOp(node.op, new, node.span)
+        case In():
+            options = new[1]
+            assert isinstance(options, ListLit | Name)
+            return In(new[0], options, node.negated, node.span)
+        case Cond():
+            return Cond(new[1], new[0], new[2], node.span)
+        case Call():
+            return Call(node.func, new, node.span)
+        case Aggregate():
+            return Aggregate(node.func, node.relation, new[0] if new else None, node.span)
+        case Apply():
+            return Apply(node.func, new[:-1], new[-1], node.span)
     raise TypeError(f"not an expression node: {node!r}")
 
 

@@ -43,6 +43,7 @@ from eligibility.checked import (
     RunDate,
     Scope,
 )
+from eligibility.functions import FUNCTIONS
 from eligibility.schema import PolicyFile
 from eligibility.typecheck import Checker, entity_scope
 from eligibility.types import NUMERIC, Type, comparable, unify
@@ -152,6 +153,7 @@ def _check(
         spec.target, names, base.what + ", lets, params and run dates", relations_from=spec.target
     )
     params = _params(c, spec, scope, reading)
+    _defines(c, spec, scope)
     lets = _lets(c, spec, scope, reading)
     conditions = _conditions(c, spec, scope)
     amount = _amount(c, spec, scope)
@@ -327,6 +329,27 @@ def _param_value(c: Checker, loc: Loc, value: Any) -> tuple[A.Node | KeyedValues
         return KeyedValues(tuple(entries), default), types.pop(), "table"
     got = _param_literal(c, loc, value)
     return None if got is None else (got[0], got[1], "value")
+
+
+def _defines(c: Checker, spec: PolicyFile, scope: Scope) -> None:
+    """The policy's own functions: named apart from everything else, each parsed once here
+    (a syntax error is reported even if nothing calls it); applied where they are called."""
+    taken = {*FUNCTIONS, *A.AGGREGATES, *scope.names, *spec.let}
+    for name, d in spec.define.items():
+        if name in taken:
+            c.problem_at(
+                ("define", name),
+                Code.NAME_CLASH,
+                f"{name!r} is already the name of a function, feature, parameter or let",
+                "choose another name",
+            )
+            continue
+        c.defines[name] = d
+    for name in c.defines:
+        d = c.defines[name]
+        if d.expr is not None:
+            earlier = list(c.defines)[: list(c.defines).index(name)]
+            c.parse(("define", name, "expr"), d.expr, earlier)
 
 
 def _lets(c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None) -> dict[str, A.Node]:
@@ -531,13 +554,15 @@ def _literal_written(c: Checker, n: A.Literal) -> None:
 
 
 def _bare_percentish(node: A.Node) -> bool:
-    """A number written without % or unit, above 1 and at most 100: `premium * 50`."""
+    """A number written without % or unit that reads like a percentage: 5 to 100 in steps
+    of 5 (`premium * 50`); a count of months or quarters (12, 3) does not."""
     return (
         isinstance(node, A.Literal)
         and node.unit == ""
         and isinstance(node.value, Decimal)
         and "%" not in node.span.text
-        and 1 < node.value <= 100
+        and 5 <= node.value <= 100
+        and node.value % 5 == 0
     )
 
 

@@ -75,7 +75,17 @@ class ColumnRef:
     type: Type
 
 
-Binding = FeatureRef | LetRef | ParamRef | RunDate | ColumnRef
+@dataclass(frozen=True)
+class ArgRef:
+    """An argument of a defined function, inside its body: stands for the expression the
+    call gives (`node`, evaluated where the call is)."""
+
+    name: str
+    type: Type
+    node: A.Node
+
+
+Binding = FeatureRef | LetRef | ParamRef | RunDate | ColumnRef | ArgRef
 
 
 @dataclass

@@ -148,6 +148,11 @@ def _(node: A.Call, outer: int) -> str:
 
 
 @_src.register
+def _(node: A.Apply, outer: int) -> str:
+    return f"{node.func}(" + ", ".join(_src(x, 0) for x in node.args) + ")"
+
+
+@_src.register
 def _(node: A.Aggregate, outer: int) -> str:
     if node.body is None:
         return f"{node.func}({node.relation})"

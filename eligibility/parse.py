@@ -141,8 +141,11 @@ def tokenize(text: str) -> list[Token]:
 class ExprParser:
     """A recursive-descent parser over one expression string."""
 
-    def __init__(self, text: str, file: str, where: Where) -> None:
+    def __init__(
+        self, text: str, file: str, where: Where, defined: dict[str, int] | None = None
+    ) -> None:
         self.text, self.file, self.where = text, file, where
+        self.defined = defined or {}  # the policy's own functions: name -> arguments
         self.tokens: list[Token] = []
         self.i = 0
         self.nesting = 0
@@ -392,9 +395,18 @@ class ExprParser:
             if name.text in ("any", "all", "sum") and body is None:
                 raise _Fail(name.offset, f"{name.text}() needs an expression after the relation")
             return A.Aggregate(name.text, args[0].name, body, span)  # type: ignore[arg-type]
+        if name.text in self.defined:  # the policy's own: the checker applies it
+            want = self.defined[name.text]
+            if len(args) != want:
+                raise _Fail(
+                    name.offset,
+                    f"{name.text}() takes {want} arguments, got {len(args)}",
+                    code=Code.ARITY,
+                )
+            return A.Call(name.text, tuple(args), span)
         fn = FUNCTIONS.get(name.text)
         if fn is None:
-            known = sorted([*FUNCTIONS, *A.AGGREGATES])
+            known = sorted([*FUNCTIONS, *A.AGGREGATES, *self.defined])
             raise _Fail(
                 name.offset,
                 f"unknown function {name.text!r}",
@@ -411,14 +423,19 @@ class ExprParser:
 
 
 def parse_expression(
-    text: str, file: str = "<expr>", line: int = 1, col: int = 1, where: Where | None = None
+    text: str,
+    file: str = "<expr>",
+    line: int = 1,
+    col: int = 1,
+    where: Where | None = None,
+    defined: dict[str, int] | None = None,
 ) -> A.Node:
     """Parse one expression; raises ProblemsError with the problem positioned in the file.
 
     `where` gives the file position of an offset in `text` (a value folded over several
     lines of YAML); without it, `text` starts at `line`:`col` and its newlines are lines.
     """
-    parser = ExprParser(text, file, where or _plain_where(text, line, col))
+    parser = ExprParser(text, file, where or _plain_where(text, line, col), defined)
     try:
         if len(text) > MAX_LENGTH:
             raise _Fail(

@@ -25,6 +25,7 @@ from common.periods import add_months
 from eligibility import ast as A
 from eligibility.amounts import Amount, Formula, MarginalTiers, Rounding, StepTiers, Table
 from eligibility.checked import (
+    ArgRef,
     CheckedPolicy,
     ColumnRef,
     FeatureRef,
@@ -94,6 +95,8 @@ def _name(node: A.Name, env: Env) -> Any:
     if isinstance(b, FeatureRef | ColumnRef):
         key = node.name if isinstance(b, FeatureRef) else Naming.link(node.name)
         return _num(env.values.get(key), b.type)
+    if isinstance(b, ArgRef):  # a defined function's argument: the call's expression
+        return evaluate(b.node, env)
     raise TypeError(b)
 
 
@@ -177,6 +180,11 @@ def _call(node: A.Call, env: Env) -> Any:
     if FUNCTIONS[node.func].strict and any(a is None for a in args):
         return None
     return RULES[node.func](node, args, env)
+
+
+@evaluate.register
+def _apply(node: A.Apply, env: Env) -> Any:
+    return evaluate(node.body, env)
 
 
 @evaluate.register

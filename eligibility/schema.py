@@ -291,6 +291,26 @@ class Case(_Strict):
     expect: Expect
 
 
+class Define(_Strict):
+    """A function of the policy's own, declared once and used where it is needed (a
+    per-person tier applied to each member of a household): an expression of its
+    arguments, or step tiers by one of them (`otherwise` where no bracket holds)."""
+
+    args: list[str]
+    expr: str | None = None
+    tiers: Tiers | None = None
+    otherwise: Scalar = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Define:
+        if (self.expr is None) == (self.tiers is None):
+            raise ValueError("a definition has exactly one of expr or tiers")
+        if self.tiers is not None and self.tiers.mode != "step":
+            raise ValueError("a defined tier table is a step table")
+        return self
+
+
 class PolicyFile(_Strict):
     """One policy, as its officer writes it."""
 
@@ -306,6 +326,7 @@ class PolicyFile(_Strict):
     priority: int = 0
     budget: Budget | None = None
     params: dict[str, list[ParamValue]] = {}
+    define: dict[str, Define] = {}
     let: dict[str, str] = {}
     eligible: list[Condition]
     amount: Amount

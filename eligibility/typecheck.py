@@ -16,6 +16,7 @@ from common.yamlsrc import Loc, Located
 from eligibility import ast as A
 from eligibility.checked import (
     RUN_DATES,
+    ArgRef,
     Binding,
     CheckedCatalogue,
     ColumnRef,
@@ -26,7 +27,8 @@ from eligibility.checked import (
     Typed,
 )
 from eligibility.functions import FUNCTIONS, listed_name
-from eligibility.parse import parse_expression
+from eligibility.parse import MAX_DEPTH, depth, parse_expression
+from eligibility.schema import Define
 from eligibility.types import NUMERIC, TYPES, Type, arithmetic, comparable, unify
 
 
@@ -40,6 +42,7 @@ class Checker:
         self.warnings: list[Problem] = []
         self.typed = Typed()
         self._shaped: set[int] = set()  # names where a list or table parameter may stand
+        self.defines: dict[str, Define] = {}  # the policy's own functions, in file order
 
     def problem_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
         """Record a problem at a place in the file."""
@@ -73,16 +76,92 @@ class Checker:
         if self.problems:
             raise ProblemsError(self.problems)
 
-    def parse(self, loc: Loc, value: Any) -> A.Node | None:
-        """Parse the expression at `loc`; numbers and dates written bare become literals."""
+    def parse(self, loc: Loc, value: Any, defined: list[str] | None = None) -> A.Node | None:
+        """Parse the expression at `loc`; numbers and dates written bare become literals;
+        calls of the policy's own functions (those in `defined`, default all) applied."""
         text = _as_text(value)
         line, col = self.located.value_at(loc)
         where = self.located.where(loc, text)
+        names = list(self.defines) if defined is None else defined
+        arity = {n: len(self.defines[n].args) for n in names}
         try:
-            return parse_expression(text, self.located.file, line, col, where)
+            node = parse_expression(text, self.located.file, line, col, where, arity)
         except ProblemsError as exc:
-            self.problems.extend(exc.problems)
+            self.problems.extend(p for p in exc.problems if p not in self.problems)
             return None
+        if not arity:
+            return node
+        applied = self._apply(node, names)
+        if applied is not None and depth(applied) > MAX_DEPTH:
+            s = applied.span
+            self.problems.append(
+                Problem(
+                    s.file,
+                    s.line,
+                    s.col,
+                    Code.TOO_COMPLEX,
+                    f"with its defined functions applied, the expression is more than {MAX_DEPTH} operations deep",
+                    "define simpler functions, or split the expression with let:",
+                )
+            )
+            return None
+        return applied
+
+    def _apply(self, node: A.Node, defined: list[str]) -> A.Node | None:
+        """`node` with every call of a defined function made an Apply of its body."""
+        kids = [self._apply(c, defined) for c in A.children(node)]
+        if any(k is None for k in kids):
+            return None
+        new = tuple(k for k in kids if k is not None)
+        if isinstance(node, A.Call) and node.func in self.defines:
+            body = self._body(node.func)
+            return None if body is None else A.Apply(node.func, new, body, node.span)
+        return A.with_children(node, new) if new != A.children(node) else node
+
+    def _body(self, name: str) -> A.Node | None:
+        """A fresh copy of a defined function's body (it may call the ones defined before)."""
+        names = list(self.defines)
+        earlier = names[: names.index(name)]
+        d = self.defines[name]
+        at: Loc = ("define", name)
+        if d.expr is not None:
+            return self.parse((*at, "expr"), d.expr, earlier)
+        assert d.tiers is not None
+        by = self.parse((*at, "tiers", "by"), d.tiers.by, earlier)
+        otherwise = (
+            self.parse((*at, "otherwise"), d.otherwise, earlier)
+            if d.otherwise is not None
+            else A.Literal(None, "", A.Span(self.located.file, *self.located.at(at)))
+        )
+        if by is None or otherwise is None:
+            return None
+        chain: A.Node = otherwise
+        for i, br in reversed(list(enumerate(d.tiers.brackets))):
+            loc: Loc = (*at, "tiers", "brackets", i)
+            value = (
+                self.parse((*loc, "amount"), br.amount, earlier) if br.amount is not None else None
+            )
+            if value is None:
+                if br.amount is None:
+                    self.problem_at(
+                        loc,
+                        Code.BRACKET_INCOMPLETE,
+                        "a bracket needs amount",
+                        "add amount: 100 yuan",
+                    )
+                return None
+            tests: list[A.Node] = []
+            for key, raw, op in (("from", br.from_, ">="), ("to", br.to, "<")):
+                if raw is not None:
+                    bound = self.parse((*loc, key), raw, earlier)
+                    if bound is None:
+                        return None
+                    tests.append(A.Compare(op, by, bound, bound.span))  # type: ignore[arg-type]
+            test = tests[0] if len(tests) == 1 else A.BoolOp("and", tuple(tests), value.span)
+            chain = A.Cond(test, value, chain, value.span) if tests else value
+        # Unknown `by`: unknown, as step tiers are (not `otherwise`).
+        missing = A.Call("is_missing", (by,), by.span)
+        return A.Cond(missing, A.Literal(None, "", by.span), chain, by.span)
 
     def check(self, node: A.Node, scope: Scope) -> Type | None:
         """The type of `node` in `scope`; None (with a problem recorded) if it has none."""
@@ -315,6 +394,20 @@ class Checker:
                 return None
             self.typed.lists.add((scope.entity, name))
         return result
+
+    @_type.register
+    def _applied(self, node: A.Apply, scope: Scope) -> Type | None:
+        types = [self.check(a, scope) for a in node.args]
+        if any(t is None for t in types):
+            return None
+        d = self.defines[node.func]
+        names: dict[str, Binding] = {
+            n: b for n, b in scope.names.items() if isinstance(b, ParamRef | RunDate)
+        }
+        for arg_name, arg, t in zip(d.args, node.args, types, strict=True):
+            names[arg_name] = ArgRef(arg_name, t, arg)  # type: ignore[arg-type]
+        what = f"the arguments of {node.func}(): {', '.join(d.args)}; parameters; run dates"
+        return self.check(node.body, Scope(scope.entity, names, what, relations_from=None))
 
     @_type.register
     def _aggregate(self, node: A.Aggregate, scope: Scope) -> Type | None:

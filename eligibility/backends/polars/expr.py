@@ -33,7 +33,7 @@ from eligibility.backends.polars.base import (
     literal,
 )
 from eligibility.backends.polars.functions import RULES
-from eligibility.checked import ColumnRef, FeatureRef, LetRef, ParamRef, RunDate
+from eligibility.checked import ArgRef, ColumnRef, FeatureRef, LetRef, ParamRef, RunDate
 from eligibility.functions import FUNCTIONS
 from eligibility.types import Type
 
@@ -66,6 +66,8 @@ def _(node: A.Name, ctx: Context) -> pl.Expr:
         return pl.lit(ctx.dates[binding.name], dtype=pl.Date)
     if isinstance(binding, FeatureRef | ColumnRef):
         return ctx.column(binding)
+    if isinstance(binding, ArgRef):  # a defined function's argument: the call's expression
+        return _compile(binding.node, ctx)
     raise CompileError(f"unbound name {node.name}")
 
 
@@ -192,6 +194,11 @@ def _(node: A.Call, ctx: Context) -> pl.Expr:
     skip = FUNCTIONS[node.func].param_arg  # a list or table parameter: the rule reads it
     args = [pl.lit(None) if i == skip else _compile(a, ctx) for i, a in enumerate(node.args)]
     return RULES[node.func](node, args, ctx)
+
+
+@_compile.register
+def _(node: A.Apply, ctx: Context) -> pl.Expr:
+    return _compile(node.body, ctx)
 
 
 @_compile.register
