@@ -228,6 +228,15 @@ def walk(node: Node) -> list[Node]:
     return out
 
 
+def walk_outside_aggregates(node: Node) -> list[Node]:
+    """Every node of the tree but those inside aggregate bodies, parents before children."""
+    out = [node]
+    if not isinstance(node, Aggregate):
+        for child in children(node):
+            out.extend(walk_outside_aggregates(child))
+    return out
+
+
 def names(node: Node) -> set[str]:
     """The names an expression reads outside of any aggregate body."""
     found: set[str] = set()

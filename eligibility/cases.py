@@ -23,6 +23,7 @@ from common.yamlsrc import Loc
 from eligibility import ast as A
 from eligibility.backends.polars.expr import compile_expr
 from eligibility.backends.polars.policy import (
+    OWNER_COLUMN,
     aggregate_expressions,
     evaluate_frame,
     policy_context,
@@ -254,6 +255,8 @@ def run_case(
                 pl.lit(1, dtype=pl.Int32).alias("_owner"),
                 *[pl.Series(Naming.link(a), [m.get(a) for m in members]) for a in rel.attributes],
             )
+            # The owner's features beside each link, for owner.x and lets read on the owner.
+            links = links.join(frame.select(pl.all().name.prefix(OWNER_COLUMN)), how="cross")
             value = links.group_by("_owner").agg(aggregate_expressions(cat, [an])).drop("_owner")
             if an.kind != "payee" and an.node.func in ("count", "sum"):
                 value = value.with_columns(pl.col(col).fill_null(0))
@@ -305,7 +308,8 @@ def _condition_with_values(
 ) -> str:
     """The failing condition in plain words, with the values its names had in this case."""
     ctx = policy_context(policy, cat, Naming(cat), as_of)
-    names = {n.name: n for n in A.walk(node) if isinstance(n, A.Name)}
+    # The entity's own names, not those inside an aggregate (a related person's features).
+    names = {n.name: n for n in A.walk_outside_aggregates(node) if isinstance(n, A.Name)}
     if not names:
         return condition_text(node)
     row = frame.select([compile_expr(n, ctx).alias(k) for k, n in names.items()]).row(0, named=True)

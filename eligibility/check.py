@@ -45,7 +45,7 @@ from eligibility.checked import (
 )
 from eligibility.functions import FUNCTIONS
 from eligibility.schema import PolicyFile
-from eligibility.typecheck import Checker, entity_scope
+from eligibility.typecheck import Checker, entity_scope, owner_level
 from eligibility.types import NUMERIC, Type, comparable, unify
 
 
@@ -154,7 +154,7 @@ def _check(
     )
     params = _params(c, spec, scope, reading)
     _defines(c, spec, scope)
-    lets = _lets(c, spec, scope, reading)
+    lets = _lets(c, spec, scope, reading, cat)
     conditions = _conditions(c, spec, scope)
     amount = _amount(c, spec, scope)
     payee_where = _payee(c, spec, scope, cat)
@@ -352,7 +352,9 @@ def _defines(c: Checker, spec: PolicyFile, scope: Scope) -> None:
             c.parse(("define", name, "expr"), d.expr, earlier)
 
 
-def _lets(c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None) -> dict[str, A.Node]:
+def _lets(
+    c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None, cat: CheckedCatalogue
+) -> dict[str, A.Node]:
     """Each `let`, typed in the scope of the ones before it; a reading's expression instead
     where it sets one."""
     lets: dict[str, A.Node] = {}
@@ -384,6 +386,8 @@ def _lets(c: Checker, spec: PolicyFile, scope: Scope, reading: Reading | None) -
         if t is not None:
             scope.names[lname] = LetRef(lname, t)
             lets[lname] = node
+            if owner_level(node, c.typed, cat, spec.target, c.owner_lets):
+                c.owner_lets[lname] = node
     return lets
 
 

@@ -85,7 +85,20 @@ class ArgRef:
     node: A.Node
 
 
-Binding = FeatureRef | LetRef | ParamRef | RunDate | ColumnRef | ArgRef
+@dataclass(frozen=True)
+class OwnerRef:
+    """Inside an aggregate body, a value of the entity the aggregate is taken for: its own
+    feature (`owner.x`, `feature`), or a let of the policy evaluated on it (`let`)."""
+
+    name: str
+    type: Type
+    feature: str | None = None
+    let: A.Node | None = None
+
+
+Binding = FeatureRef | LetRef | ParamRef | RunDate | ColumnRef | ArgRef | OwnerRef
+
+OWNER = "owner."  # owner.x: the owner's feature x, inside an aggregate body
 
 
 @dataclass

@@ -18,7 +18,15 @@ from common.errors import Code, Problem, ProblemsError
 from common.money import to_fen
 from common.periods import Period, Window, assessed_window, benefit_period
 from eligibility import ast as A
-from eligibility.checked import CheckedCatalogue, CheckedPolicy, FeatureRef, KeyedValues, Typed
+from eligibility.checked import (
+    CheckedCatalogue,
+    CheckedPolicy,
+    FeatureRef,
+    KeyedValues,
+    LetRef,
+    OwnerRef,
+    Typed,
+)
 from eligibility.functions import FUNCTIONS, listed_name
 
 FAR_FUTURE = dt.date(9999, 12, 31)
@@ -217,6 +225,32 @@ class AggregateNeed:
     kind: str = "aggregate"  # aggregate | payee
     dates: dict[str, dt.date] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    lets: dict[str, A.Node] = field(default_factory=dict)  # the policy's, for owner-level lets
+
+    def owner_reads(self) -> set[str]:
+        """The owner's features the body reads: `owner.x`, and those of the lets it reads."""
+        found: set[str] = set()
+        lets: list[A.Node] = []
+        for n in A.walk(self.node.body) if self.node.body is not None else []:
+            b = self.typed.bindings.get(id(n))
+            if isinstance(b, OwnerRef):
+                if b.feature is not None:
+                    found.add(b.feature)
+                elif b.let is not None:
+                    lets.append(b.let)
+        done: set[int] = set()
+        while lets:  # a let is read on the owner: its features are the owner's
+            let = lets.pop()
+            if id(let) in done:
+                continue
+            done.add(id(let))
+            for n in A.walk(let):
+                b = self.typed.bindings.get(id(n))
+                if isinstance(b, FeatureRef):
+                    found.add(b.name)
+                elif isinstance(b, LetRef) and b.name in self.lets:
+                    lets.append(self.lets[b.name])
+        return found
 
 
 @dataclass
@@ -249,7 +283,7 @@ def needs(
         for agg in top_level_aggregates(p):
             col = naming.aggregate(p.id, agg, window)
             top.aggregates[col] = AggregateNeed(
-                col, agg, p.typed, window, "aggregate", dates, params
+                col, agg, p.typed, window, "aggregate", dates, params, p.lets
             )
             _member_needs(out, cat, naming, agg, p.typed, window)
         if p.spec.payee != "self":
@@ -257,7 +291,9 @@ def needs(
             body = p.payee_where
             node = A.Aggregate("any", rel, body, body.span if body else A.Span(p.file, 1, 1))
             col = naming.payee(p.id)
-            top.aggregates[col] = AggregateNeed(col, node, p.typed, window, "payee", dates, params)
+            top.aggregates[col] = AggregateNeed(
+                col, node, p.typed, window, "payee", dates, params, p.lets
+            )
             if body is not None:
                 _member_needs(out, cat, naming, node, p.typed, window)
         for call in _top_level_calls(p):

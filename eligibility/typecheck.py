@@ -15,12 +15,15 @@ from common.errors import Code, Problem, ProblemsError, did_you_mean
 from common.yamlsrc import Loc, Located
 from eligibility import ast as A
 from eligibility.checked import (
+    OWNER,
     RUN_DATES,
     ArgRef,
     Binding,
     CheckedCatalogue,
     ColumnRef,
     FeatureRef,
+    LetRef,
+    OwnerRef,
     ParamRef,
     RunDate,
     Scope,
@@ -43,6 +46,7 @@ class Checker:
         self.typed = Typed()
         self._shaped: set[int] = set()  # names where a list or table parameter may stand
         self.defines: dict[str, Define] = {}  # the policy's own functions, in file order
+        self.owner_lets: dict[str, A.Node] = {}  # lets an aggregate body may read (`owner_level`)
 
     def problem_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
         """Record a problem at a place in the file."""
@@ -213,6 +217,13 @@ class Checker:
             fix = did_you_mean(node.name, list(scope.names), f"the names here ({scope.what})")
             if node.name in RUN_DATES:
                 fix = f"{node.name} is not available here"
+            elif node.name.startswith(OWNER):
+                owners = [n for n in scope.names if n.startswith(OWNER)]
+                fix = (
+                    "owner.<feature> names a feature of the entity itself, inside "
+                    "count/any/all/sum and a payee's where"
+                    + (f"; {did_you_mean(node.name, owners, 'they')}" if owners else "")
+                )
             elif "did you mean" in fix:
                 fix += " Known features are listed by `disburse features`"
             self.problem(node, Code.UNKNOWN_NAME, f"unknown name {node.name!r}", fix)
@@ -428,7 +439,7 @@ class Checker:
                 else f"no relation starts from {scope.relations_from or 'here'}",
             )
             return None
-        body_scope = member_scope(cat, node.relation, scope)
+        body_scope = member_scope(cat, node.relation, scope, self.owner_lets)
         self.typed.scopes[id(node)] = body_scope
         self.typed.aggregates.append(node)
         if node.body is None:
@@ -446,21 +457,49 @@ class Checker:
         return self.expect(node.body, body_scope, set(NUMERIC), "sum() adds up numbers")
 
 
-def member_scope(cat: CheckedCatalogue, relation: str, outer: Scope) -> Scope:
-    """Names inside an aggregate body: the related entity's features and the link's attributes."""
+def member_scope(
+    cat: CheckedCatalogue, relation: str, outer: Scope, owner_lets: dict[str, A.Node] | None = None
+) -> Scope:
+    """Names inside an aggregate body: the related entity's features and the link's
+    attributes; the owner's own features as `owner.x`, and the policy's lets that read only
+    those (evaluated on the owner); parameters and run dates."""
     rel = cat.spec.relations[relation]
     names: dict[str, Binding] = dict(entity_scope(cat, rel.to).names)
     for attr, column in rel.attributes.items():
         names[attr] = ColumnRef(attr, column, cat.source_columns[rel.source][column])
+    for fname, f in cat.features_of(rel.from_).items():
+        if f.source is not None:  # not a relation feature: no aggregate inside an aggregate
+            names[OWNER + fname] = OwnerRef(OWNER + fname, f.type, feature=fname)
     for n, b in outer.names.items():
         if isinstance(b, ParamRef | RunDate):
             names.setdefault(n, b)
+        elif isinstance(b, LetRef) and owner_lets and n in owner_lets:
+            names.setdefault(n, OwnerRef(n, b.type, let=owner_lets[n]))
     return Scope(
         rel.to,
         names,
-        f"features of the related {rel.to} and the link's attributes",
+        f"features of the related {rel.to}, the link's attributes, owner.<feature>",
         relations_from=None,
     )
+
+
+def owner_level(
+    node: A.Node, typed: Typed, cat: CheckedCatalogue, entity: str, lets: dict[str, A.Node]
+) -> bool:
+    """Whether a let reads only what an aggregate body can see of its owner: the owner's
+    source features, parameters, run dates and such lets (no aggregate, no credit list)."""
+    features = cat.features_of(entity)
+    for n in A.walk(node):
+        if isinstance(n, A.Aggregate):
+            return False
+        if isinstance(n, A.Call) and FUNCTIONS[n.func].names_list:
+            return False
+        b = typed.bindings.get(id(n))
+        if isinstance(b, FeatureRef) and features[b.name].source is None:
+            return False
+        if isinstance(b, LetRef) and b.name not in lets:
+            return False
+    return True
 
 
 def entity_scope(cat: CheckedCatalogue, entity: str) -> Scope:

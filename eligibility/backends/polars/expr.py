@@ -33,7 +33,7 @@ from eligibility.backends.polars.base import (
     literal,
 )
 from eligibility.backends.polars.functions import RULES
-from eligibility.checked import ArgRef, ColumnRef, FeatureRef, LetRef, ParamRef, RunDate
+from eligibility.checked import ArgRef, ColumnRef, FeatureRef, LetRef, OwnerRef, ParamRef, RunDate
 from eligibility.functions import FUNCTIONS
 from eligibility.types import Type
 
@@ -64,7 +64,7 @@ def _(node: A.Name, ctx: Context) -> pl.Expr:
         return literal(ctx.params[binding.name], binding.type)
     if isinstance(binding, RunDate):
         return pl.lit(ctx.dates[binding.name], dtype=pl.Date)
-    if isinstance(binding, FeatureRef | ColumnRef):
+    if isinstance(binding, FeatureRef | ColumnRef | OwnerRef):
         return ctx.column(binding)
     if isinstance(binding, ArgRef):  # a defined function's argument: the call's expression
         return _compile(binding.node, ctx)

@@ -20,7 +20,7 @@ from common.periods import Window
 from eligibility import ast as A
 from eligibility.backends.polars.base import DEC, Context
 from eligibility.backends.polars.expr import compile_expr
-from eligibility.backends.polars.policy import aggregate_expressions
+from eligibility.backends.polars.policy import OWNER_COLUMN, aggregate_expressions
 from eligibility.checked import CheckedCatalogue, ColumnRef, Typed
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming, body_needs
 
@@ -265,6 +265,30 @@ def _relation_aggregates(
         scan_source, cat, rel.to, body_needs(cat, rel.to, items), as_of, depth + 1, only=only
     )
     joined = links.join(members, on=member_sk, how="left")
+    owned = sorted({f for an in items for f in an.owner_reads()})
+    if owned:  # owner.x and lets read on the owner: the owner's features beside each link
+        naming = Naming(cat)
+        need = EntityNeeds(
+            features={(f, window if naming.windowed(rel.from_, f) else None) for f in owned}
+        )
+        other = "person" if rel.from_ == "enterprise" else "enterprise"
+        frame = entity_frame(
+            scan_source,
+            cat,
+            rel.from_,
+            {rel.from_: need, other: EntityNeeds()},
+            as_of,
+            depth + 1,
+            only=owners,
+        )
+        keep = [c for c in frame.collect_schema().names() if c not in (owner_sk, "entity_id")]
+        joined = joined.join(
+            frame.select(
+                pl.col(owner_sk).alias("_owner"), *[pl.col(c).alias(OWNER_COLUMN + c) for c in keep]
+            ),
+            on="_owner",
+            how="left",
+        )
     aggs = aggregate_expressions(cat, items)
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
 

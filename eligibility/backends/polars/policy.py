@@ -20,7 +20,14 @@ from eligibility import ast as A
 from eligibility.backends.polars.amounts import amount
 from eligibility.backends.polars.base import DEC, Context, as_decimal
 from eligibility.backends.polars.expr import compile_expr
-from eligibility.checked import Binding, CheckedCatalogue, CheckedPolicy, ColumnRef, FeatureRef
+from eligibility.checked import (
+    Binding,
+    CheckedCatalogue,
+    CheckedPolicy,
+    ColumnRef,
+    FeatureRef,
+    OwnerRef,
+)
 from eligibility.plan import AggregateNeed, Naming, param_values, run_dates
 
 RESULT_FIELDS = ("eligible", "amount_fen", "reason", "mask", "payee", "rank")
@@ -63,16 +70,53 @@ def policy_context(
     )
 
 
+OWNER_COLUMN = "owner:"  # the owner's feature columns beside each link (`owner.x`)
+
+
+def owner_column(
+    cat: CheckedCatalogue, naming: Naming, owner: str, name: str, window: object
+) -> pl.Expr:
+    """An owner's feature in the frame of its links, in its representation."""
+    f = cat.features_of(owner)[name]
+    col = pl.col(OWNER_COLUMN + naming.feature(owner, name, window))  # type: ignore[arg-type]
+    if f.type == "money":
+        return col.cast(DEC) * int(to_fen(1, f.unit or "fen"))
+    return col.cast(DEC) if f.type == "number" else col
+
+
 def member_context(cat: CheckedCatalogue, naming: Naming, need: AggregateNeed) -> Context:
-    """How names inside an aggregate body resolve: member features and link attributes."""
-    member = cat.relation(need.node.relation).to
+    """How names inside an aggregate body resolve: member features and link attributes;
+    the owner's features (`owner.x`) and lets read on the owner, from the owner columns
+    beside each link."""
+    rel = cat.relation(need.node.relation)
+    member, owner = rel.to, rel.from_
     window = need.window
+
+    def owner_side(b: Binding) -> pl.Expr:
+        if isinstance(b, FeatureRef):
+            return owner_column(cat, naming, owner, b.name, window)
+        raise TypeError(f"{b} is not a feature of the owner {owner}")
+
+    on_owner = Context(
+        typed=need.typed,
+        column=owner_side,
+        aggregate=lambda node: pl.lit(None),
+        listed=lambda name: pl.lit(None),
+        params=need.params,
+        dates=need.dates,
+        lets=need.lets,
+        feature=lambda name: owner_column(cat, naming, owner, name, window),
+    )
 
     def column(b: Binding) -> pl.Expr:
         if isinstance(b, FeatureRef):
             return feature_column(cat, naming, member, b.name, window)
         if isinstance(b, ColumnRef):
             return pl.col(Naming.link(b.name))
+        if isinstance(b, OwnerRef) and b.feature is not None:
+            return owner_column(cat, naming, owner, b.feature, window)
+        if isinstance(b, OwnerRef) and b.let is not None:
+            return compile_expr(b.let, on_owner)
         raise TypeError(f"{b} is not a column of a related {member}")
 
     return Context(
