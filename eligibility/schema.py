@@ -324,6 +324,11 @@ class PolicyFile(_Strict):
     benefit_period: Literal["once", "year", "quarter", "month"]
     group: str | None = None
     priority: int = 0
+    decide: Literal["each_run", "once"] = Field(
+        default="each_run",
+        description="each_run: every night decides again (a changed entity is adjusted); "
+        "once: a grant stands once posted (who leaves after the review keeps it)",
+    )
     budget: Budget | None = None
     params: dict[str, list[ParamValue]] = {}
     define: dict[str, Define] = {}

@@ -74,6 +74,7 @@ class Terms:
     priority: int
     budget_fen: int | None
     over_budget: str | None
+    decide: str = "each_run"  # once: a key granted on an earlier night stands as granted
 
     @classmethod
     def of(cls, policy: CheckedPolicy, as_of: dt.date) -> Terms:
@@ -90,6 +91,7 @@ class Terms:
             priority=policy.spec.priority,
             budget_fen=yuan_to_fen(budget.total_yuan) if budget else None,
             over_budget=budget.over_budget if budget else None,
+            decide=policy.spec.decide,
         )
 
 
@@ -405,6 +407,15 @@ def allocate(
             .join(held_now, on="entity", how="left")
             .with_columns(pl.col("held_fen").fill_null(0))
         )
+        if t.decide == "once":  # granted on an earlier night: stands, whatever tonight says
+            granted = pl.col("held_fen") > 0
+            rows = rows.with_columns(
+                pl.when(granted)
+                .then(pl.col("held_fen"))
+                .otherwise("stacked_fen")
+                .alias("stacked_fen"),
+                pl.when(granted).then(pl.lit("decided")).otherwise("stacking").alias("stacking"),
+            )
         rep = PolicyAllocation(
             t.policy_id,
             t.period,

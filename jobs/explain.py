@@ -422,6 +422,8 @@ def _stacking(s: str | None) -> str:
         return "not in a stacking group"
     if s == "alone":
         return "the only claim of its group"
+    if s == "decided":
+        return "decided on an earlier night (decide: once): the grant stands as posted"
     if s == "won":
         return "the highest claim of its group: it is the one paid"
     if s.startswith("lost:"):

@@ -243,3 +243,37 @@ def test_period_bounds() -> None:
     assert period_bounds("2026-Q1") == (dt.date(2026, 1, 1), dt.date(2026, 3, 31))
     assert period_bounds("2026-02") == (dt.date(2026, 2, 1), dt.date(2026, 2, 28))
     assert period_bounds("2026-12") == (dt.date(2026, 12, 1), dt.date(2026, 12, 31))
+
+
+def test_a_policy_decided_once_keeps_its_grants_whatever_tonight_says() -> None:
+    """decide: once. A (granted 600, tonight no longer eligible) keeps 600, C (granted 600,
+    tonight claims 900) keeps 600; B is decided for the first time tonight.  Decided each
+    run, A is reversed and C raised."""
+    decisions = pl.DataFrame(
+        {
+            "policy_id": ["p"] * 3,
+            "period": ["2026"] * 3,
+            "target": ["enterprise"] * 3,
+            "entity_id": ["A", "B", "C"],
+            "eligible": [False, True, True],
+            "amount_fen": [0, 500, 900],
+            "payee": [None, "B", "C"],
+            "rank": [None, None, None],
+        },
+        schema_overrides={"rank": pl.Float64},
+    )
+    held = pl.DataFrame(
+        {
+            "policy_id": ["p", "p"],
+            "benefit_period": ["2026", "2026"],
+            "entity": ["A", "C"],
+            "payee": ["A", "C"],
+            "net_fen": [600, 600],
+        }
+    )
+    once = Terms("p", "enterprise", "2026", *YEAR, "", 0, None, None, "once")
+    got = allocate(decisions, [once], held).entitlements
+    assert dict(got.select("entity", "amount_fen").iter_rows()) == {"A": 600, "B": 500, "C": 600}
+    assert dict(got.select("entity", "stacking").iter_rows())["A"] == "decided"
+    each = allocate(decisions, [terms("p", "", 0, None, None)], held).entitlements
+    assert dict(each.select("entity", "amount_fen").iter_rows()) == {"A": 0, "B": 500, "C": 900}
