@@ -106,6 +106,16 @@ def assessed_window(kind: str, as_of: dt.date, period: Period) -> Window:
     return Window(last_complete, last_complete)
 
 
+def look_back(window: Window, years_before: int = 0, months: int | None = None) -> Window:
+    """`window` shifted back by whole years, then (with `months`) the last `months` months
+    of it: a feature that reads ten years before the assessed window's end."""
+    last = add_months(window.last, -12 * years_before)
+    first = add_months(window.first, -12 * years_before)
+    if months is not None:
+        first = add_months(last, -(months - 1))
+    return Window(first, last)
+
+
 def period_of_key(key: str, once: tuple[dt.date, dt.date] = FOREVER) -> Period:
     """The benefit period a ledger key names: 2026, 2026-H1, 2026-Q2, 2026-03, or `once`
     (whose bounds are the policy's validity, given as `once`)."""

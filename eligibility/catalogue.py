@@ -146,6 +146,13 @@ def _check_source_feature(
     assert fdef.source is not None
     if not _need_source(checker, cat, (*loc, "source"), fdef.source):
         return
+    if fdef.window is not None and fdef.source not in cat.spec.timed:
+        checker.problem_at(
+            (*loc, "window"),
+            Code.BAD_VALUE,
+            f"feature {fname!r} reads {fdef.source}, which has no months: a look-back has no meaning",
+            "give window: only to features of a source listed under timed:",
+        )
     if fdef.column is not None and _need_column(
         checker, cat, (*loc, "column"), fdef.source, fdef.column
     ):
@@ -175,6 +182,13 @@ def _check_relation_feature(
 ) -> None:
     loc: Loc = ("features", entity, fname)
     assert fdef.relation is not None
+    if fdef.window is not None:
+        checker.problem_at(
+            (*loc, "window"),
+            Code.BAD_VALUE,
+            f"feature {fname!r} aggregates a relation: its window is the relation's `during`",
+            "leave out window:",
+        )
     if fdef.relation not in cat.spec.relations:
         checker.problem_at(
             (*loc, "relation"),

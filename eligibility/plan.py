@@ -16,7 +16,7 @@ from typing import Any
 
 from common.errors import Code, Problem, ProblemsError
 from common.money import to_fen
-from common.periods import Period, Window, assessed_window, benefit_period
+from common.periods import Period, Window, assessed_window, benefit_period, look_back
 from eligibility import ast as A
 from eligibility.checked import (
     CheckedCatalogue,
@@ -168,8 +168,17 @@ class Naming:
                 return True
         return rel.during is not None
 
+    def window_of(self, entity: str, name: str, window: Window) -> Window:
+        """The months a feature reads for a policy assessing `window`: its own look-back
+        (`window:` in the catalogue), else the window itself."""
+        own = self.cat.features_of(entity)[name].window
+        return window if own is None else look_back(window, own.years_before, own.months)
+
     def feature(self, entity: str, name: str, window: Window) -> str:
-        return f"{name}@{window.label}" if self.windowed(entity, name) else name
+        """A feature's column for a policy assessing `window`."""
+        if not self.windowed(entity, name):
+            return name
+        return f"{name}@{self.window_of(entity, name, window).label}"
 
     def aggregate(self, policy_id: str, node: A.Aggregate, window: Window) -> str:
         return f"agg:{node.relation}:{node.func}:{body_digest(policy_id, node)}@{window.label}"

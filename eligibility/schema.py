@@ -65,6 +65,14 @@ class RelationDef(_Strict):
     description: str
 
 
+class FeatureWindow(_Strict):
+    """A feature's own look-back, from the policy's assessed window: shifted back by whole
+    years, and/or the last `months` months of it (which may reach before its start)."""
+
+    years_before: int = Field(default=0, ge=0, le=50)
+    months: int | None = Field(default=None, ge=1, le=600)
+
+
 class FeatureDef(_Strict):
     """A named per-entity value: a column at the snapshot, or an aggregate over the window."""
 
@@ -93,6 +101,9 @@ class FeatureDef(_Strict):
     relation: str | None = None
     body: str | None = Field(default=None, description="for relation features: what sum() adds up")
     unit: Literal["fen", "yuan"] | None = None
+    window: FeatureWindow | None = Field(
+        default=None, description="its own look-back (a timed source's feature only)"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> FeatureDef:

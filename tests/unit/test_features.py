@@ -53,6 +53,22 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
             "agg": "min",
         },
         "tax_rows": {"type": "count", "source": "tax_monthly", "agg": "count"},
+        "tax_year_before": {
+            "type": "money",
+            "unit": "fen",
+            "source": "tax_monthly",
+            "column": "tax_paid_fen",
+            "agg": "sum",
+            "window": {"years_before": 1},
+        },
+        "tax_24_months": {
+            "type": "money",
+            "unit": "fen",
+            "source": "tax_monthly",
+            "column": "tax_paid_fen",
+            "agg": "sum",
+            "window": {"months": 24},
+        },
         "revenue_levels": {
             "type": "count",
             "source": "tax_monthly",
@@ -157,3 +173,14 @@ def test_person_relation_count(staged: Staged) -> None:
     assert rows[pid[0]]["graduated_on"] == dt.date(2024, 6, 30)
     assert [rows[p]["guardian_count"] for p in pid] == [0, 0, 0]  # only a spouse is recorded
     assert [rows[p]["has_bank_account"] for p in pid] == [True, True, False]
+
+
+def test_a_feature_reads_its_own_look_back(staged: Staged) -> None:
+    """Assessing 2026, `years_before: 1` reads 2025 and `months: 24` reads 2025-01..2026-12;
+    the plain feature reads 2026, where there is nothing."""
+    cc = minicity.credit_codes(3)
+    y2026 = Window(dt.date(2026, 1, 1), dt.date(2026, 12, 1))
+    f = _frame(staged, "enterprise", ["tax_year_before", "tax_24_months", "tax_paid"], y2026)
+    rows = {r["entity_id"]: r for r in f.iter_rows(named=True)}
+    a = rows[cc[0]]
+    assert (a["tax_year_before"], a["tax_24_months"], a["tax_paid"]) == (215000, 215000, 0)

@@ -130,23 +130,25 @@ def entity_frame(
         pl.col(id_col).alias("entity_id"),
         *[pl.col(cat.features_of(entity)[n].column or "").alias(n) for n in sorted(own)],
     )
-    groups: dict[tuple[str, Window | None], list[str]] = defaultdict(list)
+    # Grouped by (source, the months read): a feature's own look-back reads other months.
+    groups: dict[tuple[str, Window | None], dict[str, str]] = defaultdict(dict)
     relation_feats: list[tuple[str, Window | None]] = []
     for name, window in sorted(
         need.features - {(n, None) for n in own}, key=lambda x: (x[0], str(x[1]))
     ):
         f = cat.features_of(entity)[name]
         if f.source is not None:
-            groups[(f.source, window)].append(name)
+            reads = naming.window_of(entity, name, window) if window is not None else None
+            column = naming.feature(entity, name, window or Window(dt.date.min, dt.date.min))
+            groups[(f.source, reads)][column] = name
         else:
             relation_feats.append((name, window))
-    for (src, window), names in sorted(groups.items(), key=lambda x: (x[0][0], str(x[0][1]))):
+    for (src, window), by_column in sorted(groups.items(), key=lambda x: (x[0][0], str(x[0][1]))):
         lf = scan(src).filter(pl.col(sk).is_not_null())
         if window is not None and src in cat.spec.timed:
             lf = lf.filter(_in_window(cat, src, window))
-        cols = {
-            n: naming.feature(entity, n, window or Window(dt.date.min, dt.date.min)) for n in names
-        }
+        names = list(by_column.values())
+        cols = {n: c for c, n in by_column.items()}
         agg = lf.group_by(sk).agg([_agg_expr(cat, entity, n, window).alias(cols[n]) for n in names])
         frame = frame.join(agg, on=sk, how="left")
         fills = []
