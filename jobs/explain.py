@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Engine, select
 
-from common.money import format_yuan
+from common.money import format_yuan, yuan_to_fen
 from eligibility import (
     CheckedCatalogue,
     CheckedPolicy,
@@ -145,6 +145,9 @@ class ExplainedPolicy:
     title: str
     basis: PolicyBasis
     sha256: str
+    group: str | None = None  # its stacking group
+    budget_fen: int | None = None  # its budget per benefit period
+    over_budget: str | None = None  # what happens beyond it
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,10 @@ class Explanation:
                     "issued_on": basis.issued_on.isoformat() if basis.issued_on else None,
                 },
                 "sha256": self.policy.sha256,
+                "group": self.policy.group,
+                "budget": None
+                if self.policy.budget_fen is None
+                else {"total_fen": self.policy.budget_fen, "over_budget": self.policy.over_budget},
             },
             "sources": dict(self.sources),
             "entity": self.entity,
@@ -362,6 +369,9 @@ def explain(
             title=spec.title,
             basis=PolicyBasis(spec.basis.document, spec.basis.issued_by, spec.basis.issued_on),
             sha256=archive.policies[policy_id].sha256,
+            group=spec.group,
+            budget_fen=yuan_to_fen(spec.budget.total_yuan) if spec.budget else None,
+            over_budget=spec.budget.over_budget if spec.budget else None,
         ),
         sources=run.sources,
         entity=show(entity),
@@ -419,7 +429,7 @@ def _mask_account(address: str, show: Callable[[Any], Any]) -> str:
 
 def _stacking(s: str | None) -> str:
     if s is None:
-        return "not in a stacking group"
+        return "no other policy of the group claimed for this entity"
     if s == "alone":
         return "the only claim of its group"
     if s == "decided":
@@ -435,7 +445,7 @@ def _stacking(s: str | None) -> str:
 
 def _budget(b: str | None) -> str:
     return {
-        None: "paid in full (no budget limit applied)",
+        None: "nothing new drawn from it tonight: the key kept what it held",
         "within": "within the budget: paid in full",
         "pro_rata": "over budget: scaled pro rata so that exactly the budget left is paid",
         "rank:paid": "over budget: paid in full, by its rank",
@@ -491,8 +501,18 @@ def render_explanation(e: Explanation) -> str:
     if a is None:
         lines.append("  nothing to allocate: no claim, and the ledger held nothing for this key")
     else:
-        lines.append(f"  stacking: {_stacking(a.stacking)}")
-        lines.append(f"  budget: {_budget(a.budget)}")
+        p = e.policy
+        if p.group is None:
+            lines.append("  stacking: not in a stacking group")
+        else:
+            lines.append(f"  stacking: group {p.group}: {_stacking(a.stacking)}")
+        if p.budget_fen is None:
+            lines.append("  budget: none: paid in full")
+        else:
+            lines.append(
+                f"  budget: {format_yuan(p.budget_fen)} yuan per benefit period, "
+                f"{p.over_budget} beyond it: {_budget(a.budget)}"
+            )
         lines.append(
             f"  entitled: {format_yuan(a.amount_fen)} yuan (held before this run: {format_yuan(a.held_before_fen)})"
         )
