@@ -146,6 +146,8 @@ def _check_source_feature(
     assert fdef.source is not None
     if not _need_source(checker, cat, (*loc, "source"), fdef.source):
         return
+    if fdef.window is not None and fdef.window.anchor is not None:
+        _check_anchor(checker, cat, entity, fname, fdef)
     if fdef.window is not None and fdef.source not in cat.spec.timed:
         checker.problem_at(
             (*loc, "window"),
@@ -175,6 +177,39 @@ def _check_source_feature(
             )
     if fdef.where is not None:
         _where(checker, cat, loc, fdef.source, fdef.where, f"{entity}.{fname}", "a feature's where")
+
+
+def _check_anchor(
+    checker: Checker, cat: CheckedCatalogue, entity: str, fname: str, fdef: FeatureDef
+) -> None:
+    """An anchored window: on a date of the entity's own record, over a monthly source, for
+    an aggregation that does not name the window's first or last month."""
+    assert fdef.window is not None
+    loc: Loc = ("features", entity, fname, "window", "anchor")
+    anchor = cat.features_of(entity).get(fdef.window.anchor or "")
+    own = cat.entity_source(entity)
+    timed = cat.spec.timed.get(fdef.source or "")
+    if (
+        anchor is None
+        or anchor.type != "date"
+        or anchor.source != own
+        or anchor.agg not in (None, "value")
+    ):
+        checker.problem_at(
+            loc,
+            Code.BAD_VALUE,
+            f"feature {fname!r} is anchored on {fdef.window.anchor!r}, which is no date of the "
+            f"{entity}'s own record",
+            f"anchor on a date feature read from {own} (agg: value)",
+        )
+    elif timed is None or timed.unit != "month" or fdef.agg in ("at_start", "at_end"):
+        checker.problem_at(
+            loc,
+            Code.BAD_VALUE,
+            f"feature {fname!r}: an anchored window counts months of a monthly source, and not "
+            "at_start or at_end",
+            "anchor a sum, count, months, min, max, first or last over a monthly source",
+        )
 
 
 def _check_relation_feature(

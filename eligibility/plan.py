@@ -149,10 +149,12 @@ class Naming:
         self.cat = cat
 
     def windowed(self, entity: str, name: str) -> bool:
-        """Whether a feature's value depends on the assessed window."""
+        """Whether a feature's value depends on the assessed window (one anchored on the
+        entity's own date does not)."""
         f = self.cat.features_of(entity)[name]
         if f.source is not None:
-            return f.source in self.cat.spec.timed
+            anchored = f.window is not None and f.window.anchor is not None
+            return f.source in self.cat.spec.timed and not anchored
         rel = self.cat.relation(f.relation or "")
         return rel.during is not None or self._body_windowed(
             self.cat.relation_features[f"{entity}.{name}"], self.cat.typed

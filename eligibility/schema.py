@@ -67,10 +67,19 @@ class RelationDef(_Strict):
 
 class FeatureWindow(_Strict):
     """A feature's own look-back, from the policy's assessed window: shifted back by whole
-    years, and/or the last `months` months of it (which may reach before its start)."""
+    years, and/or the last `months` months of it (which may reach before its start); or,
+    with `anchor` (a date of the entity's own record), the `months` months before the
+    anchor's month (the year before its certification)."""
 
     years_before: int = Field(default=0, ge=0, le=50)
     months: int | None = Field(default=None, ge=1, le=600)
+    anchor: str | None = None
+
+    @model_validator(mode="after")
+    def _anchored(self) -> FeatureWindow:
+        if self.anchor is not None and (self.months is None or self.years_before):
+            raise ValueError("a window anchored on a date takes months: the months before it")
+        return self
 
 
 class FeatureDef(_Strict):

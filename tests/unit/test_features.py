@@ -61,6 +61,14 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> Staged:
             "agg": "sum",
             "window": {"years_before": 1},
         },
+        "tax_before_certification": {
+            "type": "money",
+            "unit": "fen",
+            "source": "tax_monthly",
+            "column": "tax_paid_fen",
+            "agg": "sum",
+            "window": {"anchor": "high_tech_certified_on", "months": 12},
+        },
         "tax_24_months": {
             "type": "money",
             "unit": "fen",
@@ -184,3 +192,34 @@ def test_a_feature_reads_its_own_look_back(staged: Staged) -> None:
     rows = {r["entity_id"]: r for r in f.iter_rows(named=True)}
     a = rows[cc[0]]
     assert (a["tax_year_before"], a["tax_24_months"], a["tax_paid"]) == (215000, 215000, 0)
+
+
+@pytest.mark.parametrize(
+    ("certified", "expected"), [("2025-03-10", 215000), ("2025-02-15", 120000)]
+)
+def test_a_window_anchored_on_the_entitys_own_date(
+    staged: Staged, certified: str, expected: int
+) -> None:
+    """The 12 months before the certification's month: certified in March 2025, A's tax of
+    January and February 2025 counts; in February, only January's."""
+    cc = minicity.credit_codes(3)
+    base = staged.scan("enterprises").collect()
+    enterprises = base.with_columns(
+        pl.when(pl.col("credit_code") == cc[0])
+        .then(pl.lit(dt.date.fromisoformat(certified)))
+        .alias("high_tech_certified_on")
+    )
+
+    def scan(source: str) -> pl.LazyFrame:
+        return enterprises.lazy() if source == "enterprises" else staged.scan(source)
+
+    naming = Naming(staged.cat)
+    assert not naming.windowed("enterprise", "tax_before_certification")
+    needs = {
+        "enterprise": EntityNeeds(features={("tax_before_certification", None)}),
+        "person": EntityNeeds(),
+    }
+    f = entity_frame(scan, staged.cat, "enterprise", needs, dt.date(2026, 3, 1)).collect()
+    got = dict(f.select("entity_id", "tax_before_certification").iter_rows())
+    assert got[cc[0]] == expected
+    assert got[cc[1]] == 0  # no certification date: no month before it

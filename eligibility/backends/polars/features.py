@@ -143,7 +143,18 @@ def entity_frame(
             groups[(f.source, reads)][column] = name
         else:
             relation_feats.append((name, window))
+    anchored: dict[tuple[str, str, int], dict[str, str]] = defaultdict(dict)
+    for key in [k for k in groups if k[1] is None]:
+        for column, name in list(groups[key].items()):
+            look = cat.features_of(entity)[name].window
+            if look is not None and look.anchor is not None and look.months is not None:
+                anchored[(key[0], look.anchor, look.months)][column] = name
+                del groups[key][column]
+    for (src, anchor, months), by_column in sorted(anchored.items()):
+        frame = _join_anchored(frame, scan, cat, entity, src, anchor, months, by_column)
     for (src, window), by_column in sorted(groups.items(), key=lambda x: (x[0][0], str(x[0][1]))):
+        if not by_column:
+            continue
         lf = scan(src).filter(pl.col(sk).is_not_null())
         if window is not None and src in cat.spec.timed:
             lf = lf.filter(_in_window(cat, src, window))
@@ -192,6 +203,43 @@ def entity_frame(
             _listed(scan_source, entity, need.lists, as_of), on=sk, how="left"
         ).with_columns([pl.col(Naming.listed(n)).fill_null(False) for n in sorted(need.lists)])
     return frame
+
+
+def _join_anchored(
+    frame: pl.LazyFrame,
+    scan: Scan,
+    cat: CheckedCatalogue,
+    entity: str,
+    src: str,
+    anchor: str,
+    months: int,
+    by_column: dict[str, str],
+) -> pl.LazyFrame:
+    """Features over the `months` months before each entity's own anchor date's month."""
+    sk = Naming.sk(entity)
+    column = cat.features_of(entity)[anchor].column or anchor
+    anchors = scan(cat.entity_source(entity)).select(
+        pl.col(sk), pl.col(column).dt.month_start().alias("_anchor")
+    )
+    month = pl.col(cat.spec.timed[src].column)
+    rows = (
+        scan(src)
+        .filter(pl.col(sk).is_not_null())
+        .join(anchors, on=sk, how="inner")
+        .filter(
+            (month >= pl.col("_anchor").dt.offset_by(f"-{months}mo")) & (month < pl.col("_anchor"))
+        )
+    )
+    names = list(by_column.values())
+    cols = {n: c for c, n in by_column.items()}
+    agg = rows.group_by(sk).agg([_agg_expr(cat, entity, n, None).alias(cols[n]) for n in names])
+    frame = frame.join(agg, on=sk, how="left")
+    fills = [
+        pl.col(cols[n]).fill_null(False if cat.features_of(entity)[n].type == "bool" else 0)
+        for n in names
+        if cat.features_of(entity)[n].agg in ZERO_WHEN_ABSENT
+    ]
+    return frame.with_columns(fills) if fills else frame
 
 
 def split_payees(
