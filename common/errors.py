@@ -21,7 +21,7 @@ from enum import StrEnum
 
 class Code(StrEnum):
     """Every error code a person can meet, with its one meaning (`meaning`) and where it
-    arises (`scope`: policy, features, sources or run)."""
+    arises (`scope`: file, policy, features, sources, data or run)."""
 
     meaning: str
     scope: str
@@ -155,6 +155,23 @@ class Code(StrEnum):
         "a feature or relation reads a source the source catalogue lacks",
     )
     UNKNOWN_COLUMN = "E131", "features", "a feature or relation reads a column its source lacks"
+    # delivered source files (ingest)
+    DATA_UNREADABLE = (
+        "E150",
+        "data",
+        "a source file cannot be read: damaged Parquet pages, or not a file of its format",
+    )
+    DATA_NOT_UTF8 = "E151", "data", "a CSV source file is not UTF-8 text (GBK, UTF-16, ...)"
+    DATA_CSV_SHAPE = (
+        "E152",
+        "data",
+        "a CSV row has more or fewer fields than the header, or a quote is never closed",
+    )
+    DATA_SUM_RANGE = (
+        "E153",
+        "data",
+        "a money column's sum per entity could pass the 64-bit range the engine adds in",
+    )
     # choosing policies
     UNKNOWN_POLICY = "E140", "run", "no policy has the id asked for"
     OTHER_POLICY = "E141", "run", "a file to compare with holds another policy"
