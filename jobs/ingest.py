@@ -30,6 +30,7 @@ import polars.selectors as cs
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, insert
 
+from common.errors import Code
 from eligibility import Naming
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
@@ -47,6 +48,7 @@ from jobs.validate import (
     code_column,
     duplicate_keys,
     final_failures,
+    money_sum_problem,
     parsed_columns,
     present_column,
     validation_plan,
@@ -183,9 +185,12 @@ def sha256_files(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
 
 
 def _counts(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> tuple[int, list[str]]:
-    """Rows, and the text columns with values none of which parse as the column's type
-    (the wrong column), in one read of the scratch file."""
-    parsed = parsed_columns(source, schema)
+    """Rows, and the required text columns with values none of which parse as the column's
+    type (the wrong column), in one read of the scratch file.
+
+    Only required columns: a bad value in an optional column quarantines its row, even if
+    it is the column's only value (a delivery is not refused for one optional date)."""
+    parsed = [n for n in parsed_columns(source, schema) if source.columns[n].required]
     stats = scan.select(
         pl.len().alias("rows"),
         *[pl.col(present_column(n)).sum().alias(f"p:{n}") for n in parsed],
@@ -448,6 +453,14 @@ def _validate_one(
         staged, compression=STAGED_COMPRESSION, engine="streaming"
     )
     scratch.unlink(missing_ok=True)
+    sums = money_sum_problem(pl.scan_parquet(staged), source, catalogue)
+    if sums is not None:
+        raise JobError(
+            f"source {name!r} ({path}): {sums}",
+            fix="check those amounts; if rows of that size are real, lower the column's "
+            "max_fen in policies/sources.yaml to what one row can truly be",
+            code=Code.DATA_SUM_RANGE,
+        )
     n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()
     if n_accepted + failed.height != rows:  # pragma: no cover - a broken invariant
         raise AssertionError(f"{name}: {rows} rows != {n_accepted} + {failed.height}")
