@@ -58,7 +58,7 @@ def unreadable(name: str, path: Path, fmt: str, exc: BaseException) -> JobError 
             file=str(path),
             line=problem.line,
         )
-    if isinstance(exc, pl.exceptions.ComputeError | pa.ArrowException):
+    if isinstance(exc, pl.exceptions.ComputeError | pl.exceptions.NoDataError | pa.ArrowException):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return JobError(
             f"source {name!r} ({path}): cannot be read as {fmt}: {first}",
@@ -73,6 +73,13 @@ def unreadable(name: str, path: Path, fmt: str, exc: BaseException) -> JobError 
 
 def csv_problem(path: Path) -> FileProblem | None:
     """The first encoding or structure problem of a CSV file, or None."""
+    if path.stat().st_size == 0:
+        return FileProblem(
+            "the file is empty: a CSV file has at least its header row",
+            fix="deliver the file with its header row (and its rows; a header alone is fine "
+            "when there are none)",
+            code=Code.DATA_CSV_SHAPE,
+        )
     return _encoding_problem(path) or _structure_problem(path)
 
 

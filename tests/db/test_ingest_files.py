@@ -60,7 +60,28 @@ def _corrupt_page(data: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
+def _empty_csv(data: Path) -> None:
+    (data / "graduates.csv").write_bytes(b"")
+
+
+def _truncated_parquet(data: Path) -> None:
+    path = data / "tax_monthly.parquet"
+    path.write_bytes(path.read_bytes()[:300])
+
+
 CASES = {
+    "empty_csv": (
+        "csv",
+        _empty_csv,
+        "{data}/graduates.csv: E152 source 'graduates': the file is empty: a CSV file has at "
+        "least its header row",
+    ),
+    "truncated_parquet": (
+        "parquet",
+        _truncated_parquet,
+        "{data}/tax_monthly.parquet: E150 source 'tax_monthly': the file is not a readable "
+        "Parquet file",
+    ),
     "gbk": (
         "csv",
         _gbk,
