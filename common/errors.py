@@ -170,7 +170,7 @@ class Code(StrEnum):
     DATA_SUM_RANGE = (
         "E153",
         "data",
-        "a money column's sum per entity could pass the 64-bit range the engine adds in",
+        "a column's sum over one entity's rows could pass the 64-bit range features add in",
     )
     # choosing policies
     UNKNOWN_POLICY = "E140", "run", "no policy has the id asked for"

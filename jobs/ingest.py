@@ -48,9 +48,9 @@ from jobs.validate import (
     code_column,
     duplicate_keys,
     final_failures,
-    money_sum_problem,
     parsed_columns,
     present_column,
+    sum_problem,
     validation_plan,
 )
 from ledgers.db import bulk_insert
@@ -453,12 +453,12 @@ def _validate_one(
         staged, compression=STAGED_COMPRESSION, engine="streaming"
     )
     scratch.unlink(missing_ok=True)
-    sums = money_sum_problem(pl.scan_parquet(staged), source, catalogue)
+    sums = sum_problem(pl.scan_parquet(staged), source, catalogue)
     if sums is not None:
         raise JobError(
             f"source {name!r} ({path}): {sums}",
-            fix="check those amounts; if rows of that size are real, lower the column's "
-            "max_fen in policies/sources.yaml to what one row can truly be",
+            fix="check those values; if rows of that size are real, bound the column in "
+            "policies/sources.yaml (max_fen, or min and max) by what one row can truly be",
             code=Code.DATA_SUM_RANGE,
         )
     n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()

@@ -454,33 +454,41 @@ def _fail_when(cond: pl.Expr, code: int) -> pl.Expr:
     return pl.when(cond.fill_null(False)).then(pl.lit(code, dtype=pl.UInt16))
 
 
-def money_sum_problem(staged: pl.LazyFrame, source: Source, catalogue: Catalogue) -> str | None:
-    """Why some sum of a money column over one entity's rows could pass the 64-bit range, or
+def sum_bound(col: Column) -> int | None:
+    """The largest absolute value an accepted value of an int column can have: its money
+    bound, or the larger of |min| and |max| when both are declared; None if unbounded."""
+    if col.money_bound is not None:
+        return col.money_bound
+    if col.type == "int" and col.min is not None and col.max is not None:
+        return max(abs(col.min), abs(col.max))
+    return None
+
+
+def sum_problem(staged: pl.LazyFrame, source: Source, catalogue: Catalogue) -> str | None:
+    """Why some sum of an int column over one entity's rows could pass the 64-bit range, or
     None (always, for the shipped catalogue).
 
-    Features add a money column over an entity's rows in a window, in 64 bits
-    (eligibility's Polars backend), where an overflow would wrap silently.  Every
-    accepted amount lies within ±`money_bound` (money_out_of_range), so if an
-    entity has at most `n` rows, each of its sums lies within ±n x bound.  `n` is
-    bounded without grouping where possible: by the rows of the file, then by the
-    key (rows of one entity differ in the other key columns, so there are at most
-    as many as those columns' distinct combinations: 24 months for a monthly
-    source, against 92,233 that the largest bound allows).  Only if that bound is
-    too weak are the amounts of each entity added up, in 128 bits, by absolute
-    value (which bounds the sum over any window).
+    Features add a column over an entity's rows in a window, in 64 bits
+    (eligibility's Polars backend), where an overflow would wrap silently: premiums
+    near the 64-bit maximum once added up to 12.00 yuan.  Every accepted value of a
+    bounded column lies within ±`sum_bound` (money_out_of_range, below_minimum,
+    above_maximum), so if an entity has at most `n` rows, each of its sums lies within
+    ±n x bound.  `n` is bounded without grouping where possible: by the rows of the
+    file, then by the key (rows of one entity differ in the other key columns, so
+    there are at most as many as those columns' distinct combinations: 24 months for
+    a monthly source, against the 92,233 that the largest money bound allows).  Only if
+    that is not enough, or a column is unbounded, are the values of each entity added
+    up, in 128 bits, by absolute value (which bounds the sum over any window).
     """
-    bounds = {n: b for n, c in source.columns.items() if (b := c.money_bound) is not None}
+    ints = {n: sum_bound(c) for n, c in source.columns.items() if c.type == "int"}
     refs = {
         (n, catalogue.sk_column(ref)): catalogue.sources[ref.source].entity
         for n, c in source.columns.items()
         for ref in c.references
     }
-    if not bounds or not refs:
+    if not ints or not refs:
         return None  # nothing is summed per entity (an entity's own row is one row)
-    largest = max(bounds.values())
     rows = int(staged.select(pl.len()).collect().item())
-    if rows * largest <= INT64_MAX:
-        return None
     for (column, sk), entity in sorted(refs.items()):
         others = [k for k in source.key if k != column]
         if column in source.key:
@@ -489,22 +497,24 @@ def money_sum_problem(staged: pl.LazyFrame, source: Source, catalogue: Catalogue
         else:
             counts = staged.drop_nulls(sk).group_by(sk).len().select(pl.col("len").max())
             per_entity = int(counts.collect().item() or 0)
-        if per_entity * largest <= INT64_MAX:
+        loose = [n for n, b in ints.items() if b is None or per_entity * b > INT64_MAX]
+        if not loose:
             continue
         totals = (
             staged.drop_nulls(sk)
             .group_by(sk)
-            .agg(pl.col(n).cast(pl.Int128).abs().sum() for n in bounds)
-            .select(pl.col(n).max() for n in bounds)
+            .agg(pl.col(n).cast(pl.Int128).abs().sum() for n in loose)
+            .select(pl.col(n).max() for n in loose)
             .collect()
             .row(0)
         )
-        for (name, bound), total in zip(bounds.items(), totals, strict=True):
+        for name, total in zip(loose, totals, strict=True):
             if total is not None and total > INT64_MAX:
+                bound = ints[name]
+                within = f"each row is within ±{bound:,}" if bound else "the column has no bound"
                 return (
-                    f"column {name!r}: the amounts of one {entity} add up to {total:,} fen, "
-                    f"beyond the {INT64_MAX:,} fen that features add up exactly "
-                    f"(each row is within its bound of {bound:,} fen, but one {entity} has "
-                    f"up to {per_entity:,} rows)"
+                    f"column {name!r}: the values of one {entity} add up to {total:,}, beyond "
+                    f"the {INT64_MAX:,} that features add up exactly ({within}, and one "
+                    f"{entity} has up to {per_entity:,} rows)"
                 )
     return None

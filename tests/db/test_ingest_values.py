@@ -231,8 +231,10 @@ def test_sums_that_could_pass_64_bits_are_refused(tmp_path: Path, engine: Engine
     rendered = info.value.render()
     assert "E153 source 'social_security_monthly'" in rendered
     assert (
-        "column 'ui_premium_due_fen': the amounts of one enterprise add up to "
-        "18,446,744,073,709,551,616 fen, beyond the 9,223,372,036,854,775,807 fen"
+        "column 'ui_premium_due_fen': the values of one enterprise add up to "
+        "18,446,744,073,709,551,616, beyond the 9,223,372,036,854,775,807 that features add "
+        "up exactly (each row is within ±9,223,372,036,854,775,807, and one enterprise has "
+        "up to 12 rows)"
     ) in rendered
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run)).scalar_one() == 0
@@ -244,3 +246,36 @@ def test_sums_that_could_pass_64_bits_are_refused(tmp_path: Path, engine: Engine
     data = minicity.write(tmp_path / "spread", {"social_security_monthly": spread})
     result = _ingest(data, engine, tmp_path / "store", _unbounded_premiums())
     assert result.sources["social_security_monthly"].quarantined == 0
+
+
+def test_counts_beyond_their_maximum_are_quarantined(tmp_path: Path, engine: Engine) -> None:
+    """Counts that features sum carry a maximum too (insured_headcount, ui_new_claimants)."""
+    social = minicity.frames()["social_security_monthly"].with_columns(
+        pl.Series("ui_new_claimants", [2**62, 1])
+    )
+    data = minicity.write(tmp_path / "data", {"social_security_monthly": social})
+    result = _ingest(data, engine, tmp_path / "store")
+    assert result.sources["social_security_monthly"].by_rule == {"above_maximum": 1}
+
+
+def test_sums_of_an_unbounded_column_are_checked_exactly(tmp_path: Path, engine: Engine) -> None:
+    """A column without a bound: its sums per entity are added up in 128 bits at ingest,
+    accepted when they fit 64 bits, refused (E153) when they do not."""
+    data = load_source_catalogue().model_dump(by_alias=True, exclude_none=True)
+    del data["sources"]["social_security_monthly"]["columns"]["ui_new_claimants"]["max"]
+    unbounded = Catalogue.model_validate(data)
+    year = _year_of_premiums([1_000] * 12)
+    fits = year.with_columns(pl.Series("ui_new_claimants", [2**61] * 3 + [0] * 9))
+    folder = minicity.write(tmp_path / "fits", {"social_security_monthly": fits})
+    result = _ingest(folder, engine, tmp_path / "store", unbounded)
+    assert result.sources["social_security_monthly"].quarantined == 0
+    wraps = year.with_columns(pl.Series("ui_new_claimants", [2**62] * 2 + [0] * 10))
+    folder = minicity.write(tmp_path / "wraps", {"social_security_monthly": wraps})
+    with pytest.raises(JobError) as info:
+        _ingest(folder, engine, tmp_path / "store", unbounded)
+    assert (
+        f"E153 source 'social_security_monthly' ({folder}/social_security_monthly.parquet): "
+        "column 'ui_new_claimants': the values of one enterprise add up to "
+        "9,223,372,036,854,775,808, beyond the 9,223,372,036,854,775,807 that features add "
+        "up exactly (the column has no bound, and one enterprise has up to 12 rows)"
+    ) in info.value.render()
