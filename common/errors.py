@@ -21,7 +21,7 @@ from enum import StrEnum
 
 class Code(StrEnum):
     """Every error code a person can meet, with its one meaning (`meaning`) and where it
-    arises (`scope`: policy, features, sources or run)."""
+    arises (`scope`: file, policy, features, sources, data or run)."""
 
     meaning: str
     scope: str
@@ -206,6 +206,23 @@ class Code(StrEnum):
     # choosing policies
     UNKNOWN_POLICY = "E140", "run", "no policy has the id asked for"
     OTHER_POLICY = "E141", "run", "a file to compare with holds another policy"
+    # delivered source files (ingest)
+    DATA_UNREADABLE = (
+        "E160",
+        "data",
+        "a source file cannot be read: damaged Parquet pages, or not a file of its format",
+    )
+    DATA_NOT_UTF8 = "E161", "data", "a CSV source file is not UTF-8 text (GBK, UTF-16, ...)"
+    DATA_CSV_SHAPE = (
+        "E162",
+        "data",
+        "a CSV row has more or fewer fields than the header, or a quote is never closed",
+    )
+    DATA_SUM_RANGE = (
+        "E163",
+        "data",
+        "a column's sum over one entity's rows could pass the 64-bit range features add in",
+    )
 
 
 class DisburseError(Exception):

@@ -17,8 +17,9 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -26,12 +27,15 @@ from typing import Final
 import numpy as np
 import polars as pl
 import polars.selectors as cs
-from sqlalchemy import Engine, insert
+import pyarrow as pa
+from sqlalchemy import Connection, Engine, insert
 
+from common.errors import Code
 from eligibility import Naming
 from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
 from jobs.faults import checkpoint
+from jobs.filecheck import unreadable
 from jobs.progress import Progress, Silent
 from jobs.validate import (
     FAIL,
@@ -46,6 +50,7 @@ from jobs.validate import (
     final_failures,
     parsed_columns,
     present_column,
+    sum_problem,
     validation_plan,
 )
 from ledgers.db import bulk_insert
@@ -131,14 +136,8 @@ def _scan(path: Path, fmt: str) -> pl.LazyFrame:
 
 def read_schema(name: str, path: Path, fmt: str, source: Source) -> pl.Schema:
     """The file's schema, checked against the catalogue (missing columns, wrong types)."""
-    try:
+    with readable(name, path, fmt):
         schema = _scan(path, fmt).collect_schema()
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise JobError(
-            f"source {name!r} ({path}): cannot be read as {fmt}: {first}",
-            fix=f"re-export the file as {fmt}",
-        ) from None
     problems = []
     for col_name, col in source.columns.items():
         if col_name not in schema:
@@ -154,6 +153,19 @@ def read_schema(name: str, path: Path, fmt: str, source: Source) -> pl.Schema:
             fix="the columns and types each source must have are listed by `disburse sources`",
         )
     return schema
+
+
+@contextmanager
+def readable(name: str, path: Path, fmt: str) -> Iterator[None]:
+    """Turn a failure to read the source file in the block into the error a person reads:
+    where the file is wrong (the line of a CSV, the column of a Parquet file) and the fix."""
+    try:
+        yield
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError) as exc:
+        error = unreadable(name, path, fmt, exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 def sha256_file(path: Path) -> str:
@@ -173,9 +185,12 @@ def sha256_files(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
 
 
 def _counts(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> tuple[int, list[str]]:
-    """Rows, and the text columns with values none of which parse as the column's type
-    (the wrong column), in one read of the scratch file."""
-    parsed = parsed_columns(source, schema)
+    """Rows, and the required text columns with values none of which parse as the column's
+    type (the wrong column), in one read of the scratch file.
+
+    Only required columns: a bad value in an optional column quarantines its row, even if
+    it is the column's only value (a delivery is not refused for one optional date)."""
+    parsed = [n for n in parsed_columns(source, schema) if source.columns[n].required]
     stats = scan.select(
         pl.len().alias("rows"),
         *[pl.col(present_column(n)).sum().alias(f"p:{n}") for n in parsed],
@@ -216,8 +231,22 @@ def _quarantine_rows(path: Path, fmt: str, source: Source, failed: pl.DataFrame)
     return raw.with_columns(
         parts.struct.field("field_0").alias("column_name"),
         parts.struct.field("field_1").alias("rule"),
+        # JSON writes a NUL byte as \u0000, which any text column holds.
         pl.struct(names).struct.json_encode().alias("row_json"),
-    ).select(pl.col(ROW).alias("row_no"), "column_name", "rule", value.alias("value"), "row_json")
+    ).select(
+        pl.col(ROW).alias("row_no"),
+        "column_name",
+        "rule",
+        storable_text(value).alias("value"),
+        "row_json",
+    )
+
+
+def storable_text(value: pl.Expr) -> pl.Expr:
+    """`value` as any database's text column can hold it: PostgreSQL's text cannot hold a NUL
+    byte (the COPY of a quarantined row would fail), so a NUL is written as the four
+    characters \\x00, as a person reading the quarantine would write it."""
+    return value.str.replace_all("\x00", "\\x00", literal=True)
 
 
 def ingest(
@@ -311,25 +340,26 @@ def _validate_all(
     (docs/benchmarks.md, "Ingest").
     """
     digests = digests or sha256_files(files)
-    rows = {name: _rows(path, fmt) for name, (path, fmt) in files.items()}
+    rows = {name: _rows(name, path, fmt) for name, (path, fmt) in files.items()}
     alone = {name for name, n in rows.items() if n > memory_rows()}
     keys: dict[str, EntityKeys] = {}
     done: dict[str, tuple[SourceReport, pl.DataFrame | None]] = {}
 
     def one(name: str) -> tuple[SourceReport, pl.DataFrame | None, EntityKeys | None]:
         path, fmt = files[name]
-        return _validate_one(
-            name,
-            path,
-            fmt,
-            schemas[name],
-            digests[name],
-            catalogue,
-            keys,
-            tmp,
-            say,
-            in_memory=name not in alone,
-        )
+        with readable(name, path, fmt):
+            return _validate_one(
+                name,
+                path,
+                fmt,
+                schemas[name],
+                digests[name],
+                catalogue,
+                keys,
+                tmp,
+                say,
+                in_memory=name not in alone,
+            )
 
     graph = catalogue.schedule()
     graph.prepare()
@@ -423,6 +453,14 @@ def _validate_one(
         staged, compression=STAGED_COMPRESSION, engine="streaming"
     )
     scratch.unlink(missing_ok=True)
+    sums = sum_problem(pl.scan_parquet(staged), source, catalogue)
+    if sums is not None:
+        raise JobError(
+            f"source {name!r} ({path}): {sums}",
+            fix="check those values; if rows of that size are real, bound the column in "
+            "policies/sources.yaml (max_fen, or min and max) by what one row can truly be",
+            code=Code.DATA_SUM_RANGE,
+        )
     n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()
     if n_accepted + failed.height != rows:  # pragma: no cover - a broken invariant
         raise AssertionError(f"{name}: {rows} rows != {n_accepted} + {failed.height}")
@@ -474,9 +512,10 @@ def memory_rows() -> int:
         ) from None
 
 
-def _rows(path: Path, fmt: str) -> int:
+def _rows(name: str, path: Path, fmt: str) -> int:
     """Rows of a source file: from the Parquet footer, or by counting a CSV's lines."""
-    return int(_scan(path, fmt).select(pl.len()).collect().item())
+    with readable(name, path, fmt):
+        return int(_scan(path, fmt).select(pl.len()).collect().item())
 
 
 def _validate_source(
@@ -537,48 +576,69 @@ def _record(
     run_id: int | None,
     catalogue: Catalogue,
 ) -> IngestResult:
+    """Move the staged files into place and record the run, its snapshots and quarantine in
+    one transaction; if that transaction fails, the staged files go too (nothing half-written).
+
+    An ingest of its own (`run_id` None) inserts its run row in that same transaction, so a
+    failed ingest leaves no run row at all; a nightly run's row is marked failed by the run."""
     now = dt.datetime.now(dt.UTC)
     own_run = run_id is None
-    if run_id is None:
+    final: Path | None = None
+    try:
         with engine.begin() as conn:
-            run_id = start_run(
-                conn,
-                kind="ingest",
-                as_of=as_of,
-                data_dir=data_dir.resolve(),
-                store_dir=store.resolve(),
-                started_at=now,
-            )
-    final = staged_dir(store, run_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    checkpoint("ingest:staged")
-    cols = ["run_id", "source", "row_no", "column_name", "rule", "value", "row_json"]
-    with engine.begin() as conn:
-        for name, q in quarantined.items():
-            rows = ((run_id, name, r[0], r[1], r[2], r[3], r[4]) for r in q.iter_rows())
-            bulk_insert(conn, QuarantinedRow.__table__, cols, rows)  # type: ignore[arg-type]
-        conn.execute(
-            insert(SourceSnapshot),
-            [
-                {
-                    "run_id": run_id,
-                    "source": name,
-                    "file": rep.file,
-                    "format": rep.format,
-                    "sha256": rep.sha256,
-                    "rows": rep.rows,
-                    "accepted": rep.accepted,
-                    "quarantined": rep.quarantined,
-                    "staged_file": str(final / f"{name}.parquet"),
-                }
-                for name, rep in reports.items()
-            ],
-        )
-        mark_ingested(conn, run_id, catalogue_sha256=catalogue.fingerprint(), finished=own_run)
+            if run_id is None:
+                run_id = start_run(
+                    conn,
+                    kind="ingest",
+                    as_of=as_of,
+                    data_dir=data_dir.resolve(),
+                    store_dir=store.resolve(),
+                    started_at=now,
+                )
+            final = staged_dir(store, run_id)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            checkpoint("ingest:staged")
+            _insert_records(conn, run_id, final, reports, quarantined)
+            mark_ingested(conn, run_id, catalogue_sha256=catalogue.fingerprint(), finished=own_run)
+    except BaseException:
+        if final is not None and final.exists():
+            shutil.rmtree(final)
+        raise
     return IngestResult(run_id, as_of, str(final), reports)
+
+
+def _insert_records(
+    conn: Connection,
+    run_id: int,
+    final: Path,
+    reports: dict[str, SourceReport],
+    quarantined: dict[str, pl.DataFrame],
+) -> None:
+    """The quarantined rows and one snapshot row per source, on the caller's transaction."""
+    cols = ["run_id", "source", "row_no", "column_name", "rule", "value", "row_json"]
+    for name, q in quarantined.items():
+        rows = ((run_id, name, r[0], r[1], r[2], r[3], r[4]) for r in q.iter_rows())
+        bulk_insert(conn, QuarantinedRow.__table__, cols, rows)  # type: ignore[arg-type]
+    conn.execute(
+        insert(SourceSnapshot),
+        [
+            {
+                "run_id": run_id,
+                "source": name,
+                "file": rep.file,
+                "format": rep.format,
+                "sha256": rep.sha256,
+                "rows": rep.rows,
+                "accepted": rep.accepted,
+                "quarantined": rep.quarantined,
+                "staged_file": str(final / f"{name}.parquet"),
+            }
+            for name, rep in reports.items()
+        ],
+    )
 
 
 def staged_dir(store: Path, run_id: int) -> Path:

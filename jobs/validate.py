@@ -7,6 +7,7 @@ the whole file is one lazy plan, collected once on the streaming engine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from common.identifiers import (
     STATUS_FIELD,
     identifier_expr,
 )
-from jobs.catalogue import Catalogue, Column, Source
+from jobs.catalogue import INT64_MAX, Catalogue, Column, Source
 
 ROW = "_row"  # 1-based position of the row among the file's data rows
 FAIL = "_fail"  # code of the first failing rule (an index into Labels), null when accepted
@@ -59,8 +60,10 @@ RULE_TEXT = {
     "not_a_boolean": "the value is not true or false",
     "unparseable_date": "the value is not a date written YYYY-MM-DD",
     "unparseable_month": "the value is not a month written YYYY-MM",
+    "integer_out_of_range": "the whole number does not fit in 64 bits (beyond ±9,223,372,036,854,775,807)",
     "below_minimum": "the value is below the allowed minimum",
     "above_maximum": "the value is above the allowed maximum",
+    "money_out_of_range": "the amount is beyond the column's bound (max_fen): no single row can be that much",
     "not_allowed_value": "the value is not one of the allowed values",
     "pattern_mismatch": "the value does not have the required form",
     "malformed_identifier": "the identifier has the wrong length or characters",
@@ -70,6 +73,15 @@ RULE_TEXT = {
     "unknown_enterprise": "no accepted enterprise has this credit code",
     "unknown_person": "no accepted person has this identity number",
 }
+
+
+OUT_OF_RANGE = "integer_out_of_range"
+WHOLE_NUMBER = r"^[+-]?[0-9]+$"
+
+
+def quarantine_rules(catalogue: Catalogue) -> list[str]:
+    """Every rule a row can be quarantined under: the validator's own and each list's."""
+    return [*RULE_TEXT, *sorted({ref.rule for ref in catalogue.lists.values()} - set(RULE_TEXT))]
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,9 @@ def _typed(name: str, col: Column, dtype: pl.DataType) -> pl.Expr:
         ok = raw.str.contains(r"^[0-9]{4}-[0-9]{2}$")
         return pl.when(ok).then((raw + "-01").str.to_date("%Y-%m-%d", strict=False))
     if col.type == "int":
-        return raw.cast(pl.Int64)
+        # Null where the value does not fit (an unsigned 64-bit value above the signed
+        # range): quarantined as integer_out_of_range, not a failure of the whole file.
+        return raw.cast(pl.Int64, strict=False)
     if col.type == "bool":
         return raw
     as_date = raw.dt.date() if isinstance(dtype, pl.Datetime) else raw
@@ -164,6 +178,9 @@ def _checks(name: str, col: Column, catalogue: Catalogue) -> list[tuple[str, pl.
         out.append(("below_minimum", v < col.min))
     if col.max is not None:
         out.append(("above_maximum", v > col.max))
+    if (bound := col.money_bound) is not None:
+        # Not abs(): the absolute value of the smallest Int64 is itself, negative.
+        out.append(("money_out_of_range", (v > bound) | (v < -bound)))
     if col.allowed is not None:
         out.append(("not_allowed_value", ~v.is_in(list(col.allowed))))
     if col.pattern is not None:
@@ -218,7 +235,7 @@ def validation_plan(
 
     `schema` is the file's own schema (already checked with `accepts`).  The
     `_present_<column>` flags of text parsed as another type stay in the output, for
-    ingest to find a column none of whose values parse (the wrong column), and so
+    ingest to find a required column none of whose values parse (the wrong column), and so
     do the integer codes of identity numbers (`_code_<column>`).  Value rules apply only where a value is
     present, so a missing optional value is never quarantined, and a required one
     fails `missing_required` and nothing else.  References (`attach_references`)
@@ -241,9 +258,16 @@ def validation_plan(
         present, typed = pl.col(present_column(name)), pl.col(name)
         if col.required:
             failures.append(_fail_when(~present, labels.code(name, "missing_required")))
+        unparsed = present & typed.is_null()
+        if col.type == "int":
+            # A whole number too large for 64 bits, as text or in an unsigned column.
+            whole = pl.lit(True)
+            if _is_text(dtype):
+                stage.append(pl.col(name).str.contains(WHOLE_NUMBER).alias(_whole(name)))
+                whole = pl.col(_whole(name))
+            failures.append(_fail_when(unparsed & whole, labels.code(name, OUT_OF_RANGE)))
         if col.type in PARSE_RULE and _is_text(dtype):
-            code = labels.code(name, PARSE_RULE[col.type])
-            failures.append(_fail_when(present & typed.is_null(), code))
+            failures.append(_fail_when(unparsed, labels.code(name, PARSE_RULE[col.type])))
         for rule, bad in _checks(name, col, catalogue):
             failures.append(_fail_when(typed.is_not_null() & bad, labels.code(name, rule)))
     checked = [n for n, c in source.columns.items() if c.check is not None]
@@ -256,10 +280,18 @@ def validation_plan(
         ),
     )
     parsed = parsed_columns(source, schema)
+    wholes = [
+        _whole(n) for n, c in source.columns.items() if c.type == "int" and _is_text(schema[n])
+    ]
     lf = lf.drop(
-        [ident(n) for n in checked] + [present_column(n) for n in names if n not in parsed]
+        [ident(n) for n in checked] + [present_column(n) for n in names if n not in parsed] + wholes
     )
     return lf
+
+
+def _whole(name: str) -> str:
+    """Whether the text of an int column is written as a whole number, during validation."""
+    return f"_whole_{name}"
 
 
 def attach_references(
@@ -420,3 +452,69 @@ def mark_duplicates(
 
 def _fail_when(cond: pl.Expr, code: int) -> pl.Expr:
     return pl.when(cond.fill_null(False)).then(pl.lit(code, dtype=pl.UInt16))
+
+
+def sum_bound(col: Column) -> int | None:
+    """The largest absolute value an accepted value of an int column can have: its money
+    bound, or the larger of |min| and |max| when both are declared; None if unbounded."""
+    if col.money_bound is not None:
+        return col.money_bound
+    if col.type == "int" and col.min is not None and col.max is not None:
+        return max(abs(col.min), abs(col.max))
+    return None
+
+
+def sum_problem(staged: pl.LazyFrame, source: Source, catalogue: Catalogue) -> str | None:
+    """Why some sum of an int column over one entity's rows could pass the 64-bit range, or
+    None (always, for the shipped catalogue).
+
+    Features add a column over an entity's rows in a window, in 64 bits
+    (eligibility's Polars backend), where an overflow would wrap silently: premiums
+    near the 64-bit maximum once added up to 12.00 yuan.  Every accepted value of a
+    bounded column lies within ±`sum_bound` (money_out_of_range, below_minimum,
+    above_maximum), so if an entity has at most `n` rows, each of its sums lies within
+    ±n x bound.  `n` is bounded without grouping where possible: by the rows of the
+    file, then by the key (rows of one entity differ in the other key columns, so
+    there are at most as many as those columns' distinct combinations: 24 months for
+    a monthly source, against the 92,233 that the largest money bound allows).  Only if
+    that is not enough, or a column is unbounded, are the values of each entity added
+    up, in 128 bits, by absolute value (which bounds the sum over any window).
+    """
+    ints = {n: sum_bound(c) for n, c in source.columns.items() if c.type == "int"}
+    refs = {
+        (n, catalogue.sk_column(ref)): catalogue.sources[ref.source].entity
+        for n, c in source.columns.items()
+        for ref in c.references
+    }
+    if not ints or not refs:
+        return None  # nothing is summed per entity (an entity's own row is one row)
+    rows = int(staged.select(pl.len()).collect().item())
+    for (column, sk), entity in sorted(refs.items()):
+        others = [k for k in source.key if k != column]
+        if column in source.key:
+            distinct = staged.select(pl.col(k).n_unique() for k in others).collect().row(0)
+            per_entity = min(rows, math.prod(int(d) for d in distinct))
+        else:
+            counts = staged.drop_nulls(sk).group_by(sk).len().select(pl.col("len").max())
+            per_entity = int(counts.collect().item() or 0)
+        loose = [n for n, b in ints.items() if b is None or per_entity * b > INT64_MAX]
+        if not loose:
+            continue
+        totals = (
+            staged.drop_nulls(sk)
+            .group_by(sk)
+            .agg(pl.col(n).cast(pl.Int128).abs().sum() for n in loose)
+            .select(pl.col(n).max() for n in loose)
+            .collect()
+            .row(0)
+        )
+        for name, total in zip(loose, totals, strict=True):
+            if total is not None and total > INT64_MAX:
+                bound = ints[name]
+                within = f"each row is within ±{bound:,}" if bound else "the column has no bound"
+                return (
+                    f"column {name!r}: the values of one {entity} add up to {total:,}, beyond "
+                    f"the {INT64_MAX:,} that features add up exactly ({within}, and one "
+                    f"{entity} has up to {per_entity:,} rows)"
+                )
+    return None

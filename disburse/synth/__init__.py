@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -100,6 +101,7 @@ def generate(
         "errors": errors,
         "rows": {name: rows[name] for name in catalogue.sources},
         "injected": [i.as_dict() for i in sorted(injected, key=lambda i: (i.source, i.row))],
+        "rules": dict(sorted(Counter(i.rule for i in injected).items())),
     }
     text = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     (out / "manifest.json").write_text(text, encoding="utf-8")

@@ -16,27 +16,61 @@ Each injected row breaks one rule and only that one:
   that name it into unknown references;
 * a duplicate is a copy of a row appended to the file; by the catalogue's
   rule both copies fail `duplicate_key`, and the manifest names the original
-  as `duplicate_of`.
+  as `duplicate_of`;
+* a key column is altered only where the new value fails a rule of its own
+  (a year above the maximum, a malformed identifier) or names an entity that
+  does not exist (an unknown enterprise or person: the identifier reissued
+  for a division outside the catalogue's list, so it cannot be a local one),
+  each row to a value no other row has;
+* a text value in an int or bool column (not a number, a number beyond 64
+  bits, "是" for true) turns that column of the file into text, as a bureau
+  exporting it as text would deliver it; its other values stay readable.
+
+Every rule the validator has can be injected (`RULES`); a test holds the two
+lists equal, so a new rule comes with its injection.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from common.identifiers import USCC_ALPHABET, resident_id_valid_expr, uscc_valid_expr
+from common.identifiers import (
+    USCC_ALPHABET,
+    ascii_rows_to_series,
+    resident_id_bytes,
+    resident_id_valid_expr,
+    uscc_bytes,
+    uscc_valid_expr,
+)
 from disburse.synth._context import IntArray
 from jobs.catalogue import Catalogue, Source
 
 WRONG_CHECK = "wrong_check_character"
+MALFORMED_ID = "malformed_identifier"
 BELOW_MINIMUM = "below_minimum"
+ABOVE_MAXIMUM = "above_maximum"
+MONEY_OUT_OF_RANGE = "money_out_of_range"
+NOT_AN_INTEGER = "not_an_integer"
+INTEGER_OUT_OF_RANGE = "integer_out_of_range"
+NOT_A_BOOLEAN = "not_a_boolean"
 DUPLICATE_KEY = "duplicate_key"
 UNPARSEABLE_DATE = "unparseable_date"
+UNPARSEABLE_MONTH = "unparseable_month"
 MISSING_REQUIRED = "missing_required"
+NOT_ALLOWED = "not_allowed_value"
+PATTERN_MISMATCH = "pattern_mismatch"
+OUT_OF_ORDER = "date_out_of_order"
+UNKNOWN = "unknown_"  # + the entity: unknown_enterprise, unknown_person
 RESIDENT_CHECK_ALPHABET = "0123456789X"
+_USCC_VALUES = np.zeros(256, dtype=np.int64)  # byte -> credit-code character value
+_USCC_VALUES[np.frombuffer(USCC_ALPHABET.encode(), dtype=np.uint8)] = np.arange(len(USCC_ALPHABET))
+# Kinds whose bad value is text in a column the file would otherwise hold typed.
+AS_TEXT = frozenset({NOT_AN_INTEGER, INTEGER_OUT_OF_RANGE, NOT_A_BOOLEAN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +110,58 @@ def slots(catalogue: Catalogue, name: str) -> dict[str, list[str]]:
             harmless = all(ref.on_missing == "keep" for ref in col.references)
             if harmless or (source.entity is not None and col_name == source.entity_column):
                 add(WRONG_CHECK, col_name)
+                add(MALFORMED_ID, col_name)
+        for ref in col.references:
+            target = catalogue.sources[ref.source]
+            reissuable = col.check in ("uscc", "resident_id") and _region_list(
+                catalogue, ref.source
+            )
+            if ref.on_missing == "quarantine" and reissuable:
+                add(f"{UNKNOWN}{target.entity}", col_name)
+        if col.type == "int" and col.max is not None:
+            add(ABOVE_MAXIMUM, col_name)  # shifted past the maximum, each value distinct
         if col_name in key:
             continue
-        if col.type == "int" and col.min is not None:
-            add(BELOW_MINIMUM, col_name)
+        if col.type == "int":
+            add(NOT_AN_INTEGER, col_name)
+            add(INTEGER_OUT_OF_RANGE, col_name)
+            if col.min is not None:
+                add(BELOW_MINIMUM, col_name)
+            if col.money_bound is not None:
+                add(MONEY_OUT_OF_RANGE, col_name)
+        if col.type == "bool":
+            add(NOT_A_BOOLEAN, col_name)
+        if col.allowed is not None:
+            add(NOT_ALLOWED, col_name)
+        if col.pattern is not None:
+            add(PATTERN_MISMATCH, col_name)
         if col.in_list is not None and _outsiders(catalogue, col.in_list):
             add(catalogue.lists[col.in_list].rule, col_name)
         if col.type == "date":
             add(UNPARSEABLE_DATE, col_name)
+        if col.type == "month":
+            add(UNPARSEABLE_MONTH, col_name)
+        if col.not_before is not None:
+            add(OUT_OF_ORDER, col_name)
         if col.required:
             add(MISSING_REQUIRED, col_name)
     if source.key:
         add(DUPLICATE_KEY, ",".join(source.key))
     return out
+
+
+def injectable(catalogue: Catalogue) -> set[str]:
+    """Every rule some row of some source can be made to break."""
+    return {kind for name in catalogue.sources for kind in slots(catalogue, name)}
+
+
+def _region_list(catalogue: Catalogue, entity_source: str) -> list[str] | None:
+    """The division codes an entity's identifiers are issued under (its region column's
+    list), if they are six-digit codes with outsiders to reissue identifiers under."""
+    for col in catalogue.sources[entity_source].columns.values():
+        if col.in_list is not None and _outsiders(catalogue, col.in_list):
+            return sorted(catalogue.lists[col.in_list].values)
+    return None
 
 
 def _outsiders(catalogue: Catalogue, list_name: str) -> list[str]:
@@ -165,15 +238,19 @@ def _inject_source(
     kinds = np.array([k for k, _ in plan])
     columns = np.array([c for _, c in plan])
 
-    altered = frame
+    # A column that gets a text value is written as text, all of its values.
+    as_text = sorted({c for k, c in plan if k in AS_TEXT})
+    altered = frame.with_columns(pl.col(c).cast(pl.String) for c in as_text)
     records: list[tuple[int, str, str]] = []  # (row, rule, column)
     for kind, column in sorted(set(plan)):
         if kind == DUPLICATE_KEY:
             continue
         at = rows[(kinds == kind) & (columns == column)]
-        values = altered.get_column(column).gather(pl.Series(at, dtype=pl.UInt32))
-        bad = _bad_values(catalogue, source, kind, column, values, rng)
-        altered = altered.with_columns(altered.get_column(column).scatter(at, bad))
+        where = pl.Series(at, dtype=pl.UInt32)
+        values = frame.get_column(column).gather(where)
+        bad = _bad_values(catalogue, source, kind, column, values, rng, frame[where])
+        target = altered.get_column(column)
+        altered = altered.with_columns(target.scatter(at, bad.cast(target.dtype)))
         records.extend((int(r), kind, column) for r in at.tolist())
 
     # Duplicates are appended, as a delivery that repeats records would have them.
@@ -199,7 +276,9 @@ def _bad_values(
     column: str,
     values: pl.Series,
     rng: np.random.Generator,
+    rows: pl.DataFrame,
 ) -> pl.Series:
+    """The bad values of `column` for the `rows` chosen to break `kind`."""
     col = source.columns[column]
     k = len(values)
     if kind == MISSING_REQUIRED:
@@ -209,17 +288,124 @@ def _bad_values(
         v = values.to_numpy()
         # A sign error: the amount or count, negated (-1 for zero).
         return pl.Series(column, col.min - np.maximum(v - col.min, 1), dtype=values.dtype)
+    if kind == ABOVE_MAXIMUM:
+        assert col.max is not None
+        # A typing slip past the maximum (2025 -> 2126 for a year up to 2100), distinct
+        # values staying distinct, so that a key stays unique.
+        low = col.min if col.min is not None else int(values.min())  # type: ignore[arg-type]
+        return values - low + col.max + 1
+    if kind == MONEY_OUT_OF_RANGE:
+        # Near the 64-bit maximum, where sums once wrapped: far beyond any row's bound.
+        return values + 2**62
+    if kind == NOT_AN_INTEGER:
+        # Amounts written with a decimal comma or a thousands separator.
+        text = values.cast(pl.String)
+        return pl.select(pl.concat_str(text, pl.lit(",5"))).to_series().alias(column)
+    if kind == INTEGER_OUT_OF_RANGE:
+        return pl.Series(column, ["99999999999999999999"] * k, dtype=pl.String)
+    if kind == NOT_A_BOOLEAN:
+        return pl.Series(column, ["是"] * k, dtype=pl.String)  # "yes", in Chinese
+    if kind == NOT_ALLOWED:
+        assert col.allowed is not None
+        return _not_allowed(values, col.allowed)
+    if kind == PATTERN_MISMATCH:
+        assert col.pattern is not None
+        return _mismatched(values, col.pattern)
     if kind == UNPARSEABLE_DATE:
         return _unparseable_dates(values, rng)
+    if kind == UNPARSEABLE_MONTH:
+        return _unparseable_months(rows, col.not_before or column)
+    if kind == OUT_OF_ORDER:
+        assert col.not_before is not None
+        return _before(rows.get_column(col.not_before), col.type).alias(column)
     if kind == WRONG_CHECK:
         assert col.check is not None
         return _wrong_check(values, col.check)
+    if kind == MALFORMED_ID:
+        return values.str.slice(0, 17)  # the check character lost in a copy
+    entity_sources = {
+        f"{UNKNOWN}{catalogue.sources[r.source].entity}": r.source for r in col.references
+    }
+    if kind in entity_sources:
+        assert col.check is not None
+        target = entity_sources[kind]
+        regions = _region_list(catalogue, target)
+        assert regions is not None
+        outsiders = _outsiders(catalogue, _list_of(catalogue, target))
+        return _reissued(values, col.check, regions, outsiders)
     # An in_list rule: a code of the same shape that is not in the list.
     assert col.in_list is not None
     outsiders = _outsiders(catalogue, col.in_list)
     return pl.Series(column, outsiders, dtype=pl.String).gather(
         pl.Series(rng.integers(0, len(outsiders), k), dtype=pl.UInt32)
     )
+
+
+def _list_of(catalogue: Catalogue, entity_source: str) -> str:
+    """The name of the list an entity source's region column is in."""
+    return next(
+        c.in_list
+        for c in catalogue.sources[entity_source].columns.values()
+        if c.in_list is not None and _outsiders(catalogue, c.in_list)
+    )
+
+
+def _not_allowed(values: pl.Series, allowed: tuple[str, ...]) -> pl.Series:
+    """The value in capitals ("ACTIVE" for "active"), or "unknown" if that is allowed too."""
+    upper = values.str.to_uppercase()
+    out = pl.select(
+        pl.when(upper.is_in(list(allowed)).not_()).then(upper).otherwise(pl.lit("unknown"))
+    ).to_series()
+    assert not out.is_in(list(allowed)).any()
+    return out.alias(values.name)
+
+
+def _mismatched(values: pl.Series, pattern: str) -> pl.Series:
+    """The value with a dash after its first character ("C-3911", "6-2220..."), which none
+    of the catalogue's patterns allow; "#" where the pattern would still match."""
+    text = values.fill_null("0")
+    dashed = pl.select(
+        pl.concat_str(text.str.slice(0, 1), pl.lit("-"), text.str.slice(1))
+    ).to_series()
+    out = pl.select(
+        pl.when(dashed.str.contains(pattern)).then(pl.lit("#")).otherwise(dashed)
+    ).to_series()
+    assert not out.str.contains(pattern).any()
+    return out.alias(values.name)
+
+
+def _unparseable_months(rows: pl.DataFrame, like: str) -> pl.Series:
+    """Months written another way: "2025/06", taken from the month the row starts in."""
+    month = rows.get_column(like).fill_null("2025-01")
+    return pl.select(month.str.replace("-", "/", literal=True)).to_series()
+
+
+def _before(other: pl.Series, kind: str) -> pl.Series:
+    """The day (date) or month (month) before each value of `other` (YYYY-MM-DD / YYYY-MM)."""
+    if kind == "date":
+        day = other.str.to_date("%Y-%m-%d") - dt.timedelta(days=1)
+        return day.dt.strftime("%Y-%m-%d")
+    month = (other + "-01").str.to_date("%Y-%m-%d").dt.offset_by("-1mo")
+    return month.dt.strftime("%Y-%m")
+
+
+def _reissued(values: pl.Series, check: str, regions: list[str], outsiders: list[str]) -> pl.Series:
+    """The same identifiers issued under a division outside the list (each local division
+    to its own outsider, so distinct values stay distinct), with a valid check character:
+    well-formed, and no local entity has them."""
+    at = 2 if check == "uscc" else 0  # a credit code's division follows its two type digits
+    move = dict(zip(regions, outsiders, strict=False))
+    region = values.str.slice(at, 6).replace_strict(move, default=outsiders[0])
+    first17 = pl.select(
+        pl.concat_str(values.str.slice(0, at), region, values.str.slice(at + 6, 17 - at - 6))
+    ).to_series()
+    raw = np.frombuffer(first17.str.join("").item().encode("ascii"), dtype=np.uint8)
+    chars = raw.reshape(len(values), 17)
+    if check == "uscc":
+        rows = uscc_bytes(_USCC_VALUES[chars])
+    else:
+        rows = resident_id_bytes(chars.astype(np.int64) - ord("0"))
+    return ascii_rows_to_series(values.name, rows)
 
 
 def _unparseable_dates(values: pl.Series, rng: np.random.Generator) -> pl.Series:

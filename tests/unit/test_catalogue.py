@@ -118,3 +118,46 @@ def test_references_in_a_circle_are_refused(refs: dict[tuple[str, str], str], ci
     message = str(info.value)
     assert "reference each other in a circle" in message
     assert set(circle.split(" -> ")) == set(message.split("(")[1].split(")")[0].split(" -> "))
+
+
+def _with_column(source: str, column: str, spec: dict[str, object]) -> dict[str, object]:
+    data = load_source_catalogue().model_dump(by_alias=True, exclude_none=True)
+    data["sources"][source]["columns"][column] = {"description": "added by the test", **spec}
+    return data
+
+
+def test_every_money_column_is_bounded() -> None:
+    """Every column in fen declares unit: fen, so ingest bounds it (max_fen, else the default)."""
+    from jobs.catalogue import DEFAULT_MAX_FEN, INT64_MAX
+
+    cat = load_source_catalogue()
+    money = {
+        (name, c): col.money_bound
+        for name, source in cat.sources.items()
+        for c, col in source.columns.items()
+        if c.endswith("_fen")
+    }
+    assert money
+    bounds = [b for b in money.values() if b is not None]
+    assert len(bounds) == len(money)
+    # 24 months of the largest bound are far within 64 bits: every sum of a monthly source is exact.
+    assert 24 * max(bounds) < INT64_MAX
+    added = Catalogue.model_validate(
+        _with_column("tax_monthly", "vat_fen", {"type": "int", "unit": "fen"})
+    )
+    assert added.sources["tax_monthly"].columns["vat_fen"].money_bound == DEFAULT_MAX_FEN
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "int"}, "vat_fen: a column in fen is money: declare unit: fen"),
+        ({"type": "string", "unit": "fen"}, "unit: fen applies to int columns only"),
+        ({"type": "int", "max_fen": 10}, "max_fen applies to money columns only"),
+        ({"type": "int", "unit": "fen", "max_fen": 0}, "greater than or equal to 1"),
+        ({"type": "int", "unit": "fen", "max_fen": 2**63}, "less than or equal to"),
+    ],
+)
+def test_money_columns_are_declared_with_their_bound(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Catalogue.model_validate(_with_column("tax_monthly", "vat_fen", spec))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,18 +26,12 @@ from common.identifiers import (
     uscc_valid_expr,
 )
 from disburse.synth import GENERATED_SOURCES, SynthError, generate
+from disburse.synth.errors import injectable
 from jobs.catalogue import Catalogue, load_source_catalogue
+from jobs.validate import quarantine_rules
 
 AS_OF = dt.date(2026, 1, 1)
 ENTERPRISES, PERSONS = 1_000, 10_000
-ERROR_KINDS = {
-    "wrong_check_character",
-    "below_minimum",
-    "unknown_region",
-    "duplicate_key",
-    "unparseable_date",
-    "missing_required",
-}
 USCC_SHAPE = f"^[{USCC_ALPHABET}]{{18}}$"
 RESIDENT_SHAPE = "^[0-9]{17}[0-9X]$"
 
@@ -44,12 +39,13 @@ RESIDENT_SHAPE = "^[0-9]{17}[0-9X]$"
 # --- the reference check of catalogue rules -------------------------------------------
 
 
-def _column_rules(catalogue: Catalogue, source: str) -> list[pl.Expr]:
+def _column_rules(catalogue: Catalogue, source: str, schema: pl.Schema) -> list[pl.Expr]:
     """One expression per (column, rule): the rule's name where the row breaks it, else null."""
     exprs: list[pl.Expr] = []
     for name, col in catalogue.sources[source].columns.items():
         c = pl.col(name)
-        present = c.is_not_null() & (c != "") if col.type == "string" else c.is_not_null()
+        text = schema[name] == pl.String
+        present = c.is_not_null() & (c != "") if text else c.is_not_null()
 
         def rule(broken: pl.Expr, label: str, name: str = name) -> None:
             exprs.append(
@@ -58,6 +54,16 @@ def _column_rules(catalogue: Catalogue, source: str) -> list[pl.Expr]:
 
         if col.required:
             rule(~present, "missing_required")
+        if col.type == "int" and text:  # a column the file holds as text
+            number = c.cast(pl.Int64, strict=False)
+            whole = c.str.contains(r"^[+-]?[0-9]+$")
+            rule(present & number.is_null() & ~whole, "not_an_integer")
+            rule(present & number.is_null() & whole, "integer_out_of_range")
+            c = number
+        if col.type == "bool" and text:
+            rule(
+                present & ~c.str.to_lowercase().is_in(["true", "false", "1", "0"]), "not_a_boolean"
+            )
         if col.type == "date":
             parsed = c.str.to_date("%Y-%m-%d", strict=False)
             shaped = c.str.contains(r"^\d{4}-\d{2}-\d{2}$")
@@ -68,6 +74,8 @@ def _column_rules(catalogue: Catalogue, source: str) -> list[pl.Expr]:
             rule(c < col.min, "below_minimum")
         if col.max is not None:
             rule(c > col.max, "above_maximum")
+        if (bound := col.money_bound) is not None:
+            rule((c > bound) | (c < -bound), "money_out_of_range")
         if col.allowed is not None:
             rule(present & ~c.is_in(list(col.allowed)), "not_allowed_value")
         if col.pattern is not None:
@@ -87,9 +95,10 @@ def _column_rules(catalogue: Catalogue, source: str) -> list[pl.Expr]:
             rule(present & ~c.is_in(list(listed.values)), listed.rule)
         if col.not_before is not None:
             other = pl.col(col.not_before)
-            if col.type == "date":
-                c, other = c.str.to_date(strict=False), other.str.to_date(strict=False)
-            rule(c < other, "date_out_of_order")
+            if col.type == "month":
+                c, other = c + "-01", other + "-01"
+            day, other_day = c.str.to_date(strict=False), other.str.to_date(strict=False)
+            rule(day < other_day, "date_out_of_order")
     return exprs
 
 
@@ -105,7 +114,7 @@ def rule_failures(
     out: dict[str, dict[int, list[str]]] = {}
     for name in catalogue.ordered():
         source = catalogue.sources[name]
-        exprs = _column_rules(catalogue, name)
+        exprs = _column_rules(catalogue, name, frames[name].schema)
         if source.key:
             dup = pl.struct(list(source.key)).is_duplicated()
             exprs.append(pl.when(dup).then(pl.lit("duplicate_key")).alias("key"))
@@ -208,6 +217,7 @@ def test_one_file_per_source_and_a_manifest(clean: dict[str, Any], catalogue: Ca
     assert manifest["as_of"] == "2026-01-01"
     assert manifest["window"] == {"first": "2024-01", "last": "2025-12"}
     assert manifest["injected"] == []
+    assert manifest["rules"] == {}
     assert "seconds" not in manifest
     assert manifest["rows"] == {n: f.height for n, f in clean["frames"].items()}
 
@@ -451,9 +461,18 @@ def test_dates_and_window_follow_as_of(tmp_path: Path, catalogue: Catalogue) -> 
 # --- bad rows ----------------------------------------------------------------------------
 
 
-def test_every_error_kind_is_injected(dirty: dict[str, Any]) -> None:
+def test_every_quarantine_rule_can_be_injected(catalogue: Catalogue) -> None:
+    """A rule added to the validator without an injection here fails this test."""
+    assert injectable(catalogue) == set(quarantine_rules(catalogue))
+
+
+def test_every_quarantine_rule_is_injected(dirty: dict[str, Any], catalogue: Catalogue) -> None:
     injected = dirty["manifest"]["injected"]
-    assert {i["rule"] for i in injected} == ERROR_KINDS
+    rules = set(quarantine_rules(catalogue))
+    assert len(rules) == 18
+    assert {i["rule"] for i in injected} == rules
+    assert dirty["manifest"]["rules"] == dict(sorted(Counter(i["rule"] for i in injected).items()))
+    assert set(dirty["manifest"]["rules"]) == rules
     assert len({i["source"] for i in injected}) >= 6
     for entry in injected:
         assert set(entry) == {"source", "row", "rule", "column"} | (
@@ -488,7 +507,7 @@ def test_injected_values_look_as_described(dirty: dict[str, Any], catalogue: Cat
             assert not is_valid_uscc(value)
             assert not is_valid_resident_id(value)
         elif rule == "below_minimum":
-            assert value < 0
+            assert int(value) < 0  # an int, or text in a column the file holds as text
         elif rule == "unknown_region":
             assert len(value) == 6
             assert value.isdigit()
@@ -497,6 +516,32 @@ def test_injected_values_look_as_described(dirty: dict[str, Any], catalogue: Cat
             assert value is None
         elif rule == "unparseable_date":
             assert value.endswith("-02-30") or value.count("/") == 2
+        elif rule == "unparseable_month":
+            assert value.count("/") == 1
+        elif rule == "malformed_identifier":
+            assert len(value) == 17
+        elif rule in ("unknown_enterprise", "unknown_person"):
+            valid = is_valid_uscc if rule == "unknown_enterprise" else is_valid_resident_id
+            assert valid(value)
+        elif rule == "not_an_integer":
+            assert value.endswith(",5")
+        elif rule == "integer_out_of_range":
+            assert int(value) > 2**63
+        elif rule == "money_out_of_range":
+            assert int(value) >= 2**62
+        elif rule == "above_maximum":
+            assert int(value) > 2100
+        elif rule == "not_a_boolean":
+            assert value == "是"
+        elif rule == "not_allowed_value":
+            assert value == "unknown" or value.isupper()
+        elif rule == "pattern_mismatch":
+            assert "-" in value or value == "#"
+        elif rule == "date_out_of_order":
+            before = catalogue.sources[entry["source"]].columns[entry["column"]].not_before
+            assert value < frame[before][row]
+        else:
+            raise AssertionError(f"no description of {rule}")
 
 
 def test_no_errors_means_none_injected(clean: dict[str, Any]) -> None:
