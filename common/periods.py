@@ -106,6 +106,15 @@ def assessed_window(kind: str, as_of: dt.date, period: Period) -> Window:
     return Window(last_complete, last_complete)
 
 
+def months_of(first: dt.date, last: dt.date) -> list[dt.date]:
+    """The first days of the months from `first`'s to `last`'s, both included."""
+    out, month = [], month_start(first)
+    while month <= last:
+        out.append(month)
+        month = add_months(month, 1)
+    return out
+
+
 def look_back(window: Window, years_before: int = 0, months: int | None = None) -> Window:
     """`window` shifted back by whole years, then (with `months`) the last `months` months
     of it: a feature that reads ten years before the assessed window's end."""

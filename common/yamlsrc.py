@@ -360,7 +360,7 @@ class _Builder:
                     key_node,
                     Code.YAML_SYNTAX,
                     f"{key!r} is read as a key: inside {{...}} a comma ends a value",
-                    'quote an expression that has commas: {id: x, when: "substr(code, 1, 2) == \\"65\\""}',
+                    'quote a value that has commas, as in {id: x, when: "min(a, b) > 0"}',
                 )
                 continue
             if key in result:

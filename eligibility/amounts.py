@@ -6,7 +6,8 @@ benefit period covered, capped, and rounded half up to the fen or the yuan:
     Formula        one money expression                    amount: premium * 90%
     Table          the first row whose `when` holds        table: [{when: .., amount: ..}]
     StepTiers      the bracket `by` falls in               tiers: {mode: step, ...}
-    MarginalTiers  each slice of `by` at its bracket's rate  tiers: {mode: marginal, ...}
+    MarginalTiers  each slice of `by` at its bracket's rate
+    Monthly        each month's amount, summed over the benefit period  tiers: {mode: marginal, ...}
 
 Each backend gives one `functools.singledispatch` rule per kind: the Polars compiler
 (`eligibility.backends.polars.amounts`), the reference interpreter
@@ -108,8 +109,22 @@ class MarginalTiers:
         return (self.by, *(x for b in self.brackets for x in b.nodes()))
 
 
-Base = Formula | Table | StepTiers | MarginalTiers
-KINDS: tuple[type, ...] = (Formula, Table, StepTiers, MarginalTiers)
+@dataclass(frozen=True, slots=True)
+class Monthly:
+    """The sum over the benefit period's months of `expr`, in which the run date `month`
+    is each month's first day: an allowance whose tier changes on a birthday's month."""
+
+    expr: A.Node
+
+    def nodes(self) -> tuple[A.Node, ...]:
+        """Every expression of the kind, in file order."""
+        return (self.expr,)
+
+
+Base = Formula | Table | StepTiers | MarginalTiers | Monthly
+KINDS: tuple[type, ...] = (Formula, Table, StepTiers, MarginalTiers, Monthly)
+
+MONTH = "month"  # inside `monthly`: the first day of each month of the benefit period
 
 
 @dataclass(frozen=True, slots=True)

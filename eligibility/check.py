@@ -21,11 +21,13 @@ from common.money import to_fen
 from common.yamlsrc import Loc, Located, load_yaml_file
 from eligibility import ast as A
 from eligibility.amounts import (
+    MONTH,
     Amount,
     Base,
     Bracket,
     Formula,
     MarginalTiers,
+    Monthly,
     Rounding,
     StepTiers,
     Table,
@@ -474,6 +476,30 @@ def _amount(c: Checker, spec: PolicyFile, scope: Scope) -> Amount | None:
         base = Formula(formula) if formula is not None else None
     elif am.tiers is not None:
         base = _tiers(c, spec, scope, money)
+    elif am.monthly is not None:
+        if spec.benefit_period == "once":
+            c.problem_at(
+                ("amount", "monthly"),
+                Code.PRORATE_PERIOD,
+                "a monthly amount sums the months of the benefit period, which `once` has not",
+                "set benefit_period: year, quarter or month",
+            )
+        with_month = Scope(
+            scope.entity,
+            {**scope.names, MONTH: RunDate(MONTH)},
+            scope.what + ", month (each month's first day)",
+            relations_from=scope.relations_from,
+        )
+        node = c.parse(("amount", "monthly"), am.monthly)
+        t = c.check(node, with_month) if node is not None else None
+        if node is not None and t is not None and t not in ("money", "null"):
+            c.problem(
+                node,
+                Code.AMOUNT_NOT_MONEY,
+                f"a month's amount must be money, found {t}",
+                "write the unit: 300 yuan if age_on(month) >= 90 else 100 yuan",
+            )
+        base = Monthly(node) if node is not None and t in ("money", "null") else None
     else:
         _at_most(c, ("amount", "table"), len(am.table or []), "table rows")
         rows = []

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
 from common.money import format_fen_amount, to_fen
+from common.periods import months_of
 from eligibility import ast as A
-from eligibility.amounts import Formula, MarginalTiers, StepTiers, Table
+from eligibility.amounts import MONTH, Formula, MarginalTiers, Monthly, StepTiers, Table
 from eligibility.checked import CheckedCatalogue, CheckedPolicy, LetRef, ParamRef
 from eligibility.functions import FUNCTIONS, BackendRules, listed_name
 from eligibility.plan import Naming, param_ref, run_dates, top_level_aggregates
@@ -537,6 +538,16 @@ def _table(base: Table, show: _Show) -> list[str]:
             return [f"table row: when {show.with_values(when)}: {show.value(value)}"]
     otherwise = show.value(base.otherwise) if base.otherwise is not None else "0"
     return ["table: no row matched; otherwise " + otherwise]
+
+
+@base_steps.register
+def _monthly(base: Monthly, show: _Show) -> list[str]:
+    env = show.env
+    shown = []
+    for month in months_of(env.dates["period_start"], env.dates["period_end"]):
+        value = evaluate(base.expr, replace(env, dates={**env.dates, MONTH: month}))
+        shown.append(f"{month:%Y-%m} {show_value(value, 'money')}")
+    return [f"monthly: {show.with_values(base.expr)}", "  " + "; ".join(shown)]
 
 
 def _tier_steps(base: StepTiers | MarginalTiers, mode: str, show: _Show) -> list[str]:

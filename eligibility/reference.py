@@ -15,15 +15,24 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from functools import singledispatch
 from typing import Any
 
 from common.money import FEN_PER_YUAN, MAX_ENTITLEMENT_FEN, to_fen
-from common.periods import add_months
+from common.periods import add_months, months_of
 from eligibility import ast as A
-from eligibility.amounts import Amount, Formula, MarginalTiers, Rounding, StepTiers, Table
+from eligibility.amounts import (
+    MONTH,
+    Amount,
+    Formula,
+    MarginalTiers,
+    Monthly,
+    Rounding,
+    StepTiers,
+    Table,
+)
 from eligibility.checked import (
     ArgRef,
     CheckedPolicy,
@@ -389,6 +398,17 @@ def _marginal(base: MarginalTiers, env: Env) -> Decimal | None:
             min(Decimal(by), Decimal(evaluate(b.high, env))) if b.high is not None else Decimal(by)
         )
         total += q(max(top - low, Decimal(0)) * Decimal(evaluate(b.value, env)))
+    return total
+
+
+@base_amount.register
+def _monthly(base: Monthly, env: Env) -> Decimal | None:
+    total = Decimal(0)
+    for month in months_of(env.dates["period_start"], env.dates["period_end"]):
+        value = _money(base.expr, replace(env, dates={**env.dates, MONTH: month}))
+        if value is None:  # an unknown month: the sum is unknown
+            return None
+        total += value
     return total
 
 

@@ -257,11 +257,16 @@ class Rounding(_Strict):
 
 
 class Amount(_Strict):
-    """How much: one of formula, tiers or table; then proration, cap and rounding."""
+    """How much: one of formula, tiers, table or monthly; then proration, cap and rounding."""
 
     formula: Scalar = None
     tiers: Tiers | None = None
     table: list[TableRow] | None = None
+    monthly: str | None = Field(
+        default=None,
+        description="the amount of each month of the benefit period, summed; `month` names "
+        "the month's first day (an allowance whose tier changes on a birthday's month)",
+    )
     otherwise: Scalar = None
     prorate: Prorate | None = None
     cap: Scalar = None
@@ -269,9 +274,9 @@ class Amount(_Strict):
 
     @model_validator(mode="after")
     def _one(self) -> Amount:
-        given = [x for x in (self.formula, self.tiers, self.table) if x is not None]
+        given = [x for x in (self.formula, self.tiers, self.table, self.monthly) if x is not None]
         if len(given) != 1:
-            raise ValueError("amount has exactly one of formula, tiers or table")
+            raise ValueError("amount has exactly one of formula, tiers, table or monthly")
         if self.otherwise is not None and self.table is None:
             raise ValueError("otherwise belongs to a table")
         return self

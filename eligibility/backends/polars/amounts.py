@@ -6,19 +6,24 @@ prorated by months, capped and rounded half up to Int64 fen (`amount`).
 
 from __future__ import annotations
 
+import operator
+from dataclasses import replace
 from decimal import Decimal
-from functools import singledispatch
+from functools import reduce, singledispatch
 from typing import Any
 
 import polars as pl
 
 from common.money import MAX_ENTITLEMENT_FEN
+from common.periods import months_of
 from eligibility import ast as A
 from eligibility.amounts import (
+    MONTH,
     Amount,
     Bracket,
     Formula,
     MarginalTiers,
+    Monthly,
     Rounding,
     StepTiers,
     Table,
@@ -96,6 +101,17 @@ def _marginal(base: MarginalTiers, ctx: Context) -> pl.Expr:
         parts.append(pl.max_horizontal(top - low, _ZERO) * _money(b.value, ctx))
     total = pl.sum_horizontal(parts) if len(parts) > 1 else parts[0] if parts else _ZERO
     return pl.when(by.is_not_null()).then(total)
+
+
+@base_amount.register
+def _monthly(base: Monthly, ctx: Context) -> pl.Expr:
+    # One expression per month of the benefit period, `month` bound to its first day; an
+    # unknown month leaves the sum unknown (`+` propagates it, as the reference does).
+    parts = [
+        _money(base.expr, replace(ctx, dates={**ctx.dates, MONTH: month}))
+        for month in months_of(ctx.dates["period_start"], ctx.dates["period_end"])
+    ]
+    return reduce(operator.add, parts)
 
 
 def _month_index(d: pl.Expr) -> pl.Expr:
