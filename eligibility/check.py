@@ -9,7 +9,7 @@ and lists the policy reads, so only those are computed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,14 @@ def check_policy(spec: PolicyFile, located: Located, cat: CheckedCatalogue) -> C
     for name in spec.variants:
         vc = Checker(located, cat)
         variants[name] = _check(vc, spec, cat, variant_reading(vc, spec, name, ()), cases=False)
-        problems += vc.problems
+        base = list(c.problems)
+        problems += [  # a variant's own problem says whose it is; the file's, once
+            p
+            if f"variant {name}" in p.message
+            else replace(p, message=f"{p.message} (in variant {name})")
+            for p in vc.problems
+            if p not in base
+        ]
         warnings += [w for w in vc.warnings if w not in warnings]
     if problems or policy is None:
         raise ProblemsError(problems)
@@ -263,6 +270,7 @@ def _params(
         if ptype is not None and shape is not None:
             scope.names[pname] = ParamRef(pname, ptype, shape)  # type: ignore[arg-type]
             params[pname] = dated
+            c.param_nodes[pname] = [d.node for d in dated if isinstance(d.node, A.Node)]
     return params
 
 

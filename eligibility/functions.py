@@ -19,10 +19,10 @@ Standard library only, like `eligibility.ast`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from common.errors import Code
 from eligibility import ast as A
@@ -40,6 +40,9 @@ class TypeContext(Protocol):
 
     def param_shape(self, node: A.Node) -> str | None:
         """value, list or table for a parameter's name; None for anything else."""
+
+    def param_literals(self, node: A.Node) -> list[A.Node]:
+        """The values a value parameter takes in this reading, as written (none for others)."""
 
 
 TypeRule = Callable[[A.Call, list[Type], TypeContext], Type | None]
@@ -268,18 +271,41 @@ def _read_alike(pattern: str) -> bool:
 
 
 def _written_count(call: A.Call, i: int, ctx: TypeContext, least: int) -> bool:
-    """Argument i is a whole number written out, at least `least`."""
+    """Argument i is a whole number of at least `least`: written out, or a parameter whose
+    every value is one (a variant may then change it)."""
     arg = call.args[i]
-    value = arg.value if isinstance(arg, A.Literal) and arg.unit == "" else None
-    if not (isinstance(value, Decimal) and value == value.to_integral_value() and value >= least):
+    if ctx.param_shape(arg) == "value":
+        named = f"parameter {arg.name!r}" if isinstance(arg, A.Name) else "the parameter"
+        values = [_whole(v) for v in ctx.param_literals(arg)]
+        if values and all(v is not None and v >= least for v in values):
+            return True
         ctx.problem(
             arg,
             Code.TYPE_MISMATCH,
-            f"argument {i + 1} of {call.func}() must be a whole number of at least {least}, written out",
+            f"argument {i + 1} of {call.func}() is {named}, and not every value of it is "
+            f"a whole number of at least {least}",
+            f"give the parameter whole-number values of at least {least}",
+        )
+        return False
+    value = _whole(arg)
+    if value is None or value < least:
+        ctx.problem(
+            arg,
+            Code.TYPE_MISMATCH,
+            f"argument {i + 1} of {call.func}() must be a whole number of at least {least}, "
+            "written out or a parameter",
             f"{call.func}(): {FUNCTIONS[call.func].doc}",
         )
         return False
     return True
+
+
+def _whole(node: A.Node) -> int | None:
+    """The whole number a literal writes (no unit), or None."""
+    value = node.value if isinstance(node, A.Literal) and node.unit == "" else None
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return None
 
 
 @function(
@@ -292,8 +318,8 @@ def _starts_with(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
 @function(
     "substr",
     3,
-    "the part of a text from a position (the first character is 1) of a length: "
-    'substr(industry_code, 1, 2) of "6510" is "65"',
+    "the part of a text from a position (the first character is 1) of a length, each a "
+    'whole number or a parameter: substr(industry_code, 1, 2) of "6510" is "65"',
 )
 def _substr(call: A.Call, ts: list[Type], ctx: TypeContext) -> Type | None:
     if not (_written_count(call, 1, ctx, 1) and _written_count(call, 2, ctx, 0)):
@@ -419,9 +445,12 @@ class BackendRules(Generic[R]):
         return iter(self.rules)
 
 
-def written_int(call: A.Call, i: int) -> int:
-    """Argument i of a call, a whole number its type rule required written out."""
+def count_arg(call: A.Call, i: int, params: Mapping[str, Any]) -> int:
+    """Argument i of a call, a whole number its type rule required: written out, or the
+    value in force of the parameter it names."""
     arg = call.args[i]
+    if isinstance(arg, A.Name):
+        return int(params[arg.name])
     assert isinstance(arg, A.Literal)
     assert isinstance(arg.value, Decimal)
     return int(arg.value)

@@ -43,7 +43,7 @@ from eligibility.checked import (
     RunDate,
     Typed,
 )
-from eligibility.functions import FUNCTIONS, BackendRules, anchored, listed_name, written_int
+from eligibility.functions import FUNCTIONS, BackendRules, anchored, count_arg, listed_name
 from eligibility.plan import Naming, param_values, run_dates
 
 PLACES = Decimal("1e-10")
@@ -318,7 +318,7 @@ def _starts_with(node: A.Call, args: list[Any], env: Env) -> Any:
 
 @RULES.rule("substr")
 def _substr(node: A.Call, args: list[Any], env: Env) -> Any:
-    start, length = written_int(node, 1) - 1, written_int(node, 2)
+    start, length = count_arg(node, 1, env.params) - 1, count_arg(node, 2, env.params)
     return str(args[0])[start : start + length]
 
 

@@ -47,6 +47,7 @@ class Checker:
         self._shaped: set[int] = set()  # names where a list or table parameter may stand
         self.defines: dict[str, Define] = {}  # the policy's own functions, in file order
         self.owner_lets: dict[str, A.Node] = {}  # lets an aggregate body may read (`owner_level`)
+        self.param_nodes: dict[str, list[A.Node]] = {}  # a value parameter's values, as written
 
     def problem_at(self, loc: Loc, code: Code, message: str, fix: str) -> None:
         """Record a problem at a place in the file."""
@@ -70,6 +71,11 @@ class Checker:
         """value, list or table for a parameter's name; None for anything else."""
         b = self.typed.bindings.get(id(node))
         return b.shape if isinstance(b, ParamRef) else None
+
+    def param_literals(self, node: A.Node) -> list[A.Node]:
+        """The values a value parameter takes in this reading, as written (none for others)."""
+        b = self.typed.bindings.get(id(node))
+        return self.param_nodes.get(b.name, []) if isinstance(b, ParamRef) else []
 
     def set_type(self, node: A.Node, t: Type) -> None:
         """Record a node's type."""

@@ -90,3 +90,63 @@ def test_a_setting_of_another_shape_is_refused(cat, tmp_path: Path) -> None:  # 
     assert "'regional_rate' is set to a number value, where the file gives a number table" in (
         info.value.render()
     )
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies"
+
+
+def test_a_count_parameter_sets_where_substr_cuts_and_a_variant_changes_it(cat) -> None:  # type: ignore[no-untyped-def]
+    policy = load_policy(SHIPPED / "stay_at_post_grant.yaml", cat)
+    results = run_cases(policy, cat)
+    assert all(r.passed for r in results), [r.render("") for r in results]
+    # the same staff, two readings: the city's counts both (1000 yuan), the province's one
+    amounts = {r.name: r.actual.get("amount") for r in results}
+    assert amounts["from elsewhere in the province counts in the city reading"] == "1,000.00 yuan"
+    assert (
+        amounts["the provincial reading counts only those from outside the province"]
+        == "500.00 yuan"
+    )
+    assert set(policy.variants) == {"province_wide"}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "      home_digits: 2\n",
+            "      home_digits: 2.5\n",
+            "not every value of it is a whole number of at least 0 (in variant province_wide)",
+        ),
+        (
+            "      home_digits: 2\n",
+            "      home_digits: -1\n",
+            "not every value of it is a whole number of at least 0 (in variant province_wide)",
+        ),
+        (
+            "substr(region_code, 1, home_digits)",
+            "substr(region_code, per_employee, home_digits)",
+            "argument 2 of substr() is parameter 'per_employee'",
+        ),
+        (
+            "substr(region_code, 1, home_digits)",
+            "substr(region_code, 1, len_digits)",
+            "unknown name",
+        ),
+    ],
+)
+def test_a_count_parameter_that_is_not_a_whole_number_is_refused(
+    cat,
+    tmp_path: Path,
+    old: str,
+    new: str,
+    message: str,  # type: ignore[no-untyped-def]
+) -> None:
+    text = (SHIPPED / "stay_at_post_grant.yaml").read_text()
+    assert old in text
+    broken = tmp_path / "p.yaml"
+    broken.write_text(text.replace(old, new))
+    with pytest.raises(ProblemsError) as info:
+        load_policy(broken, cat)
+    rendered = info.value.render()
+    assert message in rendered, rendered
+    assert f"{broken}:" in rendered

@@ -15,7 +15,7 @@ import polars as pl
 from common.money import FEN_PER_YUAN
 from eligibility import ast as A
 from eligibility.backends.polars.base import Context, as_decimal, dtype_of
-from eligibility.functions import FUNCTIONS, BackendRules, anchored, listed_name, written_int
+from eligibility.functions import FUNCTIONS, BackendRules, anchored, count_arg, listed_name
 
 Rule = Callable[[A.Call, list[pl.Expr], Context], pl.Expr]
 RULES: BackendRules[Rule] = BackendRules("Polars")
@@ -145,7 +145,7 @@ def _starts_with(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
 
 @RULES.rule("substr")
 def _substr(node: A.Call, args: list[pl.Expr], ctx: Context) -> pl.Expr:
-    return args[0].str.slice(written_int(node, 1) - 1, written_int(node, 2))
+    return args[0].str.slice(count_arg(node, 1, ctx.params) - 1, count_arg(node, 2, ctx.params))
 
 
 @RULES.rule("lower")
