@@ -163,6 +163,11 @@ class Code(StrEnum):
         "policy",
         "a variant or a worked example sets a parameter or let the policy does not have",
     )
+    NOT_PAYABLE = (
+        "E129",
+        "policy",
+        "a policy pays an entity kind money cannot go to (a household): it names a payee",
+    )
     CASE_FAILED = (
         "E124",
         "policy",
@@ -175,6 +180,16 @@ class Code(StrEnum):
         "a feature or relation reads a source the source catalogue lacks",
     )
     UNKNOWN_COLUMN = "E131", "features", "a feature or relation reads a column its source lacks"
+    UNKNOWN_ENTITY = (
+        "E135",
+        "features",
+        "a feature, relation or policy names an entity kind the feature catalogue does not declare",
+    )
+    RELATION_CHAIN = (
+        "E136",
+        "features",
+        "a relation's via steps do not lead on from one another, or lead back to it",
+    )
     # what a careful officer wants refused
     UNKNOWN_LIST = (
         "E150",
@@ -291,6 +306,11 @@ class ProblemsError(DisburseError):
 def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
     """The known names that look most like `name` (for a 'did you mean' hint)."""
     return difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
+
+
+def article(noun: str) -> str:
+    """The noun with its indefinite article, for messages: 'an enterprise', 'a person'."""
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
 def did_you_mean(name: str, known: Sequence[str], what: str) -> str:

@@ -120,17 +120,41 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class Pick:
+    """The first `n` related entities in order of `key`, of those that meet `where`:
+    `earliest(certificates, 3, issued_on)`, `latest(hires, 10, hired_in, graduate)`.
+    Ties in `key` go in order of the entity's identifier."""
+
+    order: Lit["earliest", "latest"]
+    n: Node  # a whole number written out, or a parameter
+    key: Node
+    where: Node | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Aggregate:
     """any/all/count/sum over a relation: `count(hires, graduated_within_months <= 24)`.
 
     `body` is evaluated for each related entity (names inside refer to its
-    features); `body` is None for a plain `count(hires)`.
+    features); `body` is None for a plain `count(hires)`.  With `pick`, only the
+    related entities it picks count: `sum(earliest(certificates, 3, issued_on), ...)`.
     """
 
     func: Lit["any", "all", "count", "sum"]
     relation: str
     body: Node | None
     span: Span
+    pick: Pick | None = None
+
+
+def member_parts(node: Aggregate) -> tuple[Node, ...]:
+    """The parts of an aggregate evaluated on each related entity: the pick's condition
+    and key, then the body."""
+    parts: list[Node | None] = [None, None, node.body]
+    if node.pick is not None:
+        parts[:2] = [node.pick.where, node.pick.key]
+    return tuple(p for p in parts if p is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +186,7 @@ Node = (
 # Aggregates over a relation are nodes of their own; the functions are in
 # `eligibility.functions`, one registry entry each.
 AGGREGATES = ("any", "all", "count", "sum")
+PICKS = ("earliest", "latest")  # the related entities an aggregate reads: its first N
 
 
 def children(node: Node) -> tuple[Node, ...]:
@@ -185,8 +210,10 @@ def children(node: Node) -> tuple[Node, ...]:
             return args
         case Apply(args=args, body=body):
             return (*args, body)
-        case Aggregate(body=body):
+        case Aggregate(pick=None, body=body):
             return () if body is None else (body,)
+        case Aggregate(pick=Pick(n=n)):
+            return (n, *member_parts(node))
     raise TypeError(f"not an expression node: {node!r}")
 
 

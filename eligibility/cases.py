@@ -22,10 +22,12 @@ from common.periods import written_date
 from common.yamlsrc import Loc
 from eligibility import ast as A
 from eligibility.backends.polars.expr import compile_expr
+from eligibility.backends.polars.features import without_links
 from eligibility.backends.polars.policy import (
     OWNER_COLUMN,
     aggregate_expressions,
     evaluate_frame,
+    pick_columns,
     policy_context,
 )
 from eligibility.check import case_reading, reading_policy
@@ -242,24 +244,25 @@ def run_case(
             raise _BadValue(
                 (*loc, an.node.relation), "a relation is a list of related entities: [{...}, ...]"
             )
-        members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), tuple(rel.attributes))
+        attributes = tuple(cat.link_columns(an.node.relation))
+        members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), attributes)
         member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
         mframe = _frame(rel.to, members, cat, naming, window, mlists) if members else None
-        if mframe is None:
-            value = pl.DataFrame({col: [None]}).with_columns(
-                pl.col(col).cast(pl.String if an.kind == "payee" else pl.Int64)
-            )
+        if mframe is None:  # as the batch fills an owner without links
+            empty = pl.lit(None, dtype=pl.String) if an.kind == "payee" else without_links(an)
+            value = pl.select(empty.alias(col))
         else:
             links = mframe.with_columns(
                 pl.lit(1, dtype=pl.Int32).alias("_owner"),
-                *[pl.Series(Naming.link(a), [m.get(a) for m in members]) for a in rel.attributes],
+                *[pl.Series(Naming.link(a), [m.get(a) for m in members]) for a in attributes],
             )
             # The owner's features beside each link, for owner.x and lets read on the owner.
             links = links.join(frame.select(pl.all().name.prefix(OWNER_COLUMN)), how="cross")
+            links = links.with_columns(pick_columns(cat, [an]))
             value = links.group_by("_owner").agg(aggregate_expressions(cat, [an])).drop("_owner")
-            if an.kind != "payee" and an.node.func in ("count", "sum"):
-                value = value.with_columns(pl.col(col).fill_null(0))
+            if an.kind != "payee":
+                value = value.with_columns(pl.col(col).fill_null(without_links(an)))
         frame = frame.hstack(value)
     sk = Naming.sk(policy.target)
     out = evaluate_frame(frame.lazy(), [policy], cat, as_of, sk, "entity_id").collect(

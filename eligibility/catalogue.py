@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from common.errors import Code, Problem, ProblemsError, did_you_mean
+from common.errors import Code, Problem, ProblemsError, article, did_you_mean
 from common.yamlsrc import Loc, Located, load_yaml_file, schema_problems
 from eligibility import ast as A
 from eligibility.checked import CheckedCatalogue, Scope, Typed
@@ -65,9 +65,7 @@ def load_feature_catalogue(
                 checker.problem_at(
                     ("features", entity, name),
                     Code.NAME_CLASH,
-                    f"{name!r} is both a feature of an {entity} and a relation from it"
-                    if entity == "enterprise"
-                    else f"{name!r} is both a feature of a {entity} and a relation from it",
+                    f"{name!r} is both a feature of {article(entity)} and a relation from it",
                     "give them different names: a worked example could not say which it gives",
                 )
             if fdef.source is not None:
@@ -107,14 +105,28 @@ def _need_column(
 def _check_sources(checker: Checker, cat: CheckedCatalogue) -> None:
     for ent, edef in cat.spec.entities.items():
         _need_source(checker, cat, ("entities", ent, "source"), edef.source)
+    for ent in cat.spec.features:
+        if ent not in cat.spec.entities:
+            _unknown_entity(checker, cat, ("features", ent), ent)
     for src, t in cat.spec.timed.items():
         if _need_source(checker, cat, ("timed", src), src):
             _need_column(checker, cat, ("timed", src, "column"), src, t.column)
 
 
 def _check_relations(checker: Checker, cat: CheckedCatalogue) -> None:
+    entities = cat.spec.entities
     for rname, rel in cat.spec.relations.items():
         loc: Loc = ("relations", rname)
+        for end in ("from", "to"):
+            kind = rel.from_ if end == "from" else rel.to
+            if kind not in entities:
+                _unknown_entity(checker, cat, (*loc, end), kind)
+        if rel.via is not None:
+            _check_via(checker, cat, rname)
+            continue
+        assert rel.source is not None
+        assert rel.from_key is not None
+        assert rel.to_key is not None
         if not _need_source(checker, cat, (*loc, "source"), rel.source):
             continue
         for key in ("from_key", "to_key"):
@@ -127,6 +139,83 @@ def _check_relations(checker: Checker, cat: CheckedCatalogue) -> None:
             _where(
                 checker, cat, loc, rel.source, rel.where, f"relation:{rname}", "a relation's where"
             )
+
+
+def _unknown_entity(checker: Checker, cat: CheckedCatalogue, loc: Loc, kind: str) -> None:
+    checker.problem_at(
+        loc,
+        Code.UNKNOWN_ENTITY,
+        f"unknown entity kind {kind!r}",
+        did_you_mean(kind, list(cat.spec.entities), "the entities")
+        + "; or declare it under entities: with the source that lists them",
+    )
+
+
+def _check_via(checker: Checker, cat: CheckedCatalogue, rname: str) -> None:
+    """A relation followed through others: each step known, leading on from the one
+    before, from the relation's `from` to its `to`, never back through itself; the
+    steps' attributes distinct."""
+    rel = cat.spec.relations[rname]
+    assert rel.via is not None
+    at = rel.from_
+    seen_attrs: dict[str, str] = {}
+    for i, hop in enumerate(rel.via):
+        loc: Loc = ("relations", rname, "via", i)
+        step = cat.spec.relations.get(hop)
+        if step is None:
+            checker.problem_at(
+                loc,
+                Code.UNKNOWN_RELATION,
+                f"relation {rname!r} follows {hop!r}, which is no relation",
+                did_you_mean(hop, [r for r in cat.spec.relations if r != rname], "the relations"),
+            )
+            return
+        if _leads_back(cat, hop, rname, set()):
+            checker.problem_at(
+                loc,
+                Code.RELATION_CHAIN,
+                f"relation {rname!r} follows {hop!r}, which leads back to {rname!r}",
+                "follow relations read from sources, or via relations that do not name this one",
+            )
+            return
+        if step.from_ != at:
+            checker.problem_at(
+                loc,
+                Code.RELATION_CHAIN,
+                f"step {i + 1} of {rname!r}, {hop!r}, starts from {article(step.from_)}, where "
+                f"the step before leads to {article(at)}",
+                "list the relations in the order they are followed, each from where the last one ends",
+            )
+            return
+        for attr in cat.link_columns(hop):
+            if attr in seen_attrs:
+                checker.problem_at(
+                    loc,
+                    Code.NAME_CLASH,
+                    f"steps {seen_attrs[attr]!r} and {hop!r} of {rname!r} both have the "
+                    f"attribute {attr!r}",
+                    "rename one of the attributes: a body could not say which it reads",
+                )
+            seen_attrs[attr] = hop
+        at = step.to
+    if at != rel.to:
+        checker.problem_at(
+            ("relations", rname, "to"),
+            Code.RELATION_CHAIN,
+            f"relation {rname!r} is declared to {article(rel.to)}, and its last step leads to "
+            f"{article(at)}",
+            f"write to: {at}, or follow relations that end at {article(rel.to)}",
+        )
+
+
+def _leads_back(cat: CheckedCatalogue, hop: str, target: str, seen: set[str]) -> bool:
+    """Whether following `hop` reaches `target` (or a circle) through via steps."""
+    if hop == target or hop in seen:
+        return True
+    step = cat.spec.relations.get(hop)
+    if step is None or step.via is None:
+        return False
+    return any(_leads_back(cat, h, target, seen | {hop}) for h in step.via)
 
 
 def _where(

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.errors import Code, ProblemsError, did_you_mean
+from common.errors import Code, ProblemsError, article, did_you_mean
 from common.money import to_fen
 from common.yamlsrc import Loc, Located, load_yaml_file
 from eligibility import ast as A
@@ -154,6 +154,14 @@ def _check(
     c: Checker, spec: PolicyFile, cat: CheckedCatalogue, reading: Reading | None, *, cases: bool
 ) -> CheckedPolicy | None:
     """The policy under one reading; None (with problems recorded in `c`) if it has any."""
+    if spec.target not in cat.spec.entities:
+        c.problem_at(
+            ("target",),
+            Code.UNKNOWN_ENTITY,
+            f"unknown target {spec.target!r}",
+            did_you_mean(spec.target, cat.entities(), "the entities of the feature catalogue"),
+        )
+        return None
     base = entity_scope(cat, spec.target)
     names = dict(base.names)
     for d in RUN_DATES:
@@ -438,17 +446,35 @@ def _conditions(c: Checker, spec: PolicyFile, scope: Scope) -> list[CheckedCondi
 def _payee(c: Checker, spec: PolicyFile, scope: Scope, cat: CheckedCatalogue) -> A.Node | None:
     """The payee's `where`, over a relation from the target to a person (None: the entity)."""
     if spec.payee == "self":
+        if not cat.payable(spec.target):
+            payees = [
+                n
+                for n, r in cat.spec.relations.items()
+                if r.from_ == spec.target and cat.payable(r.to)
+            ]
+            c.problem_at(
+                ("target",),
+                Code.NOT_PAYABLE,
+                f"money cannot be paid to {article(spec.target)}: features.yaml does not "
+                "declare its kind payable",
+                "name who is paid: payee: {relation: "
+                + (payees[0] if payees else "<a relation to a person or an enterprise>")
+                + ", where: <condition>}",
+            )
         return None
     rel = cat.spec.relations.get(spec.payee.relation)
-    if rel is None or rel.from_ != spec.target or rel.to != "person":
+    if rel is None or rel.from_ != spec.target or not cat.payable(rel.to):
         known = [
-            n for n, r in cat.spec.relations.items() if r.from_ == spec.target and r.to == "person"
+            n for n, r in cat.spec.relations.items() if r.from_ == spec.target and cat.payable(r.to)
         ]
         c.problem_at(
             ("payee", "relation"),
             Code.UNKNOWN_RELATION,
-            f"unknown relation {spec.payee.relation!r} for a payee",
-            did_you_mean(spec.payee.relation, known, "relations to a person") if known else "",
+            f"{spec.payee.relation!r} is no relation from {article(spec.target)} to someone "
+            "who can be paid",
+            did_you_mean(spec.payee.relation, known, "relations to a payable entity")
+            if known
+            else f"declare one in features.yaml, from {article(spec.target)} to a payable entity",
         )
         return None
     if spec.payee.where is None:
@@ -608,7 +634,9 @@ BANK_FEATURE = "has_bank_account"
 
 
 def _unbanked(c: Checker, spec: PolicyFile, cat: CheckedCatalogue, nodes: list[A.Node]) -> None:
-    payee = "person" if spec.payee != "self" else spec.target
+    if spec.payee != "self" and spec.payee.relation not in cat.spec.relations:
+        return  # refused as such
+    payee = cat.relation(spec.payee.relation).to if spec.payee != "self" else spec.target
     if spec.unbanked is not None or BANK_FEATURE not in cat.features_of(payee):
         return
     if any(isinstance(n, A.Name) and n.name == BANK_FEATURE for n in nodes):
@@ -765,9 +793,7 @@ def _check_cases(c: Checker, spec: PolicyFile, cat: CheckedCatalogue) -> None:
                 c.problem_at(
                     ("tests", i, "given", key),
                     Code.CASE_UNKNOWN_FEATURE,
-                    f"test {case.name!r} gives {key!r}, which is no feature of an {spec.target}"
-                    if spec.target == "enterprise"
-                    else f"test {case.name!r} gives {key!r}, which is no feature of a person",
+                    f"test {case.name!r} gives {key!r}, which is no feature of {article(spec.target)}",
                     did_you_mean(key, sorted({*features, *relations, "lists"}), "features"),
                 )
         if case.expect.reason is not None and case.expect.reason not in cond_ids:

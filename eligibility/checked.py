@@ -145,19 +145,51 @@ class CheckedCatalogue:
 
     def features_of(self, entity: str) -> dict[str, FeatureDef]:
         """The features of one entity kind, by name."""
-        return dict(self.spec.features.get(entity, {}))  # type: ignore[call-overload]
+        return dict(self.spec.features.get(entity, {}))
 
     def relation(self, name: str) -> RelationDef:
         """A relation by name."""
         return self.spec.relations[name]
 
+    def steps(self, name: str) -> list[str]:
+        """The relations read from sources that a relation follows, in turn: itself, or
+        those its `via` names (the catalogue check refuses circles and broken chains)."""
+        rel = self.spec.relations[name]
+        if rel.via is None:
+            return [name]
+        return [step for hop in rel.via for step in self.steps(hop)]
+
+    def link_columns(self, name: str) -> dict[str, tuple[str, str]]:
+        """A relation's link attributes: name -> (source, column), over every step."""
+        out = {}
+        for step in self.steps(name):
+            rel = self.spec.relations[step]
+            for attr, column in rel.attributes.items():
+                out[attr] = (rel.source or "", column)
+        return out
+
+    def dated(self, name: str) -> bool:
+        """Whether a relation's links count only when dated in the window (a step's `during`)."""
+        return any(self.spec.relations[s].during is not None for s in self.steps(name))
+
     def entity_source(self, entity: str) -> str:
         """The source that lists the entities of a kind."""
         return self.spec.entities[entity].source
 
+    def entities(self) -> list[str]:
+        """The entity kinds, in the catalogue's order."""
+        return list(self.spec.entities)
+
+    def payable(self, entity: str) -> bool:
+        """Whether payouts may go to entities of a kind."""
+        return self.spec.entities[entity].payable
+
     def id_column(self, entity: str) -> str:
-        """The identifying column of an entity's source (credit_code, person_id)."""
+        """The identifying column of an entity's source: its key (credit_code, person_id)."""
         source = self.entity_source(entity)
+        key = self.source_keys.get(source, ())
+        if len(key) == 1:
+            return key[0]
         for candidate in ("credit_code", "person_id"):
             if candidate in self.source_columns[source]:
                 return candidate

@@ -13,8 +13,11 @@ units on numbers so that money and rates are written as an officer reads them:
     product := unary (('*'|'/') unary)*
     unary   := '-' unary | atom
     atom    := NUMBER ['yuan'|'fen'|'%'] | STRING | DATE | true | false | null
-             | NAME | NAME '(' args ')' | '(' expr ')' | list
+             | NAME | NAME '(' args ')' | AGG '(' members [',' expr] ')'
+             | '(' expr ')' | list
     list    := '[' [expr (',' expr)*] ']'
+    AGG     := 'any' | 'all' | 'count' | 'sum'
+    members := NAME | ('earliest'|'latest') '(' NAME ',' expr ',' expr [',' expr] ')'
 
 `1500 yuan` is money, `5.5%` is the number 0.055, `2026-01-01` is a date.
 """
@@ -374,7 +377,60 @@ class ExprParser:
         found = t.text or "the end of the expression"
         raise _Fail(start, f"expected a value, found {found!r}")
 
+    def aggregate(self, name: Token) -> A.Aggregate:
+        """any/all/count/sum( relation or earliest/latest(relation, n, key[, where]) [, body] )."""
+        shape = f"{name.text}() takes a relation and an expression"
+        example = f'write: {name.text}(hires, level == "bachelor")'
+        self.expect("(")
+        t = self.tok
+        if t.kind != "name":
+            raise _Fail(t.offset, shape, example)
+        self.take()
+        pick = None
+        if t.text in A.PICKS and self.at("("):
+            relation, pick = self.pick(t)
+        else:
+            relation = t.text
+            if not self.at(",", ")"):
+                raise _Fail(self.tok.offset, shape, example)
+        body = None
+        if self.at(","):
+            self.take()
+            body = self.expr()
+        if not self.at(")"):
+            raise _Fail(self.tok.offset, shape, example)
+        self.expect(")")
+        if name.text in ("any", "all", "sum") and body is None:
+            raise _Fail(name.offset, f"{name.text}() needs an expression after the relation")
+        return A.Aggregate(name.text, relation, body, self.span(name.offset), pick)  # type: ignore[arg-type]
+
+    def pick(self, order: Token) -> tuple[str, A.Pick]:
+        """earliest/latest(relation, n, key[, where]): the first n related entities by key."""
+        fix = f"write: {order.text}(certificates, 3, issued_on), or with a condition they meet first: {order.text}(certificates, 3, issued_on, level >= 3)"
+        self.expect("(")
+        rel = self.tok
+        if rel.kind != "name":
+            raise _Fail(rel.offset, f"{order.text}() takes a relation first", fix)
+        self.take()
+        parts: list[A.Node] = []
+        while self.at(","):
+            self.take()
+            parts.append(self.expr())
+        if len(parts) not in (2, 3) or not self.at(")"):
+            raise _Fail(
+                order.offset,
+                f"{order.text}() takes a relation, how many, the key that orders them and "
+                "optionally a condition",
+                fix,
+            )
+        self.expect(")")
+        where = parts[2] if len(parts) == 3 else None
+        span = self.span(order.offset)
+        return rel.text, A.Pick(order.text, parts[0], parts[1], where, span)  # type: ignore[arg-type]
+
     def call(self, name: Token) -> A.Node:
+        if name.text in A.AGGREGATES:
+            return self.aggregate(name)
         self.expect("(")
         args: list[A.Node] = []
         if not self.at(")"):
@@ -384,17 +440,6 @@ class ExprParser:
                 args.append(self.expr())
         self.expect(")")
         span = self.span(name.offset)
-        if name.text in A.AGGREGATES:
-            if not args or not isinstance(args[0], A.Name) or len(args) > 2:
-                raise _Fail(
-                    name.offset,
-                    f"{name.text}() takes a relation and an expression",
-                    f'write: {name.text}(hires, level == "bachelor")',
-                )
-            body = args[1] if len(args) == 2 else None
-            if name.text in ("any", "all", "sum") and body is None:
-                raise _Fail(name.offset, f"{name.text}() needs an expression after the relation")
-            return A.Aggregate(name.text, args[0].name, body, span)  # type: ignore[arg-type]
         if name.text in self.defined:  # the policy's own: the checker applies it
             want = self.defined[name.text]
             if len(args) != want:
@@ -405,6 +450,14 @@ class ExprParser:
                 )
             return A.Call(name.text, tuple(args), span)
         fn = FUNCTIONS.get(name.text)
+        if fn is None and name.text in A.PICKS:
+            raise _Fail(
+                name.offset,
+                f"{name.text}() picks the related entities an aggregate reads, inside it",
+                f"write: sum({name.text}(certificates, 3, issued_on), grant) or "
+                f"count({name.text}(hires, 10, hired_in), graduate)",
+                Code.UNKNOWN_FUNCTION,
+            )
         if fn is None:
             known = sorted([*FUNCTIONS, *A.AGGREGATES, *self.defined])
             raise _Fail(

@@ -155,20 +155,18 @@ class Naming:
         if f.source is not None:
             anchored = f.window is not None and f.window.anchor is not None
             return f.source in self.cat.spec.timed and not anchored
-        rel = self.cat.relation(f.relation or "")
-        return rel.during is not None or self._body_windowed(
+        return self.cat.dated(f.relation or "") or self._body_windowed(
             self.cat.relation_features[f"{entity}.{name}"], self.cat.typed
         )
 
     def _body_windowed(self, node: A.Aggregate, typed: Typed) -> bool:
         rel = self.cat.relation(node.relation)
-        if node.body is None:
-            return False
-        for n in A.walk(node.body):
-            b = typed.bindings.get(id(n))
-            if isinstance(b, FeatureRef) and self.windowed(rel.to, b.name):
-                return True
-        return rel.during is not None
+        for part in A.member_parts(node):
+            for n in A.walk(part):
+                b = typed.bindings.get(id(n))
+                if isinstance(b, FeatureRef) and self.windowed(rel.to, b.name):
+                    return True
+        return self.cat.dated(node.relation)
 
     def window_of(self, entity: str, name: str, window: Window) -> Window:
         """The months a feature reads for a policy assessing `window`: its own look-back
@@ -242,7 +240,7 @@ class AggregateNeed:
         """The owner's features the body reads: `owner.x`, and those of the lets it reads."""
         found: set[str] = set()
         lets: list[A.Node] = []
-        for n in A.walk(self.node.body) if self.node.body is not None else []:
+        for n in [n for part in A.member_parts(self.node) for n in A.walk(part)]:
             b = self.typed.bindings.get(id(n))
             if isinstance(b, OwnerRef):
                 if b.feature is not None:
@@ -278,7 +276,7 @@ def needs(
 ) -> dict[str, EntityNeeds]:
     """The features, aggregates, lists and payees the given policies read on `as_of`."""
     naming = Naming(cat)
-    out: dict[str, EntityNeeds] = {"enterprise": EntityNeeds(), "person": EntityNeeds()}
+    out: dict[str, EntityNeeds] = {e: EntityNeeds() for e in cat.entities()}
     for p in policies:
         rd = run_dates(p, as_of)
         window = rd.window
@@ -347,7 +345,7 @@ def body_reads(agg: A.Aggregate, typed: Typed) -> tuple[list[str], set[str]]:
     """The features of the related entity and the lists an aggregate's body reads."""
     features: list[str] = []
     lists: set[str] = set()
-    for n in A.walk(agg.body) if agg.body is not None else []:
+    for n in [n for part in A.member_parts(agg) for n in A.walk(part)]:
         b = typed.bindings.get(id(n))
         if isinstance(b, FeatureRef):
             features.append(b.name)
@@ -371,8 +369,7 @@ def body_needs(
         need.lists |= lists
         for name in features:
             need.features.add((name, an.window if naming.windowed(member, name) else None))
-    other = "person" if member == "enterprise" else "enterprise"
-    return {member: need, other: EntityNeeds()}
+    return {e: need if e == member else EntityNeeds() for e in cat.entities()}
 
 
 def _top_level_nodes(p: CheckedPolicy) -> list[A.Node]:

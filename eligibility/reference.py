@@ -201,6 +201,40 @@ def _aggregate(node: A.Aggregate, env: Env) -> Any:
     return env.aggregates[id(node)]
 
 
+def aggregate_over(node: A.Aggregate, members: list[Env]) -> Any:
+    """An aggregate's value from the rows of its related entities: each an Env whose
+    values hold the member's features, its link's attributes and its `entity_id`.  An
+    unknown body counts as not holding (as the compiled plan's does)."""
+    chosen = picked(node.pick, members) if node.pick is not None else members
+    if node.body is None:
+        return len(chosen)
+    values = [evaluate(node.body, m) for m in chosen]
+    if node.func == "count":
+        return sum(1 for v in values if v is True)
+    if node.func == "any":
+        return any(v is True for v in values)
+    if node.func == "all":
+        return all(v is True for v in values)
+    return sum((v for v in values if v is not None), start=0)
+
+
+def picked(pick: A.Pick, members: list[Env]) -> list[Env]:
+    """The related entities a pick takes: of those with a key that meet its condition,
+    the first n in key order (the latest: the last n), ties by identifier."""
+    keyed = []
+    for m in members:
+        key = evaluate(pick.key, m)
+        if key is None or (pick.where is not None and evaluate(pick.where, m) is not True):
+            continue
+        keyed.append((key, str(m.values.get("entity_id")), m))
+    keyed.sort(key=lambda k: k[1])  # by identifier, then (stable) by key
+    keyed.sort(key=lambda k: k[0], reverse=pick.order == "latest")
+    if not members:
+        return []
+    n = evaluate(pick.n, members[0])
+    return [m for _, _, m in keyed[: int(n)]]
+
+
 # --- functions ---------------------------------------------------------------------------
 
 Rule = Callable[[A.Call, list[Any], Env], Any]

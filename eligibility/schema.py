@@ -33,10 +33,19 @@ Date = Annotated[dt.date, BeforeValidator(written_date)]
 # --- the feature catalogue -----------------------------------------------------
 
 
+EntityName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
+
+
 class EntityDef(_Strict):
-    """An entity kind: the source that lists them."""
+    """An entity kind: the source that lists them, and whether money can be paid to it."""
 
     source: str
+    payable: bool = Field(
+        default=False,
+        description="payouts may go to it (an enterprise, a person: its accounts are on "
+        "file); a policy on an entity that is not (a household, a certificate, a lease) "
+        "names its payee over a relation",
+    )
     description: str = ""
 
 
@@ -48,13 +57,22 @@ class TimedSource(_Strict):
 
 
 class RelationDef(_Strict):
-    """A one-to-many link between entities, from a source: hires, guardians, household."""
+    """A one-to-many link between entities, from a source (hires, guardians, a household's
+    members), or the links of relations followed one after the other (`via`: a person's
+    household, then its members)."""
 
-    from_: Literal["enterprise", "person"] = Field(alias="from")
-    to: Literal["enterprise", "person"]
-    source: str
-    from_key: str
-    to_key: str
+    from_: EntityName = Field(alias="from")
+    to: EntityName
+    source: str | None = None
+    from_key: str | None = None
+    to_key: str | None = None
+    via: list[str] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=4,
+        description="relations followed in turn, each from the entity the one before leads "
+        "to; the links' attributes are those of every step",
+    )
     where: str | None = None
     during: str | None = Field(
         default=None, description="a date column of the link: only links dated in the window count"
@@ -63,6 +81,22 @@ class RelationDef(_Strict):
         default_factory=dict, description="name -> column of the link, usable in aggregate bodies"
     )
     description: str
+
+    @model_validator(mode="after")
+    def _source_or_via(self) -> RelationDef:
+        direct = (self.source, self.from_key, self.to_key)
+        if self.via is None and None in direct:
+            raise ValueError(
+                "a relation reads a source (source, from_key, to_key) or follows others (via)"
+            )
+        if self.via is not None and (
+            any(x is not None for x in direct) or self.where or self.during or self.attributes
+        ):
+            raise ValueError(
+                "a relation with via takes its links, their dates and attributes from the relations "
+                "it follows: give no source, keys, where, during or attributes"
+            )
+        return self
 
 
 class FeatureWindow(_Strict):
@@ -140,7 +174,7 @@ class FeatureCatalogue(_Strict):
         default_factory=dict,
         description="the credit lists the credit office delivers: name -> what it is",
     )
-    features: dict[Literal["enterprise", "person"], dict[str, FeatureDef]]
+    features: dict[EntityName, dict[str, FeatureDef]]
 
 
 # --- a policy file -----------------------------------------------------------------
@@ -342,7 +376,7 @@ class PolicyFile(_Strict):
     policy: str
     title: str
     basis: Basis
-    target: Literal["enterprise", "person"]
+    target: EntityName
     payee: Literal["self"] | PayeeRelation = "self"
     valid: Validity
     assess: Window = "as_of"

@@ -11,7 +11,7 @@ from decimal import Decimal
 from functools import singledispatchmethod
 from typing import Any
 
-from common.errors import Code, Problem, ProblemsError, did_you_mean
+from common.errors import Code, Problem, ProblemsError, article, did_you_mean
 from common.yamlsrc import Loc, Located
 from eligibility import ast as A
 from eligibility.checked import (
@@ -426,6 +426,47 @@ class Checker:
         what = f"the arguments of {node.func}(): {', '.join(d.args)}; parameters; run dates"
         return self.check(node.body, Scope(scope.entity, names, what, relations_from=None))
 
+    def _pick(self, pick: A.Pick, body_scope: Scope, scope: Scope, member: str) -> bool:
+        """earliest/latest(relation, n, key[, where]): n a whole number of at least 1
+        (written, or a parameter), key an orderable value of each related entity, where a
+        condition on it."""
+        ok = True
+        if self.check(pick.n, scope) is not None:
+            values = (
+                self.param_literals(pick.n) if self.param_shape(pick.n) == "value" else [pick.n]
+            )
+            whole = [
+                v.value
+                for v in values
+                if isinstance(v, A.Literal)
+                and v.unit == ""
+                and isinstance(v.value, Decimal)
+                and v.value == v.value.to_integral_value()
+                and v.value >= 1
+            ]
+            if not values or len(whole) != len(values):
+                self.problem(
+                    pick.n,
+                    Code.TYPE_MISMATCH,
+                    f"{pick.order}() picks a whole number of at least 1 of them",
+                    f"write it out, {pick.order}(certificates, 3, issued_on), or name a "
+                    "parameter whose every value is one",
+                )
+                ok = False
+        else:
+            ok = False
+        key = self.expect(
+            pick.key, body_scope, {"date", *NUMERIC}, f"{pick.order}() orders by a date or a number"
+        )
+        if key is None:
+            ok = False
+        if pick.where is not None and (
+            self.expect(pick.where, body_scope, {"bool"}, f"a condition on each related {member}")
+            is None
+        ):
+            ok = False
+        return ok
+
     @_type.register
     def _aggregate(self, node: A.Aggregate, scope: Scope) -> Type | None:
         cat = self.catalogue
@@ -448,6 +489,8 @@ class Checker:
         body_scope = member_scope(cat, node.relation, scope, self.owner_lets)
         self.typed.scopes[id(node)] = body_scope
         self.typed.aggregates.append(node)
+        if node.pick is not None and not self._pick(node.pick, body_scope, scope, rel.to):
+            return None
         if node.body is None:
             return "count"
         if node.func in ("any", "all", "count"):
@@ -471,8 +514,8 @@ def member_scope(
     those (evaluated on the owner); parameters and run dates."""
     rel = cat.spec.relations[relation]
     names: dict[str, Binding] = dict(entity_scope(cat, rel.to).names)
-    for attr, column in rel.attributes.items():
-        names[attr] = ColumnRef(attr, column, cat.source_columns[rel.source][column])
+    for attr, (source, column) in cat.link_columns(relation).items():
+        names[attr] = ColumnRef(attr, column, cat.source_columns[source][column])
     for fname, f in cat.features_of(rel.from_).items():
         if f.source is not None:  # not a relation feature: no aggregate inside an aggregate
             names[OWNER + fname] = OwnerRef(OWNER + fname, f.type, feature=fname)
@@ -516,7 +559,7 @@ def entity_scope(cat: CheckedCatalogue, entity: str) -> Scope:
     return Scope(
         entity,
         names,
-        f"features of an {entity}" if entity == "enterprise" else f"features of a {entity}",
+        f"features of {article(entity)}",
         relations_from=entity,
     )
 

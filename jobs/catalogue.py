@@ -12,7 +12,7 @@ import re
 from functools import cached_property
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,7 +27,9 @@ INT64_MAX: Final = 2**63 - 1
 # sources comes near it, and 92,233 such rows still sum within 64 bits.
 DEFAULT_MAX_FEN: Final = 10**13
 CheckKind = Literal["uscc", "resident_id", "uscc_or_resident_id"]
-Entity = Literal["enterprise", "person"]
+# An entity kind an entity source defines (enterprise, person, household, certificate):
+# the feature catalogue's entities name these sources.
+Entity = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
 class _Strict(BaseModel):

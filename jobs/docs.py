@@ -7,7 +7,7 @@ so the document the bureaus read can never drift from what ingest enforces.
 from __future__ import annotations
 
 from jobs.catalogue import Catalogue, Column
-from jobs.validate import PARSE_RULE, RULE_TEXT
+from jobs.validate import PARSE_RULE, RULE_TEXT, quarantine_rules, rule_text
 
 TYPE_TEXT = {
     "string": "text",
@@ -112,9 +112,9 @@ def catalogue_markdown(catalogue: Catalogue) -> str:
         lines += [f"| `{code}` | {label} |" for code, label in ref.values.items()]
         lines.append("")
     lines += ["## Quarantine rules", "", "| rule | meaning |", "| --- | --- |"]
-    rule_text = dict(RULE_TEXT)
+    texts = {r: rule_text(r) for r in quarantine_rules(catalogue)}
     for ref in catalogue.lists.values():
-        rule_text.setdefault(ref.rule, "the code is not in its list")
-    lines += [f"| `{r}` | {t} |" for r, t in rule_text.items()]
-    assert set(PARSE_RULE.values()) <= set(rule_text)
+        texts[ref.rule] = RULE_TEXT.get(ref.rule, "the code is not in its list")
+    lines += [f"| `{r}` | {t} |" for r, t in texts.items()]
+    assert set(PARSE_RULE.values()) <= set(texts)
     return "\n".join(lines).rstrip() + "\n"

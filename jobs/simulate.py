@@ -35,6 +35,9 @@ AGE_BANDS = [
 ]
 
 
+SEGMENT_OF = {"enterprise": "size_class", "person": "age_band"}  # what entity_segments gives
+
+
 def entity_segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     """Region and segment (size class, or age band) of every entity, by surrogate key."""
     ent = pl.read_parquet(
@@ -222,8 +225,13 @@ def _summary(
         rows = results.filter(pl.col("policy_id") == policy.id)
         if rows.height == 0:
             continue
-        seg = segments[policy.target]
-        rows = rows.join(seg.drop("target"), on="entity_sk", how="left")
+        seg = segments.get(policy.target)
+        if seg is None:  # an entity kind with no region or segment of its own (a household)
+            rows = rows.with_columns(
+                pl.lit(None, dtype=pl.String).alias("region_code"), pl.lit("all").alias("segment")
+            )
+        else:
+            rows = rows.join(seg.drop("target"), on="entity_sk", how="left")
         paid = rows.filter(pl.col("eligible"))
         total = int(paid["amount_fen"].sum())
         budget = policy.spec.budget
@@ -256,7 +264,7 @@ def _summary(
             budget_fen=budget_fen,
             budget_use=round(total / budget_fen, 4) if budget_fen else None,
             over_budget=budget.over_budget if budget and total > (budget_fen or 0) else None,
-            segment="size_class" if policy.target == "enterprise" else "age_band",
+            segment=SEGMENT_OF.get(policy.target, "all"),
             by_region=dist("region_code"),
             by_segment=dist("segment"),
             top_reasons=[TopReason(r, int(n)) for r, n in reasons.iter_rows()],

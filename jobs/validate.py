@@ -81,7 +81,18 @@ WHOLE_NUMBER = r"^[+-]?[0-9]+$"
 
 def quarantine_rules(catalogue: Catalogue) -> list[str]:
     """Every rule a row can be quarantined under: the validator's own and each list's."""
-    return [*RULE_TEXT, *sorted({ref.rule for ref in catalogue.lists.values()} - set(RULE_TEXT))]
+    entities = {f"unknown_{e}" for e in catalogue.entity_sources}
+    lists = {ref.rule for ref in catalogue.lists.values()}
+    return [*RULE_TEXT, *sorted((entities | lists) - set(RULE_TEXT))]
+
+
+def rule_text(rule: str) -> str:
+    """What a quarantine rule means, in a sentence."""
+    if rule in RULE_TEXT:
+        return RULE_TEXT[rule]
+    if rule.startswith("unknown_"):
+        return f"no accepted {rule.removeprefix('unknown_')} has this key"
+    return rule.replace("_", " ")
 
 
 @dataclass(frozen=True)

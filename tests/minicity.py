@@ -101,6 +101,14 @@ def frames() -> dict[str, pl.DataFrame]:
                 "household_id": ["H0000000001"],
             }
         ),
+        "households": pl.DataFrame({"household_id": ["H0000000001"], "region_code": ["330106"]}),
+        "household_members": pl.DataFrame(
+            {
+                "person_id": [pid[0], pid[1]],
+                "household_id": ["H0000000001"] * 2,
+                "role": ["head", "member"],
+            }
+        ),
         "employment": pl.DataFrame(
             {
                 "person_id": [pid[0], pid[1]],

@@ -36,7 +36,7 @@ from disburse.synth.credit import build_credit_lists
 from disburse.synth.enterprises import build_enterprise_accounts, build_enterprises, referenced_mask
 from disburse.synth.errors import Injection, inject
 from disburse.synth.monthly import build_monthly, build_tax_ratings
-from disburse.synth.population import build_population
+from disburse.synth.population import build_households, build_population
 from jobs.catalogue import Catalogue, Source, load_source_catalogue
 
 __all__ = ["GENERATED_SOURCES", "SynthError", "generate"]
@@ -49,6 +49,8 @@ GENERATED_SOURCES = (
     "social_security_monthly",
     "persons",
     "relations",
+    "households",
+    "household_members",
     "employment",
     "graduates",
     "person_accounts",
@@ -187,6 +189,10 @@ def _write_sources(
         if early:
             emit("persons", pop.frame)
         emit("relations", pop.relations)
+        households = build_households(ctx, pop)
+        if early:
+            emit("households", households.frame)
+        emit("household_members", households.members)
         outside = build_outside(ctx, enterprises)
         graduates = build_graduates(ctx, pop)
         emit("graduates", graduates.frame)
@@ -208,9 +214,11 @@ def _write_sources(
                 credit.enterprises,
             )
             emit("enterprises", ent.frame, np.flatnonzero(~ent_used))
+            emit("households", households.frame, np.empty(0, dtype=np.int64))  # all have members
             pop_used = referenced_mask(
                 pop.n,
                 pop.related,
+                households.person,
                 graduates.person,
                 employment.person,
                 person_holders,

@@ -48,7 +48,7 @@ from common.identifiers import (
     uscc_valid_expr,
 )
 from disburse.synth._context import IntArray
-from jobs.catalogue import Catalogue, Source
+from jobs.catalogue import Catalogue, Column, Source
 
 WRONG_CHECK = "wrong_check_character"
 MALFORMED_ID = "malformed_identifier"
@@ -116,7 +116,9 @@ def slots(catalogue: Catalogue, name: str) -> dict[str, list[str]]:
             reissuable = col.check in ("uscc", "resident_id") and _region_list(
                 catalogue, ref.source
             )
-            if ref.on_missing == "quarantine" and reissuable:
+            if ref.on_missing == "quarantine" and (
+                reissuable or _numbered(catalogue, col, ref.source)
+            ):
                 add(f"{UNKNOWN}{target.entity}", col_name)
         if col.type == "int" and col.max is not None:
             add(ABOVE_MAXIMUM, col_name)  # shifted past the maximum, each value distinct
@@ -133,8 +135,10 @@ def slots(catalogue: Catalogue, name: str) -> dict[str, list[str]]:
             add(NOT_A_BOOLEAN, col_name)
         if col.allowed is not None:
             add(NOT_ALLOWED, col_name)
-        if col.pattern is not None:
-            add(PATTERN_MISMATCH, col_name)
+        if col.pattern is not None and not any(
+            r.on_missing == "quarantine" for r in col.references
+        ):
+            add(PATTERN_MISMATCH, col_name)  # (a reference of another form names no entity)
         if col.in_list is not None and _outsiders(catalogue, col.in_list):
             add(catalogue.lists[col.in_list].rule, col_name)
         if col.type == "date":
@@ -153,6 +157,14 @@ def slots(catalogue: Catalogue, name: str) -> dict[str, list[str]]:
 def injectable(catalogue: Catalogue) -> set[str]:
     """Every rule some row of some source can be made to break."""
     return {kind for name in catalogue.sources for kind in slots(catalogue, name)}
+
+
+def _numbered(catalogue: Catalogue, col: Column, entity_source: str) -> bool:
+    """Whether a reference is to an entity numbered by a pattern the reference shares (a
+    household's H and ten digits), so that a longer number of that form names none."""
+    target = catalogue.sources[entity_source]
+    key = target.columns[target.entity_column]
+    return col.check is None and col.pattern is not None and col.pattern == key.pattern
 
 
 def _region_list(catalogue: Catalogue, entity_source: str) -> list[str] | None:
@@ -326,6 +338,14 @@ def _bad_values(
     entity_sources = {
         f"{UNKNOWN}{catalogue.sources[r.source].entity}": r.source for r in col.references
     }
+    if kind in entity_sources and col.check is None:
+        # A number no entity has: two more digits than any the synthesiser issues.
+        assert col.pattern is not None
+        out = pl.select(
+            pl.concat_str(values.str.slice(0, 1), pl.lit("99"), values.str.slice(1))
+        ).to_series()
+        assert out.str.contains(col.pattern).all()
+        return out.alias(column)
     if kind in entity_sources:
         assert col.check is not None
         target = entity_sources[kind]

@@ -44,6 +44,8 @@ class Population:
     frame: pl.DataFrame
     relations: pl.DataFrame
     related: IntArray  # every person index that appears in relations
+    household: IntArray  # each person's household: the index of the person who founded it
+    household_offset: int  # scrambles household numbers (the same in every source)
 
     @property
     def n(self) -> int:
@@ -329,6 +331,7 @@ def build_population(ctx: Context, n: int) -> Population:
     )
 
     # Relations: related_person_id is person_id's parent, guardian or spouse.
+    household_offset = int(rng.integers(0, 10**10))
     has_mother, has_father, has_guardian = mother >= 0, father >= 0, guardian >= 0
     who = np.concatenate([kids[has_mother], kids[has_father], kids[has_guardian], husband, wife])
     other = np.concatenate(
@@ -351,7 +354,7 @@ def build_population(ctx: Context, n: int) -> Population:
             person_id.gather(pl.Series(who, dtype=pl.UInt32)),
             person_id.gather(pl.Series(other, dtype=pl.UInt32)).alias("related_person_id"),
             pick("relation", ["parent", "guardian", "spouse"], kind),
-            _household_ids(hh[who], int(rng.integers(0, 10**10))),
+            _household_ids(hh[who], household_offset),
         ]
     )
     return Population(
@@ -364,4 +367,46 @@ def build_population(ctx: Context, n: int) -> Population:
         frame=frame,
         relations=relations,
         related=np.concatenate([who, other]),
+        household=hh,
+        household_offset=household_offset,
     )
+
+
+@dataclass(slots=True)
+class Households:
+    """The city's household registers (户) and who is registered in each."""
+
+    frame: pl.DataFrame  # household_id, region_code
+    members: pl.DataFrame  # household_id, person_id, role
+    person: IntArray  # the person index of each member row
+
+
+def build_households(ctx: Context, pop: Population) -> Households:
+    """Each living person registered in the city belongs to one household: the one their
+    family founded (a couple and the children they care for, or a person alone).  Its head
+    is the founder while alive, else its eldest member; its region is the head's."""
+    local = pop.alive & (pop.region >= 0) & (pop.region < len(ctx.region_codes))
+    person = np.flatnonzero(local)
+    hh = pop.household[person]
+    founder = person == hh
+    # Per household: the founder if living, else the eldest living member.
+    order = np.lexsort((pop.birth_day[person], ~founder, hh))
+    first = np.ones(order.shape[0], dtype=bool)
+    first[1:] = hh[order][1:] != hh[order][:-1]
+    head = np.zeros(person.shape[0], dtype=bool)
+    head[order[first]] = True
+    heads = person[head]
+    frame = pl.DataFrame(
+        [
+            _household_ids(pop.household[heads], pop.household_offset),
+            pick("region_code", ctx.region_codes, pop.region[heads]),
+        ]
+    ).sort("household_id")
+    members = pl.DataFrame(
+        [
+            _household_ids(hh, pop.household_offset),
+            pop.person_id.gather(pl.Series(person, dtype=pl.UInt32)),
+            pick("role", ["member", "head"], head.astype(np.int64)),
+        ]
+    )
+    return Households(frame=frame, members=members, person=person)

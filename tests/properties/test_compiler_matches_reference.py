@@ -139,6 +139,15 @@ def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataOb
     }
     for name in lists:
         columns[Naming.listed(name)] = pl.Series([name in s for s in on_lists], dtype=pl.Boolean)
+    # The policy's own aggregates over relations, as the batch hands them to the plan: a
+    # value per row (the relation's members are another test's: test_pick, test_owner).
+    aggregates = {c: an for c, an in need.aggregates.items() if an.kind == "aggregate"}
+    drawn: dict[str, list[Any]] = {}
+    for col, an in sorted(aggregates.items()):
+        kind = policy.typed.type_of(an.node)
+        strategy = st.booleans() if kind == "bool" else _strategy(policy, kind, as_of)
+        drawn[col] = [data.draw(strategy, label=col) for _ in range(n)]
+        columns[col] = pl.Series(drawn[col], dtype=POLARS_TYPE[kind])
     if policy.spec.payee != "self":
         columns[Naming.payee(policy.id)] = pl.Series(payees, dtype=pl.String)
     columns["sk"] = pl.Series(range(n), dtype=pl.Int32)
@@ -158,5 +167,11 @@ def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataOb
             for name, v in rows[i].items()
         }
         env = env_for(policy, as_of, values, on_lists[i])
+        for col, an in aggregates.items():
+            v = drawn[col][i]
+            kind = policy.typed.type_of(an.node)
+            env.aggregates[id(an.node)] = (
+                Decimal(v) if kind in ("money", "number") and v is not None else v
+            )
         want = decide(policy, env, f"E{i:03d}", payees[i])
         assert got == want, f"row {i}: {rows[i]} lists={on_lists[i]}"

@@ -24,13 +24,19 @@ def test_shipped_catalogue_has_the_sources_policies_read() -> None:
         "social_security_monthly",
         "persons",
         "relations",
+        "households",
+        "household_members",
         "employment",
         "graduates",
         "person_accounts",
         "credit_lists",
     }
-    assert cat.entity_sources == {"enterprise": "enterprises", "person": "persons"}
-    assert cat.ordered()[:2] == ["enterprises", "persons"]
+    assert cat.entity_sources == {
+        "enterprise": "enterprises",
+        "person": "persons",
+        "household": "households",
+    }
+    assert cat.ordered()[:3] == ["enterprises", "households", "persons"]
 
 
 def test_delivery_docs_are_generated_from_the_catalogue() -> None:

@@ -469,7 +469,7 @@ def test_every_quarantine_rule_can_be_injected(catalogue: Catalogue) -> None:
 def test_every_quarantine_rule_is_injected(dirty: dict[str, Any], catalogue: Catalogue) -> None:
     injected = dirty["manifest"]["injected"]
     rules = set(quarantine_rules(catalogue))
-    assert len(rules) == 18
+    assert len(rules) == 19
     assert {i["rule"] for i in injected} == rules
     assert dirty["manifest"]["rules"] == dict(sorted(Counter(i["rule"] for i in injected).items()))
     assert set(dirty["manifest"]["rules"]) == rules
@@ -520,6 +520,9 @@ def test_injected_values_look_as_described(dirty: dict[str, Any], catalogue: Cat
             assert value.count("/") == 1
         elif rule == "malformed_identifier":
             assert len(value) == 17
+        elif rule == "unknown_household":
+            assert value.startswith("H99")
+            assert len(value) == 13
         elif rule in ("unknown_enterprise", "unknown_person"):
             valid = is_valid_uscc if rule == "unknown_enterprise" else is_valid_resident_id
             assert valid(value)

@@ -17,7 +17,6 @@ from eligibility.backends.polars.policy import parts_of_wide, wide_frame
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.plan import Naming, needs, run_dates
 
-ENTITY_KINDS = ("enterprise", "person")
 ID_COLUMN = "entity_id"  # the entity's identifier in a feature frame
 RESULT_SCHEMA = {
     "policy_id": pl.String,
@@ -40,7 +39,7 @@ def wide_plans(
     """Per entity kind with an active policy: one row per entity with the features the
     policies read and every policy's condition, amount and rank columns."""
     out = {}
-    for entity in ENTITY_KINDS:
+    for entity in cat.entities():
         mine = [p for p in policies if p.target == entity]
         if mine:
             # The needs of this kind's policies only: `needs` of every policy would add

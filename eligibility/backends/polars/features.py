@@ -20,7 +20,7 @@ from common.periods import Window
 from eligibility import ast as A
 from eligibility.backends.polars.base import DEC, Context
 from eligibility.backends.polars.expr import compile_expr
-from eligibility.backends.polars.policy import OWNER_COLUMN, aggregate_expressions
+from eligibility.backends.polars.policy import OWNER_COLUMN, aggregate_expressions, pick_columns
 from eligibility.checked import CheckedCatalogue, ColumnRef, Typed
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming, body_needs
 
@@ -187,15 +187,9 @@ def entity_frame(
             on=sk,
             how="left",
         )
-        fills = []
-        for an in items:
-            if an.kind == "payee":
-                continue
-            default = {"count": 0, "sum": 0, "any": False, "all": True}[an.node.func]
-            if an.node.func == "sum" and _sum_is_decimal(an.node, an.typed):
-                fills.append(pl.col(an.column).fill_null(pl.lit(0, dtype=DEC)))
-            else:
-                fills.append(pl.col(an.column).fill_null(default))
+        fills = [
+            pl.col(an.column).fill_null(without_links(an)) for an in items if an.kind != "payee"
+        ]
         if fills:
             frame = frame.with_columns(fills)
     if need.lists:
@@ -274,8 +268,67 @@ def split_payees(
     return without, frame
 
 
+def without_links(an: AggregateNeed) -> pl.Expr:
+    """An aggregate's value for an owner with no related entity: a count or sum of none
+    is 0, `any` false, `all` true (there is none it fails for)."""
+    if an.node.func == "sum" and _sum_is_decimal(an.node, an.typed):
+        return pl.lit(0, dtype=DEC)
+    if an.node.func in ("count", "sum"):
+        return pl.lit(0, dtype=pl.Int64)
+    return pl.lit(an.node.func == "all")
+
+
 def _sum_is_decimal(agg: A.Aggregate, typed: Typed) -> bool:
     return agg.body is not None and typed.types.get(id(agg.body)) in ("number", "money")
+
+
+def relation_links(
+    scan_source: Scan,
+    cat: CheckedCatalogue,
+    relation: str,
+    window: Window,
+    owners: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """A relation's links in `window`: `_owner` and `_member` (their surrogate keys) and
+    the link attributes; a relation followed `via` others joins its steps' links, member
+    to owner, in turn (a person's household, then its members).  `owners` (a frame of
+    `_owner` keys) keeps the links of those owners only."""
+    out: pl.LazyFrame | None = None
+    for name in cat.steps(relation):
+        rel = cat.relation(name)
+        assert rel.source is not None
+        assert rel.from_key is not None
+        assert rel.to_key is not None
+        links = scan_source(rel.source).filter(
+            pl.col(rel.from_key).is_not_null() & pl.col(rel.to_key).is_not_null()
+        )
+        where = cat.where.get(f"relation:{name}")
+        if where is not None:
+            links = links.filter(compile_expr(where, _source_ctx(cat.typed)).fill_null(False))
+        if rel.during is not None:
+            links = links.filter(
+                pl.col(rel.during).is_between(pl.lit(window.first), pl.lit(window.last))
+            )
+        links = links.select(
+            pl.col(rel.from_key).alias("_owner"),
+            pl.col(rel.to_key).alias("_member"),
+            *[pl.col(c).alias(Naming.link(a)) for a, c in rel.attributes.items()],
+        )
+        if out is None:
+            out = links if owners is None else links.join(owners, on="_owner", how="semi")
+        else:  # the step before's members own this step's links
+            out = (
+                out.join(
+                    links.rename({"_owner": "_step"}),
+                    left_on="_member",
+                    right_on="_step",
+                    how="inner",
+                )
+                .drop("_member")
+                .rename({"_member_right": "_member"})
+            )
+    assert out is not None
+    return out
 
 
 def _relation_aggregates(
@@ -292,24 +345,15 @@ def _relation_aggregates(
     (with `owners`, a frame of the owners' surrogate keys, only for those)."""
     rel = cat.relation(relation)
     owner_sk, member_sk = Naming.sk(rel.from_), Naming.sk(rel.to)
-    links = scan_source(rel.source).filter(
-        pl.col(rel.from_key).is_not_null() & pl.col(rel.to_key).is_not_null()
-    )
-    where = cat.where.get(f"relation:{relation}")
-    if where is not None:
-        links = links.filter(compile_expr(where, _source_ctx(cat.typed)).fill_null(False))
-    if rel.during is not None:
-        links = links.filter(
-            pl.col(rel.during).is_between(pl.lit(window.first), pl.lit(window.last))
-        )
-    links = links.select(
-        pl.col(rel.from_key).alias("_owner"),
-        pl.col(rel.to_key).alias(member_sk),
-        *[pl.col(c).alias(Naming.link(a)) for a, c in rel.attributes.items()],
-    )
+    links = relation_links(
+        scan_source,
+        cat,
+        relation,
+        window,
+        None if owners is None else owners.select(pl.col(owner_sk).alias("_owner")),
+    ).rename({"_member": member_sk})
     only = None
     if owners is not None:
-        links = links.join(owners.select(pl.col(owner_sk).alias("_owner")), on="_owner", how="semi")
         only = links.select(member_sk).unique()
     members = entity_frame(
         scan_source, cat, rel.to, body_needs(cat, rel.to, items), as_of, depth + 1, only=only
@@ -321,12 +365,11 @@ def _relation_aggregates(
         need = EntityNeeds(
             features={(f, window if naming.windowed(rel.from_, f) else None) for f in owned}
         )
-        other = "person" if rel.from_ == "enterprise" else "enterprise"
         frame = entity_frame(
             scan_source,
             cat,
             rel.from_,
-            {rel.from_: need, other: EntityNeeds()},
+            {e: need if e == rel.from_ else EntityNeeds() for e in cat.entities()},
             as_of,
             depth + 1,
             only=owners,
@@ -339,6 +382,9 @@ def _relation_aggregates(
             on="_owner",
             how="left",
         )
+    picks = pick_columns(cat, items)
+    if picks:
+        joined = joined.with_columns(picks)
     aggs = aggregate_expressions(cat, items)
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
 

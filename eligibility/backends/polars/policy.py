@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -130,6 +131,49 @@ def member_context(cat: CheckedCatalogue, naming: Naming, need: AggregateNeed) -
     )
 
 
+def picked_column(need: AggregateNeed) -> str:
+    """The column that marks the related entities an aggregate's pick chose."""
+    return f"{need.column}:picked"
+
+
+def pick_columns(cat: CheckedCatalogue, items: list[AggregateNeed]) -> list[pl.Expr]:
+    """For each aggregate that picks its related entities (`earliest(certificates, 3,
+    issued_on)`), a column over the links marking those it picks: of the links of each
+    owner (`_owner`) that meet its condition and have a key, the first n by key (the
+    latest: the last n), ties in order of the member's identifier.  Added to the links
+    before they are grouped by owner (a running count in key order is a window, which a
+    group-by's aggregation cannot hold)."""
+    naming = Naming(cat)
+    out = []
+    for need in items:
+        pick = need.node.pick
+        if pick is None:
+            continue
+        ctx = member_context(cat, naming, need)
+        key = compile_expr(pick.key, ctx)
+        if need.typed.types[id(pick.key)] == "date":
+            key = key.cast(pl.Int64)  # days: a number, which the latest order negates
+        meets = key.is_not_null()
+        if pick.where is not None:
+            meets = meets & compile_expr(pick.where, ctx).fill_null(False)
+        order = -key if pick.order == "latest" else key
+        running = (
+            meets.cast(pl.Int64).cum_sum().over("_owner", order_by=[order, pl.col("entity_id")])
+        )
+        n = pick_count(pick, need.params)
+        out.append((meets & (running <= n)).alias(picked_column(need)))
+    return out
+
+
+def pick_count(pick: A.Pick, params: dict[str, Any]) -> int:
+    """How many a pick takes: written out, or the value in force of a parameter."""
+    if isinstance(pick.n, A.Name):
+        return int(params[pick.n.name])
+    assert isinstance(pick.n, A.Literal)
+    assert isinstance(pick.n.value, Decimal)
+    return int(pick.n.value)
+
+
 def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> list[pl.Expr]:
     """Group-by expressions over links joined with member features, one per aggregate.
 
@@ -151,20 +195,26 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
             )
             out.append(pl.col("entity_id").filter(cond).min().alias(col))
             continue
+        picked = pl.col(picked_column(need)) if agg.pick is not None else None
         if agg.func == "count" and agg.body is None:
-            out.append(pl.len().cast(pl.Int64).alias(col))
+            n = pl.len() if picked is None else picked.sum()
+            out.append(n.cast(pl.Int64).alias(col))
             continue
         assert agg.body is not None
         body = compile_expr(agg.body, ctx)
+        holds = body.fill_null(False)
         if agg.func == "count":
-            out.append(body.fill_null(False).sum().cast(pl.Int64).alias(col))
+            out.append(
+                (holds if picked is None else holds & picked).sum().cast(pl.Int64).alias(col)
+            )
         elif agg.func == "any":
-            out.append(body.fill_null(False).any().alias(col))
-        elif agg.func == "all":
-            out.append(body.fill_null(False).all().alias(col))
+            out.append((holds if picked is None else holds & picked).any().alias(col))
+        elif agg.func == "all":  # of those picked: the others do not object
+            out.append((holds if picked is None else holds | ~picked).all().alias(col))
         else:
             t = typed.types[id(agg.body)]
-            out.append((as_decimal(body, t) if t != "count" else body).sum().alias(col))
+            value = as_decimal(body, t) if t != "count" else body
+            out.append((value if picked is None else pl.when(picked).then(value)).sum().alias(col))
     return out
 
 
