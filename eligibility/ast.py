@@ -240,8 +240,15 @@ def with_children(node: Node, new: tuple[Node, ...]) -> Node:
             return Cond(new[1], new[0], new[2], node.span)
         case Call():
             return Call(node.func, new, node.span)
-        case Aggregate():
+        case Aggregate(pick=None):
             return Aggregate(node.func, node.relation, new[0] if new else None, node.span)
+        case Aggregate(pick=Pick() as p):
+            n, rest = new[0], list(new[1:])
+            where = rest.pop(0) if p.where is not None else None
+            key = rest.pop(0)
+            body = rest.pop(0) if node.body is not None else None
+            pick = Pick(p.order, n, key, where, p.span)
+            return Aggregate(node.func, node.relation, body, node.span, pick)
         case Apply():
             return Apply(node.func, new[:-1], new[-1], node.span)
     raise TypeError(f"not an expression node: {node!r}")

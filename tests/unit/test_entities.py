@@ -343,3 +343,16 @@ amount: "{formula}"
     rendered = _refused(tmp_path, body, cat)
     assert message in rendered, rendered
     assert re.search(r"p\.yaml:\d+:\d+: E1", rendered)
+
+
+def test_a_pick_survives_rebuilding_its_tree() -> None:
+    from eligibility import ast as A
+    from eligibility.parse import parse_expression
+
+    for text in [
+        "any(earliest(members, 3, birth_on, role == 'member'), birth_on >= 2026-01-01)",
+        "count(latest(hires, n, hired_in))",
+        "sum(earliest(hires, 2, hired_in), 1 yuan)",
+    ]:
+        node = parse_expression(text.replace("'", '"'))
+        assert A.with_children(node, A.children(node)) == node
