@@ -15,7 +15,7 @@ import polars as pl
 
 from ledgers import accounts
 from ledgers.holdings import HOLDING_KEY, SnapshotRecord
-from ledgers.masking import mask_entity
+from ledgers.masking import mask_account_address, mask_entity
 from ledgers.validate import KEY
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def check_balances(account_totals: pl.DataFrame, per_key: pl.DataFrame) -> Check
             "balances",
             False,
             f"{bad.height} account(s) break their rule",
-            f"account {row['account']}",
+            f"account {mask_account_address(row['account'])}",
             f"balance {row['balance_fen']} fen: payables must be >= 0, receivables <= 0, "
             "and every account one of budget, payable, receivable, clearing",
         )
@@ -168,7 +168,7 @@ def check_keys(per_key: pl.DataFrame, recorded: pl.DataFrame) -> Check:
             "keys",
             False,
             "a transfer belongs to no recorded entitlement key",
-            f"transfer {row['first_transfer']} ({'/'.join(str(row[k]) for k in KEY)})",
+            f"transfer {row['first_transfer']} ({key_name(row)})",
             "its key is missing from entitlement_keys",
         )
     pointed = recorded.join(per_key, on=KEY, how="left").filter(

@@ -17,7 +17,7 @@ import polars as pl
 from sqlalchemy import Connection, func, select
 
 from ledgers.chain import GENESIS, content_expr
-from ledgers.checks import Check
+from ledgers.checks import Check, key_name
 from ledgers.frames import read_frame
 from ledgers.holdings import HOLDING_KEY, HOLDINGS_SCHEMA, SIGNED_FEN, SnapshotRecord
 from ledgers.schema import ENTITLEMENT_KINDS, Transfer
@@ -255,5 +255,6 @@ def _merge_keys(per_key: pl.DataFrame) -> pl.DataFrame:
 
 
 def _describe(row: dict[str, Any]) -> str:
-    key = "/".join(str(row.get(k)) for k in KEY) if row.get("policy_id") else ""
+    """A transfer named in a finding: its kind, key (a resident entity masked) and amount."""
+    key = key_name(row) if row.get("policy_id") else ""
     return " ".join(x for x in (row.get("kind") or "", key, f"{row.get('amount_fen')} fen") if x)

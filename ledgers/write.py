@@ -43,9 +43,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ledgers import accounts
 from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
+from ledgers.checks import key_name
 from ledgers.db import LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
 from ledgers.holdings import chain_head
+from ledgers.masking import mask_account_address
 from ledgers.validate import KEY
 
 TRANSFER_COLUMNS = (*CHAIN_FIELDS, "prev_hash", "hash")
@@ -356,7 +358,7 @@ def _first_taken(conn: Connection, chunk: _Chunk) -> Callable[[], str]:
         if taken.height == 0:
             return "an entitlement key is already taken"
         row = taken.row(0, named=True)
-        return f"entitlement key {row['policy_id']}/{row['benefit_period']}/{row['entity']} is already granted"
+        return f"entitlement {key_name(row)} is already granted"
 
     return find
 
@@ -407,7 +409,7 @@ def _check_guarded(conn: Connection, chunk: _Chunk) -> None:
     if bad.height:
         row = bad.row(0, named=True)
         raise LedgerError(
-            f"refused to post: account {row['account']} would end at {row['balance_fen']} fen "
+            f"refused to post: account {mask_account_address(row['account'])} would end at {row['balance_fen']} fen "
             f"({bad.height} account(s) would cross zero; the chunk was rolled back)\n"
             "  fix: a payment cannot exceed what is payable; check the payment file against "
             "`disburse ledger balances`"

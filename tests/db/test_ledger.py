@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -337,6 +338,30 @@ def test_the_key_table_is_the_last_line_of_defence(engine: Engine, pg_staging: b
     with pytest.raises(LedgerError, match=rf"p/2026/{CC[0]} is already granted"):
         post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 10)), run, pg_staging=pg_staging)
     assert transfers(engine) == []
+
+
+def test_refusals_name_a_person_masked(engine: Engine) -> None:
+    """A refused post names the key or account it refused, a resident's number masked."""
+    run = new_run(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(EntitlementKey).values(
+                policy_id="p", benefit_period="2026", entity=PID[0], transfer_id=99, run_id=run
+            )
+        )
+    shown = PID[0][:6] + "*" * 10 + PID[0][-2:]
+    with pytest.raises(LedgerError, match=rf"p/2026/{re.escape(shown)} is already granted") as e:
+        post_entitlements(engine, ents(("p", "2026", PID[0], PID[0], 10)), run)
+    assert PID[0] not in str(e.value)
+    post_entitlements(engine, ents(("q", "2026", PID[1], PID[1], 10)), run)
+    payee = PID[1][:6] + "*" * 10 + PID[1][-2:]
+    with pytest.raises(LedgerError, match=rf"payable:{re.escape(payee)} would end at -1") as e:
+        post_transfers(engine, paid(PID[1], 11), run)
+    assert PID[1] not in str(e.value)
+    bad = ents(("q", "2026", PID[1], PID[1], 10)).with_columns(policy_sha256=pl.lit("x"))
+    with pytest.raises(LedgerError, match=rf"first: q/2026/{re.escape(payee)}") as e:
+        post_entitlements(engine, bad, run)
+    assert PID[1] not in str(e.value)
 
 
 def test_a_crash_between_chunks_loses_nothing(

@@ -81,3 +81,14 @@ def test_residents_are_masked_and_enterprises_are_not() -> None:
     for code in minicity.credit_codes(50, seed=1):
         assert not is_resident_id(code)
         assert mask_entity(code) == code
+
+
+def test_accounts_keep_their_last_four_digits_only_when_long_enough() -> None:
+    from ledgers.masking import mask_account, mask_account_address
+
+    assert mask_account("6228480012345678") == "*" * 12 + "5678"
+    assert mask_account("1234567") == "*" * 7  # too short to show a quarter of it
+    assert mask_account(None) is None
+    pid = minicity.person_ids(1)[0]
+    assert mask_account_address(f"payable:{pid}") == f"payable:{mask_entity(pid)}"
+    assert mask_account_address("budget:p:2026") == "budget:p:2026"
