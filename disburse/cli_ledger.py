@@ -7,11 +7,16 @@ Thin, like disburse/cli.py: parse options, call one function of `ledgers`, print
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from disburse.options import db_option, json_option, unmask_option
+from disburse.options import db_option, json_option, store_option, unmask_option
 from jobs.settings import Settings
+
+# `audit verify`'s exit status when nothing was found wrong but a check could not be
+# made (no ledger key): not 0, so that a script cannot take it for a pass.
+EXIT_INCOMPLETE = 3
 
 
 def _json(data: object) -> str:
@@ -147,6 +152,12 @@ def audit() -> None:
 
 @audit.command("verify")
 @db_option
+@store_option("the runs' archives (default place of the ledger key, ledger.key)")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ledger key (default: $DISBURSE_LEDGER_KEY_FILE, else <store>/ledger.key).",
+)
 @click.option(
     "--head",
     "expect_head",
@@ -154,22 +165,34 @@ def audit() -> None:
 )
 @json_option("Print the result as JSON.")
 @click.pass_context
-def audit_verify(ctx, db, expect_head, as_json):
-    """Recompute the hash chain, the balances and the entitlement keys from the ledger.
+def audit_verify(ctx, db, store, key_file, expect_head, as_json):
+    """Recompute the hash chain, the personal fields' digests, the balances and the
+    entitlement keys from the ledger.
 
-    Exit status 0 only if every check holds; otherwise 1, naming the first bad
-    entry of each failed check (an edit made behind the engine's back breaks
-    the chain at the edited transfer). Record the printed head hash and pass it
-    with --head next time to detect a ledger cut short.
+    Exit status 0 only if every check was made and holds; 1 if one failed,
+    naming the first bad entry of each failed check (an edit made behind the
+    engine's back breaks the chain at the edited transfer); 3 if nothing was
+    found wrong but the personal fields (accounts, entity, payee) could not be
+    checked because the ledger key was not found. Record the printed head hash
+    and pass it with --head next time to detect a ledger cut short.
     """
+    from ledgers import keys
     from ledgers.audit import verify
     from ledgers.db import open_engine
 
-    with open_engine(Settings.resolve(db).db_url) as engine:
-        result = verify(engine, expect_head=expect_head)
+    settings = Settings.resolve(db, store)
+    key = (
+        keys.read_key(key_file)
+        if key_file is not None
+        else keys.find_key(keys.key_file(settings.store))
+    )
+    with open_engine(settings.db_url) as engine:
+        result = verify(engine, key=key, expect_head=expect_head)
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
-    if not result.ok:
+    if result.failed:
         ctx.exit(1)
+    if not result.ok:
+        ctx.exit(EXIT_INCOMPLETE)
 
 
 def register(main: click.Group) -> None:

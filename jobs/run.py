@@ -71,6 +71,7 @@ from jobs.summary import RunOutcome, RunSummary, run_summary
 from ledgers import runs
 from ledgers.db import open_engine
 from ledgers.holdings import Holdings, holdings
+from ledgers.keys import key_file, posting_key
 from ledgers.locks import RUN_LOCK, LockBusy, hold
 from ledgers.post import post_entitlements
 from ledgers.runs import NIGHTLY, HashedFile, PolicyFile, RunArchive, RunRecord, RunState
@@ -518,6 +519,7 @@ class NightlyRun:
                 self.engine,
                 frame,
                 run_id,
+                key=posting_key(self.engine, key_file(self.request.store), self.progress.log),
                 chunk_size=self.request.chunk_size,
                 on_chunk=on_chunk,
                 known=self.known,

@@ -24,19 +24,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Check:
-    """One verified property: ok, what was checked, and the first bad entry if not ok."""
+    """One verified property: ok, what was checked, and the first bad entry if not ok.
+
+    `unchecked`: the property could not be checked (what it needs, the ledger key,
+    was not given); not ok, but nothing was found wrong either."""
 
     name: str
     ok: bool
     detail: str
     entry: str | None = None
     problem: str | None = None
+    unchecked: bool = False
+
+    @property
+    def status(self) -> str:
+        """ok, failed, or not checked."""
+        return "ok" if self.ok else "not checked" if self.unchecked else "failed"
 
     def to_json(self) -> dict[str, Any]:
         """The check as plain data."""
         return {
             "name": self.name,
             "ok": self.ok,
+            "status": self.status,
             "detail": self.detail,
             "entry": self.entry,
             "problem": self.problem,

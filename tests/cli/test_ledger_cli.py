@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import click
 import polars as pl
@@ -19,6 +20,7 @@ from ledgers.db import open_engine
 from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
 from ledgers.runs import start_run
 from tests import minicity
+from tests.keys import KEY
 
 cli_ledger.register(main)  # idempotent; disburse/cli.py does the same
 
@@ -56,9 +58,9 @@ def _ledger(url: str) -> None:
             ("job-stabilisation", "2026", CC[1], CC[1], 300000, "a" * 64, decision),
             ("child-allowance", "2026-Q1", PID[0], PID[1], 60000, "b" * 64, '{"age":3}'),
         ]
-        post_entitlements(engine, pl.DataFrame(first, schema=schema, orient="row"), 1)
+        post_entitlements(engine, pl.DataFrame(first, schema=schema, orient="row"), 1, key=KEY)
         second = [("job-stabilisation", "2026", CC[1], CC[1], 0, "a" * 64, decision)]
-        post_entitlements(engine, pl.DataFrame(second, schema=schema, orient="row"), 2)
+        post_entitlements(engine, pl.DataFrame(second, schema=schema, orient="row"), 2, key=KEY)
 
 
 @pytest.mark.parametrize(
@@ -82,12 +84,12 @@ def test_every_ledger_command_has_help(path: tuple[str, ...]) -> None:
 def test_db_init_and_an_empty_ledger(db_url: str) -> None:
     code, output = invoke("db", "init", "--db", db_url)
     assert code == 0, output
-    assert "schema at revision 0005" in output
+    assert "schema at revision 0006" in output
     if db_url.startswith("postgresql"):
         assert "auditor role disburse_auditor may read: audit_transfers" in output
     code, output = invoke("db", "init", "--db", db_url, "--json")
     assert code == 0
-    assert json.loads(output)["revision"] == "0005"
+    assert json.loads(output)["revision"] == "0006"
     code, output = invoke("audit", "verify", "--db", db_url)
     assert code == 0
     assert output.startswith("ok: 0 transfers")
@@ -185,9 +187,51 @@ def _balances(db_url: str) -> None:
     ]
 
 
-def test_verify_names_the_first_bad_entry(db_url: str) -> None:
+@pytest.fixture
+def key_file(tmp_path: Path) -> str:
+    """The tests' ledger key in a file, as an operator keeps it."""
+    path = tmp_path / "ledger.key"
+    path.write_text(KEY.secret.hex() + "\n")
+    return str(path)
+
+
+def test_verify_without_the_key_is_incomplete_not_ok(
+    db_url: str, key_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The personal fields are checked only with the key; without it verify says what it
+    could not check and exits 3, so no script takes it for a pass."""
     _ledger(db_url)
+    monkeypatch.chdir(tmp_path)  # no ./disburse-store/ledger.key here
+    monkeypatch.delenv("DISBURSE_LEDGER_KEY_FILE", raising=False)
     code, out = invoke("audit", "verify", "--db", db_url)
+    assert code == 3, out
+    assert out.startswith("INCOMPLETE: 4 transfers")
+    assert "personal   NOT CHECKED 4 transfers commit to their accounts" in out
+    assert "fix: give the ledger key" in out
+    code, out = invoke("audit", "verify", "--db", db_url, "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["ok"]) == (3, "incomplete", False)
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", key_file)
+    assert code == 0, out
+    assert "personal   ok" in out
+    # The key is found where the run keeps it: $DISBURSE_LEDGER_KEY_FILE, else <store>/ledger.key.
+    monkeypatch.setenv("DISBURSE_LEDGER_KEY_FILE", key_file)
+    assert invoke("audit", "verify", "--db", db_url)[0] == 0
+    monkeypatch.delenv("DISBURSE_LEDGER_KEY_FILE")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "ledger.key").write_text(Path(key_file).read_text())
+    assert invoke("audit", "verify", "--db", db_url, "--store", str(tmp_path / "store"))[0] == 0
+    (tmp_path / "bad.key").write_text("not a key\n")
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", str(tmp_path / "bad.key"))
+    assert code == 1
+    assert "does not hold a key (64 hexadecimal characters)" in out
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", str(tmp_path / "none.key"))
+    assert code == 1
+    assert "does not exist" in out
+
+
+def test_verify_names_the_first_bad_entry(db_url: str, key_file: str) -> None:
+    _ledger(db_url)
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", key_file)
     assert code == 0, out
     head = out.split("hash ")[1].split()[0]
     with open_engine(db_url) as engine, engine.begin() as conn:
@@ -198,7 +242,7 @@ def test_verify_names_the_first_bad_entry(db_url: str) -> None:
         conn.execute(
             text("UPDATE transfers SET amount_fen = amount_fen * 10 WHERE transfer_id = 2")
         )
-    code, out = invoke("audit", "verify", "--db", db_url)
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", key_file)
     assert code == 1
     assert "first bad entry: transfer 2" in out
     assert "hash does not match its content" in out

@@ -210,11 +210,15 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
     run("ledger", "entries", *db, "--entity", child["entity"], "--json")
     run("ledger", "balances", *db)
     run("ledger", "balances", *db, "--json")
-    run("audit", "verify", *db)
-    run("audit", "verify", *db, "--json")
+    run("audit", "verify", *db, *store)
+    run("audit", "verify", *db, *store, "--json")
+    nokey = ["--store", str(tmp / "elsewhere")]
+    run("audit", "verify", *db, *nokey, ok=False, name="audit verify without the key")
     for case in _tamper(run.db, child["entity"]):
-        run("audit", "verify", *db, ok=False, name=f"audit verify after {case}")
-        run("audit", "verify", *db, "--json", ok=False, name=f"audit verify --json after {case}")
+        for fmt in ([], ["--json"]):
+            label = f"audit verify {' '.join(fmt)} after {case}"
+            run("audit", "verify", *db, *store, *fmt, ok=False, name=label)
+            run("audit", "verify", *db, *nokey, *fmt, ok=False, name=f"{label}, without the key")
     run("policy", "check")
     run("policy", "check", "--verbose")
     run("features")

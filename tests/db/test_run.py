@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, select, text
 
 from ledgers.db import RUN_LOCK_KEY
 from ledgers.schema import Run, Transfer
+from tests.keys import KEY
 
 AS_OF = "2026-03-15"
 KILL_POINTS = [
@@ -163,6 +164,16 @@ def drop_db(db: str) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def ledger_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One ledger key for every run here (the key file is in no run's store), so that the
+    interrupted runs chain the same hashes as the reference run."""
+    path = tmp_path_factory.getbasetemp() / "test-run-ledger.key"
+    if not path.exists():
+        path.write_text(KEY.secret.hex() + "\n")
+    monkeypatch.setenv("DISBURSE_LEDGER_KEY_FILE", str(path))
 
 
 @pytest.fixture(scope="module")
