@@ -68,6 +68,9 @@ KEYED_FIELDS = (
     "decision",
     "personal_mac",
 )
+# The digest is the last keyed field (always 64 characters): `keyed_chain` appends it to
+# the content it has encoded up to there.
+assert KEYED_FIELDS[-1] == "personal_mac"
 # What a transfer row holds besides its prev_hash and hash.
 STORED_FIELDS = (*CHAIN_FIELDS, "personal_mac")
 
@@ -144,23 +147,54 @@ def chain(contents: Iterable[str], prev_hash: str) -> list[str]:
     return out
 
 
-def with_personal_macs(frame: pl.DataFrame, key: LedgerKey) -> pl.DataFrame:
-    """`frame` with the `personal_mac` of each row under `key`."""
-    if frame.height == 0:
-        return frame.with_columns(personal_mac=pl.lit(None, pl.String))
-    personal = frame.select(personal_content_expr()).to_series().to_list()
-    return frame.with_columns(
-        pl.Series("personal_mac", key.personal_macs(personal), dtype=pl.String)
-    )
+def keyed_chain(
+    personal: Sequence[str], prefixes: Sequence[str], prev_hash: str, key: LedgerKey
+) -> tuple[list[str], list[str]]:
+    """The personal digests and hashes of consecutive version 2 transfers, after `prev_hash`.
+
+    `personal`: each transfer's encoded personal fields; `prefixes`: its version 2
+    content up to the digest (the digest is the last field, always 64 characters).
+    One loop for both (the chain's loop over rows, see `chain`): about 1.7
+    microseconds per transfer.
+    """
+    inner, outer = key.personal_hmac()
+    macs: list[str] = []
+    hashes: list[str] = []
+    sha256 = hashlib.sha256
+    h = prev_hash
+    for p, prefix in zip(personal, prefixes, strict=True):
+        i = inner.copy()
+        i.update(p.encode())
+        o = outer.copy()
+        o.update(i.digest())
+        mac = o.hexdigest()
+        h = sha256((h + prefix + mac).encode()).hexdigest()
+        macs.append(mac)
+        hashes.append(h)
+    return macs, hashes
 
 
 def with_hashes(frame: pl.DataFrame, prev_hash: str, key: LedgerKey) -> pl.DataFrame:
     """`frame` (`CHAIN_FIELDS`, ordered by transfer_id) with its `personal_mac`, `prev_hash`
     and `hash` columns computed: version 2 of the chain, under `key`."""
-    frame = with_personal_macs(frame, key)
     if frame.height == 0:
-        return frame.with_columns(prev_hash=pl.lit(None, pl.String), hash=pl.lit(None, pl.String))
-    contents = frame.select(keyed_content_expr()).to_series().to_list()
-    hashes = pl.Series("hash", chain(contents, prev_hash), dtype=pl.String)
+        return frame.with_columns(
+            personal_mac=pl.lit(None, pl.String),
+            prev_hash=pl.lit(None, pl.String),
+            hash=pl.lit(None, pl.String),
+        )
+    parts = frame.select(
+        personal_content_expr(),
+        pl.concat_str([pl.lit(VERSION_2), _encoded(KEYED_FIELDS[:-1]), pl.lit(",64:")]).alias(
+            "prefix"
+        ),
+    )
+    macs, chained = keyed_chain(
+        parts.get_column("personal").to_list(),
+        parts.get_column("prefix").to_list(),
+        prev_hash,
+        key,
+    )
+    hashes = pl.Series("hash", chained, dtype=pl.String)
     prev = hashes.shift(1).fill_null(prev_hash).alias("prev_hash")
-    return frame.with_columns(prev, hashes)
+    return frame.with_columns(pl.Series("personal_mac", macs, dtype=pl.String), prev, hashes)
