@@ -159,13 +159,20 @@ def audit() -> None:
     help="The ledger key (default: $DISBURSE_LEDGER_KEY_FILE, else <store>/ledger.key).",
 )
 @click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A run's checkpoint.json (filed away from the ledger): fail unless the ledger extends it.",
+)
+@click.option(
     "--head",
     "expect_head",
     help="A head hash recorded earlier: fail unless the chain still contains it.",
 )
 @json_option("Print the result as JSON.")
 @click.pass_context
-def audit_verify(ctx, db, store, key_file, expect_head, as_json):
+def audit_verify(ctx, db, store, key_file, checkpoint_files, expect_head, as_json):
     """Recompute the hash chain, the personal fields' digests, the balances and the
     entitlement keys from the ledger.
 
@@ -173,11 +180,17 @@ def audit_verify(ctx, db, store, key_file, expect_head, as_json):
     naming the first bad entry of each failed check (an edit made behind the
     engine's back breaks the chain at the edited transfer); 3 if nothing was
     found wrong but the personal fields (accounts, entity, payee) could not be
-    checked because the ledger key was not found. Record the printed head hash
-    and pass it with --head next time to detect a ledger cut short.
+    checked because the ledger key was not found.
+
+    The chain shows no row was changed without rewriting every hash after it;
+    --checkpoint proves it was not: give the checkpoint file a run wrote (its
+    summary names it) from where finance filed it. The ledger must still hold
+    that head with that hash, the same totals up to it, and nothing after it
+    may claim a run that had ended; the file's signature is checked with the key.
     """
     from ledgers import keys
     from ledgers.audit import verify
+    from ledgers.checkpoints import read_checkpoint
     from ledgers.db import open_engine
 
     settings = Settings.resolve(db, store)
@@ -187,7 +200,12 @@ def audit_verify(ctx, db, store, key_file, expect_head, as_json):
         else keys.find_key(keys.key_file(settings.store))
     )
     with open_engine(settings.db_url) as engine:
-        result = verify(engine, key=key, expect_head=expect_head)
+        result = verify(
+            engine,
+            key=key,
+            expect_head=expect_head,
+            checkpoints=[(read_checkpoint(f), str(f)) for f in checkpoint_files],
+        )
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
     if result.failed:
         ctx.exit(1)

@@ -10,13 +10,14 @@ judges the totals.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection, func, select
 
 from ledgers.chain import GENESIS, personal_content_expr, stored_content_expr
+from ledgers.checkpoints import Anchor
 from ledgers.checks import Check, key_name
 from ledgers.frames import read_frame
 from ledgers.holdings import HOLDING_KEY, HOLDINGS_SCHEMA, SIGNED_FEN, SnapshotRecord
@@ -74,8 +75,11 @@ class Scan:
         expect_head: str | None,
         snapshot: SnapshotRecord | None = None,
         key: LedgerKey | None = None,
+        anchors: Sequence[Anchor] = (),
     ) -> None:
         self.prev_id, self.prev_hash = 0, GENESIS
+        self.anchors = anchors
+        self.broken_at: int | None = None  # the first transfer whose chain check failed
         self.key = key
         self.keyed = 0  # transfers of chain version 2 (with a personal_mac)
         self.personal_bad = 0  # of which with a digest that does not match under `key`
@@ -97,6 +101,8 @@ class Scan:
         if self.broken is None:
             self.broken = self._chain(frame)
         self._personal(frame)
+        for anchor in self.anchors:
+            anchor.add(frame)
         if not self.seen_head:
             self.seen_head = bool(frame.get_column("hash").eq(self.expect_head).any())
         self.count += frame.height
@@ -256,6 +262,7 @@ class Scan:
             return None
         row = bad.row(0, named=True)
         tid = row["transfer_id"]
+        self.broken_at = int(tid)
         if row["bad_id"]:
             before = row["expected_id"] - 1
             problem = (

@@ -11,12 +11,14 @@ The pass over the transfers is `ledgers.scan`; the checks are `ledgers.checks`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 from sqlalchemy import Engine, select
 
+from ledgers.checkpoints import Anchor, Checkpoint
 from ledgers.checks import Check, check_balances, check_keys, check_runs, check_snapshot
 from ledgers.db import require_ledger
 from ledgers.frames import prefetch, read_frame
@@ -94,6 +96,7 @@ def verify(
     *,
     key: LedgerKey | None = None,
     expect_head: str | None = None,
+    checkpoints: Sequence[tuple[Checkpoint, str]] = (),
     batch: int = VERIFY_BATCH,
 ) -> VerifyResult:
     """Check the hash chain, the balance invariants and key uniqueness; name the first bad entry.
@@ -106,6 +109,12 @@ def verify(
     `key`: the ledger key, to check the personal fields of chain version 2 against
     their digests; without it they are not checked, and the result is incomplete.
 
+    `checkpoints`: run checkpoints (`ledgers.checkpoints`), each with the file it was
+    read from: the ledger must extend each (its head still there with its hash, the
+    chain and the totals up to it as recorded, nothing after it claiming a run that
+    had ended), and each must bear the signature of `key`.  The anchor against a
+    chain cut short or rewritten whole with fresh hashes.
+
     `expect_head` is a hash an auditor recorded earlier (printed by every
     verify): the chain must still contain it, which catches a ledger cut short
     or rewritten from that point on.
@@ -113,7 +122,8 @@ def verify(
     with engine.connect() as conn:
         require_ledger(conn)
         snapshot = newest_snapshot(conn)
-        scan = Scan(expect_head, snapshot, key)
+        anchors = [Anchor(cp, source) for cp, source in checkpoints]
+        scan = Scan(expect_head, snapshot, key, anchors)
         # Read batch k+1 while batch k is hashed.
         for frame in prefetch(batches(conn, batch)):
             scan.add(frame)
@@ -136,6 +146,7 @@ def verify(
                 "transfers were removed or rewritten after this head was recorded",
             )
         )
+    checks.extend(a.check(key, scan.broken_at, scan.prev_id) for a in anchors)
     checks.append(check_balances(scan.accounts(), scan.keys()))
     checks.append(check_keys(scan.keys(), keys))
     checks.append(check_runs(scan.run_ids(), runs))

@@ -80,7 +80,7 @@ def _label(args: tuple[str, ...]) -> str:
     """The command as typed, its paths and identifiers left out."""
     out: list[str] = []
     for prev, arg in zip(("", *args), args, strict=False):
-        if prev in ("--db", "--store", "--data", "--out", "--entity"):
+        if prev in ("--db", "--store", "--data", "--out", "--entity", "--checkpoint"):
             out.append("...")
         else:
             out.append(arg)
@@ -181,6 +181,8 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
     run("quarantine", *db, "--limit", "100000", "--source", "relations", "--rule", "duplicate_key")
     out = json.loads(run("run", *data, *db, *store, "--json"))
     run_id = out["run_id"]
+    checkpoint = ["--checkpoint", out["checkpoint"]["file"]]
+    run.file("checkpoint.json", Path(out["checkpoint"]["file"]))
     run("run", *data, *db, *store)
     run("simulate", *data)
     run("simulate", *data, "--json")
@@ -211,13 +213,13 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
     run("ledger", "balances", *db)
     run("ledger", "balances", *db, "--json")
     run("audit", "verify", *db, *store)
-    run("audit", "verify", *db, *store, "--json")
+    run("audit", "verify", *db, *store, "--json", *checkpoint)
     nokey = ["--store", str(tmp / "elsewhere")]
     run("audit", "verify", *db, *nokey, ok=False, name="audit verify without the key")
     for case in _tamper(run.db, child["entity"]):
         for fmt in ([], ["--json"]):
             label = f"audit verify {' '.join(fmt)} after {case}"
-            run("audit", "verify", *db, *store, *fmt, ok=False, name=label)
+            run("audit", "verify", *db, *store, *fmt, *checkpoint, ok=False, name=label)
             run("audit", "verify", *db, *nokey, *fmt, ok=False, name=f"{label}, without the key")
     run("policy", "check")
     run("policy", "check", "--verbose")

@@ -232,7 +232,9 @@ def test_a_run_killed_anywhere_finishes_with_the_same_ledger(
     again = json.loads(run(city, db_url, store).stdout)
     assert ledger(db_url) == want_ledger
     recorded = runs(db_url)
-    assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(want_summary)
+    assert comparable({**json.loads(recorded[0][3]), "state": recorded[0][2]}) == comparable(
+        want_summary
+    )
     if kill_point == "run:completed":
         # It had finished: the command again is a second run that finds nothing to post.
         assert [r[2] for r in recorded] == ["completed", "completed"]
@@ -260,7 +262,9 @@ def test_a_run_killed_at_random_moments_finishes_with_the_same_ledger(
     run(city, db_url, store)
     assert ledger(db_url) == want_ledger
     recorded = runs(db_url)
-    assert {**json.loads(recorded[0][3]), "state": recorded[0][2]} == comparable(want_summary)
+    assert comparable({**json.loads(recorded[0][3]), "state": recorded[0][2]}) == comparable(
+        want_summary
+    )
     # later commands found run 1 finished: they posted nothing
     assert all(state == "completed" for _, _, state, _ in recorded)
 
