@@ -84,12 +84,12 @@ def test_every_ledger_command_has_help(path: tuple[str, ...]) -> None:
 def test_db_init_and_an_empty_ledger(db_url: str) -> None:
     code, output = invoke("db", "init", "--db", db_url)
     assert code == 0, output
-    assert "schema at revision 0006" in output
+    assert "schema at revision 0007" in output
     if db_url.startswith("postgresql"):
         assert "auditor role disburse_auditor may read: audit_transfers" in output
     code, output = invoke("db", "init", "--db", db_url, "--json")
     assert code == 0
-    assert json.loads(output)["revision"] == "0006"
+    assert json.loads(output)["revision"] == "0007"
     code, output = invoke("audit", "verify", "--db", db_url)
     assert code == 0
     assert output.startswith("ok: 0 transfers")

@@ -38,7 +38,7 @@ from ledgers.schema import AUDIT_VIEWS, EntitlementKey, Transfer
 from tests import minicity
 from tests.keys import KEY, OTHER_KEY
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 SHA = "5" * 64
 SCHEMA = ENTITLEMENT_COLUMNS
 CC = minicity.credit_codes(3)
@@ -523,11 +523,41 @@ def test_update_delete_and_truncate_are_refused(engine: Engine) -> None:
         "UPDATE entitlement_keys SET entity = 'X'",
         "DELETE FROM entitlement_keys",
     ]
+    copy = (
+        "SELECT transfer_id, kind, debit_account, credit_account, amount_fen + 1, run_id, "
+        "policy_id, benefit_period, entity, payee, policy_sha256, decision, personal_mac, "
+        "prev_hash, hash FROM transfers"
+    )
+    key_copy = (
+        "SELECT policy_id, benefit_period, entity, transfer_id + 1, run_id FROM entitlement_keys"
+    )
     if engine.dialect.name == "postgresql":
-        statements += ["TRUNCATE transfers", "TRUNCATE entitlement_keys"]
+        statements += [
+            "TRUNCATE transfers",
+            "TRUNCATE entitlement_keys",
+            f"INSERT INTO transfers {copy} ON CONFLICT (transfer_id) DO UPDATE "
+            "SET amount_fen = excluded.amount_fen",
+            f"INSERT INTO entitlement_keys {key_copy} ON CONFLICT "
+            "(policy_id, benefit_period, entity) DO UPDATE SET transfer_id = excluded.transfer_id",
+        ]
+    else:
+        # REPLACE deletes the row in the way without firing the DELETE trigger (SQLite
+        # fires delete triggers on REPLACE only with recursive_triggers on).
+        statements += [
+            f"INSERT OR REPLACE INTO transfers {copy}",
+            f"REPLACE INTO transfers {copy}",
+            f"INSERT OR REPLACE INTO entitlement_keys {key_copy}",
+            f"REPLACE INTO entitlement_keys {key_copy}",
+            # An upsert's SELECT needs a WHERE on SQLite to parse.
+            f"INSERT INTO transfers {copy} WHERE 1 = 1 ON CONFLICT (transfer_id) DO UPDATE "
+            "SET amount_fen = excluded.amount_fen",
+        ]
+    before = transfers(engine)
     for statement in statements:
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(statement))
+    assert transfers(engine) == before
+    assert audit.verify(engine, key=KEY).ok
     assert len(transfers(engine)) == 1
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(EntitlementKey)).scalar_one() == 1
