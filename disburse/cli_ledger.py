@@ -25,38 +25,48 @@ def _json(data: object) -> str:
 
 @click.group()
 def db() -> None:
-    """Create and upgrade the database: schema migrations and the auditor role."""
+    """Create and upgrade the database: schema migrations and, on PostgreSQL, the roles."""
 
 
 @db.command("init")
 @db_option
 @click.option(
-    "--auditor-role",
-    default="disburse_auditor",
+    "--role-prefix",
+    default="disburse",
     show_default=True,
-    help="PostgreSQL role that may only SELECT the audit_* views.",
+    help="PostgreSQL: the roles are <prefix>_owner, _batch, _auditor and _auditor_unmasked.",
 )
 @json_option("Print the result as JSON.")
-def db_init(db, auditor_role, as_json):
-    """Create or upgrade the schema (safe to repeat); on PostgreSQL, the auditor role.
+def db_init(db, role_prefix, as_json):
+    """Create or upgrade the schema (safe to repeat); on PostgreSQL, the roles.
 
-    The auditor role is NOLOGIN: grant it to the auditors' own login roles
-    (GRANT disburse_auditor TO alice). It can read the views audit_transfers,
-    audit_entitlements, audit_balances, audit_summary and audit_runs, and
-    nothing else: no base table, no write.
+    Run it as a superuser (or a user with CREATEROLE) when installing and after
+    every upgrade. On PostgreSQL it creates four NOLOGIN roles, to be granted to
+    login roles (GRANT disburse_batch TO nightly): disburse_owner owns the
+    tables, views and triggers (only it may alter them); disburse_batch may
+    INSERT and SELECT the ledger, never UPDATE, DELETE or TRUNCATE it;
+    disburse_auditor may read the audit_* views, identity numbers masked, and
+    nothing else; disburse_auditor_unmasked may also read the *_unmasked views.
     """
-    from ledgers.db import open_engine, setup_database
+    from ledgers.db import Roles, open_engine, setup_database
 
     with open_engine(Settings.resolve(db).db_url) as engine:
-        report = setup_database(engine, auditor_role=auditor_role)
+        report = setup_database(engine, roles=Roles.named(role_prefix))
     if as_json:
         click.echo(_json(report.to_json()), nl=False)
         return
     click.echo(f"schema at revision {report.revision} on {report.url}")
-    if report.auditor_role:
-        click.echo(f"auditor role {report.auditor_role} may read: {', '.join(report.views)}")
-    else:
+    roles = report.roles
+    if roles is None:
         click.echo(f"read-only views for auditors: {', '.join(report.views)}")
+        click.echo(f"the same with identity numbers whole: {', '.join(report.unmasked_views)}")
+        return
+    click.echo(f"owner role {roles.owner} owns the tables, views and triggers")
+    click.echo(f"batch role {roles.batch} may insert into and read the ledger, nothing more")
+    click.echo(f"auditor role {roles.auditor} may read: {', '.join(report.views)}")
+    click.echo(
+        f"unmasked reader role {roles.unmasked} may also read: {', '.join(report.unmasked_views)}"
+    )
 
 
 @click.group()

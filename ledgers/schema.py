@@ -227,11 +227,18 @@ class HoldingsSnapshot(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
-# The read-only views auditors get (created by the migrations; `db init` grants them).
+# The read-only views auditors get, resident identity numbers masked (created by the
+# migrations; `db init` grants them to the auditor role).
 AUDIT_VIEWS = (
     "audit_transfers",
     "audit_entitlements",
     "audit_balances",
     "audit_summary",
     "audit_runs",
+)
+# The same with identity numbers whole: granted only to the unmasked-reader role.
+UNMASKED_VIEWS = (
+    "audit_transfers_unmasked",
+    "audit_entitlements_unmasked",
+    "audit_balances_unmasked",
 )

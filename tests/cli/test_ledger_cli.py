@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import uuid
 from pathlib import Path
 
 import click
@@ -16,7 +17,7 @@ from sqlalchemy import text
 
 from disburse import cli_ledger
 from disburse.cli import main
-from ledgers.db import open_engine
+from ledgers.db import Roles, open_engine
 from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
 from ledgers.runs import start_run
 from tests import minicity
@@ -82,19 +83,39 @@ def test_every_ledger_command_has_help(path: tuple[str, ...]) -> None:
 
 
 def test_db_init_and_an_empty_ledger(db_url: str) -> None:
-    code, output = invoke("db", "init", "--db", db_url)
-    assert code == 0, output
-    assert "schema at revision 0007" in output
-    if db_url.startswith("postgresql"):
-        assert "auditor role disburse_auditor may read: audit_transfers" in output
-    code, output = invoke("db", "init", "--db", db_url, "--json")
-    assert code == 0
-    assert json.loads(output)["revision"] == "0007"
-    code, output = invoke("audit", "verify", "--db", db_url)
-    assert code == 0
-    assert output.startswith("ok: 0 transfers")
-    code, output = invoke("ledger", "summary", "--db", db_url)
-    assert output.splitlines()[-1].split() == ["total", "0", "0", "0.00", "0", "0"]
+    # Roles are per cluster: this test's own names, dropped afterwards.
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    try:
+        code, output = invoke("db", "init", "--db", db_url, "--role-prefix", prefix)
+        assert code == 0, output
+        assert "schema at revision 0008" in output
+        if db_url.startswith("postgresql"):
+            assert f"owner role {prefix}_owner owns the tables" in output
+            assert f"batch role {prefix}_batch may insert into and read the ledger" in output
+            assert f"auditor role {prefix}_auditor may read: audit_transfers" in output
+            assert f"unmasked reader role {prefix}_auditor_unmasked may also read" in output
+        else:
+            assert "read-only views for auditors: audit_transfers" in output
+        code, output = invoke("db", "init", "--db", db_url, "--json", "--role-prefix", prefix)
+        assert code == 0
+        report = json.loads(output)
+        assert report["revision"] == "0008"
+        assert "audit_transfers_unmasked" in report["unmasked_views"]
+        code, output = invoke("audit", "verify", "--db", db_url)
+        assert code == 0
+        assert output.startswith("ok: 0 transfers")
+        code, output = invoke("ledger", "summary", "--db", db_url)
+        assert output.splitlines()[-1].split() == ["total", "0", "0", "0.00", "0", "0"]
+    finally:
+        if db_url.startswith("postgresql"):
+            with open_engine(db_url) as engine, engine.begin() as conn:
+                for role in reversed(Roles.named(prefix).all()):
+                    if conn.execute(
+                        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+                    ).first():
+                        conn.execute(text(f"REASSIGN OWNED BY {role} TO CURRENT_USER"))
+                        conn.execute(text(f"DROP OWNED BY {role}"))
+                        conn.execute(text(f"DROP ROLE {role}"))
 
 
 def test_summary_entries_and_balances(db_url: str) -> None:
