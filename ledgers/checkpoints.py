@@ -26,6 +26,7 @@ personal fields).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -157,14 +158,23 @@ def write_checkpoint(engine: Engine, run_id: int, key: LedgerKey) -> Path:
             "  fix: checkpoints are written by nightly runs (`disburse run`)"
         )
     cp = ledger_checkpoint(engine, run_id, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(cp.to_json(), f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(cp.to_json(), f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise LedgerError(
+            f"cannot write the checkpoint {path}: {exc.strerror}\n"
+            "  fix: give the run a store folder it may write (--store or $DISBURSE_STORE), "
+            "then run again: the run finishes from where it stopped"
+        ) from None
     return path
 
 

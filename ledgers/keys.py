@@ -155,6 +155,18 @@ def find_key(path: Path) -> LedgerKey | None:
 
 def create_key(path: Path) -> LedgerKey:
     """Write a new random key to `path` (owner-only), or read the one another process just wrote."""
+    try:
+        _write_new_key(path)
+    except OSError as exc:
+        raise LedgerError(
+            f"cannot write the ledger key file {path}: {exc.strerror}\n"
+            f"  fix: set {KEY_FILE_ENV} to a file in a folder the batch may write, or make the "
+            "key there yourself with `openssl rand -hex 32`"
+        ) from None
+    return read_key(path)
+
+
+def _write_new_key(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written whole to a private name, then linked into place: the key file is either
     # absent or complete (a crash never leaves half a key), and of two processes
@@ -170,7 +182,6 @@ def create_key(path: Path) -> LedgerKey:
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return read_key(path)
 
 
 def posting_key(engine: Engine, path: Path, log: Callable[[str], None] | None = None) -> LedgerKey:

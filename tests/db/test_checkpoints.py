@@ -233,3 +233,17 @@ def test_a_checkpoint_changed_or_signed_by_another_key_is_refused(
             read_checkpoint(broken)
     with pytest.raises(LedgerError, match="does not exist"):
         read_checkpoint(tmp_path / "none.json")
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_clean_error(
+    engine: Engine, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    run = _run(engine, blocker)
+    with pytest.raises(LedgerError, match="cannot write the checkpoint"):
+        write_checkpoint(engine, run, KEY)
+    with engine.begin() as conn:
+        bare = start_run(conn, kind="post", as_of=dt.date(2026, 1, 1))
+    with pytest.raises(LedgerError, match="records no store folder"):
+        write_checkpoint(engine, bare, KEY)

@@ -102,3 +102,11 @@ def test_where_the_key_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert key_file(tmp_path / "store") == tmp_path / "store" / "ledger.key"
     monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "secure" / "disburse.key"))
     assert key_file(tmp_path / "store") == tmp_path / "secure" / "disburse.key"
+
+
+def test_a_key_that_cannot_be_written_is_a_clean_error(engine: Engine, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(LedgerError, match="cannot write the ledger key file") as caught:
+        posting_key(engine, blocker / "ledger.key")
+    assert "fix:" in str(caught.value)
