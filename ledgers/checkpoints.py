@@ -154,8 +154,8 @@ def write_checkpoint(engine: Engine, run_id: int, key: LedgerKey) -> Path:
     path = run_checkpoint_path(engine, run_id)
     if path is None:
         raise LedgerError(
-            f"run {run_id} records no store folder, so it has no place for its checkpoint\n"
-            "  fix: checkpoints are written by nightly runs (`disburse run`)"
+            f"run {run_id} records no store folder, so it has no place for its checkpoint",
+            fix="checkpoints are written by nightly runs (`disburse run`)",
         )
     cp = ledger_checkpoint(engine, run_id, key)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
@@ -171,24 +171,24 @@ def write_checkpoint(engine: Engine, run_id: int, key: LedgerKey) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise LedgerError(
-            f"cannot write the checkpoint {path}: {exc.strerror}\n"
-            "  fix: give the run a store folder it may write (--store or $DISBURSE_STORE), "
-            "then run again: the run finishes from where it stopped"
+            f"cannot write the checkpoint {path}: {exc.strerror}",
+            fix="give the run a store folder it may write (--store or $DISBURSE_STORE), "
+            "then run again: the run finishes from where it stopped",
         ) from None
     return path
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint in `path`, or a LedgerError saying what is wrong with the file."""
-    fix = "  fix: give the checkpoint.json a run wrote (the run summary names it), unchanged"
+    fix = "give the checkpoint.json a run wrote (the run summary names it), unchanged"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LedgerError(f"the checkpoint file {path} does not exist\n{fix}") from None
+        raise LedgerError(f"the checkpoint file {path} does not exist", fix=fix) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise LedgerError(f"cannot read the checkpoint file {path}: {exc}\n{fix}") from None
+        raise LedgerError(f"cannot read the checkpoint file {path}: {exc}", fix=fix) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise LedgerError(f"{path} is not a disburse checkpoint ({FORMAT})\n{fix}")
+        raise LedgerError(f"{path} is not a disburse checkpoint ({FORMAT})", fix=fix)
     try:
         kinds = data["by_kind"]
         cp = Checkpoint(
@@ -207,7 +207,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise LedgerError(
-            f"the checkpoint {path} is incomplete or malformed ({exc})\n{fix}"
+            f"the checkpoint {path} is incomplete or malformed ({exc})", fix=fix
         ) from None
     return cp
 

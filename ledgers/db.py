@@ -291,9 +291,9 @@ def grant_roles(engine: Engine, roles: Roles) -> None:
     except DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise LedgerError(
-            f"cannot set up the database roles ({', '.join(roles.all())}): {reason}\n"
-            "  fix: run `disburse db init` as a superuser or a user with CREATEROLE that owns "
-            'the tables (see ledgers/README.md, "Roles")'
+            f"cannot set up the database roles ({', '.join(roles.all())}): {reason}",
+            fix="run `disburse db init` as a superuser or a user with CREATEROLE that owns "
+            'the tables (see ledgers/README.md, "Roles")',
         ) from None
 
 

@@ -57,8 +57,8 @@ class LedgerKey:
     def __post_init__(self) -> None:
         if len(self.secret) < 16:
             raise LedgerError(
-                f"{self.source}: a ledger key needs at least 16 bytes of secret\n"
-                "  fix: make one with `openssl rand -hex 32`"
+                f"{self.source}: a ledger key needs at least 16 bytes of secret",
+                fix="make one with `openssl rand -hex 32`",
             )
 
     @classmethod
@@ -131,19 +131,19 @@ def read_key(path: Path) -> LedgerKey:
         raw = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         raise LedgerError(
-            f"the ledger key file {path} does not exist\n"
-            f"  fix: set {KEY_FILE_ENV} to the key file (restore it from its backup if it is lost)"
+            f"the ledger key file {path} does not exist",
+            fix=f"set {KEY_FILE_ENV} to the key file (restore it from its backup if it is lost)",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
         raise LedgerError(
-            f"cannot read the ledger key file {path}: {reason}\n"
-            "  fix: the file holds 64 hexadecimal characters, readable by the user that runs disburse"
+            f"cannot read the ledger key file {path}: {reason}",
+            fix="the file holds 64 hexadecimal characters, readable by the user that runs disburse",
         ) from None
     if not _HEX.fullmatch(raw):
         raise LedgerError(
-            f"the ledger key file {path} does not hold a key (64 hexadecimal characters)\n"
-            "  fix: restore it from its backup; a new ledger's key is made with `openssl rand -hex 32`"
+            f"the ledger key file {path} does not hold a key (64 hexadecimal characters)",
+            fix="restore it from its backup; a new ledger's key is made with `openssl rand -hex 32`",
         )
     return LedgerKey(bytes.fromhex(raw), f"the ledger key {path}")
 
@@ -159,9 +159,9 @@ def create_key(path: Path) -> LedgerKey:
         _write_new_key(path)
     except OSError as exc:
         raise LedgerError(
-            f"cannot write the ledger key file {path}: {exc.strerror}\n"
-            f"  fix: set {KEY_FILE_ENV} to a file in a folder the batch may write, or make the "
-            "key there yourself with `openssl rand -hex 32`"
+            f"cannot write the ledger key file {path}: {exc.strerror}",
+            fix=f"set {KEY_FILE_ENV} to a file in a folder the batch may write, or make the "
+            "key there yourself with `openssl rand -hex 32`",
         ) from None
     return read_key(path)
 
@@ -202,9 +202,9 @@ def posting_key(engine: Engine, path: Path, log: Callable[[str], None] | None = 
     if last is not None and last.personal_mac is not None:
         raise LedgerError(
             f"the ledger key file {path} is missing, and the ledger's transfers were chained "
-            "under a key (nothing was posted)\n"
-            f"  fix: restore the key file from its backup, or set {KEY_FILE_ENV} to where it "
-            "is; a new key cannot continue this ledger"
+            "under a key (nothing was posted)",
+            fix=f"restore the key file from its backup, or set {KEY_FILE_ENV} to where it "
+            "is; a new key cannot continue this ledger",
         )
     key = create_key(path)
     if log is not None:

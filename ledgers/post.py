@@ -210,9 +210,9 @@ def require_same_key(conn: Connection, key: LedgerKey) -> None:
         raise LedgerError(
             f"{key.source} is not the key this ledger was written with: the personal fields "
             f"of transfer {last.item(0, 'transfer_id')} do not match their digest under it "
-            "(nothing was posted)\n"
-            "  fix: use the ledger's own key file (set DISBURSE_LEDGER_KEY_FILE); if it is "
-            "the right one, run `disburse audit verify`: that transfer may have been changed"
+            "(nothing was posted)",
+            fix="use the ledger's own key file (set DISBURSE_LEDGER_KEY_FILE); if it is "
+            "the right one, run `disburse audit verify`: that transfer may have been changed",
         )
 
 
@@ -237,6 +237,6 @@ def _require_run(conn: Connection, run_id: int) -> None:
     found = conn.execute(select(Run.run_id).where(Run.run_id == run_id)).scalar_one_or_none()
     if found is None:
         raise LedgerError(
-            f"run {run_id} is not recorded in this database\n"
-            "  fix: post under the run that computed the entitlements (see the runs table)"
+            f"run {run_id} is not recorded in this database",
+            fix="post under the run that computed the entitlements (see the runs table)",
         )
