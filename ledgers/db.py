@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -173,8 +174,9 @@ class Roles:
     * `batch` runs the nightly batch: INSERT and SELECT on the ledger tables, never
       UPDATE, DELETE or TRUNCATE, and the writes the run records need;
     * `auditor` reads the audit views, personal data masked, and nothing else;
-    * `unmasked` reads the audit views and their `_unmasked` twins: granted
-      explicitly to whoever may see identity numbers whole.
+    * `unmasked` reads the audit views, their `_unmasked` twins and the ledger's
+      tables (to run `audit verify` and the `ledger` commands): granted explicitly
+      to whoever may see identity numbers whole.
     """
 
     owner: str
@@ -263,6 +265,35 @@ BATCH_WRITES = {
 }
 
 
+# PostgreSQL's SQLSTATE for a statement the login's roles do not allow.
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+@contextmanager
+def privileged(what: str, fix: str) -> Iterator[None]:
+    """Turn PostgreSQL's refusal of a statement for lack of privilege into a LedgerError
+    saying what this login may not do (`what`) and which role may (`fix`)."""
+    try:
+        yield
+    except (DBAPIError, psycopg.Error) as exc:
+        # Through SQLAlchemy the driver's error is `orig`; COPY on the raw connection raises it.
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        if getattr(orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+            raise
+        reason = str(orig).strip().splitlines()[0]
+        raise LedgerError(f"this login may not {what}: {reason}", fix=fix) from None
+
+
+READ_FIX = (
+    "read the ledger as a login holding the unmasked-reader role (disburse_auditor_unmasked), "
+    'or query the audit_* views as the auditor role (see ledgers/README.md, "Roles")'
+)
+
+
+# What the unmasked reader may read besides the views: what verify and the ledger commands read.
+LEDGER_READS = ("transfers", "entitlement_keys", "runs", "holdings_snapshots")
+
+
 def grant_roles(engine: Engine, roles: Roles) -> None:
     """Create the roles if needed (PostgreSQL), give the owner role the ledger's objects,
     and grant each role what it may do and nothing else (see `Roles`)."""
@@ -345,6 +376,9 @@ def _grant(conn: Connection, roles: Roles) -> None:
         conn.execute(text(f"REVOKE CREATE ON SCHEMA {schema} FROM {role}"))
         conn.execute(text(f"GRANT CONNECT ON DATABASE {database} TO {role}"))
         conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {role}"))
+    # The unmasked reader: the ledger itself too, so that it can run `disburse audit verify`
+    # and the `ledger` commands (which read the tables, and mask unless --unmask).
+    conn.execute(text(f"GRANT SELECT ON {', '.join(LEDGER_READS)} TO {roles.unmasked}"))
     # The batch: posting checks its chunks in temporary tables.
     conn.execute(text(f"GRANT TEMPORARY ON DATABASE {database} TO {roles.batch}"))
     for table, writes in BATCH_WRITES.items():
@@ -388,6 +422,7 @@ __all__ = [
     "init_schema",
     "make_engine",
     "open_engine",
+    "privileged",
     "require_ledger",
     "schema_revision",
     "setup_database",

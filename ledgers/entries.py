@@ -20,7 +20,7 @@ import polars as pl
 from sqlalchemy import Engine, select
 
 from common.money import format_yuan
-from ledgers.db import require_ledger
+from ledgers.db import READ_FIX, privileged, require_ledger
 from ledgers.frames import read_frame
 from ledgers.masking import mask_account_address_expr, mask_entity_expr
 from ledgers.render import text_table
@@ -68,7 +68,7 @@ def entries(
         stmt = stmt.where(t.c.run_id == run)
     if limit:
         stmt = stmt.limit(limit)
-    with engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
         require_ledger(conn)
         frame = read_frame(conn, stmt, TRANSFER_SCHEMA)
     out = frame.select(

@@ -30,7 +30,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine, select
 
 from ledgers.chain import PERSONAL_FIELDS, personal_content_expr
-from ledgers.db import LedgerError
+from ledgers.db import LedgerError, privileged
 from ledgers.frames import read_frame
 from ledgers.holdings import Holdings, chain_head, keep_snapshot
 from ledgers.keys import LedgerKey
@@ -77,6 +77,11 @@ class PostResult:
         return asdict(self)
 
 
+WRITE_FIX = (
+    'post as a login holding the batch role, disburse_batch (see ledgers/README.md, "Roles")'
+)
+
+
 # --- public API ---------------------------------------------------------------------
 
 
@@ -114,7 +119,7 @@ def post_entitlements(
     (`ledgers.holdings`).
     """
     frame = validate_entitlements(entitlements)
-    with ledger_connection(engine) as conn:
+    with privileged("post to the ledger", WRITE_FIX), ledger_connection(engine) as conn:
         _require_run(conn, run_id)
         require_same_key(conn, key)
         head = chain_head(conn)
@@ -177,7 +182,7 @@ def post_transfers(
     Entitlement kinds are refused here: they go through `post_entitlements`.
     """
     frame = validate_transfers(transfers)
-    with ledger_connection(engine) as conn:
+    with privileged("post to the ledger", WRITE_FIX), ledger_connection(engine) as conn:
         _require_run(conn, run_id)
         require_same_key(conn, key)
         head = chain_head(conn)

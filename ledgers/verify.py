@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 
 from ledgers.checkpoints import Anchor, Checkpoint
 from ledgers.checks import Check, check_balances, check_keys, check_runs, check_snapshot
-from ledgers.db import require_ledger
+from ledgers.db import READ_FIX, privileged, require_ledger
 from ledgers.frames import prefetch, read_frame
 from ledgers.holdings import newest_snapshot
 from ledgers.keys import LedgerKey
@@ -119,7 +119,7 @@ def verify(
     verify): the chain must still contain it, which catches a ledger cut short
     or rewritten from that point on.
     """
-    with engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
         require_ledger(conn)
         snapshot = newest_snapshot(conn)
         anchors = [Anchor(cp, source) for cp, source in checkpoints]

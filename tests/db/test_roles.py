@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 
 from disburse.cli import main
 from ledgers import audit
-from ledgers.db import Roles, setup_database
+from ledgers.db import LedgerError, Roles, setup_database
 from ledgers.masking import mask_entity
 from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
 from ledgers.runs import start_run
@@ -270,5 +270,48 @@ def test_auditors_read_masked_views_and_whole_numbers_need_the_unmasked_role(
         masked = conn.execute(text("SELECT entity FROM audit_transfers")).scalar_one()
     assert tuple(whole) == (PID[0], PID[1])
     assert masked == mask_entity(PID[0])
-    _refused(reader, "SELECT * FROM transfers")
-    _refused(reader, "UPDATE audit_transfers_unmasked SET amount_fen = 1")
+    for sql in [
+        "UPDATE audit_transfers_unmasked SET amount_fen = 1",
+        "UPDATE transfers SET amount_fen = 1",
+        "DELETE FROM entitlement_keys",
+        "SELECT * FROM quarantine",
+    ]:
+        _refused(reader, sql)
+
+
+def test_the_ledger_commands_say_which_role_may_read_or_post(
+    engine: Engine, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The unmasked reader verifies and lists the ledger; the auditor, who may read only
+    the views, and a poster without the batch role get a message, not a traceback."""
+    _post(engine, (PID[0], PID[1], 100))
+    key_file = tmp_path / "ledger.key"
+    key_file.write_text(KEY.secret.hex() + "\n")
+    reader = cluster.url_of(cluster.login(cluster.roles.unmasked))
+    done = CliRunner().invoke(
+        main, ["audit", "verify", "--db", reader, "--key-file", str(key_file)]
+    )
+    assert done.exit_code == 0, done.output
+    done = CliRunner().invoke(main, ["ledger", "entries", "--db", reader, "--unmask"])
+    assert done.exit_code == 0, done.output
+    assert PID[0] in done.output
+    auditor_engine = cluster.login(cluster.roles.auditor)
+    auditor = cluster.url_of(auditor_engine)
+    for command in (
+        ["ledger", "summary"],
+        ["ledger", "entries"],
+        ["ledger", "balances"],
+        ["audit", "verify"],
+    ):
+        done = CliRunner().invoke(main, [*command, "--db", auditor])
+        assert done.exit_code == 1, (command, done.output)
+        assert "Traceback" not in done.output
+        assert "this login may not read the ledger's tables" in done.output
+        assert "fix: read the ledger as a login holding the unmasked-reader role" in done.output
+    with engine.begin() as conn:
+        run = start_run(conn, kind="post", as_of=dt.date(2026, 1, 1))
+    frame = pl.DataFrame(
+        [("p", "2026", PID[1], PID[1], 5, "5" * 64, None)], schema=ENTITLEMENT_COLUMNS, orient="row"
+    )
+    with pytest.raises(LedgerError, match="this login may not post to the ledger"):
+        post_entitlements(auditor_engine, frame, run, key=KEY)
