@@ -46,7 +46,8 @@ def db_init(db, role_prefix, as_json):
     tables, views and triggers (only it may alter them); disburse_batch may
     INSERT and SELECT the ledger, never UPDATE, DELETE or TRUNCATE it;
     disburse_auditor may read the audit_* views, identity numbers masked, and
-    nothing else; disburse_auditor_unmasked may also read the *_unmasked views.
+    nothing else; disburse_auditor_unmasked may also read the *_unmasked views
+    and the ledger's tables (to run `audit verify` and the `ledger` commands).
     """
     from ledgers.db import Roles, open_engine, setup_database
 
@@ -162,7 +163,7 @@ def audit() -> None:
 
 @audit.command("verify")
 @db_option
-@store_option("the runs' archives (default place of the ledger key, ledger.key)")
+@store_option("the runs' archives and, unless $DISBURSE_LEDGER_KEY_FILE says otherwise, ledger.key")
 @click.option(
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
