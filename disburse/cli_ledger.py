@@ -7,11 +7,16 @@ Thin, like disburse/cli.py: parse options, call one function of `ledgers`, print
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from disburse.options import db_option, json_option, unmask_option
+from disburse.options import db_option, json_option, store_option, unmask_option
 from jobs.settings import Settings
+
+# `audit verify`'s exit status when nothing was found wrong but a check could not be
+# made (no ledger key): not 0, so that a script cannot take it for a pass.
+EXIT_INCOMPLETE = 3
 
 
 def _json(data: object) -> str:
@@ -20,38 +25,49 @@ def _json(data: object) -> str:
 
 @click.group()
 def db() -> None:
-    """Create and upgrade the database: schema migrations and the auditor role."""
+    """Create and upgrade the database: schema migrations and, on PostgreSQL, the roles."""
 
 
 @db.command("init")
 @db_option
 @click.option(
-    "--auditor-role",
-    default="disburse_auditor",
+    "--role-prefix",
+    default="disburse",
     show_default=True,
-    help="PostgreSQL role that may only SELECT the audit_* views.",
+    help="PostgreSQL: the roles are <prefix>_owner, _batch, _auditor and _auditor_unmasked.",
 )
 @json_option("Print the result as JSON.")
-def db_init(db, auditor_role, as_json):
-    """Create or upgrade the schema (safe to repeat); on PostgreSQL, the auditor role.
+def db_init(db, role_prefix, as_json):
+    """Create or upgrade the schema (safe to repeat); on PostgreSQL, the roles.
 
-    The auditor role is NOLOGIN: grant it to the auditors' own login roles
-    (GRANT disburse_auditor TO alice). It can read the views audit_transfers,
-    audit_entitlements, audit_balances, audit_summary and audit_runs, and
-    nothing else: no base table, no write.
+    Run it as a superuser (or a user with CREATEROLE) when installing and after
+    every upgrade. On PostgreSQL it creates four NOLOGIN roles, to be granted to
+    login roles (GRANT disburse_batch TO nightly): disburse_owner owns the
+    tables, views and triggers (only it may alter them); disburse_batch may
+    INSERT and SELECT the ledger, never UPDATE, DELETE or TRUNCATE it;
+    disburse_auditor may read the audit_* views, identity numbers masked, and
+    nothing else; disburse_auditor_unmasked may also read the *_unmasked views
+    and the ledger's tables (to run `audit verify` and the `ledger` commands).
     """
-    from ledgers.db import open_engine, setup_database
+    from ledgers.db import Roles, open_engine, setup_database
 
     with open_engine(Settings.resolve(db).db_url) as engine:
-        report = setup_database(engine, auditor_role=auditor_role)
+        report = setup_database(engine, roles=Roles.named(role_prefix))
     if as_json:
         click.echo(_json(report.to_json()), nl=False)
         return
     click.echo(f"schema at revision {report.revision} on {report.url}")
-    if report.auditor_role:
-        click.echo(f"auditor role {report.auditor_role} may read: {', '.join(report.views)}")
-    else:
+    roles = report.roles
+    if roles is None:
         click.echo(f"read-only views for auditors: {', '.join(report.views)}")
+        click.echo(f"the same with identity numbers whole: {', '.join(report.unmasked_views)}")
+        return
+    click.echo(f"owner role {roles.owner} owns the tables, views and triggers")
+    click.echo(f"batch role {roles.batch} may insert into and read the ledger, nothing more")
+    click.echo(f"auditor role {roles.auditor} may read: {', '.join(report.views)}")
+    click.echo(
+        f"unmasked reader role {roles.unmasked} may also read: {', '.join(report.unmasked_views)}"
+    )
 
 
 @click.group()
@@ -147,6 +163,19 @@ def audit() -> None:
 
 @audit.command("verify")
 @db_option
+@store_option("the runs' archives and, unless $DISBURSE_LEDGER_KEY_FILE says otherwise, ledger.key")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The ledger key (default: $DISBURSE_LEDGER_KEY_FILE, else <store>/ledger.key).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A run's checkpoint.json (filed away from the ledger): fail unless the ledger extends it.",
+)
 @click.option(
     "--head",
     "expect_head",
@@ -154,22 +183,45 @@ def audit() -> None:
 )
 @json_option("Print the result as JSON.")
 @click.pass_context
-def audit_verify(ctx, db, expect_head, as_json):
-    """Recompute the hash chain, the balances and the entitlement keys from the ledger.
+def audit_verify(ctx, db, store, key_file, checkpoint_files, expect_head, as_json):
+    """Recompute the hash chain, the personal fields' digests, the balances and the
+    entitlement keys from the ledger.
 
-    Exit status 0 only if every check holds; otherwise 1, naming the first bad
-    entry of each failed check (an edit made behind the engine's back breaks
-    the chain at the edited transfer). Record the printed head hash and pass it
-    with --head next time to detect a ledger cut short.
+    Exit status 0 only if every check was made and holds; 1 if one failed,
+    naming the first bad entry of each failed check (an edit made behind the
+    engine's back breaks the chain at the edited transfer); 3 if nothing was
+    found wrong but the personal fields (accounts, entity, payee) could not be
+    checked because the ledger key was not found.
+
+    The chain shows no row was changed without rewriting every hash after it;
+    --checkpoint proves it was not: give the checkpoint file a run wrote (its
+    summary names it) from where finance filed it. The ledger must still hold
+    that head with that hash, the same totals up to it, and nothing after it
+    may claim a run that had ended; the file's signature is checked with the key.
     """
+    from ledgers import keys
     from ledgers.audit import verify
+    from ledgers.checkpoints import read_checkpoint
     from ledgers.db import open_engine
 
-    with open_engine(Settings.resolve(db).db_url) as engine:
-        result = verify(engine, expect_head=expect_head)
+    settings = Settings.resolve(db, store)
+    key = (
+        keys.read_key(key_file)
+        if key_file is not None
+        else keys.find_key(keys.key_file(settings.store))
+    )
+    with open_engine(settings.db_url) as engine:
+        result = verify(
+            engine,
+            key=key,
+            expect_head=expect_head,
+            checkpoints=[(read_checkpoint(f), str(f)) for f in checkpoint_files],
+        )
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
-    if not result.ok:
+    if result.failed:
         ctx.exit(1)
+    if not result.ok:
+        ctx.exit(EXIT_INCOMPLETE)
 
 
 def register(main: click.Group) -> None:

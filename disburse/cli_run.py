@@ -128,7 +128,10 @@ def demo(out, enterprises, persons, as_json, quiet):
         _print_json(outcome.to_json())
         return
     click.echo(outcome.to_text())
-    click.echo(f"\nledger: {settings.db_url}  (try: disburse audit verify --db {settings.db_url})")
+    click.echo(
+        f"\nledger: {settings.db_url}  (try: disburse audit verify --db {settings.db_url} "
+        f"--store {settings.store})"
+    )
 
 
 @click.command()

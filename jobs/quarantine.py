@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from jobs.catalogue import Catalogue
+from jobs.catalogue import Catalogue, Source
 from jobs.errors import JobError
-from ledgers.masking import MASKERS
+from ledgers.masking import MASKERS, mask_id
 from ledgers.runs import latest_run_id
 from ledgers.schema import QuarantinedRow
 
@@ -52,9 +52,7 @@ def quarantined_rows(
             for cname, col in src.columns.items():
                 if col.pii is not None and row.get(cname) is not None:
                     row[cname] = MASKERS[col.pii](row[cname])
-            failed = src.columns.get(rec["column_name"] or "")
-            if failed is not None and failed.pii is not None and value is not None:
-                value = MASKERS[failed.pii](value)
+            value = _masked_value(src, rec["column_name"], value)
         out.append(
             {
                 "run_id": rec["run_id"],
@@ -67,3 +65,28 @@ def quarantined_rows(
             }
         )
     return out
+
+
+def _masked_value(source: Source, column: str | None, value: str | None) -> str | None:
+    """The failing value as printed: each personal part masked by its column's rule.
+
+    A rule on one column (a bad check character) failed that column's value; a
+    duplicate key failed the key, recorded as its columns and their values each
+    joined by "+" (`person_id+related_person_id+relation`), so each part is masked
+    by the rule of the column it came from.  Should the parts not line up (a value
+    holding a "+" itself), the whole value is masked as an identity number: the
+    safe side.
+    """
+    if value is None or column is None:
+        return value
+    names = column.split("+")
+    rules = [c.pii if (c := source.columns.get(n)) is not None else None for n in names]
+    if not any(rules):
+        return value
+    parts = value.split("+")
+    if len(parts) != len(names):
+        return mask_id(value)
+    return "+".join(
+        MASKERS[rule](part) or "" if rule is not None else part
+        for rule, part in zip(rules, parts, strict=True)
+    )

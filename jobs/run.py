@@ -69,8 +69,10 @@ from jobs.resume import ABANDONED, Step, Tonight, plan_resume
 from jobs.settings import Settings
 from jobs.summary import RunOutcome, RunSummary, run_summary
 from ledgers import runs
+from ledgers.checkpoints import write_checkpoint
 from ledgers.db import open_engine
 from ledgers.holdings import Holdings, holdings
+from ledgers.keys import key_file, posting_key
 from ledgers.locks import RUN_LOCK, LockBusy, hold
 from ledgers.post import post_entitlements
 from ledgers.runs import NIGHTLY, HashedFile, PolicyFile, RunArchive, RunRecord, RunState
@@ -518,6 +520,7 @@ class NightlyRun:
                 self.engine,
                 frame,
                 run_id,
+                key=posting_key(self.engine, key_file(self.request.store), self.progress.log),
                 chunk_size=self.request.chunk_size,
                 on_chunk=on_chunk,
                 known=self.known,
@@ -535,6 +538,9 @@ class NightlyRun:
 
     def _summarise(self, run_id: int) -> None:
         with timed(self.progress, "summary", self.timings) as timing:
+            # The ledger's head, signed, beside the run's archive (ledgers/checkpoints.py).
+            key = posting_key(self.engine, key_file(self.request.store), self.progress.log)
+            write_checkpoint(self.engine, run_id, key)
             summary = run_summary(self.engine, run_id)
             timing.rows = len(summary.policies)
         runs.complete(

@@ -15,6 +15,7 @@ from jobs.allocate import BudgetUse, PolicyAllocation
 from jobs.errors import JobError
 from jobs.progress import PhaseTiming
 from ledgers import runs
+from ledgers.checkpoints import read_checkpoint, run_checkpoint_path
 from ledgers.runs import RunState
 
 
@@ -93,6 +94,41 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class CheckpointRef:
+    """The checkpoint a run wrote (`ledgers.checkpoints`): its file and the head it signed."""
+
+    file: str
+    transfer_id: int
+    hash: str
+    transfers: int
+    amount_fen: int
+    key_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return {
+            "file": self.file,
+            "transfer_id": self.transfer_id,
+            "hash": self.hash,
+            "transfers": self.transfers,
+            "amount_fen": self.amount_fen,
+            "key_id": self.key_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CheckpointRef:
+        """From `to_json`'s form."""
+        return cls(
+            file=str(data["file"]),
+            transfer_id=int(data["transfer_id"]),
+            hash=str(data["hash"]),
+            transfers=int(data["transfers"]),
+            amount_fen=int(data["amount_fen"]),
+            key_id=str(data["key_id"]),
+        )
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """What a run read, allocated and posted; recorded on the run when it completes."""
 
@@ -100,6 +136,7 @@ class RunSummary:
     as_of: dt.date
     sources: Mapping[str, SourceCount]
     policies: Mapping[str, PolicySummary]
+    checkpoint: CheckpointRef | None = None
 
     @property
     def totals(self) -> Totals:
@@ -119,6 +156,7 @@ class RunSummary:
             "sources": {name: s.to_json() for name, s in self.sources.items()},
             "policies": {pid: p.to_json() for pid, p in self.policies.items()},
             "totals": self.totals.to_json(),
+            "checkpoint": self.checkpoint.to_json() if self.checkpoint else None,
         }
 
     @classmethod
@@ -132,6 +170,10 @@ class RunSummary:
                 for name, s in data["sources"].items()
             },
             policies={pid: PolicySummary.from_json(p) for pid, p in data["policies"].items()},
+            # Summaries recorded before checkpoints existed have none.
+            checkpoint=CheckpointRef.from_json(data["checkpoint"])
+            if data.get("checkpoint")
+            else None,
         )
 
 
@@ -150,6 +192,13 @@ def run_summary(engine: Engine, run_id: int) -> RunSummary:
     }
     for pid, kinds in posted.items():
         policies.setdefault(pid, PolicySummary(None, kinds))
+    path = run_checkpoint_path(engine, run_id)
+    checkpoint = None
+    if path is not None and path.is_file():
+        cp = read_checkpoint(path)
+        checkpoint = CheckpointRef(
+            str(path), cp.transfer_id, cp.hash, cp.transfers, cp.amount_fen, cp.key_id
+        )
     return RunSummary(
         run_id=run_id,
         as_of=run.as_of,
@@ -158,6 +207,7 @@ def run_summary(engine: Engine, run_id: int) -> RunSummary:
             for name, c in runs.source_counts(engine, run_id).items()
         },
         policies=policies,
+        checkpoint=checkpoint,
     )
 
 
@@ -243,6 +293,17 @@ def render_run(out: RunOutcome) -> str:
         f"  total: {totals.entitled:,} entitlements, {format_yuan(totals.entitled_fen)} yuan; "
         f"{totals.transfers:,} transfers posted by this run"
     )
+    if summary.checkpoint is not None:
+        cp = summary.checkpoint
+        lines.append(f"  checkpoint: {cp.file}")
+        lines.append(
+            f"    head transfer {cp.transfer_id} hash {cp.hash}; {cp.transfers:,} transfers "
+            f"moving {format_yuan(cp.amount_fen)} yuan; signed by key {cp.key_id}"
+        )
+        lines.append(
+            "    file a copy away from the ledger: `disburse audit verify --checkpoint FILE` "
+            "proves the ledger still extends it"
+        )
     if out.timings:
         lines.append(
             "  phases: "
@@ -253,6 +314,7 @@ def render_run(out: RunOutcome) -> str:
 
 
 __all__ = [
+    "CheckpointRef",
     "PolicySummary",
     "Posted",
     "RunOutcome",

@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Connection, Engine, cast, func, select
 
 from common.money import format_yuan
 from ledgers import accounts
-from ledgers.db import LedgerError, require_ledger
+from ledgers.db import READ_FIX, LedgerError, privileged, require_ledger
 from ledgers.frames import read_frame
 from ledgers.masking import mask_account_address_expr
 from ledgers.render import text_table
@@ -99,7 +99,7 @@ def balances(engine: Engine, *, kind: str | None = None, unmask: bool = False) -
         raise LedgerError(
             f"unknown account kind {kind!r}\n  fix: use one of {', '.join(accounts.ACCOUNT_KINDS)}"
         )
-    with engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
         require_ledger(conn)
         frame = account_balances(conn, kind)
     frame = frame.select(

@@ -15,7 +15,7 @@ import polars as pl
 
 from ledgers import accounts
 from ledgers.holdings import HOLDING_KEY, SnapshotRecord
-from ledgers.masking import mask_entity
+from ledgers.masking import mask_account_address, mask_entity
 from ledgers.validate import KEY
 
 if TYPE_CHECKING:
@@ -24,19 +24,29 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Check:
-    """One verified property: ok, what was checked, and the first bad entry if not ok."""
+    """One verified property: ok, what was checked, and the first bad entry if not ok.
+
+    `unchecked`: the property could not be checked (what it needs, the ledger key,
+    was not given); not ok, but nothing was found wrong either."""
 
     name: str
     ok: bool
     detail: str
     entry: str | None = None
     problem: str | None = None
+    unchecked: bool = False
+
+    @property
+    def status(self) -> str:
+        """ok, failed, or not checked."""
+        return "ok" if self.ok else "not checked" if self.unchecked else "failed"
 
     def to_json(self) -> dict[str, Any]:
         """The check as plain data."""
         return {
             "name": self.name,
             "ok": self.ok,
+            "status": self.status,
             "detail": self.detail,
             "entry": self.entry,
             "problem": self.problem,
@@ -75,7 +85,7 @@ def check_balances(account_totals: pl.DataFrame, per_key: pl.DataFrame) -> Check
             "balances",
             False,
             f"{bad.height} account(s) break their rule",
-            f"account {row['account']}",
+            f"account {mask_account_address(row['account'])}",
             f"balance {row['balance_fen']} fen: payables must be >= 0, receivables <= 0, "
             "and every account one of budget, payable, receivable, clearing",
         )
@@ -168,7 +178,7 @@ def check_keys(per_key: pl.DataFrame, recorded: pl.DataFrame) -> Check:
             "keys",
             False,
             "a transfer belongs to no recorded entitlement key",
-            f"transfer {row['first_transfer']} ({'/'.join(str(row[k]) for k in KEY)})",
+            f"transfer {row['first_transfer']} ({key_name(row)})",
             "its key is missing from entitlement_keys",
         )
     pointed = recorded.join(per_key, on=KEY, how="left").filter(

@@ -2,6 +2,13 @@
 
 Resident identity numbers (as entity, payee, or inside an account address) are
 masked unless asked otherwise; credit codes are not personal data and print whole.
+
+A masked entry still prints its hash when the chain commits to its personal
+fields through their keyed digest (chain version 2, `ledgers.chain`): the hash
+allows no search for the masked digits without the ledger key.  A transfer of
+version 1 (posted before migration 0006) hashed them in the clear, so its hash
+would let anyone try every possible number against it: masked, it is printed
+without its hash.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import polars as pl
 from sqlalchemy import Engine, select
 
 from common.money import format_yuan
-from ledgers.db import require_ledger
+from ledgers.db import READ_FIX, privileged, require_ledger
 from ledgers.frames import read_frame
 from ledgers.masking import mask_account_address_expr, mask_entity_expr
 from ledgers.render import text_table
@@ -33,6 +40,7 @@ ENTRY_FIELDS = (
     "amount_fen",
     "policy_sha256",
     "decision",
+    "personal_mac",
     "hash",
 )
 
@@ -60,7 +68,7 @@ def entries(
         stmt = stmt.where(t.c.run_id == run)
     if limit:
         stmt = stmt.limit(limit)
-    with engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
         require_ledger(conn)
         frame = read_frame(conn, stmt, TRANSFER_SCHEMA)
     out = frame.select(
@@ -76,6 +84,7 @@ def entries(
         "amount_fen",
         "policy_sha256",
         "decision",
+        "personal_mac",
         "hash",
     )
     if not unmask:
@@ -84,6 +93,7 @@ def entries(
             mask_entity_expr(pl.col("payee")).alias("payee"),
             mask_account_address_expr(pl.col("debit")).alias("debit"),
             mask_account_address_expr(pl.col("credit")).alias("credit"),
+            pl.when(pl.col("personal_mac").is_not_null()).then(pl.col("hash")).alias("hash"),
         )
     return out
 

@@ -26,10 +26,13 @@ def mask_id(value: str | None) -> str | None:
 
 
 def mask_account(value: str | None) -> str | None:
-    """Keep the last 4 digits of an account number."""
+    """Keep the last 4 digits of an account number (none of one shorter than 8: too little
+    would be left hidden)."""
     if value is None:
         return None
-    return "*" * max(len(value) - 4, 0) + value[-4:]
+    if len(value) < 8:
+        return "*" * len(value)
+    return "*" * (len(value) - 4) + value[-4:]
 
 
 def mask_name(value: str | None) -> str | None:
@@ -53,6 +56,16 @@ def mask_entity_expr(col: pl.Expr) -> pl.Expr:
     return pl.when(is_resident_id_expr(col)).then(masked).otherwise(col)
 
 
+def mask_account_address(value: str | None) -> str | None:
+    """An account address as printed: a resident payee masked (payable:330106**********1X)."""
+    if value is None:
+        return None
+    kind, sep, holder = value.partition(":")
+    if sep and kind in ("payable", "receivable") and is_resident_id(holder):
+        return f"{kind}:{mask_id(holder)}"
+    return value
+
+
 def mask_account_address_expr(col: pl.Expr) -> pl.Expr:
     """Polars: an account address with a resident payee masked (payable:330106**********1X)."""
     kind = col.str.split_exact(":", 1).struct.field("field_0")
@@ -70,6 +83,7 @@ __all__ = [
     "is_resident_id",
     "is_resident_id_expr",
     "mask_account",
+    "mask_account_address",
     "mask_account_address_expr",
     "mask_entity",
     "mask_entity_expr",

@@ -7,6 +7,11 @@ grant, an adjustment, a reversal or a clawback), and writes only that, in
 chunks each checked before commit (`ledgers.write`).  `post_transfers` appends
 payments through the same writer.  `PostResult` says what one post did.
 
+Every transfer is chained under the ledger key (`ledgers.keys`, chain version 2):
+the caller passes it, and posting first checks that the ledger's last keyed
+transfer was written under the same key, so that a chain is never continued
+under another one.
+
 Only one poster writes at a time: on PostgreSQL a session advisory lock held for
 the whole post (a second poster waits); on SQLite each chunk is BEGIN IMMEDIATE
 and refuses to write if another writer moved the chain head meanwhile
@@ -24,11 +29,14 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Engine, select
 
-from ledgers.db import LedgerError
+from ledgers.chain import PERSONAL_FIELDS, personal_content_expr
+from ledgers.db import LedgerError, privileged
+from ledgers.frames import read_frame
 from ledgers.holdings import Holdings, chain_head, keep_snapshot
+from ledgers.keys import LedgerKey
 from ledgers.locks import LEDGER_LOCK, hold
 from ledgers.plan import entitlement_state, payable_balances, plan_transfers, state_by_period
-from ledgers.schema import Run
+from ledgers.schema import Run, Transfer
 from ledgers.validate import ENTITLEMENT_COLUMNS, validate_entitlements, validate_transfers
 from ledgers.write import DEFAULT_CHUNK, append
 
@@ -39,6 +47,7 @@ __all__ = [
     "ledger_connection",
     "post_entitlements",
     "post_transfers",
+    "require_same_key",
     "validate_entitlements",
 ]
 
@@ -68,6 +77,11 @@ class PostResult:
         return asdict(self)
 
 
+WRITE_FIX = (
+    'post as a login holding the batch role, disburse_batch (see ledgers/README.md, "Roles")'
+)
+
+
 # --- public API ---------------------------------------------------------------------
 
 
@@ -76,13 +90,15 @@ def post_entitlements(
     entitlements: pl.DataFrame,
     run_id: int,
     *,
+    key: LedgerKey,
     chunk_size: int = DEFAULT_CHUNK,
     pg_staging: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
     known: Holdings | None = None,
     keep: Path | None = None,
 ) -> PostResult:
-    """Post the difference between `entitlements` and the ledger, for `run_id`.
+    """Post the difference between `entitlements` and the ledger, for `run_id`, chained
+    under `key`.
 
     `entitlements` has one row per key with columns policy_id, benefit_period,
     entity, payee, amount_fen (Int64, >= 0), policy_sha256 and decision (compact
@@ -103,8 +119,9 @@ def post_entitlements(
     (`ledgers.holdings`).
     """
     frame = validate_entitlements(entitlements)
-    with ledger_connection(engine) as conn:
+    with privileged("post to the ledger", WRITE_FIX), ledger_connection(engine) as conn:
         _require_run(conn, run_id)
+        require_same_key(conn, key)
         head = chain_head(conn)
         periods = list(
             frame.select("policy_id", "benefit_period")
@@ -125,7 +142,7 @@ def post_entitlements(
         conn.commit()
         plan = plan_transfers(frame, existing, lambda payees: payable_balances(conn, payees))
         conn.commit()
-        written = append(conn, plan.transfers, run_id, head, chunk_size, pg_staging, on_chunk)
+        written = append(conn, plan.transfers, run_id, head, chunk_size, key, pg_staging, on_chunk)
         if current is not None and keep is not None:
             end = (written.last_id, written.head_hash) if written.last_id is not None else head
             keep_snapshot(conn, current.after(plan.transfers, end), keep, run_id)
@@ -150,7 +167,12 @@ def post_entitlements(
 
 
 def post_transfers(
-    engine: Engine, transfers: pl.DataFrame, run_id: int, *, chunk_size: int = DEFAULT_CHUNK
+    engine: Engine,
+    transfers: pl.DataFrame,
+    run_id: int,
+    *,
+    key: LedgerKey,
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> int:
     """Append payment transfers (instructed, settled, rejected) in the given order; the count.
 
@@ -160,11 +182,43 @@ def post_transfers(
     Entitlement kinds are refused here: they go through `post_entitlements`.
     """
     frame = validate_transfers(transfers)
-    with ledger_connection(engine) as conn:
+    with privileged("post to the ledger", WRITE_FIX), ledger_connection(engine) as conn:
         _require_run(conn, run_id)
+        require_same_key(conn, key)
         head = chain_head(conn)
         conn.commit()
-        return append(conn, frame, run_id, head, chunk_size).transfers
+        return append(conn, frame, run_id, head, chunk_size, key).transfers
+
+
+def require_same_key(conn: Connection, key: LedgerKey) -> None:
+    """Raise a LedgerError unless the last transfer's digest is `key`'s (or it has none).
+
+    Continuing a chain under another key would leave a ledger that no single key
+    verifies; a lost key must be restored, not replaced.  The last transfer is
+    enough: a chain never goes back from keyed to unkeyed transfers.
+    """
+    t = Transfer.__table__
+    stmt = (
+        select(t.c.transfer_id, *[t.c[f] for f in PERSONAL_FIELDS], t.c.personal_mac)
+        .order_by(t.c.transfer_id.desc())
+        .limit(1)
+    )
+    schema = {
+        "transfer_id": pl.Int64,
+        **dict.fromkeys((*PERSONAL_FIELDS, "personal_mac"), pl.String),
+    }
+    last = read_frame(conn, stmt, schema)
+    if last.height == 0 or last.item(0, "personal_mac") is None:
+        return
+    content = last.select(personal_content_expr()).item()
+    if key.personal_macs([content])[0] != last.item(0, "personal_mac"):
+        raise LedgerError(
+            f"{key.source} is not the key this ledger was written with: the personal fields "
+            f"of transfer {last.item(0, 'transfer_id')} do not match their digest under it "
+            "(nothing was posted)",
+            fix="use the ledger's own key file (set DISBURSE_LEDGER_KEY_FILE); if it is "
+            "the right one, run `disburse audit verify`: that transfer may have been changed",
+        )
 
 
 @contextmanager
@@ -188,6 +242,6 @@ def _require_run(conn: Connection, run_id: int) -> None:
     found = conn.execute(select(Run.run_id).where(Run.run_id == run_id)).scalar_one_or_none()
     if found is None:
         raise LedgerError(
-            f"run {run_id} is not recorded in this database\n"
-            "  fix: post under the run that computed the entitlements (see the runs table)"
+            f"run {run_id} is not recorded in this database",
+            fix="post under the run that computed the entitlements (see the runs table)",
         )

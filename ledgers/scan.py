@@ -10,16 +10,18 @@ judges the totals.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection, func, select
 
-from ledgers.chain import GENESIS, content_expr
-from ledgers.checks import Check
+from ledgers.chain import GENESIS, personal_content_expr, stored_content_expr
+from ledgers.checkpoints import Anchor
+from ledgers.checks import Check, key_name
 from ledgers.frames import read_frame
 from ledgers.holdings import HOLDING_KEY, HOLDINGS_SCHEMA, SIGNED_FEN, SnapshotRecord
+from ledgers.keys import LedgerKey
 from ledgers.schema import ENTITLEMENT_KINDS, Transfer
 from ledgers.validate import KEY
 
@@ -36,6 +38,7 @@ TRANSFER_SCHEMA: dict[str, type[pl.DataType]] = {
     "payee": pl.String,
     "policy_sha256": pl.String,
     "decision": pl.String,
+    "personal_mac": pl.String,
     "prev_hash": pl.String,
     "hash": pl.String,
 }
@@ -67,11 +70,24 @@ def batches(conn: Connection, batch: int) -> Iterator[pl.DataFrame]:
 class Scan:
     """What verify gathers in its one pass over the transfers."""
 
-    def __init__(self, expect_head: str | None, snapshot: SnapshotRecord | None = None) -> None:
+    def __init__(
+        self,
+        expect_head: str | None,
+        snapshot: SnapshotRecord | None = None,
+        key: LedgerKey | None = None,
+        anchors: Sequence[Anchor] = (),
+    ) -> None:
         self.prev_id, self.prev_hash = 0, GENESIS
+        self.anchors = anchors
+        self.broken_at: int | None = None  # the first transfer whose chain check failed
+        self.key = key
+        self.keyed = 0  # transfers of chain version 2 (with a personal_mac)
+        self.personal_bad = 0  # of which with a digest that does not match under `key`
+        self.personal_broken: Check | None = None
         self.snapshot = snapshot
         self.snapshot_hash: str | None = None  # the stored hash of the snapshot's head transfer
         self._held: list[pl.DataFrame] = []
+        self._keyed_seen = False
         self.count = 0
         self.seen_head = expect_head is None
         self.expect_head = expect_head
@@ -84,6 +100,9 @@ class Scan:
         """Check the next batch's chain and gather its totals."""
         if self.broken is None:
             self.broken = self._chain(frame)
+        self._personal(frame)
+        for anchor in self.anchors:
+            anchor.add(frame)
         if not self.seen_head:
             self.seen_head = bool(frame.get_column("hash").eq(self.expect_head).any())
         self.count += frame.height
@@ -146,8 +165,68 @@ class Scan:
             return pl.DataFrame(schema=HOLDINGS_SCHEMA)
         return pl.concat(self._held).group_by(HOLDING_KEY).agg(pl.col("net_fen").sum())
 
+    def _personal(self, frame: pl.DataFrame) -> None:
+        """Count the keyed transfers; with the key, check their personal fields' digests."""
+        keyed = frame.filter(pl.col("personal_mac").is_not_null())
+        self.keyed += keyed.height
+        if self.key is None or keyed.height == 0:
+            return
+        personal = keyed.select(personal_content_expr()).to_series().to_list()
+        wrong = keyed.filter(
+            pl.Series(self.key.personal_macs(personal), dtype=pl.String) != pl.col("personal_mac")
+        )
+        self.personal_bad += wrong.height
+        if wrong.height and self.personal_broken is None:
+            row = wrong.row(0, named=True)
+            tid = row["transfer_id"]
+            self.personal_broken = Check(
+                "personal",
+                False,
+                f"broken at transfer {tid}",
+                f"transfer {tid} ({_describe(row)})",
+                "its accounts, entity or payee do not match their keyed digest: "
+                "changed after posting",
+            )
+
+    def personal_check(self) -> Check:
+        """The personal fields' verdict: the first transfer whose digest does not match,
+        not checked (no key), or ok."""
+        if self.keyed == 0:
+            return Check(
+                "personal",
+                True,
+                "no transfer commits to its personal fields through the ledger key "
+                "(all were posted before chain version 2: the chain hashes them in the clear)",
+            )
+        if self.key is None:
+            return Check(
+                "personal",
+                False,
+                f"{self.keyed:,} transfers commit to their accounts, entity and "
+                "payee through the ledger key, and no key was given",
+                problem="give the ledger key (--key-file, or $DISBURSE_LEDGER_KEY_FILE) to "
+                "check them; every other field is checked without it",
+                unchecked=True,
+            )
+        if self.personal_broken is not None:
+            if self.personal_bad == self.keyed and self.keyed > 1:
+                return Check(
+                    "personal",
+                    False,
+                    f"none of the {self.keyed:,} keyed transfers matches its digest",
+                    f"{self.key.source} (key id {self.key.key_id})",
+                    "this is not the key the ledger was written with: give the ledger's own key",
+                )
+            return self.personal_broken
+        return Check(
+            "personal",
+            True,
+            f"{self.keyed:,} transfers' accounts, entity and payee match their digests "
+            f"under the ledger key (key id {self.key.key_id})",
+        )
+
     def _chain(self, frame: pl.DataFrame) -> Check | None:
-        contents = frame.select(content_expr()).to_series().to_list()
+        contents = frame.select(stored_content_expr()).to_series().to_list()
         stored_prev = frame.get_column("prev_hash").to_list()
         sha256 = hashlib.sha256
         # Each row on its own: does its hash match its own prev_hash and content?
@@ -156,30 +235,45 @@ class Scan:
             sha256(((p or "") + c).encode()).hexdigest()
             for p, c in zip(stored_prev, contents, strict=True)
         ]
+        keyed = pl.col("personal_mac").is_not_null()
         checked = frame.with_columns(
             recomputed=pl.Series(recomputed, dtype=pl.String),
+            # A version 1 transfer after a version 2 one: the chain never goes back.
+            keyed_before=keyed.cast(pl.Int64).cum_sum().shift(1).fill_null(0) > 0,
             expected_id=pl.int_range(
                 self.prev_id + 1, self.prev_id + 1 + frame.height, dtype=pl.Int64
             ),
             expected_prev=pl.col("hash").shift(1).fill_null(self.prev_hash),
         ).with_columns(
+            bad_version=(pl.col("keyed_before") | pl.lit(self._keyed_seen)) & ~keyed,
             bad_id=pl.col("transfer_id") != pl.col("expected_id"),
             bad_link=pl.col("prev_hash").ne_missing(pl.col("expected_prev")),
             bad_hash=pl.col("hash").ne_missing(pl.col("recomputed")),
             bad_amount=~(pl.col("amount_fen") > 0).fill_null(False)
             | (pl.col("debit_account") == pl.col("credit_account")).fill_null(True),
         )
-        bad = checked.filter(pl.any_horizontal("bad_id", "bad_link", "bad_hash", "bad_amount"))
+        self._keyed_seen = self._keyed_seen or bool(
+            frame.get_column("personal_mac").is_not_null().any()
+        )
+        bad = checked.filter(
+            pl.any_horizontal("bad_id", "bad_link", "bad_hash", "bad_amount", "bad_version")
+        )
         if bad.height == 0:
             return None
         row = bad.row(0, named=True)
         tid = row["transfer_id"]
+        self.broken_at = int(tid)
         if row["bad_id"]:
             before = row["expected_id"] - 1
             problem = (
                 f"ids jump from {before} to {tid}: transfer {row['expected_id']} is missing (deleted)"
                 if tid > row["expected_id"]
                 else f"id out of order after transfer {before}"
+            )
+        elif row["bad_version"]:
+            problem = (
+                "it has no personal_mac (chain version 1) after transfers of version 2: "
+                "its digest was removed, or the row was written behind the engine's back"
             )
         elif row["bad_hash"]:
             problem = "its hash does not match its content: the row was changed after posting"
@@ -255,5 +349,6 @@ def _merge_keys(per_key: pl.DataFrame) -> pl.DataFrame:
 
 
 def _describe(row: dict[str, Any]) -> str:
-    key = "/".join(str(row.get(k)) for k in KEY) if row.get("policy_id") else ""
+    """A transfer named in a finding: its kind, key (a resident entity masked) and amount."""
+    key = key_name(row) if row.get("policy_id") else ""
     return " ".join(x for x in (row.get("kind") or "", key, f"{row.get('amount_fen')} fen") if x)

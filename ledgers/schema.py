@@ -143,7 +143,9 @@ class Transfer(Base):
     that decided it, so `explain` answers from the ledger alone.
 
     `hash` is sha256(prev_hash || canonical content), see `ledgers.chain`; ids are
-    dense and follow the chain.  There is deliberately no foreign key to `runs`:
+    dense and follow the chain.  The content commits to the personal fields (the
+    accounts, entity and payee) through `personal_mac`, a digest under the ledger
+    key (`ledgers.keys`), so a printed hash allows no search for a masked number.  There is deliberately no foreign key to `runs`:
     PostgreSQL checks one with a trigger per row, which makes bulk posting about
     2.5 times slower; `audit verify` checks every run exists instead.
     """
@@ -178,6 +180,9 @@ class Transfer(Base):
     payee: Mapped[str | None] = mapped_column(ident(64))
     policy_sha256: Mapped[str | None] = mapped_column(String(64))
     decision: Mapped[str | None] = mapped_column(Text)
+    # HMAC-SHA256 of the personal fields under the ledger key: chain version 2
+    # (migration 0006); null on the version 1 transfers posted before it.
+    personal_mac: Mapped[str | None] = mapped_column(String(64), default=None)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -222,11 +227,18 @@ class HoldingsSnapshot(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
-# The read-only views auditors get (created by the migrations; `db init` grants them).
+# The read-only views auditors get, resident identity numbers masked (created by the
+# migrations; `db init` grants them to the auditor role).
 AUDIT_VIEWS = (
     "audit_transfers",
     "audit_entitlements",
     "audit_balances",
     "audit_summary",
     "audit_runs",
+)
+# The same with identity numbers whole: granted only to the unmasked-reader role.
+UNMASKED_VIEWS = (
+    "audit_transfers_unmasked",
+    "audit_entitlements_unmasked",
+    "audit_balances_unmasked",
 )

@@ -13,7 +13,7 @@ import polars as pl
 from sqlalchemy import BigInteger, Engine, case, cast, func, select
 
 from common.money import format_yuan
-from ledgers.db import require_ledger
+from ledgers.db import READ_FIX, privileged, require_ledger
 from ledgers.frames import read_frame
 from ledgers.holdings import signed_amount
 from ledgers.render import text_table
@@ -106,7 +106,7 @@ def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:
         "adjustments": pl.Int64,
         "reversed": pl.Int64,
     }
-    with engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
         require_ledger(conn)
         rows = read_frame(conn, stmt, schema)
     totals = {

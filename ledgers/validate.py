@@ -13,6 +13,7 @@ import polars as pl
 
 from common.periods import PERIOD_KEY
 from ledgers.db import LedgerError
+from ledgers.masking import mask_entity
 from ledgers.schema import PAYMENT_KINDS
 
 KEY = ("policy_id", "benefit_period", "entity")
@@ -108,7 +109,9 @@ def _collect(frame: pl.DataFrame, rules: list[tuple[str, pl.Expr]]) -> list[str]
             rows = ", ".join(str(r) for r in bad.get_column("row").head(3).to_list())
             more = f" and {bad.height - 3} more" if bad.height > 3 else ""
             key = frame.row(bad.get_column("row")[0], named=True)
-            where = "/".join(str(key.get(k)) for k in KEY)
+            where = (
+                "/".join(str(key.get(k)) for k in KEY[:2]) + f"/{mask_entity(key.get('entity'))}"
+            )
             problems.append(f"{message}: row {rows}{more} (first: {where})")
     return problems
 

@@ -42,13 +42,16 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ledgers import accounts
-from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
+from ledgers.chain import CHAIN_FIELDS, GENESIS, STORED_FIELDS, with_hashes
+from ledgers.checks import key_name
 from ledgers.db import LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
 from ledgers.holdings import chain_head
+from ledgers.keys import LedgerKey
+from ledgers.masking import mask_account_address
 from ledgers.validate import KEY
 
-TRANSFER_COLUMNS = (*CHAIN_FIELDS, "prev_hash", "hash")
+TRANSFER_COLUMNS = (*STORED_FIELDS, "prev_hash", "hash")
 KEY_COLUMNS = (*KEY, "transfer_id", "run_id")
 DEFAULT_CHUNK = 100_000
 
@@ -70,10 +73,12 @@ def append(
     run_id: int,
     head: tuple[int, str],
     chunk_size: int,
+    key: LedgerKey,
     pg_staging: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> Written:
-    """Write `frame` (transfers in chain order, no ids yet) after `head`, chunk by chunk."""
+    """Write `frame` (transfers in chain order, no ids yet) after `head`, chunk by chunk,
+    chained under `key` (chain version 2, `ledgers.chain`)."""
     if chunk_size < 1:
         raise LedgerError("chunk_size must be at least 1\n  fix: pass a positive chunk size")
     head_id, head_hash = head
@@ -85,7 +90,7 @@ def append(
     ).select(CHAIN_FIELDS)
     # Hash and serialise chunk k+1 in a thread while chunk k is in the database:
     # the chain needs only the previous hash, not the previous commit.
-    prepared = prefetch(_prepared_chunks(frame, head_hash, chunk_size, conn.dialect.name))
+    prepared = prefetch(_prepared_chunks(frame, head_hash, chunk_size, conn.dialect.name, key))
     if conn.dialect.name == "postgresql":
         chunks, expected = _write_in_turns(conn, prepared, head, pg_staging, on_chunk)
     else:
@@ -169,10 +174,10 @@ def _csv(frame: pl.DataFrame) -> bytes:
 
 
 def _prepared_chunks(
-    frame: pl.DataFrame, prev_hash: str, chunk_size: int, dialect: str
+    frame: pl.DataFrame, prev_hash: str, chunk_size: int, dialect: str, key: LedgerKey
 ) -> Iterator[_Chunk]:
     for start in range(0, frame.height, chunk_size):
-        chunk = with_hashes(frame.slice(start, chunk_size), prev_hash)
+        chunk = with_hashes(frame.slice(start, chunk_size), prev_hash, key)
         prev_hash = str(chunk.get_column("hash")[-1])
         grants = chunk.filter(pl.col("kind") == "grant").select(KEY_COLUMNS)
         # The accounts that must not cross zero and that this chunk moves towards it.
@@ -356,7 +361,7 @@ def _first_taken(conn: Connection, chunk: _Chunk) -> Callable[[], str]:
         if taken.height == 0:
             return "an entitlement key is already taken"
         row = taken.row(0, named=True)
-        return f"entitlement key {row['policy_id']}/{row['benefit_period']}/{row['entity']} is already granted"
+        return f"entitlement {key_name(row)} is already granted"
 
     return find
 
@@ -407,7 +412,7 @@ def _check_guarded(conn: Connection, chunk: _Chunk) -> None:
     if bad.height:
         row = bad.row(0, named=True)
         raise LedgerError(
-            f"refused to post: account {row['account']} would end at {row['balance_fen']} fen "
+            f"refused to post: account {mask_account_address(row['account'])} would end at {row['balance_fen']} fen "
             f"({bad.height} account(s) would cross zero; the chunk was rolled back)\n"
             "  fix: a payment cannot exceed what is payable; check the payment file against "
             "`disburse ledger balances`"

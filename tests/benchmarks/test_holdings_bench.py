@@ -34,6 +34,7 @@ from tests.benchmarks.test_ledger_bench import (
     settle,
     show_extra_info,
 )
+from tests.keys import KEY
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -48,7 +49,7 @@ def test_read_holdings(benchmark: Any, backend: str, tmp_path: Path) -> None:
     order = list(HOLDING_KEY)
     with fresh_database(backend, tmp_path) as url, open_engine(url, init=True) as engine:
         known = holdings(engine, ids, folder)
-        post_entitlements(engine, frame, new_run(engine), known=known, keep=folder)
+        post_entitlements(engine, frame, new_run(engine), known=known, keep=folder, key=KEY)
         settle(engine)
         scan_s: list[float] = []
         snap_s: list[float] = []

@@ -46,6 +46,7 @@ from ledgers.plan import plan_transfers
 from ledgers.post import post_entitlements, validate_entitlements
 from ledgers.runs import start_run
 from ledgers.write import KEY_COLUMNS, TRANSFER_COLUMNS
+from tests.keys import KEY
 
 N = 1_000_000 if os.environ.get("DISBURSE_BENCH_FULL") == "1" else 20_000
 ROUNDS = int(os.environ.get("DISBURSE_BENCH_ROUNDS", "3"))
@@ -86,7 +87,7 @@ def rows_a_post_writes(frame: pl.DataFrame, run_id: int) -> tuple[pl.DataFrame, 
         transfer_id=pl.int_range(1, plan.transfers.height + 1, dtype=pl.Int64),
         run_id=pl.lit(run_id, pl.Int64),
     ).select(CHAIN_FIELDS)
-    transfers = with_hashes(transfers, GENESIS).select(TRANSFER_COLUMNS)
+    transfers = with_hashes(transfers, GENESIS, KEY).select(TRANSFER_COLUMNS)
     keys = transfers.filter(pl.col("kind") == "grant").select(KEY_COLUMNS)
     return transfers, keys
 
@@ -191,20 +192,20 @@ def test_post_entitlements(benchmark: Any, backend: str, pg_staging: bool, tmp_p
     def teardown(engine: Engine, *_: Any, **__: Any) -> None:
         settle(engine)
         start = time.perf_counter()
-        again = post_entitlements(engine, frame, new_run(engine))
+        again = post_entitlements(engine, frame, new_run(engine), key=KEY)
         repost_s.append(time.perf_counter() - start)
         assert again.transfers == 0
         assert again.unchanged == n
         if not verify_s:
             start = time.perf_counter()
-            assert verify(engine).ok
+            assert verify(engine, key=KEY).ok
             verify_s.append(time.perf_counter() - start)
         while stack:
             stack.pop().__exit__(None, None, None)
 
     def target(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
-        result = post_entitlements(*args, **kwargs)
+        result = post_entitlements(*args, **kwargs, key=KEY)
         post_s.append(time.perf_counter() - start)
         assert result.granted == n
         return result

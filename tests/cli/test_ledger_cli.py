@@ -6,6 +6,8 @@ import csv
 import datetime as dt
 import io
 import json
+import uuid
+from pathlib import Path
 
 import click
 import polars as pl
@@ -15,10 +17,11 @@ from sqlalchemy import text
 
 from disburse import cli_ledger
 from disburse.cli import main
-from ledgers.db import open_engine
+from ledgers.db import Roles, open_engine
 from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
 from ledgers.runs import start_run
 from tests import minicity
+from tests.keys import KEY
 
 cli_ledger.register(main)  # idempotent; disburse/cli.py does the same
 
@@ -56,9 +59,9 @@ def _ledger(url: str) -> None:
             ("job-stabilisation", "2026", CC[1], CC[1], 300000, "a" * 64, decision),
             ("child-allowance", "2026-Q1", PID[0], PID[1], 60000, "b" * 64, '{"age":3}'),
         ]
-        post_entitlements(engine, pl.DataFrame(first, schema=schema, orient="row"), 1)
+        post_entitlements(engine, pl.DataFrame(first, schema=schema, orient="row"), 1, key=KEY)
         second = [("job-stabilisation", "2026", CC[1], CC[1], 0, "a" * 64, decision)]
-        post_entitlements(engine, pl.DataFrame(second, schema=schema, orient="row"), 2)
+        post_entitlements(engine, pl.DataFrame(second, schema=schema, orient="row"), 2, key=KEY)
 
 
 @pytest.mark.parametrize(
@@ -80,19 +83,39 @@ def test_every_ledger_command_has_help(path: tuple[str, ...]) -> None:
 
 
 def test_db_init_and_an_empty_ledger(db_url: str) -> None:
-    code, output = invoke("db", "init", "--db", db_url)
-    assert code == 0, output
-    assert "schema at revision 0005" in output
-    if db_url.startswith("postgresql"):
-        assert "auditor role disburse_auditor may read: audit_transfers" in output
-    code, output = invoke("db", "init", "--db", db_url, "--json")
-    assert code == 0
-    assert json.loads(output)["revision"] == "0005"
-    code, output = invoke("audit", "verify", "--db", db_url)
-    assert code == 0
-    assert output.startswith("ok: 0 transfers")
-    code, output = invoke("ledger", "summary", "--db", db_url)
-    assert output.splitlines()[-1].split() == ["total", "0", "0", "0.00", "0", "0"]
+    # Roles are per cluster: this test's own names, dropped afterwards.
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    try:
+        code, output = invoke("db", "init", "--db", db_url, "--role-prefix", prefix)
+        assert code == 0, output
+        assert "schema at revision 0008" in output
+        if db_url.startswith("postgresql"):
+            assert f"owner role {prefix}_owner owns the tables" in output
+            assert f"batch role {prefix}_batch may insert into and read the ledger" in output
+            assert f"auditor role {prefix}_auditor may read: audit_transfers" in output
+            assert f"unmasked reader role {prefix}_auditor_unmasked may also read" in output
+        else:
+            assert "read-only views for auditors: audit_transfers" in output
+        code, output = invoke("db", "init", "--db", db_url, "--json", "--role-prefix", prefix)
+        assert code == 0
+        report = json.loads(output)
+        assert report["revision"] == "0008"
+        assert "audit_transfers_unmasked" in report["unmasked_views"]
+        code, output = invoke("audit", "verify", "--db", db_url)
+        assert code == 0
+        assert output.startswith("ok: 0 transfers")
+        code, output = invoke("ledger", "summary", "--db", db_url)
+        assert output.splitlines()[-1].split() == ["total", "0", "0", "0.00", "0", "0"]
+    finally:
+        if db_url.startswith("postgresql"):
+            with open_engine(db_url) as engine, engine.begin() as conn:
+                for role in reversed(Roles.named(prefix).all()):
+                    if conn.execute(
+                        text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+                    ).first():
+                        conn.execute(text(f"REASSIGN OWNED BY {role} TO CURRENT_USER"))
+                        conn.execute(text(f"DROP OWNED BY {role}"))
+                        conn.execute(text(f"DROP ROLE {role}"))
 
 
 def test_summary_entries_and_balances(db_url: str) -> None:
@@ -185,9 +208,51 @@ def _balances(db_url: str) -> None:
     ]
 
 
-def test_verify_names_the_first_bad_entry(db_url: str) -> None:
+@pytest.fixture
+def key_file(tmp_path: Path) -> str:
+    """The tests' ledger key in a file, as an operator keeps it."""
+    path = tmp_path / "ledger.key"
+    path.write_text(KEY.secret.hex() + "\n")
+    return str(path)
+
+
+def test_verify_without_the_key_is_incomplete_not_ok(
+    db_url: str, key_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The personal fields are checked only with the key; without it verify says what it
+    could not check and exits 3, so no script takes it for a pass."""
     _ledger(db_url)
+    monkeypatch.chdir(tmp_path)  # no ./disburse-store/ledger.key here
+    monkeypatch.delenv("DISBURSE_LEDGER_KEY_FILE", raising=False)
     code, out = invoke("audit", "verify", "--db", db_url)
+    assert code == 3, out
+    assert out.startswith("INCOMPLETE: 4 transfers")
+    assert "personal   NOT CHECKED 4 transfers commit to their accounts" in out
+    assert "fix: give the ledger key" in out
+    code, out = invoke("audit", "verify", "--db", db_url, "--json")
+    assert (code, json.loads(out)["status"], json.loads(out)["ok"]) == (3, "incomplete", False)
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", key_file)
+    assert code == 0, out
+    assert "personal   ok" in out
+    # The key is found where the run keeps it: $DISBURSE_LEDGER_KEY_FILE, else <store>/ledger.key.
+    monkeypatch.setenv("DISBURSE_LEDGER_KEY_FILE", key_file)
+    assert invoke("audit", "verify", "--db", db_url)[0] == 0
+    monkeypatch.delenv("DISBURSE_LEDGER_KEY_FILE")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "ledger.key").write_text(Path(key_file).read_text())
+    assert invoke("audit", "verify", "--db", db_url, "--store", str(tmp_path / "store"))[0] == 0
+    (tmp_path / "bad.key").write_text("not a key\n")
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", str(tmp_path / "bad.key"))
+    assert code == 1
+    assert "does not hold a key (64 hexadecimal characters)" in out
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", str(tmp_path / "none.key"))
+    assert code == 1
+    assert "does not exist" in out
+
+
+def test_verify_names_the_first_bad_entry(db_url: str, key_file: str) -> None:
+    _ledger(db_url)
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", key_file)
     assert code == 0, out
     head = out.split("hash ")[1].split()[0]
     with open_engine(db_url) as engine, engine.begin() as conn:
@@ -198,7 +263,7 @@ def test_verify_names_the_first_bad_entry(db_url: str) -> None:
         conn.execute(
             text("UPDATE transfers SET amount_fen = amount_fen * 10 WHERE transfer_id = 2")
         )
-    code, out = invoke("audit", "verify", "--db", db_url)
+    code, out = invoke("audit", "verify", "--db", db_url, "--key-file", key_file)
     assert code == 1
     assert "first bad entry: transfer 2" in out
     assert "hash does not match its content" in out

@@ -62,3 +62,31 @@ def test_quarantined_rows_are_printed_with_personal_data_masked(tmp_path: Path) 
     unmasked = _quarantine(db, "--unmask")
     for shown in (LI_SI, "李四", LI_SI_ACCOUNT):
         assert shown in unmasked
+
+
+def test_a_duplicate_key_of_several_columns_is_masked_part_by_part(tmp_path: Path) -> None:
+    """A key spanning two identity numbers and a relation is printed with each number masked
+    and the relation whole (it used to be printed whole: 274 numbers in a test city)."""
+    relations = minicity.frames()["relations"]
+    data = minicity.write(tmp_path / "data", {"relations": pl.concat([relations, relations])})
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    args = ["--as-of", "2026-01-01", "--db", db, "--store", str(tmp_path / "store")]
+    done = CliRunner().invoke(main, ["ingest", "--data", str(data), *args])
+    assert done.exit_code == 0, done.output
+    a, b = minicity.person_ids(3)[:2]
+    rows = [
+        json.loads(line)
+        for line in _quarantine(db, "--rule", "duplicate_key", "--json").splitlines()
+    ]
+    assert [(r["column"], r["value"]) for r in rows] == [
+        ("person_id+related_person_id+relation", f"{masked(a)}+{masked(b)}+spouse")
+    ] * 2
+    text = _quarantine(db)
+    assert a not in text
+    assert b not in text
+    assert f"{a}+{b}+spouse" in _quarantine(db, "--unmask")
+
+
+def masked(resident_id: str) -> str:
+    """A resident identity number as printed without --unmask."""
+    return resident_id[:6] + "*" * 10 + resident_id[-2:]

@@ -13,6 +13,7 @@ from ledgers.holdings import HOLDING_KEY, Holdings, holdings
 from ledgers.post import post_entitlements, post_transfers
 from ledgers.schema import HoldingsSnapshot
 from tests.db.test_ledger import ents, new_run
+from tests.keys import KEY
 
 POLICIES = ["p-a", "p-b"]
 RESIDENT = "33010220230102025X"  # a valid resident identity number (a check character X)
@@ -20,7 +21,7 @@ RESIDENT = "33010220230102025X"  # a valid resident identity number (a check cha
 
 def post(engine: Engine, run: int, folder: Path, *rows: tuple[str, str, str, str, int]) -> None:
     known = holdings(engine, POLICIES, folder)
-    post_entitlements(engine, ents(*rows), run, known=known, keep=folder)
+    post_entitlements(engine, ents(*rows), run, known=known, keep=folder, key=KEY)
 
 
 def same(a: Holdings, b: Holdings) -> bool:
@@ -58,8 +59,9 @@ def test_a_post_keeps_a_snapshot_and_the_next_read_starts_from_it(
             }
         ),
         run,
+        key=KEY,
     )
-    post_entitlements(engine, ents(("p-a", "2026", "E1", "E1", 70)), run)
+    post_entitlements(engine, ents(("p-a", "2026", "E1", "E1", 70)), run, key=KEY)
     kept = holdings(engine, POLICIES, folder)
     assert kept.from_snapshot == 2
     assert same(kept, holdings(engine, POLICIES))
@@ -118,10 +120,12 @@ def test_a_snapshot_is_not_used_when_it_cannot_be_trusted(engine: Engine, tmp_pa
 def test_no_snapshot_when_the_post_read_the_ledger_itself(engine: Engine, tmp_path: Path) -> None:
     run, folder = new_run(engine), tmp_path / "holdings"
     stale = holdings(engine, POLICIES, folder)
-    post_entitlements(engine, ents(("p-a", "2026", "E1", "E1", 100)), run)
+    post_entitlements(engine, ents(("p-a", "2026", "E1", "E1", 100)), run, key=KEY)
     # `stale` was read before that post: the chain head moved, so the post reads the ledger
     # and keeps nothing (it could not say what the holdings are from what it read).
-    post_entitlements(engine, ents(("p-a", "2026", "E2", "E2", 5)), run, known=stale, keep=folder)
+    post_entitlements(
+        engine, ents(("p-a", "2026", "E2", "E2", 5)), run, known=stale, keep=folder, key=KEY
+    )
     assert recorded(engine) == []
     assert not folder.exists() or not any(folder.iterdir())
 
@@ -138,7 +142,7 @@ def test_verify_checks_the_newest_snapshot_against_the_ledger(
         ("p-a", "2026", RESIDENT, RESIDENT, 40),
     )
     post(engine, run, folder, ("p-a", "2026", "E1", "E1", 60))
-    result = audit.verify(engine)
+    result = audit.verify(engine, key=KEY)
     assert result.ok, result.to_text()
     check = next(c for c in result.checks if c.name == "holdings")
     assert check.detail == (
@@ -157,7 +161,7 @@ def test_verify_checks_the_newest_snapshot_against_the_ledger(
         conn.execute(
             text("UPDATE holdings_snapshots SET sha256 = :d WHERE head_id = 3"), {"d": digest}
         )
-    result = audit.verify(engine)
+    result = audit.verify(engine, key=KEY)
     assert not result.ok
     bad = result.first_problem
     assert bad is not None
@@ -169,6 +173,6 @@ def test_verify_checks_the_newest_snapshot_against_the_ledger(
 
     # A file that no longer matches its record is not used by runs: not a failure.
     Path(newest).write_bytes(b"not parquet")
-    result = audit.verify(engine)
+    result = audit.verify(engine, key=KEY)
     assert result.ok, result.to_text()
     assert "runs ignore it" in next(c for c in result.checks if c.name == "holdings").detail

@@ -223,7 +223,7 @@ def test_an_existing_database_upgrades_to_the_claims_columns(db_url: str) -> Non
                     "h": "1" * 64,
                 },
             )
-        init_schema(engine)
+        init_schema(engine, "0005")
         assert schema_revision(engine) == "0005"
         columns = {c["name"] for c in inspect(engine).get_columns("runs")}
         assert {"claims_file", "claims_sha256"} <= columns

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledgers.chain import CHAIN_FIELDS, GENESIS, canonical_content, chain, content_expr, with_hashes
+from ledgers.chain import (
+    CHAIN_FIELDS,
+    GENESIS,
+    KEYED_FIELDS,
+    PERSONAL_FIELDS,
+    canonical_content,
+    chain,
+    content_expr,
+    keyed_content,
+    stored_content_expr,
+    with_hashes,
+)
 from ledgers.masking import is_resident_id, is_resident_id_expr, mask_entity, mask_entity_expr
 from tests import minicity
+from tests.keys import KEY
 
 TEXT_FIELDS = [f for f in CHAIN_FIELDS if f not in ("transfer_id", "amount_fen", "run_id")]
 texts = st.one_of(st.none(), st.text(max_size=12))  # any unicode, ',', ':', '-', empty
@@ -35,15 +48,31 @@ def test_polars_content_and_chain_match_the_reference(batch: list[dict[str, obje
     frame = pl.DataFrame(batch, schema=SCHEMA)
     contents = frame.select(content_expr()).to_series().to_list()
     assert contents == [canonical_content([r[f] for f in CHAIN_FIELDS]) for r in batch]
-    hashed = with_hashes(frame, GENESIS)
+    hashed = with_hashes(frame, GENESIS, KEY)
     h = GENESIS
-    for row, got_prev, got in zip(batch, hashed["prev_hash"], hashed["hash"], strict=True):
+    for row, got_mac, got_prev, got in zip(
+        batch,
+        hashed["personal_mac"],
+        hashed["hash"].shift(1).fill_null(GENESIS),
+        hashed["hash"],
+        strict=True,
+    ):
+        mac = hmac.digest(
+            KEY.personal, canonical_content([row[f] for f in PERSONAL_FIELDS]).encode(), "sha256"
+        ).hex()
+        assert got_mac == mac
         assert got_prev == h
         h = hashlib.sha256(
-            (h + canonical_content([row[f] for f in CHAIN_FIELDS])).encode()
+            (h + keyed_content([{**row, "personal_mac": mac}[f] for f in KEYED_FIELDS])).encode()
         ).hexdigest()
         assert got == h
-    assert chain(contents, GENESIS)[-1] == h
+    assert hashed["prev_hash"].to_list() == hashed["hash"].shift(1).fill_null(GENESIS).to_list()
+    # What verify recomputes from a stored row: version 2 with a digest, version 1 without.
+    stored = hashed.select(stored_content_expr()).to_series().to_list()
+    assert chain(stored, GENESIS)[-1] == h
+    unkeyed = hashed.with_columns(personal_mac=pl.lit(None, pl.String))
+    assert unkeyed.select(stored_content_expr()).to_series().to_list() == contents
+    assert chain(contents, GENESIS)[-1] != h
 
 
 @settings(deadline=None)
@@ -81,3 +110,14 @@ def test_residents_are_masked_and_enterprises_are_not() -> None:
     for code in minicity.credit_codes(50, seed=1):
         assert not is_resident_id(code)
         assert mask_entity(code) == code
+
+
+def test_accounts_keep_their_last_four_digits_only_when_long_enough() -> None:
+    from ledgers.masking import mask_account, mask_account_address
+
+    assert mask_account("6228480012345678") == "*" * 12 + "5678"
+    assert mask_account("1234567") == "*" * 7  # too short to show a quarter of it
+    assert mask_account(None) is None
+    pid = minicity.person_ids(1)[0]
+    assert mask_account_address(f"payable:{pid}") == f"payable:{mask_entity(pid)}"
+    assert mask_account_address("budget:p:2026") == "budget:p:2026"

@@ -44,6 +44,7 @@ from ledgers.post import (
 )
 from ledgers.runs import start_run
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Transfer
+from tests.keys import KEY
 
 SHA = "e" * 64
 SCHEMA = ENTITLEMENT_COLUMNS
@@ -96,7 +97,13 @@ class LedgerMachine(RuleBasedStateMachine):
         self.posts += 1
         known = holdings(self.engine, self._policies(), self.snapshots) if self.posts % 2 else None
         result = post_entitlements(
-            self.engine, frame, self.run, chunk_size=chunk_size, known=known, keep=self.snapshots
+            self.engine,
+            frame,
+            self.run,
+            chunk_size=chunk_size,
+            known=known,
+            keep=self.snapshots,
+            key=KEY,
         )
         for k, (payee, amount) in changes.items():
             if amount or k in self.entitled:
@@ -136,11 +143,11 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.entitled))
     @rule(chunk_size=chunks)
     def repost_everything(self, chunk_size: int) -> None:
-        before = audit.verify(self.engine).head_hash
+        before = audit.verify(self.engine, key=KEY).head_hash
         result = self._post(dict(self.entitled), chunk_size)
         assert result.transfers == 0
         assert result.unchanged == len(self.entitled)
-        assert audit.verify(self.engine).head_hash == before
+        assert audit.verify(self.engine, key=KEY).head_hash == before
 
     @precondition(lambda self: bool(self.entitled))
     @rule(data=st.data(), amount=amounts, chunk_size=chunks)
@@ -192,7 +199,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 "amount_fen": [amount],
             }
         )
-        assert post_transfers(self.engine, frame, self.run) == 1
+        assert post_transfers(self.engine, frame, self.run, key=KEY) == 1
         self.paid[payee] = self.paid.get(payee, 0) + amount
 
     @precondition(lambda self: bool(self._live()))
@@ -281,7 +288,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def verify_passes(self) -> None:
-        result = audit.verify(self.engine)
+        result = audit.verify(self.engine, key=KEY)
         assert result.ok, result.to_text()
 
 
