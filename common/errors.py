@@ -172,9 +172,23 @@ class Code(StrEnum):
     UNKNOWN_SOURCE = (
         "E130",
         "features",
-        "a feature or relation reads a source the source catalogue lacks",
+        "the feature catalogue reads a source the source catalogue lacks",
     )
-    UNKNOWN_COLUMN = "E131", "features", "a feature or relation reads a column its source lacks"
+    UNKNOWN_COLUMN = (
+        "E131",
+        "features",
+        "the feature catalogue reads a column its source lacks",
+    )
+    NOT_ENTITY_SOURCE = (
+        "E132",
+        "features",
+        "entities: names a source that does not define that entity kind (entity: in sources.yaml)",
+    )
+    NOT_KEYED_BY_ENTITY = (
+        "E133",
+        "features",
+        "a feature, relation key or the credit lists read rows that do not name the entity",
+    )
     # what a careful officer wants refused
     UNKNOWN_LIST = (
         "E150",

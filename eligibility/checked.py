@@ -156,8 +156,11 @@ class CheckedCatalogue:
         return self.spec.entities[entity].source
 
     def id_column(self, entity: str) -> str:
-        """The identifying column of an entity's source (credit_code, person_id)."""
+        """The identifying column of an entity's source (credit_code, person_id): its key."""
         source = self.entity_source(entity)
+        key = self.source_keys.get(source, ())
+        if len(key) == 1:
+            return key[0]
         for candidate in ("credit_code", "person_id"):
             if candidate in self.source_columns[source]:
                 return candidate

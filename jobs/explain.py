@@ -30,7 +30,6 @@ from eligibility import (
     CheckedPolicy,
     RowExplanation,
     explain_row,
-    load_feature_catalogue,
     load_policy,
     show_value,
 )
@@ -38,8 +37,8 @@ from jobs.catalogue import load_source_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide
 from jobs.ingest import sha256_file
+from jobs.policies import check_features
 from jobs.settings import Settings
-from jobs.staged import staged_columns
 from ledgers import runs
 from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
@@ -83,10 +82,8 @@ def archived_policies(
     """The feature catalogue and the policies (all, or `policy_ids`) as the run read them,
     from its archived copies, each checked against its recorded sha256."""
     archive = _archive(run)
-    source_cat = load_source_catalogue()
-    keys = {name: src.key for name, src in source_cat.sources.items()}
     features_file = _archived(archive.catalogue, "feature catalogue", run.run_id)
-    cat = load_feature_catalogue(features_file, staged_columns(source_cat), keys)
+    cat = check_features(features_file, load_source_catalogue())
     wanted = sorted(archive.policies) if policy_ids is None else policy_ids
     policies = {
         pid: load_policy(_archived(archive.policies[pid], "policy file", run.run_id), cat)

@@ -12,7 +12,7 @@ from eligibility import CheckedCatalogue, PolicySet, load_feature_catalogue, loa
 from jobs.catalogue import Catalogue
 from jobs.catalogue import load_source_catalogue as load_source_catalogue
 from jobs.paths import policies_dir
-from jobs.staged import staged_columns
+from jobs.staged import staged_columns, staged_links
 
 
 def features_path(paths: list[Path] | None) -> Path:
@@ -23,10 +23,21 @@ def features_path(paths: list[Path] | None) -> Path:
     return policies_dir() / "features.yaml"
 
 
+def check_features(path: Path, catalogue: Catalogue) -> CheckedCatalogue:
+    """The feature catalogue at `path` checked against what the source catalogue stages:
+    columns and types, keys, surrogate keys and the entity sources."""
+    return load_feature_catalogue(
+        path,
+        staged_columns(catalogue),
+        {name: src.key for name, src in catalogue.sources.items()},
+        links=staged_links(catalogue),
+        entity_sources=catalogue.entity_sources,
+    )
+
+
 def feature_catalogue(catalogue: Catalogue, paths: list[Path] | None = None) -> CheckedCatalogue:
     """The feature catalogue checked against the source catalogue's staged columns."""
-    keys = {name: src.key for name, src in catalogue.sources.items()}
-    return load_feature_catalogue(features_path(paths), staged_columns(catalogue), keys)
+    return check_features(features_path(paths), catalogue)
 
 
 def load_policies(catalogue: Catalogue, paths: list[Path] | None = None) -> PolicySet:
