@@ -112,7 +112,8 @@ class Code(StrEnum):
     NAME_CLASH = (
         "E113",
         "policy",
-        "a let or parameter takes the name of a feature, let or parameter",
+        "two things share a name: a parameter, let or define and a feature, relation, run date, "
+        "function or another of the policy's; or features, relations, attributes and lists",
     )
     PARAM_NO_VALUE = "E114", "policy", "a parameter has no value in force on the run's date"
     BRACKET_INCOMPLETE = (

@@ -471,3 +471,74 @@ def test_catalogue_names_never_clash(
     tmp_path: Path, old: str, new: str, at: str, message: str
 ) -> None:
     _assert_problem(tmp_path, Mutation("features.yaml", old, new, "E113", at, message))
+
+
+POLICY_CLASHES = {
+    "parameter and relation": (
+        "params:\n", "params:\n  hires: [{from: 2026-01-01, value: 3, ref: x}]\n",
+        "hires:", "parameter 'hires' hides a relation of the same name", "rename the parameter",
+    ),
+    "parameter and run date": (
+        "params:\n", "params:\n  as_of: [{from: 2026-01-01, value: 3, ref: x}]\n",
+        "as_of:", "parameter 'as_of' hides a run date of the same name", "rename the parameter",
+    ),
+    "parameter and feature": (
+        "params:\n", "params:\n  status: [{from: 2026-01-01, value: 3, ref: x}]\n",
+        "status:", "parameter 'status' hides a feature of the same name", "rename the parameter",
+    ),
+    "let and relation": (
+        "\neligible:\n", "\nlet:\n  hires: graduates_hired + 1\neligible:\n",
+        "hires: graduates_hired", "'hires' is already the name of a relation", "choose another name",
+    ),
+    "let and run date": (
+        "\neligible:\n", "\nlet:\n  period_end: as_of\neligible:\n",
+        "period_end: as_of", "'period_end' is already the name of a run date", "choose another name",
+    ),
+    "let and parameter": (
+        "\neligible:\n", "\nlet:\n  per_graduate: 3 yuan\neligible:\n",
+        "per_graduate: 3 yuan", "'per_graduate' is already the name of a parameter",
+        "choose another name",
+    ),
+    "define and relation": (
+        "\neligible:\n", "\ndefine:\n  hires: {args: [x], expr: x + 1}\neligible:\n",
+        "hires: {args", "'hires' is already the name of a relation", "choose another name",
+    ),
+    "define and function": (
+        "\neligible:\n", "\ndefine:\n  coalesce: {args: [x], expr: x + 1}\neligible:\n",
+        "coalesce: {args", "'coalesce' is already the name of a function", "choose another name",
+    ),
+    "define and feature": (
+        "\neligible:\n", "\ndefine:\n  status: {args: [x], expr: x + 1}\neligible:\n",
+        "status: {args", "'status' is already the name of a feature", "choose another name",
+    ),
+    "define and let": (
+        "\neligible:\n",
+        "\nlet:\n  twice: graduates_hired * 2\ndefine:\n  twice: {args: [x], expr: x * 2}\neligible:\n",
+        "twice: {args", "'twice' is already the name of a let", "choose another name",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "at", "message", "fix"), POLICY_CLASHES.values(), ids=list(POLICY_CLASHES)
+)
+def test_a_policys_own_names_never_take_the_catalogues(
+    tmp_path: Path, old: str, new: str, at: str, message: str, fix: str
+) -> None:
+    """A policy's parameter, let or define never takes the name of a feature, relation, run
+    date, function, or another of its own: E113 at its name."""
+    from eligibility import load_policy
+
+    text = (POLICIES / "graduate_hiring.yaml").read_text(encoding="utf-8")
+    assert old in text
+    text = text.replace(old, new, 1)
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    cat = check_features(POLICIES / "features.yaml", load_source_catalogue())
+    with pytest.raises(ProblemsError) as info:
+        load_policy(path, cat)
+    line, col = _position(text, at)
+    clashes = [p for p in info.value.problems if p.code == "E113"]
+    assert [(p.line, p.col, p.message, p.fix) for p in clashes] == [(line, col, message, fix)], (
+        info.value.render()
+    )
