@@ -542,3 +542,69 @@ def test_a_policys_own_names_never_take_the_catalogues(
     assert [(p.line, p.col, p.message, p.fix) for p in clashes] == [(line, col, message, fix)], (
         info.value.render()
     )
+
+
+# --- sources.yaml written wrong: every problem at its place --------------------------------
+
+SOURCE_MISTAKES = {
+    "unknown key": (
+        "    key: [person_id, level]", "    key: [person_id, level]\n    keys: [x]",
+        "E010", "keys: [x]", "unknown key 'keys'", "did you mean 'key'?",
+    ),
+    "wrong type": (
+        "      graduated_on:\n        type: date", "      graduated_on:\n        type: datetime",
+        "E012", "type: datetime", "'datetime' is not allowed here", "use one of 'string'",
+    ),
+    "key column unknown": (
+        "    key: [person_id, level]", "    key: [person_id, levels]",
+        "E012", "levels]", "key column 'levels' is not among the columns", "did you mean 'level'?",
+    ),
+    "not_before unknown": (
+        "not_before: birth_on", "not_before: born_on",
+        "E012", "not_before: born_on", "died_on: not_before names unknown column 'born_on'",
+        "did you mean 'birth_on'?",
+    ),
+    "in_list unknown": (
+        "        in_list: regions\n        description: 6-digit administrative division of the registered",
+        "        in_list: region\n        description: 6-digit administrative division of the registered",
+        "E012", "in_list: region\n", "enterprises.region_code: unknown list 'region'",
+        "did you mean 'regions'?",
+    ),
+    "references no entity source": (
+        "        references: persons\n        pii: id\n        description: The graduate.",
+        "        references: person\n        pii: id\n        description: The graduate.",
+        "E012", "references: person\n", "graduates.person_id: references 'person', which is not",
+        "did you mean 'persons'?",
+    ),
+    "money without its unit": (
+        "        unit: fen\n        max_fen: 100_000_000_000  # 1 billion", "        # 1 billion",
+        "E012", "ui_premium_due_fen:", "ui_premium_due_fen: a column in fen is money",
+        "add unit: fen",
+    ),
+    "a rule of another type": (
+        "not_before: birth_on", "not_before: birth_on\n        min: 3",
+        "E012", "min: 3", "min and max apply to int columns only", "",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "code", "at", "message", "fix"),
+    SOURCE_MISTAKES.values(),
+    ids=list(SOURCE_MISTAKES),
+)
+def test_source_catalogue_mistakes_are_positioned(
+    tmp_path: Path, old: str, new: str, code: str, at: str, message: str, fix: str
+) -> None:
+    text = (POLICIES / "sources.yaml").read_text(encoding="utf-8")
+    assert old in text
+    text = text.replace(old, new, 1)
+    path = tmp_path / "sources.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ProblemsError) as info:
+        load_source_catalogue(path)
+    assert len(info.value.problems) == 1, info.value.render()
+    p = info.value.problems[0]
+    assert (p.file, p.line, p.col, p.code) == (str(path), *_position(text, at), code), p.render()
+    assert message in p.message, p.render()
+    assert fix in p.fix, p.render()
