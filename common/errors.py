@@ -21,7 +21,7 @@ from enum import StrEnum
 
 class Code(StrEnum):
     """Every error code a person can meet, with its one meaning (`meaning`) and where it
-    arises (`scope`: file, policy, features, sources, data or run)."""
+    arises (`scope`: file, catalogue, policy, features, sources, data or run)."""
 
     meaning: str
     scope: str
@@ -71,6 +71,22 @@ class Code(StrEnum):
     SOURCE_UNKNOWN_KEY = "E010", "sources", "the source catalogue has a key it does not know"
     SOURCE_MISSING_KEY = "E011", "sources", "the source catalogue lacks a key it needs"
     SOURCE_BAD_VALUE = "E012", "sources", "a value of the source catalogue is not allowed"
+    # the catalogue folder (--catalogue DIR, $DISBURSE_CATALOGUE): features.yaml and sources.yaml
+    CATALOGUE_NOT_FOUND = (
+        "E020",
+        "catalogue",
+        "the catalogue folder given does not exist, or is a file",
+    )
+    CATALOGUE_INCOMPLETE = (
+        "E021",
+        "catalogue",
+        "the catalogue folder given lacks features.yaml or sources.yaml",
+    )
+    CATALOGUE_TWICE = (
+        "E022",
+        "catalogue",
+        "a policy folder holds a features.yaml of its own, and the catalogue folder given another",
+    )
     # expressions
     EXPR_SYNTAX = (
         "E101",
