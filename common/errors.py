@@ -21,7 +21,7 @@ from enum import StrEnum
 
 class Code(StrEnum):
     """Every error code a person can meet, with its one meaning (`meaning`) and where it
-    arises (`scope`: file, policy, features, sources, data or run)."""
+    arises (`scope`: file, catalogue, policy, features, sources, data or run)."""
 
     meaning: str
     scope: str
@@ -71,6 +71,22 @@ class Code(StrEnum):
     SOURCE_UNKNOWN_KEY = "E010", "sources", "the source catalogue has a key it does not know"
     SOURCE_MISSING_KEY = "E011", "sources", "the source catalogue lacks a key it needs"
     SOURCE_BAD_VALUE = "E012", "sources", "a value of the source catalogue is not allowed"
+    # the catalogue folder (--catalogue DIR, $DISBURSE_CATALOGUE): features.yaml and sources.yaml
+    CATALOGUE_NOT_FOUND = (
+        "E020",
+        "catalogue",
+        "the catalogue folder given does not exist, or is a file",
+    )
+    CATALOGUE_INCOMPLETE = (
+        "E021",
+        "catalogue",
+        "the catalogue folder given lacks features.yaml or sources.yaml",
+    )
+    CATALOGUE_TWICE = (
+        "E022",
+        "catalogue",
+        "a policy folder holds a features.yaml of its own, and the catalogue folder given another",
+    )
     # expressions
     EXPR_SYNTAX = (
         "E101",
@@ -112,7 +128,8 @@ class Code(StrEnum):
     NAME_CLASH = (
         "E113",
         "policy",
-        "a let or parameter takes the name of a feature, let or parameter",
+        "two things share a name: a parameter, let or define and a feature, relation, run date, "
+        "function or another of the policy's; or features, relations, attributes and lists",
     )
     PARAM_NO_VALUE = "E114", "policy", "a parameter has no value in force on the run's date"
     BRACKET_INCOMPLETE = (
@@ -177,9 +194,23 @@ class Code(StrEnum):
     UNKNOWN_SOURCE = (
         "E130",
         "features",
-        "a feature or relation reads a source the source catalogue lacks",
+        "the feature catalogue reads a source the source catalogue lacks",
     )
-    UNKNOWN_COLUMN = "E131", "features", "a feature or relation reads a column its source lacks"
+    UNKNOWN_COLUMN = (
+        "E131",
+        "features",
+        "the feature catalogue reads a column its source lacks",
+    )
+    NOT_ENTITY_SOURCE = (
+        "E132",
+        "features",
+        "entities: names a source that does not define that entity kind (entity: in sources.yaml)",
+    )
+    NOT_KEYED_BY_ENTITY = (
+        "E133",
+        "features",
+        "a feature, relation key or the credit lists read rows that do not name the entity",
+    )
     UNKNOWN_ENTITY = (
         "E135",
         "features",

@@ -425,6 +425,17 @@ _NOT_KEYS = {
 }
 
 
+class At(ValueError):
+    """A model validator's error about one place inside the model (`loc`, relative to it),
+    with its own fix if it has one: `schema_problems` positions it there rather than at the
+    model's first key."""
+
+    def __init__(self, loc: Loc, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.fix = fix
+
+
 def schema_problems(
     located: Located,
     exc: Any,
@@ -446,6 +457,9 @@ def schema_problems(
             for p in err["loc"]
             if not (isinstance(p, str) and (p.startswith("function-") or p in _NOT_KEYS))
         )
+        error = err.get("ctx", {}).get("error")
+        if isinstance(error, At):
+            loc = (*loc, *error.loc)
         if err["type"] == "extra_forbidden":
             out.append(
                 located.problem(loc, unknown, f"unknown key {loc[-1]!r}", unknown_key_fix(loc))
@@ -462,9 +476,8 @@ def schema_problems(
                 )
             )
         else:
-            out.append(
-                located.problem(loc, bad, err["msg"].removeprefix("Value error, "), format_hint)
-            )
+            fix = error.fix if isinstance(error, At) and error.fix else format_hint
+            out.append(located.problem(loc, bad, err["msg"].removeprefix("Value error, "), fix))
     seen: set[tuple[int, int, str]] = set()
     unique = []
     for p in out:

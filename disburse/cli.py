@@ -17,7 +17,9 @@ import click
 from disburse import __version__
 from disburse.errors import USER_ERRORS, render
 from disburse.options import (
+    BESIDE_POLICIES,
     as_of_option,
+    catalogue_option,
     db_option,
     json_option,
     policies_option,
@@ -52,6 +54,10 @@ def main(debug: bool) -> None:
 
     The database is --db, else $DISBURSE_DB, else ./disburse.db (SQLite).
     PostgreSQL: postgresql+psycopg://user@host:5432/dbname.
+
+    The catalogue (features.yaml and sources.yaml) is the folder --catalogue DIR,
+    else $DISBURSE_CATALOGUE, else a policy folder's own features.yaml and the
+    shipped sources.yaml, else the shipped ones (docs/policies.md, "The catalogue").
     """
 
 
@@ -84,8 +90,9 @@ def main(debug: bool) -> None:
     show_default=True,
     help="Months of tax and social-security history (at least a year), ending before --as-of.",
 )
+@catalogue_option()
 @quiet_option("No progress lines.")
-def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
+def synth(enterprises, persons, seed, out, errors, as_of, months, catalogue_dir, quiet):
     """Write a synthetic city's source files (Parquet), one per catalogue source.
 
     Realistic shapes (size classes skewed to micro, seasonality, layoffs and
@@ -95,11 +102,14 @@ def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
     """
     from disburse.progress import terminal_progress
     from disburse.synth import generate
+    from jobs.catalogue_dir import source_catalogue
 
+    catalogue = source_catalogue(catalogue_dir)
     started = time.perf_counter()
     with terminal_progress(quiet) as progress:
         manifest = generate(
             out,
+            catalogue=catalogue,
             enterprises=enterprises,
             persons=persons,
             seed=seed,
@@ -127,14 +137,10 @@ def synth(enterprises, persons, seed, out, errors, as_of, months, quiet):
 @as_of_option("The run's date (YYYY-MM-DD).")
 @db_option
 @store_option("staged files")
-@click.option(
-    "--catalogue",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Source catalogue (default: the shipped policies/sources.yaml).",
-)
+@catalogue_option()
 @json_option("Print the result as JSON.")
 @quiet_option("No progress lines.")
-def ingest(data, as_of, db, store, catalogue, as_json, quiet):
+def ingest(data, as_of, db, store, catalogue_dir, as_json, quiet):
     """Validate every source file and keep the accepted rows for the run.
 
     Rows that break a catalogue rule go to the quarantine table with the rule;
@@ -145,13 +151,13 @@ def ingest(data, as_of, db, store, catalogue, as_json, quiet):
     validated in memory; a larger one is streamed through a scratch file.
     """
     from disburse.progress import terminal_progress
-    from jobs.catalogue import load_source_catalogue
+    from jobs.catalogue_dir import source_catalogue
     from jobs.ingest import ingest as run_ingest
     from jobs.ingest import quarantine_summary
     from ledgers.db import init_schema, make_engine
 
     settings = Settings.resolve(db, store)
-    cat = load_source_catalogue(catalogue)
+    cat = source_catalogue(catalogue_dir)
     engine = make_engine(settings.db_url)
     init_schema(engine)
     with terminal_progress(quiet or as_json) as progress:
@@ -174,17 +180,13 @@ def ingest(data, as_of, db, store, catalogue, as_json, quiet):
 @click.option(
     "--markdown", is_flag=True, help="Print the delivery documentation (docs/sources.md)."
 )
-@click.option(
-    "--catalogue",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Source catalogue (default: the shipped policies/sources.yaml).",
-)
-def sources(markdown, catalogue):
+@catalogue_option()
+def sources(markdown, catalogue_dir):
     """List the source files the engine reads, with their columns and types."""
-    from jobs.catalogue import load_source_catalogue
+    from jobs.catalogue_dir import source_catalogue
     from jobs.docs import catalogue_markdown
 
-    cat = load_source_catalogue(catalogue)
+    cat = source_catalogue(catalogue_dir)
     if markdown:
         click.echo(catalogue_markdown(cat), nl=False)
         return
@@ -202,22 +204,24 @@ def sources(markdown, catalogue):
 @click.option("--rule", help="Only rows that failed this rule.")
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @db_option
+@catalogue_option()
 @unmask_option("Show identity numbers, accounts and names in full.")
 @json_option("Print rows as JSON lines.")
-def quarantine(run_id, source, rule, limit, db, unmask, as_json):
+def quarantine(run_id, source, rule, limit, db, catalogue_dir, unmask, as_json):
     """Show quarantined rows: source, row number, the rule they failed, the row itself.
 
     Personal data is masked unless --unmask is given.
     """
-    from jobs.catalogue import load_source_catalogue
+    from jobs.catalogue_dir import source_catalogue
     from jobs.quarantine import quarantined_rows
     from ledgers.db import make_engine
 
     settings = Settings.resolve(db)
+    catalogue = source_catalogue(catalogue_dir)
     engine = make_engine(settings.db_url)
     rows = quarantined_rows(
         engine,
-        load_source_catalogue(),
+        catalogue,
         run_id=run_id,
         source=source,
         rule=rule,
@@ -241,21 +245,23 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@catalogue_option(BESIDE_POLICIES)
 @click.option("--verbose", "-v", is_flag=True, help="List passing cases too.")
-def policy_check(paths, verbose):
+def policy_check(paths, catalogue_dir, verbose):
     """Check policy files and run their test cases (default: the shipped policies).
 
     Every problem in every file is reported as file:line:col: CODE message, with
     a fix: line. A failing case shows the given values, the expected and actual
     results and the condition that decided. Exit status 0 only if all pass.
-    """
-    from eligibility import check_files
-    from jobs.catalogue import load_source_catalogue
-    from jobs.paths import policies_dir
-    from jobs.policies import feature_catalogue
 
-    given = list(paths) or [policies_dir()]
-    report = check_files(given, feature_catalogue(load_source_catalogue(), given))
+    To check your own folder against a catalogue kept elsewhere (the city's):
+
+    \b
+        disburse policy check my_policies/ --catalogue /srv/city/catalogue
+    """
+    from jobs.policies import check_policies
+
+    report = check_policies(list(paths), catalogue_dir)
     click.echo(report.to_text(verbose=verbose))
     if not report.ok:
         raise SystemExit(1)
@@ -266,14 +272,15 @@ def policy_check(paths, verbose):
     "--policies",
     "policies_path",
     type=click.Path(exists=True, path_type=Path),
-    help="Folder whose features.yaml to list (default: the shipped one).",
+    help="Policy folder whose own features.yaml to list (default: the shipped one).",
 )
+@catalogue_option(BESIDE_POLICIES)
 @json_option("Print the catalogue as JSON.")
-def features(policies_path, as_json):
+def features(policies_path, catalogue_dir, as_json):
     """List the features policies may read: entity, name, type, where it comes from."""
     from jobs.policies import list_features
 
-    listing = list_features([policies_path] if policies_path else None)
+    listing = list_features([policies_path] if policies_path else None, catalogue_dir)
     if as_json:
         click.echo(json.dumps(listing.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -290,6 +297,7 @@ def features(policies_path, as_json):
 @as_of_option("The date to simulate (YYYY-MM-DD).")
 @click.option("--policy", "policy_id", help="Only this policy.")
 @policies_option
+@catalogue_option(BESIDE_POLICIES)
 @click.option(
     "--against",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -298,7 +306,9 @@ def features(policies_path, as_json):
 @unmask_option("Show identifiers in full.")
 @json_option('Print {"policies": {ID: {...}}} as JSON.')
 @quiet_option("No progress lines.")
-def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, quiet):
+def simulate(
+    data, as_of, policy_id, policies_paths, catalogue_dir, against, unmask, as_json, quiet
+):
     """Reach and cost of each policy before launch; writes nothing to any ledger.
 
     Per policy: eligible count, total amount, budget use, distribution by region
@@ -313,6 +323,7 @@ def simulate(data, as_of, policy_id, policies_paths, against, unmask, as_json, q
             data,
             as_of,
             policies=list(policies_paths) or None,
+            catalogue_dir=catalogue_dir,
             only=policy_id,
             against=against,
             unmask=unmask,

@@ -14,7 +14,10 @@ from pathlib import Path
 import click
 
 from disburse.options import (
+    BESIDE_POLICIES,
+    RUNS_CATALOGUE,
     as_of_option,
+    catalogue_option,
     db_option,
     json_option,
     policies_option,
@@ -40,6 +43,7 @@ def _print_json(data: object) -> None:
 @db_option
 @store_option("staged and decision files")
 @policies_option
+@catalogue_option(BESIDE_POLICIES)
 @click.option(
     "--wait",
     is_flag=True,
@@ -54,7 +58,7 @@ def _print_json(data: object) -> None:
 )
 @json_option("Print the outcome as JSON (no progress).")
 @quiet_option()
-def run(data, as_of, db, store, policies_paths, wait, chunk_size, as_json, quiet):
+def run(data, as_of, db, store, policies_paths, catalogue_dir, wait, chunk_size, as_json, quiet):
     """The nightly batch: ingest, evaluate, allocate, post, summarise.
 
     Every policy valid on --as-of is evaluated over the source files in --data;
@@ -75,6 +79,7 @@ def run(data, as_of, db, store, policies_paths, wait, chunk_size, as_json, quiet
             as_of,
             Settings.resolve(db, store),
             policies=list(policies_paths) or None,
+            catalogue_dir=catalogue_dir,
             wait=wait,
             chunk_size=chunk_size,
             progress=progress,
@@ -197,9 +202,10 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     "--run", "run_id", type=int, help="The run (default: the latest that evaluated the policy)."
 )
 @db_option
+@catalogue_option(RUNS_CATALOGUE)
 @unmask_option("Show identity numbers in full.")
 @json_option("Print the explanation as JSON.")
-def explain(policy_id, entity, run_id, db, unmask, as_json):
+def explain(policy_id, entity, run_id, db, catalogue_dir, unmask, as_json):
     """Why an entity was paid what it was paid under a policy, or why not.
 
     Answers from what the run recorded, without re-running anything: the
@@ -211,7 +217,14 @@ def explain(policy_id, entity, run_id, db, unmask, as_json):
     """
     from jobs.explain import explain_entity
 
-    out = explain_entity(Settings.resolve(db), policy_id, entity, run_id=run_id, unmask=unmask)
+    out = explain_entity(
+        Settings.resolve(db),
+        policy_id,
+        entity,
+        run_id=run_id,
+        unmask=unmask,
+        catalogue_dir=catalogue_dir,
+    )
     if as_json:
         _print_json(out.to_json())
     else:
@@ -227,8 +240,9 @@ def explain(policy_id, entity, run_id, db, unmask, as_json):
     required=True,
     help="The HTML file to write (self-contained: open it anywhere, no network needed).",
 )
+@catalogue_option(RUNS_CATALOGUE)
 @json_option("Also print the report's figures as JSON.")
-def report(db, run_id, out, as_json):
+def report(db, run_id, out, catalogue_dir, as_json):
     """One self-contained HTML page of a run: totals, budgets, who is paid, reasons, timings.
 
     Totals per policy and benefit period (the ledger after the run), budget
@@ -238,7 +252,7 @@ def report(db, run_id, out, as_json):
     """
     from jobs.html_report import write_report
 
-    figures = write_report(Settings.resolve(db), run_id, out)
+    figures = write_report(Settings.resolve(db), run_id, out, catalogue_dir=catalogue_dir)
     if as_json:
         _print_json(figures.to_json())
     else:

@@ -14,6 +14,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DB_HELP = "Database URL (default: $DISBURSE_DB, else ./disburse.db)."
 
+# Where the catalogues are looked for when --catalogue is not given (jobs/catalogue_dir.py).
+BESIDE_POLICIES = (
+    "features.yaml from the first policy folder given that holds one, else the shipped "
+    "one, and the shipped sources.yaml. A policy folder holding a features.yaml of its own "
+    "is refused beside --catalogue (E022)"
+)
+SHIPPED = "the shipped ones"
+# explain and report read a run's archived features.yaml, but today's sources.yaml.
+RUNS_CATALOGUE = "the shipped ones. Give the catalogue the run read"
+
 # --policies, as `run` and `simulate` take it.
 policies_option = click.option(
     "--policies",
@@ -39,6 +49,19 @@ def parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -
 def db_option(fn: F) -> F:
     """--db: the database URL (resolved by `jobs.settings.Settings`)."""
     return click.option("--db", help=DB_HELP)(fn)
+
+
+def catalogue_option(default: str = SHIPPED) -> Callable[[F], F]:
+    """--catalogue DIR: the folder holding features.yaml and sources.yaml (resolved by
+    `jobs.catalogue_dir.find_catalogue`); `default` says where they are looked for without it."""
+    return click.option(
+        "--catalogue",
+        "catalogue_dir",
+        metavar="DIR",
+        type=click.Path(path_type=Path),
+        help="Catalogue folder holding features.yaml and sources.yaml, e.g. the city's. "
+        f"Default: $DISBURSE_CATALOGUE, else {default}.",
+    )
 
 
 def store_option(holds: str) -> Callable[[F], F]:

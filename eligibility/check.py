@@ -256,11 +256,12 @@ def _params(
                     "list values from oldest to newest",
                 )
             dated.append(DatedValue(pv.from_, node, pv.ref))
-        if pname in scope.names:
+        taken = _taken(c, pname, scope)
+        if taken is not None:
             c.problem_at(
                 ("params", pname),
                 Code.NAME_CLASH,
-                f"parameter {pname!r} hides a feature of the same name",
+                f"parameter {pname!r} hides {taken} of the same name",
                 "rename the parameter",
             )
         if pname in settings and ptype is not None:
@@ -352,13 +353,19 @@ def _param_value(c: Checker, loc: Loc, value: Any) -> tuple[A.Node | KeyedValues
 def _defines(c: Checker, spec: PolicyFile, scope: Scope) -> None:
     """The policy's own functions: named apart from everything else, each parsed once here
     (a syntax error is reported even if nothing calls it); applied where they are called."""
-    taken = {*FUNCTIONS, *A.AGGREGATES, *scope.names, *spec.let}
     for name, d in spec.define.items():
-        if name in taken:
+        taken = (
+            "a function"
+            if name in FUNCTIONS or name in A.AGGREGATES
+            else "a let"
+            if name in spec.let
+            else _taken(c, name, scope)
+        )
+        if taken is not None:
             c.problem_at(
                 ("define", name),
                 Code.NAME_CLASH,
-                f"{name!r} is already the name of a function, feature, parameter or let",
+                f"{name!r} is already the name of {taken}",
                 "choose another name",
             )
             continue
@@ -368,6 +375,23 @@ def _defines(c: Checker, spec: PolicyFile, scope: Scope) -> None:
         if d.expr is not None:
             earlier = list(c.defines)[: list(c.defines).index(name)]
             c.parse(("define", name, "expr"), d.expr, earlier)
+
+
+def _taken(c: Checker, name: str, scope: Scope) -> str | None:
+    """What `name` already names where a policy's expressions read it: a feature of the
+    target, a run date, a parameter, a let, or a relation of the catalogue; None if free."""
+    binding = scope.names.get(name)
+    if isinstance(binding, RunDate):
+        return "a run date"
+    if isinstance(binding, ParamRef):
+        return "a parameter"
+    if isinstance(binding, LetRef):
+        return "a let"
+    if binding is not None:
+        return "a feature"
+    if c.catalogue is not None and name in c.catalogue.spec.relations:
+        return "a relation"
+    return None
 
 
 def _lets(
@@ -387,15 +411,15 @@ def _lets(
                 if spec.let
                 else "declare it under let:",
             )
-    relations = c.catalogue.spec.relations if c.catalogue else {}
     for lname, text in spec.let.items():
         loc, text = settings.get(lname, (("let", lname), text))
         node = c.parse(loc, text)
-        if lname in scope.names or lname in relations:
+        taken = _taken(c, lname, scope)
+        if taken is not None:
             c.problem_at(
                 ("let", lname),
                 Code.NAME_CLASH,
-                f"{lname!r} is already the name of a feature, parameter or relation",
+                f"{lname!r} is already the name of {taken}",
                 "choose another name",
             )
         if node is None:

@@ -230,6 +230,8 @@ class Checker:
                     "count/any/all/sum and a payee's where"
                     + (f"; {did_you_mean(node.name, owners, 'they')}" if owners else "")
                 )
+            elif "did you mean" in fix and scope.entity is None:  # a `where` on a source's rows
+                fix += " A source's columns are listed by `disburse sources`"
             elif "did you mean" in fix:
                 fix += " Known features are listed by `disburse features`"
             self.problem(node, Code.UNKNOWN_NAME, f"unknown name {node.name!r}", fix)

@@ -17,7 +17,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import Code, Problem, ProblemsError, did_you_mean
-from common.yamlsrc import Located, load_yaml_file, schema_problems
+from common.yamlsrc import At, Located, load_yaml_file, schema_problems
 from eligibility import Naming
 
 ColumnType = Literal["string", "int", "bool", "date", "month"]
@@ -92,16 +92,26 @@ class Column(_Strict):
     @model_validator(mode="after")
     def _rules_fit_type(self) -> Column:
         if (self.min is not None or self.max is not None) and self.type != "int":
-            raise ValueError("min and max apply to int columns only")
-        textual = (self.allowed, self.pattern, self.check, self.in_list)
-        if self.type != "string" and any(v is not None for v in textual):
-            raise ValueError("allowed, pattern, check and in_list apply to string columns only")
+            raise At(
+                ("min" if self.min is not None else "max",), "min and max apply to int columns only"
+            )
+        textual = {
+            "allowed": self.allowed,
+            "pattern": self.pattern,
+            "check": self.check,
+            "in_list": self.in_list,
+        }
+        given = [k for k, v in textual.items() if v is not None]
+        if self.type != "string" and given:
+            raise At(
+                (given[0],), "allowed, pattern, check and in_list apply to string columns only"
+            )
         if self.not_before is not None and self.type not in ("date", "month"):
-            raise ValueError("not_before applies to date and month columns only")
+            raise At(("not_before",), "not_before applies to date and month columns only")
         if self.unit is not None and self.type != "int":
-            raise ValueError("unit: fen applies to int columns only (money is whole fen)")
+            raise At(("unit",), "unit: fen applies to int columns only (money is whole fen)")
         if self.max_fen is not None and self.unit != "fen":
-            raise ValueError("max_fen applies to money columns only: add unit: fen")
+            raise At(("max_fen",), "max_fen applies to money columns only: add unit: fen")
         return self
 
 
@@ -116,18 +126,34 @@ class Source(_Strict):
 
     @model_validator(mode="after")
     def _key_and_order(self) -> Source:
-        for name in self.key:
+        for i, name in enumerate(self.key):
             if name not in self.columns:
-                raise ValueError(f"key column {name!r} is not among the columns")
+                raise At(
+                    ("key", i),
+                    f"key column {name!r} is not among the columns",
+                    did_you_mean(name, sorted(self.columns), "the columns"),
+                )
         for name, col in self.columns.items():
             if col.not_before is not None and col.not_before not in self.columns:
-                raise ValueError(f"{name}: not_before names unknown column {col.not_before!r}")
+                raise At(
+                    ("columns", name, "not_before"),
+                    f"{name}: not_before names unknown column {col.not_before!r}",
+                    did_you_mean(col.not_before, sorted(self.columns), "the columns"),
+                )
         if self.entity is not None and len(self.key) != 1:
-            raise ValueError("an entity source has a key of exactly one column")
+            raise At(
+                ("key",),
+                "an entity source has a key of exactly one column",
+                "key: [its identifying column]",
+            )
         for name, col in self.columns.items():
             # Names say the unit: a column in fen is money, and money is bounded (max_fen).
             if name.endswith("_fen") and col.unit != "fen":
-                raise ValueError(f"{name}: a column in fen is money: declare unit: fen")
+                raise At(
+                    ("columns", name),
+                    f"{name}: a column in fen is money: declare unit: fen",
+                    "add unit: fen (and max_fen: the most one row can hold)",
+                )
         return self
 
     @property
@@ -153,24 +179,38 @@ class Catalogue(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Catalogue:
+        entity_sources = sorted(n for n, s in self.sources.items() if s.entity is not None)
         for sname, source in self.sources.items():
             for cname, col in source.columns.items():
+                at = ("sources", sname, "columns", cname)
                 if col.in_list is not None and col.in_list not in self.lists:
-                    raise ValueError(f"{sname}.{cname}: unknown list {col.in_list!r}")
+                    raise At(
+                        (*at, "in_list"),
+                        f"{sname}.{cname}: unknown list {col.in_list!r}",
+                        did_you_mean(col.in_list, sorted(self.lists), "the lists")
+                        if self.lists
+                        else "declare the list under lists:",
+                    )
                 for ref in col.references:
                     target = self.sources.get(ref.source)
                     if target is None or target.entity is None:
-                        raise ValueError(
-                            f"{sname}.{cname}: references {ref.source!r}, which is not an entity source"
+                        raise At(
+                            (*at, "references"),
+                            f"{sname}.{cname}: references {ref.source!r}, which is not an entity "
+                            "source",
+                            did_you_mean(ref.source, entity_sources, "the entity sources")
+                            + " (an entity source says entity: enterprise or person)",
                         )
         try:
             self.schedule().prepare()
         except CycleError as exc:
             cycle = " -> ".join(exc.args[1])
-            raise ValueError(
+            raise At(
+                ("sources", exc.args[1][0]),
                 f"sources reference each other in a circle ({cycle}): each entity source is "
                 "staged before the sources that reference it, so a source cannot reference "
-                "itself or a source that references it back"
+                "itself or a source that references it back",
+                "remove one of the references (references: on a column)",
             ) from None
         return self
 

@@ -30,16 +30,16 @@ from eligibility import (
     CheckedPolicy,
     RowExplanation,
     explain_row,
-    load_feature_catalogue,
     load_policy,
     show_value,
 )
-from jobs.catalogue import load_source_catalogue
+from jobs.catalogue import Catalogue, load_source_catalogue
+from jobs.catalogue_dir import source_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide
 from jobs.ingest import sha256_file
+from jobs.policies import check_features
 from jobs.settings import Settings
-from jobs.staged import staged_columns
 from ledgers import runs
 from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
@@ -78,15 +78,14 @@ def _archive(run: RunRecord) -> runs.RunArchive:
 
 
 def archived_policies(
-    run: RunRecord, policy_ids: list[str] | None = None
+    run: RunRecord, policy_ids: list[str] | None = None, *, sources: Catalogue | None = None
 ) -> tuple[CheckedCatalogue, dict[str, CheckedPolicy]]:
     """The feature catalogue and the policies (all, or `policy_ids`) as the run read them,
-    from its archived copies, each checked against its recorded sha256."""
+    from its archived copies, each checked against its recorded sha256; the feature
+    catalogue checked against the source catalogue `sources` (default the shipped one)."""
     archive = _archive(run)
-    source_cat = load_source_catalogue()
-    keys = {name: src.key for name, src in source_cat.sources.items()}
     features_file = _archived(archive.catalogue, "feature catalogue", run.run_id)
-    cat = load_feature_catalogue(features_file, staged_columns(source_cat), keys)
+    cat = check_features(features_file, sources or load_source_catalogue())
     wanted = sorted(archive.policies) if policy_ids is None else policy_ids
     policies = {
         pid: load_policy(_archived(archive.policies[pid], "policy file", run.run_id), cat)
@@ -95,11 +94,11 @@ def archived_policies(
     return cat, policies
 
 
-def archived_decisions(run: RunRecord) -> pl.LazyFrame:
+def archived_decisions(run: RunRecord, *, sources: Catalogue | None = None) -> pl.LazyFrame:
     """A run's whole decision table (every policy and entity, refusals with their reasons),
     derived from its wide archive: the run itself keeps only the claims."""
     archive = _archive(run)
-    _cat, policies = archived_policies(run)
+    _cat, policies = archived_policies(run, sources=sources)
     scans = {
         target: pl.scan_parquet(_archived(entry, f"{target} features", run.run_id))
         for target, entry in archive.features.items()
@@ -295,9 +294,16 @@ def _row_fields(detail: RowExplanation) -> dict[str, Any]:
 
 
 def explain(
-    engine: Engine, policy_id: str, entity: str, *, run_id: int | None = None, unmask: bool = False
+    engine: Engine,
+    policy_id: str,
+    entity: str,
+    *,
+    run_id: int | None = None,
+    unmask: bool = False,
+    sources: Catalogue | None = None,
 ) -> Explanation:
-    """The explanation of (policy, entity) in a run (default: the latest that evaluated it)."""
+    """The explanation of (policy, entity) in a run (default: the latest that evaluated it);
+    the run's archived feature catalogue read against `sources` (default the shipped one)."""
     run = _find_run(engine, policy_id, run_id)
     archive = _archive(run)
     if policy_id not in archive.policies:
@@ -307,7 +313,7 @@ def explain(
             fix="leave out --run to take the latest run that evaluated it",
         )
     show: Callable[[Any], Any] = (lambda v: v) if unmask else mask_entity
-    cat, policies = archived_policies(run, [policy_id])
+    cat, policies = archived_policies(run, [policy_id], sources=sources)
     policy = policies[policy_id]
     wide_rows = (
         pl.scan_parquet(
@@ -414,12 +420,18 @@ def explain_entity(
     *,
     run_id: int | None = None,
     unmask: bool = False,
+    catalogue_dir: Path | str | None = None,
 ) -> Explanation:
-    """`disburse explain`: open the ledger of `settings` and explain (policy, entity) in a run."""
+    """`disburse explain`: open the ledger of `settings` and explain (policy, entity) in a run.
+
+    The run archived the feature catalogue it read, not the source catalogue: that is read
+    from `catalogue_dir` (--catalogue; default: see `jobs.catalogue_dir`), which should be
+    the one the run used."""
+    sources = source_catalogue(catalogue_dir)
     with open_engine(settings.db_url) as engine:
         with engine.connect() as conn:
             require_ledger(conn)
-        return explain(engine, policy_id, entity, run_id=run_id, unmask=unmask)
+        return explain(engine, policy_id, entity, run_id=run_id, unmask=unmask, sources=sources)
 
 
 def _mask_account(address: str, show: Callable[[Any], Any]) -> str:

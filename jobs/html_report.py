@@ -23,6 +23,8 @@ import polars as pl
 from sqlalchemy import Engine, func, select
 
 from common.money import format_yuan
+from jobs.catalogue import Catalogue
+from jobs.catalogue_dir import source_catalogue
 from jobs.errors import JobError
 from jobs.explain import archived_decisions
 from jobs.ingest import staged_dir
@@ -146,8 +148,9 @@ def _fields(item: Any) -> dict[str, Any]:
     return dict(item.__dict__)
 
 
-def build_report(engine: Engine, run_id: int) -> RunReport:
-    """The figures of the report of a completed nightly run."""
+def build_report(engine: Engine, run_id: int, *, sources: Catalogue | None = None) -> RunReport:
+    """The figures of the report of a completed nightly run (its archived feature catalogue
+    read against the source catalogue `sources`, default the shipped one)."""
     run = runs.get_run(engine, run_id)
     if run is None or run.kind != runs.NIGHTLY:
         raise JobError(
@@ -175,7 +178,7 @@ def build_report(engine: Engine, run_id: int) -> RunReport:
         for r in ledger_summary(engine, up_to_run=run_id).rows.iter_rows(named=True)
     ]
     summary = RunSummary.from_json(run.summary) if run.summary is not None else None
-    decisions = archived_decisions(run)
+    decisions = archived_decisions(run, sources=sources)
     allocation = pl.read_parquet(run.allocation.path)
     reasons = (
         decisions.filter(~pl.col("eligible"))
@@ -228,13 +231,17 @@ def build_report(engine: Engine, run_id: int) -> RunReport:
     )
 
 
-def write_report(settings: Settings, run_id: int, out: Path) -> RunReport:
+def write_report(
+    settings: Settings, run_id: int, out: Path, *, catalogue_dir: Path | str | None = None
+) -> RunReport:
     """`disburse report`: the report of a run in the ledger of `settings`, written to `out`
-    as one self-contained HTML page; its figures."""
+    as one self-contained HTML page; its figures.  The source catalogue is that of
+    `catalogue_dir` (--catalogue; see `jobs.catalogue_dir`): the one the run used."""
+    sources = source_catalogue(catalogue_dir)
     with open_engine(settings.db_url) as engine:
         with engine.connect() as conn:
             require_ledger(conn)
-        report = build_report(engine, run_id)
+        report = build_report(engine, run_id, sources=sources)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.to_html(), encoding="utf-8")
     return report

@@ -1,5 +1,9 @@
 """Loading the policy set a run uses: catalogue, feature catalogue and policy files; and
-the feature catalogue as `disburse features` lists it."""
+the feature catalogue as `disburse features` lists it.
+
+Where the catalogues are read from is `jobs.catalogue_dir`'s to say: `--catalogue DIR`,
+$DISBURSE_CATALOGUE, else beside the policies, else the shipped ones.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,79 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eligibility import CheckedCatalogue, PolicySet, load_feature_catalogue, load_policy_set
+from eligibility import (
+    CheckedCatalogue,
+    CheckReport,
+    PolicySet,
+    check_files,
+    load_feature_catalogue,
+    load_policy_set,
+)
 from jobs.catalogue import Catalogue
 from jobs.catalogue import load_source_catalogue as load_source_catalogue
+from jobs.catalogue_dir import CataloguePaths, find_catalogue
+from jobs.catalogue_dir import features_path as features_path
 from jobs.paths import policies_dir
-from jobs.staged import staged_columns
+from jobs.staged import staged_columns, staged_links
 
 
-def features_path(paths: list[Path] | None) -> Path:
-    """features.yaml of the first folder given, if it has one, else the shipped one."""
-    for p in paths or []:
-        if p.is_dir() and (p / "features.yaml").is_file():
-            return p / "features.yaml"
-    return policies_dir() / "features.yaml"
+def check_features(path: Path, catalogue: Catalogue) -> CheckedCatalogue:
+    """The feature catalogue at `path` checked against what the source catalogue stages:
+    columns and types, keys, surrogate keys and the entity sources."""
+    return load_feature_catalogue(
+        path,
+        staged_columns(catalogue),
+        {name: src.key for name, src in catalogue.sources.items()},
+        links=staged_links(catalogue),
+        entity_sources=catalogue.entity_sources,
+    )
 
 
-def feature_catalogue(catalogue: Catalogue, paths: list[Path] | None = None) -> CheckedCatalogue:
-    """The feature catalogue checked against the source catalogue's staged columns."""
-    keys = {name: src.key for name, src in catalogue.sources.items()}
-    return load_feature_catalogue(features_path(paths), staged_columns(catalogue), keys)
+def feature_catalogue(
+    catalogue: Catalogue, paths: list[Path] | None = None, *, features: Path | None = None
+) -> CheckedCatalogue:
+    """The feature catalogue (`features`, else the one beside the policy folders `paths`,
+    else the shipped one) checked against the source catalogue's staged columns."""
+    return check_features(features or features_path(paths), catalogue)
 
 
-def load_policies(catalogue: Catalogue, paths: list[Path] | None = None) -> PolicySet:
-    """The policies in `paths` (files or folders), default the shipped policies folder."""
-    return load_policy_set(paths or [policies_dir()], feature_catalogue(catalogue, paths))
+def load_policies(
+    catalogue: Catalogue, paths: list[Path] | None = None, *, features: Path | None = None
+) -> PolicySet:
+    """The policies in `paths` (files or folders), default the shipped policies folder,
+    checked against the feature catalogue `features` (default: see `feature_catalogue`)."""
+    return load_policy_set(
+        paths or [policies_dir()], feature_catalogue(catalogue, paths, features=features)
+    )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a command that reads policies loaded: where the catalogues were, the source
+    catalogue, and the policies checked against the feature catalogue."""
+
+    where: CataloguePaths
+    sources: Catalogue
+    policies: PolicySet
+
+
+def load_policy_files(
+    policies: list[Path] | None = None, catalogue_dir: Path | str | None = None
+) -> Loaded:
+    """The policies in `policies` (default the shipped ones) with the catalogues in
+    `catalogue_dir` (--catalogue; default: see `jobs.catalogue_dir.find_catalogue`)."""
+    where = find_catalogue(catalogue_dir, policies or ())
+    sources = where.load_sources()
+    return Loaded(where, sources, load_policies(sources, policies, features=where.features))
+
+
+def check_policies(paths: list[Path], catalogue_dir: Path | str | None = None) -> CheckReport:
+    """`disburse policy check`: every problem of the policy files in `paths` (default the
+    shipped ones) and their worked examples' results, against the catalogues in
+    `catalogue_dir` (--catalogue; default: see `jobs.catalogue_dir.find_catalogue`)."""
+    where = find_catalogue(catalogue_dir, paths)
+    sources = where.load_sources()
+    return check_files(paths or [policies_dir()], check_features(where.features, sources))
 
 
 @dataclass(frozen=True)
@@ -89,9 +142,13 @@ class FeatureListing:
         return "\n".join(lines)
 
 
-def list_features(paths: list[Path] | None = None) -> FeatureListing:
-    """The features of the feature catalogue in `paths` (default the shipped one)."""
-    spec = feature_catalogue(load_source_catalogue(), paths).spec
+def list_features(
+    paths: list[Path] | None = None, catalogue_dir: Path | str | None = None
+) -> FeatureListing:
+    """The features of the feature catalogue in `catalogue_dir` (--catalogue), else of the
+    policy folders `paths`, else the shipped one."""
+    where = find_catalogue(catalogue_dir, paths or ())
+    spec = check_features(where.features, where.load_sources()).spec
     features = []
     for entity, feats in spec.features.items():
         for name, f in feats.items():

@@ -51,7 +51,7 @@ from sqlalchemy import Engine
 
 from eligibility import CheckedPolicy, PolicySet
 from jobs.allocate import Allocation, Terms, allocate
-from jobs.catalogue import Catalogue, load_source_catalogue
+from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
 from jobs.faults import checkpoint
@@ -63,7 +63,7 @@ from jobs.ingest import (
     sha256_files,
     staged_dir,
 )
-from jobs.policies import features_path, load_policies
+from jobs.policies import load_policy_files
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
 from jobs.resume import ABANDONED, Step, Tonight, plan_resume
 from jobs.settings import Settings
@@ -584,25 +584,28 @@ def run_nightly(
     settings: Settings,
     *,
     policies: list[Path] | None = None,
+    catalogue_dir: Path | str | None = None,
     wait: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
 ) -> RunOutcome:
     """The nightly batch as `disburse run` runs it: load the source catalogue and the policies
-    (`policies`: files or folders, default the shipped ones), open the database of `settings`
-    (creating or upgrading its schema), run the night into it; the outcome."""
-    catalogue = load_source_catalogue()
-    pset = load_policies(catalogue, policies)
+    (`policies`: files or folders, default the shipped ones; the catalogues of `catalogue_dir`,
+    see `jobs.catalogue_dir`), open the database of `settings` (creating or upgrading its
+    schema), run the night into it; the outcome."""
+    loaded = load_policy_files(policies, catalogue_dir)
     request = RunRequest(
         data_dir=data,
         as_of=as_of,
         store=settings.store,
-        features_file=features_path(policies),
+        features_file=loaded.where.features,
         wait=wait,
         chunk_size=chunk_size,
     )
     with open_engine(settings.db_url, init=True) as engine:
-        return run_nightly_on(engine, request, catalogue=catalogue, pset=pset, progress=progress)
+        return run_nightly_on(
+            engine, request, catalogue=loaded.sources, pset=loaded.policies, progress=progress
+        )
 
 
 __all__ = ["RunOutcome", "RunRequest", "run_lock", "run_nightly", "run_nightly_on"]

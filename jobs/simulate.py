@@ -17,10 +17,9 @@ import polars as pl
 
 from common.money import format_yuan, yuan_to_fen
 from eligibility import Naming, PolicySet, load_policy
-from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
-from jobs.policies import load_policies
+from jobs.policies import load_policy_files
 from jobs.progress import Progress, Silent
 from ledgers.masking import mask_id
 
@@ -306,6 +305,7 @@ def simulate(
     as_of: dt.date,
     *,
     policies: list[Path] | None = None,
+    catalogue_dir: Path | str | None = None,
     only: str | None = None,
     against: Path | None = None,
     unmask: bool = False,
@@ -313,9 +313,10 @@ def simulate(
 ) -> Simulation:
     """`disburse simulate`: per policy (those in `policies`, files or folders, default the
     shipped ones; or `only` the one with that id) reach, cost, budget use, distributions and
-    reasons; and the change against an old version of it (`against`)."""
-    catalogue = load_source_catalogue()
-    pset = load_policies(catalogue, policies)
+    reasons; and the change against an old version of it (`against`).  The catalogues are
+    those of `catalogue_dir` (--catalogue; see `jobs.catalogue_dir`)."""
+    loaded = load_policy_files(policies, catalogue_dir)
+    catalogue, pset = loaded.sources, loaded.policies
     if only is not None:
         pset.get(only)  # an unknown id is an error that lists the known ones
     say = progress or Silent()
