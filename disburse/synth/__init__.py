@@ -13,6 +13,7 @@ deterministic: the same parameters and seed give byte-identical files.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections import Counter
@@ -41,7 +42,7 @@ from disburse.synth.monthly import build_monthly, build_tax_ratings
 from disburse.synth.population import build_households, build_population
 from jobs.catalogue import Catalogue, Column, Source, load_source_catalogue
 
-__all__ = ["GENERATED_SOURCES", "SynthError", "generate"]
+__all__ = ["GENERATED_SOURCES", "SynthError", "generate", "generator_fingerprint"]
 
 GENERATED_SOURCES = (
     "enterprises",
@@ -110,6 +111,20 @@ def generate(
     text = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     (out / "manifest.json").write_text(text, encoding="utf-8")
     return manifest
+
+
+def generator_fingerprint(catalogue: Catalogue | None = None) -> str:
+    """sha256 of what a generated city depends on besides its parameters: the generator's
+    code and the source catalogue.
+
+    Caches of generated cities key on it, so that a city an older generator made (one
+    with every resident registered in the city, say) is not reused as if this one had.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update((catalogue or load_source_catalogue()).fingerprint().encode())
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from common.identifiers import (
     resident_id_valid_expr,
     uscc_valid_expr,
 )
-from disburse.synth import GENERATED_SOURCES, SynthError, generate
+from disburse.synth import GENERATED_SOURCES, SynthError, generate, generator_fingerprint
 from disburse.synth.errors import injectable
 from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.validate import quarantine_rules
@@ -420,6 +420,16 @@ def test_the_same_seed_registers_the_same_people_elsewhere(
     assert first.equals(again)
     assert not first.equals(other)
     assert first.filter(~pl.col("region_code").str.starts_with("3301")).height > 0
+
+
+def test_the_generator_fingerprint_follows_its_catalogue(catalogue: Catalogue) -> None:
+    """Cached cities (disburse bench, the benchmarks) key on it: another catalogue or
+    another generator is another city."""
+    data = catalogue.model_dump(by_alias=True, exclude_none=True)
+    data["sources"]["persons"]["columns"]["region_code"]["in_list"] = "regions"
+    other = Catalogue.model_validate(data)
+    assert generator_fingerprint(catalogue) == generator_fingerprint(load_source_catalogue())
+    assert generator_fingerprint(catalogue) != generator_fingerprint(other)
 
 
 def test_persons_held_to_the_city_list_are_all_registered_here(
