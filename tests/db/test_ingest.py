@@ -62,7 +62,7 @@ def test_clean_city_is_accepted_whole(tmp_path: Path, engine: Engine) -> None:
         assert len(rep.sha256) == 64
     with engine.connect() as conn:
         assert conn.execute(select(Run.state)).scalar_one() == "ingested"
-        assert conn.execute(select(func.count()).select_from(SourceSnapshot)).scalar_one() == 11
+        assert conn.execute(select(func.count()).select_from(SourceSnapshot)).scalar_one() == 13
     staged = Path(result.staged_dir)
     enterprises = pl.read_parquet(staged / "enterprises.parquet")
     # Dense integer keys ordered by the credit code.
