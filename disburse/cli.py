@@ -96,7 +96,8 @@ def synth(enterprises, persons, seed, out, errors, as_of, months, catalogue_dir,
     """Write a synthetic city's source files (Parquet), one per catalogue source.
 
     Realistic shapes (size classes skewed to micro, seasonality, layoffs and
-    graduate hires, an age pyramid past 100, ~1% credit-listed), every
+    graduate hires, an age pyramid past 100, about a third of working-age
+    residents registered outside the city, ~1% credit-listed), every
     identifier with a valid check character. With --errors, bad rows of every
     kind are injected and listed in manifest.json.
     """

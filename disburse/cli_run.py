@@ -161,8 +161,8 @@ def demo(out, enterprises, persons, as_json, quiet):
 def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     """Time the whole nightly pipeline on a synthetic population.
 
-    The population is cached by its parameters ($DISBURSE_BENCH_CACHE, default
-    <tmp>/disburse-bench-cache). Two runs against a fresh database: the first
+    The population is cached by its parameters and the generator's code
+    ($DISBURSE_BENCH_CACHE, default <tmp>/disburse-bench-cache). Two runs against a fresh database: the first
     (everything new) and a second with nothing changed. Reports per-phase
     seconds, rows per second and peak memory, and baseline_ratio / duckdb_ratio:
     the compiled policy evaluation's time over that of the same six enterprise

@@ -1,7 +1,7 @@
 """The benchmark's pipeline: the whole nightly run on a synthetic city, timed per phase.
 
-1. A synthetic population (cached by its parameters under $DISBURSE_BENCH_CACHE,
-   default <tmp>/disburse-bench-cache), generated in a separate process so the
+1. A synthetic population (cached by its parameters and the generator's fingerprint
+   under $DISBURSE_BENCH_CACHE, default <tmp>/disburse-bench-cache), generated in a separate process so the
    benchmark's own peak memory is the pipeline's.
 2. A fresh database: a new SQLite file, or a new database on the PostgreSQL
    server given (dropped afterwards).
@@ -69,8 +69,14 @@ def cache_root() -> Path:
 
 
 def cached_population(req: BenchRequest, progress: Progress) -> tuple[Path, float | None]:
-    """The population's folder, generated (in a child process) on first use; its synth seconds."""
-    folder = cache_root() / f"city-e{req.enterprises}-p{req.persons}-m{req.months}-s{req.seed}"
+    """The population's folder, generated (in a child process) on first use; its synth seconds.
+
+    Keyed by the parameters and by the generator's fingerprint (its code and the
+    catalogue): a changed generator makes a new city rather than reusing an old one."""
+    from disburse.synth import generator_fingerprint
+
+    key = f"e{req.enterprises}-p{req.persons}-m{req.months}-s{req.seed}"
+    folder = cache_root() / f"city-{key}-g{generator_fingerprint()[:12]}"
     if (folder / "manifest.json").is_file():
         return folder, None
     work = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")

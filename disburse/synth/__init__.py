@@ -13,7 +13,9 @@ deterministic: the same parameters and seed give byte-identical files.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,8 +26,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from disburse.synth import _tables as T
 from disburse.synth._calendar import Window, month_text
-from disburse.synth._context import Context, IntArray, SynthError
+from disburse.synth._context import Context, IntArray, SynthError, city_list
 from disburse.synth.careers import (
     build_employment,
     build_graduates,
@@ -37,9 +40,9 @@ from disburse.synth.enterprises import build_enterprise_accounts, build_enterpri
 from disburse.synth.errors import Injection, inject
 from disburse.synth.monthly import build_monthly, build_tax_ratings
 from disburse.synth.population import build_households, build_population
-from jobs.catalogue import Catalogue, Source, load_source_catalogue
+from jobs.catalogue import Catalogue, Column, Source, load_source_catalogue
 
-__all__ = ["GENERATED_SOURCES", "SynthError", "generate"]
+__all__ = ["GENERATED_SOURCES", "SynthError", "generate", "generator_fingerprint"]
 
 GENERATED_SOURCES = (
     "enterprises",
@@ -108,6 +111,20 @@ def generate(
     text = json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     (out / "manifest.json").write_text(text, encoding="utf-8")
     return manifest
+
+
+def generator_fingerprint(catalogue: Catalogue | None = None) -> str:
+    """sha256 of what a generated city depends on besides its parameters: the generator's
+    code and the source catalogue.
+
+    Caches of generated cities key on it, so that a city an older generator made (one
+    with every resident registered in the city, say) is not reused as if this one had.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update((catalogue or load_source_catalogue()).fingerprint().encode())
+    return digest.hexdigest()
 
 
 @contextmanager
@@ -257,16 +274,59 @@ def _check_catalogue(catalogue: Catalogue) -> None:
 
 
 def _context(catalogue: Catalogue, seed: int, as_of: dt.date, months: int) -> Context:
-    list_name = catalogue.sources["persons"].columns["region_code"].in_list
+    list_name = city_list(catalogue)
     if list_name is None or list_name not in catalogue.lists:
-        raise SynthError("persons.region_code must name a list of regions (in_list)")
+        raise SynthError(
+            "the generator needs the city's divisions: a list of 6-digit GB/T 2260 codes that"
+            " enterprises.region_code names (in_list: regions), or a list named 'regions'"
+            " under lists: in the source catalogue"
+        )
     values = catalogue.lists[list_name].values
     codes = tuple(values)
     if not codes or not all(len(c) == 6 and c.isdigit() for c in codes):
         raise SynthError(f"list {list_name!r} must hold 6-digit division codes")
     # Values read "上城区 Shangcheng": the first word is the Chinese name.
     names = tuple((values[c].split() or [c])[0] for c in codes)
-    return Context(seed=seed, window=Window(as_of, months), region_codes=codes, region_names=names)
+    home_codes, home_shares = _homes(catalogue, codes)
+    return Context(
+        seed=seed,
+        window=Window(as_of, months),
+        region_codes=codes,
+        region_names=names,
+        home_codes=home_codes,
+        home_shares=home_shares,
+    )
+
+
+def _homes(
+    catalogue: Catalogue, city: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """Where residents from elsewhere are registered, and the share of each division.
+
+    The divisions outside the city's prefectures that persons.region_code accepts: with
+    a catalogue that holds persons to the city's list, nobody is registered elsewhere.
+    """
+    column = catalogue.sources["persons"].columns.get("region_code")
+    prefectures = {c[:4] for c in city}
+    codes = [
+        c
+        for c in T.OUTSIDE_REGIONS
+        if c[:4] not in prefectures
+        and T.HOME_PROVINCE_SHARE.get(c[:2], 0.0) > 0
+        and (column is None or _accepts(catalogue, column, c))
+    ]
+    per_province = Counter(c[:2] for c in codes)
+    shares = tuple(T.HOME_PROVINCE_SHARE[c[:2]] / per_province[c[:2]] for c in codes)
+    return tuple(codes), shares
+
+
+def _accepts(catalogue: Catalogue, column: Column, value: str) -> bool:
+    """Whether a text value passes a column's value rules (allowed, pattern, in_list)."""
+    if column.allowed is not None and value not in column.allowed:
+        return False
+    if column.pattern is not None and re.search(column.pattern, value) is None:
+        return False
+    return column.in_list is None or value in catalogue.lists[column.in_list].values
 
 
 _DTYPE_OK: dict[str, Callable[[pl.DataType], bool]] = {

@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from common.errors import DisburseError
 from disburse.synth._calendar import Window
+from jobs.catalogue import Catalogue
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.integer[Any]]  # any integer width: indices, codes, days
@@ -28,8 +29,11 @@ class Context:
 
     seed: int
     window: Window
-    region_codes: tuple[str, ...]
+    region_codes: tuple[str, ...]  # the city's divisions
     region_names: tuple[str, ...]
+    # Divisions outside the city where residents may be registered, and their shares.
+    home_codes: tuple[str, ...] = ()
+    home_shares: tuple[float, ...] = ()
 
     def rng(self, stream: str) -> np.random.Generator:
         """An independent random stream per named purpose.
@@ -53,7 +57,26 @@ class Context:
     @property
     def region_digits(self) -> IntArray:
         """An (r, 6) array of the digit values of each region code."""
-        return np.array([[int(c) for c in code] for code in self.region_codes], dtype=np.int64)
+        return _digits(self.region_codes)
+
+    @property
+    def home_digits(self) -> IntArray:
+        """An (h, 6) array of the digit values of each home division outside the city."""
+        return _digits(self.home_codes)
+
+
+def _digits(codes: tuple[str, ...]) -> IntArray:
+    return np.array([[int(c) for c in code] for code in codes], dtype=np.int64).reshape(-1, 6)
+
+
+def city_list(catalogue: Catalogue) -> str | None:
+    """The name of the list of the city's divisions: the list enterprises.region_code is
+    in (enterprises are registered in the city), or else the list named `regions`."""
+    enterprises = catalogue.sources.get("enterprises")
+    column = enterprises.columns.get("region_code") if enterprises is not None else None
+    if column is not None and column.in_list is not None:
+        return column.in_list
+    return "regions" if "regions" in catalogue.lists else None
 
 
 _DRAW_BITS = 16

@@ -220,12 +220,59 @@ PERSON_LIST_SHARE = (0.8, 0.08, 0.12)
 LISTED_SHARE = 0.01  # of enterprises, and of adult persons
 OUTSIDE_LISTED_SHARE = 0.03  # extra rows naming subjects registered elsewhere
 
-# Division codes (GB/T 2260) of other cities, for employers and listed subjects
-# registered outside the city: Shanghai, Nanjing, Suzhou, Ningbo, Wenzhou,
-# Jiaxing, Huzhou, Shaoxing, Hefei, Shenzhen, Beijing.
+# Division codes (GB/T 2260) outside the city: for employers and listed subjects
+# registered elsewhere (drawn evenly), and for the household registrations (户籍) of
+# residents from elsewhere (drawn by HOME_PROVINCE_SHARE).  Other cities of Zhejiang
+# (33, outside Hangzhou's 3301) are here too, so that "outside the city" and
+# "outside the province" differ.
 OUTSIDE_REGIONS = (
+    # the first twelve: Shanghai, Nanjing, Suzhou, Ningbo, Wenzhou, Jiaxing, Huzhou,
+    # Shaoxing, Hefei, Shenzhen, Beijing
     "310101", "310115", "320102", "320505", "330203", "330302", "330402",
     "330502", "330602", "340104", "440305", "110105",
+    # Zhejiang: Jinhua Wucheng, Yiwu, Quzhou Kecheng, Zhoushan Dinghai, Taizhou
+    # Jiaojiang, Lishui Liandu, Rui'an
+    "330702", "330782", "330802", "330902", "331002", "331102", "330381",
+    # Anhui: Fuyang Yingzhou, Linquan, Suzhou Yongqiao, Lu'an Yu'an, Wangjiang
+    "341202", "341221", "341302", "341503", "340827",
+    # Jiangxi: Nanchang Donghu, Ganzhou Zhanggong, Fuzhou Linchuan, Shangrao Xinzhou
+    "360102", "360702", "361002", "361102",
+    # Henan: Zhengzhou Zhongyuan, Xinyang Shihe, Zhoukou Chuanhui, Shangqiu Liangyuan
+    "410102", "411502", "411602", "411402",
+    # Guizhou: Guiyang Nanming, Anshun Xixiu, Bijie Qixingguan, Kaili
+    "520102", "520402", "520502", "522601",
+    # Sichuan: Chengdu Jinjiang, Guang'an, Dazhou Tongchuan, Xichang
+    "510104", "511602", "511702", "513401",
+    # Hubei: Wuhan Jiang'an, Jingzhou Shashi, Xiaogan Xiaonan
+    "420102", "421002", "420902",
+    # Hunan: Changsha Furong, Yueyang Yueyanglou, Yongzhou Lingling
+    "430102", "430602", "431102",
+    # Jiangsu: Huai'an Xuyi, Suqian Sucheng; Shandong: Jinan Lixia, Linyi Lanshan
+    "320830", "321302", "370102", "371302",
+    # Chongqing Wanzhou, Yunnan: Kunming Wuhua, Yuxi Hongta; Guangxi: Nanning Xingning
+    "500101", "530102", "530402", "450102",
+    # Fujian: Fuzhou Gulou; Gansu: Lanzhou Chengguan; Heilongjiang: Harbin Daoli
+    "350102", "620102", "230102",
 )  # fmt: skip
+
+# Residents registered elsewhere (外来人口) among the city's residents, by age band
+# (lower bound, share of households whose head is that age): Hangzhou counted 11.9
+# million residents in the 2020 census against about 8.2 million registered, so
+# close to a third of its working-age residents are registered elsewhere; few of
+# the old are (those who followed their children).  Their children share the
+# registration.  Shares set to those figures, not measured per age.
+HOME_ELSEWHERE_BY_AGE = (
+    (16, 0.22), (20, 0.4), (30, 0.38), (40, 0.32), (50, 0.22), (60, 0.07), (70, 0.04),
+)  # fmt: skip
+# Where they are registered, by province (the first two digits): the rest of the
+# province first, then the provinces Zhejiang's migrants mostly come from (Anhui,
+# Guizhou, Jiangxi, Henan and Sichuan among the largest in the 2020 census); set in
+# that order, not measured.  Each province's share is split evenly among its codes above.
+HOME_PROVINCE_SHARE = {
+    "33": 0.30, "34": 0.16, "52": 0.09, "36": 0.09, "41": 0.08, "51": 0.06,
+    "43": 0.04, "42": 0.04, "32": 0.03, "37": 0.02, "53": 0.02, "50": 0.02,
+    "45": 0.01, "35": 0.01, "62": 0.01, "23": 0.005, "31": 0.005, "11": 0.005,
+    "44": 0.005,
+}  # fmt: skip
 
 TAX_RATINGS = ("A", "B", "M", "C", "D")

@@ -20,7 +20,8 @@ Each injected row breaks one rule and only that one:
 * a key column is altered only where the new value fails a rule of its own
   (a year above the maximum, a malformed identifier) or names an entity that
   does not exist (an unknown enterprise or person: the identifier reissued
-  for a division outside the catalogue's list, so it cannot be a local one),
+  for a division of the city's prefecture outside its list, such as 330103,
+  under which the generator issues no identifier),
   each row to a value no other row has;
 * a text value in an int or bool column (not a number, a number beyond 64
   bits, "是" for true) turns that column of the file into text, as a bureau
@@ -47,7 +48,7 @@ from common.identifiers import (
     uscc_bytes,
     uscc_valid_expr,
 )
-from disburse.synth._context import IntArray
+from disburse.synth._context import IntArray, SynthError, city_list
 from jobs.catalogue import Catalogue, Column, Source
 
 WRONG_CHECK = "wrong_check_character"
@@ -113,9 +114,7 @@ def slots(catalogue: Catalogue, name: str) -> dict[str, list[str]]:
                 add(MALFORMED_ID, col_name)
         for ref in col.references:
             target = catalogue.sources[ref.source]
-            reissuable = col.check in ("uscc", "resident_id") and _region_list(
-                catalogue, ref.source
-            )
+            reissuable = col.check in ("uscc", "resident_id") and _city_outsiders(catalogue)
             if ref.on_missing == "quarantine" and (
                 reissuable or _numbered(catalogue, col, ref.source)
             ):
@@ -167,13 +166,12 @@ def _numbered(catalogue: Catalogue, col: Column, entity_source: str) -> bool:
     return col.check is None and col.pattern is not None and col.pattern == key.pattern
 
 
-def _region_list(catalogue: Catalogue, entity_source: str) -> list[str] | None:
-    """The division codes an entity's identifiers are issued under (its region column's
-    list), if they are six-digit codes with outsiders to reissue identifiers under."""
-    for col in catalogue.sources[entity_source].columns.values():
-        if col.in_list is not None and _outsiders(catalogue, col.in_list):
-            return sorted(catalogue.lists[col.in_list].values)
-    return None
+def _city_outsiders(catalogue: Catalogue) -> list[str]:
+    """Divisions of the city's prefectures that are not the city's own (`_outsiders` of
+    its list): no identifier the generator issues carries one, so an identifier reissued
+    under one names nobody."""
+    name = city_list(catalogue)
+    return _outsiders(catalogue, name) if name is not None and name in catalogue.lists else []
 
 
 def _outsiders(catalogue: Catalogue, list_name: str) -> list[str]:
@@ -348,25 +346,12 @@ def _bad_values(
         return out.alias(column)
     if kind in entity_sources:
         assert col.check is not None
-        target = entity_sources[kind]
-        regions = _region_list(catalogue, target)
-        assert regions is not None
-        outsiders = _outsiders(catalogue, _list_of(catalogue, target))
-        return _reissued(values, col.check, regions, outsiders)
+        return _reissued(values, col.check, _city_outsiders(catalogue))
     # An in_list rule: a code of the same shape that is not in the list.
     assert col.in_list is not None
     outsiders = _outsiders(catalogue, col.in_list)
     return pl.Series(column, outsiders, dtype=pl.String).gather(
         pl.Series(rng.integers(0, len(outsiders), k), dtype=pl.UInt32)
-    )
-
-
-def _list_of(catalogue: Catalogue, entity_source: str) -> str:
-    """The name of the list an entity source's region column is in."""
-    return next(
-        c.in_list
-        for c in catalogue.sources[entity_source].columns.values()
-        if c.in_list is not None and _outsiders(catalogue, c.in_list)
     )
 
 
@@ -409,13 +394,19 @@ def _before(other: pl.Series, kind: str) -> pl.Series:
     return month.dt.strftime("%Y-%m")
 
 
-def _reissued(values: pl.Series, check: str, regions: list[str], outsiders: list[str]) -> pl.Series:
-    """The same identifiers issued under a division outside the list (each local division
-    to its own outsider, so distinct values stay distinct), with a valid check character:
-    well-formed, and no local entity has them."""
+def _reissued(values: pl.Series, check: str, outsiders: list[str]) -> pl.Series:
+    """The same identifiers issued under a division no identifier has (each division the
+    values carry to its own outsider, so distinct values stay distinct), with a valid
+    check character: well-formed, and no entity has them."""
     at = 2 if check == "uscc" else 0  # a credit code's division follows its two type digits
-    move = dict(zip(regions, outsiders, strict=False))
-    region = values.str.slice(at, 6).replace_strict(move, default=outsiders[0])
+    division = values.str.slice(at, 6)
+    carried = division.unique().sort().to_list()
+    if len(carried) > len(outsiders):
+        raise SynthError(
+            f"cannot reissue identifiers of {len(carried)} divisions under only"
+            f" {len(outsiders)} unused codes of the city's prefectures"
+        )
+    region = division.replace_strict(dict(zip(carried, outsiders, strict=False)))
     first17 = pl.select(
         pl.concat_str(values.str.slice(0, at), region, values.str.slice(at + 6, 17 - at - 6))
     ).to_series()

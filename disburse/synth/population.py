@@ -6,6 +6,9 @@ age; children under 18 are given a mother of plausible age (and her husband as
 father), one parent, or a guardian of their grandparents' generation.  Family
 members share a household and its region; identity numbers encode the region
 of birth, the birth date and sex, unique within each (region, day, sex).
+About a third of working-age households are registered outside the city (a few
+of the old): their region is a division elsewhere, shared by their children,
+and their identity numbers were issued there.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import polars as pl
 from disburse.synth import _tables as T
 from disburse.synth._calendar import age_on, date_strings
 from disburse.synth._context import BoolArray, Context, IntArray, draw, scramble, sort_by
-from disburse.synth._ids import resident_ids, sequence_numbers
+from disburse.synth._ids import assign_sequence, resident_ids, sequence_numbers
 from disburse.synth._text import ascii_series, digit_rows, join, pick
 
 YEAR = 365.2425
@@ -39,7 +42,7 @@ class Population:
     birth_day: IntArray
     male: BoolArray
     alive: BoolArray
-    region: npt.NDArray[np.int16]
+    region: npt.NDArray[np.int16]  # household registration: ctx.region_codes, then ctx.home_codes
     age: AgeArray  # completed years on the day before as_of
     frame: pl.DataFrame
     relations: pl.DataFrame
@@ -67,7 +70,8 @@ def _cells(ctx: Context, rng: np.random.Generator, n: int) -> tuple[IntArray, In
     Cell counts are drawn at once from a multinomial over region shares and
     the age pyramid; persons then come out ordered by cell, so the rank that
     keeps identity numbers unique is a subtraction, not a sort.  The register
-    is thus ordered like identity numbers: region, then birth date, then sex.
+    is thus ordered like identity numbers (until those of residents registered
+    elsewhere are reissued): region, then birth date, then sex.
     Returns cells, ranks, the first birth day of the range and its length.
     """
     today = ctx.window.today
@@ -224,6 +228,45 @@ def _surnames(rng: np.random.Generator, n: int) -> IntArray:
     return surname
 
 
+def _registered_elsewhere(ctx: Context, age: AgeArray) -> npt.NDArray[np.int16]:
+    """Per person, an index into ctx.home_codes where their household is registered, or -1
+    for the city.
+
+    Drawn by age (T.HOME_ELSEWHERE_BY_AGE) from a random stream of its own, so that the
+    rest of the register is the same whatever the share.
+    """
+    n = age.shape[0]
+    home = np.full(n, -1, dtype=np.int16)
+    if not ctx.home_codes:
+        return home
+    rng = ctx.rng("persons:registered elsewhere")
+    chosen = np.flatnonzero(rng.random(n, dtype=np.float32) < by_age(T.HOME_ELSEWHERE_BY_AGE, age))
+    home[chosen] = draw(rng, ctx.home_shares, chosen.shape[0])
+    return home
+
+
+def _issued_at_home(
+    ctx: Context,
+    person_id: pl.Series,
+    region: npt.NDArray[np.int16],
+    birth: IntArray,
+    male: BoolArray,
+) -> pl.Series:
+    """Identity numbers of those registered elsewhere, issued under their home division.
+
+    An identity number carries the division where it was first issued: for a migrant,
+    or a migrant's child registered with the parents, that is the home county, not a
+    district of the city.  Sequence numbers are unique per home division, day and sex.
+    """
+    at = np.flatnonzero(region >= len(ctx.region_codes))
+    if at.shape[0] == 0:
+        return person_id
+    home = region[at] - len(ctx.region_codes)
+    sequence = assign_sequence(home, birth[at], male[at])
+    ids = resident_ids("person_id", ctx.home_digits, home, birth[at], sequence)
+    return person_id.scatter(at, ids)
+
+
 def build_population(ctx: Context, n: int) -> Population:
     """The population register of n persons and their family relations."""
     rng = ctx.rng("persons")
@@ -305,8 +348,18 @@ def build_population(ctx: Context, n: int) -> Population:
     father = np.where(father_ok, father, -1)
     carer = np.where(mother >= 0, mother, np.where(father >= 0, father, guardian))
     cared = carer >= 0
+
+    # Some households live here but are registered elsewhere (migrants, 外来人口);
+    # decided once families are formed, so that a child shares the carer's registration.
+    home = _registered_elsewhere(ctx, age)
+    elsewhere = home >= 0
+    region[elsewhere] = len(ctx.region_codes) + home[elsewhere]
+    region[wife] = region[husband]
+    del home, elsewhere
+
     hh[kids[cared]] = hh[carer[cared]]
     region[kids[cared]] = region[carer[cared]]
+    person_id = _issued_at_home(ctx, person_id, region, birth, male)
 
     # Children carry the father's surname (sometimes the mother's), or the
     # guardian's; wives keep their own.
@@ -324,7 +377,7 @@ def build_population(ctx: Context, n: int) -> Population:
             name,
             date_strings("birth_on", birth),
             pick("sex", ["F", "M"], male),
-            pick("region_code", ctx.region_codes, region),
+            pick("region_code", ctx.region_codes + ctx.home_codes, region),
             pick("status", ["alive", "deceased"], dead),
             date_strings("died_on", died, dead),
         ]

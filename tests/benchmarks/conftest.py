@@ -15,10 +15,11 @@ def city_size() -> tuple[int, int]:
 
 
 def synth_city(enterprises: int, persons: int, seed: int = 1) -> Path:
-    """A synthetic city's source files, generated once per size and seed and then reused."""
-    from disburse.synth import generate
+    """A synthetic city's source files, generated once per size, seed and generator (its
+    code and catalogue) and then reused."""
+    from disburse.synth import generate, generator_fingerprint
 
-    folder = CACHE / f"city-{enterprises}-{persons}-{seed}"
+    folder = CACHE / f"city-{enterprises}-{persons}-{seed}-g{generator_fingerprint()[:12]}"
     if not (folder / "manifest.json").is_file():
         generate(folder, enterprises=enterprises, persons=persons, seed=seed)
     return folder

@@ -146,6 +146,38 @@ def test_a_bad_value_in_an_optional_column_quarantines_its_row(
     assert _quarantined(engine, source) == [(row + 1, column, rule, value)]
 
 
+def test_a_household_may_be_registered_anywhere_in_a_real_province(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """persons.region_code is the household registration: a division anywhere in China
+    (a migrant's home county, another city of the province) is accepted, not only the
+    city's districts; a code that names no province or is not six digits is quarantined
+    under the pattern's rule, `pattern_mismatch`."""
+    codes = ["330106", "510104", "331002", "990101", "3301", "33010X"]
+    pid = minicity.person_ids(len(codes))
+    persons = pl.DataFrame(
+        {
+            "person_id": pid,
+            "name": ["张三", "李四", "王小五", "赵六", "钱七", "孙八"],
+            "birth_on": ["1980-01-01"] * len(codes),
+            "sex": ["M", "F", "M", "M", "F", "M"],
+            "region_code": codes,
+            "status": ["alive", "alive", "deceased", "alive", "alive", "alive"],
+            "died_on": [None, None, "2024-03-02", None, None, None],
+        }
+    )
+    assert pid[:3] == minicity.person_ids(3)  # the rows other sources name stay as they were
+    data = minicity.write(tmp_path / "data", {"persons": persons})
+    result: IngestResult = _ingest(data, engine, tmp_path / "store")
+    assert result.sources["persons"].by_rule == {"pattern_mismatch": 3}
+    assert result.sources["persons"].accepted == 3
+    assert _quarantined(engine, "persons") == [
+        (4, "region_code", "pattern_mismatch", "990101"),
+        (5, "region_code", "pattern_mismatch", "3301"),
+        (6, "region_code", "pattern_mismatch", "33010X"),
+    ]
+
+
 def test_a_required_column_with_no_readable_value_still_stops_the_ingest(
     tmp_path: Path, engine: Engine
 ) -> None:

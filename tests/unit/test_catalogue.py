@@ -571,8 +571,8 @@ SOURCE_MISTAKES = {
         "did you mean 'birth_on'?",
     ),
     "in_list unknown": (
-        "        in_list: regions\n        description: 6-digit administrative division of the registered",
-        "        in_list: region\n        description: 6-digit administrative division of the registered",
+        "        in_list: regions\n        description: 6-digit GB/T 2260 division of the registered",
+        "        in_list: region\n        description: 6-digit GB/T 2260 division of the registered",
         "E012", "in_list: region\n", "enterprises.region_code: unknown list 'region'",
         "did you mean 'regions'?",
     ),

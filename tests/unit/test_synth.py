@@ -25,7 +25,7 @@ from common.identifiers import (
     resident_id_valid_expr,
     uscc_valid_expr,
 )
-from disburse.synth import GENERATED_SOURCES, SynthError, generate
+from disburse.synth import GENERATED_SOURCES, SynthError, generate, generator_fingerprint
 from disburse.synth.errors import injectable
 from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.validate import quarantine_rules
@@ -284,15 +284,22 @@ def test_keys_are_unique(clean: dict[str, Any], catalogue: Catalogue, source: st
 def test_identity_numbers_carry_birth_date_sex_and_region(
     clean: dict[str, Any], catalogue: Catalogue
 ) -> None:
+    """A number issued in the city carries one of its districts (where the person was born
+    or first registered); one of a resident registered elsewhere, their home division."""
     persons: pl.DataFrame = clean["frames"]["persons"]
     regions = list(catalogue.lists["regions"].values)
     digits = pl.col("person_id")
+    local = pl.col("region_code").is_in(regions)
     checks = persons.select(
         (digits.str.slice(6, 8) == pl.col("birth_on").str.replace_all("-", "")).all().alias("b"),
         ((digits.str.slice(16, 1).cast(pl.Int32) % 2 == 1) == (pl.col("sex") == "M"))
         .all()
         .alias("sex"),
-        digits.str.slice(0, 6).is_in(regions).all().alias("region"),
+        pl.when(local)
+        .then(digits.str.slice(0, 6).is_in(regions))
+        .otherwise(digits.str.slice(0, 6) == pl.col("region_code"))
+        .all()
+        .alias("region"),
     )
     assert checks.row(0) == (True, True, True)
 
@@ -365,6 +372,90 @@ def test_young_children_have_a_parent_or_guardian(clean: dict[str, Any]) -> None
     years = (gap["born"] - gap["parent_born"]).dt.total_days() / 365.25
     assert years.min() >= 18  # type: ignore[operator]
     assert years.max() <= 55  # type: ignore[operator]
+
+
+def test_a_third_of_working_age_residents_are_registered_elsewhere(
+    clean: dict[str, Any], catalogue: Catalogue
+) -> None:
+    """Residents registered outside the city (migrants, 外来人口): about a third of those of
+    working age and a few of the old, from other cities of the province as well as from
+    other provinces (so that a policy's city and provincial readings differ); a child
+    shares the registration of the parents or guardian."""
+    frames = clean["frames"]
+    persons = frames["persons"].with_columns(age=_age(frames["persons"]))
+    regions = list(catalogue.lists["regions"].values)
+    elsewhere = ~pl.col("region_code").is_in(regions)
+    working = persons.filter((pl.col("age") >= 18) & (pl.col("age") < 60))
+    assert 0.25 < working.select(elsewhere.mean()).item() < 0.35
+    old = persons.filter(pl.col("age") >= 80).select(elsewhere.sum(), pl.len()).row(0)
+    assert 0 < old[0] < 0.1 * old[1]
+    outside = persons.filter(elsewhere)["region_code"]
+    assert not outside.str.starts_with("3301").any()
+    in_province = outside.str.starts_with("33").mean()
+    assert 0.2 < in_province < 0.4  # type: ignore[operator]
+    assert outside.str.slice(0, 2).n_unique() >= 10
+    carers = frames["relations"].filter(pl.col("relation").is_in(["parent", "guardian"]))
+    region = persons.select("person_id", "region_code")
+    pairs = carers.join(region, on="person_id").join(
+        region.rename({"person_id": "related_person_id", "region_code": "carer_region"}),
+        on="related_person_id",
+    )
+    assert pairs.height > 0
+    assert (pairs["region_code"] == pairs["carer_region"]).all()
+    assert pairs.filter(~pl.col("region_code").is_in(regions)).height > 0
+    # The city's household registers hold only those registered here.
+    members = frames["household_members"]["person_id"].implode()
+    assert persons.filter(pl.col("person_id").is_in(members)).select(~elsewhere.any()).item()
+
+
+def test_the_same_seed_registers_the_same_people_elsewhere(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    def registrations(seed: int, folder: str) -> pl.DataFrame:
+        generate(tmp_path / folder, enterprises=50, persons=3_000, seed=seed, catalogue=catalogue)
+        persons = pl.read_parquet(tmp_path / folder / "persons.parquet")
+        return persons.select("person_id", "region_code")
+
+    first, again, other = registrations(3, "a"), registrations(3, "b"), registrations(4, "c")
+    assert first.equals(again)
+    assert not first.equals(other)
+    assert first.filter(~pl.col("region_code").str.starts_with("3301")).height > 0
+
+
+def test_the_generator_fingerprint_follows_its_catalogue(catalogue: Catalogue) -> None:
+    """Cached cities (disburse bench, the benchmarks) key on it: another catalogue or
+    another generator is another city."""
+    data = catalogue.model_dump(by_alias=True, exclude_none=True)
+    data["sources"]["persons"]["columns"]["region_code"]["in_list"] = "regions"
+    other = Catalogue.model_validate(data)
+    assert generator_fingerprint(catalogue) == generator_fingerprint(load_source_catalogue())
+    assert generator_fingerprint(catalogue) != generator_fingerprint(other)
+
+
+def test_persons_held_to_the_city_list_are_all_registered_here(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    """A catalogue whose persons.region_code must be one of the city's divisions gets no
+    one registered elsewhere: the generator draws only codes the column accepts."""
+    data = catalogue.model_dump(by_alias=True, exclude_none=True)
+    column = data["sources"]["persons"]["columns"]["region_code"]
+    del column["pattern"]
+    column["in_list"] = "regions"
+    local = Catalogue.model_validate(data)
+    generate(tmp_path, enterprises=50, persons=3_000, seed=1, catalogue=local)
+    persons = pl.read_parquet(tmp_path / "persons.parquet")
+    assert persons["region_code"].is_in(list(catalogue.lists["regions"].values)).all()
+
+
+def test_the_city_s_divisions_are_required(tmp_path: Path, catalogue: Catalogue) -> None:
+    data = catalogue.model_dump(by_alias=True, exclude_none=True)
+    del data["sources"]["enterprises"]["columns"]["region_code"]["in_list"]
+    data["sources"]["households"]["columns"]["region_code"]["in_list"] = "districts"
+    data["lists"] = {"districts": data["lists"]["regions"]}
+    with pytest.raises(SynthError, match=r"needs the city's divisions.*in_list: regions"):
+        generate(
+            tmp_path, enterprises=10, persons=10, seed=1, catalogue=Catalogue.model_validate(data)
+        )
 
 
 def test_new_graduates_are_hired_and_insured(clean: dict[str, Any]) -> None:
@@ -474,6 +565,14 @@ def test_every_quarantine_rule_is_injected(dirty: dict[str, Any], catalogue: Cat
     assert dirty["manifest"]["rules"] == dict(sorted(Counter(i["rule"] for i in injected).items()))
     assert set(dirty["manifest"]["rules"]) == rules
     assert len({i["source"] for i in injected}) >= 6
+    # A person's household may be registered anywhere: a bad code breaks the pattern of a
+    # division; an enterprise's must be one of the city's.
+    by_column = {(i["source"], i["column"]) for i in injected}
+    assert ("persons", "region_code") in {
+        (i["source"], i["column"]) for i in injected if i["rule"] == "pattern_mismatch"
+    }
+    assert ("enterprises", "region_code") in by_column
+    assert {i["source"] for i in injected if i["rule"] == "unknown_region"} == {"enterprises"}
     for entry in injected:
         assert set(entry) == {"source", "row", "rule", "column"} | (
             {"duplicate_of"} if entry["rule"] == "duplicate_key" else set()
