@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from disburse import __version__
-from disburse.errors import USER_ERRORS, render
+from disburse.errors import exit_code, render, user_error
 from disburse.options import (
     BESIDE_POLICIES,
     as_of_option,
@@ -31,15 +31,23 @@ from jobs.settings import Settings
 
 
 class _Group(click.Group):
-    """A group that turns user errors into a clean message and exit status 1."""
+    """A group that turns user errors, and faults from outside (a login the database
+    refuses, a lost connection, a full disk), into a clean message and a non-zero exit
+    status (1, or an interrupted run's 130 / 143); --debug shows the traceback instead."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as exc:
-            if ctx.find_root().params.get("debug"):
+        except Exception as exc:
+            error = user_error(exc)
+            if error is None or ctx.find_root().params.get("debug"):
                 raise
-            raise click.ClickException(render(exc)) from None
+            shown = click.ClickException(render(error))
+            code = exit_code(error)
+            if code == shown.exit_code:
+                raise shown from None
+            shown.show()  # then its own status: an interrupted run's 130 or 143
+            ctx.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -22,10 +22,20 @@ and is simply redone (or abandoned as failed if its inputs changed meanwhile); a
 run that was evaluated is always posted from its recorded allocation, never
 re-decided, so the ledger ends exactly as if nothing had happened.
 
-One run at a time per database (`ledgers.locks.RUN_LOCK`): a PostgreSQL session
-advisory lock, or an exclusive lock on a file beside the SQLite database; both
-vanish with the process, so a killed run never leaves a stale lock.  A second
-run exits with a message naming the running one, or waits for it with `wait=True`.
+One run at a time per database (`ledgers.locks.RUN_LOCK`): on PostgreSQL a lock on
+the runs table that only a role that may write runs can take (an auditor's login
+cannot block the night with it), or an exclusive lock on a file beside the SQLite
+database (its real path); both vanish with the process, so a killed run never leaves
+a stale lock.  A second run exits with a message naming the running one and its
+session, or waits for it with `wait=True`.
+
+Faults from outside (a full disk, a database that refuses the login or is lost,
+SQLite locked past its busy timeout) raise RunFault, and SIGTERM or SIGINT
+RunInterrupted (exit 143 / 130): each says where the run stopped and what to do,
+and leaves the run open, so the same command again finishes it with the ledger of
+an uninterrupted run.  Only bad input ends a run failed (it had posted nothing).
+Run ids are deterministic (`ledgers.runs.start_run`): a run killed inside the
+transaction that records it leaves no gap.
 
 Nothing is computed twice when nothing changed: if the source files (by
 sha256) and the catalogue are those of an earlier run, its staged files are
@@ -42,19 +52,19 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from eligibility import CheckedPolicy, PolicySet
 from jobs.allocate import Allocation, Terms, allocate
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
-from jobs.faults import checkpoint
+from jobs.faults import Fault, Stopped, checkpoint, outside_fault, stop_on_signals
 from jobs.ingest import (
     STAGED_COMPRESSION,
     ingest,
@@ -73,7 +83,7 @@ from ledgers.checkpoints import write_checkpoint
 from ledgers.db import open_engine
 from ledgers.holdings import Holdings, holdings
 from ledgers.keys import key_file, posting_key
-from ledgers.locks import RUN_LOCK, LockBusy, hold
+from ledgers.locks import RUN_LOCK, LockBusy, hold, session_alive
 from ledgers.post import post_entitlements
 from ledgers.runs import NIGHTLY, HashedFile, PolicyFile, RunArchive, RunRecord, RunState
 
@@ -100,8 +110,20 @@ class RunRequest:
 # --- the run lock --------------------------------------------------------------------
 
 
+class RunLock:
+    """The run lock, held: `check()` raises a fault if its connection (and with it the
+    lock) was lost, before a step only the lock's holder may take."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def check(self) -> None:
+        """Raise a DatabaseFault if the lock was lost with its connection."""
+        session_alive(self.conn, RUN_LOCK)
+
+
 @contextmanager
-def run_lock(engine: Engine, *, wait: bool, progress: Progress) -> Iterator[None]:
+def run_lock(engine: Engine, *, wait: bool, progress: Progress) -> Iterator[RunLock]:
     """Hold the database's run lock for the block, or raise JobError if another run holds it."""
 
     def holder() -> str:
@@ -120,11 +142,12 @@ def run_lock(engine: Engine, *, wait: bool, progress: Progress) -> Iterator[None
                 )
             )
         except LockBusy as busy:
+            extra = f"; its session: {busy.session}" if busy.session else ""
             raise JobError(
-                f"another nightly run holds this database: {busy.holder}",
+                f"another nightly run holds this database: {busy.holder}{extra}",
                 fix="wait for it to finish (or give --wait to queue behind it); never run two at once",
             ) from None
-        yield
+        yield RunLock(conn)
 
 
 # --- small helpers -------------------------------------------------------------------
@@ -137,10 +160,15 @@ def _hashed_parquet(frame: pl.DataFrame | pl.LazyFrame, folder: Path, stem: str)
     for larger files (docs/benchmarks.md)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{stem}-{os.getpid()}.parquet"
-    if isinstance(frame, pl.LazyFrame):
-        frame.sink_parquet(tmp, compression=STAGED_COMPRESSION, engine="streaming")
-    else:
-        frame.write_parquet(tmp, compression=STAGED_COMPRESSION)
+    try:
+        if isinstance(frame, pl.LazyFrame):
+            frame.sink_parquet(tmp, compression=STAGED_COMPRESSION, engine="streaming")
+        else:
+            frame.write_parquet(tmp, compression=STAGED_COMPRESSION)
+    except BaseException:
+        # A full disk leaves a partial file: give its space back before reporting.
+        tmp.unlink(missing_ok=True)
+        raise
     digest = sha256_file(tmp)
     final = folder / f"{stem}-{digest[:16]}.parquet"
     os.replace(tmp, final)
@@ -175,6 +203,45 @@ def _policy_hashes(policies: list[CheckedPolicy]) -> dict[str, str]:
 # --- the run -------------------------------------------------------------------------
 
 
+# What a run was doing in each phase, for the message that says where a fault stopped it.
+DOING = {
+    "prepare": "getting ready (the run lock, the open runs, the source files' hashes)",
+    "start": "recording the run",
+    "ingest": "validating and staging the sources",
+    "evaluate": "writing the decision files",
+    "allocate": "writing the allocation",
+    "post": "posting to the ledger",
+    "summary": "summarising",
+}
+
+
+class RunFault(JobError):
+    """A fault from outside (a full disk, a lost database) stopped the run; it stays open
+    and the same command again finishes it."""
+
+    def __init__(self, message: str, *, fix: str, fault: Fault) -> None:
+        self.fault = fault
+        super().__init__(message, fix=fix)
+
+
+class RunInterrupted(JobError):
+    """SIGTERM or SIGINT stopped the run; it stays open and the same command again finishes
+    it.  `exit_code`: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+def interrupted_before_start(stop: Stopped) -> RunInterrupted:
+    """The message for a signal that came before any run was recorded."""
+    return RunInterrupted(
+        f"interrupted by {stop.name} before the run started (nothing was written); "
+        "run the same command again",
+        exit_code=stop.exit_code,
+    )
+
+
 class NightlyRun:
     """One invocation of `disburse run`: finishes what was interrupted, then runs the night."""
 
@@ -195,10 +262,30 @@ class NightlyRun:
         self.timings: dict[str, PhaseTiming] = {}
         self.files: dict[str, tuple[Path, str]] = {}
         self.known: Holdings | None = None  # what allocation read of the ledger, for post
+        self.lock: RunLock | None = None
+        # Where the run is, for the message if a fault or a signal stops it.
+        self.run_id: int | None = None
+        self.phase = "prepare"
 
     def execute(self) -> RunOutcome:
         """Finish or abandon the interrupted runs, then run the night (or reuse the run just
-        finished, if it was this very command)."""
+        finished, if it was this very command).
+
+        A fault from outside (`jobs.faults.outside_fault`) raises RunFault, SIGTERM or
+        SIGINT (under `stop_on_signals`) RunInterrupted: both say where the run
+        stopped, and leave it open for the same command to finish."""
+        try:
+            return self._execute()
+        except Stopped as stop:
+            raise self._interrupted(stop) from None
+        except Exception as exc:
+            url = self.engine.url.render_as_string(hide_password=False)
+            fault = outside_fault(exc, url=url, folder=self.request.store, writing=True)
+            if fault is None or isinstance(exc, RunFault):
+                raise
+            raise self._stopped_by(fault) from exc
+
+    def _execute(self) -> RunOutcome:
         req = self.request
         if not self.policies:
             raise JobError(
@@ -206,7 +293,7 @@ class NightlyRun:
                 fix="check the valid: dates of the policy files, or the --as-of date",
             )
         self.files = locate_sources(req.data_dir, self.catalogue)
-        with run_lock(self.engine, wait=req.wait, progress=self.progress):
+        with run_lock(self.engine, wait=req.wait, progress=self.progress) as self.lock:
             self.progress.log(f"hashing {len(self.files)} source files")
             digests = sha256_files(self.files)
             tonight = Tonight(
@@ -222,32 +309,85 @@ class NightlyRun:
                     self.progress.log(
                         f"run {run_id} was interrupted after it was decided: finishing it"
                     )
+                    self.run_id = run_id
                     self._finish(run_id)
                 elif step is Step.ABANDON:
                     runs.fail(self.engine, run_id, ABANDONED)
             current = plan.current
             if current is None:
+                self.run_id, self.phase = None, "start"
                 current = self._start()
             else:
                 self.progress.log(f"resuming run {current} from where it stopped")
+            self.run_id = current
             self._advance(current, digests)
             outcome = self._outcome(current)
+        self.lock = None
         outcome.resumed = plan.resumed
         outcome.abandoned = plan.abandoned
         return outcome
 
+    # -- where the run stopped
+
+    def _posted(self) -> str:
+        """What the ledger holds of the run, from the phase it stopped in."""
+        if self.phase == "post":
+            return (
+                "the chunks it committed stay in the ledger, the rest follows when it is finished"
+            )
+        if self.phase == "summary":
+            return "everything was posted, only the summary is left"
+        return "nothing was posted"
+
+    def _stopped_by(self, fault: Fault) -> RunFault:
+        doing = DOING.get(self.phase, self.phase)
+        if self.run_id is None:
+            return RunFault(
+                f"the nightly run stopped while {doing}: {fault.what}; nothing was written",
+                fix=f"{fault.remedy}, then run the same command again",
+                fault=fault,
+            )
+        return RunFault(
+            f"run {self.run_id} stopped while {doing}: {fault.what}; {self._posted()}",
+            fix=f"{fault.remedy}, then run the same command again: it finishes run {self.run_id}",
+            fault=fault,
+        )
+
+    def _interrupted(self, stop: Stopped) -> RunInterrupted:
+        if self.run_id is None:
+            return interrupted_before_start(stop)
+        return RunInterrupted(
+            f"interrupted by {stop.name}: run {self.run_id} stopped in phase {self.phase} "
+            f"({self._posted()}); run the same command again to finish it",
+            exit_code=stop.exit_code,
+        )
+
+    def _enter(self, phase: str) -> None:
+        """The run goes into `phase`: checked to still hold the run lock."""
+        self.phase = phase
+        if self.lock is not None:
+            self.lock.check()
+
+    # -- the phases
+
     def _start(self) -> int:
         req = self.request
-        run_id = runs.start_run(
-            self.engine,
-            kind=KIND,
-            as_of=req.as_of,
-            data_dir=req.data_dir.resolve(),
-            store_dir=req.store.resolve(),
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            policies=[PolicyFile(p.id, str(p.file), p.sha256) for p in self.policies],
-        )
+        # In a transaction of its own, with a crash point before it commits: a run killed
+        # there was never recorded, and its run id is the next run's (`runs.start_run`).
+        with self.engine.connect() as bare:
+            conn = bare.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                run_id = runs.start_run(
+                    conn,
+                    kind=KIND,
+                    as_of=req.as_of,
+                    data_dir=req.data_dir.resolve(),
+                    store_dir=req.store.resolve(),
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    policies=[PolicyFile(p.id, str(p.file), p.sha256) for p in self.policies],
+                )
+                checkpoint("run:starting")
         self.progress.log(f"run {run_id} started: as of {req.as_of}, {len(self.policies)} policies")
         checkpoint("run:started")
         return run_id
@@ -258,27 +398,38 @@ class NightlyRun:
         state = runs.state_of(self.engine, run_id)
         try:
             if state is RunState.STARTED:
+                self._enter("ingest")
                 self._ingest(run_id, digests)
                 state = RunState.INGESTED
             if state is RunState.INGESTED:
+                self._enter("evaluate")
                 self._evaluate(run_id)
                 state = RunState.EVALUATED
         except Exception as exc:
-            # Nothing was posted: the run ends failed, with the reason; the next run starts afresh.
+            if outside_fault(exc, folder=self.request.store) is not None:
+                raise  # a full disk, a lost database: the run stays open, to be finished
+            # Bad input: nothing was posted; the run ends failed, with the reason, and the
+            # next run starts afresh.  If even that cannot be written, the first error is
+            # the one to report.
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             doing = "ingesting" if state is RunState.STARTED else "evaluating"
-            runs.fail(self.engine, run_id, f"failed while {doing}, nothing posted: {first}")
+            with suppress(Exception):
+                runs.fail(self.engine, run_id, f"failed while {doing}, nothing posted: {first}")
             raise
         if state is RunState.EVALUATED:
+            self._enter("post")
             self._post(run_id)
             state = RunState.POSTED
         if state is RunState.POSTED:
+            self._enter("summary")
             self._summarise(run_id)
 
     def _finish(self, run_id: int) -> None:
         """Post (if not yet) and summarise a decided run from its record."""
         if runs.state_of(self.engine, run_id) is RunState.EVALUATED:
+            self._enter("post")
             self._post(run_id)
+        self._enter("summary")
         self._summarise(run_id)
 
     # -- ingest
@@ -324,11 +475,15 @@ class NightlyRun:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        for f in src.glob("*.parquet"):
-            try:
-                os.link(f, tmp / f.name)
-            except OSError:  # another file system: copy
-                shutil.copy2(f, tmp / f.name)
+        try:
+            for f in src.glob("*.parquet"):
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:  # another file system: copy
+                    shutil.copy2(f, tmp / f.name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk: give back what was copied
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -413,6 +568,7 @@ class NightlyRun:
             evaluated = evaluated_counts(_wide_files(archive), self.policies)
             timing.rows = sum(evaluated.values())
         checkpoint("run:decisions-written")
+        self.phase = "allocate"
         with timed(self.progress, "allocate", self.timings) as timing:
             self.progress.phase("allocate").status("stacking groups and budgets against the ledger")
             allocation = self._allocate(claims.path, archive, evaluated)
@@ -602,10 +758,27 @@ def run_nightly(
         wait=wait,
         chunk_size=chunk_size,
     )
-    with open_engine(settings.db_url, init=True) as engine:
-        return run_nightly_on(
-            engine, request, catalogue=loaded.sources, pset=loaded.policies, progress=progress
-        )
+    with stop_on_signals():
+        try:
+            with open_engine(settings.db_url, init=True) as engine:
+                return run_nightly_on(
+                    engine,
+                    request,
+                    catalogue=loaded.sources,
+                    pset=loaded.policies,
+                    progress=progress,
+                )
+        except Stopped as stop:  # while the database was opened or its schema upgraded
+            raise interrupted_before_start(stop) from None
 
 
-__all__ = ["RunOutcome", "RunRequest", "run_lock", "run_nightly", "run_nightly_on"]
+__all__ = [
+    "RunFault",
+    "RunInterrupted",
+    "RunLock",
+    "RunOutcome",
+    "RunRequest",
+    "run_lock",
+    "run_nightly",
+    "run_nightly_on",
+]

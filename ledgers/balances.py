@@ -99,7 +99,7 @@ def balances(engine: Engine, *, kind: str | None = None, unmask: bool = False) -
         raise LedgerError(
             f"unknown account kind {kind!r}\n  fix: use one of {', '.join(accounts.ACCOUNT_KINDS)}"
         )
-    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX, engine), engine.connect() as conn:
         require_ledger(conn)
         frame = account_balances(conn, kind)
     frame = frame.select(

@@ -6,12 +6,17 @@ package (`ledgers/migrations/`), run from `init_schema`: no alembic.ini needed.
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from sqlalchemy import Connection, Engine, Table, create_engine, event, insert, inspect, text
@@ -26,14 +31,213 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # ledger existed: such a database is stamped with it, then upgraded.
 BASELINE_REVISION = "0001"
 DEFAULT_ROLE_PREFIX = "disburse"
+# pg_stat_activity.application_name of every session disburse opens: who holds a lock.
+APPLICATION = "disburse"
 # pg_advisory_lock keys (any 64-bit number unique to disburse; "DSBRS" in ASCII, then a slot).
 SCHEMA_LOCK_KEY = 0x4453425253_01
 LEDGER_LOCK_KEY = 0x4453425253_02
 RUN_LOCK_KEY = 0x4453425253_03
+# PostgreSQL: how long a migration waits for a table's lock.  A nightly run holds its
+# lock on `runs` for hours (`ledgers.locks.RUN_LOCK`): a migration of `runs` queued
+# behind it would queue the run's own statements behind itself, a deadlock PostgreSQL
+# cannot see; the timeout breaks it, and the upgrade is refused with a message.
+MIGRATION_LOCK_TIMEOUT_S = 60
+# SQLite: how long a writer waits for another's lock before it gives up.
+BUSY_ENV = "DISBURSE_SQLITE_BUSY_SECONDS"
+DEFAULT_BUSY_SECONDS = 30.0
 
 
 class LedgerError(DisburseError):
     """A problem with the database a person can act on (unreachable, wrong URL)."""
+
+
+class DatabaseFault(LedgerError):
+    """The database refused or failed for a reason outside the engine: a login without the
+    privilege, a full disk, a read-only database, a lock held too long, a lost connection.
+
+    `what` says what happened, `remedy` what to do before running the same command
+    again (nothing half-written stays: every write is a transaction); `kind` names
+    the fault for code (`FAULT_KINDS`)."""
+
+    def __init__(self, kind: str, what: str, remedy: str) -> None:
+        self.kind = kind
+        self.what = what
+        self.remedy = remedy
+        super().__init__(what, fix=f"{remedy}, then run the same command again")
+
+
+FAULT_KINDS = ("permission", "disk-full", "read-only", "locked", "lost", "io", "damaged")
+# PostgreSQL SQLSTATE classes and codes, from Appendix A of its manual.
+_PG_LOST_CLASSES = ("08", "57")  # connection exception; operator intervention (57P01 ...)
+_PG_DISK_FULL = ("53100", "53400")  # disk_full, configuration_limit_exceeded (temp_file_limit)
+_PG_PERMISSION = "42501"
+_PG_READ_ONLY = "25006"
+_PG_CANCELED = "57014"  # query_canceled: statement_timeout, or pg_cancel_backend
+_PG_LOCK_TIMEOUT = "55P03"  # lock_not_available: lock_timeout ran out
+# The first word of a statement that writes: a login refused it cannot write the ledger.
+_WRITES = ("INSERT", "UPDATE", "DELETE", "COPY", "CREATE", "ALTER", "DROP", "LOCK", "GRANT")
+_LAST_URL: list[str] = []  # the URL of the engine made last in this process
+
+
+def database_fault(
+    exc: BaseException, url: str | None = None, *, writing: bool = False
+) -> DatabaseFault | None:
+    """`exc` (a SQLAlchemy, psycopg or sqlite3 error, or one caused by such) as the fault a
+    person reads, naming the database `url` (default: the engine made last); None if it
+    is no fault from outside (a constraint, a bug).  `writing`: the caller was writing
+    (a refused login then "cannot write the ledger", whatever statement it failed on)."""
+    if isinstance(exc, DatabaseFault):
+        return exc
+    url = url or (_LAST_URL[-1] if _LAST_URL else None)
+    for cause in _causes(exc):
+        if isinstance(cause, sqlite3.Error):
+            return _sqlite_fault(cause, url)
+        if type(cause).__module__.startswith("psycopg"):
+            return _pg_fault(cause, url, getattr(exc, "statement", None), writing)
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, the DBAPI error it wraps, and what caused them, outermost first."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pg_fault(
+    exc: BaseException, url: str | None, statement: str | None, writing: bool
+) -> DatabaseFault | None:
+    import psycopg
+
+    if not isinstance(exc, psycopg.Error):
+        return None
+    where = display_url(url) if url else "the PostgreSQL database"
+    state = exc.sqlstate or ""
+    reason = _first_line(exc)
+    if state == _PG_PERMISSION:
+        login = _login(url)
+        denied = reason.removeprefix("permission denied for ")
+        verb = (statement or "").lstrip().split(" ", 1)[0].upper()
+        if writing or verb in _WRITES:
+            what = f"this login ({login}) cannot write the ledger on {where} ({reason})"
+        elif verb in ("SELECT", "WITH"):
+            what = f"this login ({login}) may not read {denied} on {where} (permission denied)"
+        else:
+            what = f"this login ({login}) may not use {denied} on {where} (permission denied)"
+        return DatabaseFault(
+            "permission",
+            what,
+            "run it as the batch role (an auditor's login reads the audit_* views with SQL "
+            "instead), or have the database owner grant this login the batch role",
+        )
+    if state in _PG_DISK_FULL:
+        return DatabaseFault(
+            "disk-full",
+            f"the database server ran out of disk space ({where}: {reason})",
+            "free space on the database server",
+        )
+    if state == _PG_READ_ONLY:
+        return DatabaseFault(
+            "read-only",
+            f"{where} is read-only ({reason}): a standby, or default_transaction_read_only is on",
+            "point --db at the primary server, or make the database writable",
+        )
+    if state == _PG_CANCELED:
+        return DatabaseFault(
+            "lost",
+            f"a statement on {where} was cancelled ({reason})",
+            "raise statement_timeout for this login, or find who cancels it",
+        )
+    lost = state.startswith(_PG_LOST_CLASSES) or (
+        isinstance(exc, psycopg.OperationalError) and not state
+    )
+    if lost:
+        return DatabaseFault(
+            "lost",
+            f"the connection to {where} was lost ({reason})",
+            "check that the PostgreSQL server is up and reachable",
+        )
+    return None
+
+
+def _sqlite_fault(exc: sqlite3.Error, url: str | None) -> DatabaseFault | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    path = None
+    if url and url.startswith("sqlite"):
+        parsed = make_url(url)
+        path = sqlite_file(parsed.database, uri=bool(parsed.query.get("uri")))
+    file = f"the SQLite file {path}" if path else "the SQLite file"
+    folder = str(path.parent) if path else "its folder"
+    reason = _first_line(exc)
+    primary = code & 0xFF  # extended codes keep the primary code in their low byte
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        who = f"fuser {path}" if path else "fuser"
+        return DatabaseFault(
+            "locked",
+            f"{file} stayed locked by another process for more than "
+            f"{sqlite_busy_seconds():g} s ({reason})",
+            f"find the process that holds it (`{who}`) and let it finish or stop it",
+        )
+    if primary == sqlite3.SQLITE_FULL:
+        return DatabaseFault(
+            "disk-full",
+            f"the disk holding {file} is full ({reason})",
+            f"free space under {folder}",
+        )
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return DatabaseFault(
+            "read-only",
+            f"{file} cannot be written ({reason}): a read-only file, folder or file system",
+            f"make {path or 'the file'} and {folder} writable for this user",
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return DatabaseFault(
+            "io",
+            f"reading or writing {file} failed ({reason})",
+            f"check the disk under {folder} (free space, `dmesg` for errors)",
+        )
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return DatabaseFault(
+            "damaged",
+            f"{file} is damaged or is not a SQLite database ({reason})",
+            "restore it from its backup",
+        )
+    return None
+
+
+def sqlite_file(database: str | None, *, uri: bool = False) -> Path | None:
+    """The file a SQLite URL's database names (a `file:` URI's path too), or None if it is
+    in memory."""
+    if not database or database == ":memory:":
+        return None
+    if uri or database.startswith("file:"):
+        path = urlsplit(database).path
+        return Path(unquote(path)) if path and path != ":memory:" else None
+    return Path(database)
+
+
+def _login(url: str | None) -> str:
+    """The PostgreSQL login of `url`: its user, else libpq's default ($PGUSER, the OS user)."""
+    user = None
+    if url:
+        try:
+            user = make_url(url).username
+        except ArgumentError:
+            user = None
+    return repr(user or os.environ.get("PGUSER") or getpass.getuser())
 
 
 def normalise_url(url: str) -> str:
@@ -53,10 +257,15 @@ def display_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`, checked to connect; SQLite gets WAL and enforced foreign keys."""
+    """An engine for `url`, checked to connect; SQLite gets WAL and enforced foreign keys,
+    PostgreSQL sessions are named `disburse` (pg_stat_activity.application_name) unless
+    the URL names them."""
     url = normalise_url(url)
     try:
-        engine = create_engine(url)
+        args = make_url(url)
+        named = args.drivername.startswith("postgresql") and "application_name" in args.query
+        pg = args.drivername.startswith("postgresql") and not named
+        engine = create_engine(url, connect_args={"application_name": APPLICATION} if pg else {})
     except (ArgumentError, ImportError) as exc:
         raise LedgerError(
             f"cannot use database URL {display_url(url)!r}: {exc}\n"
@@ -70,7 +279,10 @@ def make_engine(url: str) -> Engine:
             conn.execute(text("select 1"))
     except OperationalError as exc:
         engine.dispose()
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        fault = database_fault(exc, url)
+        if fault is not None and fault.kind not in ("lost", "read-only"):
+            raise fault from None
+        reason = _first_line(exc.orig) if exc.orig else str(exc)
         fix = "check that the database server is running and the URL is right"
         if engine.dialect.name == "sqlite":
             folder = Path(engine.url.database or ".").parent
@@ -80,6 +292,7 @@ def make_engine(url: str) -> Engine:
                 else "check that the file is a SQLite database you may write to"
             )
         raise LedgerError(f"cannot open {display_url(url)}: {reason}\n  fix: {fix}") from None
+    _LAST_URL[:] = [url]
     return engine
 
 
@@ -95,15 +308,39 @@ def open_engine(url: str, *, init: bool = False) -> Iterator[Engine]:
         engine.dispose()
 
 
+def sqlite_busy_seconds() -> float:
+    """How long a SQLite writer waits for another's lock before giving up:
+    $DISBURSE_SQLITE_BUSY_SECONDS, default 30."""
+    raw = os.environ.get(BUSY_ENV, "")
+    try:
+        seconds = float(raw) if raw else DEFAULT_BUSY_SECONDS
+    except ValueError:
+        seconds = DEFAULT_BUSY_SECONDS
+    return seconds if seconds >= 0 else DEFAULT_BUSY_SECONDS
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, say when a transaction begins: DDL
     # then runs inside transactions too (a migration is all or nothing), and the
     # ledger can ask for BEGIN IMMEDIATE (see `_sqlite_begin`).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    # The busy timeout first: switching a fresh file to WAL takes a lock that a
+    # second process opening it at the same moment must wait for, not fail on.
+    busy = sqlite_busy_seconds()
+    cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+    # Two processes switching a fresh file to WAL at once: the loser is told "locked"
+    # at once (no busy handler runs for it), so it tries again until the timeout.
+    deadline = time.monotonic() + busy
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
 
 
@@ -128,23 +365,51 @@ def init_schema(engine: Engine, revision: str = "head") -> None:
 
     `revision` stops at an older one (for tests of the upgrade path).
     """
+    # Two processes initialising one database at once: the second waits for the
+    # first, then finds the schema made.  SQLite: BEGIN IMMEDIATE takes the write
+    # lock before the schema is read (a deferred transaction that read first
+    # would fail at its first write, at once, whatever the busy timeout).
+    try:
+        with engine.connect() as bare:
+            conn = bare.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    from ledgers.locks import SCHEMA_LOCK, hold_for_transaction
+
+                    hold_for_transaction(conn, SCHEMA_LOCK)
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT_S}s'")
+                _migrate(conn, revision)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_TIMEOUT:
+            raise LedgerError(
+                f"the schema could not be upgraded: a table it changes stayed locked for "
+                f"{MIGRATION_LOCK_TIMEOUT_S} s by another session (a nightly run in progress?)",
+                fix="run the command again once the nightly run has finished; nothing was changed",
+            ) from None
+        # Every command that upgrades the schema goes on to write: a login refused here
+        # (an auditor's) cannot write the ledger, whichever table it was refused first.
+        url = engine.url.render_as_string(hide_password=False)
+        fault = database_fault(exc, url, writing=True)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
+def _migrate(conn: Connection, revision: str) -> None:
+    """Stamp a pre-migration database with the baseline, then upgrade it to `revision`."""
     from alembic import command
 
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Two processes initialising one database at once: the second waits.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
-        cfg = _alembic_config(conn)
-        tables = set(inspect(conn).get_table_names())
-        if "runs" in tables and "alembic_version" not in tables:
-            if "transfers" in tables:
-                raise LedgerError(
-                    "the database has ledger tables but no record of its migrations\n"
-                    "  fix: restore the alembic_version table from a backup, or start a new database"
-                )
-            # Made by create_all before migrations existed: it is the baseline.
-            command.stamp(cfg, BASELINE_REVISION)
-        command.upgrade(cfg, revision)
+    cfg = _alembic_config(conn)
+    tables = set(inspect(conn).get_table_names())
+    if "runs" in tables and "alembic_version" not in tables:
+        if "transfers" in tables:
+            raise LedgerError(
+                "the database has ledger tables but no record of its migrations\n"
+                "  fix: restore the alembic_version table from a backup, or start a new database"
+            )
+        # Made by create_all before migrations existed: it is the baseline.
+        command.stamp(cfg, BASELINE_REVISION)
+    command.upgrade(cfg, revision)
 
 
 def schema_revision(engine: Engine) -> str | None:
@@ -270,9 +535,9 @@ INSUFFICIENT_PRIVILEGE = "42501"
 
 
 @contextmanager
-def privileged(what: str, fix: str) -> Iterator[None]:
+def privileged(what: str, fix: str, engine: Engine | None = None) -> Iterator[None]:
     """Turn PostgreSQL's refusal of a statement for lack of privilege into a LedgerError
-    saying what this login may not do (`what`) and which role may (`fix`)."""
+    saying what this login (`engine`'s) may not do (`what`) and which role may (`fix`)."""
     try:
         yield
     except (DBAPIError, psycopg.Error) as exc:
@@ -281,7 +546,8 @@ def privileged(what: str, fix: str) -> Iterator[None]:
         if getattr(orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
             raise
         reason = str(orig).strip().splitlines()[0]
-        raise LedgerError(f"this login may not {what}: {reason}", fix=fix) from None
+        login = f" ({_login(str(engine.url))})" if engine is not None else ""
+        raise LedgerError(f"this login{login} may not {what}: {reason}", fix=fix) from None
 
 
 READ_FIX = (
@@ -413,10 +679,14 @@ def bulk_insert(
 
 
 __all__ = [
+    "APPLICATION",
+    "FAULT_KINDS",
+    "DatabaseFault",
     "LedgerError",
     "Roles",
     "SetupReport",
     "bulk_insert",
+    "database_fault",
     "display_url",
     "grant_roles",
     "init_schema",
@@ -426,4 +696,6 @@ __all__ = [
     "require_ledger",
     "schema_revision",
     "setup_database",
+    "sqlite_busy_seconds",
+    "sqlite_file",
 ]

@@ -68,7 +68,7 @@ def entries(
         stmt = stmt.where(t.c.run_id == run)
     if limit:
         stmt = stmt.limit(limit)
-    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX, engine), engine.connect() as conn:
         require_ledger(conn)
         frame = read_frame(conn, stmt, TRANSFER_SCHEMA)
     out = frame.select(

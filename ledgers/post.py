@@ -119,7 +119,7 @@ def post_entitlements(
     (`ledgers.holdings`).
     """
     frame = validate_entitlements(entitlements)
-    with privileged("post to the ledger", WRITE_FIX), ledger_connection(engine) as conn:
+    with privileged("post to the ledger", WRITE_FIX, engine), ledger_connection(engine) as conn:
         _require_run(conn, run_id)
         require_same_key(conn, key)
         head = chain_head(conn)
@@ -182,7 +182,7 @@ def post_transfers(
     Entitlement kinds are refused here: they go through `post_entitlements`.
     """
     frame = validate_transfers(transfers)
-    with privileged("post to the ledger", WRITE_FIX), ledger_connection(engine) as conn:
+    with privileged("post to the ledger", WRITE_FIX, engine), ledger_connection(engine) as conn:
         _require_run(conn, run_id)
         require_same_key(conn, key)
         head = chain_head(conn)

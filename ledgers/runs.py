@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Connection, Engine, Row, Table, func, insert, literal, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ledgers.schema import PolicySnapshot, QuarantinedRow, Run, SourceSnapshot, Transfer
 
 NIGHTLY: Final = "nightly"
+# Writers that may record a run at the same moment (a nightly run, an ingest, a post).
+_ID_ATTEMPTS: Final = 100
 
 
 class RunState(StrEnum):
@@ -208,10 +211,16 @@ Bind = Engine | Connection
 
 @contextmanager
 def _writing(bind: Bind) -> Iterator[Connection]:
-    """A transaction of its own on an engine; on a connection, the caller's."""
+    """A transaction of its own on an engine; on a connection, the caller's.
+
+    SQLite: BEGIN IMMEDIATE, so a transition that reads before it writes holds the
+    write lock from the start (a deferred one fails at once if another process
+    wrote in between, whatever the busy timeout)."""
     if isinstance(bind, Engine):
-        with bind.begin() as conn:
-            yield conn
+        with bind.connect() as bare:
+            conn = bare.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
     else:
         yield bind
 
@@ -260,25 +269,24 @@ def start_run(
 ) -> int:
     """Insert a run row (with the policy files it reads, if any) and return its id.
 
-    On a connection, the caller's transaction commits it."""
+    On a connection, the caller's transaction commits it.  The id is the next after
+    the highest recorded, never a PostgreSQL sequence's (which a transaction rolled
+    back, or killed, spends for good): a run killed before its first commit leaves
+    no gap, so the run the same command makes again has the id, and its transfers
+    the hashes, an uninterrupted run would have had."""
     # Only the columns given: a run of any kind can be recorded on the baseline schema.
     who = {k: v for k, v in (("host", host), ("pid", pid)) if v is not None}
+    values = {
+        "kind": kind,
+        "as_of": as_of,
+        "state": RunState(state).value,
+        "data_dir": str(data_dir),
+        "store_dir": None if store_dir is None else str(store_dir),
+        "started_at": started_at or _now(),
+        **who,
+    }
     with _writing(bind) as conn:
-        run_id = int(
-            conn.execute(
-                insert(Run)
-                .values(
-                    kind=kind,
-                    as_of=as_of,
-                    state=RunState(state).value,
-                    data_dir=str(data_dir),
-                    store_dir=None if store_dir is None else str(store_dir),
-                    started_at=started_at or _now(),
-                    **who,
-                )
-                .returning(Run.run_id)
-            ).scalar_one()
-        )
+        run_id = _insert_run(conn, values)
         snapshots = [
             {"run_id": run_id, "policy_id": p.policy_id, "file": p.file, "sha256": p.sha256}
             for p in sorted(policies)
@@ -286,6 +294,27 @@ def start_run(
         if snapshots:
             conn.execute(insert(PolicySnapshot), snapshots)
     return run_id
+
+
+def _insert_run(conn: Connection, values: Mapping[str, Any]) -> int:
+    """Insert the run row with the next id after the highest; its id.
+
+    SQLite gives an INTEGER PRIMARY KEY exactly that by itself, under its write
+    lock.  PostgreSQL: two writers may both read the same highest id; the second
+    waits for the first's commit and fails on the primary key, so it reads again,
+    in a savepoint that keeps the caller's transaction."""
+    if conn.dialect.name != "postgresql":
+        return int(conn.execute(insert(Run).values(**values).returning(Run.run_id)).scalar_one())
+    following = select(func.coalesce(func.max(Run.run_id), 0) + 1).scalar_subquery()
+    for _ in range(_ID_ATTEMPTS):
+        try:
+            with conn.begin_nested():
+                stmt = insert(Run).values(run_id=following, **values).returning(Run.run_id)
+                return int(conn.execute(stmt).scalar_one())
+        except IntegrityError as exc:
+            if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != "runs_pkey":
+                raise
+    raise RuntimeError(f"no free run id after {_ID_ATTEMPTS} attempts")  # pragma: no cover
 
 
 def claim(bind: Bind, run_id: int, *, host: str, pid: int) -> None:

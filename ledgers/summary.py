@@ -106,7 +106,7 @@ def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:
         "adjustments": pl.Int64,
         "reversed": pl.Int64,
     }
-    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX, engine), engine.connect() as conn:
         require_ledger(conn)
         rows = read_frame(conn, stmt, schema)
     totals = {

@@ -119,7 +119,7 @@ def verify(
     verify): the chain must still contain it, which catches a ledger cut short
     or rewritten from that point on.
     """
-    with privileged("read the ledger's tables", READ_FIX), engine.connect() as conn:
+    with privileged("read the ledger's tables", READ_FIX, engine), engine.connect() as conn:
         require_ledger(conn)
         snapshot = newest_snapshot(conn)
         anchors = [Anchor(cp, source) for cp, source in checkpoints]

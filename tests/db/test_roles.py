@@ -306,12 +306,12 @@ def test_the_ledger_commands_say_which_role_may_read_or_post(
         done = CliRunner().invoke(main, [*command, "--db", auditor])
         assert done.exit_code == 1, (command, done.output)
         assert "Traceback" not in done.output
-        assert "this login may not read the ledger's tables" in done.output
+        assert "may not read the ledger's tables" in done.output
         assert "fix: read the ledger as a login holding the unmasked-reader role" in done.output
     with engine.begin() as conn:
         run = start_run(conn, kind="post", as_of=dt.date(2026, 1, 1))
     frame = pl.DataFrame(
         [("p", "2026", PID[1], PID[1], 5, "5" * 64, None)], schema=ENTITLEMENT_COLUMNS, orient="row"
     )
-    with pytest.raises(LedgerError, match="this login may not post to the ledger"):
+    with pytest.raises(LedgerError, match=r"this login \(.*\) may not post to the ledger"):
         post_entitlements(auditor_engine, frame, run, key=KEY)

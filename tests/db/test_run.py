@@ -3,7 +3,7 @@ of its own, against SQLite and PostgreSQL.
 
 * killed with SIGKILL at every named point of every phase (and at random moments),
   the same command again finishes the run and the ledger is identical, transfer by
-  transfer and hash by hash, to that of a run never interrupted (a local run kills at a
+  transfer and hash by hash, run ids included, to that of a run never interrupted (a local run kills at a
   fixed sample of the points; CI=true or --all-kill-points kills at every one);
 * a second run with nothing changed posts nothing;
 * a corrected source file posts adjustments for exactly the keys whose amounts changed;
@@ -27,12 +27,13 @@ import polars as pl
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from ledgers.db import RUN_LOCK_KEY
 from ledgers.schema import Run, Transfer
-from tests.keys import KEY
+from tests.keys import shared_key_file
 
 AS_OF = "2026-03-15"
 KILL_POINTS = [
+    "run:starting",  # inside the transaction that records the run: on PostgreSQL, before
+    # run ids were deterministic, it spent a sequence number and the re-run's ids differed
     "run:started",
     "ingest:staged",
     "run:ingested",
@@ -170,9 +171,7 @@ def drop_db(db: str) -> None:
 def ledger_key(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """One ledger key for every run here (the key file is in no run's store), so that the
     interrupted runs chain the same hashes as the reference run."""
-    path = tmp_path_factory.getbasetemp() / "test-run-ledger.key"
-    if not path.exists():
-        path.write_text(KEY.secret.hex() + "\n")
+    path = shared_key_file(tmp_path_factory.getbasetemp())
     monkeypatch.setenv("DISBURSE_LEDGER_KEY_FILE", str(path))
 
 
@@ -392,11 +391,10 @@ def hold_run_lock(db: str):
         return lambda: (fcntl.flock(fh, fcntl.LOCK_UN), fh.close())
     engine = create_engine(db)
     conn = engine.connect()
-    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": RUN_LOCK_KEY})
-    conn.commit()
+    conn.execute(text("LOCK TABLE runs IN SHARE UPDATE EXCLUSIVE MODE"))  # kept till released
 
     def release() -> None:
-        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RUN_LOCK_KEY})
+        conn.rollback()
         conn.close()
         engine.dispose()
 
