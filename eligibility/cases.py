@@ -147,10 +147,12 @@ def _number(value: Any) -> Decimal:
 
 
 def _typed_rows(
-    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: tuple[str, ...] = ()
+    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    """The given rows of one entity kind with every feature value read (`example_value`);
-    `id`, `lists` and the names in `extra` (a link's attributes) as given."""
+    """The given rows of one entity kind with every feature value read (`example_value`),
+    and every link attribute in `extra` (name -> its column's type) read the same way;
+    `id` and `lists` as given."""
+    extra = extra or {}
     features = cat.features_of(entity)
     out = []
     for k, row in enumerate(rows):
@@ -176,7 +178,10 @@ def _typed_rows(
                     raise _BadValue((*where, name), "an id is an identifier, in quotes")
                 typed[name] = str(value)
             elif name in extra:
-                typed[name] = value
+                try:
+                    typed[name] = example_value(extra[name], None, value)
+                except ValueError as exc:
+                    raise _BadValue((*where, name), str(exc)) from None
         out.append(typed)
     return out
 
@@ -244,7 +249,10 @@ def run_case(
             raise _BadValue(
                 (*loc, an.node.relation), "a relation is a list of related entities: [{...}, ...]"
             )
-        attributes = tuple(cat.link_columns(an.node.relation))
+        attributes = {
+            a: cat.source_columns[source][column]
+            for a, (source, column) in cat.link_columns(an.node.relation).items()
+        }
         members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), attributes)
         member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
@@ -255,7 +263,10 @@ def run_case(
         else:
             links = mframe.with_columns(
                 pl.lit(1, dtype=pl.Int32).alias("_owner"),
-                *[pl.Series(Naming.link(a), [m.get(a) for m in members]) for a in attributes],
+                *[
+                    pl.Series(Naming.link(a), [m.get(a) for m in members], dtype=_DTYPES[t])
+                    for a, t in attributes.items()
+                ],
             )
             # The owner's features beside each link, for owner.x and lets read on the owner.
             links = links.join(frame.select(pl.all().name.prefix(OWNER_COLUMN)), how="cross")

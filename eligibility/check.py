@@ -325,6 +325,14 @@ def _param_value(c: Checker, loc: Loc, value: Any) -> tuple[A.Node | KeyedValues
         first = nodes[0].span
         return A.ListLit(tuple(nodes), first), sorted(types)[0], "list"
     if isinstance(value, dict):
+        if not value:
+            c.problem_at(
+                loc,
+                Code.TYPE_MISMATCH,
+                "an empty table",
+                'give a value per key, as in {"3301": 100 yuan, default: 80 yuan}',
+            )
+            return None
         entries: list[tuple[str, A.Node]] = []
         default: A.Node | None = None
         types = set()
