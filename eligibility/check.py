@@ -256,6 +256,16 @@ def _params(
                     "list values from oldest to newest",
                 )
             dated.append(DatedValue(pv.from_, node, pv.ref))
+        first = min(range(len(values)), key=lambda k: values[k].from_, default=None)
+        if first is not None and values[first].from_ > spec.valid.from_:
+            c.problem_at(
+                ("params", pname, first, "from"),
+                Code.PARAM_NO_VALUE,
+                f"parameter {pname!r} has no value from the policy's first day "
+                f"({spec.valid.from_}) until {values[first].from_}",
+                f"give its first value from {spec.valid.from_}, or start the policy "
+                f"(valid.from) on {values[first].from_}",
+            )
         taken = _taken(c, pname, scope)
         if taken is not None:
             c.problem_at(
