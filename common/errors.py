@@ -185,6 +185,11 @@ class Code(StrEnum):
         "policy",
         "a policy pays an entity kind money cannot go to (a household): it names a payee",
     )
+    UNKNOWN_ACCOUNT = (
+        "E139",
+        "policy",
+        "payment: names an account the payee's entity kind does not have in the catalogue",
+    )
     CASE_FAILED = (
         "E124",
         "policy",
@@ -210,6 +215,11 @@ class Code(StrEnum):
         "E133",
         "features",
         "a feature, relation key or the credit lists read rows that do not name the entity",
+    )
+    ACCOUNTS_NOT_PAYABLE = (
+        "E134",
+        "features",
+        "accounts: declared on an entity kind money is not paid to (payable: false)",
     )
     UNKNOWN_ENTITY = (
         "E135",

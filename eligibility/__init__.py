@@ -5,7 +5,8 @@ Knows nothing of databases.  This module is its public face, what `jobs` uses:
     load a policy set   load_feature_catalogue, load_policy, load_policy_set, PolicySet
     check               check_files (with the officers' worked examples), CheckReport
     dates               run_dates, is_active
-    compile (Polars)    wide_plans, decisions_of_wide, result_inputs, RESULT_SCHEMA
+    compile (Polars)    wide_plans, decisions_of_wide, result_inputs, RESULT_SCHEMA,
+                        paid_to (the account each payee is paid to)
     explain             explain_row, RowExplanation, show_value
 
 Names are loaded on first use, so that importing a part that needs no Polars
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.backends.polars import RESULT_SCHEMA as RESULT_SCHEMA
     from eligibility.backends.polars import Scan as Scan
     from eligibility.backends.polars import decisions_of_wide as decisions_of_wide
+    from eligibility.backends.polars import paid_to as paid_to
     from eligibility.backends.polars import result_inputs as result_inputs
     from eligibility.backends.polars import wide_plans as wide_plans
     from eligibility.cases import CaseResult as CaseResult
@@ -40,6 +42,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.check import load_policy as load_policy
     from eligibility.checked import CheckedCatalogue as CheckedCatalogue
     from eligibility.checked import CheckedPolicy as CheckedPolicy
+    from eligibility.checked import payee_kind as payee_kind
     from eligibility.explain import RowExplanation as RowExplanation
     from eligibility.explain import explain_row as explain_row
     from eligibility.explain import show_value as show_value
@@ -66,6 +69,7 @@ _EXPORTS = {
     "load_policy": "eligibility.check",
     "CheckedCatalogue": "eligibility.checked",
     "CheckedPolicy": "eligibility.checked",
+    "payee_kind": "eligibility.checked",
     "CaseResult": "eligibility.cases",
     "Naming": "eligibility.plan",
     "RunDates": "eligibility.plan",
@@ -78,6 +82,7 @@ _EXPORTS = {
     "Type": "eligibility.types",
     "ID_COLUMN": "eligibility.backends.polars",
     "RESULT_SCHEMA": "eligibility.backends.polars",
+    "paid_to": "eligibility.backends.polars",
     "Scan": "eligibility.backends.polars",
     "decisions_of_wide": "eligibility.backends.polars",
     "result_inputs": "eligibility.backends.polars",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -147,7 +148,7 @@ def _number(value: Any) -> Decimal:
 
 
 def _typed_rows(
-    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: dict[str, str] | None = None
+    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """The given rows of one entity kind with every feature value read (`example_value`),
     and every link attribute in `extra` (name -> its column's type) read the same way;
@@ -171,6 +172,17 @@ def _typed_rows(
                 if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                     raise _BadValue(
                         (*where, name), "lists is a list of list names: [serious_dishonesty]"
+                    )
+                typed[name] = value
+            elif name == "accounts":
+                declared = cat.spec.entities[entity].accounts
+                if not isinstance(value, list) or not all(
+                    isinstance(x, str) and x in declared for x in value
+                ):
+                    raise _BadValue(
+                        (*where, name),
+                        f"accounts lists the {entity}'s accounts on file, of "
+                        f"{', '.join(declared) or 'none declared'}: [{next(iter(declared), '')}]",
                     )
                 typed[name] = value
             elif name == "id":
@@ -242,6 +254,8 @@ def run_case(
     (row_given,) = _typed_rows(policy.target, [given], cat, loc)
     lists = set(need.lists) | set(row_given.get("lists", []))
     frame = _frame(policy.target, [row_given], cat, naming, window, lists)
+    # Each given entity's accounts on file, by id: the target's, and a related payee's.
+    on_file: dict[str, list[str]] = {}
     for col, an in need.aggregates.items():
         rel = cat.relation(an.node.relation)
         raw = given.get(an.node.relation, [])
@@ -254,6 +268,7 @@ def run_case(
             for a, (source, column) in cat.link_columns(an.node.relation).items()
         }
         members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), attributes)
+        on_file.update({str(m["id"]): m.get("accounts", []) for m in members if "id" in m})
         member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
         mframe = _frame(rel.to, members, cat, naming, window, mlists) if members else None
@@ -294,6 +309,13 @@ def run_case(
     if exp.reason is not None:
         expected["reason"] = exp.reason
         actual["reason"] = row["reason"]
+    if exp.account is not None:
+        payee = row["payee"] if row["payee"] is not None else row["entity_id"]
+        mine = (
+            row_given.get("accounts", []) if payee == row["entity_id"] else on_file.get(payee, [])
+        )
+        expected["account"] = exp.account
+        actual["account"] = next((a for a in policy.accounts if a in mine), "none")
     if exp.payee is not None:
         expected["payee"] = exp.payee
         actual["payee"] = row["payee"]

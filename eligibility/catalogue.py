@@ -31,7 +31,9 @@ CREDIT_LISTS = "credit_lists"
 CREDIT_LIST_COLUMNS: dict[str, Type] = {"list": "text", "listed_on": "date", "removed_on": "date"}
 # Keys a worked example gives beside features: the credit lists an entity is on, and a
 # related entity's identifier.
-CASE_KEYS = ("lists", "id")
+CASE_KEYS = ("lists", "id", "accounts")
+# The columns an account source gives: the bank (its CNAPS category) and the number.
+ACCOUNT_COLUMNS = ("bank_code", "account_no")
 # Aggregations over a monthly source's months (the window's first or last, or counting them).
 MONTHLY_AGGS = ("at_start", "at_end", "months")
 
@@ -197,6 +199,7 @@ class _CatalogueCheck:
                     if defining
                     else f"mark the {ent}s' source entity: {ent} in sources.yaml",
                 )
+            self._accounts(ent)
         for ent in self.spec.features:
             if ent not in self.spec.entities:
                 self.unknown_entity(("features", ent), ent)
@@ -204,6 +207,41 @@ class _CatalogueCheck:
             for end, kind in (("from", rel.from_), ("to", rel.to)):
                 if kind not in self.spec.entities:
                     self.unknown_entity(("relations", rname, end), kind)
+
+    def _accounts(self, ent: str) -> None:
+        """Each account a source keyed by the entity, with its bank and number."""
+        edef = self.spec.entities[ent]
+        if edef.accounts and not edef.payable:
+            self.problem(
+                ("entities", ent, "accounts"),
+                Code.ACCOUNTS_NOT_PAYABLE,
+                f"the {ent}s have accounts, but money is not paid to {article(ent)} "
+                "(payable: false)",
+                f"say payable: true if {ent}s are paid, or leave accounts: out",
+            )
+        for name, acc in edef.accounts.items():
+            loc: Loc = ("entities", ent, "accounts", name, "source")
+            if not self.need_source(loc, acc.source, f" for the {name} account"):
+                continue
+            key = self.cat.source_keys.get(acc.source)
+            if key is not None and len(key) != 1:
+                self.problem(
+                    loc,
+                    Code.NOT_KEYED_BY_ENTITY,
+                    f"the {name} account reads {acc.source}, keyed by {', '.join(key)}: an "
+                    f"account source holds one account per {ent}, keyed by its identifier",
+                    f"give {acc.source} key: [the {ent}'s identifier] in sources.yaml",
+                )
+            elif ent not in self.unsure:
+                self.need_link(loc, acc.source, ent, f"the {name} account")
+            for column in ACCOUNT_COLUMNS:
+                self.need_column(loc, acc.source, column, "text")
+            if name in self.cat.features_of(ent):
+                self.clash(
+                    ("entities", ent, "accounts", name),
+                    f"account {name!r} is also a feature of {article(ent)}",
+                    "give the account another name: payment: {account: ...} names it",
+                )
 
     def unknown_entity(self, loc: Loc, kind: str) -> None:
         self.unsure.add(kind)

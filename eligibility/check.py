@@ -32,7 +32,7 @@ from eligibility.amounts import (
     StepTiers,
     Table,
 )
-from eligibility.catalogue import file_problems, sha256_text
+from eligibility.catalogue import CASE_KEYS, file_problems, sha256_text
 from eligibility.checked import (
     RUN_DATES,
     CheckedCatalogue,
@@ -44,6 +44,7 @@ from eligibility.checked import (
     ParamRef,
     RunDate,
     Scope,
+    payee_kind,
 )
 from eligibility.functions import FUNCTIONS
 from eligibility.schema import PolicyFile
@@ -175,6 +176,7 @@ def _check(
     conditions = _conditions(c, spec, scope)
     amount = _amount(c, spec, scope)
     payee_where = _payee(c, spec, scope, cat)
+    accounts = _payment(c, spec, cat)
     rank_by = None
     if spec.budget is not None and spec.budget.rank_by is not None:
         rank_by = c.parse(("budget", "rank_by"), spec.budget.rank_by)
@@ -201,6 +203,7 @@ def _check(
         c.located,
         c.warnings,
         reading=reading.label if reading else "",
+        accounts=accounts,
     )
 
 
@@ -675,10 +678,56 @@ def _bare_percentish(node: A.Node) -> bool:
 BANK_FEATURE = "has_bank_account"
 
 
+def _payment(c: Checker, spec: PolicyFile, cat: CheckedCatalogue) -> tuple[str, ...]:
+    """The payee's accounts the policy pays to, in order of preference: `payment: {account:
+    a}` or `coalesce(a, b, ...)`; the catalogue's first account of the payee if not said."""
+    kind = payee_kind(spec, cat)
+    if kind is None or kind not in cat.spec.entities:
+        return ()  # refused as such
+    declared = list(cat.spec.entities[kind].accounts)
+    if spec.payment is None:
+        return tuple(declared[:1])
+    loc: Loc = ("payment", "account")
+    node = c.parse(loc, spec.payment.account)
+    if node is None:
+        return ()
+    if isinstance(node, A.Name):
+        names: tuple[A.Node, ...] = (node,)
+    elif isinstance(node, A.Call) and node.func == "coalesce" and node.args:
+        names = node.args
+    else:
+        names = ()
+    if not names or not all(isinstance(n, A.Name) for n in names):
+        c.problem(
+            node,
+            Code.UNKNOWN_ACCOUNT,
+            "payment: account is one account's name, or coalesce() of several",
+            f"write, as in account: coalesce({', '.join(declared) or 'basic, other'}): the "
+            "first of them on file is paid",
+        )
+        return ()
+    chosen = []
+    for n in names:
+        assert isinstance(n, A.Name)
+        if n.name not in declared:
+            c.problem(
+                n,
+                Code.UNKNOWN_ACCOUNT,
+                f"{article(kind)} has no account {n.name!r}",
+                did_you_mean(n.name, declared, f"the {kind}'s accounts")
+                if declared
+                else f"declare the {kind}s' accounts under entities: {kind}: accounts: in "
+                "features.yaml",
+            )
+        elif n.name not in chosen:
+            chosen.append(n.name)
+    return tuple(chosen)
+
+
 def _unbanked(c: Checker, spec: PolicyFile, cat: CheckedCatalogue, nodes: list[A.Node]) -> None:
-    if spec.payee != "self" and spec.payee.relation not in cat.spec.relations:
+    payee = payee_kind(spec, cat)
+    if payee is None:
         return  # refused as such
-    payee = cat.relation(spec.payee.relation).to if spec.payee != "self" else spec.target
     if spec.unbanked is not None or BANK_FEATURE not in cat.features_of(payee):
         return
     if any(isinstance(n, A.Name) and n.name == BANK_FEATURE for n in nodes):
@@ -831,13 +880,24 @@ def _check_cases(c: Checker, spec: PolicyFile, cat: CheckedCatalogue) -> None:
         if case.variant is not None:
             variant_reading(c, spec, case.variant, ("tests", i, "variant"))
         for key in case.given:
-            if key not in features and key not in relations and key != "lists":
+            if key not in features and key not in relations and key not in CASE_KEYS:
                 c.problem_at(
                     ("tests", i, "given", key),
                     Code.CASE_UNKNOWN_FEATURE,
                     f"test {case.name!r} gives {key!r}, which is no feature of {article(spec.target)}",
                     did_you_mean(key, sorted({*features, *relations, "lists"}), "features"),
                 )
+        paid_to = case.expect.account
+        kind = payee_kind(spec, cat)
+        declared = list(cat.spec.entities[kind].accounts) if kind in cat.spec.entities else []
+        if paid_to is not None and paid_to != "none" and paid_to not in declared:
+            c.problem_at(
+                ("tests", i, "expect", "account"),
+                Code.UNKNOWN_ACCOUNT,
+                f"test {case.name!r} expects account {paid_to!r}, which {article(str(kind))} "
+                "does not have",
+                did_you_mean(paid_to, [*declared, "none"], "the accounts"),
+            )
         if case.expect.reason is not None and case.expect.reason not in cond_ids:
             c.problem_at(
                 ("tests", i, "expect", "reason"),

@@ -196,6 +196,15 @@ class CheckedCatalogue:
         raise ValueError(f"entity source {source} has no identifier column")
 
 
+def payee_kind(spec: PolicyFile, cat: CheckedCatalogue) -> str | None:
+    """The entity kind a policy pays: its target, or where its payee relation leads (None
+    if that relation is not declared)."""
+    if spec.payee == "self":
+        return spec.target
+    rel = cat.spec.relations.get(spec.payee.relation)
+    return rel.to if rel is not None else None
+
+
 # --- a checked policy ----------------------------------------------------------------
 
 
@@ -245,6 +254,7 @@ class CheckedPolicy:
     warnings: list[Problem] = field(default_factory=list)  # accepted, but look at them
     variants: dict[str, CheckedPolicy] = field(default_factory=dict)  # each, checked
     reading: str = ""  # which reading this is: "", "variant x", "test 'y'"
+    accounts: tuple[str, ...] = ()  # the payee's accounts paid to, the first on file
 
     @property
     def id(self) -> str:

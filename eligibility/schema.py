@@ -36,8 +36,17 @@ Date = Annotated[dt.date, BeforeValidator(written_date)]
 EntityName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
+class AccountDef(_Strict):
+    """An account a payable entity may be paid to: a source keyed by the entity, one row
+    per holder, with its bank_code and account_no."""
+
+    source: str
+    description: str
+
+
 class EntityDef(_Strict):
-    """An entity kind: the source that lists them, and whether money can be paid to it."""
+    """An entity kind: the source that lists them, whether money can be paid to it, and the
+    accounts it can be paid to (the first is where a policy pays unless it says otherwise)."""
 
     source: str
     payable: bool = Field(
@@ -47,6 +56,11 @@ class EntityDef(_Strict):
         "names its payee over a relation",
     )
     description: str = ""
+    accounts: dict[EntityName, AccountDef] = Field(
+        default={},
+        description="named accounts on file for the entity kind, in order of preference: "
+        "a policy's payment: {account: ...} picks among them",
+    )
 
 
 class TimedSource(_Strict):
@@ -225,6 +239,14 @@ class PayeeRelation(_Strict):
     where: str | None = None
 
 
+class Payment(_Strict):
+    """Where the money goes: `account` names one of the payee's accounts in the catalogue,
+    or `coalesce(a, b, ...)`, the first of them on file."""
+
+    account: str
+    ref: str | None = None
+
+
 class ParamValue(_Strict):
     """One dated value of a parameter, with the text that set it: a value, a list of
     values (for `in`), or a table keyed by a code (for `lookup`, `default` for the rest)."""
@@ -324,6 +346,10 @@ class Expect(_Strict):
     amount_yuan: Decimal | None = None
     reason: str | None = Field(default=None, description="the id of the first failing condition")
     payee: str | None = None
+    account: str | None = Field(
+        default=None,
+        description="the payee's account paid to (its name in the catalogue), or none",
+    )
 
 
 ParamSetting = Scalar | list[Scalar] | dict[str | int, Scalar]
@@ -398,6 +424,10 @@ class PolicyFile(_Strict):
     variant: str | None = Field(default=None, description="the variant in force when run")
     tests: list[Case] = []
     notes: str | None = None
+    payment: Payment | None = Field(
+        default=None,
+        description="the payee's account paid to; the catalogue's first account if not said",
+    )
     unbanked: Literal["hold"] | None = Field(
         default=None,
         description="hold: a payee without a bank account on record keeps the entitlement "

@@ -15,6 +15,7 @@ from eligibility import (
     PolicySet,
     Scan,
     decisions_of_wide,
+    paid_to,
     result_inputs,
 )
 from eligibility import wide_plans as wide_plans_of
@@ -35,6 +36,13 @@ def wide_plans(
     """Per entity kind, the wide frame of the policies over the staged sources of one
     ingest (`eligibility.wide_plans`): the run archives it."""
     return wide_plans_of(staged_scan(staged_dir), policies, pset.catalogue, as_of)
+
+
+def accounts_paid(
+    staged_dir: Path, pset: PolicySet, policies: list[CheckedPolicy], payees: pl.LazyFrame
+) -> pl.LazyFrame:
+    """Per (policy_id, payee) of `payees`: the account it is paid to, null if none on file."""
+    return paid_to(staged_scan(staged_dir), pset.catalogue, policies, payees)
 
 
 def evaluated_counts(wide_files: dict[str, Path], policies: list[CheckedPolicy]) -> dict[str, int]:

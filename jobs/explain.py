@@ -31,6 +31,7 @@ from eligibility import (
     RowExplanation,
     explain_row,
     load_policy,
+    payee_kind,
     show_value,
 )
 from jobs.catalogue import Catalogue, load_source_catalogue
@@ -201,6 +202,7 @@ class Explanation:
     reference_agrees: bool
     allocation: AllocationDecision | None
     payee: str | None
+    paid_to: PaidTo | None  # None: the run recorded no account choice (before accounts)
     transfers: Sequence[LedgerTransfer]
     amount_fen: int  # what the ledger holds for the key
 
@@ -257,6 +259,9 @@ class Explanation:
                 "budget": a.budget,
             },
             "payee": self.payee,
+            "paid_to": None
+            if self.paid_to is None
+            else {"account": self.paid_to.account, "preference": list(self.paid_to.preference)},
             "transfers": [
                 {
                     "transfer_id": t.transfer_id,
@@ -275,6 +280,36 @@ class Explanation:
     def to_text(self) -> str:
         """The explanation as plain text for the auditor."""
         return render_explanation(self)
+
+
+@dataclass(frozen=True)
+class PaidTo:
+    """The account the payee is paid to, of the policy's accounts in order of preference."""
+
+    account: str | None  # None: none of them on file
+    described: str  # what the account is, from the catalogue
+    preference: tuple[str, ...]
+    ref: str | None = None  # the policy's article that says where it is paid
+
+    def to_text(self) -> str:
+        if self.account is None:
+            return (
+                f"no account on file of {', '.join(self.preference)}: the entitlement stays "
+                "payable until one is"
+            )
+        return f"its {self.account} account, {self.described}"
+
+
+def _paid_to(
+    alloc: Mapping[str, Any] | None, policy: CheckedPolicy, cat: CheckedCatalogue
+) -> PaidTo | None:
+    if alloc is None or "account" not in alloc or not policy.accounts:
+        return None
+    account = alloc["account"]
+    kind = str(payee_kind(policy.spec, cat))
+    described = cat.spec.entities[kind].accounts[account].description if account else ""
+    ref = policy.spec.payment.ref if policy.spec.payment else None
+    return PaidTo(account, described, policy.accounts, ref)
 
 
 def _row_fields(detail: RowExplanation) -> dict[str, Any]:
@@ -397,6 +432,7 @@ def explain(
             budget=alloc["budget"],
         ),
         payee=show(alloc["payee"]) if alloc else None,
+        paid_to=_paid_to(alloc, policy, cat),
         transfers=[
             LedgerTransfer(
                 transfer_id=r.transfer_id,
@@ -528,6 +564,10 @@ def render_explanation(e: Explanation) -> str:
         lines.append(
             f"  entitled: {format_yuan(a.amount_fen)} yuan (held before this run: {format_yuan(a.held_before_fen)})"
         )
+    if e.paid_to is not None and a is not None and a.amount_fen > 0:
+        lines.append(f"  paid to: {e.paid_to.to_text()}")
+        if e.paid_to.ref:
+            lines.append(f"         ({e.paid_to.ref})")
     lines += ["", "ledger:"]
     if not e.transfers:
         lines.append("  no transfers for this key")

@@ -63,7 +63,7 @@ from eligibility import CheckedPolicy, PolicySet
 from jobs.allocate import Allocation, Terms, allocate
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
-from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
+from jobs.evaluate import accounts_paid, decisions_of_wide, evaluated_counts, wide_plans
 from jobs.faults import Fault, Stopped, checkpoint, outside_fault, stop_on_signals
 from jobs.ingest import (
     STAGED_COMPRESSION,
@@ -572,7 +572,7 @@ class NightlyRun:
         with timed(self.progress, "allocate", self.timings) as timing:
             self.progress.phase("allocate").status("stacking groups and budgets against the ledger")
             allocation = self._allocate(claims.path, archive, evaluated)
-            frame = self._entitlements(allocation)
+            frame = self._entitlements(allocation, run_id)
             allocated = _hashed_parquet(frame, folder, "allocation")
             timing.rows = frame.height
         checkpoint("run:allocation-written")
@@ -641,7 +641,7 @@ class NightlyRun:
                 out.policies[pid].evaluated = rows
         return out
 
-    def _entitlements(self, allocation: Allocation) -> pl.DataFrame:
+    def _entitlements(self, allocation: Allocation, run_id: int) -> pl.DataFrame:
         sha = {p.id: p.sha256 for p in self.policies}
         frame = allocation.entitlements
         decision = pl.struct(
@@ -649,9 +649,29 @@ class NightlyRun:
             pl.col("stacking"),
             pl.col("budget"),
         ).struct.json_encode()
-        return frame.with_columns(
-            pl.col("policy_id").replace_strict(sha, return_dtype=pl.String).alias("policy_sha256"),
-            decision.alias("decision"),
+        # The account each payee is paid to (the policy's first on file), for explain and
+        # the payment file; not posted: the ledger keys on the payee, not the account.
+        frame = frame.with_columns(pl.coalesce("payee", "entity").alias("_paid"))
+        paid = accounts_paid(
+            staged_dir(self.request.store, run_id),
+            self.pset,
+            self.policies,
+            frame.lazy().select("policy_id", pl.col("_paid").alias("payee")),
+        ).collect()
+        return (
+            frame.with_columns(
+                pl.col("policy_id")
+                .replace_strict(sha, return_dtype=pl.String)
+                .alias("policy_sha256"),
+                decision.alias("decision"),
+            )
+            .join(
+                paid.rename({"payee": "_paid"}),
+                on=["policy_id", "_paid"],
+                how="left",
+                maintain_order="left",
+            )
+            .drop("_paid")
         )
 
     # -- post

@@ -60,6 +60,14 @@ def frames() -> dict[str, pl.DataFrame]:
                 "account_name": ["甲科技有限公司", "乙商贸有限公司"],
             }
         ),
+        "enterprise_si_accounts": pl.DataFrame(
+            {
+                "credit_code": [cc[0]],
+                "bank_code": ["105"],
+                "account_no": ["33001616270059000888"],
+                "account_name": ["甲科技有限公司"],
+            }
+        ),
         "tax_monthly": pl.DataFrame(
             {
                 "credit_code": [cc[0], cc[0], cc[1]],

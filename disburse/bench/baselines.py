@@ -220,6 +220,11 @@ def polars_features(staged_dir: Path, d: Dates) -> pl.LazyFrame:
     accounts = _scan(staged_dir, "enterprise_accounts").select(
         sk, pl.lit(True).alias("has_bank_account")
     )
+    si_accounts = (
+        _scan(staged_dir, "enterprise_si_accounts")
+        .select(sk, pl.lit(True).alias("has_si_account"))
+        .unique(sk)
+    )
     on_list = (pl.col("listed_on") <= d.as_of) & (
         pl.col("removed_on").is_null() | (pl.col("removed_on") > d.as_of)
     )
@@ -256,7 +261,16 @@ def polars_features(staged_dir: Path, d: Dates) -> pl.LazyFrame:
         "is_high_tech",
         "high_tech_certified_on",
     )
-    for part in (social, social_recent, tax, rating, accounts, listed, graduates_hired):
+    for part in (
+        social,
+        social_recent,
+        tax,
+        rating,
+        accounts,
+        si_accounts,
+        listed,
+        graduates_hired,
+    ):
         frame = frame.join(part, on=sk, how="left")
     zero = [
         "ui_premium_paid",
@@ -270,7 +284,7 @@ def polars_features(staged_dir: Path, d: Dates) -> pl.LazyFrame:
     ]
     return frame.with_columns(
         pl.col(zero).fill_null(0),
-        pl.col("has_bank_account", *LISTS).fill_null(False),
+        pl.col("has_bank_account", "has_si_account", *LISTS).fill_null(False),
     )
 
 
@@ -296,7 +310,11 @@ def _conditions_polars(d: Dates) -> dict[str, list[tuple[str, pl.Expr]]]:
             ("paid-premiums", (c("ui_premium_paid") > 0) & (c("months_in_arrears") == 0)),
             ("layoff-rate", (by_headcount <= limit) | (by_claimants <= limit)),
             ("not-seriously-dishonest", honest),
-            ("has-account", account),
+            # a small or micro firm without a corporate account: its contribution account
+            (
+                "has-account",
+                account | (c("has_si_account") & c("size_class").is_in(["micro", "small"])),
+            ),
         ],
         GRADUATE_HIRING: [
             ("active", active),
@@ -501,7 +519,10 @@ def duckdb_query(staged_dir: Path, d: Dates) -> str:
                 "layoff_by_headcount <= layoff_limit OR layoff_by_claimants <= layoff_limit",
             ),
             ("not-seriously-dishonest", "NOT serious_dishonesty"),
-            ("has-account", "has_bank_account"),
+            (
+                "has-account",
+                "has_bank_account OR (has_si_account AND size_class IN ('micro', 'small'))",
+            ),
         ],
         GRADUATE_HIRING: [
             ("active", "status = 'active'"),
@@ -634,6 +655,7 @@ rating AS (
     WHERE year = {d.prev_first.year}
 ),
 accounts AS (SELECT DISTINCT enterprise_sk FROM {src("enterprise_accounts")}),
+si_accounts AS (SELECT DISTINCT enterprise_sk FROM {src("enterprise_si_accounts")}),
 listed AS (
     SELECT enterprise_sk,
         {", ".join(f"bool_or(list = '{n}') AS {n}" for n in LISTS)}
@@ -670,6 +692,7 @@ features AS (
         coalesce(t.tax_months, 0) AS tax_months,
         r.tax_rating,
         a.enterprise_sk IS NOT NULL AS has_bank_account,
+        sa.enterprise_sk IS NOT NULL AS has_si_account,
         {", ".join(f"coalesce(l.{n}, false) AS {n}" for n in LISTS)},
         coalesce(h.graduates_hired, 0) AS graduates_hired
     FROM {src("enterprises")} AS e
@@ -677,6 +700,7 @@ features AS (
     LEFT JOIN tax AS t USING (enterprise_sk)
     LEFT JOIN rating AS r USING (enterprise_sk)
     LEFT JOIN accounts AS a USING (enterprise_sk)
+    LEFT JOIN si_accounts AS sa USING (enterprise_sk)
     LEFT JOIN listed AS l USING (enterprise_sk)
     LEFT JOIN hires AS h USING (enterprise_sk)
 ),

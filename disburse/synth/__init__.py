@@ -36,7 +36,12 @@ from disburse.synth.careers import (
     build_person_accounts,
 )
 from disburse.synth.credit import build_credit_lists
-from disburse.synth.enterprises import build_enterprise_accounts, build_enterprises, referenced_mask
+from disburse.synth.enterprises import (
+    build_enterprise_accounts,
+    build_enterprise_si_accounts,
+    build_enterprises,
+    referenced_mask,
+)
 from disburse.synth.errors import Injection, inject
 from disburse.synth.monthly import build_monthly, build_tax_ratings
 from disburse.synth.population import build_households, build_population
@@ -47,6 +52,7 @@ __all__ = ["GENERATED_SOURCES", "SynthError", "generate", "generator_fingerprint
 GENERATED_SOURCES = (
     "enterprises",
     "enterprise_accounts",
+    "enterprise_si_accounts",
     "tax_monthly",
     "tax_ratings",
     "social_security_monthly",
@@ -197,6 +203,8 @@ def _write_sources(
             emit("enterprises", ent.frame)
         accounts, account_holders = build_enterprise_accounts(ctx, ent)
         emit("enterprise_accounts", accounts)
+        si_accounts, si_holders = build_enterprise_si_accounts(ctx, ent)
+        emit("enterprise_si_accounts", si_accounts)
         monthly = build_monthly(ctx, ent)
         emit("tax_monthly", monthly.tax)
         emit("social_security_monthly", monthly.social_security)
@@ -225,6 +233,7 @@ def _write_sources(
             ent_used = referenced_mask(
                 ent.n,
                 account_holders,
+                si_holders,
                 monthly.row_enterprise,
                 rated,
                 employment.local_employer,

@@ -384,6 +384,27 @@ def build_enterprise_accounts(ctx: Context, ent: Enterprises) -> tuple[pl.DataFr
     return frame, holder
 
 
+def build_enterprise_si_accounts(ctx: Context, ent: Enterprises) -> tuple[pl.DataFrame, IntArray]:
+    """The social insurance contribution accounts the agency has on file: most active
+    enterprises', independently of their basic account (some contribute from another
+    bank's account, a few have no basic account on record but contribute); returns the
+    frame and the holders' indices."""
+    rng = ctx.rng("enterprise_si_accounts")
+    p = np.where(ent.form == INDIVIDUAL, 0.55, 0.9)
+    p = np.where(ent.status == ACTIVE, p, 0.3)
+    holder = np.flatnonzero(rng.random(ent.n) < p)
+    bank, account_no = bank_accounts(rng, holder.shape[0], person=False)
+    frame = pl.DataFrame(
+        [
+            ent.code.gather(holder),
+            bank,
+            account_no,
+            ent.name.gather(holder).alias("account_name"),
+        ]
+    )
+    return frame, holder
+
+
 def referenced_mask(n: int, *indices: IntArray) -> BoolArray:
     """True for entities that some other source row refers to."""
     mask = np.zeros(n, dtype=bool)

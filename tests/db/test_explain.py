@@ -138,6 +138,7 @@ def test_json_carries_the_ledger_amount_and_every_condition(night) -> None:
     assert e["amount_fen"] == held.filter(pl.col("entity") == entity)["net_fen"].item()
     assert e["amount_fen"] == paid["amount_fen"][0]
     assert e["reference_agrees"] is True
+    assert e["paid_to"] == {"account": "basic", "preference": ["basic", "social_insurance"]}
     assert [c["id"] for c in e["conditions"]] == [
         "active",
         "paid-premiums",

@@ -373,6 +373,22 @@ MUTATIONS = {
         "E133", "lists:\n  serious", "listed() on a person reads credit_lists, whose rows do not name a person",
         "",
     ),
+    "an account's source unknown": Mutation(
+        "features.yaml", "        source: enterprise_si_accounts\n", "        source: enterprise_si_acounts\n",
+        "E130", "source: enterprise_si_acounts", "unknown source 'enterprise_si_acounts' for the social_insurance account",
+        "did you mean 'enterprise_si_accounts'",
+    ),
+    "an account source without the number": Mutation(
+        "sources.yaml", "      account_no:\n", "      account_number:\n",
+        "E131", "source: enterprise_accounts\n", "source 'enterprise_accounts' has no column 'account_no'",
+        "'account_number'",
+    ),
+    "accounts on a household": Mutation(
+        "features.yaml", "names the member it pays (payee:).\n",
+        "names the member it pays (payee:).\n    accounts:\n      joint:\n"
+        "        source: person_accounts\n        description: x\n",
+        "E134", "accounts:\n      joint:", "money is not paid to a household (payable: false)", "payable: true",
+    ),
 }  # fmt: skip
 
 

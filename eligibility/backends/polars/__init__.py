@@ -8,6 +8,7 @@
     features   the feature frame of an entity kind from the sources (group-bys, joins)
     policy     a policy's conditions, amount and result as columns of that frame
     decisions  the wide frame of each entity kind, and the long decision table
+    accounts   which of its accounts each payee is paid to
 
 It reads sources only through a `Scan` (a source name -> LazyFrame function), so it
 knows nothing of where the batch keeps its files.  It uses only operations narwhals
@@ -15,6 +16,7 @@ also offers (tests/unit/test_polars_backend.py), so that the same plans can run 
 distributed engine.
 """
 
+from eligibility.backends.polars.accounts import paid_to
 from eligibility.backends.polars.base import DEC, CompileError, Context, as_decimal, literal
 from eligibility.backends.polars.decisions import (
     ID_COLUMN,
@@ -39,6 +41,7 @@ __all__ = [
     "entity_frame",
     "evaluate_frame",
     "literal",
+    "paid_to",
     "result_inputs",
     "wide_plans",
 ]
