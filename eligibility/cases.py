@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -147,7 +148,7 @@ def _number(value: Any) -> Decimal:
 
 
 def _typed_rows(
-    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: dict[str, str] | None = None
+    entity: str, rows: Any, cat: CheckedCatalogue, loc: Loc, extra: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """The given rows of one entity kind with every feature value read (`example_value`),
     and every link attribute in `extra` (name -> its column's type) read the same way;
