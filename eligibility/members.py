@@ -139,10 +139,9 @@ class MemberBreakdown:
         if n == 0:
             out.append(f"  no {self.relation}: none to look at")
         else:
-            not_word = "not " + self.counted_word
             out.append(
-                f"  {n} {self.relation}: {self.counted} {self.counted_word}, "
-                f"{n - self.counted} {not_word}"
+                f"  {n} related ({self.relation}): {self.counted} {self.counted_word}, "
+                f"{n - self.counted} not"
                 + (f"; the first {len(self.members)} listed" if self.more else "")
             )
         out += [f"    {m.member}: {m.text}" for m in self.members]
