@@ -10,6 +10,13 @@ Nothing is evaluated over the sources again; the values between features and
 results (lets, the sides of each comparison, the amount's steps) are worked out
 by the reference interpreter from the archived features, and where the entity
 met every condition it must agree with the archived amount.
+
+The one exception: the members of the aggregates that decided (an enterprise's
+hires, a household's children), which the archive does not keep.  They are read
+from the sources the run staged, for this one entity, by the plan and compiled
+expressions the run aggregated them with (`eligibility.backends.polars.members`),
+and checked against the aggregate's archived value; with the staged sources
+deleted, the explanation says that they cannot be shown.
 """
 
 from __future__ import annotations
