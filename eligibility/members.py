@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eligibility import ast as A
-from eligibility.checked import CheckedPolicy, LetRef
+from eligibility.checked import CheckedPolicy, FeatureRef, LetRef
 from eligibility.explain import show_value, source_text
 
 LIMIT = 20  # members listed per aggregate; the rest are counted, not listed
@@ -171,13 +171,9 @@ class MemberBreakdown:
         }
 
 
-def decisive_aggregates(
-    policy: CheckedPolicy, passed: list[bool]
-) -> list[tuple[A.Aggregate, list[str]]]:
-    """The aggregates that decided: those read (directly, or through lets) by the
-    conditions up to the first that failed, or, if all held, by every condition and the
-    amount; each with the ids of what reads it ("amount" for the amount), in the order
-    first read."""
+def _decisive_readers(policy: CheckedPolicy, passed: list[bool]) -> list[tuple[str, A.Node]]:
+    """What decided: the conditions up to the first that failed, or, if all held, every
+    condition and the amount; each with its id ("amount" for the amount)."""
     first_failed = next((i for i, ok in enumerate(passed) if not ok), None)
     readers: list[tuple[str, A.Node]] = [
         (c.id, c.node)
@@ -185,10 +181,22 @@ def decisive_aggregates(
     ]
     if first_failed is None:
         readers += [("amount", n) for n in policy.amount.nodes()]
-    found: dict[int, tuple[A.Aggregate, list[str]]] = {}
-    for reader, node in readers:
-        for agg in aggregates_read(policy, node):
-            entry = found.setdefault(id(agg), (agg, []))
+    return readers
+
+
+def decisive_aggregates(
+    policy: CheckedPolicy, passed: list[bool]
+) -> list[tuple[A.Aggregate | str, list[str]]]:
+    """The aggregates that decided (`passed`: each condition's result): those read,
+    directly or through lets, by the conditions up to the first that failed, or, if all
+    held, by every condition and the amount; each with the ids of what reads it ("amount"
+    for the amount), in the order first read.  The features they read are given by name
+    beside them: those over a relation (graduates_hired) are aggregates of the feature
+    catalogue, which the caller, knowing the catalogue, keeps."""
+    found: dict[object, tuple[A.Aggregate | str, list[str]]] = {}
+    for reader, node in _decisive_readers(policy, passed):
+        for agg in _read(policy, node):
+            entry = found.setdefault(agg if isinstance(agg, str) else id(agg), (agg, []))
             if reader not in entry[1]:
                 entry[1].append(reader)
     return list(found.values())
@@ -196,7 +204,12 @@ def decisive_aggregates(
 
 def aggregates_read(policy: CheckedPolicy, node: A.Node) -> list[A.Aggregate]:
     """The aggregates an expression reads, itself or through the lets it names."""
-    out: list[A.Aggregate] = []
+    return [a for a in _read(policy, node) if isinstance(a, A.Aggregate)]
+
+
+def _read(policy: CheckedPolicy, node: A.Node) -> list[A.Aggregate | str]:
+    """The aggregates and the features an expression reads, itself or through its lets."""
+    out: list[A.Aggregate | str] = []
     seen_lets: set[str] = set()
 
     def visit(n: A.Node) -> None:
@@ -204,6 +217,8 @@ def aggregates_read(policy: CheckedPolicy, node: A.Node) -> list[A.Aggregate]:
             if isinstance(x, A.Aggregate) and all(x is not y for y in out):
                 out.append(x)
             b = policy.typed.bindings.get(id(x))
+            if isinstance(x, A.Name) and isinstance(b, FeatureRef) and x.name not in out:
+                out.append(x.name)
             if isinstance(x, A.Name) and isinstance(b, LetRef) and x.name not in seen_lets:
                 seen_lets.add(x.name)
                 visit(policy.lets[x.name])
@@ -308,14 +323,16 @@ def breakdown(
     recomputed: str | None = None,
     show_id: Show = str,
     limit: int = LIMIT,
+    feature: str | None = None,
 ) -> MemberBreakdown:
     """The breakdown of one aggregate from its members' rows, in the order given (a pick's
     order, then by identifier); `types` the type of each node by `id()`; `show_id` prints an
-    identifier (masks it); `value` the archived value in words."""
+    identifier (masks it); `value` the archived value in words; `feature` the name of a
+    feature of the catalogue that is this aggregate."""
     words = _Words(agg, types, show_id)
     lines = [words.member(r, pick_n) for r in rows]
     return MemberBreakdown(
-        aggregate=source_text(agg),
+        aggregate=source_text(agg) if feature is None else f"{feature} ({source_text(agg)})",
         relation=agg.relation,
         value=value,
         read_by=read_by,

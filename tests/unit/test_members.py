@@ -13,7 +13,7 @@ import pytest
 from eligibility import ast as A
 from eligibility.cases import run_case
 from eligibility.checked import CheckedPolicy
-from eligibility.members import MemberRow, breakdown, member_nodes, shown
+from eligibility.members import MemberRow, breakdown, decisive_aggregates, member_nodes, shown
 from eligibility.parse import parse_expression
 from jobs.catalogue import load_source_catalogue
 from jobs.policies import load_policies
@@ -213,3 +213,26 @@ def test_a_worked_example_without_members_says_there_were_none(name: str) -> Non
         "count(housemates) = 0 (read by lives-alone)",
         "  no housemates: none to look at",
     ]
+
+
+def test_the_aggregates_that_decided_are_those_read_up_to_the_first_failure() -> None:
+    from eligibility.explain import source_text
+
+    def shown_reads(pid: str, passed: list[bool]) -> list[tuple[str, list[str]]]:
+        reads = decisive_aggregates(_policy(pid), passed)
+        return [(a if isinstance(a, str) else source_text(a), r) for a, r in reads]
+
+    third = "third-child-grant"
+    assert [r for _a, r in shown_reads(third, [False, False])] == [["three-children"]]
+    assert [r for _a, r in shown_reads(third, [True, False])] == [
+        ["three-children"],
+        ["third-born-since"],
+    ]
+    expansion = shown_reads("job-expansion-grant", [True] * 5)
+    counted = [(a, r) for a, r in expansion if a.startswith("count(")]
+    assert counted[0][1] == ["took-on-young-people", "amount"]  # through the let `counted`
+    assert shown_reads("job-expansion-grant", [False, False, True, True, True]) == [
+        ("status", ["active"])
+    ]
+    graduates = shown_reads("graduate-hiring-subsidy", [True, False, True, True])
+    assert ("graduates_hired", ["hired-graduates"]) in graduates

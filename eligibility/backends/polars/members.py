@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from common.periods import Window
 from eligibility import ast as A
 from eligibility.backends.polars.expr import compile_expr
 from eligibility.backends.polars.features import Scan, relation_members
@@ -36,7 +37,7 @@ from eligibility.members import (
     decisive_aggregates,
     member_nodes,
 )
-from eligibility.plan import AggregateNeed, Naming, needs
+from eligibility.plan import AggregateNeed, Naming, needs, run_dates
 
 
 def member_rows(links: pl.LazyFrame, cat: CheckedCatalogue, need: AggregateNeed) -> list[MemberRow]:
@@ -104,9 +105,10 @@ def member_breakdown(
     read_by: list[str],
     show_id: Callable[[str], str] = str,
     limit: int = LIMIT,
+    feature: str | None = None,
 ) -> MemberBreakdown:
     """One aggregate of one owner member by member, from its links; `value` the value the
-    run recorded for it."""
+    run recorded for it; `feature` the catalogue feature it is, if it is one."""
     agg = need.node
     t = need.typed.types.get(id(agg))
     rows = member_rows(links, cat, need)
@@ -122,6 +124,7 @@ def member_breakdown(
         recomputed=show_value(again, t) if differs else None,
         show_id=show_id,
         limit=limit,
+        feature=feature,
     )
 
 
@@ -155,11 +158,23 @@ def explain_members(
     }
     dtype = scan_source(cat.entity_source(entity)).collect_schema()[sk]
     owner = pl.LazyFrame({sk: [row[sk]]}).with_columns(pl.col(sk).cast(dtype))
+    naming = Naming(cat)
+    window = run_dates(policy, as_of).window
     out = []
-    for agg, readers in decisive_aggregates(policy, passed):
-        need = by_node[id(agg)]
+    for read, readers in decisive_aggregates(policy, passed):
+        feature = None
+        if isinstance(read, str):  # a feature: one over a relation is an aggregate too
+            relation_feature = cat.relation_features.get(f"{entity}.{read}")
+            if relation_feature is None:
+                continue
+            feature = read
+            w = window if naming.windowed(entity, read) else Window(dt.date.min, dt.date.min)
+            column = naming.feature(entity, read, w)
+            need = AggregateNeed(column, relation_feature, cat.typed, w)
+        else:
+            need = by_node[id(read)]
         links = relation_members(
-            scan_source, cat, agg.relation, need.window, [need], as_of, owners=owner
+            scan_source, cat, need.node.relation, need.window, [need], as_of, owners=owner
         )
         out.append(
             member_breakdown(
@@ -170,6 +185,7 @@ def explain_members(
                 read_by=readers,
                 show_id=show_id,
                 limit=limit,
+                feature=feature,
             )
         )
     return out
