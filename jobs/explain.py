@@ -444,9 +444,12 @@ def _members(
     folder = staged_dir(Path(run.store_dir), run.run_id)
     if not folder.is_dir():
         return None
-    return explain_members(
-        staged_scan(folder), policy, cat, run.as_of, row, passed, show_id=lambda v: str(show(v))
-    )
+    try:
+        return explain_members(
+            staged_scan(folder), policy, cat, run.as_of, row, passed, show_id=lambda v: str(show(v))
+        )
+    except FileNotFoundError:  # some staged source deleted: as if all were
+        return None
 
 
 def explain_entity(

@@ -366,11 +366,18 @@ def test_members_are_not_listed_once_the_staged_sources_are_gone(night, tmp_path
         assert run is not None
         assert run.store_dir is not None
         staged = Path(run.store_dir) / "runs" / str(run.run_id) / "sources"
+        members = staged / "household_members.parquet"
+        shutil.move(members, tmp_path / "members.parquet")
+        try:
+            partly = explain(engine, policy_id, entity)
+        finally:
+            shutil.move(tmp_path / "members.parquet", members)
         shutil.move(staged, tmp_path / "sources")
         try:
             e = explain(engine, policy_id, entity)
         finally:
             shutil.move(tmp_path / "sources", staged)
+    assert partly.members is None
     assert e.members is None
     assert "related members: not shown: the run's staged sources are gone" in (
         render_explanation(e)
