@@ -212,8 +212,11 @@ def explain(policy_id, entity, run_id, db, catalogue_dir, unmask, as_json):
     policy's title, legal basis and file hash; the source snapshots' hashes;
     the feature values used; every condition in plain words with the values it
     compared and whether it passed (for a failed one, by how much); the
-    amount's steps; the stacking and budget decision; and the ledger's
-    transfers for the key. Personal data is masked unless --unmask is given.
+    related members of every aggregate that decided (the first 20: which
+    counted, and for the others the part of the condition that failed, read
+    from the sources the run staged); the amount's steps; the stacking and
+    budget decision; and the ledger's transfers for the key. Personal data is
+    masked unless --unmask is given.
     """
     from jobs.explain import explain_entity
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.backends.polars import Scan as Scan
     from eligibility.backends.polars import decisions_of_wide as decisions_of_wide
     from eligibility.backends.polars import paid_to as paid_to
+    from eligibility.backends.polars import explain_members as explain_members
     from eligibility.backends.polars import result_inputs as result_inputs
     from eligibility.backends.polars import wide_plans as wide_plans
     from eligibility.cases import CaseResult as CaseResult
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.explain import RowExplanation as RowExplanation
     from eligibility.explain import explain_row as explain_row
     from eligibility.explain import show_value as show_value
+    from eligibility.members import MemberBreakdown as MemberBreakdown
     from eligibility.plan import Naming as Naming
     from eligibility.plan import RunDates as RunDates
     from eligibility.plan import is_active as is_active
@@ -78,6 +80,7 @@ _EXPORTS = {
     "RowExplanation": "eligibility.explain",
     "explain_row": "eligibility.explain",
     "show_value": "eligibility.explain",
+    "MemberBreakdown": "eligibility.members",
     "SOURCE_TYPES": "eligibility.types",
     "Type": "eligibility.types",
     "ID_COLUMN": "eligibility.backends.polars",
@@ -85,6 +88,7 @@ _EXPORTS = {
     "paid_to": "eligibility.backends.polars",
     "Scan": "eligibility.backends.polars",
     "decisions_of_wide": "eligibility.backends.polars",
+    "explain_members": "eligibility.backends.polars",
     "result_inputs": "eligibility.backends.polars",
     "wide_plans": "eligibility.backends.polars",
 }
@@ -97,6 +101,7 @@ __all__ = [
     "CheckReport",
     "CheckedCatalogue",
     "CheckedPolicy",
+    "MemberBreakdown",
     "Naming",
     "PolicySet",
     "RowExplanation",
@@ -105,6 +110,7 @@ __all__ = [
     "Type",
     "check_files",
     "decisions_of_wide",
+    "explain_members",
     "explain_row",
     "is_active",
     "load_feature_catalogue",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from common.yamlsrc import Loc
 from eligibility import ast as A
 from eligibility.backends.polars.expr import compile_expr
 from eligibility.backends.polars.features import without_links
+from eligibility.backends.polars.members import member_breakdown
 from eligibility.backends.polars.policy import (
     OWNER_COLUMN,
     aggregate_expressions,
@@ -34,7 +35,8 @@ from eligibility.backends.polars.policy import (
 from eligibility.check import case_reading, reading_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.explain import condition_text
-from eligibility.plan import Naming, needs, run_dates
+from eligibility.members import aggregates_read
+from eligibility.plan import AggregateNeed, Naming, needs, run_dates
 from eligibility.schema import Case
 
 
@@ -51,6 +53,8 @@ class CaseResult:
     decided_by: str
     line: int
     col: int = 1
+    # For a condition that failed on an aggregate: its members in words, as explain lists them.
+    members: list[str] = field(default_factory=list)
 
     def problem(self, file: str) -> Problem:
         """A failing case as a problem of its file (what `run` refuses a policy for)."""
@@ -75,7 +79,8 @@ class CaseResult:
             f"  given:    {given}\n"
             f"  expected: {_show(self.expected)}\n  actual:   {_show(self.actual)}\n"
             f"  decided by: {self.decided_by}\n"
-            "  fix: correct the policy, or the example if the policy text says otherwise"
+            + "".join(f"    {line}\n" for line in self.members)
+            + "  fix: correct the policy, or the example if the policy text says otherwise"
         )
 
 
@@ -256,6 +261,7 @@ def run_case(
     frame = _frame(policy.target, [row_given], cat, naming, window, lists)
     # Each given entity's accounts on file, by id: the target's, and a related payee's.
     on_file: dict[str, list[str]] = {}
+    member_links: dict[int, tuple[AggregateNeed, pl.DataFrame | None]] = {}
     for col, an in need.aggregates.items():
         rel = cat.relation(an.node.relation)
         raw = given.get(an.node.relation, [])
@@ -273,6 +279,7 @@ def run_case(
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
         mframe = _frame(rel.to, members, cat, naming, window, mlists) if members else None
         if mframe is None:  # as the batch fills an owner without links
+            member_links[id(an.node)] = (an, None)
             empty = pl.lit(None, dtype=pl.String) if an.kind == "payee" else without_links(an)
             value = pl.select(empty.alias(col))
         else:
@@ -286,6 +293,7 @@ def run_case(
             # The owner's features beside each link, for owner.x and lets read on the owner.
             links = links.join(frame.select(pl.all().name.prefix(OWNER_COLUMN)), how="cross")
             links = links.with_columns(pick_columns(cat, [an]))
+            member_links[id(an.node)] = (an, links)
             value = links.group_by("_owner").agg(aggregate_expressions(cat, [an])).drop("_owner")
             if an.kind != "payee":
                 value = value.with_columns(pl.col(col).fill_null(without_links(an)))
@@ -323,6 +331,16 @@ def run_case(
     failing = next((c for c in policy.conditions if c.id == row["reason"]), None)
     if failing is not None:
         decided += ": " + _condition_with_values(policy, failing.node, frame, cat, as_of)
+    member_words: list[str] = []
+    if failing is not None:
+        for agg in aggregates_read(policy, failing.node):
+            if id(agg) not in member_links:
+                continue
+            an, given_frame = member_links[id(agg)]
+            given_links = given_frame if given_frame is not None else pl.DataFrame(schema=_NO_LINKS)
+            member_words += member_breakdown(
+                given_links.lazy(), cat, an, value=frame[an.column][0], read_by=[failing.id]
+            ).lines()
     if row["reason"] is None:
         passed_ids = [c.id for i, c in enumerate(policy.conditions) if row["mask"] >> i & 1]
         decided = f"every condition held ({', '.join(passed_ids)})" if passed_ids else decided
@@ -336,7 +354,11 @@ def run_case(
         decided,
         case_line,
         case_col,
+        member_words,
     )
+
+
+_NO_LINKS = {"_owner": pl.Int32, "entity_id": pl.String}
 
 
 def _condition_with_values(

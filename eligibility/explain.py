@@ -155,9 +155,14 @@ def _(node: A.Apply, outer: int) -> str:
 
 @_src.register
 def _(node: A.Aggregate, outer: int) -> str:
+    over = node.relation
+    if node.pick is not None:  # the related entities it picks: earliest(hires, 50, hired_in)
+        p = node.pick
+        args = [node.relation, _src(p.n, 0), _src(p.key, 0)]
+        over = f"{p.order}({', '.join([*args, *([_src(p.where, 0)] if p.where else [])])})"
     if node.body is None:
-        return f"{node.func}({node.relation})"
-    return f"{node.func}({node.relation}, {_src(node.body, 0)})"
+        return f"{node.func}({over})"
+    return f"{node.func}({over}, {_src(node.body, 0)})"
 
 
 def _wrap(text: str, own: int, outer: int) -> str:

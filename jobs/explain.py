@@ -10,6 +10,13 @@ Nothing is evaluated over the sources again; the values between features and
 results (lets, the sides of each comparison, the amount's steps) are worked out
 by the reference interpreter from the archived features, and where the entity
 met every condition it must agree with the archived amount.
+
+The one exception: the members of the aggregates that decided (an enterprise's
+hires, a household's children), which the archive does not keep.  They are read
+from the sources the run staged, for this one entity, by the plan and compiled
+expressions the run aggregated them with (`eligibility.backends.polars.members`),
+and checked against the aggregate's archived value; with the staged sources
+deleted, the explanation says that they cannot be shown.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from common.money import format_yuan, yuan_to_fen
 from eligibility import (
     CheckedCatalogue,
     CheckedPolicy,
+    MemberBreakdown,
     RowExplanation,
+    explain_members,
     explain_row,
     load_policy,
     payee_kind,
@@ -37,8 +46,8 @@ from eligibility import (
 from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.catalogue_dir import source_catalogue
 from jobs.errors import JobError
-from jobs.evaluate import decisions_of_wide
-from jobs.ingest import sha256_file
+from jobs.evaluate import decisions_of_wide, staged_scan
+from jobs.ingest import sha256_file, staged_dir
 from jobs.policies import check_features
 from jobs.settings import Settings
 from ledgers import runs
@@ -205,6 +214,9 @@ class Explanation:
     paid_to: PaidTo | None  # None: the run recorded no account choice (before accounts)
     transfers: Sequence[LedgerTransfer]
     amount_fen: int  # what the ledger holds for the key
+    # The decisive aggregates member by member (identifiers masked unless asked); None
+    # where the run's staged sources are gone and the members cannot be listed.
+    members: Sequence[MemberBreakdown] | None = ()
 
     @property
     def first_failing(self) -> Mapping[str, Any] | None:
@@ -275,6 +287,7 @@ class Explanation:
                 for t in self.transfers
             ],
             "amount_fen": self.amount_fen,
+            "members": None if self.members is None else [m.to_json() for m in self.members],
         }
 
     def to_text(self) -> str:
@@ -370,6 +383,7 @@ def explain(
         .row(0, named=True)
     )
     detail = explain_row(policy, cat, run.as_of, wide)
+    members = _members(run, policy, cat, wide, [c.passed for c in detail.conditions], show)
     if run.allocation is None:
         raise JobError(
             f"run {run.run_id} recorded no allocation",
@@ -446,7 +460,32 @@ def explain(
             for r in transfers
         ],
         amount_fen=sum(int(r.signed) for r in transfers),
+        members=members,
     )
+
+
+def _members(
+    run: RunRecord,
+    policy: CheckedPolicy,
+    cat: CheckedCatalogue,
+    row: dict[str, Any],
+    passed: list[bool],
+    show: Callable[[Any], Any],
+) -> list[MemberBreakdown] | None:
+    """The decisive aggregates of the entity member by member, over the sources the run
+    staged (None if they are gone: a run's archive keeps the owner's values, not its
+    members')."""
+    if run.store_dir is None:
+        return None
+    folder = staged_dir(Path(run.store_dir), run.run_id)
+    if not folder.is_dir():
+        return None
+    try:
+        return explain_members(
+            staged_scan(folder), policy, cat, run.as_of, row, passed, show_id=lambda v: str(show(v))
+        )
+    except FileNotFoundError:  # some staged source deleted: as if all were
+        return None
 
 
 def explain_entity(
@@ -532,6 +571,12 @@ def render_explanation(e: Explanation) -> str:
             lines.append(f"         why: {c['gap']}")
         if c.get("ref"):
             lines.append(f"         ({c['ref']})")
+    if e.members is None:
+        lines += ["", "related members: not shown: the run's staged sources are gone"]
+    elif e.members:
+        lines += ["", "related members (the aggregates that decided):"]
+        for m in e.members:
+            lines += [f"  {line}" for line in m.lines()]
     lines += ["", "amount:"]
     lines += [f"  {s}" for s in e.amount_steps]
     lines.append(f"  claim: {format_yuan(e.claim_fen)} yuan")

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import Engine
 
+from common.identifiers import is_resident_id
 from disburse.cli import main
 from eligibility.explain import explain_row
 from jobs.catalogue import load_source_catalogue
@@ -92,6 +95,36 @@ def cases(allocation: pl.DataFrame, decisions: pl.DataFrame) -> dict[str, tuple[
     return cases
 
 
+# Aggregates member by member (issue 18.9): an enterprise's hires (a pick), a person's
+# housemates (two hops), a household's members (a count and a pick), each refused by or
+# paid through a condition on them.
+MEMBER_CASES = {
+    "refused-took-on-young-people": ("job-expansion-grant", "took-on-young-people"),
+    "paid-job-expansion": ("job-expansion-grant", None),
+    "refused-lives-alone": ("elderly-living-alone", "lives-alone"),
+    "refused-third-born-since": ("third-child-grant", "third-born-since"),
+    # a feature of the catalogue over a relation, and an any() reading owner.region_code
+    "refused-hired-graduates": ("graduate-hiring-subsidy", "hired-graduates"),
+    "paid-stay-at-post": ("stay-at-post-grant", None),
+}
+
+
+def member_cases(engine: Engine, decisions: pl.DataFrame) -> dict[str, tuple[str, str]]:
+    """For each of MEMBER_CASES, the first entity in id order decided so whose explanation
+    lists some related members."""
+    out = {}
+    for name, (policy_id, reason) in MEMBER_CASES.items():
+        rows = decisions.filter(
+            (pl.col("policy_id") == policy_id) & pl.col("reason").eq_missing(reason)
+        ).sort("entity_id")
+        for entity in rows["entity_id"]:
+            members = explain(engine, policy_id, entity).members
+            if members and members[0].total > 0:
+                out[name] = (policy_id, entity)
+                break
+    return out
+
+
 def test_explanations_match_their_golden_files(night, update_golden: bool) -> None:
     url, allocation, decisions = night
     picked = cases(allocation, decisions)
@@ -99,6 +132,9 @@ def test_explanations_match_their_golden_files(night, update_golden: bool) -> No
         picked
     )
     with open_engine(url) as engine:
+        found = member_cases(engine, decisions)
+        assert set(found) == set(MEMBER_CASES)
+        picked |= found
         for name, (policy_id, entity) in sorted(picked.items()):
             text = render_explanation(explain(engine, policy_id, entity)) + "\n"
             golden = GOLDEN / f"explain-{name}.txt"
@@ -243,3 +279,109 @@ def test_the_reference_checks_the_amounts_of_entities_that_met_every_condition(n
     assert explain_row(policy, cat, run.as_of, unmet).reference_agrees is True
     unmet[column] = 123_456  # as an archive written before engine version 2 holds it
     assert explain_row(policy, cat, run.as_of, unmet).reference_agrees is True
+
+
+MASKED_ID = re.compile(r"^\d{6}\*{10}[0-9X]{2}$")
+
+
+@pytest.mark.parametrize(
+    ("name", "relation"),
+    [
+        ("refused-took-on-young-people", "hires"),
+        ("refused-lives-alone", "housemates"),
+        ("refused-third-born-since", "members"),
+        ("refused-hired-graduates", "hires"),
+    ],
+)
+def test_a_decisive_aggregate_lists_its_members(night, name: str, relation: str) -> None:
+    """An enterprise's, a person's and a household's aggregate: every member listed, masked,
+    each counted or with the part that failed, and together they give the recorded value."""
+    url, _allocation, decisions = night
+    with open_engine(url) as engine:
+        policy_id, entity = member_cases(engine, decisions)[name]
+        e = explain(engine, policy_id, entity)
+        out = CliRunner().invoke(
+            main, ["explain", "--db", url, "--policy", policy_id, "--entity", entity, "--json"]
+        )
+    assert out.exit_code == 0, out.output
+    assert e.members
+    assert json.loads(out.output)["members"] == [m.to_json() for m in e.members]
+    first = e.first_failing
+    assert first is not None
+    b = e.members[-1]
+    assert b.relation == relation
+    assert first["id"] in b.read_by
+    assert b.recomputed is None, "the staged members give the value the run recorded"
+    assert b.total == len(b.members) + b.more
+    assert 0 < b.total <= 20
+    for m in b.members:
+        assert MASKED_ID.match(m.member), m.member
+        if not m.counted:
+            assert re.match(
+                r"(not (counted|picked)|does not hold|picked #\d+ .*; (not counted|does not hold)): ",
+                m.text,
+            ), m.text
+    if b.aggregate.startswith(("count(", "graduates_hired (count(")):
+        assert b.counted == int(b.value)
+    text = render_explanation(e)
+    assert "related members (the aggregates that decided):" in text
+    assert all(f"      {m.member}: {m.text}" in text for m in b.members)
+
+
+def test_a_refusal_by_a_pick_says_which_members_were_picked(night) -> None:
+    url, _allocation, decisions = night
+    with open_engine(url) as engine:
+        policy_id, entity = member_cases(engine, decisions)["refused-third-born-since"]
+        e = explain(engine, policy_id, entity)
+    pick = e.members[-1] if e.members else None
+    assert pick is not None
+    assert pick.aggregate.startswith("any(earliest(members, 3, birth_on, ")
+    picked = [m for m in pick.members if m.text.startswith("picked #")]
+    assert [m.text.split(" ")[1] for m in picked] == ["#1", "#2", "#3"]
+    assert all("does not hold: birth_on >= born_from" in m.text for m in picked)
+    assert all(m.text.startswith("not picked: ") for m in pick.members[3:])
+
+
+def test_no_member_identity_number_appears_unless_unmasked(night) -> None:
+    url, _allocation, decisions = night
+    with open_engine(url) as engine:
+        for policy_id, entity in member_cases(engine, decisions).values():
+            shown = explain(engine, policy_id, entity, unmask=True)
+            masked = explain(engine, policy_id, entity)
+            ids = [m.member for b in shown.members or () for m in b.members]
+            assert ids
+            assert all(is_resident_id(i) for i in ids), ids
+            text, as_json = render_explanation(masked), json.dumps(masked.to_json())
+            for i in ids:
+                assert i not in text
+                assert i not in as_json
+                assert i[:6] + "*" * 10 + i[-2:] in text
+            assert all(i in render_explanation(shown) for i in ids)
+
+
+def test_members_are_not_listed_once_the_staged_sources_are_gone(night, tmp_path: Path) -> None:
+    url, _allocation, decisions = night
+    with open_engine(url) as engine:
+        policy_id, entity = member_cases(engine, decisions)["refused-lives-alone"]
+        run = get_run(engine, latest_run_id(engine) or 0)
+        assert run is not None
+        assert run.store_dir is not None
+        staged = Path(run.store_dir) / "runs" / str(run.run_id) / "sources"
+        members = staged / "household_members.parquet"
+        shutil.move(members, tmp_path / "members.parquet")
+        try:
+            partly = explain(engine, policy_id, entity)
+        finally:
+            shutil.move(tmp_path / "members.parquet", members)
+        shutil.move(staged, tmp_path / "sources")
+        try:
+            e = explain(engine, policy_id, entity)
+        finally:
+            shutil.move(tmp_path / "sources", staged)
+    assert partly.members is None
+    assert e.members is None
+    assert "related members: not shown: the run's staged sources are gone" in (
+        render_explanation(e)
+    )
+    assert e.first_failing is not None
+    assert e.first_failing["id"] == "lives-alone"

@@ -7,6 +7,7 @@
     amounts    one rule per kind of amount (`eligibility.amounts`)
     features   the feature frame of an entity kind from the sources (group-bys, joins)
     policy     a policy's conditions, amount and result as columns of that frame
+    members    an owner's aggregates member by member, for explanations
     decisions  the wide frame of each entity kind, and the long decision table
     accounts   which of its accounts each payee is paid to
 
@@ -26,6 +27,7 @@ from eligibility.backends.polars.decisions import (
 )
 from eligibility.backends.polars.expr import compile_expr
 from eligibility.backends.polars.features import Scan, entity_frame
+from eligibility.backends.polars.members import explain_members
 from eligibility.backends.polars.policy import evaluate_frame, result_inputs
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "decisions_of_wide",
     "entity_frame",
     "evaluate_frame",
+    "explain_members",
     "literal",
     "paid_to",
     "result_inputs",

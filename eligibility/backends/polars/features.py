@@ -344,6 +344,28 @@ def _relation_aggregates(
     """One row per owner with links: the aggregates of `items` over its related members
     (with `owners`, a frame of the owners' surrogate keys, only for those)."""
     rel = cat.relation(relation)
+    joined = relation_members(scan_source, cat, relation, window, items, as_of, depth, owners)
+    aggs = aggregate_expressions(cat, items)
+    return joined.group_by("_owner").agg(aggs).rename({"_owner": Naming.sk(rel.from_)})
+
+
+def relation_members(
+    scan_source: Scan,
+    cat: CheckedCatalogue,
+    relation: str,
+    window: Window,
+    items: list[AggregateNeed],
+    as_of: dt.date,
+    depth: int = 0,
+    owners: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """One row per link of the relation: `_owner` (the owner's surrogate key), the
+    member's `entity_id` and the features the bodies of `items` read, the link's
+    attributes, the owner's features they read (`owner.x`) and each pick's column
+    (`picked_column`); what the aggregates of `items` group by owner, and what
+    `disburse explain` lists member by member (with `owners`, a frame of the owners'
+    surrogate keys, only for those)."""
+    rel = cat.relation(relation)
     owner_sk, member_sk = Naming.sk(rel.from_), Naming.sk(rel.to)
     links = relation_links(
         scan_source,
@@ -383,10 +405,7 @@ def _relation_aggregates(
             how="left",
         )
     picks = pick_columns(cat, items)
-    if picks:
-        joined = joined.with_columns(picks)
-    aggs = aggregate_expressions(cat, items)
-    return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
+    return joined.with_columns(picks) if picks else joined
 
 
 def _listed(scan_source: Scan, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:

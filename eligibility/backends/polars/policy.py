@@ -143,26 +143,31 @@ def pick_columns(cat: CheckedCatalogue, items: list[AggregateNeed]) -> list[pl.E
     latest: the last n), ties in order of the member's identifier.  Added to the links
     before they are grouped by owner (a running count in key order is a window, which a
     group-by's aggregation cannot hold)."""
-    naming = Naming(cat)
     out = []
     for need in items:
         pick = need.node.pick
         if pick is None:
             continue
-        ctx = member_context(cat, naming, need)
-        key = compile_expr(pick.key, ctx)
-        if need.typed.types[id(pick.key)] == "date":
-            key = key.cast(pl.Int64)  # days: a number, which the latest order negates
-        meets = key.is_not_null()
-        if pick.where is not None:
-            meets = meets & compile_expr(pick.where, ctx).fill_null(False)
-        order = -key if pick.order == "latest" else key
+        meets, order = pick_order(cat, need, pick)
         running = (
             meets.cast(pl.Int64).cum_sum().over("_owner", order_by=[order, pl.col("entity_id")])
         )
         n = pick_count(pick, need.params)
         out.append((meets & (running <= n)).alias(picked_column(need)))
     return out
+
+
+def pick_order(cat: CheckedCatalogue, need: AggregateNeed, pick: A.Pick) -> tuple[pl.Expr, pl.Expr]:
+    """Over the links of a pick's aggregate: whether each may be picked (it has a key and
+    meets the pick's condition), and the order it is picked in (then by identifier)."""
+    ctx = member_context(cat, Naming(cat), need)
+    key = compile_expr(pick.key, ctx)
+    if need.typed.types[id(pick.key)] == "date":
+        key = key.cast(pl.Int64)  # days: a number, which the latest order negates
+    meets = key.is_not_null()
+    if pick.where is not None:
+        meets = meets & compile_expr(pick.where, ctx).fill_null(False)
+    return meets, (-key if pick.order == "latest" else key)
 
 
 def pick_count(pick: A.Pick, params: dict[str, Any]) -> int:
