@@ -60,7 +60,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine
 
 from eligibility import CheckedPolicy, PolicySet
-from jobs.allocate import Allocation, Terms, allocate
+from jobs.allocate import Allocation, Terms, allocate_policies, entitlements
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, evaluated_counts, wide_plans
@@ -626,33 +626,14 @@ class NightlyRun:
             refused = decisions_of_wide(scans, self.policies, as_of).filter(~pl.col("eligible"))
             rest = refused.join(lapsed.lazy(), on=keys, how="semi").collect(engine="streaming")
             claims = pl.concat([claims, rest])
-        once_of = {
-            p.id: (p.spec.valid.from_, p.spec.valid.until or dt.date(9999, 12, 31)) for p in others
-        }
-        out = allocate(
-            claims,
-            terms,
-            held,
-            groups={p.id: p.spec.group or "" for p in others},
-            once=once_of,
-        )
+        out = allocate_policies(claims, self.policies, others, as_of, held)
         for pid, rows in evaluated.items():
             if pid in out.policies:
                 out.policies[pid].evaluated = rows
         return out
 
     def _entitlements(self, allocation: Allocation) -> pl.DataFrame:
-        sha = {p.id: p.sha256 for p in self.policies}
-        frame = allocation.entitlements
-        decision = pl.struct(
-            pl.col("claim_fen").alias("claim_fen"),
-            pl.col("stacking"),
-            pl.col("budget"),
-        ).struct.json_encode()
-        return frame.with_columns(
-            pl.col("policy_id").replace_strict(sha, return_dtype=pl.String).alias("policy_sha256"),
-            decision.alias("decision"),
-        )
+        return entitlements(allocation, self.policies)
 
     # -- post
 
