@@ -6,8 +6,8 @@ as `disburse run`, with a one-entity input in place of the staged sources:
 * each run's decision is the decision table's row the batch would have for the entity
   (`eligibility.cases.entity_decision`: the worked example's one-row feature frame
   through the wide frame and `decisions_of_wide`);
-* what the ledger holds is read as the run reads it (`ledgers.holdings.holdings`, with
-  its snapshots), allocated as the run allocates (`jobs.allocate.allocate_policies`:
+* what the ledger holds is read as the run reads it (`ledgers.holdings.holdings`; a
+  scratch ledger is read whole, so it keeps no snapshots), allocated as the run allocates (`jobs.allocate.allocate_policies`:
   budgets, `decide: once`), turned into the posted frame (`jobs.allocate.entitlements`)
   and posted (`ledgers.post.post_entitlements`: grants, adjustments, reversals,
   clawbacks), under a run recorded in the scratch ledger's `runs`;
@@ -130,7 +130,6 @@ class _Scenario:
         self.index = index
         self.scenario = scenario
         self.folder = folder
-        self.snapshots = folder / "holdings"
 
     def run(self) -> ScenarioResult:
         self.folder.mkdir(parents=True)
@@ -178,10 +177,10 @@ class _Scenario:
         decision = self._decision(k, as_of)
         with engine.begin() as conn:
             run_id = start_run(conn, kind=KIND, as_of=as_of)
-        known = holdings(engine, [policy.id], folder=self.snapshots)
+        known = holdings(engine, [policy.id])
         allocation = allocate_policies(decision, [policy], [], as_of, known.nonzero())
         frame = entitlements(allocation, [policy])
-        post_entitlements(engine, frame, run_id, key=SCRATCH_KEY, known=known, keep=self.snapshots)
+        post_entitlements(engine, frame, run_id, key=SCRATCH_KEY, known=known)
         row = decision.row(0, named=True)
         entity, period = str(row["entity_id"]), str(row["period"])
         with engine.connect() as conn:
