@@ -973,13 +973,7 @@ def _check_scenarios(c: Checker, spec: PolicyFile, cat: CheckedCatalogue) -> Non
                     Code.SCENARIO_WRONG,
                     f"{label} totals over {period!r}, which is no benefit period of a policy "
                     f"paid per {spec.benefit_period}",
-                    "give once"
-                    if spec.benefit_period == "once"
-                    else "give a year (2026) or one of its benefit periods ("
-                    + {"year": "2026", "quarter": "2026-Q2", "month": "2026-03"}[
-                        spec.benefit_period
-                    ]
-                    + ")",
+                    _TOTAL_FIX[spec.benefit_period],
                 )
 
 
@@ -997,6 +991,12 @@ def _scenario_money(c: Checker, loc: Loc, value: Any, what: str) -> int | None:
         return None
 
 
+_TOTAL_FIX = {
+    "once": "a policy paid once totals over once: period: once",
+    "year": "give the year: period: 2026",
+    "quarter": "give a year (2026, its quarters summed) or a quarter (2026-Q2)",
+    "month": "give a year (2026, its months summed) or a month (2026-03)",
+}
 _PERIOD_OF_KIND = {
     "year": re.compile(r"^[0-9]{4}$"),
     "quarter": re.compile(r"^[0-9]{4}(-Q[1-4])?$"),

@@ -102,8 +102,10 @@ def run_scenarios(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[Scenario
                 where, message = exc.loc, f"{label}: {exc.message}"
             except LedgerError as exc:  # an id the ledger cannot hold, say
                 where, code = ("scenarios", i), Code.SCENARIO_WRONG
-                message = f"{label} cannot be posted: {exc.message.splitlines()[0]}"
-                fix = exc.fix or "give identifiers of letters, digits, '.', '_' and '-'"
+                said = [x.strip() for x in exc.message.splitlines() if x.strip()]
+                said = [x for x in said if not x.startswith("fix:")]
+                message = f"{label} cannot be posted: {'; '.join(said)}"
+                fix = "give identifiers of letters, digits, '.', '_' and '-' (the ledger's keys)"
             except (ValueError, TypeError, ArithmeticError) as exc:  # a value nothing foresaw
                 where, message = ("scenarios", i), f"{label}: {exc}"
             line, col = policy.located.value_at(where)
