@@ -407,7 +407,7 @@ class Scenario(_Strict):
     variant: str | None = None
     params: dict[str, ParamSetting] = {}
     given: dict[str, Any]
-    runs: list[ScenarioRun] = Field(min_length=1, max_length=60)
+    runs: list[ScenarioRun] = Field(min_length=1, max_length=36)  # three years of months
     expect_total: ExpectTotal | list[ExpectTotal] | None = None
 
     @property
@@ -467,7 +467,7 @@ class PolicyFile(_Strict):
     tests: list[Case] = []
     scenarios: list[Scenario] = Field(
         default=[],
-        max_length=50,
+        max_length=20,  # each is a scratch ledger and its runs: policy check stays quick
         description="worked examples over several nightly runs, posted to a scratch ledger",
     )
     notes: str | None = None
