@@ -103,13 +103,15 @@ _SCENARIOS: dict[tuple[str, ...], list[ScenarioResult]] = {}
 
 def checked_scenarios(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[ScenarioResult]:
     """The results of a policy's scenarios (`jobs.scenarios.run_scenarios`), run once per
-    process for the same policy file and catalogue: every command that loads policies
+    process for the same policy text and catalogue: every command that loads policies
     runs them, and a process (the test suite, a long-lived service) loads the same ones
     many times."""
     if not policy.spec.scenarios:
         return []
     columns = repr(sorted((s, sorted(c.items())) for s, c in cat.source_columns.items()))
-    key = (policy.file, policy.sha256, cat.sha256, hashlib.sha256(columns.encode()).hexdigest())
+    # Not the file's path: a copy of the same text has the same results (positions
+    # included); a problem is raised, never kept.
+    key = (policy.sha256, cat.sha256, hashlib.sha256(columns.encode()).hexdigest())
     if key not in _SCENARIOS:
         _SCENARIOS[key] = run_scenarios(policy, cat)
     return _SCENARIOS[key]

@@ -7,10 +7,11 @@ as `disburse run`, with a one-entity input in place of the staged sources:
   (`eligibility.cases.entity_decision`: the worked example's one-row feature frame
   through the wide frame and `decisions_of_wide`);
 * what the ledger holds is read as the run reads it (`ledgers.holdings.holdings`; a
-  scratch ledger is read whole, so it keeps no snapshots), allocated as the run allocates (`jobs.allocate.allocate_policies`:
-  budgets, `decide: once`), turned into the posted frame (`jobs.allocate.entitlements`)
-  and posted (`ledgers.post.post_entitlements`: grants, adjustments, reversals,
-  clawbacks), under a run recorded in the scratch ledger's `runs`;
+  scratch ledger is read whole, so it keeps no snapshots), allocated as the run
+  allocates (`jobs.allocate.allocate_policies`: budgets, `decide: once`), turned into
+  the posted frame (`jobs.allocate.entitlements`) and posted
+  (`ledgers.post.post_entitlements`: grants, adjustments, reversals, clawbacks),
+  under a run recorded in the scratch ledger's `runs`;
 * a run with `paid: true` is followed by the bank paying what is payable
   (`ledgers.post.post_transfers`, a settled payment), so that a later decrease that
   the payable can no longer cover is a clawback, as in the real ledger.

@@ -334,3 +334,17 @@ def test_a_payee_the_ledger_cannot_hold_is_a_problem_not_a_traceback(tmp_path: P
     assert "cannot be posted" in problem.message
     assert "payee is not a plain id" in problem.message
     assert problem.line == head.count("\n") + body.count("\n") + 2
+
+
+def test_scenarios_run_once_per_process_for_the_same_text(tmp_path: Path) -> None:
+    from jobs.policies import checked_scenarios
+
+    shipped = next(p for p in SHIPPED if p.id == "third-child-grant")
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(Path(shipped.file).read_text())
+    first = checked_scenarios(shipped, CAT)
+    assert checked_scenarios(load_policy(copy, CAT), CAT) is first
+    copy.write_text(Path(shipped.file).read_text().replace("10000 yuan}", "10001 yuan}"))
+    changed = checked_scenarios(load_policy(copy, CAT), CAT)
+    assert changed is not first
+    assert not changed[0].passed
