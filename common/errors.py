@@ -157,28 +157,28 @@ class Code(StrEnum):
     CASE_UNKNOWN_FEATURE = (
         "E120",
         "policy",
-        "a worked example gives a value that is no feature or relation",
+        "a worked example or scenario gives a value that is no feature or relation",
     )
     CASE_UNKNOWN_REASON = (
         "E121",
         "policy",
-        "a worked example expects a reason that is no condition id",
+        "a worked example or scenario expects a reason that is no condition id",
     )
     CASE_NO_AMOUNT = "E122", "policy", "a worked example expects eligibility but gives no amount"
     CASE_BAD_VALUE = (
         "E123",
         "policy",
-        "a worked example gives a value that is not of the feature's kind",
+        "a worked example or scenario gives a value that is not of the feature's kind",
     )
     UNKNOWN_VARIANT = (
         "E125",
         "policy",
-        "a policy or a worked example names a variant the file does not declare",
+        "a policy, a worked example or a scenario names a variant the file does not declare",
     )
     UNKNOWN_SETTING = (
         "E126",
         "policy",
-        "a variant or a worked example sets a parameter or let the policy does not have",
+        "a variant, a worked example or a scenario sets a parameter or let the policy does not have",
     )
     NOT_PAYABLE = (
         "E129",
@@ -194,6 +194,18 @@ class Code(StrEnum):
         "E124",
         "policy",
         "a worked example of the policy does not hold: the policy is not run or simulated",
+    )
+    SCENARIO_WRONG = (
+        "E127",
+        "policy",
+        "a scenario cannot be run as written: runs out of date order or outside the policy's "
+        "validity, a run that expects nothing, a total over no benefit period",
+    )
+    SCENARIO_FAILED = (
+        "E128",
+        "policy",
+        "a scenario of the policy does not hold (amounts, transfers or totals over its runs): "
+        "the policy is not run or simulated",
     )
     # the feature catalogue, policies/features.yaml
     UNKNOWN_SOURCE = (

@@ -22,6 +22,7 @@ from common.money import FEN_PER_YUAN, format_yuan, parse_money
 from common.periods import written_date
 from common.yamlsrc import Loc
 from eligibility import ast as A
+from eligibility.backends.polars.decisions import decisions_of_wide
 from eligibility.backends.polars.expr import compile_expr
 from eligibility.backends.polars.features import without_links
 from eligibility.backends.polars.members import member_breakdown
@@ -31,6 +32,7 @@ from eligibility.backends.polars.policy import (
     evaluate_frame,
     pick_columns,
     policy_context,
+    wide_frame,
 )
 from eligibility.check import case_reading, reading_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
@@ -93,7 +95,7 @@ def _show(d: dict[str, Any]) -> str:
 MAX_MAGNITUDE = Decimal(10) ** 15
 
 
-class _BadValue(Exception):
+class BadValue(Exception):
     """A value of a worked example that cannot be read, and where it is."""
 
     def __init__(self, loc: Loc, message: str) -> None:
@@ -164,7 +166,7 @@ def _typed_rows(
     for k, row in enumerate(rows):
         where = (*loc, k) if loc[-1] != "given" else loc
         if not isinstance(row, dict):
-            raise _BadValue(where, "a related entity is given as its features: {name: value, ...}")
+            raise BadValue(where, "a related entity is given as its features: {name: value, ...}")
         typed: dict[str, Any] = {}
         for name, value in row.items():
             if name in features:
@@ -172,10 +174,10 @@ def _typed_rows(
                 try:
                     typed[name] = example_value(f.type, f.unit, value)
                 except ValueError as exc:
-                    raise _BadValue((*where, name), str(exc)) from None
+                    raise BadValue((*where, name), str(exc)) from None
             elif name == "lists":
                 if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                    raise _BadValue(
+                    raise BadValue(
                         (*where, name), "lists is a list of list names: [serious_dishonesty]"
                     )
                 typed[name] = value
@@ -192,13 +194,13 @@ def _typed_rows(
                 typed[name] = value
             elif name == "id":
                 if not isinstance(value, str | int) or isinstance(value, bool):
-                    raise _BadValue((*where, name), "an id is an identifier, in quotes")
+                    raise BadValue((*where, name), "an id is an identifier, in quotes")
                 typed[name] = str(value)
             elif name in extra:
                 try:
                     typed[name] = example_value(extra[name], None, value)
                 except ValueError as exc:
-                    raise _BadValue((*where, name), str(exc)) from None
+                    raise BadValue((*where, name), str(exc)) from None
         out.append(typed)
     return out
 
@@ -240,22 +242,17 @@ def _frame(
     return pl.DataFrame(columns)
 
 
-def run_case(
-    policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogue, default_as_of: dt.date
-) -> CaseResult:
-    """Evaluate one case with the compiled policy (under the case's variant and parameters)
-    and compare with what it expects."""
-    reading = case_reading(policy.spec, index)
-    if reading is not None:
-        policy = reading_policy(policy, cat, reading)
-    as_of = case.as_of or default_as_of
+def case_frame(
+    policy: CheckedPolicy, given: dict[str, Any], cat: CheckedCatalogue, as_of: dt.date, loc: Loc
+) -> pl.DataFrame:
+    """The one-row feature frame of an entity a worked example (or a scenario's run) gives,
+    as the batch builds it for `policy` on `as_of`: its features, the lists it is on, and
+    the aggregates over its related entities; `BadValue` (at `loc`, where `given` was
+    written) for a value that cannot be read."""
     naming = Naming(cat)
     window = run_dates(policy, as_of).window
     all_needs = needs([policy], cat, as_of)
     need = all_needs[policy.target]
-    case_line, case_col = policy.located.at(("tests", index))
-    given = dict(case.given)
-    loc: Loc = ("tests", index, "given")
     (row_given,) = _typed_rows(policy.target, [given], cat, loc)
     lists = set(need.lists) | set(row_given.get("lists", []))
     frame = _frame(policy.target, [row_given], cat, naming, window, lists)
@@ -266,10 +263,10 @@ def run_case(
         rel = cat.relation(an.node.relation)
         raw = given.get(an.node.relation, [])
         if not isinstance(raw, list):
-            raise _BadValue(
+            raise BadValue(
                 (*loc, an.node.relation), "a relation is a list of related entities: [{...}, ...]"
             )
-        attributes = {
+        attributes: dict[str, str] = {
             a: cat.source_columns[source][column]
             for a, (source, column) in cat.link_columns(an.node.relation).items()
         }
@@ -298,6 +295,33 @@ def run_case(
             if an.kind != "payee":
                 value = value.with_columns(pl.col(col).fill_null(without_links(an)))
         frame = frame.hstack(value)
+    return frame
+
+
+def entity_decision(
+    policy: CheckedPolicy, given: dict[str, Any], cat: CheckedCatalogue, as_of: dt.date, loc: Loc
+) -> pl.DataFrame:
+    """The decision table's row (`RESULT_SCHEMA`: period, eligible, amount, reason, payee, ...)
+    of the one entity `given` describes, on `as_of`: its feature frame (`case_frame`) through
+    the wide frame and the decisions the nightly run archives and allocates from."""
+    frame = case_frame(policy, given, cat, as_of, loc)
+    wide = wide_frame(frame.lazy(), [policy], cat, as_of, Naming.sk(policy.target))
+    decisions = decisions_of_wide({policy.target: wide}, [policy], as_of)
+    return decisions.collect(engine="streaming")
+
+
+def run_case(
+    policy: CheckedPolicy, case: Case, index: int, cat: CheckedCatalogue, default_as_of: dt.date
+) -> CaseResult:
+    """Evaluate one case with the compiled policy (under the case's variant and parameters)
+    and compare with what it expects."""
+    reading = case_reading(policy.spec, index)
+    if reading is not None:
+        policy = reading_policy(policy, cat, reading)
+    as_of = case.as_of or default_as_of
+    case_line, case_col = policy.located.at(("tests", index))
+    given = dict(case.given)
+    frame = case_frame(policy, given, cat, as_of, ("tests", index, "given"))
     sk = Naming.sk(policy.target)
     out = evaluate_frame(frame.lazy(), [policy], cat, as_of, sk, "entity_id").collect(
         engine="streaming"
@@ -311,7 +335,7 @@ def run_case(
         try:
             want = parse_money(getattr(exp, key))
         except ValueError as exc:
-            raise _BadValue(("tests", index, "expect", key), str(exc)) from None
+            raise BadValue(("tests", index, "expect", key), str(exc)) from None
         expected["amount"] = _yuan(want)
         actual["amount"] = _yuan(row["amount_fen"])
     if exp.reason is not None:
@@ -389,7 +413,7 @@ def run_cases(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[CaseResult]:
         try:
             results.append(run_case(policy, case, i, cat, default_as_of))
             continue
-        except _BadValue as exc:
+        except BadValue as exc:
             where, message = exc.loc, exc.message
         except (ValueError, TypeError) as exc:  # a value no check above foresaw: the test
             where, message = ("tests", i), str(exc)

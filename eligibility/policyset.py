@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from eligibility.cases import CaseResult, run_cases
 from eligibility.check import load_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.plan import is_active
+from eligibility.scenarios import ScenarioResult
+
+# Runs a policy's scenarios (`jobs.scenarios.run_scenarios`: they need a ledger, which
+# this package knows nothing of); ProblemsError for a value it cannot use.
+ScenarioRunner = Callable[[CheckedPolicy, CheckedCatalogue], list[ScenarioResult]]
 
 NOT_POLICIES = {"features.yaml", "sources.yaml"}
 
@@ -56,13 +62,21 @@ class PolicySet:
         )
 
 
-def load_policy_set(paths: list[Path], cat: CheckedCatalogue) -> PolicySet:
-    """Load and check every policy file and run its worked examples, as `policy check`
-    does: a policy with a problem, or whose own examples do not hold, is not run; all
-    problems of all files are reported together."""
-    report = check_files(paths, cat)
+def load_policy_set(
+    paths: list[Path], cat: CheckedCatalogue, scenarios: ScenarioRunner | None = None
+) -> PolicySet:
+    """Load and check every policy file and run its worked examples (and, with a runner,
+    its scenarios), as `policy check` does: a policy with a problem, or whose own examples
+    or scenarios do not hold, is not run; all problems of all files are reported together."""
+    report = check_files(paths, cat, scenarios)
     failed = [
         r.problem(report.files[pid]) for pid, rs in report.cases.items() for r in rs if not r.passed
+    ]
+    failed += [
+        s.problem(report.files[pid])
+        for pid, ss in report.scenarios.items()
+        for s in ss
+        if not s.passed
     ]
     if report.problems or failed:
         raise ProblemsError([*report.problems, *failed])
@@ -78,38 +92,55 @@ class CheckReport:
     files: dict[str, str]
     warnings: list[Problem] = field(default_factory=list)
     policies: list[CheckedPolicy] = field(default_factory=list)  # those that loaded
+    scenarios: dict[str, list[ScenarioResult]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """No problem and every case passed (warnings do not count)."""
-        return not self.problems and all(r.passed for rs in self.cases.values() for r in rs)
+        """No problem, every case and every scenario passed (warnings do not count)."""
+        return (
+            not self.problems
+            and all(r.passed for rs in self.cases.values() for r in rs)
+            and all(s.passed for ss in self.scenarios.values() for s in ss)
+        )
 
     def to_text(self, *, verbose: bool = False) -> str:
         """Every problem and warning by position, the failing cases (every case if
         `verbose`), and a count line."""
         lines = [p.render() for p in sorted([*self.problems, *self.warnings])]
-        n_cases = n_failed = 0
+        n_cases = n_failed = n_scenarios = n_sfailed = 0
         for pid, results in self.cases.items():
             for r in results:
                 n_cases += 1
                 n_failed += not r.passed
                 if verbose or not r.passed:
                     lines.append(r.render(self.files[pid]))
+            for sc in self.scenarios.get(pid, []):
+                n_scenarios += 1
+                n_sfailed += not sc.passed
+                if verbose or not sc.passed:
+                    lines.append(sc.render(self.files[pid], verbose=verbose))
         files = len(self.cases)
         warned = f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        ran = f"{n_cases - n_failed} of {n_cases} case(s)"
+        if n_scenarios:
+            ran += f" and {n_scenarios - n_sfailed} of {n_scenarios} scenario(s)"
         lines.append(
             f"{files} polic{'y' if files == 1 else 'ies'} checked, "
-            f"{len(self.problems)} problem(s){warned}; {n_cases - n_failed} of {n_cases} case(s) passed"
+            f"{len(self.problems)} problem(s){warned}; {ran} passed"
         )
         return "\n".join(lines)
 
 
-def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
-    """Check each file and run its cases; a broken file does not stop the others."""
+def check_files(
+    paths: list[Path], cat: CheckedCatalogue, scenarios: ScenarioRunner | None = None
+) -> CheckReport:
+    """Check each file and run its cases, and with a runner its scenarios; a broken file
+    does not stop the others."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
     policies: list[CheckedPolicy] = []
     cases: dict[str, list[CaseResult]] = {}
+    ran: dict[str, list[ScenarioResult]] = {}
     files: dict[str, str] = {}
     ids: dict[str, str] = {}
     files_given = policy_files(paths)
@@ -152,4 +183,10 @@ def check_files(paths: list[Path], cat: CheckedCatalogue) -> CheckReport:
             cases[policy.id] = run_cases(policy, cat)
         except ProblemsError as exc:
             problems += exc.problems
-    return CheckReport(sorted(problems), cases, files, sorted(warnings), policies)
+            continue
+        if scenarios is not None:
+            try:
+                ran[policy.id] = scenarios(policy, cat)
+            except ProblemsError as exc:
+                problems += exc.problems
+    return CheckReport(sorted(problems), cases, files, sorted(warnings), policies, ran)

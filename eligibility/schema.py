@@ -376,6 +376,74 @@ class Case(_Strict):
     expect: Expect
 
 
+TransferKind = Literal["grant", "adjustment", "reversal", "clawback"]
+
+
+class ExpectTransfer(_Strict):
+    """One transfer a scenario's run is expected to post for the entity's key: its kind and
+    its effect on what the key holds (up for a grant or an increase, negative for a decrease,
+    a reversal or a clawback); the payee, if it matters."""
+
+    kind: TransferKind
+    amount: Scalar
+    payee: str | None = None
+
+
+class ExpectRun(_Strict):
+    """What one run of a scenario expects: the night's decision (eligible, reason, payee),
+    what the ledger holds for the key of the run's benefit period once it has posted
+    (`amount`), and the transfers it posted for the entity (`[]`: none)."""
+
+    eligible: bool | None = None
+    reason: str | None = None
+    payee: str | None = None
+    amount: Scalar = None
+    transfers: list[ExpectTransfer] | None = None
+
+
+class ScenarioRun(_Strict):
+    """One nightly run of a scenario: its date, what changed since the run before (features
+    given anew replace theirs; a relation given anew replaces its members), whether the bank
+    paid out what was payable after it, and what it expects."""
+
+    as_of: Date
+    given: dict[str, Any] = {}
+    paid: bool = Field(
+        default=False,
+        description="after this run the bank pays the payee what is payable (a settled "
+        "payment): a later decrease is then a clawback",
+    )
+    expect: ExpectRun
+
+
+class ExpectTotal(_Strict):
+    """What the ledger holds for the entity over a period once every run has posted: a benefit
+    period's key (2026, 2026-Q2, 2026-03, once), or a year summing its months or quarters."""
+
+    period: str | int
+    amount: Scalar
+
+
+class Scenario(_Strict):
+    """An officer's worked example over several nightly runs: the entity's features at the
+    first run, the runs with what changed before each and what each posts, and totals; run
+    on the real allocation and posting over a scratch ledger."""
+
+    name: str
+    variant: str | None = None
+    params: dict[str, ParamSetting] = {}
+    given: dict[str, Any]
+    runs: list[ScenarioRun] = Field(min_length=1, max_length=36)  # three years of months
+    expect_total: ExpectTotal | list[ExpectTotal] | None = None
+
+    @property
+    def totals(self) -> list[ExpectTotal]:
+        """The totals expected, as a list."""
+        if self.expect_total is None:
+            return []
+        return self.expect_total if isinstance(self.expect_total, list) else [self.expect_total]
+
+
 class Define(_Strict):
     """A function of the policy's own, declared once and used where it is needed (a
     per-person tier applied to each member of a household): an expression of its
@@ -423,6 +491,11 @@ class PolicyFile(_Strict):
     variants: dict[str, Variant] = {}
     variant: str | None = Field(default=None, description="the variant in force when run")
     tests: list[Case] = []
+    scenarios: list[Scenario] = Field(
+        default=[],
+        max_length=20,  # each is a scratch ledger and its runs: policy check stays quick
+        description="worked examples over several nightly runs, posted to a scratch ledger",
+    )
     notes: str | None = None
     payment: Payment | None = Field(
         default=None,

@@ -454,3 +454,38 @@ def allocate(
     # Policies in id order (the loop's), each by entity.
     frame = pl.concat(out) if out else pl.DataFrame(schema=ALLOCATED_SCHEMA)
     return Allocation(frame.cast(ALLOCATED_SCHEMA), report)  # type: ignore[arg-type]
+
+
+def allocate_policies(
+    claims: pl.DataFrame,
+    policies: list[CheckedPolicy],
+    others: list[CheckedPolicy],
+    as_of: dt.date,
+    held: pl.DataFrame,
+) -> Allocation:
+    """The night's allocation as `disburse run` makes it: `claims` (the decision table's rows,
+    see `allocate`) of the `policies` active on `as_of`, against what the ledger `held`;
+    `others` are the inactive policies of their stacking groups (their payouts still block)."""
+    once_of = {p.id: (p.spec.valid.from_, p.spec.valid.until or FOREVER[1]) for p in others}
+    return allocate(
+        claims,
+        [Terms.of(p, as_of) for p in policies],
+        held,
+        groups={p.id: p.spec.group or NO_GROUP for p in others},
+        once=once_of,
+    )
+
+
+def entitlements(allocation: Allocation, policies: list[CheckedPolicy]) -> pl.DataFrame:
+    """The frame `ledgers.post.post_entitlements` posts: the allocation with each policy
+    file's sha256 and the decision (claim, stacking, budget) as compact JSON."""
+    sha = {p.id: p.sha256 for p in policies}
+    decision = pl.struct(
+        pl.col("claim_fen").alias("claim_fen"),
+        pl.col("stacking"),
+        pl.col("budget"),
+    ).struct.json_encode()
+    return allocation.entitlements.with_columns(
+        pl.col("policy_id").replace_strict(sha, return_dtype=pl.String).alias("policy_sha256"),
+        decision.alias("decision"),
+    )

@@ -7,6 +7,7 @@ $DISBURSE_CATALOGUE, else beside the policies, else the shipped ones.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,20 @@ from typing import Any
 
 from eligibility import (
     CheckedCatalogue,
+    CheckedPolicy,
     CheckReport,
     PolicySet,
     check_files,
     load_feature_catalogue,
     load_policy_set,
 )
+from eligibility.scenarios import ScenarioResult
 from jobs.catalogue import Catalogue
 from jobs.catalogue import load_source_catalogue as load_source_catalogue
 from jobs.catalogue_dir import CataloguePaths, find_catalogue
 from jobs.catalogue_dir import features_path as features_path
 from jobs.paths import policies_dir
+from jobs.scenarios import run_scenarios
 from jobs.staged import staged_columns, staged_links
 
 
@@ -52,9 +56,12 @@ def load_policies(
     catalogue: Catalogue, paths: list[Path] | None = None, *, features: Path | None = None
 ) -> PolicySet:
     """The policies in `paths` (files or folders), default the shipped policies folder,
-    checked against the feature catalogue `features` (default: see `feature_catalogue`)."""
+    checked against the feature catalogue `features` (default: see `feature_catalogue`);
+    a policy whose worked examples or scenarios do not hold is refused."""
     return load_policy_set(
-        paths or [policies_dir()], feature_catalogue(catalogue, paths, features=features)
+        paths or [policies_dir()],
+        feature_catalogue(catalogue, paths, features=features),
+        scenarios=checked_scenarios,
     )
 
 
@@ -84,7 +91,30 @@ def check_policies(paths: list[Path], catalogue_dir: Path | str | None = None) -
     `catalogue_dir` (--catalogue; default: see `jobs.catalogue_dir.find_catalogue`)."""
     where = find_catalogue(catalogue_dir, paths)
     sources = where.load_sources()
-    return check_files(paths or [policies_dir()], check_features(where.features, sources))
+    return check_files(
+        paths or [policies_dir()],
+        check_features(where.features, sources),
+        scenarios=checked_scenarios,
+    )
+
+
+_SCENARIOS: dict[tuple[str, ...], list[ScenarioResult]] = {}
+
+
+def checked_scenarios(policy: CheckedPolicy, cat: CheckedCatalogue) -> list[ScenarioResult]:
+    """The results of a policy's scenarios (`jobs.scenarios.run_scenarios`), run once per
+    process for the same policy text and catalogue: every command that loads policies
+    runs them, and a process (the test suite, a long-lived service) loads the same ones
+    many times."""
+    if not policy.spec.scenarios:
+        return []
+    columns = repr(sorted((s, sorted(c.items())) for s, c in cat.source_columns.items()))
+    # Not the file's path: a copy of the same text has the same results (positions
+    # included); a problem is raised, never kept.
+    key = (policy.sha256, cat.sha256, hashlib.sha256(columns.encode()).hexdigest())
+    if key not in _SCENARIOS:
+        _SCENARIOS[key] = run_scenarios(policy, cat)
+    return _SCENARIOS[key]
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine
 
 from eligibility import CheckedPolicy, PolicySet
-from jobs.allocate import Allocation, Terms, allocate
+from jobs.allocate import Allocation, Terms, allocate_policies, entitlements
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import accounts_paid, decisions_of_wide, evaluated_counts, wide_plans
@@ -626,29 +626,14 @@ class NightlyRun:
             refused = decisions_of_wide(scans, self.policies, as_of).filter(~pl.col("eligible"))
             rest = refused.join(lapsed.lazy(), on=keys, how="semi").collect(engine="streaming")
             claims = pl.concat([claims, rest])
-        once_of = {
-            p.id: (p.spec.valid.from_, p.spec.valid.until or dt.date(9999, 12, 31)) for p in others
-        }
-        out = allocate(
-            claims,
-            terms,
-            held,
-            groups={p.id: p.spec.group or "" for p in others},
-            once=once_of,
-        )
+        out = allocate_policies(claims, self.policies, others, as_of, held)
         for pid, rows in evaluated.items():
             if pid in out.policies:
                 out.policies[pid].evaluated = rows
         return out
 
     def _entitlements(self, allocation: Allocation, run_id: int) -> pl.DataFrame:
-        sha = {p.id: p.sha256 for p in self.policies}
-        frame = allocation.entitlements
-        decision = pl.struct(
-            pl.col("claim_fen").alias("claim_fen"),
-            pl.col("stacking"),
-            pl.col("budget"),
-        ).struct.json_encode()
+        frame = entitlements(allocation, self.policies)
         # The account each payee is paid to (the policy's first on file), for explain and
         # the payment file; not posted: the ledger keys on the payee, not the account.
         frame = frame.with_columns(pl.coalesce("payee", "entity").alias("_paid"))
@@ -658,21 +643,12 @@ class NightlyRun:
             self.policies,
             frame.lazy().select("policy_id", pl.col("_paid").alias("payee")),
         ).collect()
-        return (
-            frame.with_columns(
-                pl.col("policy_id")
-                .replace_strict(sha, return_dtype=pl.String)
-                .alias("policy_sha256"),
-                decision.alias("decision"),
-            )
-            .join(
-                paid.rename({"payee": "_paid"}),
-                on=["policy_id", "_paid"],
-                how="left",
-                maintain_order="left",
-            )
-            .drop("_paid")
-        )
+        return frame.join(
+            paid.rename({"payee": "_paid"}),
+            on=["policy_id", "_paid"],
+            how="left",
+            maintain_order="left",
+        ).drop("_paid")
 
     # -- post
 

@@ -256,10 +256,11 @@ def display_url(url: str) -> str:
         return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, remember: bool = True) -> Engine:
     """An engine for `url`, checked to connect; SQLite gets WAL and enforced foreign keys,
     PostgreSQL sessions are named `disburse` (pg_stat_activity.application_name) unless
-    the URL names them."""
+    the URL names them.  `remember`: the URL a fault without one names (not a scratch
+    database's, such as a scenario's)."""
     url = normalise_url(url)
     try:
         args = make_url(url)
@@ -292,7 +293,8 @@ def make_engine(url: str) -> Engine:
                 else "check that the file is a SQLite database you may write to"
             )
         raise LedgerError(f"cannot open {display_url(url)}: {reason}\n  fix: {fix}") from None
-    _LAST_URL[:] = [url]
+    if remember:
+        _LAST_URL[:] = [url]
     return engine
 
 

@@ -101,6 +101,18 @@ def read_held(conn: Connection, policy_ids: list[str], after: int = 0) -> pl.Dat
     return _summed(frame.with_columns(pl.col("payee").fill_null(pl.col("entity"))))
 
 
+def posted_by_run(conn: Connection, run_id: int) -> pl.DataFrame:
+    """The entitlement transfers one run posted, in chain order, each with its effect on its
+    key: kind, policy_id, benefit_period, entity, payee, net_fen (+ from the budget, - back)."""
+    t = Transfer.__table__
+    stmt = (
+        select(t.c.kind, *[t.c[c] for c in HOLDING_KEY], signed_amount())
+        .where(t.c.run_id == run_id, t.c.kind.in_(ENTITLEMENT_KINDS))
+        .order_by(t.c.transfer_id)
+    )
+    return read_frame(conn, stmt, {"kind": pl.String, **HOLDINGS_SCHEMA})
+
+
 # Polars: `signed_amount` over a frame of transfers.
 SIGNED_FEN = (
     pl.when(pl.col("debit_account").str.starts_with("budget:"))

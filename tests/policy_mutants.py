@@ -295,13 +295,15 @@ def check(name: str, data: bytes, catalogue: object, folder: Path | None = None)
     """Check one broken file as `disburse policy check` does; how it ended."""
     from common.errors import DisburseError
     from eligibility import check_files
+    from jobs.policies import checked_scenarios
 
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         path = Path(tmp) / f"{name}.yaml"
         path.write_bytes(data)
         started = time.perf_counter()
         try:
-            report = check_files([path], catalogue)  # type: ignore[arg-type]
+            # As `policy check`: the scenarios too, on their scratch ledgers.
+            report = check_files([path], catalogue, checked_scenarios)  # type: ignore[arg-type]
         except DisburseError as exc:
             return Outcome(
                 name, "broken", time.perf_counter() - started, f"raised, not reported: {exc}"
