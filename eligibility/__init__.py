@@ -34,8 +34,8 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.backends.polars import RESULT_SCHEMA as RESULT_SCHEMA
     from eligibility.backends.polars import Scan as Scan
     from eligibility.backends.polars import decisions_of_wide as decisions_of_wide
-    from eligibility.backends.polars import paid_to as paid_to
     from eligibility.backends.polars import explain_members as explain_members
+    from eligibility.backends.polars import paid_to as paid_to
     from eligibility.backends.polars import result_inputs as result_inputs
     from eligibility.backends.polars import wide_plans as wide_plans
     from eligibility.cases import CaseResult as CaseResult

@@ -186,7 +186,7 @@ def _typed_rows(
                 if not isinstance(value, list) or not all(
                     isinstance(x, str) and x in declared for x in value
                 ):
-                    raise _BadValue(
+                    raise BadValue(
                         (*where, name),
                         f"accounts lists the {entity}'s accounts on file, of "
                         f"{', '.join(declared) or 'none declared'}: [{next(iter(declared), '')}]",
@@ -242,9 +242,20 @@ def _frame(
     return pl.DataFrame(columns)
 
 
+@dataclass(frozen=True)
+class GivenEntity:
+    """What a worked example gives, read as the batch reads it: the one-row feature frame,
+    the links of each aggregate (by the aggregate node's id; None without any) for naming
+    members, and the accounts on file of the entity and its related entities, by id."""
+
+    frame: pl.DataFrame
+    links: dict[int, tuple[AggregateNeed, pl.DataFrame | None]]
+    accounts: dict[str, list[str]]
+
+
 def case_frame(
     policy: CheckedPolicy, given: dict[str, Any], cat: CheckedCatalogue, as_of: dt.date, loc: Loc
-) -> pl.DataFrame:
+) -> GivenEntity:
     """The one-row feature frame of an entity a worked example (or a scenario's run) gives,
     as the batch builds it for `policy` on `as_of`: its features, the lists it is on, and
     the aggregates over its related entities; `BadValue` (at `loc`, where `given` was
@@ -295,7 +306,8 @@ def case_frame(
             if an.kind != "payee":
                 value = value.with_columns(pl.col(col).fill_null(without_links(an)))
         frame = frame.hstack(value)
-    return frame
+    on_file[str(frame["entity_id"][0])] = row_given.get("accounts", [])
+    return GivenEntity(frame, member_links, on_file)
 
 
 def entity_decision(
@@ -304,7 +316,7 @@ def entity_decision(
     """The decision table's row (`RESULT_SCHEMA`: period, eligible, amount, reason, payee, ...)
     of the one entity `given` describes, on `as_of`: its feature frame (`case_frame`) through
     the wide frame and the decisions the nightly run archives and allocates from."""
-    frame = case_frame(policy, given, cat, as_of, loc)
+    frame = case_frame(policy, given, cat, as_of, loc).frame
     wide = wide_frame(frame.lazy(), [policy], cat, as_of, Naming.sk(policy.target))
     decisions = decisions_of_wide({policy.target: wide}, [policy], as_of)
     return decisions.collect(engine="streaming")
@@ -321,7 +333,8 @@ def run_case(
     as_of = case.as_of or default_as_of
     case_line, case_col = policy.located.at(("tests", index))
     given = dict(case.given)
-    frame = case_frame(policy, given, cat, as_of, ("tests", index, "given"))
+    read = case_frame(policy, given, cat, as_of, ("tests", index, "given"))
+    frame, member_links = read.frame, read.links
     sk = Naming.sk(policy.target)
     out = evaluate_frame(frame.lazy(), [policy], cat, as_of, sk, "entity_id").collect(
         engine="streaming"
@@ -343,9 +356,7 @@ def run_case(
         actual["reason"] = row["reason"]
     if exp.account is not None:
         payee = row["payee"] if row["payee"] is not None else row["entity_id"]
-        mine = (
-            row_given.get("accounts", []) if payee == row["entity_id"] else on_file.get(payee, [])
-        )
+        mine = read.accounts.get(payee, [])
         expected["account"] = exp.account
         actual["account"] = next((a for a in policy.accounts if a in mine), "none")
     if exp.payee is not None:
