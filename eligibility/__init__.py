@@ -29,6 +29,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, typed, for mypy
+    from eligibility.backends.polars import COUNTED_SCHEMA as COUNTED_SCHEMA
     from eligibility.backends.polars import ID_COLUMN as ID_COLUMN
     from eligibility.backends.polars import RESULT_SCHEMA as RESULT_SCHEMA
     from eligibility.backends.polars import Scan as Scan
@@ -46,6 +47,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.plan import Naming as Naming
     from eligibility.plan import RunDates as RunDates
     from eligibility.plan import is_active as is_active
+    from eligibility.plan import once_scope as once_scope
     from eligibility.plan import run_dates as run_dates
     from eligibility.policyset import CheckReport as CheckReport
     from eligibility.policyset import PolicySet as PolicySet
@@ -70,12 +72,14 @@ _EXPORTS = {
     "Naming": "eligibility.plan",
     "RunDates": "eligibility.plan",
     "is_active": "eligibility.plan",
+    "once_scope": "eligibility.plan",
     "run_dates": "eligibility.plan",
     "RowExplanation": "eligibility.explain",
     "explain_row": "eligibility.explain",
     "show_value": "eligibility.explain",
     "SOURCE_TYPES": "eligibility.types",
     "Type": "eligibility.types",
+    "COUNTED_SCHEMA": "eligibility.backends.polars",
     "ID_COLUMN": "eligibility.backends.polars",
     "RESULT_SCHEMA": "eligibility.backends.polars",
     "Scan": "eligibility.backends.polars",
@@ -85,6 +89,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "COUNTED_SCHEMA",
     "ID_COLUMN",
     "RESULT_SCHEMA",
     "SOURCE_TYPES",
@@ -105,6 +110,7 @@ __all__ = [
     "load_feature_catalogue",
     "load_policy",
     "load_policy_set",
+    "once_scope",
     "policy_files",
     "result_inputs",
     "run_dates",

@@ -156,6 +156,8 @@ def pick_columns(cat: CheckedCatalogue, items: list[AggregateNeed]) -> list[pl.E
         meets = key.is_not_null()
         if pick.where is not None:
             meets = meets & compile_expr(pick.where, ctx).fill_null(False)
+        if need.once is not None:  # a member counted for another entitlement is not picked
+            meets = meets & ~pl.col(Naming.counted_elsewhere(need.column))
         order = -key if pick.order == "latest" else key
         running = (
             meets.cast(pl.Int64).cum_sum().over("_owner", order_by=[order, pl.col("entity_id")])
@@ -196,6 +198,10 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
             out.append(pl.col("entity_id").filter(cond).min().alias(col))
             continue
         picked = pl.col(picked_column(need)) if agg.pick is not None else None
+        if need.once is not None:
+            out += once_lists(cat, need)
+            if picked is None:  # without a pick, the members not counted elsewhere
+                picked = ~pl.col(Naming.counted_elsewhere(need.column))
         if agg.func == "count" and agg.body is None:
             n = pl.len() if picked is None else picked.sum()
             out.append(n.cast(pl.Int64).alias(col))
@@ -216,6 +222,45 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
             value = as_decimal(body, t) if t != "count" else body
             out.append((value if picked is None else pl.when(picked).then(value)).sum().alias(col))
     return out
+
+
+def once_candidate(cat: CheckedCatalogue, need: AggregateNeed) -> tuple[pl.Expr, pl.Expr]:
+    """Over the links of a `once_per` aggregate: whether the member would count, were it
+    not counted elsewhere and within any pick's number (it has the pick's key and meets
+    its condition, and the count's condition or has the sum's value); and the pick's key
+    (days for a date; null without a pick), the first order of who counts it in a run."""
+    ctx = member_context(cat, Naming(cat), need)
+    agg = need.node
+    meets: pl.Expr = pl.lit(True)
+    key: pl.Expr = pl.lit(None, dtype=pl.Int64)
+    if agg.pick is not None:
+        key = compile_expr(agg.pick.key, ctx)
+        if need.typed.types[id(agg.pick.key)] == "date":
+            key = key.cast(pl.Int64)
+        meets = key.is_not_null()
+        if agg.pick.where is not None:
+            meets = meets & compile_expr(agg.pick.where, ctx).fill_null(False)
+        if agg.pick.order == "latest":
+            key = -key
+    if agg.body is not None:
+        body = compile_expr(agg.body, ctx)
+        meets = meets & (body.fill_null(False) if agg.func == "count" else body.is_not_null())
+    return meets, key.cast(pl.Float64)
+
+
+def once_lists(cat: CheckedCatalogue, need: AggregateNeed) -> list[pl.Expr]:
+    """Per owner, the identifiers (sorted) of the members a `once_per` aggregate counted,
+    and of those it would have counted had another entitlement not counted them first."""
+    meets, _key = once_candidate(cat, need)
+    elsewhere = pl.col(Naming.counted_elsewhere(need.column))
+    counts = meets & ~elsewhere
+    if need.node.pick is not None:
+        counts = counts & pl.col(picked_column(need))
+    member = pl.col("entity_id")
+    return [
+        member.filter(counts).sort().alias(Naming.counted(need.column)),
+        member.filter(meets & elsewhere).sort().alias(Naming.passed_over(need.column)),
+    ]
 
 
 def policy_columns(
