@@ -30,11 +30,16 @@ def staged_scan(staged_dir: Path) -> Scan:
 
 
 def wide_plans(
-    staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
+    staged_dir: Path,
+    policies: list[CheckedPolicy],
+    pset: PolicySet,
+    as_of: dt.date,
+    counted: pl.LazyFrame | None = None,
 ) -> dict[str, pl.LazyFrame]:
     """Per entity kind, the wide frame of the policies over the staged sources of one
-    ingest (`eligibility.wide_plans`): the run archives it."""
-    return wide_plans_of(staged_scan(staged_dir), policies, pset.catalogue, as_of)
+    ingest (`eligibility.wide_plans`): the run archives it.  `counted`: the members the
+    ledger counted for `once_per` policies (`jobs.once.counted_before`)."""
+    return wide_plans_of(staged_scan(staged_dir), policies, pset.catalogue, as_of, counted)
 
 
 def evaluated_counts(wide_files: dict[str, Path], policies: list[CheckedPolicy]) -> dict[str, int]:

@@ -24,6 +24,7 @@ from eligibility.backends.polars.policy import (
     OWNER_COLUMN,
     aggregate_expressions,
     once_candidate,
+    once_lists,
     pick_columns,
 )
 from eligibility.checked import CheckedCatalogue, ColumnRef, Typed
@@ -393,7 +394,7 @@ def _relation_aggregates(
     picks = pick_columns(cat, items)
     if picks:
         joined = joined.with_columns(picks)
-    aggs = aggregate_expressions(cat, items)
+    aggs = aggregate_expressions(cat, items) + [e for an in once for e in once_lists(cat, an)]
     return joined.group_by("_owner").agg(aggs).rename({"_owner": owner_sk})
 
 
@@ -475,13 +476,16 @@ def _counted_elsewhere(
         .first()
         .drop("_key")
     )
-    flags = []
+    flags: list[pl.Expr] = []
     for an in once:
         assert an.once is not None
         w = first.filter(pl.col("_scope") == an.once.scope).drop("_scope")
         suffix = f"_{len(flags)}"
-        joined = joined.join(w.rename({c: c + suffix for c in ("_win_owner", "_win_policy")}),
-                             on="entity_id", how="left")
+        joined = joined.join(
+            w.rename({c: c + suffix for c in ("_win_owner", "_win_policy")}),
+            on="entity_id",
+            how="left",
+        )
         lost = pl.col("_win_owner" + suffix).is_not_null() & ~(
             (pl.col("_win_owner" + suffix) == pl.col("_owner_id"))
             & (pl.col("_win_policy" + suffix) == an.once.policy_id)

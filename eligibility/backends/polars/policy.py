@@ -198,10 +198,8 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
             out.append(pl.col("entity_id").filter(cond).min().alias(col))
             continue
         picked = pl.col(picked_column(need)) if agg.pick is not None else None
-        if need.once is not None:
-            out += once_lists(cat, need)
-            if picked is None:  # without a pick, the members not counted elsewhere
-                picked = ~pl.col(Naming.counted_elsewhere(need.column))
+        if need.once is not None and picked is None:  # the members not counted elsewhere
+            picked = ~pl.col(Naming.counted_elsewhere(need.column))
         if agg.func == "count" and agg.body is None:
             n = pl.len() if picked is None else picked.sum()
             out.append(n.cast(pl.Int64).alias(col))
@@ -250,7 +248,11 @@ def once_candidate(cat: CheckedCatalogue, need: AggregateNeed) -> tuple[pl.Expr,
 
 def once_lists(cat: CheckedCatalogue, need: AggregateNeed) -> list[pl.Expr]:
     """Per owner, the identifiers (sorted) of the members a `once_per` aggregate counted,
-    and of those it would have counted had another entitlement not counted them first."""
+    and of those it would have counted had another entitlement not counted them first.
+
+    Bookkeeping for the ledger and explanations, not the policy's logic: lists sorted
+    in a group-by, which narwhals does not offer (the decision itself stays within it,
+    tests/unit/test_polars_backend.py)."""
     meets, _key = once_candidate(cat, need)
     elsewhere = pl.col(Naming.counted_elsewhere(need.column))
     counts = meets & ~elsewhere
