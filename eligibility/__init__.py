@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.plan import Naming as Naming
     from eligibility.plan import RunDates as RunDates
     from eligibility.plan import is_active as is_active
+    from eligibility.plan import once_aggregate as once_aggregate
     from eligibility.plan import once_scope as once_scope
     from eligibility.plan import run_dates as run_dates
     from eligibility.policyset import CheckReport as CheckReport
@@ -72,6 +73,7 @@ _EXPORTS = {
     "Naming": "eligibility.plan",
     "RunDates": "eligibility.plan",
     "is_active": "eligibility.plan",
+    "once_aggregate": "eligibility.plan",
     "once_scope": "eligibility.plan",
     "run_dates": "eligibility.plan",
     "RowExplanation": "eligibility.explain",
@@ -110,6 +112,7 @@ __all__ = [
     "load_feature_catalogue",
     "load_policy",
     "load_policy_set",
+    "once_aggregate",
     "once_scope",
     "policy_files",
     "result_inputs",

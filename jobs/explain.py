@@ -28,9 +28,13 @@ from common.money import format_yuan, yuan_to_fen
 from eligibility import (
     CheckedCatalogue,
     CheckedPolicy,
+    Naming,
     RowExplanation,
     explain_row,
     load_policy,
+    once_aggregate,
+    once_scope,
+    run_dates,
     show_value,
 )
 from jobs.catalogue import Catalogue, load_source_catalogue
@@ -41,6 +45,7 @@ from jobs.ingest import sha256_file
 from jobs.policies import check_features
 from jobs.settings import Settings
 from ledgers import runs
+from ledgers.counted import counted_frame
 from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
 from ledgers.masking import mask_entity
@@ -203,6 +208,10 @@ class Explanation:
     payee: str | None
     transfers: Sequence[LedgerTransfer]
     amount_fen: int  # what the ledger holds for the key
+    # once_per: the members this entitlement counted, and those it did not because another
+    # entitlement counted them first ({member, by}); identifiers masked unless asked.
+    counted: Sequence[str] = ()
+    passed_over: Sequence[Mapping[str, str]] = ()
 
     @property
     def first_failing(self) -> Mapping[str, Any] | None:
@@ -270,6 +279,8 @@ class Explanation:
                 for t in self.transfers
             ],
             "amount_fen": self.amount_fen,
+            "counted": list(self.counted),
+            "passed_over": [dict(p) for p in self.passed_over],
         }
 
     def to_text(self) -> str:
@@ -366,6 +377,7 @@ def explain(
             )
             .order_by(t.c.transfer_id)
         ).all()
+    counted, passed_over = _once(engine, policy, cat, run.as_of, wide, show)
     spec = policy.spec
     return Explanation(
         run_id=run.run_id,
@@ -410,7 +422,37 @@ def explain(
             for r in transfers
         ],
         amount_fen=sum(int(r.signed) for r in transfers),
+        counted=counted,
+        passed_over=passed_over,
     )
+
+
+def _once(
+    engine: Engine,
+    policy: CheckedPolicy,
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    wide: Mapping[str, Any],
+    show: Callable[[Any], Any],
+) -> tuple[list[str], list[dict[str, str]]]:
+    """For a `once_per` policy: the members the entitlement counted, and those it did not
+    count because another entitlement had (the ledger's, or a claim that came first in
+    the run), with who counted them; identifiers through `show` (masked unless asked)."""
+    agg, scope = once_aggregate(policy), once_scope(policy)
+    if agg is None or scope is None:
+        return [], []
+    column = Naming(cat).aggregate(policy.id, agg, run_dates(policy, as_of).window)
+    counted = list(wide.get(Naming.counted(column)) or [])
+    passed = list(wide.get(Naming.passed_over(column)) or [])
+    by: dict[str, str] = {}
+    if passed:
+        held = counted_frame(engine, [scope]).filter(pl.col("member").is_in(passed))
+        for r in held.iter_rows(named=True):
+            by[r["member"]] = (
+                f"{r['policy_id']} {r['benefit_period']} for {show(r['entity'])} (run {r['run_id']})"
+            )
+    first = "a claim that came first in the run (an earlier key, or a smaller identifier)"
+    return [show(m) for m in counted], [{"member": show(m), "by": by.get(m, first)} for m in passed]
 
 
 def explain_entity(
@@ -509,6 +551,11 @@ def render_explanation(e: Explanation) -> str:
         )
         lines.append(f"  not eligible: {why}")
     a = e.allocation
+    if e.counted or e.passed_over:
+        lines += ["", "counted once (once_per):"]
+        lines.append(f"  counted: {', '.join(e.counted) if e.counted else 'no one'}")
+        for o in e.passed_over:
+            lines.append(f"  not counted: {o['member']}: already counted for {o['by']}")
     lines += ["", "allocation:"]
     if a is None:
         lines.append("  nothing to allocate: no claim, and the ledger held nothing for this key")

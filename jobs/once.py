@@ -17,8 +17,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Engine
 
-from eligibility import CheckedPolicy, Naming, PolicySet, once_scope, run_dates
-from eligibility.plan import once_aggregate
+from eligibility import CheckedPolicy, Naming, PolicySet, once_aggregate, once_scope, run_dates
 from ledgers.counted import COUNTED_COLUMNS, Recorded, counted_frame, record_counted
 
 

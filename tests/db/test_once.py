@@ -6,6 +6,7 @@ enterprise's job-expansion grant never counts for another's, in this run or a la
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import DBAPIError
 
+from jobs.explain import explain
 from ledgers.counted import COUNTED_COLUMNS, counted_frame, record_counted
 from ledgers.db import LedgerError
+from ledgers.masking import mask_entity
 from ledgers.schema import CountedMember, Transfer
 from tests import minicity
 from tests.db.test_ledger import new_run
@@ -161,6 +164,18 @@ def test_a_run_counts_each_young_hire_for_one_enterprise_and_a_later_run_keeps_i
     run(data, db_url, store, policies)
     assert transfers(db_url) == first  # no adjustment: the rival's count did not grow
     assert counted(db_url) == held
+    # Explain says so, the person masked (whole with --unmask).
+    engine = create_engine(db_url)
+    try:
+        told = explain(engine, POLICY, rival)
+        whole = explain(engine, POLICY, rival, unmask=True)
+    finally:
+        engine.dispose()
+    assert [p["member"] for p in told.passed_over] == [mask_entity(person)]
+    assert told.passed_over[0]["by"].startswith(f"{POLICY} 2026 for {owner} (run 1)")
+    assert f"not counted: {mask_entity(person)}: already counted for {POLICY}" in told.to_text()
+    assert person not in told.to_text() + json.dumps(told.to_json())
+    assert whole.passed_over[0]["member"] == person
 
     # The same data in a fresh ledger: within one run the earlier credit code wins.
     fresh = db_url.replace("ledger.db", "fresh.db") if db_url.startswith("sqlite") else None
