@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.backends.polars import decisions_of_wide as decisions_of_wide
     from eligibility.backends.polars import result_inputs as result_inputs
     from eligibility.backends.polars import wide_plans as wide_plans
+    from eligibility.backends.polars import with_counted as with_counted
     from eligibility.cases import CaseResult as CaseResult
     from eligibility.catalogue import load_feature_catalogue as load_feature_catalogue
     from eligibility.check import load_policy as load_policy
@@ -88,6 +89,7 @@ _EXPORTS = {
     "decisions_of_wide": "eligibility.backends.polars",
     "result_inputs": "eligibility.backends.polars",
     "wide_plans": "eligibility.backends.polars",
+    "with_counted": "eligibility.backends.polars",
 }
 
 __all__ = [
@@ -119,6 +121,7 @@ __all__ = [
     "run_dates",
     "show_value",
     "wide_plans",
+    "with_counted",
 ]
 
 

@@ -16,6 +16,7 @@ from eligibility import (
     Scan,
     decisions_of_wide,
     result_inputs,
+    with_counted,
 )
 from eligibility import wide_plans as wide_plans_of
 
@@ -26,7 +27,8 @@ def staged_scan(staged_dir: Path) -> Scan:
     def scan(source: str) -> pl.LazyFrame:
         return pl.scan_parquet(staged_dir / f"{source}.parquet")
 
-    return scan
+    # The ledger's counted members (`once_per`) are no staged file: none unless given.
+    return with_counted(scan, None)
 
 
 def wide_plans(

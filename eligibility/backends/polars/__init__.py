@@ -23,7 +23,7 @@ from eligibility.backends.polars.decisions import (
     wide_plans,
 )
 from eligibility.backends.polars.expr import compile_expr
-from eligibility.backends.polars.features import COUNTED_SCHEMA, Scan, entity_frame
+from eligibility.backends.polars.features import COUNTED_SCHEMA, Scan, entity_frame, with_counted
 from eligibility.backends.polars.policy import evaluate_frame, result_inputs
 
 __all__ = [
@@ -42,4 +42,5 @@ __all__ = [
     "literal",
     "result_inputs",
     "wide_plans",
+    "with_counted",
 ]
