@@ -224,6 +224,12 @@ class Naming:
         return f"{column}:elsewhere"
 
     @staticmethod
+    def counted_again(column: str) -> str:
+        """Beside each link of a `once_per` aggregate: another link of the same owner counts
+        its member already (a person taken on twice counts once)."""
+        return f"{column}:again"
+
+    @staticmethod
     def counted(column: str) -> str:
         """The identifiers of the members a `once_per` aggregate counted, per owner."""
         return f"{column}:counted"

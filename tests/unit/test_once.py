@@ -114,10 +114,10 @@ def test_one_run_counts_each_member_once_across_the_group_and_the_ledger(
         ),
         "employment": pl.DataFrame(
             {
-                "enterprise_sk": [1, 2, 1, 2, 2],
-                "person_sk": [1, 1, 2, 2, 3],
-                "from_month": [dt.date(2025, m, 1) for m in (3, 2, 5, 1, 7)],
-                "to_month": [None] * 5,
+                "enterprise_sk": [1, 2, 1, 2, 2, 2],
+                "person_sk": [1, 1, 2, 2, 3, 3],
+                "from_month": [dt.date(2025, m, 1) for m in (3, 2, 5, 1, 7, 9)],
+                "to_month": [None] * 6,
             },
             schema={
                 "enterprise_sk": pl.Int32,
@@ -146,8 +146,11 @@ def test_one_run_counts_each_member_once_across_the_group_and_the_ledger(
     # M1: hired by E2 in February, E1 in March: the earlier hire under a (which picks by
     # hire month; b has no pick key, so a's claims come first) counts them.
     # M2: counted by E1 under a in the ledger: E1 keeps it, E2 may not count it.
-    # M3: E2's alone; a claims it first (a pick key), b not.
+    # M3: E2's alone, taken on twice (July and September): a counts them once, first
+    # (a pick key), b not.
     assert lists(pa, Naming.counted) == {E1: [M2], E2: [M1, M3]}
     assert lists(pb, Naming.counted) == {E1: [], E2: []}
     assert lists(pa, Naming.passed_over) == {E1: [M1], E2: [M2]}
     assert lists(pb, Naming.passed_over) == {E1: [M1, M2], E2: [M1, M2, M3]}
+    amounts = dict(zip(wide["entity_id"], wide[Naming.amount("a")], strict=True))
+    assert amounts == {E1: 100_00, E2: 2 * 100_00}  # M3 once, not twice

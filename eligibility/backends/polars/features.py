@@ -490,9 +490,19 @@ def _counted_elsewhere(
             (pl.col("_win_owner" + suffix) == pl.col("_owner_id"))
             & (pl.col("_win_policy" + suffix) == an.once.policy_id)
         )
-        flags.append(
-            (pl.col(f"_ledger:{an.column}") | lost).alias(Naming.counted_elsewhere(an.column))
+        # A member linked to one owner twice (taken on, left, taken on again) counts once:
+        # by the first of its links that would count it.
+        meets, key = once_candidate(cat, an)
+        order = key if an.node.pick is not None else pl.col("entity_id")  # no key: any
+        again = meets & (
+            meets.cast(pl.Int64).cum_sum().over(["_owner", "entity_id"], order_by=order) > 1
         )
+        flags += [
+            again.alias(Naming.counted_again(an.column)),
+            (pl.col(f"_ledger:{an.column}") | lost | again).alias(
+                Naming.counted_elsewhere(an.column)
+            ),
+        ]
     return joined.with_columns(flags)
 
 

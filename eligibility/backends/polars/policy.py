@@ -229,7 +229,7 @@ def once_candidate(cat: CheckedCatalogue, need: AggregateNeed) -> tuple[pl.Expr,
     (days for a date; null without a pick), the first order of who counts it in a run."""
     ctx = member_context(cat, Naming(cat), need)
     agg = need.node
-    meets: pl.Expr = pl.lit(True)
+    meets: pl.Expr = pl.col("_owner").is_not_null()  # true on every link, as a column
     key: pl.Expr = pl.lit(None, dtype=pl.Int64)
     if agg.pick is not None:
         key = compile_expr(agg.pick.key, ctx)
@@ -261,7 +261,9 @@ def once_lists(cat: CheckedCatalogue, need: AggregateNeed) -> list[pl.Expr]:
     member = pl.col("entity_id")
     return [
         member.filter(counts).sort().alias(Naming.counted(need.column)),
-        member.filter(meets & elsewhere).sort().alias(Naming.passed_over(need.column)),
+        member.filter(meets & elsewhere & ~pl.col(Naming.counted_again(need.column)))
+        .sort()
+        .alias(Naming.passed_over(need.column)),
     ]
 
 
