@@ -243,6 +243,16 @@ class Code(StrEnum):
         "features",
         "a relation's via steps do not lead on from one another, or lead back to it",
     )
+    ONCE_PER_RELATION = (
+        "E137",
+        "policy",
+        "once_per names a relation the policy does not count exactly once with count() or sum()",
+    )
+    ONCE_PER_ACROSS = (
+        "E138",
+        "policy",
+        "once_per across names a policy that is not checked with it, or that counts otherwise",
+    )
     # what a careful officer wants refused
     UNKNOWN_LIST = (
         "E150",

@@ -30,6 +30,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, typed, for mypy
+    from eligibility.backends.polars import COUNTED_SCHEMA as COUNTED_SCHEMA
     from eligibility.backends.polars import ID_COLUMN as ID_COLUMN
     from eligibility.backends.polars import RESULT_SCHEMA as RESULT_SCHEMA
     from eligibility.backends.polars import Scan as Scan
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.backends.polars import paid_to as paid_to
     from eligibility.backends.polars import result_inputs as result_inputs
     from eligibility.backends.polars import wide_plans as wide_plans
+    from eligibility.backends.polars import with_counted as with_counted
     from eligibility.cases import CaseResult as CaseResult
     from eligibility.catalogue import load_feature_catalogue as load_feature_catalogue
     from eligibility.check import load_policy as load_policy
@@ -51,6 +53,8 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.plan import Naming as Naming
     from eligibility.plan import RunDates as RunDates
     from eligibility.plan import is_active as is_active
+    from eligibility.plan import once_aggregate as once_aggregate
+    from eligibility.plan import once_scope as once_scope
     from eligibility.plan import run_dates as run_dates
     from eligibility.policyset import CheckReport as CheckReport
     from eligibility.policyset import PolicySet as PolicySet
@@ -76,6 +80,8 @@ _EXPORTS = {
     "Naming": "eligibility.plan",
     "RunDates": "eligibility.plan",
     "is_active": "eligibility.plan",
+    "once_aggregate": "eligibility.plan",
+    "once_scope": "eligibility.plan",
     "run_dates": "eligibility.plan",
     "RowExplanation": "eligibility.explain",
     "explain_row": "eligibility.explain",
@@ -83,6 +89,7 @@ _EXPORTS = {
     "MemberBreakdown": "eligibility.members",
     "SOURCE_TYPES": "eligibility.types",
     "Type": "eligibility.types",
+    "COUNTED_SCHEMA": "eligibility.backends.polars",
     "ID_COLUMN": "eligibility.backends.polars",
     "RESULT_SCHEMA": "eligibility.backends.polars",
     "paid_to": "eligibility.backends.polars",
@@ -91,9 +98,11 @@ _EXPORTS = {
     "explain_members": "eligibility.backends.polars",
     "result_inputs": "eligibility.backends.polars",
     "wide_plans": "eligibility.backends.polars",
+    "with_counted": "eligibility.backends.polars",
 }
 
 __all__ = [
+    "COUNTED_SCHEMA",
     "ID_COLUMN",
     "RESULT_SCHEMA",
     "SOURCE_TYPES",
@@ -116,11 +125,14 @@ __all__ = [
     "load_feature_catalogue",
     "load_policy",
     "load_policy_set",
+    "once_aggregate",
+    "once_scope",
     "policy_files",
     "result_inputs",
     "run_dates",
     "show_value",
     "wide_plans",
+    "with_counted",
 ]
 
 

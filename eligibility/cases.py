@@ -90,6 +90,10 @@ def _show(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items())
 
 
+# A related member's key in a worked example: it was counted for another entitlement
+# already (`once_per`), so this one does not count it.
+ONCE_ATTRIBUTE = "counted_elsewhere"
+
 # Bounds on the values an example may give: past them no real entity lies, and the
 # compiled plan's types (Int64 fen, Decimal(38, 10)) would overflow.
 MAX_MAGNITUDE = Decimal(10) ** 15
@@ -281,7 +285,15 @@ def case_frame(
             a: cat.source_columns[source][column]
             for a, (source, column) in cat.link_columns(an.node.relation).items()
         }
-        members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), attributes)
+        once = {ONCE_ATTRIBUTE: "bool"} if an.once is not None else {}
+        for k, m in enumerate(raw):
+            if not once and isinstance(m, dict) and ONCE_ATTRIBUTE in m:
+                raise _BadValue(
+                    (*loc, an.node.relation, k, ONCE_ATTRIBUTE),
+                    f"{ONCE_ATTRIBUTE} says a member was counted for another entitlement: "
+                    f"the policy counts {an.node.relation} once only with once_per",
+                )
+        members = _typed_rows(rel.to, raw, cat, (*loc, an.node.relation), {**attributes, **once})
         on_file.update({str(m["id"]): m.get("accounts", []) for m in members if "id" in m})
         member_need = all_needs[rel.to]
         mlists = set(member_need.lists) | {x for m in members for x in m.get("lists", [])}
@@ -297,6 +309,17 @@ def case_frame(
                     pl.Series(Naming.link(a), [m.get(a) for m in members], dtype=_DTYPES[t])
                     for a, t in attributes.items()
                 ],
+                *(
+                    [
+                        pl.Series(
+                            Naming.counted_elsewhere(col),
+                            [bool(m.get(ONCE_ATTRIBUTE)) for m in members],
+                            dtype=pl.Boolean,
+                        )
+                    ]
+                    if an.once is not None
+                    else []
+                ),
             )
             # The owner's features beside each link, for owner.x and lets read on the owner.
             links = links.join(frame.select(pl.all().name.prefix(OWNER_COLUMN)), how="cross")

@@ -196,6 +196,7 @@ def _check(
         rank_by = c.parse(("budget", "rank_by"), spec.budget.rank_by)
         if rank_by is not None:
             c.expect(rank_by, scope, set(NUMERIC) | {"date"}, "rank_by orders claims")
+    _once_per(c, spec, cat, [*lets.values(), *(x.node for x in conditions), rank_by, amount])
     if cases:
         _check_cases(c, spec, cat)
         _check_scenarios(c, spec, cat)
@@ -543,6 +544,60 @@ def _payee(c: Checker, spec: PolicyFile, scope: Scope, cat: CheckedCatalogue) ->
     if payee_where is not None:
         c.check(A.Aggregate("any", spec.payee.relation, payee_where, payee_where.span), scope)
     return payee_where
+
+
+def _once_per(
+    c: Checker, spec: PolicyFile, cat: CheckedCatalogue, roots: list[A.Node | Amount | None]
+) -> None:
+    """`once_per` names a relation from the target that the policy counts exactly once, with
+    count() or sum(): the members that aggregate counts are those the ledger records."""
+    rule = spec.once_per
+    if rule is None:
+        return
+    rel = cat.spec.relations.get(rule.relation)
+    if rel is None or rel.from_ != spec.target:
+        known = sorted(n for n, r in cat.spec.relations.items() if r.from_ == spec.target)
+        c.problem_at(
+            ("once_per", "relation"),
+            Code.UNKNOWN_RELATION,
+            f"{rule.relation!r} is no relation from {article(spec.target)}",
+            did_you_mean(rule.relation, known, "relations from " + article(spec.target)),
+        )
+        return
+    nodes: list[A.Node] = []
+    for root in roots:
+        if isinstance(root, Amount):
+            nodes += root.nodes()
+        elif root is not None:
+            nodes.append(root)
+    found: list[A.Aggregate] = []
+
+    def visit(n: A.Node) -> None:
+        if isinstance(n, A.Aggregate):
+            if n.relation == rule.relation and all(n is not f for f in found):
+                found.append(n)
+            return
+        for child in A.children(n):
+            visit(child)
+
+    for n in nodes:
+        visit(n)
+    if len(found) == 1 and found[0].func in ("count", "sum"):
+        return
+    if not found:
+        what = f"the policy does not read {rule.relation!r}"
+    elif len(found) > 1:
+        what = f"the policy reads {rule.relation!r} in {len(found)} places"
+    else:
+        what = f"the policy reads {rule.relation!r} with {found[0].func}(), which counts no one"
+    c.problem_at(
+        ("once_per", "relation"),
+        Code.ONCE_PER_RELATION,
+        f"once_per {rule.relation!r}: {what}; the members that count once are those one "
+        "count() or sum() over it counts",
+        f"count them once in a let, e.g. counted: count({rule.relation}, <condition>), "
+        "and use the let wherever it is needed",
+    )
 
 
 def _amount(c: Checker, spec: PolicyFile, scope: Scope) -> Amount | None:

@@ -218,9 +218,60 @@ class Naming:
         return f"{entity}_sk"
 
     @staticmethod
+    def counted_elsewhere(column: str) -> str:
+        """Beside each link of a `once_per` aggregate: its member was counted already, for
+        another entitlement (in the ledger, or by a claim that comes first in this run)."""
+        return f"{column}:elsewhere"
+
+    @staticmethod
+    def counted_again(column: str) -> str:
+        """Beside each link of a `once_per` aggregate: another link of the same owner counts
+        its member already (a person taken on twice counts once)."""
+        return f"{column}:again"
+
+    @staticmethod
+    def counted(column: str) -> str:
+        """The identifiers of the members a `once_per` aggregate counted, per owner."""
+        return f"{column}:counted"
+
+    @staticmethod
+    def passed_over(column: str) -> str:
+        """The identifiers of the members a `once_per` aggregate would have counted had
+        another entitlement not counted them already, per owner."""
+        return f"{column}:passed_over"
+
+    @staticmethod
     def link(attribute: str) -> str:
         """An attribute of a relation's link row, beside the related entity's features."""
         return f"link:{attribute}"
+
+
+@dataclass(frozen=True)
+class OnceNeed:
+    """An aggregate whose related members count once (`once_per`): for which policy and
+    benefit period, in which scope (the policies sharing the rule, `once_scope`)."""
+
+    scope: str
+    policy_id: str
+    period: str
+
+
+def once_scope(policy: CheckedPolicy) -> str | None:
+    """The scope in which the members of a `once_per` policy count once: the ids of the
+    policies it names and its own, sorted, joined by commas (None without once_per)."""
+    rule = policy.spec.once_per
+    if rule is None:
+        return None
+    return ",".join(sorted({policy.id, *rule.across}))
+
+
+def once_aggregate(policy: CheckedPolicy) -> A.Aggregate | None:
+    """The one aggregate over the `once_per` relation whose members count once."""
+    rule = policy.spec.once_per
+    if rule is None:
+        return None
+    found = [a for a in top_level_aggregates(policy) if a.relation == rule.relation]
+    return found[0] if found else None
 
 
 @dataclass
@@ -235,6 +286,7 @@ class AggregateNeed:
     dates: dict[str, dt.date] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     lets: dict[str, A.Node] = field(default_factory=dict)  # the policy's, for owner-level lets
+    once: OnceNeed | None = None  # its members count once (`once_per`)
 
     def owner_reads(self) -> set[str]:
         """The owner's features the body reads: `owner.x`, and those of the lets it reads."""
@@ -289,10 +341,16 @@ def needs(
         for entity, name in p.typed.lists:
             if entity == p.target:
                 top.lists.add(name)
+        scope, counted_once = once_scope(p), once_aggregate(p)
         for agg in top_level_aggregates(p):
             col = naming.aggregate(p.id, agg, window)
+            once = (
+                OnceNeed(scope, p.id, rd.period.key)
+                if scope is not None and agg is counted_once
+                else None
+            )
             top.aggregates[col] = AggregateNeed(
-                col, agg, p.typed, window, "aggregate", dates, params, p.lets
+                col, agg, p.typed, window, "aggregate", dates, params, p.lets, once
             )
             _member_needs(out, cat, naming, agg, p.typed, window)
         if p.spec.payee != "self":

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import Code, Problem, ProblemsError
+from common.errors import Code, Problem, ProblemsError, did_you_mean
 from eligibility.cases import CaseResult, run_cases
 from eligibility.check import load_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
-from eligibility.plan import is_active
+from eligibility.plan import is_active, once_scope
 from eligibility.scenarios import ScenarioResult
 
 # Runs a policy's scenarios (`jobs.scenarios.run_scenarios`: they need a ledger, which
@@ -189,4 +189,56 @@ def check_files(
                 ran[policy.id] = scenarios(policy, cat)
             except ProblemsError as exc:
                 problems += exc.problems
+    problems += once_per_problems(policies)
     return CheckReport(sorted(problems), cases, files, sorted(warnings), policies, ran)
+
+
+def once_per_problems(policies: list[CheckedPolicy]) -> list[Problem]:
+    """Each policy a `once_per` names in `across` is checked with it and says the same: the
+    same relation, the same policies, the same assessed window and benefit period (so
+    that one run decides them together, `eligibility.plan.OnceNeed`)."""
+    by_id = {p.id: p for p in policies}
+    out = []
+    for p in policies:
+        rule = p.spec.once_per
+        if rule is None:
+            continue
+        mine = once_scope(p)
+        for i, other_id in enumerate(rule.across):
+            if other_id == p.id:
+                continue
+            other = by_id.get(other_id)
+            if other is None:
+                what = "is not among the policies checked with it"
+                fix = did_you_mean(other_id, sorted(by_id), "the policies checked") + (
+                    "; check the policies of a once_per group together (the folder)"
+                )
+            elif other.spec.once_per is None:
+                what = "declares no once_per: its members would be counted again"
+                fix = f"add to {other.file}: once_per: {{relation: {rule.relation}, across: [{p.id}]}}"
+            elif (
+                other.spec.once_per.relation != rule.relation
+                or once_scope(other) != mine
+                or (other.spec.assess, other.spec.benefit_period)
+                != (p.spec.assess, p.spec.benefit_period)
+            ):
+                what = (
+                    "counts otherwise: its once_per, assess and benefit_period must be "
+                    f"this one's (relation {rule.relation}, policies {mine}, assess "
+                    f"{p.spec.assess}, benefit_period {p.spec.benefit_period})"
+                )
+                fix = f"make {other.file} declare the same once_per, assess and benefit_period"
+            else:
+                continue
+            line, col = p.located.value_at(("once_per", "across", i))
+            out.append(
+                Problem(
+                    p.file,
+                    line,
+                    col,
+                    Code.ONCE_PER_ACROSS,
+                    f"once_per across names {other_id!r}, which {what}",
+                    fix,
+                )
+            )
+    return out

@@ -201,10 +201,17 @@ def _aggregate(node: A.Aggregate, env: Env) -> Any:
     return env.aggregates[id(node)]
 
 
-def aggregate_over(node: A.Aggregate, members: list[Env]) -> Any:
+COUNTED_ELSEWHERE = "counted_elsewhere"
+
+
+def aggregate_over(node: A.Aggregate, members: list[Env], *, once: bool = False) -> Any:
     """An aggregate's value from the rows of its related entities: each an Env whose
     values hold the member's features, its link's attributes and its `entity_id`.  An
-    unknown body counts as not holding (as the compiled plan's does)."""
+    unknown body counts as not holding (as the compiled plan's does).  `once` (the
+    policy's `once_per` aggregate): a member whose `counted_elsewhere` is true was
+    counted for another entitlement and is left out, before any pick."""
+    if once:
+        members = [m for m in members if m.values.get(COUNTED_ELSEWHERE) is not True]
     chosen = picked(node.pick, members) if node.pick is not None else members
     if node.body is None:
         return len(chosen)

@@ -464,6 +464,20 @@ class Define(_Strict):
         return self
 
 
+class OncePer(_Strict):
+    """A related member (a hired person) counts for at most one entitlement of the named
+    policies, ever: one already counted (in the ledger, or by an earlier claim in this
+    run) does not count again (docs/policies.md, "Counted once")."""
+
+    relation: str = Field(description="the relation whose members count once (hires)")
+    across: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="the other policies a member counted by one of them may not count for "
+        "again; each declares the same once_per",
+    )
+
+
 class PolicyFile(_Strict):
     """One policy, as its officer writes it."""
 
@@ -483,6 +497,7 @@ class PolicyFile(_Strict):
         "once: a grant stands once posted (who leaves after the review keeps it)",
     )
     budget: Budget | None = None
+    once_per: OncePer | None = None
     params: dict[str, list[ParamValue]] = {}
     define: dict[str, Define] = {}
     let: dict[str, str] = {}

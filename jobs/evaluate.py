@@ -17,6 +17,7 @@ from eligibility import (
     decisions_of_wide,
     paid_to,
     result_inputs,
+    with_counted,
 )
 from eligibility import wide_plans as wide_plans_of
 
@@ -27,15 +28,21 @@ def staged_scan(staged_dir: Path) -> Scan:
     def scan(source: str) -> pl.LazyFrame:
         return pl.scan_parquet(staged_dir / f"{source}.parquet")
 
-    return scan
+    # The ledger's counted members (`once_per`) are no staged file: none unless given.
+    return with_counted(scan, None)
 
 
 def wide_plans(
-    staged_dir: Path, policies: list[CheckedPolicy], pset: PolicySet, as_of: dt.date
+    staged_dir: Path,
+    policies: list[CheckedPolicy],
+    pset: PolicySet,
+    as_of: dt.date,
+    counted: pl.LazyFrame | None = None,
 ) -> dict[str, pl.LazyFrame]:
     """Per entity kind, the wide frame of the policies over the staged sources of one
-    ingest (`eligibility.wide_plans`): the run archives it."""
-    return wide_plans_of(staged_scan(staged_dir), policies, pset.catalogue, as_of)
+    ingest (`eligibility.wide_plans`): the run archives it.  `counted`: the members the
+    ledger counted for `once_per` policies (`jobs.once.counted_before`)."""
+    return wide_plans_of(staged_scan(staged_dir), policies, pset.catalogue, as_of, counted)
 
 
 def accounts_paid(

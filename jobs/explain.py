@@ -36,11 +36,15 @@ from eligibility import (
     CheckedCatalogue,
     CheckedPolicy,
     MemberBreakdown,
+    Naming,
     RowExplanation,
     explain_members,
     explain_row,
     load_policy,
     payee_kind,
+    once_aggregate,
+    once_scope,
+    run_dates,
     show_value,
 )
 from jobs.catalogue import Catalogue, load_source_catalogue
@@ -51,6 +55,7 @@ from jobs.ingest import sha256_file, staged_dir
 from jobs.policies import check_features
 from jobs.settings import Settings
 from ledgers import runs
+from ledgers.counted import counted_frame
 from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
 from ledgers.masking import mask_entity
@@ -217,6 +222,10 @@ class Explanation:
     # The decisive aggregates member by member (identifiers masked unless asked); None
     # where the run's staged sources are gone and the members cannot be listed.
     members: Sequence[MemberBreakdown] | None = ()
+    # once_per: the members this entitlement counted, and those it did not because another
+    # entitlement counted them first ({member, by}); identifiers masked unless asked.
+    counted: Sequence[str] = ()
+    passed_over: Sequence[Mapping[str, str]] = ()
 
     @property
     def first_failing(self) -> Mapping[str, Any] | None:
@@ -288,6 +297,8 @@ class Explanation:
             ],
             "amount_fen": self.amount_fen,
             "members": None if self.members is None else [m.to_json() for m in self.members],
+            "counted": list(self.counted),
+            "passed_over": [dict(p) for p in self.passed_over],
         }
 
     def to_text(self) -> str:
@@ -415,6 +426,7 @@ def explain(
             )
             .order_by(t.c.transfer_id)
         ).all()
+    counted, passed_over = _once(engine, policy, cat, run.as_of, wide, show)
     spec = policy.spec
     return Explanation(
         run_id=run.run_id,
@@ -461,6 +473,8 @@ def explain(
         ],
         amount_fen=sum(int(r.signed) for r in transfers),
         members=members,
+        counted=counted,
+        passed_over=passed_over,
     )
 
 
@@ -486,6 +500,34 @@ def _members(
         )
     except FileNotFoundError:  # some staged source deleted: as if all were
         return None
+
+
+def _once(
+    engine: Engine,
+    policy: CheckedPolicy,
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    wide: Mapping[str, Any],
+    show: Callable[[Any], Any],
+) -> tuple[list[str], list[dict[str, str]]]:
+    """For a `once_per` policy: the members the entitlement counted, and those it did not
+    count because another entitlement had (the ledger's, or a claim that came first in
+    the run), with who counted them; identifiers through `show` (masked unless asked)."""
+    agg, scope = once_aggregate(policy), once_scope(policy)
+    if agg is None or scope is None:
+        return [], []
+    column = Naming(cat).aggregate(policy.id, agg, run_dates(policy, as_of).window)
+    counted = list(wide.get(Naming.counted(column)) or [])
+    passed = list(wide.get(Naming.passed_over(column)) or [])
+    by: dict[str, str] = {}
+    if passed:
+        held = counted_frame(engine, [scope]).filter(pl.col("member").is_in(passed))
+        for r in held.iter_rows(named=True):
+            by[r["member"]] = (
+                f"{r['policy_id']} {r['benefit_period']} for {show(r['entity'])} (run {r['run_id']})"
+            )
+    first = "a claim that came first in the run (an earlier key, or a smaller identifier)"
+    return [show(m) for m in counted], [{"member": show(m), "by": by.get(m, first)} for m in passed]
 
 
 def explain_entity(
@@ -590,6 +632,11 @@ def render_explanation(e: Explanation) -> str:
         )
         lines.append(f"  not eligible: {why}")
     a = e.allocation
+    if e.counted or e.passed_over:
+        lines += ["", "counted once (once_per):"]
+        lines.append(f"  counted: {', '.join(e.counted) if e.counted else 'no one'}")
+        for o in e.passed_over:
+            lines.append(f"  not counted: {o['member']}: already counted for {o['by']}")
     lines += ["", "allocation:"]
     if a is None:
         lines.append("  nothing to allocate: no claim, and the ledger held nothing for this key")

@@ -60,6 +60,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine
 
 from eligibility import CheckedPolicy, PolicySet
+from jobs import once
 from jobs.allocate import Allocation, Terms, allocate_policies, entitlements
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
@@ -510,7 +511,9 @@ class NightlyRun:
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def _archive(self, run_id: int, folder: Path) -> tuple[HashedFile, RunArchive]:
+    def _archive(
+        self, run_id: int, folder: Path, counted: pl.DataFrame | None
+    ) -> tuple[HashedFile, RunArchive]:
         """Write the wide archive (features, conditions, amounts) per entity kind, the
         claims derived from it, and a copy of every policy file read.
 
@@ -519,7 +522,13 @@ class NightlyRun:
         derived from the archive when they are asked for (`archived_decisions`), so
         the run neither writes nor hashes them."""
         req = self.request
-        wide = wide_plans(staged_dir(req.store, run_id), self.policies, self.pset, req.as_of)
+        wide = wide_plans(
+            staged_dir(req.store, run_id),
+            self.policies,
+            self.pset,
+            req.as_of,
+            counted=None if counted is None else counted.lazy(),
+        )
         features = {
             target: _hashed_parquet(plan, folder, f"features-{target}")
             for target, plan in wide.items()
@@ -556,6 +565,13 @@ class NightlyRun:
         key = self._inputs_key(run_id)
         with timed(self.progress, "evaluate", self.timings) as timing:
             earlier = runs.reusable_decisions(self.engine, key)
+            # Members counted once (`once_per`): the ledger's, read before evaluating. An
+            # earlier run's decisions stand only if it saw the same, but for its own.
+            counted = once.counted_before(self.engine, self.policies)
+            if earlier is not None and earlier.counts.get("counted_sha256") != once.digest(
+                counted, earlier.run_id
+            ):
+                earlier = None
             if earlier is not None and earlier.archive is not None:
                 _verified(earlier.claims, "claims table", run_id)
                 assert earlier.claims is not None
@@ -564,7 +580,7 @@ class NightlyRun:
             else:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
-                claims, archive = self._archive(run_id, folder)
+                claims, archive = self._archive(run_id, folder, counted)
             evaluated = evaluated_counts(_wide_files(archive), self.policies)
             timing.rows = sum(evaluated.values())
         checkpoint("run:decisions-written")
@@ -583,7 +599,10 @@ class NightlyRun:
             claims=claims,
             allocation=allocated,
             archive=archive,
-            counts={"allocation": {pid: r.to_json() for pid, r in allocation.policies.items()}},
+            counts={
+                "allocation": {pid: r.to_json() for pid, r in allocation.policies.items()},
+                "counted_sha256": once.digest(counted),
+            },
         )
         checkpoint("run:evaluated")
 
@@ -662,6 +681,12 @@ class NightlyRun:
         frame = pl.read_parquet(path)
         with timed(self.progress, "post", self.timings) as timing:
             phase = self.progress.phase("post")
+            if run is not None and run.archive is not None and once.scopes(self.pset.policies):
+                # Before the grants: a grant never stands without the members it counted.
+                phase.status("the members the entitlements counted")
+                once.record(
+                    self.engine, self.pset, run.as_of, frame, _wide_files(run.archive), run_id
+                )
             phase.status(f"{frame.height:,} keys against the ledger")
 
             def on_chunk(k: int, rows: int) -> None:

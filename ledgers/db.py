@@ -524,6 +524,7 @@ def setup_database(engine: Engine, *, roles: Roles | None = None) -> SetupReport
 BATCH_WRITES = {
     "transfers": "INSERT",
     "entitlement_keys": "INSERT",
+    "counted_members": "INSERT",  # like the keys: a member once counted stays counted
     "runs": "INSERT, UPDATE",  # a run's state moves on
     "source_snapshots": "INSERT",
     "policy_snapshots": "INSERT",
@@ -559,7 +560,7 @@ READ_FIX = (
 
 
 # What the unmasked reader may read besides the views: what verify and the ledger commands read.
-LEDGER_READS = ("transfers", "entitlement_keys", "runs", "holdings_snapshots")
+LEDGER_READS = ("transfers", "entitlement_keys", "counted_members", "runs", "holdings_snapshots")
 
 
 def grant_roles(engine: Engine, roles: Roles) -> None:

@@ -204,6 +204,26 @@ class EntitlementKey(Base):
     run_id: Mapped[int] = mapped_column(Integer)
 
 
+class CountedMember(Base):
+    """A related member an entitlement counted (`once_per`): one row per (scope, member),
+    ever (migration 0009).
+
+    `scope` names the policies in which a member counts once (their ids, sorted, joined
+    by commas); the primary key is what keeps a person from being counted for two
+    grants of the scope, whatever runs at once or again.  Append-only: a member once
+    counted stays counted, even if the grant is later reduced or reversed.
+    """
+
+    __tablename__ = "counted_members"
+
+    scope: Mapped[str] = mapped_column(ident(200), primary_key=True)
+    member: Mapped[str] = mapped_column(ident(64), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(ident(64))
+    benefit_period: Mapped[str] = mapped_column(ident(16))
+    entity: Mapped[str] = mapped_column(ident(64))
+    run_id: Mapped[int] = mapped_column(Integer)
+
+
 class HoldingsSnapshot(Base):
     """What the ledger held per entitlement key at one chain head, kept in a Parquet file.
 

@@ -26,11 +26,12 @@ from eligibility.backends.polars.decisions import (
     wide_plans,
 )
 from eligibility.backends.polars.expr import compile_expr
-from eligibility.backends.polars.features import Scan, entity_frame
+from eligibility.backends.polars.features import COUNTED_SCHEMA, Scan, entity_frame, with_counted
 from eligibility.backends.polars.members import explain_members
 from eligibility.backends.polars.policy import evaluate_frame, result_inputs
 
 __all__ = [
+    "COUNTED_SCHEMA",
     "DEC",
     "ID_COLUMN",
     "RESULT_SCHEMA",
@@ -47,4 +48,5 @@ __all__ = [
     "paid_to",
     "result_inputs",
     "wide_plans",
+    "with_counted",
 ]

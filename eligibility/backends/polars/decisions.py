@@ -12,7 +12,7 @@ import datetime as dt
 
 import polars as pl
 
-from eligibility.backends.polars.features import Scan, entity_frame, split_payees
+from eligibility.backends.polars.features import Scan, entity_frame, split_payees, with_counted
 from eligibility.backends.polars.policy import parts_of_wide, wide_frame
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.plan import Naming, needs, run_dates
@@ -34,10 +34,18 @@ RESULT_SCHEMA = {
 
 
 def wide_plans(
-    scan: Scan, policies: list[CheckedPolicy], cat: CheckedCatalogue, as_of: dt.date
+    scan: Scan,
+    policies: list[CheckedPolicy],
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    counted: pl.LazyFrame | None = None,
 ) -> dict[str, pl.LazyFrame]:
     """Per entity kind with an active policy: one row per entity with the features the
-    policies read and every policy's condition, amount and rank columns."""
+    policies read and every policy's condition, amount and rank columns.
+
+    `counted`: the members the ledger counted for `once_per` policies (`COUNTED_SCHEMA`),
+    which they do not count again; none if not given."""
+    scan = with_counted(scan, counted)
     out = {}
     for entity in cat.entities():
         mine = [p for p in policies if p.target == entity]

@@ -20,7 +20,13 @@ from common.periods import Window
 from eligibility import ast as A
 from eligibility.backends.polars.base import DEC, Context
 from eligibility.backends.polars.expr import compile_expr
-from eligibility.backends.polars.policy import OWNER_COLUMN, aggregate_expressions, pick_columns
+from eligibility.backends.polars.policy import (
+    OWNER_COLUMN,
+    aggregate_expressions,
+    once_candidate,
+    once_lists,
+    pick_columns,
+)
 from eligibility.checked import CheckedCatalogue, ColumnRef, Typed
 from eligibility.plan import AggregateNeed, EntityNeeds, Naming, body_needs
 
@@ -345,7 +351,8 @@ def _relation_aggregates(
     (with `owners`, a frame of the owners' surrogate keys, only for those)."""
     rel = cat.relation(relation)
     joined = relation_members(scan_source, cat, relation, window, items, as_of, depth, owners)
-    aggs = aggregate_expressions(cat, items)
+    once = [an for an in items if an.once is not None]
+    aggs = aggregate_expressions(cat, items) + [e for an in once for e in once_lists(cat, an)]
     return joined.group_by("_owner").agg(aggs).rename({"_owner": Naming.sk(rel.from_)})
 
 
@@ -404,8 +411,119 @@ def relation_members(
             on="_owner",
             how="left",
         )
+    once = [an for an in items if an.once is not None]
+    if once:
+        joined = _counted_elsewhere(scan_source, cat, rel.from_, joined, once)
     picks = pick_columns(cat, items)
     return joined.with_columns(picks) if picks else joined
+
+
+# The members counted for earlier entitlements (`once_per`), read from the ledger by the
+# batch and given to the plan as this source (`COUNTED_SCHEMA`; none if not given).
+COUNTED_SOURCE = "ledger:counted_members"
+COUNTED_SCHEMA = {
+    "scope": pl.String,
+    "member": pl.String,
+    "policy_id": pl.String,
+    "benefit_period": pl.String,
+    "entity": pl.String,
+}
+
+
+def with_counted(scan_source: Scan, counted: pl.LazyFrame | None) -> Scan:
+    """`scan_source` that also gives the ledger's counted members (none if not given)."""
+    frame = counted if counted is not None else pl.LazyFrame(schema=COUNTED_SCHEMA)
+
+    def scan(source: str) -> pl.LazyFrame:
+        return frame if source == COUNTED_SOURCE else scan_source(source)
+
+    return scan
+
+
+def _counted_elsewhere(
+    scan_source: Scan,
+    cat: CheckedCatalogue,
+    owner: str,
+    joined: pl.LazyFrame,
+    once: list[AggregateNeed],
+) -> pl.LazyFrame:
+    """Beside each link, for each `once_per` aggregate, whether its member is counted for
+    another entitlement: in the ledger, under a key other than this owner's for this
+    policy and period; or in this run, by another claim that comes first. Of the claims on
+    a member in one run (the links where it would count, `once_candidate`, of every
+    aggregate of the scope), the first counts it: smallest pick key (the earliest hire),
+    then the smaller owner identifier, then the smaller policy id. Whether that owner is
+    then paid is not considered (docs/policies.md, "Counted once")."""
+    owner_ids = scan_source(cat.entity_source(owner)).select(
+        pl.col(Naming.sk(owner)).alias("_owner"), pl.col(cat.id_column(owner)).alias("_owner_id")
+    )
+    joined = joined.join(owner_ids, on="_owner", how="left")
+    counted = scan_source(COUNTED_SOURCE)
+    ledger: dict[str, pl.Expr] = {}
+    for i, an in enumerate(once):
+        assert an.once is not None
+        taken = counted.filter(pl.col("scope") == an.once.scope).select(
+            pl.col("member").alias("entity_id"),
+            pl.lit(True).alias(f"_taken{i}"),
+            (
+                (pl.col("policy_id") == an.once.policy_id)
+                & (pl.col("benefit_period") == an.once.period)
+            ).alias(f"_same{i}"),
+            pl.col("entity").alias(f"_by{i}"),
+        )
+        joined = joined.join(taken, on="entity_id", how="left")
+        ledger[an.column] = pl.col(f"_taken{i}").fill_null(False) & ~(
+            pl.col(f"_same{i}").fill_null(False) & (pl.col(f"_by{i}") == pl.col("_owner_id"))
+        ).fill_null(False)
+    joined = joined.with_columns([e.alias(f"_ledger:{c}") for c, e in ledger.items()]).cache()
+    claims = []
+    for an in once:
+        assert an.once is not None
+        meets, key = once_candidate(cat, an)
+        claims.append(
+            joined.filter(meets & ~pl.col(f"_ledger:{an.column}")).select(
+                pl.lit(an.once.scope).alias("_scope"),
+                pl.col("entity_id"),
+                key.alias("_key"),
+                pl.col("_owner_id").alias("_win_owner"),
+                pl.lit(an.once.policy_id).alias("_win_policy"),
+            )
+        )
+    first = (
+        pl.concat(claims)
+        .sort(["_scope", "entity_id", "_key", "_win_owner", "_win_policy"], nulls_last=True)
+        .group_by(["_scope", "entity_id"], maintain_order=True)
+        .first()
+        .drop("_key")
+    )
+    flags: list[pl.Expr] = []
+    for an in once:
+        assert an.once is not None
+        w = first.filter(pl.col("_scope") == an.once.scope).drop("_scope")
+        suffix = f"_{len(flags)}"
+        joined = joined.join(
+            w.rename({c: c + suffix for c in ("_win_owner", "_win_policy")}),
+            on="entity_id",
+            how="left",
+        )
+        lost = pl.col("_win_owner" + suffix).is_not_null() & ~(
+            (pl.col("_win_owner" + suffix) == pl.col("_owner_id"))
+            & (pl.col("_win_policy" + suffix) == an.once.policy_id)
+        )
+        # A member linked to one owner twice (taken on, left, taken on again) counts once:
+        # by the first of its links that would count it.
+        meets, key = once_candidate(cat, an)
+        order = key if an.node.pick is not None else pl.col("entity_id")  # no key: any
+        again = meets & (
+            meets.cast(pl.Int64).cum_sum().over(["_owner", "entity_id"], order_by=order) > 1
+        )
+        flags += [
+            again.alias(Naming.counted_again(an.column)),
+            (pl.col(f"_ledger:{an.column}") | lost | again).alias(
+                Naming.counted_elsewhere(an.column)
+            ),
+        ]
+    return joined.with_columns(flags)
 
 
 def _listed(scan_source: Scan, entity: str, lists: set[str], as_of: dt.date) -> pl.LazyFrame:

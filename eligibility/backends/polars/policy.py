@@ -157,9 +157,9 @@ def pick_columns(cat: CheckedCatalogue, items: list[AggregateNeed]) -> list[pl.E
     return out
 
 
-def pick_order(cat: CheckedCatalogue, need: AggregateNeed, pick: A.Pick) -> tuple[pl.Expr, pl.Expr]:
-    """Over the links of a pick's aggregate: whether each may be picked (it has a key and
-    meets the pick's condition), and the order it is picked in (then by identifier)."""
+def pick_key(cat: CheckedCatalogue, need: AggregateNeed, pick: A.Pick) -> tuple[pl.Expr, pl.Expr]:
+    """Over the links of a pick's aggregate: whether each has the pick's key and meets its
+    condition, and the order it is picked in (days for a date; negated for latest)."""
     ctx = member_context(cat, Naming(cat), need)
     key = compile_expr(pick.key, ctx)
     if need.typed.types[id(pick.key)] == "date":
@@ -168,6 +168,16 @@ def pick_order(cat: CheckedCatalogue, need: AggregateNeed, pick: A.Pick) -> tupl
     if pick.where is not None:
         meets = meets & compile_expr(pick.where, ctx).fill_null(False)
     return meets, (-key if pick.order == "latest" else key)
+
+
+def pick_order(cat: CheckedCatalogue, need: AggregateNeed, pick: A.Pick) -> tuple[pl.Expr, pl.Expr]:
+    """Over the links of a pick's aggregate: whether each may be picked (it has a key, meets
+    the pick's condition and is not counted elsewhere), and the order it is picked in (then
+    by identifier)."""
+    meets, order = pick_key(cat, need, pick)
+    if need.once is not None:  # a member counted for another entitlement is not picked
+        meets = meets & ~pl.col(Naming.counted_elsewhere(need.column))
+    return meets, order
 
 
 def pick_count(pick: A.Pick, params: dict[str, Any]) -> int:
@@ -201,6 +211,8 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
             out.append(pl.col("entity_id").filter(cond).min().alias(col))
             continue
         picked = pl.col(picked_column(need)) if agg.pick is not None else None
+        if need.once is not None and picked is None:  # the members not counted elsewhere
+            picked = ~pl.col(Naming.counted_elsewhere(need.column))
         if agg.func == "count" and agg.body is None:
             n = pl.len() if picked is None else picked.sum()
             out.append(n.cast(pl.Int64).alias(col))
@@ -221,6 +233,44 @@ def aggregate_expressions(cat: CheckedCatalogue, items: list[AggregateNeed]) -> 
             value = as_decimal(body, t) if t != "count" else body
             out.append((value if picked is None else pl.when(picked).then(value)).sum().alias(col))
     return out
+
+
+def once_candidate(cat: CheckedCatalogue, need: AggregateNeed) -> tuple[pl.Expr, pl.Expr]:
+    """Over the links of a `once_per` aggregate: whether the member would count, were it
+    not counted elsewhere and within any pick's number (it has the pick's key and meets
+    its condition, and the count's condition or has the sum's value); and the pick's key
+    (days for a date; null without a pick), the first order of who counts it in a run."""
+    ctx = member_context(cat, Naming(cat), need)
+    agg = need.node
+    meets: pl.Expr = pl.col("_owner").is_not_null()  # true on every link, as a column
+    key: pl.Expr = pl.lit(None, dtype=pl.Int64)
+    if agg.pick is not None:
+        meets, key = pick_key(cat, need, agg.pick)
+    if agg.body is not None:
+        body = compile_expr(agg.body, ctx)
+        meets = meets & (body.fill_null(False) if agg.func == "count" else body.is_not_null())
+    return meets, key.cast(pl.Float64)
+
+
+def once_lists(cat: CheckedCatalogue, need: AggregateNeed) -> list[pl.Expr]:
+    """Per owner, the identifiers (sorted) of the members a `once_per` aggregate counted,
+    and of those it would have counted had another entitlement not counted them first.
+
+    Bookkeeping for the ledger and explanations, not the policy's logic: lists sorted
+    in a group-by, which narwhals does not offer (the decision itself stays within it,
+    tests/unit/test_polars_backend.py)."""
+    meets, _key = once_candidate(cat, need)
+    elsewhere = pl.col(Naming.counted_elsewhere(need.column))
+    counts = meets & ~elsewhere
+    if need.node.pick is not None:
+        counts = counts & pl.col(picked_column(need))
+    member = pl.col("entity_id")
+    return [
+        member.filter(counts).sort().alias(Naming.counted(need.column)),
+        member.filter(meets & elsewhere & ~pl.col(Naming.counted_again(need.column)))
+        .sort()
+        .alias(Naming.passed_over(need.column)),
+    ]
 
 
 def policy_columns(

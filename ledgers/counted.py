@@ -1,0 +1,112 @@
+"""The members each entitlement counted (`once_per`, issue 18.6): `counted_members`.
+
+A policy that counts related members once (a young person hired counts for one
+enterprise's grant, once) records, with its grants, which members each counted;
+the next evaluation reads them back (`counted_frame`) and leaves them out for every
+other entitlement.  One row per (scope, member), ever: the table's primary key
+refuses a second, so that two runs, a re-run or a retry can never count a person
+twice in a scope.  Knows nothing of rules: a scope is a name, a member an identifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import polars as pl
+from sqlalchemy import Engine, insert, select, tuple_
+
+from ledgers.db import LedgerError
+from ledgers.frames import read_frame
+from ledgers.masking import mask_entity
+from ledgers.schema import CountedMember
+
+# The rows given to `record_counted` and read back by `counted_frame`.
+COUNTED_COLUMNS = {
+    "scope": pl.String,
+    "member": pl.String,
+    "policy_id": pl.String,
+    "benefit_period": pl.String,
+    "entity": pl.String,
+}
+KEY = ("policy_id", "benefit_period", "entity")
+# Rows per INSERT statement and per lookup of what is there already.
+CHUNK = 5_000
+
+
+def counted_frame(engine: Engine, scopes: Iterable[str]) -> pl.DataFrame:
+    """The members counted so far in `scopes`, with the entitlement key that counted each
+    (`COUNTED_COLUMNS` and run_id), in (scope, member) order."""
+    wanted = sorted(set(scopes))
+    schema = {**COUNTED_COLUMNS, "run_id": pl.Int64}
+    if not wanted:
+        return pl.DataFrame(schema=schema)
+    t = CountedMember.__table__
+    stmt = (
+        select(*[t.c[c] for c in schema])
+        .where(t.c.scope.in_(wanted))
+        .order_by(t.c.scope, t.c.member)
+    )
+    with engine.connect() as conn:
+        return read_frame(conn, stmt, schema)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What `record_counted` did: rows written, and rows the table held already."""
+
+    written: int
+    already: int
+
+
+def record_counted(engine: Engine, rows: pl.DataFrame, run_id: int) -> Recorded:
+    """Record the members the run's entitlements counted (`COUNTED_COLUMNS`), in one
+    transaction: a (scope, member) already recorded for the same key is left as it is
+    (a re-run, a resumed run); one recorded for another key is refused, naming the
+    member masked, before anything is written.  The primary key refuses what a
+    concurrent writer slipped in between."""
+    frame = rows.select(list(COUNTED_COLUMNS)).unique(maintain_order=True)
+    twice = frame.group_by(["scope", "member"]).agg(pl.len().alias("n")).filter(pl.col("n") > 1)
+    if twice.height:
+        member = twice.row(0, named=True)
+        raise LedgerError(
+            f"member {mask_entity(member['member'])} would be counted by {member['n']} "
+            f"entitlements of {member['scope']} at once",
+            fix="this is a fault of the evaluation: report it with the run id",
+        )
+    t = CountedMember.__table__
+    written = already = 0
+    # A login refused here is a fault from outside, as on the transfers
+    # (`ledgers.db.database_fault`: "cannot write the ledger"), leaving the run to finish.
+    with engine.begin() as conn:
+        for start in range(0, frame.height, CHUNK):
+            part = frame.slice(start, CHUNK)
+            pairs = list(zip(part["scope"].to_list(), part["member"].to_list(), strict=True))
+            held = read_frame(
+                conn,
+                select(*[t.c[c] for c in COUNTED_COLUMNS]).where(
+                    tuple_(t.c.scope, t.c.member).in_(pairs)
+                ),
+                COUNTED_COLUMNS,
+            )
+            mine = part.join(held, on=["scope", "member"], how="inner", suffix="_held")
+            other = mine.filter(pl.any_horizontal([pl.col(c) != pl.col(f"{c}_held") for c in KEY]))
+            if other.height:
+                r = other.row(0, named=True)
+                raise LedgerError(
+                    f"member {mask_entity(r['member'])} is already counted for "
+                    f"{r['policy_id_held']} {r['benefit_period_held']} "
+                    f"{mask_entity(r['entity_held'])}, not for {r['policy_id']} "
+                    f"{r['benefit_period']} {mask_entity(r['entity'])} ({r['scope']})",
+                    fix="another run counted it since this one was evaluated: run again, "
+                    "and the evaluation leaves it out",
+                )
+            new = part.join(held, on=["scope", "member"], how="anti")
+            already += mine.height
+            if new.height:
+                conn.execute(
+                    insert(CountedMember),
+                    [{**r, "run_id": run_id} for r in new.iter_rows(named=True)],
+                )
+                written += new.height
+    return Recorded(written, already)
