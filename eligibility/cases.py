@@ -288,7 +288,7 @@ def case_frame(
         once = {ONCE_ATTRIBUTE: "bool"} if an.once is not None else {}
         for k, m in enumerate(raw):
             if not once and isinstance(m, dict) and ONCE_ATTRIBUTE in m:
-                raise _BadValue(
+                raise BadValue(
                     (*loc, an.node.relation, k, ONCE_ATTRIBUTE),
                     f"{ONCE_ATTRIBUTE} says a member was counted for another entitlement: "
                     f"the policy counts {an.node.relation} once only with once_per",

@@ -41,9 +41,9 @@ from eligibility import (
     explain_members,
     explain_row,
     load_policy,
-    payee_kind,
     once_aggregate,
     once_scope,
+    payee_kind,
     run_dates,
     show_value,
 )
