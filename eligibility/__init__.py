@@ -21,6 +21,9 @@ Inside, one home per idea:
     catalogue  the feature catalogue, checked                   check      a policy, checked
     plan       dates, parameters, needs, column names           cases      worked examples
     reference  the reference interpreter                        explain    plain words
+    check_params, check_money, check_examples   a policy's parameters, its money as
+               written and where it is paid, its worked examples and scenarios
+    readings   a variant's or an example's settings over the file's
     backends/polars   everything that emits Polars
 """
 

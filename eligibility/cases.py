@@ -34,11 +34,12 @@ from eligibility.backends.polars.policy import (
     policy_context,
     wide_frame,
 )
-from eligibility.check import case_reading, reading_policy
+from eligibility.check import reading_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
 from eligibility.explain import condition_text
 from eligibility.members import aggregates_read
 from eligibility.plan import AggregateNeed, Naming, needs, run_dates
+from eligibility.readings import case_reading
 from eligibility.schema import Case
 
 

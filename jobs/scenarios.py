@@ -37,7 +37,8 @@ from common.errors import Code, Problem, ProblemsError
 from common.yamlsrc import Loc
 from eligibility import CheckedCatalogue, CheckedPolicy
 from eligibility.cases import BadValue, entity_decision
-from eligibility.check import reading_policy, scenario_reading
+from eligibility.check import reading_policy
+from eligibility.readings import scenario_reading
 from eligibility.scenarios import (
     NightOutcome,
     Posted,
