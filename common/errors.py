@@ -253,6 +253,16 @@ class Code(StrEnum):
         "policy",
         "once_per across names a policy that is not checked with it, or that counts otherwise",
     )
+    BACK_PAY_ONCE = (
+        "E142",
+        "policy",
+        "back_pay on a policy paid once (benefit_period: once has no past period to pay)",
+    )
+    BACK_PAY_ONCE_PER = (
+        "E143",
+        "policy",
+        "back_pay with once_per: a past period's members could count again",
+    )
     # what a careful officer wants refused
     UNKNOWN_LIST = (
         "E150",

@@ -82,6 +82,42 @@ def benefit_period(
     return Period("once", valid_from, valid_until or FOREVER[1])
 
 
+def claim_closes(period_end: dt.date, until: str) -> dt.date:
+    """The last day a past period may still be paid: the first `until` (MM-DD) after its end."""
+    month, day = int(until[:2]), int(until[3:])
+    close = dt.date(period_end.year, month, day)
+    return close if close > period_end else dt.date(period_end.year + 1, month, day)
+
+
+def past_periods(
+    kind: str,
+    as_of: dt.date,
+    valid_from: dt.date,
+    valid_until: dt.date | None,
+    periods: int,
+    until: str | None = None,
+) -> list[Period]:
+    """The benefit periods before the one `as_of` falls in that may still be paid on `as_of`
+    (back-pay), oldest first: at most `periods` of them, each overlapping the validity and,
+    with `until` (MM-DD), not past its claim's close.  None for `once`."""
+    if kind == "once":
+        return []
+    out: list[Period] = []
+    day = benefit_period(kind, as_of, valid_from, valid_until).start
+    for _ in range(periods):
+        day -= dt.timedelta(days=1)
+        p = benefit_period(kind, day, valid_from, valid_until)
+        if p.end < valid_from:
+            break
+        if valid_until is not None and p.start > valid_until:
+            day = p.start
+            continue
+        if until is None or as_of <= claim_closes(p.end, until):
+            out.append(p)
+        day = p.start
+    return out[::-1]
+
+
 def assessed_window(kind: str, as_of: dt.date, period: Period) -> Window:
     """The months a policy's features read.
 

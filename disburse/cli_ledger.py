@@ -72,7 +72,7 @@ def db_init(db, role_prefix, as_json):
 
 @click.group()
 def ledger() -> None:
-    """Read the payout ledger: totals per policy, entries, account balances."""
+    """Read the payout ledger: totals per policy, entries, account balances, counted members."""
 
 
 @ledger.command("summary")
@@ -154,6 +154,33 @@ def ledger_balances(db, kind, as_json, unmask):
     with open_engine(Settings.resolve(db).db_url) as engine:
         result = balances(engine, kind=kind, unmask=unmask)
     click.echo(_json(result.to_json()) if as_json else result.to_text(), nl=False)
+
+
+@ledger.command("counted")
+@db_option
+@click.option("--policy", help="Only members counted by this policy's entitlements.")
+@click.option("--member", help="Only this member (identity number, in full).")
+@click.option("--entity", help="Only members counted for this entity (in full).")
+@json_option("Print the rows as JSON.")
+@unmask_option("Show resident identity numbers in full.")
+def ledger_counted(db, policy, member, entity, as_json, unmask):
+    """Which entitlement counted which related member (`once_per`, counted once).
+
+    A policy that counts a related person once (a young person hired counts for one
+    enterprise's grant) records, with its grants, who each entitlement counted: one
+    row per member and scope, ever, kept even if the grant is later reversed. Answers
+    "which enterprise was paid for this person?" Identity numbers are masked unless
+    --unmask is given; give --member and --entity in full.
+    """
+    from ledgers.counted import counted_members, counted_text
+    from ledgers.db import open_engine
+
+    with open_engine(Settings.resolve(db).db_url) as engine:
+        frame = counted_members(engine, policy=policy, member=member, entity=entity, unmask=unmask)
+    if as_json:
+        click.echo(_json(frame.to_dicts()), nl=False)
+    else:
+        click.echo(counted_text(frame), nl=False)
 
 
 @click.group()

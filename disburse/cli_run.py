@@ -201,11 +201,15 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
 @click.option(
     "--run", "run_id", type=int, help="The run (default: the latest that evaluated the policy)."
 )
+@click.option(
+    "--period",
+    help="A past benefit period the run paid as back-pay (2025); default: the run's own.",
+)
 @db_option
 @catalogue_option(RUNS_CATALOGUE)
 @unmask_option("Show identity numbers in full.")
 @json_option("Print the explanation as JSON.")
-def explain(policy_id, entity, run_id, db, catalogue_dir, unmask, as_json):
+def explain(policy_id, entity, run_id, period, db, catalogue_dir, unmask, as_json):
     """Why an entity was paid what it was paid under a policy, or why not.
 
     Answers from what the run recorded, without re-running anything: the
@@ -215,8 +219,9 @@ def explain(policy_id, entity, run_id, db, catalogue_dir, unmask, as_json):
     related members of every aggregate that decided (the first 20: which
     counted, and for the others the part of the condition that failed, read
     from the sources the run staged); the amount's steps; the stacking and
-    budget decision; and the ledger's transfers for the key. Personal data is
-    masked unless --unmask is given.
+    budget decision; and the ledger's transfers for the key. A past benefit
+    period the run paid as back-pay is explained with --period, as of that
+    period's last day. Personal data is masked unless --unmask is given.
     """
     from jobs.explain import explain_entity
 
@@ -227,6 +232,7 @@ def explain(policy_id, entity, run_id, db, catalogue_dir, unmask, as_json):
         run_id=run_id,
         unmask=unmask,
         catalogue_dir=catalogue_dir,
+        period=period,
     )
     if as_json:
         _print_json(out.to_json())

@@ -4,7 +4,7 @@ Knows nothing of databases.  This module is its public face, what `jobs` uses:
 
     load a policy set   load_feature_catalogue, load_policy, load_policy_set, PolicySet
     check               check_files (with the officers' worked examples), CheckReport
-    dates               run_dates, is_active
+    dates               run_dates, is_active, back_pay_dates
     compile (Polars)    wide_plans, decisions_of_wide, result_inputs, RESULT_SCHEMA,
                         paid_to (the account each payee is paid to)
     explain             explain_row, RowExplanation, show_value
@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the same names, typed, for mypy
     from eligibility.members import MemberBreakdown as MemberBreakdown
     from eligibility.plan import Naming as Naming
     from eligibility.plan import RunDates as RunDates
+    from eligibility.plan import back_pay_dates as back_pay_dates
     from eligibility.plan import is_active as is_active
     from eligibility.plan import once_aggregate as once_aggregate
     from eligibility.plan import once_scope as once_scope
@@ -83,6 +84,7 @@ _EXPORTS = {
     "Naming": "eligibility.plan",
     "RunDates": "eligibility.plan",
     "is_active": "eligibility.plan",
+    "back_pay_dates": "eligibility.plan",
     "once_aggregate": "eligibility.plan",
     "once_scope": "eligibility.plan",
     "run_dates": "eligibility.plan",
@@ -120,6 +122,7 @@ __all__ = [
     "RunDates",
     "Scan",
     "Type",
+    "back_pay_dates",
     "check_files",
     "decisions_of_wide",
     "explain_members",

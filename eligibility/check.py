@@ -129,6 +129,7 @@ def _check(
         if rank_by is not None:
             c.expect(rank_by, scope, set(NUMERIC) | {"date"}, "rank_by orders claims")
     _once_per(c, spec, cat, [*lets.values(), *(x.node for x in conditions), rank_by, amount])
+    _back_pay(c, spec)
     if cases:
         check_cases(c, spec, cat)
         check_scenarios(c, spec, cat)
@@ -349,6 +350,31 @@ def _once_per(
         f"count them once in a let, e.g. counted: count({rule.relation}, <condition>), "
         "and use the let wherever it is needed",
     )
+
+
+def _back_pay(c: Checker, spec: PolicyFile) -> None:
+    """`back_pay` pays past periods: a policy paid once has none, and a member counted once
+    (`once_per`) is counted in the order of the night's claims, which a past period's
+    back-pay would reopen."""
+    if spec.back_pay is None:
+        return
+    if spec.benefit_period == "once":
+        c.problem_at(
+            ("back_pay",),
+            Code.BACK_PAY_ONCE,
+            "back_pay: the policy is paid once (benefit_period: once), so there is no past "
+            "benefit period to pay",
+            "remove back_pay: a once-only policy pays whoever qualifies on any night of its "
+            "validity; or give the benefit period (year, quarter, month) the text pays by",
+        )
+    if spec.once_per is not None:
+        c.problem_at(
+            ("back_pay",),
+            Code.BACK_PAY_ONCE_PER,
+            "back_pay with once_per: a member counted once would be counted again for a past "
+            "period, after the claims of the nights since",
+            "keep one of them: once_per for a grant per person, back_pay for a periodic benefit",
+        )
 
 
 def _amount(c: Checker, spec: PolicyFile, scope: Scope) -> Amount | None:

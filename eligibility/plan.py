@@ -16,7 +16,14 @@ from typing import Any
 
 from common.errors import Code, Problem, ProblemsError
 from common.money import to_fen
-from common.periods import Period, Window, assessed_window, benefit_period, look_back
+from common.periods import (
+    Period,
+    Window,
+    assessed_window,
+    benefit_period,
+    look_back,
+    past_periods,
+)
 from eligibility import ast as A
 from eligibility.checked import (
     CheckedCatalogue,
@@ -71,6 +78,22 @@ def run_dates(policy: CheckedPolicy, as_of: dt.date) -> RunDates:
     period = benefit_period(spec.benefit_period, as_of, spec.valid.from_, spec.valid.until)
     window = assessed_window(spec.assess, as_of, period)
     return RunDates(as_of, period, window, spec.valid.from_, spec.valid.until or FAR_FUTURE)
+
+
+def back_pay_dates(policy: CheckedPolicy, as_of: dt.date) -> list[tuple[Period, dt.date]]:
+    """The past benefit periods a policy with `back_pay` still pays on `as_of`, oldest
+    first, each with the day it is decided as of: its last day within the validity (what
+    the period's last night would have decided, over tonight's data)."""
+    spec = policy.spec
+    rule = spec.back_pay
+    if rule is None:
+        return []
+    periods = past_periods(
+        spec.benefit_period, as_of, spec.valid.from_, spec.valid.until, rule.periods, rule.until
+    )
+    last = spec.valid.until or FAR_FUTURE
+    since = rule.since or spec.valid.from_
+    return [(p, min(p.end, last)) for p in periods if p.end >= since]
 
 
 def param_values(policy: CheckedPolicy, as_of: dt.date) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.errors import Code, Problem
@@ -35,10 +35,11 @@ class Posted:
     period: str
 
     def show(self, *, payee: bool = False) -> str:
-        """`grant +1,000.00 yuan` (with ` to <payee>` if asked)."""
+        """`grant +1,000.00 yuan` (with ` to <payee>` if asked, ` for <period>` if it has one)."""
         sign = "+" if self.fen > 0 else ""
         to = f" to {self.payee}" if payee else ""
-        return f"{self.kind} {sign}{format_yuan(self.fen)} yuan{to}"
+        period = f" for {self.period}" if self.period else ""
+        return f"{self.kind} {sign}{format_yuan(self.fen)} yuan{period}{to}"
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,12 @@ class ScenarioResult:
 
 def _night(o: NightOutcome) -> str:
     """A run's outcome in a few words: what the key holds and what was posted."""
-    posted = ", ".join(t.show() for t in o.transfers) or "nothing posted"
+    posted = (
+        ", ".join(
+            t.show() if t.period != o.period else replace(t, period="").show() for t in o.transfers
+        )
+        or "nothing posted"
+    )
     return f"holds {format_yuan(o.held_fen)} yuan; {posted}"
 
 
@@ -199,10 +205,25 @@ def compare_run(expect: ExpectRun, o: NightOutcome) -> tuple[dict[str, str], dic
         actual["amount"] = f"{format_yuan(o.held_fen)} yuan"
     if expect.transfers is not None:
         with_payee = any(t.payee is not None for t in expect.transfers)
+        with_period = any(t.period is not None for t in expect.transfers)
         wanted = [
-            Posted(t.kind, parse_money(t.amount), t.payee or "", "") for t in expect.transfers
+            Posted(
+                t.kind,
+                parse_money(t.amount),
+                t.payee or "",
+                "" if t.period is None else str(t.period),
+            )
+            for t in expect.transfers
         ]
-        got = [Posted(t.kind, t.fen, t.payee if with_payee else "", "") for t in o.transfers]
+        got = [
+            Posted(
+                t.kind,
+                t.fen,
+                t.payee if with_payee else "",
+                t.period if with_period else "",
+            )
+            for t in o.transfers
+        ]
         if _same(wanted, got):
             wanted = got  # shown in the ledger's order
         expected["transfers"] = _transfers(wanted, with_payee)
@@ -211,14 +232,18 @@ def compare_run(expect: ExpectRun, o: NightOutcome) -> tuple[dict[str, str], dic
 
 
 def _same(a: list[Posted], b: list[Posted]) -> bool:
-    """The same transfers, in whatever order; a payee left out of an expected one matches any."""
+    """The same transfers, in whatever order; a payee or a period left out of an expected one
+    matches any."""
 
-    def key(t: Posted) -> tuple[str, int, str]:
-        return (t.kind, t.fen, t.payee)
+    def key(t: Posted) -> tuple[str, int, str, str]:
+        return (t.kind, t.fen, t.payee, t.period)
 
     if any(not t.payee for t in a):
-        b = [Posted(t.kind, t.fen, "", "") for t in b]
-        a = [Posted(t.kind, t.fen, "", "") for t in a]
+        b = [Posted(t.kind, t.fen, "", t.period) for t in b]
+        a = [Posted(t.kind, t.fen, "", t.period) for t in a]
+    if any(not t.period for t in a):
+        b = [Posted(t.kind, t.fen, t.payee, "") for t in b]
+        a = [Posted(t.kind, t.fen, t.payee, "") for t in a]
     return Counter(map(key, a)) == Counter(map(key, b))
 
 

@@ -382,11 +382,16 @@ TransferKind = Literal["grant", "adjustment", "reversal", "clawback"]
 class ExpectTransfer(_Strict):
     """One transfer a scenario's run is expected to post for the entity's key: its kind and
     its effect on what the key holds (up for a grant or an increase, negative for a decrease,
-    a reversal or a clawback); the payee, if it matters."""
+    a reversal or a clawback); the payee and the benefit period, if they matter."""
 
     kind: TransferKind
     amount: Scalar
     payee: str | None = None
+    period: str | int | None = Field(
+        default=None,
+        description="the benefit period it is posted for, if it matters (a past period's "
+        "back-pay: 2025)",
+    )
 
 
 class ExpectRun(_Strict):
@@ -464,6 +469,48 @@ class Define(_Strict):
         return self
 
 
+_MONTH_DAY = re.compile(r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+
+
+class BackPay(_Strict):
+    """Past benefit periods still paid to whoever qualified then but was never paid (a
+    birth registered late): each decided as of its last day over the night's data, a
+    grant only for a key the ledger never held (docs/policies.md, "Back-pay")."""
+
+    periods: int = Field(
+        ge=1,
+        le=36,
+        description="how many benefit periods before the current one may still be paid",
+    )
+    until: str | None = Field(
+        default=None,
+        description="MM-DD: a past period is paid only by this day after it ends (03-31: "
+        "the year's claims close on the 31st of March after it)",
+    )
+    since: Date | None = Field(
+        default=None,
+        description="no period ending before this day is paid: the day this ledger took "
+        "over a scheme paid before by other means, whose payments it does not hold",
+    )
+    ref: str | None = None
+
+    @field_validator("until")
+    @classmethod
+    def _month_day(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not _MONTH_DAY.match(v) or v == "02-29":
+            raise ValueError(
+                f"until {v!r} is not a day of every year written MM-DD (03-31, 12-31; not 02-29)"
+            )
+        month, day = int(v[:2]), int(v[3:])
+        try:
+            dt.date(2001, month, day)
+        except ValueError:
+            raise ValueError(f"until {v!r}: month {month} has no day {day}") from None
+        return v
+
+
 class OncePer(_Strict):
     """A related member (a hired person) counts for at most one entitlement of the named
     policies, ever: one already counted (in the ledger, or by an earlier claim in this
@@ -498,6 +545,7 @@ class PolicyFile(_Strict):
     )
     budget: Budget | None = None
     once_per: OncePer | None = None
+    back_pay: BackPay | None = None
     params: dict[str, list[ParamValue]] = {}
     define: dict[str, Define] = {}
     let: dict[str, str] = {}

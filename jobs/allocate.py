@@ -476,6 +476,43 @@ def allocate_policies(
     )
 
 
+def allocate_back_pay(
+    claims: pl.DataFrame,
+    policies: list[CheckedPolicy],
+    others: list[CheckedPolicy],
+    known: pl.DataFrame,
+) -> Allocation:
+    """The back-pay of past benefit periods (`back_pay`): `claims` are the decision table's
+    eligible rows of each past period, with the day it was decided as of (column
+    `as_of`); `known` every key the ledger ever held (net 0 included: what an earlier run
+    reversed stays decided).
+
+    A past period is paid once and never decided again: only keys the ledger never held
+    are claimed, allocated as that period's night would have allocated them (stacking
+    against what the group holds, the period's budget counting what it already paid),
+    and granted.  Nothing the ledger holds is adjusted or reversed here.  The outcome
+    of each is reported as `<policy>@<period>`."""
+    keys = ["policy_id", "period", "entity_id"]
+    held = known.filter(pl.col("net_fen") != 0)
+    ever = known.select(
+        "policy_id", pl.col("benefit_period").alias("period"), pl.col("entity").alias("entity_id")
+    ).unique()
+    fresh = claims.filter(pl.col("eligible")).join(ever, on=keys, how="anti")
+    frames: list[pl.DataFrame] = []
+    report: dict[str, PolicyAllocation] = {}
+    by_id = {p.id: p for p in policies}
+    for (as_of,), part in sorted(fresh.partition_by("as_of", as_dict=True).items()):
+        mine = [by_id[str(pid)] for pid in sorted(part["policy_id"].unique())]
+        groups = {p.spec.group for p in mine if p.spec.group}
+        rest = [p for p in [*policies, *others] if p.spec.group in groups and p not in mine]
+        out = allocate_policies(part.drop("as_of"), mine, rest, as_of, held)
+        frames.append(out.entitlements)
+        for rep in out.policies.values():
+            report[f"{rep.policy_id}@{rep.benefit_period}"] = rep
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=ALLOCATED_SCHEMA)
+    return Allocation(frame, report)
+
+
 def entitlements(allocation: Allocation, policies: list[CheckedPolicy]) -> pl.DataFrame:
     """The frame `ledgers.post.post_entitlements` posts: the allocation with each policy
     file's sha256 and the decision (claim, stacking, budget) as compact JSON."""

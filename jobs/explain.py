@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,10 @@ from eligibility import (
     MemberBreakdown,
     Naming,
     RowExplanation,
+    back_pay_dates,
     explain_members,
     explain_row,
+    is_active,
     load_policy,
     once_aggregate,
     once_scope,
@@ -111,14 +113,17 @@ def archived_policies(
 
 def archived_decisions(run: RunRecord, *, sources: Catalogue | None = None) -> pl.LazyFrame:
     """A run's whole decision table (every policy and entity, refusals with their reasons),
-    derived from its wide archive: the run itself keeps only the claims."""
+    derived from its wide archive: the run itself keeps only the claims.  The run's own
+    benefit periods: a policy no longer valid that the run read for its back-pay only
+    has none."""
     archive = _archive(run)
     _cat, policies = archived_policies(run, sources=sources)
     scans = {
         target: pl.scan_parquet(_archived(entry, f"{target} features", run.run_id))
         for target, entry in archive.features.items()
     }
-    return decisions_of_wide(scans, list(policies.values()), run.as_of)
+    active = [p for p in policies.values() if is_active(p, run.as_of)]
+    return decisions_of_wide(scans, active, run.as_of)
 
 
 def _find_run(engine: Engine, policy_id: str, run_id: int | None) -> RunRecord:
@@ -222,6 +227,10 @@ class Explanation:
     # The decisive aggregates member by member (identifiers masked unless asked); None
     # where the run's staged sources are gone and the members cannot be listed.
     members: Sequence[MemberBreakdown] | None = ()
+    # Back-pay: a past benefit period this run decided, as of its last day (`as_of`); and
+    # the other periods the run decided for the policy (to give with --period).
+    back_pay: dt.date | None = None  # the day the past period was decided as of
+    other_periods: Sequence[str] = ()
     # once_per: the members this entitlement counted, and those it did not because another
     # entitlement counted them first ({member, by}); identifiers masked unless asked.
     counted: Sequence[str] = ()
@@ -257,6 +266,8 @@ class Explanation:
             "entity": self.entity,
             "target": self.target,
             "benefit_period": self.benefit_period,
+            "back_pay_as_of": self.back_pay.isoformat() if self.back_pay else None,
+            "other_periods": list(self.other_periods),
             "window": self.window,
             "eligible": self.eligible,
             "reason": self.reason,
@@ -360,9 +371,11 @@ def explain(
     run_id: int | None = None,
     unmask: bool = False,
     sources: Catalogue | None = None,
+    period: str | None = None,
 ) -> Explanation:
     """The explanation of (policy, entity) in a run (default: the latest that evaluated it);
-    the run's archived feature catalogue read against `sources` (default the shipped one)."""
+    the run's archived feature catalogue read against `sources` (default the shipped one).
+    `period`: a past benefit period the run decided as back-pay (default: the run's own)."""
     run = _find_run(engine, policy_id, run_id)
     archive = _archive(run)
     if policy_id not in archive.policies:
@@ -374,10 +387,29 @@ def explain(
     show: Callable[[Any], Any] = (lambda v: v) if unmask else mask_entity
     cat, policies = archived_policies(run, [policy_id], sources=sources)
     policy = policies[policy_id]
-    wide_rows = (
-        pl.scan_parquet(
-            _archived(archive.features.get(policy.target), f"{policy.target} features", run.run_id)
+    current = run_dates(policy, run.as_of).period.key if is_active(policy, run.as_of) else None
+    past = {
+        p.key: day
+        for p, day in back_pay_dates(policy, run.as_of)
+        if day.isoformat() in archive.back_pay
+    }
+    decided = ([current] if current else []) + sorted(past)
+    if period is None and current is None and past:
+        period = max(past)  # a policy no longer valid pays only back-pay: its latest period
+    if period is not None and period != current and period not in past:
+        raise JobError(
+            f"run {run.run_id} did not decide {policy_id} for benefit period {period!r} "
+            f"(it decided {', '.join(decided) or 'none'})",
+            fix="give one of those with --period, or another run with --run",
         )
+    wide_file = archive.features.get(policy.target)
+    run_as_of = run.as_of
+    if period is not None and period != current:
+        day = past[period]
+        run = replace(run, as_of=day)  # decided as of the past period's last day
+        wide_file = archive.back_pay[day.isoformat()].get(policy.target)
+    wide_rows = (
+        pl.scan_parquet(_archived(wide_file, f"{policy.target} features", run.run_id))
         .filter(pl.col("entity_id") == entity)
         .collect()
     )
@@ -402,7 +434,11 @@ def explain(
         )
     allocation = (
         pl.scan_parquet(run.allocation.path)
-        .filter((pl.col("policy_id") == policy_id) & (pl.col("entity") == entity))
+        .filter(
+            (pl.col("policy_id") == policy_id)
+            & (pl.col("benefit_period") == d["period"])
+            & (pl.col("entity") == entity)
+        )
         .collect()
     )
     alloc = allocation.row(0, named=True) if allocation.height else None
@@ -430,7 +466,7 @@ def explain(
     spec = policy.spec
     return Explanation(
         run_id=run.run_id,
-        as_of=run.as_of,
+        as_of=run_as_of,
         policy=ExplainedPolicy(
             id=policy_id,
             title=spec.title,
@@ -473,6 +509,8 @@ def explain(
         ],
         amount_fen=sum(int(r.signed) for r in transfers),
         members=members,
+        back_pay=run.as_of if d["period"] != current else None,
+        other_periods=[k for k in decided if k != d["period"]],
         counted=counted,
         passed_over=passed_over,
     )
@@ -538,6 +576,7 @@ def explain_entity(
     run_id: int | None = None,
     unmask: bool = False,
     catalogue_dir: Path | str | None = None,
+    period: str | None = None,
 ) -> Explanation:
     """`disburse explain`: open the ledger of `settings` and explain (policy, entity) in a run.
 
@@ -548,7 +587,15 @@ def explain_entity(
     with open_engine(settings.db_url) as engine:
         with engine.connect() as conn:
             require_ledger(conn)
-        return explain(engine, policy_id, entity, run_id=run_id, unmask=unmask, sources=sources)
+        return explain(
+            engine,
+            policy_id,
+            entity,
+            run_id=run_id,
+            unmask=unmask,
+            sources=sources,
+            period=period,
+        )
 
 
 def _mask_account(address: str, show: Callable[[Any], Any]) -> str:
@@ -593,7 +640,18 @@ def render_explanation(e: Explanation) -> str:
         f"  basis: {basis.document}"
         + (f"; {basis.issued_by}" if basis.issued_by else "")
         + (f", {basis.issued_on.isoformat()}" if basis.issued_on else ""),
-        f"  run {e.run_id} as of {e.as_of.isoformat()}; policy file sha256 {p.sha256}",
+        f"  run {e.run_id} as of {e.as_of.isoformat()}; policy file sha256 {p.sha256}"
+        + (
+            f"\n  back-pay: the past period {e.benefit_period}, decided as of its last day "
+            f"({e.back_pay.isoformat()}) over the run's data"
+            if e.back_pay
+            else ""
+        )
+        + (
+            f"\n  the run also decided {', '.join(e.other_periods)} (give --period)"
+            if e.other_periods
+            else ""
+        ),
         "  sources: " + ", ".join(f"{n} {h[:12]}" for n, h in e.sources.items()),
         "",
         f"features (window {e.window}):",

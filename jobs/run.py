@@ -59,9 +59,15 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Connection, Engine
 
-from eligibility import CheckedPolicy, PolicySet
+from eligibility import CheckedPolicy, PolicySet, back_pay_dates
 from jobs import once
-from jobs.allocate import Allocation, Terms, allocate_policies, entitlements
+from jobs.allocate import (
+    Allocation,
+    Terms,
+    allocate_back_pay,
+    allocate_policies,
+    entitlements,
+)
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import accounts_paid, decisions_of_wide, evaluated_counts, wide_plans
@@ -260,6 +266,12 @@ class NightlyRun:
         self.pset = pset
         self.progress = progress or Silent()
         self.policies = pset.active(request.as_of)
+        # Policies paying past benefit periods tonight (`back_pay`), active or not: a
+        # claim window may outlast the policy.  `recorded`: every policy the run reads.
+        self.back_paying = [p for p in pset.policies if back_pay_dates(p, request.as_of)]
+        self.recorded = sorted(
+            {p.id: p for p in [*self.policies, *self.back_paying]}.values(), key=lambda p: p.id
+        )
         self.timings: dict[str, PhaseTiming] = {}
         self.files: dict[str, tuple[Path, str]] = {}
         self.known: Holdings | None = None  # what allocation read of the ledger, for post
@@ -288,7 +300,7 @@ class NightlyRun:
 
     def _execute(self) -> RunOutcome:
         req = self.request
-        if not self.policies:
+        if not self.recorded:
             raise JobError(
                 f"no policy is valid on {req.as_of}",
                 fix="check the valid: dates of the policy files, or the --as-of date",
@@ -300,7 +312,7 @@ class NightlyRun:
             tonight = Tonight(
                 as_of=req.as_of,
                 data_dir=str(req.data_dir.resolve()),
-                policies=_policy_hashes(self.policies),
+                policies=_policy_hashes(self.recorded),
                 catalogue_sha256=self.catalogue.fingerprint(),
                 sources=digests,
             )
@@ -386,10 +398,10 @@ class NightlyRun:
                     store_dir=req.store.resolve(),
                     host=socket.gethostname(),
                     pid=os.getpid(),
-                    policies=[PolicyFile(p.id, str(p.file), p.sha256) for p in self.policies],
+                    policies=[PolicyFile(p.id, str(p.file), p.sha256) for p in self.recorded],
                 )
                 checkpoint("run:starting")
-        self.progress.log(f"run {run_id} started: as of {req.as_of}, {len(self.policies)} policies")
+        self.progress.log(f"run {run_id} started: as of {req.as_of}, {len(self.recorded)} policies")
         checkpoint("run:started")
         return run_id
 
@@ -507,7 +519,7 @@ class NightlyRun:
             "catalogue": self.catalogue.fingerprint(),
             "sources": runs.recorded_sources(self.engine, run_id),
             "features": sha256_file(self.request.features_file),
-            "policies": _policy_hashes(self.policies),
+            "policies": _policy_hashes(self.recorded),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -542,7 +554,7 @@ class NightlyRun:
         copies = folder / "policies"
         copies.mkdir(parents=True, exist_ok=True)
         policies: dict[str, HashedFile] = {}
-        for p in sorted(self.policies, key=lambda p: p.id):
+        for p in self.recorded:
             copy = copies / f"{p.id}-{p.sha256[:16]}.yaml"
             shutil.copyfile(p.file, copy)
             if sha256_file(copy) != p.sha256:
@@ -553,12 +565,52 @@ class NightlyRun:
             policies[p.id] = HashedFile(str(copy), p.sha256)
         catalogue = copies / "features.yaml"
         shutil.copyfile(req.features_file, catalogue)
+        back_pay, back_pay_claims = self._archive_back_pay(run_id, folder)
         archive = RunArchive(
             features=features,
             policies=policies,
             catalogue=HashedFile(str(catalogue), sha256_file(catalogue)),
+            back_pay=back_pay,
+            back_pay_claims=back_pay_claims,
         )
         return claims, archive
+
+    def _past_days(self) -> dict[dt.date, list[CheckedPolicy]]:
+        """Per day a past benefit period is decided as of (`back_pay_dates`), the policies
+        deciding one as of that day."""
+        days: dict[dt.date, list[CheckedPolicy]] = {}
+        for p in self.back_paying:
+            for _period, day in back_pay_dates(p, self.request.as_of):
+                days.setdefault(day, []).append(p)
+        return dict(sorted(days.items()))
+
+    def _archive_back_pay(
+        self, run_id: int, folder: Path
+    ) -> tuple[dict[str, dict[str, HashedFile]], HashedFile | None]:
+        """Back-pay: each past period decided as of its last day over tonight's staged
+        sources, as the night's own (wide files `features-<kind>@<day>`), and their
+        claims in one file with the day (`as_of`)."""
+        staged = staged_dir(self.request.store, run_id)
+        files: dict[str, dict[str, HashedFile]] = {}
+        claims: list[pl.DataFrame] = []
+        for day, policies in self._past_days().items():
+            self.progress.log(
+                f"back-pay: {len(policies)} policies' past period as of {day.isoformat()}"
+            )
+            wide = wide_plans(staged, policies, self.pset, day)
+            files[day.isoformat()] = {
+                target: _hashed_parquet(plan, folder, f"features-{target}@{day.isoformat()}")
+                for target, plan in wide.items()
+            }
+            scans = {t: pl.scan_parquet(f.path) for t, f in files[day.isoformat()].items()}
+            claims.append(
+                decisions_of_wide(scans, policies, day, claims_only=True)
+                .collect(engine="streaming")
+                .with_columns(pl.lit(day, pl.Date).alias("as_of"))
+            )
+        if not claims:
+            return files, None
+        return files, _hashed_parquet(pl.concat(claims), folder, "back-pay-claims")
 
     def _evaluate(self, run_id: int) -> None:
         folder = self.request.store / "runs" / str(run_id)
@@ -611,18 +663,21 @@ class NightlyRun:
     ) -> Allocation:
         as_of = self.request.as_of
         terms = [Terms.of(p, as_of) for p in self.policies]
-        groups = {t.group for t in terms if t.group}
+        groups = {t.group for t in terms if t.group} | {
+            p.spec.group for p in self.back_paying if p.spec.group
+        }
         others = [
             p for p in self.pset.policies if p.spec.group in groups and p not in self.policies
         ]
         self.known = holdings(
             self.engine,
-            [p.id for p in self.policies] + [p.id for p in others],
+            sorted({p.id for p in [*self.recorded, *others]}),
             folder=self._snapshots(),
         )
         held = self.known.nonzero()
         current = pl.DataFrame(
-            {"policy_id": [t.policy_id for t in terms], "period": [t.period for t in terms]}
+            {"policy_id": [t.policy_id for t in terms], "period": [t.period for t in terms]},
+            schema={"policy_id": pl.String, "period": pl.String},
         )
         keys = ["policy_id", "period", "entity_id"]
         claims = pl.scan_parquet(claims_file).filter(pl.col("eligible")).collect(engine="streaming")
@@ -649,17 +704,38 @@ class NightlyRun:
         for pid, rows in evaluated.items():
             if pid in out.policies:
                 out.policies[pid].evaluated = rows
-        return out
+        if archive.back_pay_claims is None:
+            return out
+        paying = {p.id for p in self.back_paying}
+        past = allocate_back_pay(
+            pl.read_parquet(
+                _verified(archive.back_pay_claims, "back-pay claims", self.run_id or 0)
+            ),
+            self.back_paying,
+            [p for p in self.pset.policies if p.id not in paying],
+            self.known.frame,
+        )
+        for p in self.back_paying:
+            for period, day in back_pay_dates(p, as_of):
+                rep = past.policies.get(f"{p.id}@{period.key}")
+                wide = archive.back_pay.get(day.isoformat(), {}).get(p.target)
+                if rep is not None and wide is not None:
+                    rep.evaluated = int(
+                        pl.scan_parquet(wide.path).select(pl.len()).collect().item()
+                    )
+        return Allocation(
+            pl.concat([out.entitlements, past.entitlements]), {**out.policies, **past.policies}
+        )
 
     def _entitlements(self, allocation: Allocation, run_id: int) -> pl.DataFrame:
-        frame = entitlements(allocation, self.policies)
+        frame = entitlements(allocation, self.recorded)
         # The account each payee is paid to (the policy's first on file), for explain and
         # the payment file; not posted: the ledger keys on the payee, not the account.
         frame = frame.with_columns(pl.coalesce("payee", "entity").alias("_paid"))
         paid = accounts_paid(
             staged_dir(self.request.store, run_id),
             self.pset,
-            self.policies,
+            self.recorded,
             frame.lazy().select("policy_id", pl.col("_paid").alias("payee")),
         ).collect()
         return frame.join(

@@ -11,7 +11,8 @@ as `disburse run`, with a one-entity input in place of the staged sources:
   allocates (`jobs.allocate.allocate_policies`: budgets, `decide: once`), turned into
   the posted frame (`jobs.allocate.entitlements`) and posted
   (`ledgers.post.post_entitlements`: grants, adjustments, reversals, clawbacks),
-  under a run recorded in the scratch ledger's `runs`;
+  under a run recorded in the scratch ledger's `runs`; a policy with `back_pay` also
+  decides its past periods as the run does (`jobs.allocate.allocate_back_pay`);
 * a run with `paid: true` is followed by the bank paying what is payable
   (`ledgers.post.post_transfers`, a settled payment), so that a later decrease that
   the payable can no longer cover is a clawback, as in the real ledger.
@@ -35,7 +36,7 @@ from sqlalchemy import Engine
 
 from common.errors import Code, Problem, ProblemsError
 from common.yamlsrc import Loc
-from eligibility import CheckedCatalogue, CheckedPolicy
+from eligibility import CheckedCatalogue, CheckedPolicy, back_pay_dates
 from eligibility.cases import BadValue, entity_decision
 from eligibility.check import reading_policy
 from eligibility.readings import scenario_reading
@@ -51,7 +52,7 @@ from eligibility.scenarios import (
     total_over,
 )
 from eligibility.schema import Scenario, ScenarioRun
-from jobs.allocate import allocate_policies, entitlements
+from jobs.allocate import Allocation, allocate_back_pay, allocate_policies, entitlements
 from ledgers import accounts
 from ledgers.balances import account_balances
 from ledgers.db import LedgerError, init_schema, make_engine
@@ -183,6 +184,15 @@ class _Scenario:
             run_id = start_run(conn, kind=KIND, as_of=as_of)
         known = holdings(engine, [policy.id])
         allocation = allocate_policies(decision, [policy], [], as_of, known.nonzero())
+        past = [
+            self._decision(k, day).with_columns(pl.lit(day, pl.Date).alias("as_of"))
+            for _period, day in back_pay_dates(policy, as_of)
+        ]
+        if past:  # back-pay of past periods, as the run allocates it
+            back = allocate_back_pay(pl.concat(past), [policy], [], known.frame)
+            allocation = Allocation(
+                pl.concat([allocation.entitlements, back.entitlements]), allocation.policies
+            )
         frame = entitlements(allocation, [policy])
         post_entitlements(engine, frame, run_id, key=SCRATCH_KEY, known=known)
         row = decision.row(0, named=True)

@@ -185,7 +185,11 @@ def run_summary(engine: Engine, run_id: int) -> RunSummary:
     allocation: Mapping[str, Any] = run.counts.get("allocation", {})
     posted: dict[str, dict[str, Posted]] = {}
     for p in runs.posted_by(engine, run_id):
-        posted.setdefault(p.policy_id, {})[p.kind] = Posted(p.transfers, p.amount_fen)
+        # A past period's back-pay is its own line (`<policy>@<period>`), as allocated.
+        past = f"{p.policy_id}@{p.benefit_period}"
+        kinds = posted.setdefault(past if past in allocation else p.policy_id, {})
+        before = kinds.get(p.kind, Posted(0, 0))
+        kinds[p.kind] = Posted(before.transfers + p.transfers, before.amount_fen + p.amount_fen)
     policies = {
         pid: PolicySummary(_allocation(rep), posted.get(pid, {}))
         for pid, rep in sorted(allocation.items())
@@ -277,8 +281,9 @@ def render_run(out: RunOutcome) -> str:
     )
     for pid, p in summary.policies.items():
         a = p.allocation
+        name = f"{pid.split('@')[0]} back-pay" if "@" in pid else pid
         lines.append(
-            f"  {pid:<30}{a.benefit_period if a else '':>8}{a.eligible if a else 0:>11,}"
+            f"  {name:<30}{a.benefit_period if a else '':>8}{a.eligible if a else 0:>11,}"
             f"{a.entitled if a else 0:>11,}{format_yuan(a.entitled_fen if a else 0):>20}{p.transfers:>11,}"
         )
         if a is not None and a.lost_stacking:

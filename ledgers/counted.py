@@ -18,7 +18,7 @@ from sqlalchemy import Engine, insert, select, tuple_
 
 from ledgers.db import LedgerError
 from ledgers.frames import read_frame
-from ledgers.masking import mask_entity
+from ledgers.masking import mask_entity, mask_entity_expr
 from ledgers.schema import CountedMember
 
 # The rows given to `record_counted` and read back by `counted_frame`.
@@ -110,3 +110,45 @@ def record_counted(engine: Engine, rows: pl.DataFrame, run_id: int) -> Recorded:
                 )
                 written += new.height
     return Recorded(written, already)
+
+
+def counted_members(
+    engine: Engine,
+    *,
+    policy: str | None = None,
+    member: str | None = None,
+    entity: str | None = None,
+    unmask: bool = False,
+) -> pl.DataFrame:
+    """The auditor's view of `counted_members`: which entitlement (policy, benefit period,
+    entity) counted which member, in which run and scope, filtered by any of them given
+    in full; in (scope, member) order, identity numbers masked unless `unmask`."""
+    t = CountedMember.__table__
+    schema = {**COUNTED_COLUMNS, "run_id": pl.Int64}
+    stmt = select(*[t.c[c] for c in schema]).order_by(t.c.scope, t.c.member)
+    if policy is not None:
+        stmt = stmt.where(t.c.policy_id == policy)
+    if member is not None:
+        stmt = stmt.where(t.c.member == member)
+    if entity is not None:
+        stmt = stmt.where(t.c.entity == entity)
+    with engine.connect() as conn:
+        frame = read_frame(conn, stmt, schema)
+    if unmask:
+        return frame
+    return frame.with_columns(
+        mask_entity_expr(pl.col("member")).alias("member"),
+        mask_entity_expr(pl.col("entity")).alias("entity"),
+    )
+
+
+def counted_text(frame: pl.DataFrame) -> str:
+    """`counted_members` as lines: the member, the entitlement that counted it, the run."""
+    if frame.height == 0:
+        return "no member is counted (no once_per policy has granted, or none matches)\n"
+    lines = [f"{'member':<20} {'counted for':<44} {'run':>5}  scope"]
+    for r in frame.iter_rows(named=True):
+        key = f"{r['policy_id']} {r['benefit_period']} {r['entity']}"
+        lines.append(f"{r['member']:<20} {key:<44} {r['run_id']:>5}  {r['scope']}")
+    lines.append(f"{frame.height:,} member(s) counted")
+    return "\n".join(lines) + "\n"

@@ -113,11 +113,18 @@ class RunArchive:
     features: Mapping[str, HashedFile] = field(default_factory=dict)
     policies: Mapping[str, HashedFile] = field(default_factory=dict)
     catalogue: HashedFile | None = None
+    # Back-pay (`back_pay`): per day a past period was decided as of (ISO), the wide file
+    # per entity kind; and the claims of those past periods, with that day (`as_of`).
+    back_pay: Mapping[str, Mapping[str, HashedFile]] = field(default_factory=dict)
+    back_pay_claims: HashedFile | None = None
 
     def files(self) -> list[HashedFile]:
         """Every archived file."""
         extra = [self.catalogue] if self.catalogue is not None else []
-        return [*self.features.values(), *self.policies.values(), *extra]
+        past = [f for files in self.back_pay.values() for f in files.values()]
+        if self.back_pay_claims is not None:
+            past.append(self.back_pay_claims)
+        return [*self.features.values(), *self.policies.values(), *extra, *past]
 
     def to_json(self) -> str:
         """The compact JSON stored on the run row."""
@@ -127,16 +134,29 @@ class RunArchive:
         }
         if self.catalogue is not None:
             data["catalogue"] = self.catalogue.to_json()
+        if self.back_pay:
+            data["back_pay"] = {
+                day: {k: f.to_json() for k, f in files.items()}
+                for day, files in self.back_pay.items()
+            }
+        if self.back_pay_claims is not None:
+            data["back_pay_claims"] = self.back_pay_claims.to_json()
         return _compact(data)
 
     @classmethod
     def from_json(cls, text: str) -> RunArchive:
         """Parse the stored JSON."""
         data = json.loads(text)
+        claims = data.get("back_pay_claims")
         return cls(
             features={k: HashedFile.from_json(v) for k, v in data.get("features", {}).items()},
             policies={k: HashedFile.from_json(v) for k, v in data.get("policies", {}).items()},
             catalogue=HashedFile.from_json(data["catalogue"]) if "catalogue" in data else None,
+            back_pay={
+                day: {k: HashedFile.from_json(v) for k, v in files.items()}
+                for day, files in data.get("back_pay", {}).items()
+            },
+            back_pay_claims=HashedFile.from_json(claims) if claims else None,
         )
 
 
@@ -585,25 +605,31 @@ def source_counts(bind: Bind, run_id: int) -> dict[str, SourceCount]:
 
 
 class Posted(NamedTuple):
-    """The transfers of one kind a run posted for one policy."""
+    """The transfers of one kind a run posted for one policy and benefit period."""
 
     policy_id: str
     kind: str
     transfers: int
     amount_fen: int
+    benefit_period: str | None = None
 
 
 def posted_by(bind: Bind, run_id: int) -> list[Posted]:
-    """What the run posted, per policy and kind of transfer, in that order."""
+    """What the run posted, per policy, benefit period and kind of transfer, in that order."""
     t = Transfer.__table__
     with _reading(bind) as conn:
         rows = conn.execute(
-            select(t.c.policy_id, t.c.kind, func.count(), func.sum(t.c.amount_fen))
+            select(
+                t.c.policy_id, t.c.benefit_period, t.c.kind, func.count(), func.sum(t.c.amount_fen)
+            )
             .where(t.c.run_id == run_id)
-            .group_by(t.c.policy_id, t.c.kind)
-            .order_by(t.c.policy_id, t.c.kind)
+            .group_by(t.c.policy_id, t.c.benefit_period, t.c.kind)
+            .order_by(t.c.policy_id, t.c.benefit_period, t.c.kind)
         ).all()
-    return [Posted(str(p), str(k), int(n), int(total or 0)) for p, k, n, total in rows]
+    return [
+        Posted(str(p), str(k), int(n), int(total or 0), None if period is None else str(period))
+        for p, period, k, n, total in rows
+    ]
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 number and bank account is known (read from its own source files), no command prints one
 whole unless --unmask is given.  What the outside testers do with grep, done for every
 command: ingest, quarantine, run, simulate, explain (a child paid to a guardian), report,
-ledger summary / entries / balances, audit verify (passing and failing), policy check,
+ledger summary / entries / balances / counted, audit verify (passing and failing), policy check,
 features, sources, db init.  `bench` is left out: it is slow and prints timings only."""
 
 from __future__ import annotations
@@ -200,6 +200,11 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
         run("explain", *db, "--policy", pol, "--entity", who["entity"])
         run("explain", *db, "--policy", pol, "--entity", who["entity"], "--json")
     run("explain", *db, "--policy", "elderly-allowance", "--entity", child["payee"], "--json")
+    # A past year paid as back-pay, explained as of its last day.
+    late = next(e for e in entries if e["policy"] == "childcare-subsidy" and e["period"] == "2025")
+    for fmt in ([], ["--json"]):
+        run("explain", *db, "--policy", late["policy"], "--entity", late["entity"],
+            "--period", "2025", *fmt)  # fmt: skip
 
     html = tmp / "report.html"
     run("report", *db, "--run", str(run_id), "--out", str(html), "--json")
@@ -212,6 +217,8 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
     run("ledger", "entries", *db, "--entity", child["entity"], "--json")
     run("ledger", "balances", *db)
     run("ledger", "balances", *db, "--json")
+    run("ledger", "counted", *db)
+    run("ledger", "counted", *db, "--json")
     run("audit", "verify", *db, *store)
     run("audit", "verify", *db, *store, "--json", *checkpoint)
     nokey = ["--store", str(tmp / "elsewhere")]

@@ -176,6 +176,19 @@ def test_a_run_counts_each_young_hire_for_one_enterprise_and_a_later_run_keeps_i
     assert f"not counted: {mask_entity(person)}: already counted for {POLICY}" in told.to_text()
     assert person not in told.to_text() + json.dumps(told.to_json())
     assert whole.passed_over[0]["member"] == person
+    # The auditor asks the ledger who was counted for whom: masked, the enterprise whole.
+    listed = disburse("ledger", "counted", "--member", person, db=db_url).stdout
+    assert f"{mask_entity(person)} " in listed
+    assert f"{POLICY} 2026 {owner}" in listed
+    assert person not in listed
+    assert "1 member(s) counted" in listed
+    every = json.loads(
+        disburse("ledger", "counted", "--policy", POLICY, "--json", db=db_url).stdout
+    )
+    assert {r["entity"] for r in every} == set(held.values())
+    assert len(every) == len(held)
+    whole_rows = disburse("ledger", "counted", "--entity", owner, "--unmask", db=db_url).stdout
+    assert person in whole_rows
 
     # The same data in a fresh ledger: within one run the earlier credit code wins.
     fresh = db_url.replace("ledger.db", "fresh.db") if db_url.startswith("sqlite") else None

@@ -238,14 +238,14 @@ def test_unknown_entity_and_policy_are_clear_errors(night) -> None:
 def test_explain_needs_no_source_file(night, tmp_path: Path) -> None:
     """The sources folder can be gone: explain reads only the run's record."""
     url, allocation, _ = night
-    entity = allocation.sort(["policy_id", "entity"])["entity"][0]
-    policy = allocation.sort(["policy_id", "entity"])["policy_id"][0]
+    first = allocation.sort(["policy_id", "entity"]).row(0, named=True)
+    policy, entity, period = first["policy_id"], first["entity"], first["benefit_period"]
     data = Path(url.removeprefix("sqlite:///")).parent / "data"
     moved = tmp_path / "moved"
     shutil.move(data, moved)
     try:
         with open_engine(url) as engine:
-            assert explain(engine, policy, entity).allocation is not None
+            assert explain(engine, policy, entity, period=period).allocation is not None
     finally:
         shutil.move(moved, data)
 

@@ -122,9 +122,10 @@ def test_the_figures_equal_the_ledger_summary(report: tuple[str, Path, dict[str,
     # The same figures as the run counted them when it posted: every policy that entitled
     # anyone has its row, and the totals are the run's (a city of 800 firms and 3,000
     # people: several policies, hundreds of keys, millions of yuan).
+    # (A past period's back-pay is its own line, `<policy>@<period>`, naming its policy.)
     entitled = {
-        (pid, p["benefit_period"], p["entitled"], p["entitled_fen"])
-        for pid, p in run["policies"].items()
+        (p["policy_id"], p["benefit_period"], p["entitled"], p["entitled_fen"])
+        for p in run["policies"].values()
         if p["entitled"]
     }
     assert set(got) == entitled
