@@ -136,7 +136,7 @@ def ledger_entries(db, policy, entity, run_id, limit, as_json, as_csv, unmask):
 @db_option
 @click.option(
     "--kind",
-    type=click.Choice(["budget", "payable", "receivable", "clearing"]),
+    type=click.Choice(["budget", "payable", "receivable", "clearing", "paid"]),
     help="Only accounts of this kind.",
 )
 @json_option("Print the balances as JSON.")
@@ -146,7 +146,8 @@ def ledger_balances(db, kind, as_json, unmask):
 
     budget:<policy>:<period> goes negative as it pays; payable:<payee> is what
     is owed and never below zero; receivable:<payee> is what a payee owes back
-    after a clawback; clearing:bank is what went to the bank. The total is 0.
+    after a clawback; clearing:bank is what was instructed to the bank and not yet
+    settled; paid:bank is what the bank paid out. The total is 0.
     """
     from ledgers.audit import balances
     from ledgers.db import open_engine

@@ -239,6 +239,14 @@ class PayeeRelation(_Strict):
     where: str | None = None
 
 
+class NoticeRule(_Strict):
+    """The public notice before payment (公示): how many working days a run's new
+    entitlements stay published for objections before they may be instructed."""
+
+    working_days: int = Field(ge=1, le=60)
+    ref: str | None = None
+
+
 class Payment(_Strict):
     """Where the money goes: `account` names one of the payee's accounts in the catalogue,
     or `coalesce(a, b, ...)`, the first of them on file."""
@@ -546,6 +554,11 @@ class PolicyFile(_Strict):
     budget: Budget | None = None
     once_per: OncePer | None = None
     back_pay: BackPay | None = None
+    notice: NoticeRule | None = Field(
+        default=None,
+        description="publish before paying: entitlements are instructed only once a notice "
+        "of the run that granted them has been open this many working days",
+    )
     params: dict[str, list[ParamValue]] = {}
     define: dict[str, Define] = {}
     let: dict[str, str] = {}

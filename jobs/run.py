@@ -80,6 +80,7 @@ from jobs.ingest import (
     sha256_files,
     staged_dir,
 )
+from jobs.objections import upheld_claims
 from jobs.policies import load_policy_files
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
 from jobs.resume import ABANDONED, Step, Tonight, plan_resume
@@ -681,6 +682,8 @@ class NightlyRun:
         )
         keys = ["policy_id", "period", "entity_id"]
         claims = pl.scan_parquet(claims_file).filter(pl.col("eligible")).collect(engine="streaming")
+        # What an upheld objection took away stays refused (`jobs.objections`).
+        claims = upheld_claims(self.engine, claims)
         # Keys the ledger holds that are not claimed tonight (to be reduced to 0): usually
         # none; their refused rows are derived from the archive only when there are some.
         lapsed = (

@@ -5,11 +5,14 @@
 | `budget:<policy>:<period>`       | a policy's budget for one benefit period  | anything (it goes negative as it pays) |
 | `payable:<payee>`                | what the engine owes a payee              | >= 0            |
 | `receivable:<payee>`             | what a payee owes back after a clawback   | <= 0            |
-| `clearing:bank`                  | money handed to the bank                  | anything        |
+| `clearing:bank`                  | money instructed to the bank, not yet settled | >= 0        |
+| `paid:bank`                      | money the bank paid out (settled)         | >= 0            |
 
 A balance is credits minus debits.  A grant debits the budget and credits the
-payable; a payment debits the payable and credits clearing; a decrease that the
-payable can no longer cover (the money is paid) debits the receivable instead.
+payable; a payment instruction debits the payable and credits clearing; the bank's
+reply settles it (clearing to paid) or returns it (clearing back to the payable);
+a decrease that the payable can no longer cover (the money is instructed or paid)
+debits the receivable instead.
 The parts never contain ':' (posting refuses such ids), so an address parses back.
 """
 
@@ -23,7 +26,9 @@ PAYABLE = "payable"
 RECEIVABLE = "receivable"
 CLEARING = "clearing"
 CLEARING_BANK = f"{CLEARING}{SEP}bank"
-ACCOUNT_KINDS = (BUDGET, PAYABLE, RECEIVABLE, CLEARING)
+PAID = "paid"
+PAID_BANK = f"{PAID}{SEP}bank"
+ACCOUNT_KINDS = (BUDGET, PAYABLE, RECEIVABLE, CLEARING, PAID)
 
 
 def budget(policy_id: str, benefit_period: str) -> str:

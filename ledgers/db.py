@@ -530,6 +530,13 @@ BATCH_WRITES = {
     "policy_snapshots": "INSERT",
     "quarantine": "INSERT",
     "holdings_snapshots": "INSERT, DELETE",  # a cache: the newest two are kept
+    # From ledger to money: every state is a new row.
+    "notices": "INSERT",
+    "objections": "INSERT",
+    "objection_decisions": "INSERT",
+    "payment_instructions": "INSERT",
+    "payment_statuses": "INSERT",
+    "payment_files": "INSERT",
 }
 
 
@@ -560,7 +567,19 @@ READ_FIX = (
 
 
 # What the unmasked reader may read besides the views: what verify and the ledger commands read.
-LEDGER_READS = ("transfers", "entitlement_keys", "counted_members", "runs", "holdings_snapshots")
+LEDGER_READS = (
+    "transfers",
+    "entitlement_keys",
+    "counted_members",
+    "runs",
+    "holdings_snapshots",
+    "notices",
+    "objections",
+    "objection_decisions",
+    "payment_instructions",
+    "payment_statuses",
+    "payment_files",
+)
 
 
 def grant_roles(engine: Engine, roles: Roles) -> None:

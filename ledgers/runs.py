@@ -520,6 +520,20 @@ def newest_open(bind: Bind, kind: str = NIGHTLY) -> RunRecord | None:
     return runs[-1] if runs else None
 
 
+def latest_completed(bind: Bind, on_or_before: dt.date, kind: str = NIGHTLY) -> RunRecord | None:
+    """The newest completed run of `kind` as of `on_or_before` or earlier (the night whose
+    staged sources a payment file reads the payees' accounts from), or None."""
+    with _reading(bind) as conn:
+        found = conn.execute(
+            select(func.max(Run.run_id)).where(
+                Run.kind == kind,
+                Run.state == RunState.COMPLETED.value,
+                Run.as_of <= on_or_before,
+            )
+        ).scalar_one_or_none()
+        return None if found is None else get_run(conn, int(found))
+
+
 def latest_run_id(bind: Bind) -> int | None:
     """The id of the newest run of any kind, or None if there is none."""
     with _reading(bind) as conn:
@@ -649,6 +663,7 @@ __all__ = [
     "evaluated_with",
     "fail",
     "get_run",
+    "latest_completed",
     "latest_run_id",
     "mark_evaluated",
     "mark_ingested",

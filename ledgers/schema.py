@@ -262,3 +262,116 @@ UNMASKED_VIEWS = (
     "audit_entitlements_unmasked",
     "audit_balances_unmasked",
 )
+
+
+# --- from ledger to money (issue 19, migration 0010) ------------------------------------
+# Append-only like the ledger: a state changes by a new row, never by an update.
+
+
+class Notice(Base):
+    """The public notice (公示) of a nightly run's new entitlements: published on a day, open
+    to objections for a number of working days; its CSV and HTML by sha256.  One per run."""
+
+    __tablename__ = "notices"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    published_on: Mapped[dt.date] = mapped_column(Date)
+    working_days: Mapped[int] = mapped_column(Integer)
+    deadline: Mapped[dt.date] = mapped_column(Date)
+    entitlements: Mapped[int] = mapped_column(BigInteger)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    csv_sha256: Mapped[str] = mapped_column(String(64))
+    html_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Objection(Base):
+    """An objection (异议) to an entitlement during its notice, or from someone refused:
+    what was said and the evidence's sha256.  Its decision is a row of its own."""
+
+    __tablename__ = "objections"
+
+    objection_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_id: Mapped[str] = mapped_column(ident(64))
+    benefit_period: Mapped[str] = mapped_column(ident(16))
+    entity: Mapped[str] = mapped_column(ident(64))
+    # What the ledger held for the entity under the policy when it was filed:
+    # "granted" (a payee's entitlement: payment waits) or "refused" (for review).
+    standing: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    evidence_name: Mapped[str | None] = mapped_column(Text, default=None)
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    filed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ObjectionDecision(Base):
+    """The decision on an objection, once: upheld (the entitlement is reversed and stays
+    refused) or dismissed (payment goes ahead); the note says why."""
+
+    __tablename__ = "objection_decisions"
+    __table_args__ = (
+        CheckConstraint("decision IN ('upheld', 'dismissed')", name="ck_objection_decision"),
+    )
+
+    objection_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[int | None] = mapped_column(Integer, default=None)  # the reversal's run
+
+
+class PaymentInstruction(Base):
+    """One payment instruction to the bank: an entitlement key's amount due, to the payee's
+    account, in one payment file (`msg_id`).  Its `instructed` transfer moves the amount
+    from the payee's payable to clearing; its status (a row of `payment_statuses`)
+    settles or returns it.  `attempt` counts the key's instructions: a returned one is
+    retried under a new EndToEndId.  The account is kept masked and as a keyed digest."""
+
+    __tablename__ = "payment_instructions"
+    __table_args__ = (
+        Index("ix_payment_instructions_key", "policy_id", "benefit_period", "entity"),
+        Index("ix_payment_instructions_msg", "msg_id"),
+    )
+
+    end_to_end_id: Mapped[str] = mapped_column(ident(35), primary_key=True)
+    msg_id: Mapped[str] = mapped_column(ident(35))
+    run_id: Mapped[int] = mapped_column(Integer)
+    policy_id: Mapped[str] = mapped_column(ident(64))
+    benefit_period: Mapped[str] = mapped_column(ident(16))
+    entity: Mapped[str] = mapped_column(ident(64))
+    payee: Mapped[str] = mapped_column(ident(64))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    account_kind: Mapped[str] = mapped_column(String(32))
+    account_masked: Mapped[str] = mapped_column(String(64))
+    account_digest: Mapped[str] = mapped_column(String(64))
+
+
+class PaymentStatus(Base):
+    """The bank's answer to one instruction, once: settled or rejected (with the reason
+    code), read from the file with `file_sha256`."""
+
+    __tablename__ = "payment_statuses"
+    __table_args__ = (
+        CheckConstraint("status IN ('settled', 'rejected')", name="ck_payment_status"),
+    )
+
+    end_to_end_id: Mapped[str] = mapped_column(ident(35), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    reason_code: Mapped[str | None] = mapped_column(String(8), default=None)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int] = mapped_column(Integer)
+
+
+class PaymentFile(Base):
+    """A payment file written for the bank: its MsgId, format, sha256 and totals."""
+
+    __tablename__ = "payment_files"
+
+    msg_id: Mapped[str] = mapped_column(ident(35), primary_key=True)
+    format: Mapped[str] = mapped_column(String(16))
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    run_id: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    instructions: Mapped[int] = mapped_column(BigInteger)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)

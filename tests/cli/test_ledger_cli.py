@@ -88,7 +88,7 @@ def test_db_init_and_an_empty_ledger(db_url: str) -> None:
     try:
         code, output = invoke("db", "init", "--db", db_url, "--role-prefix", prefix)
         assert code == 0, output
-        assert "schema at revision 0009" in output
+        assert "schema at revision 0010" in output
         if db_url.startswith("postgresql"):
             assert f"owner role {prefix}_owner owns the tables" in output
             assert f"batch role {prefix}_batch may insert into and read the ledger" in output
@@ -99,7 +99,7 @@ def test_db_init_and_an_empty_ledger(db_url: str) -> None:
         code, output = invoke("db", "init", "--db", db_url, "--json", "--role-prefix", prefix)
         assert code == 0
         report = json.loads(output)
-        assert report["revision"] == "0009"
+        assert report["revision"] == "0010"
         assert "audit_transfers_unmasked" in report["unmasked_views"]
         code, output = invoke("audit", "verify", "--db", db_url)
         assert code == 0
