@@ -26,6 +26,7 @@ the whole file; one for an unknown EndToEndId is reported.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from ledgers.holdings import read_held
 from ledgers.keys import LedgerKey
 from ledgers.masking import mask_account
 from ledgers.objections import notices, open_keys
+from ledgers.post import ledger_connection
 from ledgers.runs import RunRecord
 from ledgers.schema import Transfer
 
@@ -381,10 +383,275 @@ def new_statuses(statuses: pl.DataFrame, done: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# --- the steps ---------------------------------------------------------------------
+
+EXPORT = "payment"  # the kind of run an export records its instructions under
+REPLY = "bank-reply"  # the kind of run an imported reply records its statuses under
+FORMATS = ("pain.001", "csv")
+
+
+@dataclass(frozen=True)
+class Debtor:
+    """Who pays: the paying account (the finance bureau's, 财政零余额账户) and its bank."""
+
+    name: str
+    account: str
+    bank_code: str
+
+
+@dataclass
+class Exported:
+    """What `pay export` did."""
+
+    as_of: dt.date
+    msg_id: str | None
+    file: Path | None
+    format: str
+    sha256: str | None
+    instructions: int
+    amount_fen: int
+    posted: int  # instructed transfers posted by this command (0: the file was there)
+    withheld: pl.DataFrame
+    finished: bool = False  # an export interrupted earlier was finished
+
+    def to_json(self) -> dict[str, object]:
+        reasons = (
+            self.withheld.group_by("reason").agg(pl.len(), pl.col("amount_fen").sum()).sort("reason")
+            if self.withheld.height
+            else pl.DataFrame()
+        )
+        return {
+            "as_of": self.as_of.isoformat(),
+            "msg_id": self.msg_id,
+            "file": None if self.file is None else str(self.file),
+            "format": self.format,
+            "sha256": self.sha256,
+            "instructions": self.instructions,
+            "amount_fen": self.amount_fen,
+            "posted": self.posted,
+            "finished_interrupted": self.finished,
+            "withheld": {
+                r["reason"]: {"keys": r["len"], "amount_fen": r["amount_fen"]}
+                for r in reasons.iter_rows(named=True)
+            },
+        }
+
+
+def message_id(as_of: dt.date, ids: list[str]) -> str:
+    """The MsgId of a payment file: DSB, the day, 20 hex digits of the sha256 of its
+    EndToEndIds (31 characters, Max35Text): the same instructions give the same id."""
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:20].upper()
+    return f"DSB{as_of:%Y%m%d}{digest}"
+
+
+def _run_of(engine: Engine, kind: str, as_of: dt.date) -> int:
+    """The open run of `kind` (one interrupted earlier), else a new one: a step killed and
+    run again posts under the same run id, so the ledger is the one an uninterrupted
+    step writes."""
+    for run in runs.open_runs(engine, kind):
+        if run.as_of == as_of:
+            return run.run_id
+    with engine.begin() as conn:
+        return runs.start_run(conn, kind=kind, as_of=as_of)
+
+
+def _file_rows(
+    engine: Engine, pset: PolicySet, nightly: RunRecord, rows: pl.DataFrame, key: LedgerKey
+) -> pl.DataFrame:
+    """Instruction rows with the names and account numbers to write, read again from the
+    night's sources and checked against the digest each instruction recorded."""
+    policies = {p.id: p for p in pset.policies if p.id in set(rows["policy_id"].to_list())}
+    numbers = _accounts(nightly, pset, rows, policies)
+    full = rows.join(numbers, on=["policy_id", "payee"], how="left")
+    digest = pl.struct("bank_code", "account_no").map_elements(
+        lambda r: payments.account_digest(key, r["bank_code"], r["account_no"])
+        if r["account_no"] is not None
+        else "",
+        return_dtype=pl.String,
+    )
+    changed = full.filter(digest != pl.col("account_digest"))
+    if changed.height:
+        raise JobError(
+            f"{changed.height} instruction(s) of payment file {rows['msg_id'][0]} were recorded "
+            "for accounts the night's sources no longer hold",
+            fix="export with the nightly run the instructions were made from (do not change "
+            "the account sources between an interrupted export and its re-run)",
+        )
+    return full.sort("end_to_end_id")
+
+
+def export_payments(
+    engine: Engine,
+    pset: PolicySet,
+    as_of: dt.date,
+    out: Path,
+    *,
+    fmt: str,
+    debtor: Debtor,
+    key: LedgerKey,
+) -> Exported:
+    """`disburse pay export`: instruct what is due on `as_of` in one file at `out`.
+
+    In order: an export interrupted before it recorded its file is finished first (its
+    instructions are recorded: the file is written again from them, byte for byte, and
+    their transfers posted); with nothing new due, the newest file of the day is written
+    again (same MsgId) and nothing is posted; else the new instructions are written to
+    the file (validated before it takes its name), recorded, and their `instructed`
+    transfers posted, then the file is recorded."""
+    if fmt not in FORMATS:
+        raise JobError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+    due = due_payments(engine, pset, as_of, key)
+    with engine.connect() as conn:
+        done = payments.instructions(conn)
+        written = payments.files(conn)
+    unfinished = done.filter(~pl.col("msg_id").is_in(written["msg_id"].implode()))
+    if unfinished.height:
+        msg = str(unfinished.sort("msg_id")["msg_id"][0])
+        rows = unfinished.filter(pl.col("msg_id") == msg)
+        run_id = int(rows["run_id"][0])
+        result = _finish(engine, pset, due, rows, out, fmt, debtor, key, run_id)
+        result.finished = True
+        return result
+    if due.due.height == 0:
+        today = written.filter(pl.col("as_of") == as_of).sort("msg_id")
+        if today.height == 0:
+            return Exported(as_of, None, None, fmt, None, 0, 0, 0, due.withheld)
+        msg = str(today["msg_id"][-1])
+        rows = done.filter(pl.col("msg_id") == msg)
+        sha = _write(fmt, _file_rows(engine, pset, due.nightly, rows, key), msg, as_of, debtor, out)
+        return Exported(
+            as_of, msg, out, fmt, sha, rows.height, int(rows["amount_fen"].sum()), 0, due.withheld
+        )
+    msg = message_id(as_of, due.due["end_to_end_id"].to_list())
+    run_id = _run_of(engine, EXPORT, as_of)
+    rows = instruction_rows(due, msg, run_id, key)
+    full = _file_rows(engine, pset, due.nightly, rows, key)
+    _write(fmt, full, msg, as_of, debtor, out)  # validated before it takes its name
+    with engine.connect() as conn:
+        payments.record_instructions(conn, rows)
+    return _finish(
+        engine, pset, due, rows.with_columns(pl.lit(None, pl.String).alias("status"),
+                                             pl.lit(None, pl.String).alias("reason_code")),
+        out, fmt, debtor, key, run_id,
+    )  # fmt: skip
+
+
+def _finish(
+    engine: Engine,
+    pset: PolicySet,
+    due: Due,
+    rows: pl.DataFrame,
+    out: Path,
+    fmt: str,
+    debtor: Debtor,
+    key: LedgerKey,
+    run_id: int,
+) -> Exported:
+    """Write the file of recorded instructions `rows`, post what they call for, record the
+    file and close the run."""
+    msg = str(rows["msg_id"][0])
+    sha = _write(fmt, _file_rows(engine, pset, due.nightly, rows, key), msg, due.as_of, debtor, out)
+    with ledger_connection(engine) as conn:
+        todo = payments.unposted(conn, payments.instructions(conn, msg))
+        posted = payments.post_payments(conn, todo, run_id, key)
+    amount = int(rows["amount_fen"].sum())
+    with engine.connect() as conn:
+        payments.record_file(
+            conn,
+            {
+                "msg_id": msg,
+                "format": fmt,
+                "as_of": due.as_of,
+                "run_id": run_id,
+                "file_name": out.name,
+                "sha256": sha,
+                "instructions": rows.height,
+                "amount_fen": amount,
+            },
+        )
+    result = Exported(due.as_of, msg, out, fmt, sha, rows.height, amount, posted, due.withheld)
+    runs.complete(engine, run_id, summary=result.to_json(), timings={})
+    return result
+
+
+@dataclass
+class Reply:
+    """What `pay import` did."""
+
+    file: Path
+    applied: Applied
+    run_id: int | None
+
+    def to_json(self) -> dict[str, object]:
+        a = self.applied
+        return {
+            "file": str(self.file),
+            "sha256": a.file_sha256,
+            "run_id": self.run_id,
+            "settled": {"instructions": a.settled, "amount_fen": a.settled_fen},
+            "rejected": {"instructions": a.rejected, "amount_fen": a.rejected_fen},
+            "rejected_by_reason": dict(sorted(a.reasons.items())),
+            "pending": a.pending,
+            "already_applied": a.already,
+            "unknown": a.unknown,
+            "transfers": a.transfers,
+        }
+
+
+def import_reply(engine: Engine, path: Path, key: LedgerKey) -> Reply:
+    """`disburse pay import`: apply the bank's reply (pain.002 or a CSV status file) once."""
+    statuses, sha = _read(path)
+    with engine.connect() as conn:
+        done = payments.instructions(conn)
+    applied = check_statuses(statuses, done, sha)
+    fresh = new_statuses(statuses, done)
+    if fresh.height == 0 and not _unposted_any(engine):
+        return Reply(path, applied, None)
+    as_of = dt.date.today()
+    run_id = _run_of(engine, REPLY, as_of)
+    rows = fresh.select(
+        "end_to_end_id",
+        "status",
+        "reason_code",
+        pl.lit(sha).alias("file_sha256"),
+        pl.lit(run_id, pl.Int64).alias("run_id"),
+    )
+    with engine.connect() as conn:
+        payments.record_statuses(conn, rows)
+    with ledger_connection(engine) as conn:
+        todo = payments.unposted(conn, payments.instructions(conn))
+        applied.transfers = payments.post_payments(conn, todo, run_id, key)
+    amounts = fresh.join(done.select("end_to_end_id", "amount_fen"), on="end_to_end_id")
+    for status, part in amounts.partition_by("status", as_dict=True).items():
+        n, fen = part.height, int(part["amount_fen"].sum())
+        if status == ("settled",):
+            applied.settled, applied.settled_fen = n, fen
+        else:
+            applied.rejected, applied.rejected_fen = n, fen
+            applied.reasons = {
+                str(r["reason_code"]): int(r["len"])
+                for r in part.group_by("reason_code").len().iter_rows(named=True)
+            }
+    result = Reply(path, applied, run_id)
+    runs.complete(engine, run_id, summary=result.to_json(), timings={})
+    return result
+
+
+def _unposted_any(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return payments.unposted(conn, payments.instructions(conn)).height > 0
+
+
 __all__ = [
     "DUE_SCHEMA",
+    "FORMATS",
     "Applied",
+    "Debtor",
     "Due",
+    "Exported",
+    "Reply",
+    "export_payments",
+    "import_reply",
     "check_statuses",
     "due_payments",
     "instruction_rows",
