@@ -6,6 +6,8 @@
     identifiers  the national identifiers: resident identity numbers (GB 11643) and
                  unified social credit codes (GB 32100), their check characters
     yamlsrc      the strict YAML loader for files people write, with positions
+    workdays     working days on the official calendar: objection deadlines (stdlib only)
+    holidays     the working-day calendar file, policies/holidays.yaml, read and checked
 
 Nothing here imports `disburse`, `jobs`, `eligibility` or `ledgers` (tests/unit/test_layers.py).
 """

@@ -21,7 +21,7 @@ from enum import StrEnum
 
 class Code(StrEnum):
     """Every error code a person can meet, with its one meaning (`meaning`) and where it
-    arises (`scope`: file, catalogue, policy, features, sources, data or run)."""
+    arises (`scope`: file, catalogue, policy, features, sources, calendar, data or run)."""
 
     meaning: str
     scope: str
@@ -262,6 +262,30 @@ class Code(StrEnum):
         "E143",
         "policy",
         "back_pay with once_per: a past period's members could count again",
+    )
+    # the working-day calendar, policies/holidays.yaml (finance keeps it)
+    CALENDAR_UNKNOWN_KEY = "E144", "calendar", "the working-day calendar has a key it does not know"
+    CALENDAR_MISSING_KEY = (
+        "E145",
+        "calendar",
+        "the working-day calendar lacks a key it needs (a provisional year's note, a notice's date)",
+    )
+    CALENDAR_BAD_VALUE = (
+        "E146",
+        "calendar",
+        "a value of the working-day calendar is not allowed: a date outside its year, a break "
+        "ending before it starts, a working day that is no weekend day",
+    )
+    CALENDAR_DATE_TWICE = (
+        "E147",
+        "calendar",
+        "a date is listed twice in the working-day calendar: as a day off and as a working "
+        "day, or twice as either",
+    )
+    CALENDAR_NO_YEAR = (
+        "E148",
+        "calendar",
+        "a date asked about lies in a year the working-day calendar does not list",
     )
     # what a careful officer wants refused
     UNKNOWN_LIST = (

@@ -18,7 +18,8 @@ from eligibility.scenarios import ScenarioResult
 # this package knows nothing of); ProblemsError for a value it cannot use.
 ScenarioRunner = Callable[[CheckedPolicy, CheckedCatalogue], list[ScenarioResult]]
 
-NOT_POLICIES = {"features.yaml", "sources.yaml"}
+# The data files beside the policies: the catalogues and the working-day calendar.
+NOT_POLICIES = {"features.yaml", "sources.yaml", "holidays.yaml"}
 
 
 def policy_files(paths: list[Path]) -> list[Path]:

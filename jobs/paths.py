@@ -16,3 +16,8 @@ def policies_dir() -> Path:
     if checkout.is_dir():
         return checkout
     return Path(sys.prefix) / "share" / "disburse" / "policies"
+
+
+def holidays_path() -> Path:
+    """The working-day calendar: holidays.yaml in the policies folder (`policies_dir`)."""
+    return policies_dir() / "holidays.yaml"

@@ -45,6 +45,24 @@ def mask_name(value: str | None) -> str | None:
 MASKERS = {"id": mask_id, "account": mask_account, "name": mask_name}
 
 
+def _stars(n: pl.Expr) -> pl.Expr:
+    """n asterisks (none for n <= 0)."""
+    return pl.lit("").str.pad_end(pl.max_horizontal(n, pl.lit(0)), "*")
+
+
+def mask_id_expr(col: pl.Expr) -> pl.Expr:
+    """Polars: `mask_id` for every row: the first 6 and last 2 characters kept, all of a
+    value of 8 characters or fewer hidden; null stays null."""
+    n = col.str.len_chars()
+    kept = pl.concat_str([col.str.slice(0, 6), _stars(n - 8), col.str.slice(-2)])
+    return pl.when(n <= 8).then(_stars(n)).otherwise(kept)
+
+
+def mask_name_expr(col: pl.Expr) -> pl.Expr:
+    """Polars: `mask_name` for every row: the first character kept (the family name)."""
+    return col.str.slice(0, 1).str.pad_end(col.str.len_chars(), "*")
+
+
 def mask_entity(value: str | None) -> str | None:
     """A ledger entity or payee as printed: resident numbers masked, credit codes whole."""
     return mask_id(value) if is_resident_id(value) else value
@@ -88,5 +106,7 @@ __all__ = [
     "mask_entity",
     "mask_entity_expr",
     "mask_id",
+    "mask_id_expr",
     "mask_name",
+    "mask_name_expr",
 ]

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from eligibility.policyset import policy_files
+
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = sorted(
-    p for p in (ROOT / "policies").glob("*.yaml") if p.name not in ("features.yaml", "sources.yaml")
-)
+POLICIES = policy_files([ROOT / "policies"])
 
 STRAYS = [
     *list("=;@#$!`\\\"'()[],%{}&|?^~<>:*"),

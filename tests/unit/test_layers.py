@@ -37,6 +37,8 @@ NO_POLARS = (
     "common.errors",
     "common.money",
     "common.periods",
+    "common.workdays",
+    "common.holidays",
 )
 
 

@@ -13,6 +13,7 @@ from common.errors import Code, ProblemsError
 from disburse.cli import main
 from eligibility.check import load_policy
 from eligibility.checked import CheckedCatalogue, CheckedPolicy
+from eligibility.policyset import policy_files
 from eligibility.schema import Scenario
 from jobs.catalogue import load_source_catalogue
 from jobs.policies import check_policies, feature_catalogue, load_policies
@@ -20,11 +21,7 @@ from jobs.scenarios import run_scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = feature_catalogue(load_source_catalogue(), [ROOT / "policies"])
-SHIPPED = [
-    load_policy(p, CAT)
-    for p in sorted((ROOT / "policies").glob("*.yaml"))
-    if p.name not in ("features.yaml", "sources.yaml")
-]
+SHIPPED = [load_policy(p, CAT) for p in policy_files([ROOT / "policies"])]
 SCENARIOS = [(p, i, s) for p in SHIPPED for i, s in enumerate(p.spec.scenarios)]
 
 HEAD = """\
