@@ -124,6 +124,183 @@ def objection_list(db, as_json, unmask):
             click.echo(f"       note: {r['note']}")
 
 
+@click.command()
+@db_option
+@click.option("--run", "run_id", type=int, required=True, help="The nightly run to publish.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 60),
+    help="Working days open to objection (default: the largest its policies declare, else 5).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML page to write; the CSV is written beside it (same name, .csv).",
+)
+@click.option(
+    "--on",
+    "published_on",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="The day of publication (default: today).",
+)
+@click.option("--issuer", default="the subsidy office", show_default=True, help="Who signs it.")
+@click.option(
+    "--contact",
+    default="write to the subsidy office, giving the policy and the entity's identifier",
+    show_default=True,
+    help="How to object, as printed on the notice.",
+)
+@click.option(
+    "--calendar",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The working-day calendar (default: policies/holidays.yaml).",
+)
+@json_option("Print the result as JSON.")
+def publish(db, run_id, days, out, published_on, issuer, contact, calendar, as_json):
+    """Publish a run's new entitlements (公示) before they are paid.
+
+    Writes the public notice as one self-contained HTML page and a CSV: each
+    policy's new grants and increases, enterprises named in full, persons with
+    the name and identity number masked as public lists show them, the amounts,
+    and the objection deadline counted in working days (policies/holidays.yaml,
+    the day of publication not counted). Records the notice in the ledger: a
+    policy that declares notice: {working_days: N} is paid only after it closes.
+    Publishing the same run again writes the same files.
+    """
+    from jobs.publish import publish as run_publish
+    from ledgers.db import open_engine
+
+    with open_engine(Settings.resolve(db).db_url) as engine:
+        done = run_publish(
+            engine,
+            run_id,
+            out,
+            days=days,
+            published_on=published_on.date() if published_on else None,
+            issuer=issuer,
+            contact=contact,
+            calendar=calendar,
+        )
+    click.echo(_json(done.to_json()) if as_json else done.to_text(), nl=not as_json)
+
+
+@click.group()
+def pay() -> None:
+    """Pay what the ledger owes: the payment file for the bank, the bank's reply."""
+
+
+@pay.command("export")
+@db_option
+@store_option("ledger.key, unless $DISBURSE_LEDGER_KEY_FILE says otherwise")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    required=True,
+    help="The day of payment: what is due on it is instructed.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pain.001", "csv"]),
+    default="pain.001",
+    show_default=True,
+    help="ISO 20022 pain.001.001.09, or the CSV of a bank's bulk-payment (代发) template.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The file."
+)
+@click.option(
+    "--debtor-name",
+    envvar="DISBURSE_DEBTOR_NAME",
+    default="Municipal Finance Bureau",
+    show_default=True,
+    help="The paying account's name ($DISBURSE_DEBTOR_NAME).",
+)
+@click.option(
+    "--debtor-account",
+    envvar="DISBURSE_DEBTOR_ACCOUNT",
+    default="000000000000",
+    show_default=True,
+    help="The paying account's number ($DISBURSE_DEBTOR_ACCOUNT).",
+)
+@click.option(
+    "--debtor-bank",
+    envvar="DISBURSE_DEBTOR_BANK",
+    default="011",
+    show_default=True,
+    help="The paying account's bank code ($DISBURSE_DEBTOR_BANK).",
+)
+@click.option("--policies", "policy_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Policy files or folders (default: the shipped ones).")  # fmt: skip
+@json_option("Print the result as JSON.")
+def pay_export(
+    db, store, as_of, fmt, out, debtor_name, debtor_account, debtor_bank, policy_paths, as_json
+):
+    """Instruct everything due on --as-of in one payment file.
+
+    Due: what a key holds less what is instructed and not returned, unless an
+    instruction of it awaits the bank, an objection to it is undecided, its
+    notice is not over, or the payee has no account on file (or still the one
+    the bank returned). Each instruction posts an `instructed` transfer (payable
+    to clearing) under a deterministic EndToEndId; the file is validated before
+    it is written. Exporting again with nothing new writes the same file and
+    posts nothing; an export killed midway is finished by the same command.
+    """
+    from jobs.pay import Debtor, export_payments
+    from jobs.policies import load_policy_files
+    from ledgers.db import open_engine
+    from ledgers.keys import key_file, posting_key
+
+    settings = Settings.resolve(db, store)
+    loaded = load_policy_files(list(policy_paths) or None, None)
+    with open_engine(settings.db_url) as engine:
+        key = posting_key(engine, key_file(settings.store))
+        done = export_payments(
+            engine,
+            loaded.policies,
+            as_of.date(),
+            out,
+            fmt=fmt,
+            debtor=Debtor(debtor_name, debtor_account, debtor_bank),
+            key=key,
+        )
+    if as_json:
+        click.echo(_json(done.to_json()), nl=False)
+        return
+    click.echo(done.to_text())
+
+
+@pay.command("import")
+@db_option
+@store_option("ledger.key, unless $DISBURSE_LEDGER_KEY_FILE says otherwise")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option("Print the result as JSON.")
+def pay_import(db, store, file, as_json):
+    """Apply the bank's reply: a pain.002 status report or a CSV status file.
+
+    Settled posts `settled` (clearing to paid); rejected or returned posts
+    `rejected` (clearing back to the payable, with the reason code) and the key
+    is retried once its account is corrected. Importing the same file twice
+    changes nothing; a file that contradicts an earlier one is refused whole.
+    """
+    from jobs.pay import import_reply
+    from ledgers.db import open_engine
+    from ledgers.keys import key_file, posting_key
+
+    settings = Settings.resolve(db, store)
+    with open_engine(settings.db_url) as engine:
+        key = posting_key(engine, key_file(settings.store))
+        done = import_reply(engine, file, key)
+    if as_json:
+        click.echo(_json(done.to_json()), nl=False)
+        return
+    click.echo(done.to_text())
+
+
 def register(main: click.Group) -> None:
     """Attach the payment commands to the `disburse` group."""
     main.add_command(objection)
+    main.add_command(publish)
+    main.add_command(pay)

@@ -33,6 +33,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Connection, Engine, select
 
+from common.money import format_yuan
 from eligibility import CheckedPolicy, PolicySet, paid_to, payee_kind
 from jobs.errors import JobError
 from jobs.evaluate import staged_scan
@@ -414,9 +415,14 @@ class Exported:
     withheld: pl.DataFrame
     finished: bool = False  # an export interrupted earlier was finished
 
+    def to_text(self) -> str:
+        return _exported_text(self)
+
     def to_json(self) -> dict[str, object]:
         reasons = (
-            self.withheld.group_by("reason").agg(pl.len(), pl.col("amount_fen").sum()).sort("reason")
+            self.withheld.group_by("reason")
+            .agg(pl.len(), pl.col("amount_fen").sum())
+            .sort("reason")
             if self.withheld.height
             else pl.DataFrame()
         )
@@ -435,6 +441,34 @@ class Exported:
                 for r in reasons.iter_rows(named=True)
             },
         }
+
+
+def _withheld_lines(withheld: pl.DataFrame) -> list[str]:
+    if withheld.height == 0:
+        return []
+    lines = ["  not instructed:"]
+    by = withheld.group_by("reason").agg(pl.len(), pl.col("amount_fen").sum()).sort("reason")
+    for r in by.iter_rows(named=True):
+        lines.append(f"    {r['len']:,} keys, {format_yuan(r['amount_fen'])} yuan: {r['reason']}")
+    return lines
+
+
+def _exported_text(e: Exported) -> str:
+    if e.msg_id is None:
+        return "\n".join(
+            [f"nothing is due on {e.as_of}: no file written", *_withheld_lines(e.withheld)]
+        )
+    head = (
+        f"payment file {e.file} ({e.format}, MsgId {e.msg_id}): {e.instructions:,} "
+        f"instructions, {format_yuan(e.amount_fen)} yuan; sha256 {e.sha256}"
+    )
+    if e.finished:
+        what = f"  finished the export interrupted earlier: {e.posted:,} transfers posted"
+    elif e.posted:
+        what = f"  posted {e.posted:,} instructed transfers (payable to clearing)"
+    else:
+        what = "  nothing new was due: the day's file written again, nothing posted"
+    return "\n".join([head, what, *_withheld_lines(e.withheld)])
 
 
 def message_id(as_of: dt.date, ids: list[str]) -> str:
@@ -464,9 +498,11 @@ def _file_rows(
     numbers = _accounts(nightly, pset, rows, policies)
     full = rows.join(numbers, on=["policy_id", "payee"], how="left")
     digest = pl.struct("bank_code", "account_no").map_elements(
-        lambda r: payments.account_digest(key, r["bank_code"], r["account_no"])
-        if r["account_no"] is not None
-        else "",
+        lambda r: (
+            payments.account_digest(key, r["bank_code"], r["account_no"])
+            if r["account_no"] is not None
+            else ""
+        ),
         return_dtype=pl.String,
     )
     changed = full.filter(digest != pl.col("account_digest"))
@@ -582,6 +618,35 @@ class Reply:
     applied: Applied
     run_id: int | None
 
+    def to_text(self) -> str:
+        a = self.applied
+        lines = [f"bank reply {self.file} (sha256 {a.file_sha256[:16]}):"]
+        lines.append(f"  settled: {a.settled:,} instructions, {format_yuan(a.settled_fen)} yuan")
+        lines.append(
+            f"  returned: {a.rejected:,} instructions, {format_yuan(a.rejected_fen)} yuan"
+            + (
+                " ("
+                + ", ".join(f"{k} {reason_words(k)}: {n}" for k, n in sorted(a.reasons.items()))
+                + ")"
+                if a.reasons
+                else ""
+            )
+        )
+        if a.pending:
+            lines.append(f"  still pending at the bank: {a.pending:,}")
+        if a.already:
+            lines.append(f"  already applied from an earlier file: {a.already:,} (nothing changed)")
+        if a.unknown:
+            lines.append(
+                f"  for no instruction of this ledger: {len(a.unknown):,}, e.g. {a.unknown[0]} "
+                "(reported, not applied)"
+            )
+        lines.append(
+            f"  {a.transfers:,} transfers posted"
+            + (f" in run {self.run_id}" if self.run_id else "")
+        )
+        return "\n".join(lines)
+
     def to_json(self) -> dict[str, object]:
         a = self.applied
         return {
@@ -650,10 +715,10 @@ __all__ = [
     "Due",
     "Exported",
     "Reply",
-    "export_payments",
-    "import_reply",
     "check_statuses",
     "due_payments",
+    "export_payments",
+    "import_reply",
     "instruction_rows",
     "new_statuses",
 ]
