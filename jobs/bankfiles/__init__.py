@@ -17,15 +17,37 @@ states a payment moves through are the ledger's, which calls these functions.
 """
 
 from jobs.bankfiles.bulkcsv import BULK_CSV_COLUMNS, write_bulk_csv
+from jobs.bankfiles.codes import (
+    OUTCOMES,
+    REASONS,
+    Outcome,
+    outcome,
+    reason_words,
+    reason_words_expr,
+)
 from jobs.bankfiles.instructions import INSTRUCTION_COLUMNS, PaymentHeader, check_instructions
 from jobs.bankfiles.pain001 import PaymentFile, validate_pain001, write_pain001
+from jobs.bankfiles.pain002 import RESOLVED_SCHEMA, STATUS_SCHEMA, StatusReport, read_pain002
+from jobs.bankfiles.statuscsv import STATUS_CSV_COLUMNS, read_status_csv
 
 __all__ = [
     "BULK_CSV_COLUMNS",
     "INSTRUCTION_COLUMNS",
+    "OUTCOMES",
+    "REASONS",
+    "RESOLVED_SCHEMA",
+    "STATUS_CSV_COLUMNS",
+    "STATUS_SCHEMA",
+    "Outcome",
     "PaymentFile",
     "PaymentHeader",
+    "StatusReport",
     "check_instructions",
+    "outcome",
+    "read_pain002",
+    "read_status_csv",
+    "reason_words",
+    "reason_words_expr",
     "validate_pain001",
     "write_bulk_csv",
     "write_pain001",

@@ -17,11 +17,15 @@ from lxml import etree
 from common.errors import DisburseError
 from jobs.bankfiles import (
     PaymentHeader,
+    read_pain002,
+    read_status_csv,
+    reason_words,
     validate_pain001,
     write_bulk_csv,
     write_pain001,
 )
 from jobs.bankfiles import pain001 as pain001_module
+from jobs.bankfiles.codes import outcome, reason_words_expr
 from jobs.bankfiles.xmlstream import PAIN001, PAIN002, XSD_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -413,3 +417,320 @@ def test_validate_pain001_names_the_first_problem_and_its_line(
 def test_validate_pain001_gives_what_a_good_file_holds(tmp_path: Path) -> None:
     written = write_pain001(instructions(), HEADER, tmp_path / "a.xml")
     assert validate_pain001(tmp_path / "a.xml") == written
+
+
+# -- pain.002 ---------------------------------------------------------------------------
+
+
+def pain002(body: str, *, group: str = "<GrpSts>PART</GrpSts>", ns: str = NS2) -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="{ns}">
+  <CstmrPmtStsRpt>
+    <GrpHdr><MsgId>BANK-R1</MsgId><CreDtTm>2026-05-08T18:00:00</CreDtTm></GrpHdr>
+    <OrgnlGrpInfAndSts>
+      <OrgnlMsgId>JSR2026-B0001</OrgnlMsgId>
+      <OrgnlMsgNmId>pain.001.001.09</OrgnlMsgNmId>
+      {group}
+    </OrgnlGrpInfAndSts>
+{body}  </CstmrPmtStsRpt>
+</Document>
+"""
+
+
+def tx(e2e: str, status: str | None, reason: str | None = None, note: str | None = None) -> str:
+    parts = [f"<OrgnlEndToEndId>{e2e}</OrgnlEndToEndId>"]
+    if status:
+        parts.append(f"<TxSts>{status}</TxSts>")
+    if reason:
+        extra = f"<AddtlInf>{note}</AddtlInf>" if note else ""
+        parts.append(f"<StsRsnInf><Rsn><Cd>{reason}</Cd></Rsn>{extra}</StsRsnInf>")
+    return "      <TxInfAndSts>" + "".join(parts) + "</TxInfAndSts>\n"
+
+
+def block(*txs: str, status: str = "") -> str:
+    sts = f"<PmtInfSts>{status}</PmtInfSts>" if status else ""
+    return f"    <OrgnlPmtInfAndSts><OrgnlPmtInfId>JSR2026-B0001</OrgnlPmtInfId>{sts}\n{''.join(txs)}    </OrgnlPmtInfAndSts>\n"
+
+
+IDS = ["JSR2026-000001", "JSR2026-000002", "JSR2026-000003"]
+
+
+def test_pain002_settled_rejected_and_pending(tmp_path: Path) -> None:
+    path = tmp_path / "reply.xml"
+    path.write_text(
+        pain002(
+            block(
+                tx(IDS[0], "ACSC"),
+                tx(IDS[1], "RJCT", "AC04", "账户已销户"),
+                tx(IDS[2], "ACSP"),
+            )
+        )
+    )
+    report = read_pain002(path)
+    assert (report.msg_id, report.original_msg_id, report.format) == (
+        "BANK-R1",
+        "JSR2026-B0001",
+        "pain.002.001.12",
+    )
+    assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    got = report.statuses.select(
+        "end_to_end_id", "status", "bank_status", "reason_code", "note", "line"
+    )
+    assert got.rows() == [
+        (IDS[0], "settled", "ACSC", None, None, 11),
+        (IDS[1], "rejected", "RJCT", "AC04", "账户已销户", 12),
+        (IDS[2], "pending", "ACSP", None, None, 13),
+    ]
+    assert not report.group_rejected
+    resolved = report.resolve(IDS, msg_id="JSR2026-B0001")
+    assert resolved["status"].to_list() == ["settled", "rejected", "pending"]
+    assert resolved["scope"].to_list() == ["transaction"] * 3
+
+
+def test_pain002_group_rejected_rejects_every_payment(tmp_path: Path) -> None:
+    path = tmp_path / "reply.xml"
+    path.write_text(
+        pain002(
+            "",
+            group="<GrpSts>RJCT</GrpSts><StsRsnInf><Rsn><Cd>AM04</Cd></Rsn></StsRsnInf>",
+        )
+    )
+    report = read_pain002(path)
+    assert report.group_rejected
+    assert report.statuses.height == 0
+    assert report.levels.select("scope", "bank_status", "reason_code", "line").rows() == [
+        ("group", "RJCT", "AM04", 8)
+    ]
+    resolved = report.resolve(IDS)
+    assert resolved.select("status", "reason_code", "scope").unique().rows() == [
+        ("rejected", "AM04", "group")
+    ]
+    assert resolved["end_to_end_id"].to_list() == IDS
+
+
+def test_pain002_block_status_and_inherited_status(tmp_path: Path) -> None:
+    path = tmp_path / "reply.xml"
+    path.write_text(pain002(block(tx(IDS[0], None), status="ACSC"), group=""))
+    report = read_pain002(path)
+    assert report.statuses.select("status", "bank_status").rows() == [("settled", "ACSC")]
+    resolved = report.resolve(IDS)  # the block's status reaches the payments it does not list
+    assert resolved.select("status", "scope").rows() == [
+        ("settled", "transaction"),
+        ("settled", "payment_information"),
+        ("settled", "payment_information"),
+    ]
+
+
+def test_pain002_nothing_said_is_pending(tmp_path: Path) -> None:
+    path = tmp_path / "reply.xml"
+    path.write_text(pain002(block(tx(IDS[0], "RJCT", "AC01"))))  # PART, one listed
+    resolved = read_pain002(path).resolve(IDS)
+    assert resolved.select("status", "reason_code", "scope").rows() == [
+        ("rejected", "AC01", "transaction"),
+        ("pending", None, "none"),
+        ("pending", None, "none"),
+    ]
+
+
+def test_resolve_refuses_another_batch(tmp_path: Path) -> None:
+    path = tmp_path / "reply.xml"
+    path.write_text(pain002(block(tx("SOMEONE-ELSE", "ACSC"))))
+    report = read_pain002(path)
+    with pytest.raises(DisburseError, match="answers message JSR2026-B0001, not OTHER"):
+        report.resolve(IDS, msg_id="OTHER")
+    with pytest.raises(
+        DisburseError,
+        match=r"names 1 payment\(s\) that are not in this batch \(line 11: SOMEONE-ELSE\)",
+    ):
+        report.resolve(IDS)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        ("this is not XML", 1, "is not well-formed XML: Start tag expected"),
+        (
+            pain002(block(tx(IDS[0], "ACSC"))).replace("</Document>\n", ""),
+            14,
+            "is not well-formed XML: Premature end of data",
+        ),
+        (
+            pain002(block(tx(IDS[0], "ACSC")), ns=NS2.replace("001.12", "001.03")),
+            1,
+            "not pain.002.001.12 (it is pain.002.001.03)",
+        ),
+        (
+            pain002(block(tx(IDS[0], "ACSC")), ns="urn:example"),
+            1,
+            "a document in namespace 'urn:example'",
+        ),
+        (
+            pain002(block(tx(IDS[0], "ACSC"), tx(IDS[1], "SETTLED"))),
+            12,
+            "Element 'TxSts': [facet 'maxLength']",
+        ),
+        (
+            pain002(block(tx(IDS[0], "ACSC"))).replace(
+                "<OrgnlMsgNmId>pain.001.001.09</OrgnlMsgNmId>", ""
+            ),
+            8,
+            "Element 'GrpSts': This element is not expected",
+        ),
+        (
+            pain002(block(tx(IDS[0], "ACSC")), group="<GrpSts>RJCT</GrpSts>"),
+            11,
+            "the message is rejected whole, yet payment JSR2026-000001 is ACSC",
+        ),
+        (
+            pain002(block(tx(IDS[0], "ACSC"), tx(IDS[0], "RJCT"))),
+            12,
+            "payment JSR2026-000001 is given two outcomes (lines 11, 12)",
+        ),
+        (
+            pain002(block("      <TxInfAndSts><TxSts>ACSC</TxSts></TxInfAndSts>\n")),
+            11,
+            "names no OrgnlEndToEndId",
+        ),
+        (
+            '<?xml version="1.0"?>\n<!DOCTYPE Document [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+            + pain002(block(tx("&x;", "ACSC"))).split("\n", 1)[1],
+            12,
+            "is not well-formed XML: Entity 'x' not defined",
+        ),
+        (
+            '<?xml version="1.0"?>\n<!DOCTYPE Document [<!ENTITY x "y">]>\n'
+            + pain002(block(tx(IDS[0], "ACSC"))).split("\n", 1)[1],
+            1,
+            "has a DOCTYPE declaration",
+        ),
+    ],
+    ids=[
+        "not-xml",
+        "truncated",
+        "other-version",
+        "other-namespace",
+        "schema-facet",
+        "missing-element",
+        "contradiction",
+        "two-outcomes",
+        "no-id",
+        "external-entity",
+        "doctype",
+    ],
+)
+def test_bad_pain002_is_a_disburse_error_with_file_and_line(
+    tmp_path: Path, text: str, line: int, says: str
+) -> None:
+    path = tmp_path / "reply.xml"
+    path.write_text(text)
+    with pytest.raises(DisburseError) as e:
+        read_pain002(path)
+    assert says in e.value.message, e.value.message
+    assert (e.value.file, e.value.line) == (str(path), line)
+    assert e.value.fix
+    rendered = e.value.render()
+    assert rendered.startswith(f"{path}:{line}: ")
+    assert "Traceback" not in rendered
+
+
+def test_a_missing_reply_is_a_disburse_error(tmp_path: Path) -> None:
+    with pytest.raises(DisburseError, match="cannot read the bank status report"):
+        read_pain002(tmp_path / "none.xml")
+
+
+# -- CSV status files -------------------------------------------------------------------
+
+
+def test_status_csv_with_bom_words_and_returns(tmp_path: Path) -> None:
+    path = tmp_path / "status.csv"
+    path.write_bytes(
+        codecs.BOM_UTF8
+        + (
+            "End_To_End_Id,Status,Reason_Code,Note\r\n"
+            "JSR2026-000001,成功,,\r\n"
+            "JSR2026-000002,退票,ac04,账户已销户\r\n"
+            "\r\n"
+            'JSR2026-000003,RJCT,BE01,"户名不符, 请核对"\r\n'
+        ).encode()
+    )
+    report = read_status_csv(path)
+    assert report.format == "csv"
+    assert report.original_msg_id is None
+    assert report.statuses.select(
+        "end_to_end_id", "status", "bank_status", "reason_code", "note", "line"
+    ).rows() == [
+        (IDS[0], "settled", "成功", None, None, 2),
+        (IDS[1], "rejected", "退票", "AC04", "账户已销户", 3),
+        (IDS[2], "rejected", "RJCT", "BE01", "户名不符, 请核对", 5),
+    ]
+    assert report.resolve(IDS)["status"].to_list() == ["settled", "rejected", "rejected"]
+
+
+def test_status_csv_bad_rows_are_named_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "status.csv"
+    path.write_text(
+        "end_to_end_id,status,reason_code\n"
+        "JSR2026-000001,settled,\n"
+        "JSR2026-000002,done,\n"
+        "JSR2026-000003,rejected,AC01,extra\n"
+        ",rejected,TOOLONG\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(DisburseError) as e:
+        read_status_csv(path)
+    lines = [line.strip() for line in e.value.message.splitlines()[1:]]
+    assert lines[0].startswith("line 3: status 'done' is not a status disburse knows")
+    assert lines[1] == "line 4: 4 fields where the header names 3"
+    assert lines[2] == "line 5: end_to_end_id is empty"
+    assert lines[3].startswith("line 5: reason_code 'TOOLONG' is not an ISO 20022 reason code")
+    assert (e.value.file, e.value.line) == (str(path), 3)
+
+
+def test_status_csv_in_gbk_is_refused_with_how_to_save_it(tmp_path: Path) -> None:
+    path = tmp_path / "status.csv"
+    path.write_bytes("end_to_end_id,status,reason_code\nJSR2026-000001,成功,\n".encode("gbk"))
+    with pytest.raises(DisburseError) as e:
+        read_status_csv(path)
+    assert "the file is not UTF-8 (it reads as GBK" in e.value.message
+    assert e.value.line == 2
+    assert "CSV UTF-8" in e.value.fix
+
+
+def test_status_csv_without_a_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "status.csv"
+    path.write_text("id,status\nJSR2026-000001,成功\n", encoding="utf-8")
+    with pytest.raises(DisburseError, match="lacks the columns end_to_end_id, reason_code"):
+        read_status_csv(path)
+
+
+# -- reasons and outcomes ---------------------------------------------------------------
+
+
+def test_reason_codes_in_plain_words() -> None:
+    assert reason_words("AC04") == "AC04 closed account"
+    assert reason_words("MD07", "zh") == "MD07 账户持有人已身故"
+    assert "no words for" in reason_words("ZZ99")
+    words = pl.Series(["AC01", None, "ZZ99"]).to_frame("c").select(reason_words_expr(pl.col("c")))
+    assert words.to_series().to_list() == [
+        "AC01 wrong account number",
+        None,
+        "ZZ99 (a reason code disburse has no words for)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("ACSC", "settled"),
+        ("ACCC", "settled"),
+        ("RJCT", "rejected"),
+        ("CANC", "rejected"),
+        ("ACSP", "pending"),
+        ("ACTC", "pending"),
+        ("PDNG", "pending"),
+        ("WHAT", "pending"),
+        (None, "pending"),
+    ],
+)
+def test_status_codes_come_down_to_three_outcomes(code: str | None, expected: str) -> None:
+    assert outcome(code) == expected
