@@ -28,6 +28,7 @@ from jobs.bankfiles.codes import (
 from jobs.bankfiles.instructions import INSTRUCTION_COLUMNS, PaymentHeader, check_instructions
 from jobs.bankfiles.pain001 import PaymentFile, validate_pain001, write_pain001
 from jobs.bankfiles.pain002 import RESOLVED_SCHEMA, STATUS_SCHEMA, StatusReport, read_pain002
+from jobs.bankfiles.simulate import SimulatedReply, simulate_bank_reply
 from jobs.bankfiles.statuscsv import STATUS_CSV_COLUMNS, read_status_csv
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Outcome",
     "PaymentFile",
     "PaymentHeader",
+    "SimulatedReply",
     "StatusReport",
     "check_instructions",
     "outcome",
@@ -48,6 +50,7 @@ __all__ = [
     "read_status_csv",
     "reason_words",
     "reason_words_expr",
+    "simulate_bank_reply",
     "validate_pain001",
     "write_bulk_csv",
     "write_pain001",

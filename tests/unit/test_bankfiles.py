@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import fnmatch
 import hashlib
+import random
 import tomllib
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from jobs.bankfiles import (
     read_pain002,
     read_status_csv,
     reason_words,
+    simulate_bank_reply,
     validate_pain001,
     write_bulk_csv,
     write_pain001,
@@ -734,3 +736,89 @@ def test_reason_codes_in_plain_words() -> None:
 )
 def test_status_codes_come_down_to_three_outcomes(code: str | None, expected: str) -> None:
     assert outcome(code) == expected
+
+
+# -- the simulated bank -----------------------------------------------------------------
+
+
+def many(n: int) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "end_to_end_id": [f"JSR2026-{i:06d}" for i in range(n)],
+            "amount_fen": [100 * (i + 1) for i in range(n)],
+            "creditor_name": ["张伟"] * n,
+            "creditor_account": [f"6222{i:015d}" for i in range(n)],
+            "creditor_bank_code": ["102331000011"] * n,
+            "remittance": ["失业保险稳岗返还 2026年度"] * n,
+        },
+        schema_overrides={"amount_fen": pl.Int64},
+    )
+
+
+def test_simulated_reply_parses_back_with_the_right_counts(tmp_path: Path) -> None:
+    given = many(200)
+    reply = simulate_bank_reply(
+        given,
+        HEADER,
+        seed=7,
+        return_rate=0.1,
+        xml_target=tmp_path / "r.xml",
+        csv_target=tmp_path / "r.csv",
+    )
+    assert (reply.settled, reply.rejected) == (180, 20)
+    xml, csv = read_pain002(tmp_path / "r.xml"), read_status_csv(tmp_path / "r.csv")
+    assert xml.original_msg_id == HEADER.msg_id
+    for report in (xml, csv):
+        counts = dict(report.statuses.group_by("status").len().iter_rows())
+        assert counts == {"settled": 180, "rejected": 20}
+        reasons = report.statuses.filter(pl.col("status") == "rejected")["reason_code"]
+        assert reasons.null_count() == 0
+        assert set(reasons) <= {
+            "AC01",
+            "AC04",
+            "BE01",
+            "AC06",
+            "MD07",
+            "RC01",
+        }
+    same = ["end_to_end_id", "status", "reason_code"]
+    assert xml.statuses.select(same).equals(csv.statuses.select(same))
+    resolved = xml.resolve(given["end_to_end_id"], msg_id=HEADER.msg_id)
+    assert resolved["scope"].unique().to_list() == ["transaction"]
+
+
+def test_simulated_reply_is_deterministic_and_ignores_row_order(tmp_path: Path) -> None:
+    given = many(50)
+    order = list(range(50))
+    random.Random(1).shuffle(order)
+    shuffled = given[order]
+    a = simulate_bank_reply(given, HEADER, seed=3, return_rate=0.2, xml_target=tmp_path / "a.xml")
+    b = simulate_bank_reply(given, HEADER, seed=3, return_rate=0.2, xml_target=tmp_path / "b.xml")
+    simulate_bank_reply(shuffled, HEADER, seed=3, return_rate=0.2, xml_target=tmp_path / "c.xml")
+    simulate_bank_reply(given, HEADER, seed=4, return_rate=0.2, xml_target=tmp_path / "d.xml")
+    assert a.sha256 == b.sha256
+
+    def rejected(path: Path) -> set[str]:
+        return set(
+            read_pain002(path).statuses.filter(pl.col("status") == "rejected")["end_to_end_id"]
+        )
+
+    assert rejected(tmp_path / "a.xml") == rejected(tmp_path / "c.xml")
+    assert rejected(tmp_path / "a.xml") != rejected(tmp_path / "d.xml")
+    assert len(rejected(tmp_path / "d.xml")) == 10
+
+
+def test_simulated_whole_file_rejection(tmp_path: Path) -> None:
+    reply = simulate_bank_reply(
+        many(5), HEADER, seed=1, return_rate=0, xml_target=tmp_path / "r.xml", reject_all="AM04"
+    )
+    assert (reply.settled, reply.rejected) == (0, 5)
+    report = read_pain002(tmp_path / "r.xml")
+    assert report.group_rejected
+    assert report.statuses.height == 0
+    assert set(report.resolve(many(5)["end_to_end_id"])["reason_code"]) == {"AM04"}
+
+
+def test_simulated_rates_out_of_range_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(DisburseError, match="not between 0 and 1"):
+        simulate_bank_reply(many(2), HEADER, seed=1, return_rate=1.5, xml_target=tmp_path / "r.xml")
