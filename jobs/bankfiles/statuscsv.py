@@ -31,6 +31,7 @@ from jobs.bankfiles.pain002 import (
     conflicting_statuses,
     import_refused,
 )
+from ledgers.masking import mask_name
 
 STATUS_CSV_COLUMNS = ("end_to_end_id", "status", "reason_code", "note")
 _REQUIRED = STATUS_CSV_COLUMNS[:3]
@@ -81,8 +82,9 @@ def read_status_csv(path: Path) -> StatusReport:
             if not e2e:
                 problems.append((line, "end_to_end_id is empty"))
             if said is None:
-                problems.append(
-                    (line, f"status {word!r} is not a status disburse knows ({_known_words()})")
+                shown = word if word.isascii() and len(word) <= 12 else mask_name(word[:12])
+                problems.append(  # a name in the wrong column is not printed whole
+                    (line, f"status {shown!r} is not a status disburse knows ({_known_words()})")
                 )
             if reason is not None and not _REASON.match(reason):
                 problems.append(

@@ -228,8 +228,11 @@ def _syntax_error(
 
 
 def _plain(libxml_message: str) -> str:
-    """A libxml2 schema message without the namespace repeated on every element name."""
-    return re.sub(r"\{urn:iso:std:iso:20022:tech:xsd:[a-z0-9.]+\}", "", libxml_message).strip()
+    """A libxml2 schema message without the namespace repeated on every element name, and
+    with any long run of digits it quotes (an account number failing a pattern) masked
+    to its last 4."""
+    text = re.sub(r"\{urn:iso:std:iso:20022:tech:xsd:[a-z0-9.]+\}", "", libxml_message)
+    return re.sub(r"\d{5,}(?=\d{4})", lambda m: "*" * len(m.group(0)), text).strip()
 
 
 def _root_namespace(path: Path) -> str | None:

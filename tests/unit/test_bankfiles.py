@@ -675,6 +675,7 @@ def test_status_csv_bad_rows_are_named_by_line(tmp_path: Path) -> None:
         "JSR2026-000001,settled,\n"
         "JSR2026-000002,done,\n"
         "JSR2026-000003,rejected,AC01,extra\n"
+        "JSR2026-000004,欧阳娜娜,\n"
         ",rejected,TOOLONG\n",
         encoding="utf-8",
     )
@@ -683,8 +684,9 @@ def test_status_csv_bad_rows_are_named_by_line(tmp_path: Path) -> None:
     lines = [line.strip() for line in e.value.message.splitlines()[1:]]
     assert lines[0].startswith("line 3: status 'done' is not a status disburse knows")
     assert lines[1] == "line 4: 4 fields where the header names 3"
-    assert lines[2] == "line 5: end_to_end_id is empty"
-    assert lines[3].startswith("line 5: reason_code 'TOOLONG' is not an ISO 20022 reason code")
+    assert lines[2].startswith("line 5: status '欧***' is not a status")  # a name, masked
+    assert lines[3] == "line 6: end_to_end_id is empty"
+    assert lines[4].startswith("line 6: reason_code 'TOOLONG' is not an ISO 20022 reason code")
     assert (e.value.file, e.value.line) == (str(path), 3)
 
 
@@ -822,3 +824,13 @@ def test_simulated_whole_file_rejection(tmp_path: Path) -> None:
 def test_simulated_rates_out_of_range_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DisburseError, match="not between 0 and 1"):
         simulate_bank_reply(many(2), HEADER, seed=1, return_rate=1.5, xml_target=tmp_path / "r.xml")
+
+
+def test_schema_messages_name_elements_plainly_and_mask_long_numbers() -> None:
+    from jobs.bankfiles.xmlstream import _plain
+
+    said = _plain(
+        f"Element '{{{NS2}}}IBAN': [facet 'pattern'] The value 'DE89370400440532013000' is "
+        "not accepted by the pattern '[A-Z]{2,2}[0-9]{2,2}[a-zA-Z0-9]{1,30}'."
+    )
+    assert said.startswith("Element 'IBAN': [facet 'pattern'] The value 'DE****************3000'")
