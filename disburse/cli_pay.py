@@ -299,6 +299,52 @@ def pay_import(db, store, file, as_json):
     click.echo(done.to_text())
 
 
+@pay.command("simulate-reply")
+@db_option
+@store_option("ledger.key, unless $DISBURSE_LEDGER_KEY_FILE says otherwise")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The pain.002."
+)
+@click.option("--msg-id", help="The payment file answered (default: the newest written).")
+@click.option(
+    "--return-rate",
+    type=click.FloatRange(0, 1),
+    default=0.02,
+    show_default=True,
+    help="The share of payments the simulated bank returns (closed or wrong accounts).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed, same reply.")
+@click.option("--policies", "policy_paths", multiple=True, type=click.Path(path_type=Path),
+              help="Policy files or folders (default: the shipped ones).")  # fmt: skip
+def pay_simulate_reply(db, store, out, msg_id, return_rate, seed, policy_paths):
+    """Write the pain.002 a bank would send back for a payment file (demo and tests).
+
+    Settles most payments and returns a share with realistic reason codes
+    (AC04 closed account, AC01 wrong number, ...). Not a bank: for trying the
+    loop without one. Import it with `disburse pay import FILE`.
+    """
+    from jobs.pay import Debtor, simulate_reply
+    from jobs.policies import load_policy_files
+    from ledgers.db import open_engine
+    from ledgers.keys import key_file, posting_key
+
+    settings = Settings.resolve(db, store)
+    loaded = load_policy_files(list(policy_paths) or None, None)
+    with open_engine(settings.db_url) as engine:
+        key = posting_key(engine, key_file(settings.store))
+        msg, settled, rejected = simulate_reply(
+            engine,
+            loaded.policies,
+            out,
+            debtor=Debtor("Municipal Finance Bureau", "000000000000", "011"),
+            key=key,
+            seed=seed,
+            return_rate=return_rate,
+            msg_id=msg_id,
+        )
+    click.echo(f"wrote {out}: a reply to {msg}, {settled:,} settled and {rejected:,} returned")
+
+
 def register(main: click.Group) -> None:
     """Attach the payment commands to the `disburse` group."""
     main.add_command(objection)

@@ -35,8 +35,18 @@ from sqlalchemy import Connection, Engine, select
 
 from common.money import format_yuan
 from eligibility import CheckedPolicy, PolicySet, paid_to, payee_kind
+from jobs.bankfiles import (
+    PaymentHeader,
+    read_pain002,
+    read_status_csv,
+    reason_words,
+    simulate_bank_reply,
+    write_bulk_csv,
+    write_pain001,
+)
 from jobs.errors import JobError
 from jobs.evaluate import staged_scan
+from jobs.faults import checkpoint
 from jobs.ingest import staged_dir
 from ledgers import payments, runs
 from ledgers.frames import read_frame
@@ -471,6 +481,108 @@ def _exported_text(e: Exported) -> str:
     return "\n".join([head, what, *_withheld_lines(e.withheld)])
 
 
+def _write(
+    fmt: str, full: pl.DataFrame, msg: str, as_of: dt.date, debtor: Debtor, out: Path
+) -> str:
+    """Write the file of instructions `full` (`_file_rows`) at `out`; its sha256.  A pain.001
+    is validated against the XSD before it takes the name (`jobs.bankfiles`)."""
+    frame = _bank_frame(full)
+    if fmt == "csv":
+        return write_bulk_csv(frame, out).sha256
+    return write_pain001(frame, _header(msg, as_of, debtor), out).sha256
+
+
+def _bank_frame(full: pl.DataFrame) -> pl.DataFrame:
+    """`jobs.bankfiles`' instruction columns of `_file_rows`' frame."""
+    return full.select(
+        "end_to_end_id",
+        "amount_fen",
+        pl.col("account_name").fill_null("").alias("creditor_name"),
+        pl.col("account_no").alias("creditor_account"),
+        pl.col("bank_code").alias("creditor_bank_code"),
+        pl.format("{} {}", "policy_id", "benefit_period").alias("remittance"),
+    )
+
+
+def _header(msg: str, as_of: dt.date, debtor: Debtor) -> PaymentHeader:
+    return PaymentHeader(
+        msg_id=msg,
+        created_at=dt.datetime.combine(as_of, dt.time(0)),  # fixed: the same batch, same bytes
+        initiating_party_name=debtor.name,
+        debtor_name=debtor.name,
+        debtor_account=debtor.account,
+        debtor_bank_code=debtor.bank_code,
+        execution_on=as_of,
+    )
+
+
+def simulate_reply(
+    engine: Engine,
+    pset: PolicySet,
+    out: Path,
+    *,
+    debtor: Debtor,
+    key: LedgerKey,
+    seed: int = 0,
+    return_rate: float = 0.02,
+    msg_id: str | None = None,
+) -> tuple[str, int, int]:
+    """A simulated bank reply (pain.002, `jobs.bankfiles.simulate_bank_reply`) to a payment
+    file this ledger wrote (default: the newest): (MsgId answered, settled, rejected)."""
+    with engine.connect() as conn:
+        written = payments.files(conn)
+        done = payments.instructions(conn)
+    if written.height == 0:
+        raise JobError("no payment file was written", fix="export one first (`pay export`)")
+    row = (
+        written.sort("as_of", "msg_id").row(-1, named=True)
+        if msg_id is None
+        else next((r for r in written.iter_rows(named=True) if r["msg_id"] == msg_id), None)
+    )
+    if row is None:
+        raise JobError(
+            f"no payment file {msg_id} was written", fix="give a MsgId `pay export` printed"
+        )
+    msg = str(row["msg_id"])
+    rows = done.filter(pl.col("msg_id") == msg)
+    nightly = runs.latest_completed(engine, row["as_of"])
+    assert nightly is not None  # the export found it
+    frame = _bank_frame(_file_rows(engine, pset, nightly, rows, key))
+    reply = simulate_bank_reply(
+        frame, _header(msg, row["as_of"], debtor), seed=seed, return_rate=return_rate,
+        xml_target=out,
+    )  # fmt: skip
+    rejected = reply.rejected
+    return msg, frame.height - rejected, rejected
+
+
+def _read(path: Path, done: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """The statuses (end_to_end_id, status, reason_code) a reply gives and its sha256: a
+    pain.002 (read against its XSD; each payment of the file it answers resolved to its
+    own status, its block's or the whole message's) or a CSV status file."""
+    if not path.is_file():
+        raise JobError(f"{path} does not exist", fix="give the bank's reply file")
+    with path.open("rb") as f:
+        start = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"<"):
+        report = read_pain002(path)
+        answered = report.original_msg_id
+        ids = done.filter(pl.col("msg_id") == answered)["end_to_end_id"].to_list()
+        if not ids:
+            raise JobError(
+                f"{path} answers payment file {answered}, which this ledger never wrote",
+                fix="import the reply into the database that exported the file",
+            )
+        statuses = report.resolve(ids, msg_id=answered)
+    else:
+        report = read_status_csv(path)
+        statuses = report.statuses
+    return (
+        statuses.select("end_to_end_id", pl.col("status").cast(pl.String), "reason_code"),
+        report.sha256,
+    )
+
+
 def message_id(as_of: dt.date, ids: list[str]) -> str:
     """The MsgId of a payment file: DSB, the day, 20 hex digits of the sha256 of its
     EndToEndIds (31 characters, Max35Text): the same instructions give the same id."""
@@ -563,8 +675,10 @@ def export_payments(
     rows = instruction_rows(due, msg, run_id, key)
     full = _file_rows(engine, pset, due.nightly, rows, key)
     _write(fmt, full, msg, as_of, debtor, out)  # validated before it takes its name
+    checkpoint("pay:file-written")
     with engine.connect() as conn:
         payments.record_instructions(conn, rows)
+    checkpoint("pay:instructions-recorded")
     return _finish(
         engine, pset, due, rows.with_columns(pl.lit(None, pl.String).alias("status"),
                                              pl.lit(None, pl.String).alias("reason_code")),
@@ -590,6 +704,7 @@ def _finish(
     with ledger_connection(engine) as conn:
         todo = payments.unposted(conn, payments.instructions(conn, msg))
         posted = payments.post_payments(conn, todo, run_id, key)
+    checkpoint("pay:posted")
     amount = int(rows["amount_fen"].sum())
     with engine.connect() as conn:
         payments.record_file(
@@ -626,7 +741,7 @@ class Reply:
             f"  returned: {a.rejected:,} instructions, {format_yuan(a.rejected_fen)} yuan"
             + (
                 " ("
-                + ", ".join(f"{k} {reason_words(k)}: {n}" for k, n in sorted(a.reasons.items()))
+                + ", ".join(f"{reason_words(k)}: {n}" for k, n in sorted(a.reasons.items()))
                 + ")"
                 if a.reasons
                 else ""
@@ -665,9 +780,9 @@ class Reply:
 
 def import_reply(engine: Engine, path: Path, key: LedgerKey) -> Reply:
     """`disburse pay import`: apply the bank's reply (pain.002 or a CSV status file) once."""
-    statuses, sha = _read(path)
     with engine.connect() as conn:
         done = payments.instructions(conn)
+    statuses, sha = _read(path, done)
     applied = check_statuses(statuses, done, sha)
     fresh = new_statuses(statuses, done)
     if fresh.height == 0 and not _unposted_any(engine):
@@ -683,9 +798,11 @@ def import_reply(engine: Engine, path: Path, key: LedgerKey) -> Reply:
     )
     with engine.connect() as conn:
         payments.record_statuses(conn, rows)
+    checkpoint("reply:statuses-recorded")
     with ledger_connection(engine) as conn:
         todo = payments.unposted(conn, payments.instructions(conn))
         applied.transfers = payments.post_payments(conn, todo, run_id, key)
+    checkpoint("reply:posted")
     amounts = fresh.join(done.select("end_to_end_id", "amount_fen"), on="end_to_end_id")
     for status, part in amounts.partition_by("status", as_dict=True).items():
         n, fen = part.height, int(part["amount_fen"].sum())
@@ -721,4 +838,5 @@ __all__ = [
     "import_reply",
     "instruction_rows",
     "new_statuses",
+    "simulate_reply",
 ]

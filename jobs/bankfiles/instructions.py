@@ -8,7 +8,7 @@ The instructions are a Polars DataFrame with these columns (`INSTRUCTION_COLUMNS
 | amount_fen | integer | more than 0, at most `MAX_ENTITLEMENT_FEN`; integer fen, never float |
 | creditor_name | String | the payee's name as the bank holds it, 1 to 140 characters |
 | creditor_account | String | 1 to 34 digits |
-| creditor_bank_code | String | the payee bank's 12-digit CNAPS code (大额支付系统行号) |
+| creditor_bank_code | String | the payee bank's CNAPS code: the 12-digit branch code (大额支付系统行号) or the 3-digit bank category the account sources deliver |
 | remittance | String or null | what the payment is for (policy title, benefit period), at most 140 characters |
 
 Lengths are those of ISO 20022 (Max35Text, Max140Text, Max34Text), counted in characters.
@@ -50,7 +50,7 @@ CHECK_ROWS = 100_000  # rows checked at once: memory stays flat however long the
 # accepts (the SWIFT set less space, quote and brackets, plus underscore).
 _ID = r"^[A-Za-z0-9._:/-]+$"
 _DIGITS = r"^[0-9]+$"
-_BANK_CODE = r"^[0-9]{12}$"
+_BANK_CODE = r"^([0-9]{3}|[0-9]{12})$"  # a bank category (102: ICBC) or a branch code
 _CONTROL = r"[\x00-\x1f\x7f]"  # line breaks, tabs, NUL: no bank takes them in a name
 
 
@@ -67,7 +67,7 @@ class PaymentHeader:
     initiating_party_name: str  # the agency sending the file
     debtor_name: str  # the account holder paid from (the policy's budget account)
     debtor_account: str  # digits
-    debtor_bank_code: str  # 12-digit CNAPS code of the debtor's bank
+    debtor_bank_code: str  # CNAPS code of the debtor's bank: 12-digit branch or 3-digit bank
     execution_on: date  # requested execution date
     currency: str = CURRENCY
     payment_info_id: str | None = None  # PmtInfId; the msg_id when not given
@@ -99,7 +99,7 @@ def check_header(header: PaymentHeader) -> None:
         )
     if not re.match(_BANK_CODE, header.debtor_bank_code):
         problems.append(
-            f"debtor_bank_code {header.debtor_bank_code!r} is not a 12-digit CNAPS bank code"
+            f"debtor_bank_code {header.debtor_bank_code!r} is not a CNAPS bank code (3 or 12 digits)"
         )
     if header.currency != CURRENCY:
         problems.append(f"currency {header.currency!r}: disburse pays {CURRENCY} only")
@@ -336,7 +336,7 @@ def _say(key: str, v: dict[str, object], df: pl.DataFrame) -> str:
         case "bank_bad":
             code = str(v["creditor_bank_code"] or "")
             shown = repr(code) if len(code) <= 12 else mask_id(code)  # maybe a stray id number
-            return f"creditor_bank_code {shown} is not a 12-digit CNAPS bank code"
+            return f"creditor_bank_code {shown} is not a CNAPS bank code (3 or 12 digits)"
         case "remittance_long":
             return (
                 f"remittance has {len(remittance)} characters; pain.001 allows at most {MAX_TEXT}"

@@ -261,7 +261,7 @@ def test_bulk_csv_refuses_what_excel_would_run_as_a_formula(tmp_path: Path) -> N
         ),
         (
             {"creditor_bank_code": ["1023310000", "105331000022", "103331000033"]},
-            "creditor_bank_code '1023310000' is not a 12-digit CNAPS bank code",
+            "creditor_bank_code '1023310000' is not a CNAPS bank code (3 or 12 digits)",
         ),
         ({"remittance": ["稳" * 141, None, None]}, "remittance has 141 characters"),
     ],
