@@ -65,7 +65,8 @@ def test_the_payment_loop(clean_city: Path, db_url: str, tmp_path: Path) -> None
     amounts = doc.xpath("//p:InstdAmt/text()", namespaces=NS)
     assert all(len(a.split(".")[1]) == 2 for a in amounts)
     ids = doc.xpath("//p:EndToEndId/text()", namespaces=NS)
-    assert len(ids) == len(set(ids)) and all(len(i) <= 35 for i in ids)
+    assert len(ids) == len(set(ids))
+    assert all(len(i) <= 35 for i in ids)
 
     # Again with nothing new: the same bytes, the same MsgId, nothing posted.
     before = ledger(db_url)
