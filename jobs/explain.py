@@ -61,8 +61,9 @@ from ledgers.counted import counted_frame
 from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
 from ledgers.masking import mask_entity
+from ledgers.objections import objections
 from ledgers.runs import HashedFile, RunRecord
-from ledgers.schema import Transfer
+from ledgers.schema import ENTITLEMENT_KINDS, PAYMENT_KINDS, Transfer
 
 
 def _archived(entry: HashedFile | None, what: str, run_id: int) -> Path:
@@ -229,6 +230,8 @@ class Explanation:
     members: Sequence[MemberBreakdown] | None = ()
     # Back-pay: a past benefit period this run decided, as of its last day (`as_of`); and
     # the other periods the run decided for the policy (to give with --period).
+    # Objections to the key (`ledgers.objections`): id, standing, reason, decision, note.
+    objections: Sequence[Mapping[str, Any]] = ()
     back_pay: dt.date | None = None  # the day the past period was decided as of
     other_periods: Sequence[str] = ()
     # once_per: the members this entitlement counted, and those it did not because another
@@ -310,6 +313,7 @@ class Explanation:
             "members": None if self.members is None else [m.to_json() for m in self.members],
             "counted": list(self.counted),
             "passed_over": [dict(p) for p in self.passed_over],
+            "objections": [dict(o) for o in self.objections],
         }
 
     def to_text(self) -> str:
@@ -507,7 +511,8 @@ def explain(
             )
             for r in transfers
         ],
-        amount_fen=sum(int(r.signed) for r in transfers),
+        amount_fen=sum(int(r.signed) for r in transfers if r.kind in ENTITLEMENT_KINDS),
+        objections=_objections(engine, policy_id, d["period"], entity, show),
         members=members,
         back_pay=run.as_of if d["period"] != current else None,
         other_periods=[k for k in decided if k != d["period"]],
@@ -596,6 +601,30 @@ def explain_entity(
             sources=sources,
             period=period,
         )
+
+
+def _objections(
+    engine: Engine, policy_id: str, period: str, entity: str, show: Callable[[Any], Any]
+) -> list[dict[str, Any]]:
+    """The objections to the key, oldest first (the entity as shown)."""
+    with engine.connect() as conn:
+        found = objections(conn).filter(
+            (pl.col("policy_id") == policy_id)
+            & (pl.col("benefit_period") == period)
+            & (pl.col("entity") == entity)
+        )
+    return [
+        {
+            "objection_id": r["objection_id"],
+            "standing": r["standing"],
+            "reason": r["reason"],
+            "evidence_sha256": r["evidence_sha256"],
+            "decision": r["decision"],
+            "note": r["note"],
+            "entity": show(entity),
+        }
+        for r in found.iter_rows(named=True)
+    ]
 
 
 def _mask_account(address: str, show: Callable[[Any], Any]) -> str:
@@ -727,6 +756,19 @@ def render_explanation(e: Explanation) -> str:
             f"{t.debit} -> {t.credit}  {t.hash[:12]}"
         )
     lines.append(f"  the ledger holds {format_yuan(e.amount_fen)} yuan for this key")
+    paid = {k: sum(t.amount_fen for t in e.transfers if t.kind == k) for k in PAYMENT_KINDS}
+    if any(paid.values()):
+        open_fen = paid["instructed"] - paid["settled"] - paid["rejected"]
+        lines.append(
+            f"  paid: {format_yuan(paid['settled'])} yuan settled by the bank, "
+            f"{format_yuan(open_fen)} instructed and awaiting its answer, "
+            f"{format_yuan(paid['rejected'])} returned"
+        )
+    for o in e.objections:
+        decided = f"{o['decision']}: {o['note']}" if o["decision"] else "not yet decided"
+        lines.append(
+            f"  objection {o['objection_id']} ({o['standing']}): {o['reason']} -> {decided}"
+        )
     if not e.reference_agrees:
         lines.append(
             "  WARNING: the reference interpreter computes a different amount from the archived"
