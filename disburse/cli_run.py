@@ -268,10 +268,33 @@ def report(db, run_id, out, catalogue_dir, as_json):
         click.echo(f"wrote {out} (run {run_id} as of {figures.as_of.isoformat()})")
 
 
+@click.command("runs")
+@db_option
+@json_option("Print the runs as JSON.")
+def runs_list(db, as_json):
+    """Every run of the ledger, one line each, and where the money stands.
+
+    Nightly runs with their entitlements, amount, transfers and public notice
+    (published on, open until); payment exports with their file; bank replies
+    with what they settled and returned; objection reversals. Below: the money
+    owed and not yet instructed, at the bank, paid, and owed back.
+    """
+    from jobs.runlist import list_runs
+    from ledgers.db import open_engine
+
+    with open_engine(Settings.resolve(db).db_url) as engine:
+        listed = list_runs(engine)
+    if as_json:
+        _print_json(listed.to_json())
+    else:
+        click.echo(listed.to_text())
+
+
 def register(main: click.Group) -> None:
     """Attach the batch's commands to the `disburse` group."""
     main.add_command(run)
     main.add_command(explain)
     main.add_command(report)
+    main.add_command(runs_list)
     main.add_command(demo)
     main.add_command(bench)

@@ -29,7 +29,7 @@ from ledgers.keys import LedgerKey
 from ledgers.masking import mask_entity
 from ledgers.objections import decide_objection, file_objection, objections, upheld_keys
 from ledgers.post import post_entitlements
-from ledgers.runs import start_run
+from ledgers.runs import complete, start_run
 from ledgers.schema import Transfer
 
 OBJECTION_RUN = "objection"  # the kind of run an upheld objection's reversal is posted under
@@ -188,7 +188,14 @@ def _reverse(
         pl.lit(decision).alias("decision"),
     )
     post_entitlements(engine, frame, run_id, key=key)
-    return run_id, int(held["net_fen"].sum())
+    reversed_fen = int(held["net_fen"].sum())
+    complete(
+        engine,
+        run_id,
+        summary={"objection": objection_id, "reversed_fen": reversed_fen},
+        timings={},
+    )
+    return run_id, reversed_fen
 
 
 def upheld_claims(engine: Engine, claims: pl.DataFrame) -> pl.DataFrame:

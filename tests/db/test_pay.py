@@ -134,6 +134,14 @@ def test_the_payment_loop(clean_city: Path, db_url: str, tmp_path: Path) -> None
     assert third["withheld"][waiting]["keys"] == len(returned) - 1
     # Every account balances: the ledger verifies.
     disburse("audit", "verify", db=db_url, store=store)
+    # `runs` lists every step, and the money by state: paid is what the bank settled.
+    listed = json.loads(disburse("runs", "--json", db=db_url).stdout)
+    kinds = [r["kind"] for r in listed["runs"]]
+    assert kinds.count("nightly") == 2
+    assert kinds.count("payment") == 3
+    assert "bank-reply" in kinds
+    assert listed["money_fen"]["paid"] == applied["settled"]["amount_fen"]
+    assert listed["runs"][0]["notice"]["deadline"] == "2026-03-23"
 
 
 def fix_account(data: Path, payee: str) -> None:
