@@ -106,17 +106,25 @@ DEMO_AS_OF = dt.date(2026, 3, 15)
 @json_option("Print the run's outcome as JSON.")
 @quiet_option()
 def demo(out, enterprises, persons, as_json, quiet):
-    """A synthetic city, a full nightly run into a SQLite file, its summary.
+    """A synthetic city, a full nightly run into a SQLite file, and the finance day after it.
 
     Generates the city into OUT/data (once; an existing one is reused), runs
     the night as of 2026-03-15 into OUT/disburse.db with every shipped policy,
-    and prints what was paid. Afterwards try, with --db sqlite:///OUT/disburse.db:
+    and prints what was decided; then publishes the notice, exports the payment
+    file (pain.001) of what is due, imports a simulated bank reply with some
+    returns, pays the published policies once their notice closed, and prints
+    what was paid and what is still owed (files in OUT/finance). Afterwards try,
+    with --db sqlite:///OUT/disburse.db: `disburse runs`,
     `disburse ledger summary`, `disburse audit verify`, or `disburse run` again
     (it posts nothing: nothing changed).
     """
     from disburse.progress import terminal_progress
     from disburse.synth import generate
+    from jobs.finance_day import finance_day
+    from jobs.policies import load_policy_files
     from jobs.run import run_nightly
+    from ledgers.db import open_engine
+    from ledgers.keys import key_file, posting_key
 
     data = out / "data"
     if not (data / "manifest.json").is_file():
@@ -129,10 +137,19 @@ def demo(out, enterprises, persons, as_json, quiet):
     settings = Settings(db_url=f"sqlite:///{(out / 'disburse.db').resolve()}", store=out / "store")
     with terminal_progress(quiet or as_json) as progress:
         outcome = run_nightly(data, DEMO_AS_OF, settings, progress=progress)
+        progress.log("the finance day: notice, payment file, the bank's reply")
+        with open_engine(settings.db_url) as engine:
+            key = posting_key(engine, key_file(settings.store))
+            day = finance_day(
+                engine, load_policy_files().policies, outcome.run_id, DEMO_AS_OF,
+                out / "finance", key,
+            )  # fmt: skip
     if as_json:
-        _print_json(outcome.to_json())
+        _print_json({**outcome.to_json(), "finance_day": day.to_json()})
         return
     click.echo(outcome.to_text())
+    click.echo("")
+    click.echo(day.to_text())
     click.echo(
         f"\nledger: {settings.db_url}  (try: disburse audit verify --db {settings.db_url} "
         f"--store {settings.store})"
