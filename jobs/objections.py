@@ -30,7 +30,7 @@ from ledgers.masking import mask_entity
 from ledgers.objections import decide_objection, file_objection, objections, upheld_keys
 from ledgers.post import post_entitlements
 from ledgers.runs import complete, start_run
-from ledgers.schema import Transfer
+from ledgers.schema import ENTITLEMENT_KINDS, Transfer
 
 OBJECTION_RUN = "objection"  # the kind of run an upheld objection's reversal is posted under
 
@@ -169,7 +169,12 @@ def _reverse(
         )
         sha = conn.execute(
             select(t.c.policy_sha256)
-            .where(t.c.policy_id == policy_id, t.c.benefit_period == period, t.c.entity == entity)
+            .where(
+                t.c.policy_id == policy_id,
+                t.c.benefit_period == period,
+                t.c.entity == entity,
+                t.c.kind.in_(ENTITLEMENT_KINDS),  # a payment's transfer names no policy file
+            )
             .order_by(t.c.transfer_id.desc())
             .limit(1)
         ).scalar_one()
