@@ -173,9 +173,17 @@ def demo(out, enterprises, persons, as_json, quiet):
     "--rounds", type=click.IntRange(min=1), default=1, show_default=True,
     help="Rounds of the evaluation comparison (the best is kept).",
 )  # fmt: skip
+@click.option(
+    "--payments",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also time a pain.001 of this many payments written and validated, and the bank's "
+    "pain.002 reply to it read and validated (rows/s, peak memory); 0: not.",
+)
 @json_option("Print the report as JSON.")
 @quiet_option()
-def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
+def bench(enterprises, persons, months, seed, db, rounds, payments, as_json, quiet):
     """Time the whole nightly pipeline on a synthetic population.
 
     The population is cached by its parameters and the generator's code
@@ -204,10 +212,33 @@ def bench(enterprises, persons, months, seed, db, rounds, as_json, quiet):
     finally:
         if isinstance(progress, RichProgress):
             progress.close()
+    files = _bench_payments(payments) if payments else None
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
-    else:
-        click.echo(report.to_text(), nl=False)
+        data = report.to_json()
+        if files is not None:
+            data["payments"] = files
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    click.echo(report.to_text(), nl=False)
+    if files is not None:
+        for what, r in files.items():
+            click.echo(
+                f"{what}: {r['n']:,} payments in {r['seconds']} s ({r['rows_per_second']:,} rows/s), "
+                f"peak memory +{r['peak_rss_growth_mb']} MiB, file {r['file_mb']} MiB"
+            )
+
+
+def _bench_payments(n: int) -> dict[str, dict[str, float | int | str]]:
+    """The payment files at n payments (`jobs.bankfiles.bench`), in a scratch folder."""
+    import tempfile
+
+    from jobs.bankfiles.bench import bench_pain001, bench_pain002
+
+    with tempfile.TemporaryDirectory(prefix="disburse-bench-pay-") as folder:
+        return {
+            "pain.001 written and validated": bench_pain001(n, Path(folder)),
+            "pain.002 read and validated": bench_pain002(n, Path(folder)),
+        }
 
 
 @click.command()

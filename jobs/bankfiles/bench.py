@@ -17,13 +17,19 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
 from jobs.bankfiles.instructions import PaymentHeader
 from jobs.bankfiles.pain001 import write_pain001
+from jobs.bankfiles.pain002 import read_pain002
+from jobs.bankfiles.simulate import simulate_bank_reply
+
+T = TypeVar("T")
 
 _NAMES = ["张伟", "王芳", "李娜", "刘洋", "陈静", "杭州某某科技有限公司", "赵磊", "孙丽"]
 
@@ -62,11 +68,8 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def bench_pain001(n: int, folder: Path) -> dict[str, float | int | str]:
-    """Write and validate a pain.001 of n payments in `folder`; return seconds, rows per
-    second, peak resident memory growth (MB) while doing it, and the file's size."""
-    instructions = sample_instructions(n)
-    target = Path(folder) / f"bench-pain001-{n}.xml"
+def _measured(work: Callable[[], T]) -> tuple[T, float, float]:
+    """(what `work` returned, its seconds, the peak resident memory growth in MB meanwhile)."""
     before = _rss_bytes()
     peak = before
     done = threading.Event()
@@ -80,19 +83,50 @@ def bench_pain001(n: int, folder: Path) -> dict[str, float | int | str]:
     sampler.start()
     start = time.perf_counter()
     try:
-        written = write_pain001(instructions, sample_header(), target)
+        result = work()
     finally:
         seconds = time.perf_counter() - start
         done.set()
         sampler.join()
     peak = max(peak, _rss_bytes())
+    return result, seconds, (peak - before) / 2**20
+
+
+def bench_pain001(n: int, folder: Path) -> dict[str, float | int | str]:
+    """Write and validate a pain.001 of n payments in `folder`; return seconds, rows per
+    second, peak resident memory growth (MB) while doing it, and the file's size."""
+    instructions = sample_instructions(n)
+    target = Path(folder) / f"bench-pain001-{n}.xml"
+    written, seconds, growth = _measured(
+        lambda: write_pain001(instructions, sample_header(), target)
+    )
     size = target.stat().st_size
     target.unlink()
     return {
         "n": n,
         "seconds": round(seconds, 2),
         "rows_per_second": round(n / seconds),
-        "peak_rss_growth_mb": round((peak - before) / 2**20, 1),
+        "peak_rss_growth_mb": round(growth, 1),
         "file_mb": round(size / 2**20, 1),
         "sha256": written.sha256,
+    }
+
+
+def bench_pain002(n: int, folder: Path) -> dict[str, float | int | str]:
+    """Read and validate a bank's pain.002 reply to n payments (2% returned): seconds, rows
+    per second, peak resident memory growth (MB), the file's size.  The reply is written
+    first by `simulate_bank_reply`, untimed."""
+    instructions = sample_instructions(n)
+    target = Path(folder) / f"bench-pain002-{n}.xml"
+    simulate_bank_reply(instructions, sample_header(), seed=1, return_rate=0.02, xml_target=target)
+    report, seconds, growth = _measured(lambda: read_pain002(target))
+    size = target.stat().st_size
+    target.unlink()
+    return {
+        "n": n,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(n / seconds),
+        "peak_rss_growth_mb": round(growth, 1),
+        "file_mb": round(size / 2**20, 1),
+        "statuses": report.statuses.height,
     }

@@ -127,9 +127,15 @@ def test_bench_reports_phases_and_ratios(tmp_path: Path, monkeypatch: pytest.Mon
         assert phase["seconds"] >= 0
         assert phase["peak_rss_mb"] > 0
     cached = CliRunner().invoke(
-        main, ["bench", "--enterprises", "300", "--persons", "1500", "--json"]
+        main,
+        ["bench", "--enterprises", "300", "--persons", "1500", "--payments", "500", "--json"],
     )
-    assert json.loads(cached.stdout)["population"]["cached"] is True
+    again = json.loads(cached.stdout)
+    assert again["population"]["cached"] is True
+    files = again["payments"]
+    assert files["pain.001 written and validated"]["n"] == 500
+    assert files["pain.002 read and validated"]["statuses"] == 500
+    assert files["pain.001 written and validated"]["rows_per_second"] > 0
 
 
 @pytest.mark.parametrize("command", ["run", "simulate"])
