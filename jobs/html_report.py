@@ -30,7 +30,7 @@ from jobs.explain import archived_decisions
 from jobs.ingest import staged_dir
 from jobs.settings import Settings
 from jobs.simulate import AGE_BANDS, entity_segments
-from jobs.summary import PolicySummary, RunSummary, SourceCount
+from jobs.summary import PolicySummary, RunSummary, SourceCount, changes_of
 from ledgers import runs
 from ledgers.audit import summary as ledger_summary
 from ledgers.db import open_engine, require_ledger
@@ -334,6 +334,26 @@ def render_html(r: RunReport) -> str:
             ],
         )
     )
+    changes = changes_of(r.policies)
+    out.append("<h2>What changed tonight (to sign off)</h2>")
+    if not changes:
+        out.append('<p class="none">this run posted no change: the ledger already held it all</p>')
+    else:
+        out.append(
+            '<table id="changes"><tr><th>change</th><th class="n">transfers</th>'
+            '<th class="n">amount (yuan)</th></tr>'
+        )
+        for kind, (n, fen) in changes.items():
+            shown = ("-" if fen < 0 else "+") + format_yuan(abs(fen))
+            out.append(
+                f'<tr data-kind="{_e(kind)}"><td>{_e(kind)}s</td><td class="n">{n:,}</td>'
+                f'<td class="n" data-fen="{fen}">{_e(shown)}</td></tr>'
+            )
+        net = sum(fen for _n, fen in changes.values())
+        out.append(
+            f'<tr><th>net</th><th></th><th class="n" data-fen="{net}">'
+            f"{_e(('-' if net < 0 else '+') + format_yuan(abs(net)))}</th></tr></table>"
+        )
     out.append("<h2>Budget use</h2>")
     budgets = [
         (pid, p.allocation, p.allocation.budget)

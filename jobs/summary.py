@@ -18,6 +18,25 @@ from ledgers import runs
 from ledgers.checkpoints import read_checkpoint, run_checkpoint_path
 from ledgers.runs import RunState
 
+# The entitlement changes a run posts, in the order finance reads them, and those that
+# take money back (shown negative).
+CHANGE_KINDS = ("grant", "increase", "decrease", "reversal", "clawback")
+TAKEN_BACK = frozenset({"decrease", "reversal", "clawback"})
+
+
+def changes_of(policies: Mapping[str, PolicySummary]) -> dict[str, tuple[int, int]]:
+    """Per kind of entitlement change posted (grant, increase, decrease, reversal, clawback):
+    the transfers and their signed effect in fen (+ to payees, - back), in CHANGE_KINDS order."""
+    out: dict[str, tuple[int, int]] = {}
+    for p in policies.values():
+        for kind, v in p.posted.items():
+            if kind not in CHANGE_KINDS:
+                continue
+            n, fen = out.get(kind, (0, 0))
+            sign = -1 if kind in TAKEN_BACK else 1
+            out[kind] = (n + v.transfers, fen + sign * v.amount_fen)
+    return {k: out[k] for k in CHANGE_KINDS if k in out}
+
 
 @dataclass(frozen=True)
 class Posted:
@@ -148,9 +167,17 @@ class RunSummary:
             transfers=sum(p.transfers for p in self.policies.values()),
         )
 
+    @property
+    def changes(self) -> dict[str, tuple[int, int]]:
+        """Per kind of entitlement change the run posted: `changes_of` its policies."""
+        return changes_of(self.policies)
+
     def to_json(self) -> dict[str, Any]:
         """As `disburse run --json` prints it (beside the outcome's own fields)."""
         return {
+            "changes": {
+                k: {"transfers": n, "signed_fen": fen} for k, (n, fen) in self.changes.items()
+            },
             "run_id": self.run_id,
             "as_of": self.as_of.isoformat(),
             "sources": {name: s.to_json() for name, s in self.sources.items()},
@@ -291,8 +318,24 @@ def render_run(out: RunOutcome) -> str:
         if a is not None and a.budget is not None:
             lines.append(_budget_line(a.budget))
         for kind, v in p.posted.items():
-            lines.append(f"    posted {kind}: {v.transfers:,} for {format_yuan(v.amount_fen)} yuan")
+            sign = "-" if kind in TAKEN_BACK else ""
+            lines.append(
+                f"    posted {kind}: {v.transfers:,} for {sign}{format_yuan(v.amount_fen)} yuan"
+            )
     totals = summary.totals
+    changes = summary.changes
+    if changes:
+        lines.append("")
+        lines.append("  what changed tonight, to sign off:")
+        for kind in CHANGE_KINDS:
+            if kind in changes:
+                n, fen = changes[kind]
+                shown = f"{'-' if fen < 0 else '+'}{format_yuan(abs(fen))}"
+                lines.append(f"    {kind + 's':<12}{n:>10,} {shown:>22} yuan")
+        net = sum(fen for _n, fen in changes.values())
+        lines.append(
+            f"    {'net':<12}{'':>10} {('-' if net < 0 else '+') + format_yuan(abs(net)):>22} yuan"
+        )
     lines.append("")
     lines.append(
         f"  total: {totals.entitled:,} entitlements, {format_yuan(totals.entitled_fen)} yuan; "
@@ -319,6 +362,7 @@ def render_run(out: RunOutcome) -> str:
 
 
 __all__ = [
+    "CHANGE_KINDS",
     "CheckpointRef",
     "PolicySummary",
     "Posted",
@@ -326,5 +370,6 @@ __all__ = [
     "RunSummary",
     "SourceCount",
     "Totals",
+    "changes_of",
     "render_run",
 ]

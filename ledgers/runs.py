@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Connection, Engine, Row, Table, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, Row, Table, case, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledgers.schema import PolicySnapshot, QuarantinedRow, Run, SourceSnapshot, Transfer
@@ -629,16 +629,25 @@ class Posted(NamedTuple):
 
 
 def posted_by(bind: Bind, run_id: int) -> list[Posted]:
-    """What the run posted, per policy, benefit period and kind of transfer, in that order."""
+    """What the run posted, per policy, benefit period and kind of transfer, in that order;
+    an adjustment as an `increase` (from the budget) or a `decrease` (back to it)."""
     t = Transfer.__table__
+    kind = case(
+        (
+            t.c.kind == "adjustment",
+            case(
+                (func.substr(t.c.debit_account, 1, 7) == "budget:", "increase"),
+                else_="decrease",
+            ),
+        ),
+        else_=t.c.kind,
+    ).label("kind")
     with _reading(bind) as conn:
         rows = conn.execute(
-            select(
-                t.c.policy_id, t.c.benefit_period, t.c.kind, func.count(), func.sum(t.c.amount_fen)
-            )
+            select(t.c.policy_id, t.c.benefit_period, kind, func.count(), func.sum(t.c.amount_fen))
             .where(t.c.run_id == run_id)
-            .group_by(t.c.policy_id, t.c.benefit_period, t.c.kind)
-            .order_by(t.c.policy_id, t.c.benefit_period, t.c.kind)
+            .group_by(t.c.policy_id, t.c.benefit_period, kind)
+            .order_by(t.c.policy_id, t.c.benefit_period, kind)
         ).all()
     return [
         Posted(str(p), str(k), int(n), int(total or 0), None if period is None else str(period))

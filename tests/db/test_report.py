@@ -143,8 +143,19 @@ def test_the_figures_equal_the_ledger_summary(report: tuple[str, Path, dict[str,
     assert parsed.shown == {"total-count": f"{total_count:,}", "total-amount": yuan_text(total_fen)}
     assert parsed.external == []  # self-contained: no link, image or script to fetch
     html = page.read_text(encoding="utf-8")
-    for section in ("Budget use", "by region", "Top reasons", "Quarantined", "Phase timings"):
+    for section in (
+        "What changed tonight",
+        "Budget use",
+        "by region",
+        "Top reasons",
+        "Quarantined",
+        "Phase timings",
+    ):
         assert section in html
+    # A first night's changes are its grants: the same amount as the run entitled.
+    assert (
+        f'<tr data-kind="grant"><td>grants</td><td class="n">{run["totals"]["transfers"]:,}' in html
+    )
     assert html.count("<svg") >= 5
     assert "nothing to show" not in html  # every chart has bars
     # The quarantine table holds the rows the run refused (the city has broken rows).

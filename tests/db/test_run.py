@@ -25,8 +25,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 
+from ledgers.holdings import signed_amount
 from ledgers.schema import Run, Transfer
 from tests.keys import shared_key_file
 
@@ -348,6 +349,18 @@ def test_a_corrected_file_posts_adjustments_for_the_changed_keys_only(
     )
     assert got.equals(changed)
     assert out["totals"]["transfers"] == len(posted)
+    # What changed, to sign off: the kinds the run posted, a decrease or reversal negative,
+    # and together the run's effect on what payees are owed.
+    changes = out["changes"]
+    assert sum(c["transfers"] for c in changes.values()) == len(posted)
+    assert all(changes[k]["signed_fen"] < 0 for k in ("decrease", "reversal") if k in changes)
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        effect = conn.execute(
+            select(func.sum(signed_amount())).where(Transfer.__table__.c.run_id == 2)
+        ).scalar_one()
+    engine.dispose()
+    assert sum(c["signed_fen"] for c in changes.values()) == effect
 
 
 def test_a_payout_whose_entity_became_ineligible_is_reversed(
