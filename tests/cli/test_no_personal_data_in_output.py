@@ -2,8 +2,9 @@
 number and bank account is known (read from its own source files), no command prints one
 whole unless --unmask is given.  What the outside testers do with grep, done for every
 command: ingest, quarantine, run, simulate, explain (a child paid to a guardian), report,
-ledger summary / entries / balances / counted, audit verify (passing and failing), policy check,
-features, sources, db init.  `bench` is left out: it is slow and prints timings only."""
+ledger summary / entries / balances / counted, audit verify (passing and failing), publish (the
+notice's files too), pay export / simulate-reply / import, objection add / list / decide, runs,
+policy check, features, sources, db init.  `bench` is left out: it is slow and prints timings only."""
 
 from __future__ import annotations
 
@@ -228,6 +229,44 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
             label = f"audit verify {' '.join(fmt)} after {case}"
             run("audit", "verify", *db, *store, *fmt, *checkpoint, ok=False, name=label)
             run("audit", "verify", *db, *nokey, *fmt, ok=False, name=f"{label}, without the key")
+    # The finance day: the notice, the payment file's summary, the bank's reply, objections.
+    # (The payment file itself is for the bank: it carries names and accounts by design.)
+    notice = tmp / "notice.html"
+    run("publish", *db, "--run", str(run_id), "--out", str(notice), "--on", "2026-03-16")
+    run.file("notice.html", notice)
+    run.file("notice.csv", notice.with_suffix(".csv"))
+    pay = ["--as-of", "2026-03-16", "--out", str(tmp / "pay.xml")]
+    run("pay", "export", *db, *store, *pay)
+    run("pay", "export", *db, *store, *pay, "--json")
+    run(
+        "pay",
+        "simulate-reply",
+        *db,
+        *store,
+        "--out",
+        str(tmp / "reply.xml"),
+        "--return-rate",
+        "0.2",
+    )
+    run("pay", "import", *db, *store, str(tmp / "reply.xml"))
+    run("pay", "import", *db, *store, str(tmp / "reply.xml"), "--json")
+    reason = ["--reason", "the family moved away in 2025"]
+    run(
+        "objection",
+        "add",
+        *db,
+        "--policy",
+        "childcare-subsidy",
+        "--entity",
+        child["entity"],
+        *reason,
+    )
+    run("objection", "list", *db)
+    run("objection", "list", *db, "--json")
+    run("objection", "decide", *db, *store, "--id", "1", "--uphold", "--note", "confirmed")
+    run("explain", *db, "--policy", "childcare-subsidy", "--entity", child["entity"])
+    run("runs", *db)
+    run("runs", *db, "--json")
     run("policy", "check")
     run("policy", "check", "--verbose")
     run("features")
