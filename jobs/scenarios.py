@@ -14,7 +14,7 @@ as `disburse run`, with a one-entity input in place of the staged sources:
   under a run recorded in the scratch ledger's `runs`; a policy with `back_pay` also
   decides its past periods as the run does (`jobs.allocate.allocate_back_pay`);
 * a run with `paid: true` is followed by the bank paying what is payable
-  (`ledgers.post.post_transfers`, a settled payment), so that a later decrease that
+  (`ledgers.post.post_transfers`: instructed, then settled), so that a later decrease that
   the payable can no longer cover is a clawback, as in the real ledger.
 
 Nothing of the transfer logic is written again here.  The scratch ledger is a SQLite
@@ -226,10 +226,17 @@ class _Scenario:
             payable = account_balances(conn, accounts.PAYABLE).filter(pl.col("balance_fen") > 0)
         if payable.height == 0:
             return
-        payments = payable.select(
-            pl.lit("settled").alias("kind"),
+        # Instructed (payable to clearing), then settled (clearing to paid), as a payment
+        # file and the bank's reply post them.
+        instructed = payable.select(
+            pl.lit("instructed").alias("kind"),
             pl.col("account").alias("debit_account"),
             pl.lit(accounts.CLEARING_BANK).alias("credit_account"),
             pl.col("balance_fen").alias("amount_fen"),
         )
-        post_transfers(engine, payments, run_id, key=SCRATCH_KEY)
+        settled = instructed.with_columns(
+            pl.lit("settled").alias("kind"),
+            pl.lit(accounts.CLEARING_BANK).alias("debit_account"),
+            pl.lit(accounts.PAID_BANK).alias("credit_account"),
+        )
+        post_transfers(engine, pl.concat([instructed, settled]), run_id, key=SCRATCH_KEY)
