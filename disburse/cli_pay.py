@@ -7,16 +7,43 @@ print.  `register(main)` attaches them to the `disburse` group.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from disburse.options import db_option, json_option, store_option, unmask_option
 from jobs.settings import Settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from ledgers.keys import LedgerKey
+
 
 def _json(data: object) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n"
+
+
+@contextmanager
+def _keyed_ledger(db: str | None, store: str | None) -> Iterator[tuple[Engine, LedgerKey]]:
+    """The ledger of --db and its key (--store's ledger.key, or $DISBURSE_LEDGER_KEY_FILE)."""
+    from ledgers.db import open_engine
+    from ledgers.keys import key_file, posting_key
+
+    settings = Settings.resolve(db, store)
+    with open_engine(settings.db_url) as engine:
+        yield engine, posting_key(engine, key_file(settings.store))
+
+
+def _show(result: Any, as_json: bool) -> None:
+    """A step's result as JSON (`to_json`) or its lines (`to_text`)."""
+    if as_json:
+        click.echo(_json(result.to_json()), nl=False)
+    else:
+        click.echo(result.to_text())
 
 
 @click.group()
@@ -78,14 +105,10 @@ def objection_decide(db, store, objection_id, decision, note):
     its own) and later nights keep it at zero. Dismissed: payment goes ahead.
     """
     from jobs.objections import decide
-    from ledgers.db import open_engine
-    from ledgers.keys import key_file, posting_key
 
     if decision is None:
         raise click.UsageError("give --uphold or --dismiss")
-    settings = Settings.resolve(db, store)
-    with open_engine(settings.db_url) as engine:
-        key = posting_key(engine, key_file(settings.store))
+    with _keyed_ledger(db, store) as (engine, key):
         click.echo(decide(engine, objection_id, uphold=decision == "uphold", note=note, key=key))
 
 
@@ -182,7 +205,7 @@ def publish(db, run_id, days, out, published_on, issuer, contact, calendar, as_j
             contact=contact,
             calendar=calendar,
         )
-    click.echo(_json(done.to_json()) if as_json else done.to_text(), nl=not as_json)
+    _show(done, as_json)
 
 
 @click.group()
@@ -250,13 +273,9 @@ def pay_export(
     """
     from jobs.pay import Debtor, export_payments
     from jobs.policies import load_policy_files
-    from ledgers.db import open_engine
-    from ledgers.keys import key_file, posting_key
 
-    settings = Settings.resolve(db, store)
     loaded = load_policy_files(list(policy_paths) or None, None)
-    with open_engine(settings.db_url) as engine:
-        key = posting_key(engine, key_file(settings.store))
+    with _keyed_ledger(db, store) as (engine, key):
         done = export_payments(
             engine,
             loaded.policies,
@@ -266,10 +285,7 @@ def pay_export(
             debtor=Debtor(debtor_name, debtor_account, debtor_bank),
             key=key,
         )
-    if as_json:
-        click.echo(_json(done.to_json()), nl=False)
-        return
-    click.echo(done.to_text())
+    _show(done, as_json)
 
 
 @pay.command("import")
@@ -286,17 +302,10 @@ def pay_import(db, store, file, as_json):
     changes nothing; a file that contradicts an earlier one is refused whole.
     """
     from jobs.pay import import_reply
-    from ledgers.db import open_engine
-    from ledgers.keys import key_file, posting_key
 
-    settings = Settings.resolve(db, store)
-    with open_engine(settings.db_url) as engine:
-        key = posting_key(engine, key_file(settings.store))
+    with _keyed_ledger(db, store) as (engine, key):
         done = import_reply(engine, file, key)
-    if as_json:
-        click.echo(_json(done.to_json()), nl=False)
-        return
-    click.echo(done.to_text())
+    _show(done, as_json)
 
 
 @pay.command("simulate-reply")
@@ -325,13 +334,9 @@ def pay_simulate_reply(db, store, out, msg_id, return_rate, seed, policy_paths):
     """
     from jobs.pay import Debtor, simulate_reply
     from jobs.policies import load_policy_files
-    from ledgers.db import open_engine
-    from ledgers.keys import key_file, posting_key
 
-    settings = Settings.resolve(db, store)
     loaded = load_policy_files(list(policy_paths) or None, None)
-    with open_engine(settings.db_url) as engine:
-        key = posting_key(engine, key_file(settings.store))
+    with _keyed_ledger(db, store) as (engine, key):
         msg, settled, rejected = simulate_reply(
             engine,
             loaded.policies,
