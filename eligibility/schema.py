@@ -247,6 +247,15 @@ class NoticeRule(_Strict):
     ref: str | None = None
 
 
+class Unbanked(_Strict):
+    """A payee without a usable account: the entitlement is held, and once `waive_after_days`
+    have passed since it was granted with still none on record (or still the one the bank
+    returned), it is deemed waived (视为自动放弃): reversed, and later nights keep it so."""
+
+    waive_after_days: int = Field(ge=1, le=3660)
+    ref: str | None = None
+
+
 class Payment(_Strict):
     """Where the money goes: `account` names one of the payee's accounts in the catalogue,
     or `coalesce(a, b, ...)`, the first of them on file."""
@@ -577,10 +586,11 @@ class PolicyFile(_Strict):
         default=None,
         description="the payee's account paid to; the catalogue's first account if not said",
     )
-    unbanked: Literal["hold"] | None = Field(
+    unbanked: Literal["hold"] | Unbanked | None = Field(
         default=None,
         description="hold: a payee without a bank account on record keeps the entitlement "
-        "payable until one is (say it, or make an account a condition)",
+        "payable until one is (say it, or make an account a condition); "
+        "{waive_after_days: N}: held, and deemed waived N days after it was granted",
     )
 
     @field_validator("policy")

@@ -27,7 +27,7 @@ from jobs.errors import JobError
 from ledgers.holdings import read_held
 from ledgers.keys import LedgerKey
 from ledgers.masking import mask_entity
-from ledgers.objections import decide_objection, file_objection, objections, upheld_keys
+from ledgers.objections import closed_keys, decide_objection, file_objection, objections
 from ledgers.post import post_entitlements
 from ledgers.runs import complete, start_run
 from ledgers.schema import ENTITLEMENT_KINDS, Transfer
@@ -204,26 +204,25 @@ def _reverse(
 
 
 def upheld_claims(engine: Engine, claims: pl.DataFrame) -> pl.DataFrame:
-    """The night's claims with every key an upheld objection took away set to refused and
-    zero (reason `objection:<id>`): the night reverses what it still holds, never re-grants."""
+    """The night's claims with every key the ledger closed (taken away by an upheld
+    objection, or deemed waived: `ledgers.objections.closed_keys`) set to refused and zero
+    (reason `objection:<id>` or `waived`): the night reverses what it still holds, never
+    re-grants."""
     with engine.connect() as conn:
-        upheld = upheld_keys(conn)
-    if upheld.height == 0:
+        closed = closed_keys(conn)
+    if closed.height == 0:
         return claims
     hit = claims.join(
-        upheld.rename({"benefit_period": "period", "entity": "entity_id"}),
+        closed.rename({"benefit_period": "period", "entity": "entity_id"}),
         on=["policy_id", "period", "entity_id"],
         how="left",
     )
-    taken = pl.col("objection_id").is_not_null()
+    taken = pl.col("why").is_not_null()
     return hit.with_columns(
         pl.when(taken).then(False).otherwise(pl.col("eligible")).alias("eligible"),
         pl.when(taken).then(0).otherwise(pl.col("amount_fen")).alias("amount_fen"),
-        pl.when(taken)
-        .then(pl.format("objection:{}", pl.col("objection_id")))
-        .otherwise(pl.col("reason"))
-        .alias("reason"),
-    ).drop("objection_id")
+        pl.when(taken).then(pl.col("why")).otherwise(pl.col("reason")).alias("reason"),
+    ).drop("why")
 
 
 __all__ = ["Filed", "decide", "object_to", "upheld_claims"]

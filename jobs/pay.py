@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, select
 
 from common.money import format_yuan
 from eligibility import CheckedPolicy, PolicySet, paid_to, payee_kind
+from eligibility.schema import Unbanked
 from jobs.bankfiles import (
     PaymentHeader,
     read_pain002,
@@ -53,10 +54,10 @@ from ledgers.frames import read_frame
 from ledgers.holdings import read_held
 from ledgers.keys import LedgerKey
 from ledgers.masking import mask_account
-from ledgers.objections import notices, open_keys
-from ledgers.post import ledger_connection
+from ledgers.objections import notices, open_keys, record_waivers, waivers
+from ledgers.post import ledger_connection, post_entitlements
 from ledgers.runs import RunRecord
-from ledgers.schema import Transfer
+from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
 
 KEY = ["policy_id", "benefit_period", "entity"]
 PAYMENT = "payment"  # the kind of run a payment step records its transfers under
@@ -398,6 +399,7 @@ def new_statuses(statuses: pl.DataFrame, done: pl.DataFrame) -> pl.DataFrame:
 
 EXPORT = "payment"  # the kind of run an export records its instructions under
 REPLY = "bank-reply"  # the kind of run an imported reply records its statuses under
+WAIVE = "waiver"  # the kind of run that reverses entitlements deemed waived
 FORMATS = ("pain.001", "csv")
 
 
@@ -451,6 +453,98 @@ class Exported:
                 for r in reasons.iter_rows(named=True)
             },
         }
+
+
+WAIVED = "deemed waived: no usable account {days} days after it was granted"
+
+
+def waive_unclaimed(engine: Engine, pset: PolicySet, due: Due, key: LedgerKey) -> pl.DataFrame:
+    """Waive what `due` withholds for want of a usable account (none on file, or still the
+    one the bank returned) under a policy with `unbanked: {waive_after_days: N}`, once N
+    days have passed since the key was granted: recorded in `waivers`, then reversed (the
+    payable goes back to the budget) under a run of its own; later nights keep it at
+    zero.  The keys waived (KEY, payee, amount_fen, reason); none if nothing is due to be."""
+    days = {
+        p.id: p.spec.unbanked.waive_after_days
+        for p in pset.policies
+        if isinstance(p.spec.unbanked, Unbanked)
+    }
+    waiting = due.withheld.filter(
+        pl.col("reason").is_in([NO_ACCOUNT, NOT_CORRECTED]) & pl.col("policy_id").is_in(list(days))
+    )
+    if waiting.height == 0:
+        return waiting.with_columns(pl.lit(None, pl.String).alias("why"))
+    k, r = EntitlementKey.__table__, Run.__table__
+    with engine.connect() as conn:
+        granted = read_frame(
+            conn,
+            select(k.c.policy_id, k.c.benefit_period, k.c.entity, r.c.as_of).select_from(
+                k.join(r, r.c.run_id == k.c.run_id)
+            ),
+            {**dict.fromkeys(KEY, pl.String), "granted_on": pl.String},
+        ).with_columns(pl.col("granted_on").str.to_date())
+    lapsed = (
+        waiting.join(granted, on=KEY)
+        .with_columns(
+            pl.col("policy_id").replace_strict(days, return_dtype=pl.Int64).alias("_days")
+        )
+        .filter(pl.col("granted_on") + pl.duration(days=pl.col("_days")) < pl.lit(due.as_of))
+    )
+    if lapsed.height == 0:
+        return lapsed.select(*KEY, "payee", "amount_fen", "reason")
+    run_id = _run_of(engine, WAIVE, due.as_of)
+    rows = lapsed.select(
+        *KEY,
+        "payee",
+        "amount_fen",
+        "granted_on",
+        pl.lit(due.as_of).alias("waived_on"),
+        pl.concat_str(
+            [pl.col("reason"), pl.lit(" for "), pl.col("_days").cast(pl.String), pl.lit(" days")]
+        ).alias("reason"),
+        pl.lit(run_id, pl.Int64).alias("run_id"),
+    )
+    with engine.connect() as conn:
+        recorded = waivers(conn)
+    fresh = rows.join(recorded.select(KEY), on=KEY, how="anti")
+    with engine.connect() as conn:
+        record_waivers(conn, fresh)
+    _reverse_waived(engine, rows, run_id, key)
+    runs.complete(engine, run_id, summary={"waived": rows.height}, timings={})
+    return rows.select(
+        *KEY,
+        "payee",
+        "amount_fen",
+        pl.format(WAIVED.replace("{days}", "{}"), lapsed["_days"]).alias("reason"),
+    )
+
+
+def _reverse_waived(engine: Engine, rows: pl.DataFrame, run_id: int, key: LedgerKey) -> None:
+    """Post the reversal of each waived key still holding money (none twice: a key at zero
+    is left as it is)."""
+    t = Transfer.__table__
+    with engine.connect() as conn:
+        shas = read_frame(
+            conn,
+            select(
+                t.c.policy_id, t.c.benefit_period, t.c.entity, t.c.policy_sha256, t.c.transfer_id
+            )
+            .where(t.c.kind.in_(ENTITLEMENT_KINDS))
+            .where(t.c.policy_id.in_(sorted(set(rows["policy_id"].to_list())))),
+            {**dict.fromkeys(KEY, pl.String), "policy_sha256": pl.String, "transfer_id": pl.Int64},
+        )
+    last = shas.sort("transfer_id").group_by(KEY).agg(pl.col("policy_sha256").last())
+    decision = pl.struct(
+        pl.lit(True).alias("waived"), pl.col("granted_on").cast(pl.String)
+    ).struct.json_encode()
+    frame = rows.join(last, on=KEY).select(
+        *KEY,
+        "payee",
+        pl.lit(0, pl.Int64).alias("amount_fen"),
+        "policy_sha256",
+        decision.alias("decision"),
+    )
+    post_entitlements(engine, frame, run_id, key=key)
 
 
 def _withheld_lines(withheld: pl.DataFrame) -> list[str]:
@@ -649,6 +743,13 @@ def export_payments(
     if fmt not in FORMATS:
         raise JobError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
     due = due_payments(engine, pset, as_of, key)
+    waived = waive_unclaimed(engine, pset, due, key)
+    if waived.height:
+        due = due_payments(engine, pset, as_of, key)
+        due.withheld = pl.concat(
+            [due.withheld, waived.select(*KEY, "payee", "amount_fen", "reason")],
+            how="vertical_relaxed",
+        ).sort(*KEY)
     with engine.connect() as conn:
         done = payments.instructions(conn)
         written = payments.files(conn)
@@ -839,4 +940,5 @@ __all__ = [
     "instruction_rows",
     "new_statuses",
     "simulate_reply",
+    "waive_unclaimed",
 ]

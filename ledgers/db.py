@@ -537,6 +537,7 @@ BATCH_WRITES = {
     "payment_instructions": "INSERT",
     "payment_statuses": "INSERT",
     "payment_files": "INSERT",
+    "waivers": "INSERT",
 }
 
 
@@ -579,6 +580,7 @@ LEDGER_READS = (
     "payment_instructions",
     "payment_statuses",
     "payment_files",
+    "waivers",
 )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, insert, select
 
 from ledgers.db import LedgerError
 from ledgers.frames import read_frame
-from ledgers.schema import Notice, Objection, ObjectionDecision
+from ledgers.schema import Notice, Objection, ObjectionDecision, Waiver
 
 NOTICE_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
     "run_id": pl.Int64,
@@ -151,6 +151,55 @@ def upheld_keys(conn: Connection) -> pl.DataFrame:
     )
 
 
+WAIVER_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
+    "policy_id": pl.String,
+    "benefit_period": pl.String,
+    "entity": pl.String,
+    "payee": pl.String,
+    "amount_fen": pl.Int64,
+    "granted_on": pl.String,
+    "waived_on": pl.String,
+    "reason": pl.String,
+    "run_id": pl.Int64,
+}
+
+
+def waivers(conn: Connection) -> pl.DataFrame:
+    """Every entitlement deemed waived, by key."""
+    t = Waiver.__table__
+    stmt = select(*[t.c[c] for c in WAIVER_COLUMNS]).order_by(
+        t.c.policy_id, t.c.benefit_period, t.c.entity
+    )
+    return read_frame(conn, stmt, WAIVER_COLUMNS).with_columns(
+        pl.col("granted_on").str.to_date(), pl.col("waived_on").str.to_date()
+    )
+
+
+def record_waivers(conn: Connection, rows: pl.DataFrame) -> None:
+    """Record keys deemed waived (`WAIVER_COLUMNS`), in one transaction."""
+    if rows.height == 0:
+        return
+    with conn.begin():
+        conn.execute(insert(Waiver), rows.select(list(WAIVER_COLUMNS)).to_dicts())
+
+
+def closed_keys(conn: Connection) -> pl.DataFrame:
+    """(policy_id, benefit_period, entity, why) of every entitlement the nightly run keeps at
+    zero: taken away by an upheld objection (`objection:<id>`) or deemed waived (`waived`)."""
+    upheld = upheld_keys(conn).select(
+        "policy_id",
+        "benefit_period",
+        "entity",
+        pl.format("objection:{}", "objection_id").alias("why"),
+    )
+    waived = waivers(conn).select(
+        "policy_id", "benefit_period", "entity", pl.lit("waived").alias("why")
+    )
+    return pl.concat([upheld, waived]).unique(
+        ["policy_id", "benefit_period", "entity"], keep="first", maintain_order=True
+    )
+
+
 def open_keys(conn: Connection) -> pl.DataFrame:
     """(policy_id, benefit_period, entity) with an undecided objection: not instructed."""
     return (
@@ -164,11 +213,14 @@ def open_keys(conn: Connection) -> pl.DataFrame:
 __all__ = [
     "NOTICE_COLUMNS",
     "OBJECTION_COLUMNS",
+    "closed_keys",
     "decide_objection",
     "file_objection",
     "notices",
     "objections",
     "open_keys",
     "record_notice",
+    "record_waivers",
     "upheld_keys",
+    "waivers",
 ]

@@ -375,3 +375,21 @@ class PaymentFile(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     instructions: Mapped[int] = mapped_column(BigInteger)
     amount_fen: Mapped[int] = mapped_column(BigInteger)
+
+
+class Waiver(Base):
+    """An entitlement deemed waived (视为自动放弃): its payee had no usable account on record
+    for the policy's `unbanked: {waive_after_days}` after it was granted.  The key is
+    reversed by `run_id` and later nights keep it at zero.  Once per key."""
+
+    __tablename__ = "waivers"
+
+    policy_id: Mapped[str] = mapped_column(ident(64), primary_key=True)
+    benefit_period: Mapped[str] = mapped_column(ident(16), primary_key=True)
+    entity: Mapped[str] = mapped_column(ident(64), primary_key=True)
+    payee: Mapped[str] = mapped_column(ident(64))
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    granted_on: Mapped[dt.date] = mapped_column(Date)
+    waived_on: Mapped[dt.date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int] = mapped_column(Integer)

@@ -18,7 +18,7 @@ from lxml import etree
 from sqlalchemy import create_engine, select
 
 from jobs.bankfiles import validate_pain001
-from ledgers.schema import PaymentInstruction, PaymentStatus
+from ledgers.schema import PaymentInstruction, PaymentStatus, Transfer, Waiver
 from tests.db.test_run import disburse, ledger
 
 NS = {"p": "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"}
@@ -30,10 +30,11 @@ def night(data: Path, db: str, store: Path, as_of: str) -> dict:
     return json.loads(out.stdout)
 
 
-def export(db: str, store: Path, as_of: str, out: Path, **kw) -> dict:
+def export(db: str, store: Path, as_of: str, out: Path, args: list[str] = (), **kw) -> dict:  # type: ignore[assignment]
     done = disburse(
-        "pay", "export", "--as-of", as_of, "--out", str(out), "--json", db=db, store=store, **kw
-    )
+        "pay", "export", "--as-of", as_of, "--out", str(out), "--json", *args, db=db,
+        store=store, **kw,
+    )  # fmt: skip
     return json.loads(done.stdout) if done.returncode == 0 else {"stderr": done.stderr}
 
 
@@ -219,3 +220,68 @@ def test_an_import_killed_at_any_step_is_finished_by_the_same_command(
         assert again["transfers"] == 0
         ledgers[name] = ledger(db)
     assert ledgers["killed"] == ledgers["clean"]
+
+
+WINTER = """\
+policy: winter-grant
+title: A winter grant to the very old
+basis: {document: "Test notice, Art. 4: unclaimed grants lapse after 30 days"}
+target: person
+valid: {from: 2026-01-01, until: 2026-12-31}
+assess: as_of
+benefit_period: year
+unbanked:
+  waive_after_days: 30
+  ref: "Art. 4: a grant not claimed with a bank account within 30 days is deemed waived"
+eligible:
+  - {id: alive, when: status == "alive"}
+  - {id: very-old, when: age_on(as_of) >= 75}
+amount: 500 yuan
+"""
+
+
+def test_a_grant_without_an_account_is_waived_after_its_deadline(
+    clean_city: Path, db_url: str, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2] / "policies"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for name in ("features.yaml", "sources.yaml"):
+        shutil.copy(root / name, policies)
+    (policies / "winter_grant.yaml").write_text(WINTER)
+    store = tmp_path / "store"
+    p = ["--policies", str(policies)]
+    disburse("run", "--data", str(clean_city), "--as-of", "2026-03-15", *p, db=db_url, store=store)
+    held = export(db_url, store, "2026-03-20", tmp_path / "p1.xml", args=p)
+    no_account = held["withheld"]["no account on file"]["keys"]
+    assert no_account > 0
+    assert held["instructions"] > 0
+    # 30 days after the grant (2026-03-15): not yet on the 14th of April, waived on the 15th.
+    assert "no account on file" in export(db_url, store, "2026-04-14", tmp_path / "p2.xml",
+                                          args=p)["withheld"]  # fmt: skip
+    lapsed = export(db_url, store, "2026-04-15", tmp_path / "p3.xml", args=p)
+    waived = [k for k in lapsed["withheld"] if k.startswith("deemed waived")]
+    assert waived == ["deemed waived: no usable account 30 days after it was granted"]
+    assert lapsed["withheld"][waived[0]]["keys"] == no_account
+    assert "no account on file" not in lapsed["withheld"]
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Transfer.__table__.c.decision).where(
+                Transfer.__table__.c.kind == "reversal",
+                Transfer.__table__.c.policy_id == "winter-grant",
+            )
+        ).all()
+    engine.dispose()
+    assert len(rows) == no_account
+    assert all('"waived":true' in r[0] for r in rows)
+    # The next night keeps them waived; exporting again waives nothing twice.
+    before = ledger(db_url)
+    disburse("run", "--data", str(clean_city), "--as-of", "2026-04-16", *p, db=db_url, store=store)
+    waived_keys = set(table(db_url, Waiver).select("benefit_period", "entity").iter_rows())
+    assert len(waived_keys) == no_account
+    after = [r for r in ledger(db_url)[len(before) :] if r[6] == "winter-grant"]
+    assert not [r for r in after if (r[7], r[8]) in waived_keys]  # none granted again
+    again = export(db_url, store, "2026-04-17", tmp_path / "p4.xml", args=p)
+    assert not [k for k in again["withheld"] if k.startswith("deemed waived")]
+    disburse("audit", "verify", db=db_url, store=store)

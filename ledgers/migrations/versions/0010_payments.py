@@ -1,5 +1,5 @@
 """From ledger to money (issue 19): notices, objections and their decisions, payment
-instructions, the bank's statuses and the payment files.
+instructions, the bank's statuses, the payment files, and entitlements deemed waived.
 
 Append-only like the ledger tables (triggers refuse UPDATE and DELETE, TRUNCATE on
 PostgreSQL, and on SQLite a row that would replace one): a state changes by a new
@@ -30,6 +30,7 @@ TABLES = {
     "payment_instructions": ("end_to_end_id",),
     "payment_statuses": ("end_to_end_id",),
     "payment_files": ("msg_id",),
+    "waivers": ("policy_id", "benefit_period", "entity"),
 }
 
 
@@ -108,6 +109,18 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("instructions", sa.BigInteger(), nullable=False),
         sa.Column("amount_fen", sa.BigInteger(), nullable=False),
+    )
+    op.create_table(
+        "waivers",
+        sa.Column("policy_id", ident(64), primary_key=True),
+        sa.Column("benefit_period", ident(16), primary_key=True),
+        sa.Column("entity", ident(64), primary_key=True),
+        sa.Column("payee", ident(64), nullable=False),
+        sa.Column("amount_fen", sa.BigInteger(), nullable=False),
+        sa.Column("granted_on", sa.Date(), nullable=False),
+        sa.Column("waived_on", sa.Date(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
     )
     postgres = op.get_bind().dialect.name == "postgresql"
     for table, key in TABLES.items():
