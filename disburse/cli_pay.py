@@ -1,4 +1,4 @@
-"""From ledger to money: `publish`, `objection add|decide|list`, `pay export|import`.
+"""From ledger to money: `publish`, `objection add|decide|list`, `pay export|import|recover`.
 
 Thin, like the other command modules: parse options, call one function of `jobs`,
 print.  `register(main)` attaches them to the `disburse` group.
@@ -210,7 +210,8 @@ def publish(db, run_id, days, out, published_on, issuer, contact, calendar, as_j
 
 @click.group()
 def pay() -> None:
-    """Pay what the ledger owes: the payment file for the bank, the bank's reply."""
+    """Pay what the ledger owes: the payment file for the bank, the bank's reply, money
+    paid back."""
 
 
 @pay.command("export")
@@ -348,6 +349,66 @@ def pay_simulate_reply(db, store, out, msg_id, return_rate, seed, policy_paths):
             msg_id=msg_id,
         )
     click.echo(f"wrote {out}: a reply to {msg}, {settled:,} settled and {rejected:,} returned")
+
+
+@pay.command("recover")
+@db_option
+@store_option("ledger.key, unless $DISBURSE_LEDGER_KEY_FILE says otherwise")
+@click.option(
+    "--entity",
+    "payee",
+    required=True,
+    help="The payee who paid back (credit code or identity number, in full).",
+)
+@click.option(
+    "--amount", required=True, help="The money received, in yuan (1200, 1200.50 or 1200 yuan)."
+)
+@click.option(
+    "--reference",
+    required=True,
+    help="The bank's reference of the money received: the same reference is recorded once.",
+)
+@click.option(
+    "--on",
+    "received_on",
+    type=click.DateTime(["%Y-%m-%d"]),
+    required=True,
+    help="The day the money was received.",
+)
+@click.option("--policy", "policy_id", help="Settle only what is owed back under this policy.")
+@unmask_option("Show the identity number in full.")
+@json_option("Print the result as JSON.")
+def pay_recover(db, store, payee, amount, reference, received_on, policy_id, unmask, as_json):
+    """Record money a payee paid back after a clawback.
+
+    A re-run that finds a paid entitlement should not have been paid posts a
+    clawback: the payee owes it back (receivable). The money received settles
+    what the payee owes, oldest clawback first (recovered:bank to the
+    receivable). Recording more than is owed is refused; the same reference
+    again changes nothing. A later grant under a policy that declares
+    `offset: {against: this_policy|any_policy}` is set against what is still
+    owed when the next payment file is exported.
+    """
+    from common.money import parse_money
+    from jobs.recover import recover
+
+    try:
+        text = amount.strip()
+        fen = parse_money(text if text.endswith(("yuan", "fen")) else f"{text} yuan")
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; write yuan, e.g. 1200.50", param_hint="--amount") from None
+    with _keyed_ledger(db, store) as (engine, key):
+        done = recover(
+            engine,
+            payee,
+            fen,
+            reference,
+            received_on.date(),
+            key,
+            policy_id=policy_id,
+            unmask=unmask,
+        )
+    _show(done, as_json)
 
 
 def register(main: click.Group) -> None:

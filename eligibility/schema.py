@@ -256,6 +256,16 @@ class Unbanked(_Strict):
     ref: str | None = None
 
 
+class Offset(_Strict):
+    """Set a grant against what its payee owes back (从后续补贴中抵扣): before the grant is
+    instructed, an open receivable of the payee (left by a clawback) is settled from it
+    and only the rest is paid.  `against`: the receivables of this policy only, or of
+    any policy."""
+
+    against: Literal["this_policy", "any_policy"]
+    ref: str | None = None
+
+
 class Payment(_Strict):
     """Where the money goes: `account` names one of the payee's accounts in the catalogue,
     or `coalesce(a, b, ...)`, the first of them on file."""
@@ -585,6 +595,11 @@ class PolicyFile(_Strict):
     payment: Payment | None = Field(
         default=None,
         description="the payee's account paid to; the catalogue's first account if not said",
+    )
+    offset: Offset | None = Field(
+        default=None,
+        description="set this policy's grants against what their payee owes back after a "
+        "clawback (of this policy or of any), paying only the rest",
     )
     unbanked: Literal["hold"] | Unbanked | None = Field(
         default=None,

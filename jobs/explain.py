@@ -62,6 +62,7 @@ from ledgers.db import open_engine, require_ledger
 from ledgers.holdings import signed_amount
 from ledgers.masking import mask_entity
 from ledgers.objections import objections
+from ledgers.recoveries import owed_by_key
 from ledgers.runs import HashedFile, RunRecord
 from ledgers.schema import ENTITLEMENT_KINDS, PAYMENT_KINDS, Transfer
 
@@ -232,6 +233,9 @@ class Explanation:
     # the other periods the run decided for the policy (to give with --period).
     # Objections to the key (`ledgers.objections`): id, standing, reason, decision, note.
     objections: Sequence[Mapping[str, Any]] = ()
+    # A key clawed back after it was paid (`ledgers.recoveries.owed_by_key`): clawed back,
+    # recovered, set off against later grants, still owed; None if never clawed back.
+    owed_back: Mapping[str, int] | None = None
     back_pay: dt.date | None = None  # the day the past period was decided as of
     other_periods: Sequence[str] = ()
     # once_per: the members this entitlement counted, and those it did not because another
@@ -314,6 +318,7 @@ class Explanation:
             "counted": list(self.counted),
             "passed_over": [dict(p) for p in self.passed_over],
             "objections": [dict(o) for o in self.objections],
+            "owed_back": None if self.owed_back is None else dict(self.owed_back),
         }
 
     def to_text(self) -> str:
@@ -513,6 +518,7 @@ def explain(
         ],
         amount_fen=sum(int(r.signed) for r in transfers if r.kind in ENTITLEMENT_KINDS),
         objections=_objections(engine, policy_id, d["period"], entity, show),
+        owed_back=_owed_back(engine, policy_id, d["period"], entity),
         members=members,
         back_pay=run.as_of if d["period"] != current else None,
         other_periods=[k for k in decided if k != d["period"]],
@@ -625,6 +631,13 @@ def _objections(
         }
         for r in found.iter_rows(named=True)
     ]
+
+
+def _owed_back(engine: Engine, policy_id: str, period: str, entity: str) -> dict[str, int] | None:
+    """What the key's payee owes back after a clawback, if it was ever clawed back."""
+    with engine.connect() as conn:
+        owed = owed_by_key(conn, policy_id, period, entity)
+    return owed if owed["clawed_back_fen"] else None
 
 
 def _mask_account(address: str, show: Callable[[Any], Any]) -> str:
@@ -763,6 +776,19 @@ def render_explanation(e: Explanation) -> str:
             f"  paid: {format_yuan(paid['settled'])} yuan settled by the bank, "
             f"{format_yuan(open_fen)} instructed and awaiting its answer, "
             f"{format_yuan(paid['rejected'])} returned"
+            + (
+                f", {format_yuan(paid['offset'])} set against what the payee owed back"
+                if paid["offset"]
+                else ""
+            )
+        )
+    if e.owed_back is not None:
+        owed = e.owed_back
+        lines.append(
+            f"  owed back: {format_yuan(owed['clawed_back_fen'])} yuan clawed back after it "
+            f"was paid; {format_yuan(owed['recovered_fen'])} paid back, "
+            f"{format_yuan(owed['set_off_fen'])} set off against later grants, "
+            f"{format_yuan(owed['owed_fen'])} still owed"
         )
     for o in e.objections:
         decided = f"{o['decision']}: {o['note']}" if o["decision"] else "not yet decided"

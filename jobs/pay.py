@@ -13,7 +13,8 @@ instructed and not returned, unless
 
 What is not due for one of these reasons is listed with the reason, never dropped.
 An instruction's amount is what the key holds less what is instructed and not
-returned; the EndToEndId is the key's and its attempt's (`ledgers.payments`), so the
+returned and what was set against what its payee owes back (an offset, where the
+policy allows it: `jobs.recover`); the EndToEndId is the key's and its attempt's (`ledgers.payments`), so the
 same ledger gives the same instructions.
 
 The bank's reply (`apply_statuses`): each status names an instruction by EndToEndId;
@@ -49,6 +50,7 @@ from jobs.errors import JobError
 from jobs.evaluate import staged_scan
 from jobs.faults import checkpoint
 from jobs.ingest import staged_dir
+from jobs.recover import set_off
 from ledgers import payments, runs
 from ledgers.frames import read_frame
 from ledgers.holdings import read_held
@@ -56,6 +58,7 @@ from ledgers.keys import LedgerKey
 from ledgers.masking import mask_account
 from ledgers.objections import notices, open_keys, record_waivers, waivers
 from ledgers.post import ledger_connection, post_entitlements
+from ledgers.recoveries import offsets_by_key
 from ledgers.runs import RunRecord
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
 
@@ -95,6 +98,8 @@ class Due:
     due: pl.DataFrame  # DUE_SCHEMA, in EndToEndId order
     withheld: pl.DataFrame  # KEY, payee, amount_fen, reason
     counts: dict[str, int] = field(default_factory=dict)
+    # Offsets posted on the way (`jobs.recover.set_off`): their transfers.
+    offsets: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def entitled_keys(conn: Connection) -> pl.DataFrame:
@@ -234,15 +239,22 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
         objected = open_keys(conn)
         granted_by = granting_runs(conn)
         published = notices(conn)
+        offset = offsets_by_key(conn)
     by_key = payments.key_payments(done)
     owed = (
         held.join(by_key, on=KEY, how="left")
+        .join(offset, on=KEY, how="left")
         .with_columns(
             pl.col("instructed_fen").fill_null(0),
+            pl.col("offset_fen").fill_null(0),
             pl.col("open").fill_null(False),
             pl.col("attempts").fill_null(0),
         )
-        .with_columns((pl.col("net_fen") - pl.col("instructed_fen")).alias("amount_fen"))
+        .with_columns(
+            (pl.col("net_fen") - pl.col("instructed_fen") - pl.col("offset_fen")).alias(
+                "amount_fen"
+            )
+        )
         .filter(pl.col("amount_fen") > 0)
     )
     policies = {p.id: p for p in pset.policies}
@@ -426,6 +438,8 @@ class Exported:
     posted: int  # instructed transfers posted by this command (0: the file was there)
     withheld: pl.DataFrame
     finished: bool = False  # an export interrupted earlier was finished
+    # Keys set against what their payees owe back before the file (`jobs.recover`).
+    offsets: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def to_text(self) -> str:
         return _exported_text(self)
@@ -448,6 +462,10 @@ class Exported:
             "amount_fen": self.amount_fen,
             "posted": self.posted,
             "finished_interrupted": self.finished,
+            "offset": {
+                "keys": self.offsets.height,
+                "amount_fen": int(self.offsets["amount_fen"].sum()) if self.offsets.height else 0,
+            },
             "withheld": {
                 r["reason"]: {"keys": r["len"], "amount_fen": r["amount_fen"]}
                 for r in reasons.iter_rows(named=True)
@@ -557,10 +575,24 @@ def _withheld_lines(withheld: pl.DataFrame) -> list[str]:
     return lines
 
 
+def _offset_lines(offsets: pl.DataFrame) -> list[str]:
+    if offsets.height == 0:
+        return []
+    fen = int(offsets["amount_fen"].sum())
+    return [
+        f"  set against what payees owe back (offset, before the file): {offsets.height:,} "
+        f"transfers, {format_yuan(fen)} yuan"
+    ]
+
+
 def _exported_text(e: Exported) -> str:
     if e.msg_id is None:
         return "\n".join(
-            [f"nothing is due on {e.as_of}: no file written", *_withheld_lines(e.withheld)]
+            [
+                f"nothing is due on {e.as_of}: no file written",
+                *_offset_lines(e.offsets),
+                *_withheld_lines(e.withheld),
+            ]
         )
     head = (
         f"payment file {e.file} ({e.format}, MsgId {e.msg_id}): {e.instructions:,} "
@@ -572,7 +604,7 @@ def _exported_text(e: Exported) -> str:
         what = f"  posted {e.posted:,} instructed transfers (payable to clearing)"
     else:
         what = "  nothing new was due: the day's file written again, nothing posted"
-    return "\n".join([head, what, *_withheld_lines(e.withheld)])
+    return "\n".join([head, what, *_offset_lines(e.offsets), *_withheld_lines(e.withheld)])
 
 
 def _write(
@@ -684,6 +716,14 @@ def message_id(as_of: dt.date, ids: list[str]) -> str:
     return f"DSB{as_of:%Y%m%d}{digest}"
 
 
+def _settleable(due: Due) -> pl.DataFrame:
+    """The keys that may be set against what their payees owe back: those due, then those
+    withheld only for want of a usable account (KEY, payee, amount_fen)."""
+    cols = [*KEY, "payee", "amount_fen"]
+    wanting = due.withheld.filter(pl.col("reason").is_in([NO_ACCOUNT, NOT_CORRECTED]))
+    return pl.concat([due.due.select(cols), wanting.select(cols).sort(KEY)])
+
+
 def _run_of(engine: Engine, kind: str, as_of: dt.date) -> int:
     """The open run of `kind` (one interrupted earlier), else a new one: a step killed and
     run again posts under the same run id, so the ledger is the one an uninterrupted
@@ -746,10 +786,15 @@ def export_payments(
     waived = waive_unclaimed(engine, pset, due, key)
     if waived.height:
         due = due_payments(engine, pset, as_of, key)
+    offsets = set_off(engine, pset, _settleable(due), lambda: _run_of(engine, EXPORT, as_of), key)
+    if offsets.height:
+        due = due_payments(engine, pset, as_of, key)
+    if waived.height:
         due.withheld = pl.concat(
             [due.withheld, waived.select(*KEY, "payee", "amount_fen", "reason")],
             how="vertical_relaxed",
         ).sort(*KEY)
+    due.offsets = offsets
     with engine.connect() as conn:
         done = payments.instructions(conn)
         written = payments.files(conn)
@@ -764,13 +809,18 @@ def export_payments(
     if due.due.height == 0:
         today = written.filter(pl.col("as_of") == as_of).sort("msg_id")
         if today.height == 0:
-            return Exported(as_of, None, None, fmt, None, 0, 0, 0, due.withheld)
+            nothing = Exported(as_of, None, None, fmt, None, 0, 0, 0, due.withheld, offsets=offsets)
+            for run in runs.open_runs(engine, EXPORT):  # offsets posted, nothing to pay
+                if run.as_of == as_of:
+                    runs.complete(engine, run.run_id, summary=nothing.to_json(), timings={})
+            return nothing
         msg = str(today["msg_id"][-1])
         rows = done.filter(pl.col("msg_id") == msg)
         sha = _write(fmt, _file_rows(engine, pset, due.nightly, rows, key), msg, as_of, debtor, out)
         return Exported(
-            as_of, msg, out, fmt, sha, rows.height, int(rows["amount_fen"].sum()), 0, due.withheld
-        )
+            as_of, msg, out, fmt, sha, rows.height, int(rows["amount_fen"].sum()), 0, due.withheld,
+            offsets=offsets,
+        )  # fmt: skip
     msg = message_id(as_of, due.due["end_to_end_id"].to_list())
     run_id = _run_of(engine, EXPORT, as_of)
     rows = instruction_rows(due, msg, run_id, key)
@@ -821,7 +871,18 @@ def _finish(
                 "amount_fen": amount,
             },
         )
-    result = Exported(due.as_of, msg, out, fmt, sha, rows.height, amount, posted, due.withheld)
+    result = Exported(
+        due.as_of,
+        msg,
+        out,
+        fmt,
+        sha,
+        rows.height,
+        amount,
+        posted,
+        due.withheld,
+        offsets=due.offsets,
+    )
     runs.complete(engine, run_id, summary=result.to_json(), timings={})
     return result
 

@@ -3,10 +3,11 @@ money stands.
 
 A nightly run shows its state, date, entitlements and amount, the transfers it posted,
 and its notice (published on, open until); a payment export its file (MsgId,
-instructions, amount); a bank reply what it settled and returned; an objection run the
-reversal it posted.  Below, the money of the whole ledger by state: owed and not yet
-instructed (payable), instructed and awaiting the bank (clearing), paid by the bank,
-owed back after a clawback (receivable).
+instructions, amount); a bank reply what it settled and returned; a recovery the bank
+reference of the money paid back; an objection run the reversal it posted.  Below, the
+money of the whole ledger by state: owed and not yet instructed (payable), instructed
+and awaiting the bank (clearing), paid by the bank, owed back after a clawback
+(receivable), paid back (recovered).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class RunLine:
             )
         if "msg_id" in d:
             extra.append(f"file {d['msg_id']}: {d['instructions']:,} instructions")
+        if "reference" in d:
+            extra.append(f"money paid back, bank reference {d['reference']}")
         if "settled" in d:
             extra.append(f"settled {d['settled']:,}, returned {d['rejected']:,}")
         return head + ("\n       " + "; ".join(extra) if extra else "")
@@ -90,7 +93,7 @@ class RunList:
         lines.append(
             f"money: owed, not yet instructed {format_yuan(m['payable'])} yuan; at the bank "
             f"{format_yuan(m['clearing'])}; paid {format_yuan(m['paid'])}; owed back "
-            f"{format_yuan(m['receivable'])}"
+            f"{format_yuan(m['receivable'])}; paid back {format_yuan(m['recovered'])}"
         )
         return "\n".join(lines)
 
@@ -133,6 +136,8 @@ def list_runs(engine: Engine) -> RunList:
             )
         elif kind == "payment" and summary.get("msg_id"):
             detail.update(msg_id=summary["msg_id"], instructions=summary.get("instructions", 0))
+        elif kind == "recovery" and summary.get("reference"):
+            detail.update(reference=summary["reference"])
         elif kind == "bank-reply" and summary:
             detail.update(
                 settled=summary.get("settled", {}).get("instructions", 0),
@@ -146,9 +151,9 @@ def list_runs(engine: Engine) -> RunList:
         for k in (accounts.PAYABLE, accounts.CLEARING, accounts.PAID)
     }
     # A receivable's balance is below zero: what is owed back, shown as a positive amount.
-    money[accounts.RECEIVABLE] = -int(
-        balances.filter(kind == accounts.RECEIVABLE)["balance_fen"].sum()
-    )
+    # So is recovered:bank's (money paid back comes in): shown as a positive amount too.
+    for k in (accounts.RECEIVABLE, accounts.RECOVERED):
+        money[k] = -int(balances.filter(kind == k)["balance_fen"].sum())
     return RunList(lines, money)
 
 

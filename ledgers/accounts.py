@@ -7,12 +7,15 @@
 | `receivable:<payee>`             | what a payee owes back after a clawback   | <= 0            |
 | `clearing:bank`                  | money instructed to the bank, not yet settled | >= 0        |
 | `paid:bank`                      | money the bank paid out (settled)         | >= 0            |
+| `recovered:bank`                 | money payees paid back on what they owed  | <= 0            |
 
 A balance is credits minus debits.  A grant debits the budget and credits the
 payable; a payment instruction debits the payable and credits clearing; the bank's
 reply settles it (clearing to paid) or returns it (clearing back to the payable);
 a decrease that the payable can no longer cover (the money is instructed or paid)
-debits the receivable instead.
+debits the receivable instead.  What a payee owes back is settled by money paid back
+(recovered:bank to the receivable) or by setting a later grant against it (its
+payable to the receivable, an offset).
 The parts never contain ':' (posting refuses such ids), so an address parses back.
 """
 
@@ -28,7 +31,9 @@ CLEARING = "clearing"
 CLEARING_BANK = f"{CLEARING}{SEP}bank"
 PAID = "paid"
 PAID_BANK = f"{PAID}{SEP}bank"
-ACCOUNT_KINDS = (BUDGET, PAYABLE, RECEIVABLE, CLEARING, PAID)
+RECOVERED = "recovered"
+RECOVERED_BANK = f"{RECOVERED}{SEP}bank"
+ACCOUNT_KINDS = (BUDGET, PAYABLE, RECEIVABLE, CLEARING, PAID, RECOVERED)
 
 
 def budget(policy_id: str, benefit_period: str) -> str:

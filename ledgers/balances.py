@@ -7,7 +7,7 @@ balance is credits minus debits; all balances sum to 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -18,6 +18,7 @@ from ledgers import accounts
 from ledgers.db import READ_FIX, LedgerError, privileged, require_ledger
 from ledgers.frames import read_frame
 from ledgers.masking import mask_account_address_expr
+from ledgers.money import money_by_period, money_by_policy, money_rows
 from ledgers.render import text_table
 from ledgers.schema import Transfer
 
@@ -60,10 +61,16 @@ class Balances:
 
     accounts: pl.DataFrame
     totals: dict[str, int]
+    # The money by state per policy (`ledgers.money`): the balances split by policy.
+    by_policy: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def to_json(self) -> dict[str, Any]:
         """The balances as plain data (accounts ordered by address)."""
-        return {"accounts": self.accounts.to_dicts(), "total": self.totals}
+        return {
+            "accounts": self.accounts.to_dicts(),
+            "total": self.totals,
+            "by_policy": self.by_policy.to_dicts(),
+        }
 
     def to_text(self) -> str:
         """A fixed-width table for people, ending with the totals (the balance is always 0)."""
@@ -90,11 +97,17 @@ class Balances:
                 format_yuan(t["balance_fen"]),
             )
         )
-        return text_table(header, body, right=(2, 3, 4, 5))
+        table = text_table(header, body, right=(2, 3, 4, 5))
+        if self.by_policy.height == 0:
+            return table
+        head, rows = money_rows(self.by_policy, ["policy_id"])
+        money = text_table(head, rows, right=tuple(range(1, len(head))))
+        return f"{table}\n\nper policy (yuan):\n{money}"
 
 
 def balances(engine: Engine, *, kind: str | None = None, unmask: bool = False) -> Balances:
-    """Account balances, optionally of one kind (budget, payable, receivable, clearing)."""
+    """Account balances, optionally of one kind (`accounts.ACCOUNT_KINDS`), and the money
+    by state per policy."""
     if kind is not None and kind not in accounts.ACCOUNT_KINDS:
         raise LedgerError(
             f"unknown account kind {kind!r}\n  fix: use one of {', '.join(accounts.ACCOUNT_KINDS)}"
@@ -102,6 +115,7 @@ def balances(engine: Engine, *, kind: str | None = None, unmask: bool = False) -
     with privileged("read the ledger's tables", READ_FIX, engine), engine.connect() as conn:
         require_ledger(conn)
         frame = account_balances(conn, kind)
+        by_policy = money_by_policy(money_by_period(conn))
     frame = frame.select(
         "account",
         accounts.kind_expr("account").alias("kind"),
@@ -117,4 +131,4 @@ def balances(engine: Engine, *, kind: str | None = None, unmask: bool = False) -
     }
     if not unmask:
         frame = frame.with_columns(mask_account_address_expr(pl.col("account")).alias("account"))
-    return Balances(frame, totals)
+    return Balances(frame, totals, by_policy)

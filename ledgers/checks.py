@@ -87,7 +87,7 @@ def check_balances(account_totals: pl.DataFrame, per_key: pl.DataFrame) -> Check
             f"{bad.height} account(s) break their rule",
             f"account {mask_account_address(row['account'])}",
             f"balance {row['balance_fen']} fen: payables must be >= 0, receivables <= 0, "
-            "and every account one of budget, payable, receivable, clearing, paid",
+            "and every account one of " + ", ".join(accounts.ACCOUNT_KINDS),
         )
     below = per_key.filter(pl.col("net_fen") < 0).sort(KEY)
     if below.height:

@@ -230,16 +230,25 @@ def unposted(conn: Connection, done: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def post_payments(conn: Connection, transfers: pl.DataFrame, run_id: int, key: LedgerKey) -> int:
+def post_payments(
+    conn: Connection,
+    transfers: pl.DataFrame,
+    run_id: int,
+    key: LedgerKey,
+    head: tuple[int, str] | None = None,
+) -> int:
     """Append payment transfers (`unposted`'s frame) on `conn`, which holds the ledger lock
     (`ledgers.post.ledger_connection`); the count.  A payable never goes below zero: the
-    chain's guarded balances refuse it (`ledgers.write`)."""
+    chain's guarded balances refuse it (`ledgers.write`).  `head`: the chain head the
+    transfers were worked out at (read in the same transaction as what they rest on);
+    if anything was posted since, they are refused, nothing written."""
     frame = validate_transfers(transfers)
     if frame.height == 0:
         return 0
     _require_run(conn, run_id)
     require_same_key(conn, key)
-    head = chain_head(conn)
+    if head is None:
+        head = chain_head(conn)
     conn.commit()
     return append(conn, frame, run_id, head, 10_000, key).transfers
 

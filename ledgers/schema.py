@@ -35,9 +35,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeEngine
 
 # Kinds of transfer.  The first four come from posting entitlements; the payment
-# kinds are written by the payment files (a later step) through `post_transfers`.
+# kinds move money that is already owed (`ledgers.payments`, `ledgers.recoveries`):
+# instructed to the bank, settled or rejected by it, set off against what the payee
+# owes back, recovered from the payee (migration 0011 added the last two).
 ENTITLEMENT_KINDS = ("grant", "adjustment", "reversal", "clawback")
-PAYMENT_KINDS = ("instructed", "settled", "rejected")
+PAYMENT_KINDS = ("instructed", "settled", "rejected", "offset", "recovered")
 TRANSFER_KINDS = ENTITLEMENT_KINDS + PAYMENT_KINDS
 
 

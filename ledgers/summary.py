@@ -1,4 +1,6 @@
-"""The ledger summed per policy and benefit period: keys entitled now, amount, adjustments.
+"""The ledger summed per policy and benefit period: keys entitled now, amount, adjustments,
+and the money by state (payable, returned, at the bank, paid, set off, waived, clawed
+back, recovered, owed back: `ledgers.money`).
 
 Printed the same for the same ledger (ordered by policy and period, no
 timestamps), so two summaries can be compared byte for byte.
@@ -16,6 +18,7 @@ from common.money import format_yuan
 from ledgers.db import READ_FIX, privileged, require_ledger
 from ledgers.frames import read_frame
 from ledgers.holdings import signed_amount
+from ledgers.money import money_by_period, money_rows
 from ledgers.render import text_table
 from ledgers.schema import ENTITLEMENT_KINDS, Transfer
 
@@ -26,10 +29,16 @@ class Summary:
 
     rows: pl.DataFrame
     totals: dict[str, int] = field(default_factory=dict)
+    # The money by state per policy and period (`ledgers.money`).
+    money: pl.DataFrame = field(default_factory=pl.DataFrame)
 
     def to_json(self) -> dict[str, Any]:
         """The summary as plain data (rows ordered by policy and period)."""
-        return {"policies": self.rows.to_dicts(), "total": self.totals}
+        return {
+            "policies": self.rows.to_dicts(),
+            "total": self.totals,
+            "money": self.money.to_dicts(),
+        }
 
     def to_text(self) -> str:
         """A fixed-width table for people, ending with the totals."""
@@ -58,7 +67,12 @@ class Summary:
                 f"{t['reversed']:,}",
             )
         )
-        return text_table(header, body, right=(2, 3, 4, 5, 6))
+        table = text_table(header, body, right=(2, 3, 4, 5, 6))
+        if self.money.height == 0:
+            return table
+        head, rows = money_rows(self.money, ["policy_id", "benefit_period"])
+        money = text_table(head, rows, right=tuple(range(2, len(head))))
+        return f"{table}\n\nmoney by state (yuan):\n{money}"
 
 
 def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:
@@ -109,7 +123,8 @@ def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:
     with privileged("read the ledger's tables", READ_FIX, engine), engine.connect() as conn:
         require_ledger(conn)
         rows = read_frame(conn, stmt, schema)
+        money = money_by_period(conn, up_to_run=up_to_run)
     totals = {
         c: int(rows.get_column(c).sum()) for c in ("count", "amount_fen", "adjustments", "reversed")
     }
-    return Summary(rows, totals)
+    return Summary(rows, totals, money)

@@ -34,7 +34,7 @@ BENEFIT_PERIOD = PERIOD_KEY  # the one pattern of a benefit-period key (common.p
 SHA256 = r"[0-9a-f]{64}"
 ACCOUNT = (
     rf"(budget:{POLICY_ID}:(?:{BENEFIT_PERIOD})|payable:{PARTY_ID}|receivable:{PARTY_ID}"
-    r"|clearing:[a-z0-9_-]{1,32}|paid:[a-z0-9_-]{1,32})"
+    r"|clearing:[a-z0-9_-]{1,32}|paid:[a-z0-9_-]{1,32}|recovered:[a-z0-9_-]{1,32})"
 )
 
 
@@ -176,6 +176,7 @@ def validate_transfers(frame: pl.DataFrame) -> pl.DataFrame:
         raise _refused(
             problems,
             "post entitlements with post_entitlements; an instruction moves payable -> clearing, "
-            "the bank's reply clearing -> paid (settled) or clearing -> payable (rejected)",
+            "the bank's reply clearing -> paid (settled) or clearing -> payable (rejected), "
+            "an offset payable -> receivable, a recovery recovered -> receivable",
         )
     return typed.drop("row")

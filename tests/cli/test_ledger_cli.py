@@ -99,7 +99,7 @@ def test_db_init_and_an_empty_ledger(db_url: str) -> None:
         code, output = invoke("db", "init", "--db", db_url, "--json", "--role-prefix", prefix)
         assert code == 0
         report = json.loads(output)
-        assert report["revision"] == "0010"
+        assert report["revision"] == "0011"
         assert "audit_transfers_unmasked" in report["unmasked_views"]
         code, output = invoke("audit", "verify", "--db", db_url)
         assert code == 0

@@ -10,7 +10,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ledgers.schema import ENTITLEMENT_KINDS, TRANSFER_KINDS, ident
+from ledgers.schema import ENTITLEMENT_KINDS, ident
+
+# The kinds this revision allowed, frozen: later kinds are added by later revisions
+# (0011), so an upgraded ledger and a new one end with the same constraint.
+KINDS_0002 = ("grant", "adjustment", "reversal", "clawback", "instructed", "settled", "rejected")
 
 revision = "0002"
 down_revision: str | None = "0001"
@@ -60,7 +64,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(64), nullable=False),
         sa.CheckConstraint("amount_fen > 0", name="ck_transfers_amount_positive"),
         sa.CheckConstraint("debit_account <> credit_account", name="ck_transfers_two_accounts"),
-        sa.CheckConstraint(_in("kind", TRANSFER_KINDS), name="ck_transfers_kind"),
+        sa.CheckConstraint(_in("kind", KINDS_0002), name="ck_transfers_kind"),
         sa.CheckConstraint(
             f"NOT ({_in('kind', ENTITLEMENT_KINDS)}) OR (policy_id IS NOT NULL"
             " AND benefit_period IS NOT NULL AND entity IS NOT NULL AND payee IS NOT NULL)",
