@@ -396,9 +396,9 @@ def run_case(
             if id(agg) not in member_links:
                 continue
             an, given_frame = member_links[id(agg)]
-            given_links = given_frame if given_frame is not None else pl.DataFrame(schema=_NO_LINKS)
+            links = None if given_frame is None else given_frame.lazy()  # None: none given
             member_words += member_breakdown(
-                given_links.lazy(), cat, an, value=frame[an.column][0], read_by=[failing.id]
+                links, cat, an, value=frame[an.column][0], read_by=[failing.id]
             ).lines()
     if row["reason"] is None:
         passed_ids = [c.id for i, c in enumerate(policy.conditions) if row["mask"] >> i & 1]
@@ -415,9 +415,6 @@ def run_case(
         case_col,
         member_words,
     )
-
-
-_NO_LINKS = {"_owner": pl.Int32, "entity_id": pl.String}
 
 
 def _condition_with_values(

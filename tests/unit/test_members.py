@@ -215,6 +215,23 @@ def test_a_worked_example_without_members_says_there_were_none(name: str) -> Non
     ]
 
 
+def test_a_worked_example_that_leaves_the_relation_out_lists_no_members() -> None:
+    """Found by the policy fuzz (seed 20261205, copy 2882): the staff line deleted from a
+    failing example crashed policy check on the link columns the members would need."""
+    policy = _policy("stay-at-post-grant")
+    index, case = next((i, c) for i, c in enumerate(policy.spec.tests) if "staff" in c.given)
+    given = {k: v for k, v in case.given.items() if k != "staff"}
+    wrong = case.model_copy(
+        update={
+            "given": given,
+            "expect": case.expect.model_copy(update={"eligible": True, "reason": None}),
+        }
+    )
+    result = run_case(policy, wrong, index, PSET.catalogue, policy.spec.valid.from_)
+    assert not result.passed
+    assert result.members[-1] == "  no staff: none to look at"
+
+
 def test_the_aggregates_that_decided_are_those_read_up_to_the_first_failure() -> None:
     from eligibility.explain import source_text
 

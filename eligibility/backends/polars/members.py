@@ -97,7 +97,7 @@ def node_types(need: AggregateNeed) -> dict[int, str]:
 
 
 def member_breakdown(
-    links: pl.LazyFrame,
+    links: pl.LazyFrame | None,
     cat: CheckedCatalogue,
     need: AggregateNeed,
     *,
@@ -108,11 +108,12 @@ def member_breakdown(
     feature: str | None = None,
 ) -> MemberBreakdown:
     """One aggregate of one owner member by member, from its links; `value` the value the
-    run recorded for it; `feature` the catalogue feature it is, if it is one."""
+    run recorded for it; `feature` the catalogue feature it is, if it is one.  No `links`:
+    none were given (a worked example that leaves the relation out), so none are listed."""
     agg = need.node
     t = need.typed.types.get(id(agg))
-    rows = member_rows(links, cat, need)
-    again = recompute(links, cat, need) if rows else _without_links(agg)
+    rows = [] if links is None else member_rows(links, cat, need)
+    again = recompute(links, cat, need) if rows and links is not None else _without_links(agg)
     differs = again is not None and value is not None and again != value
     return breakdown(
         agg,
