@@ -13,10 +13,11 @@ import shutil
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from ledgers.schema import PaymentInstruction
 from tests.db.test_pay import export, table
-from tests.db.test_run import disburse, ledger
+from tests.db.test_run import disburse, ledger, runs
 
 FUEL = """\
 policy: winter-fuel
@@ -156,3 +157,49 @@ def test_clawback_recovery_and_offset(clean_city: Path, db_url: str, tmp_path: P
     recovered = [a for a in balances["accounts"] if a["account"] == "recovered:bank"]
     assert recovered[0]["balance_fen"] == -30000
     disburse("audit", "verify", db=db_url, store=store)
+
+
+def _owed_then_granted(data: Path, db: str, store: Path, tmp: Path, p: list[str]) -> str:
+    """March granted and paid, x's death recorded (a clawback), then corrected: April
+    grants x again.  x's identity number."""
+    _run(data, db, store, "2026-03-15", p)
+    _pay_all(db, store, "2026-03-16", tmp, p)
+    x = sorted(table(db, PaymentInstruction)["payee"].to_list())[0]
+    _set_status(data, [x], "deceased")
+    _run(data, db, store, "2026-03-20", p)
+    _set_status(data, [x], "alive")
+    _run(data, db, store, "2026-04-15", p)
+    return x
+
+
+@pytest.mark.parametrize("point", ["pay:offsets-posted", "recover:posted"])
+def test_killed_after_posting_the_same_command_finishes_it(
+    clean_city: Path, db_url: str, tmp_path: Path, point: str
+) -> None:
+    if not db_url.startswith("sqlite"):
+        pytest.skip("compared against a second database: SQLite files")
+    p = _policies(tmp_path)
+    result = {}
+    for name in ("killed", "clean"):
+        db = db_url.replace("ledger.db", f"{name}.db")
+        data, store = tmp_path / f"data-{name}", tmp_path / f"store-{name}"
+        shutil.copytree(clean_city, data)
+        store.mkdir()
+        (store / "ledger.key").write_text("cd" * 32 + "\n")
+        x = _owed_then_granted(data, db, store, tmp_path, p)
+        env = {"DISBURSE_KILL_AT": point} if name == "killed" else {}
+        if point == "recover:posted":
+            cmd = ("pay", "recover", "--entity", x, "--amount", "100", "--reference", "BK-9",
+                   "--on", "2026-04-02")  # fmt: skip
+        else:
+            cmd = ("pay", "export", "--as-of", "2026-04-16", "--out",
+                   str(tmp_path / f"{name}.xml"), *p)  # fmt: skip
+        if env:
+            killed = disburse(*cmd, db=db, store=store, env=env, check=False)
+            assert killed.returncode == -9
+        disburse(*cmd, db=db, store=store)
+        result[name] = ledger(db)
+        assert not [r for r in runs(db) if r[2] != "completed"]
+    assert result["killed"] == result["clean"]
+    kinds = {r[1] for r in result["clean"]}
+    assert ("offset" if point.startswith("pay") else "recovered") in kinds
