@@ -181,9 +181,16 @@ def demo(out, enterprises, persons, as_json, quiet):
     help="Also time a pain.001 of this many payments written and validated, and the bank's "
     "pain.002 reply to it read and validated (rows/s, peak memory); 0: not.",
 )
+@click.option(
+    "--finance-day",
+    is_flag=True,
+    help="After the first night, also time the finance day through the ledger: publish, "
+    "pay export of everything due (instructions recorded and posted, the pain.001 written "
+    "and validated), and pay import of a simulated bank reply (rows/s, peak memory growth).",
+)
 @json_option("Print the report as JSON.")
 @quiet_option()
-def bench(enterprises, persons, months, seed, db, rounds, payments, as_json, quiet):
+def bench(enterprises, persons, months, seed, db, rounds, payments, finance_day, as_json, quiet):
     """Time the whole nightly pipeline on a synthetic population.
 
     The population is cached by its parameters and the generator's code
@@ -204,7 +211,7 @@ def bench(enterprises, persons, months, seed, db, rounds, payments, as_json, qui
     progress = choose(quiet or as_json)
     try:
         report = run_bench(
-            BenchRequest(enterprises, persons, months, seed, db, rounds),
+            BenchRequest(enterprises, persons, months, seed, db, rounds, finance=finance_day),
             catalogue=cat,
             pset=pset,
             progress=progress,

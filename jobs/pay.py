@@ -86,6 +86,7 @@ DUE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "bank_code": pl.String,
     "account_no": pl.String,
     "account_name": pl.String,
+    "account_digest": pl.String,
 }
 
 
@@ -303,6 +304,7 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
         )
         .alias("end_to_end_id"),
         pl.col("account").alias("account_kind"),
+        pl.col("_digest").alias("account_digest"),
     )
     withheld = (
         pl.concat(reasons)
@@ -318,7 +320,7 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
     )
 
 
-def instruction_rows(due: Due, msg_id: str, run_id: int, key: LedgerKey) -> pl.DataFrame:
+def instruction_rows(due: Due, msg_id: str, run_id: int) -> pl.DataFrame:
     """The `payment_instructions` rows of `due`'s instructions in one file."""
     return due.due.select(
         "end_to_end_id",
@@ -332,12 +334,7 @@ def instruction_rows(due: Due, msg_id: str, run_id: int, key: LedgerKey) -> pl.D
         pl.col("account_no")
         .map_elements(mask_account, return_dtype=pl.String)
         .alias("account_masked"),
-        pl.struct("bank_code", "account_no")
-        .map_elements(
-            lambda r: payments.account_digest(key, r["bank_code"], r["account_no"]),
-            return_dtype=pl.String,
-        )
-        .alias("account_digest"),
+        "account_digest",
     )
 
 
@@ -823,9 +820,13 @@ def export_payments(
         )  # fmt: skip
     msg = message_id(as_of, due.due["end_to_end_id"].to_list())
     run_id = _run_of(engine, EXPORT, as_of)
-    rows = instruction_rows(due, msg, run_id, key)
-    full = _file_rows(engine, pset, due.nightly, rows, key)
-    _write(fmt, full, msg, as_of, debtor, out)  # validated before it takes its name
+    rows = instruction_rows(due, msg, run_id)
+    # The names and numbers to write are those `due` read from the night's sources.
+    full = rows.join(
+        due.due.select("end_to_end_id", "bank_code", "account_no", "account_name"),
+        on="end_to_end_id",
+    ).sort("end_to_end_id")
+    sha = _write(fmt, full, msg, as_of, debtor, out)  # validated before it takes its name
     checkpoint("pay:file-written")
     with engine.connect() as conn:
         payments.record_instructions(conn, rows)
@@ -833,7 +834,7 @@ def export_payments(
     return _finish(
         engine, pset, due, rows.with_columns(pl.lit(None, pl.String).alias("status"),
                                              pl.lit(None, pl.String).alias("reason_code")),
-        out, fmt, debtor, key, run_id,
+        out, fmt, debtor, key, run_id, written=sha,
     )  # fmt: skip
 
 
@@ -847,11 +848,15 @@ def _finish(
     debtor: Debtor,
     key: LedgerKey,
     run_id: int,
+    written: str | None = None,
 ) -> Exported:
-    """Write the file of recorded instructions `rows`, post what they call for, record the
-    file and close the run."""
+    """Write the file of recorded instructions `rows` (unless `written`, its sha256: this
+    command wrote it from them), post what they call for, record the file and close the
+    run."""
     msg = str(rows["msg_id"][0])
-    sha = _write(fmt, _file_rows(engine, pset, due.nightly, rows, key), msg, due.as_of, debtor, out)
+    sha = written or _write(
+        fmt, _file_rows(engine, pset, due.nightly, rows, key), msg, due.as_of, debtor, out
+    )
     with ledger_connection(engine) as conn:
         todo = payments.unposted(conn, payments.instructions(conn, msg))
         posted = payments.post_payments(conn, todo, run_id, key)

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, insert, select
 
 from ledgers import accounts
 from ledgers.db import LedgerError
-from ledgers.frames import read_frame
+from ledgers.frames import read_frame, write_frame
 from ledgers.holdings import chain_head
 from ledgers.keys import LedgerKey
 from ledgers.post import _require_run, require_same_key
@@ -150,7 +150,7 @@ def record_instructions(conn: Connection, rows: pl.DataFrame) -> None:
     if rows.height == 0:
         return
     with conn.begin():
-        conn.execute(insert(PaymentInstruction), rows.select(list(INSTRUCTION_COLUMNS)).to_dicts())
+        write_frame(conn, "payment_instructions", rows.select(list(INSTRUCTION_COLUMNS)))
 
 
 def record_statuses(conn: Connection, rows: pl.DataFrame) -> None:
@@ -158,7 +158,7 @@ def record_statuses(conn: Connection, rows: pl.DataFrame) -> None:
     if rows.height == 0:
         return
     with conn.begin():
-        conn.execute(insert(PaymentStatus), rows.select(list(STATUS_COLUMNS)).to_dicts())
+        write_frame(conn, "payment_statuses", rows.select(list(STATUS_COLUMNS)))
 
 
 def record_file(conn: Connection, row: dict[str, object]) -> None:

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
-from disburse.bench.result import BenchResult, Evaluation, Population, RunTimes
+from disburse.bench.result import BenchResult, Evaluation, FinanceDay, Population, RunTimes, Step
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
@@ -60,6 +60,7 @@ class BenchRequest:
     seed: int = 1
     db_url: str | None = None  # None: a fresh SQLite file
     rounds: int = 1
+    finance: bool = False  # also the finance day through the ledger (`FinanceDay`)
 
 
 def cache_root() -> Path:
@@ -163,6 +164,46 @@ def compare_evaluation(
     )
 
 
+PAY_DAY = RUN_AS_OF + dt.timedelta(days=14)  # past every shipped notice of the night
+
+
+def finance_day(
+    engine: Engine, pset: PolicySet, run_id: int, scratch: Path, say: Progress
+) -> FinanceDay:
+    """The first night's grants published, exported in one pain.001 and answered by a
+    simulated bank reply (2% returned), each step timed with its peak memory growth."""
+    from jobs.bankfiles.bench import measured
+    from jobs.pay import Debtor, export_payments, import_reply, simulate_reply
+    from jobs.publish import publish
+    from ledgers.keys import key_file, posting_key
+
+    key = posting_key(engine, key_file(scratch / "store"))
+    debtor = Debtor("Municipal Finance Bureau", "310066000000000001", "011")
+    say.log("finance day: publish")
+    published, s1, m1 = measured(
+        lambda: publish(
+            engine, run_id, scratch / "notice.html", published_on=RUN_AS_OF + dt.timedelta(days=1)
+        )
+    )
+    say.log("finance day: export")
+    out = scratch / "pay.xml"
+    exported, s2, m2 = measured(
+        lambda: export_payments(engine, pset, PAY_DAY, out, fmt="pain.001", debtor=debtor, key=key)
+    )
+    reply = scratch / "reply.xml"
+    simulate_reply(engine, pset, reply, debtor=debtor, key=key, seed=1, return_rate=0.02)
+    say.log("finance day: import")
+    applied, s3, m3 = measured(lambda: import_reply(engine, reply, key))
+    a = applied.applied
+    return FinanceDay(
+        publish=Step(round(s1, 3), published.entitlements, round(m1, 1)),
+        export=Step(round(s2, 3), exported.instructions, round(m2, 1)),
+        reply=Step(round(s3, 3), a.settled + a.rejected, round(m3, 1)),
+        settled_fen=a.settled_fen,
+        returned=a.rejected,
+    )
+
+
 def bench(
     req: BenchRequest,
     *,
@@ -201,6 +242,7 @@ def bench(
                 )
             )
         first_id = runs[0].run_id
+        finance = finance_day(engine, pset, first_id, scratch, say) if req.finance else None
         engine.dispose()
         say.log("compiled evaluation against the hand-written baselines")
         evaluation = compare_evaluation(
@@ -227,6 +269,7 @@ def bench(
             evaluation=evaluation,
             peak_rss_mb=peak_rss_mb(),
             cpus=os.cpu_count(),
+            finance=finance,
         )
     finally:
         db.drop()

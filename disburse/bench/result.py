@@ -67,6 +67,60 @@ class RunTimes:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of the finance day through the ledger: seconds, rows, peak memory growth."""
+
+    seconds: float
+    rows: int
+    peak_rss_growth_mb: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "rows": self.rows,
+            "rows_per_second": round(self.rows / self.seconds) if self.seconds else None,
+            "peak_rss_growth_mb": self.peak_rss_growth_mb,
+        }
+
+    def to_text(self, label: str) -> str:
+        rate = f"{self.rows / self.seconds:>14,.0f}/s" if self.seconds else ""
+        return (
+            f"  {label:<9}{self.seconds:>8.2f} s {self.rows:>14,} rows {rate}"
+            f"  (memory +{self.peak_rss_growth_mb:,.0f} MiB)"
+        )
+
+
+@dataclass(frozen=True)
+class FinanceDay:
+    """After the first night, the finance day through the ledger: the notice published,
+    the payment file of everything due exported (instructions recorded and posted, the
+    pain.001 written and validated), the bank's simulated reply (2% returned) imported."""
+
+    publish: Step  # rows: entitlements published
+    export: Step  # rows: instructions
+    reply: Step  # rows: statuses applied
+    settled_fen: int
+    returned: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "publish": self.publish.to_json(),
+            "export": self.export.to_json(),
+            "import": self.reply.to_json(),
+            "settled_fen": self.settled_fen,
+            "returned": self.returned,
+        }
+
+    def to_text(self) -> list[str]:
+        return [
+            "finance day (the first night's grants, through the ledger):",
+            self.publish.to_text("publish"),
+            self.export.to_text("export"),
+            self.reply.to_text("import"),
+        ]
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The compiled evaluation timed against the same policies written by hand.
 
@@ -131,6 +185,7 @@ class BenchResult:
     evaluation: Evaluation
     peak_rss_mb: float
     cpus: int | None
+    finance: FinanceDay | None = None  # with --payments
 
     def to_json(self) -> dict[str, Any]:
         """The report `disburse bench --json` prints (the evaluation's fields at the top level)."""
@@ -143,6 +198,7 @@ class BenchResult:
             **self.evaluation.to_json(),
             "peak_rss_mb": self.peak_rss_mb,
             "cpus": self.cpus,
+            "finance_day": None if self.finance is None else self.finance.to_json(),
         }
 
     def to_text(self) -> str:
@@ -154,5 +210,6 @@ class BenchResult:
             *self.first_run.to_text("first_run"),
             *self.second_run.to_text("second_run"),
             self.evaluation.to_text(),
+            *([] if self.finance is None else self.finance.to_text()),
         ]
         return "\n".join(lines) + "\n"

@@ -68,8 +68,9 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _measured(work: Callable[[], T]) -> tuple[T, float, float]:
-    """(what `work` returned, its seconds, the peak resident memory growth in MB meanwhile)."""
+def measured(work: Callable[[], T]) -> tuple[T, float, float]:
+    """(what `work` returned, its seconds, the peak resident memory growth in MB meanwhile,
+    sampled every 20 ms)."""
     before = _rss_bytes()
     peak = before
     done = threading.Event()
@@ -97,7 +98,7 @@ def bench_pain001(n: int, folder: Path) -> dict[str, float | int | str]:
     second, peak resident memory growth (MB) while doing it, and the file's size."""
     instructions = sample_instructions(n)
     target = Path(folder) / f"bench-pain001-{n}.xml"
-    written, seconds, growth = _measured(
+    written, seconds, growth = measured(
         lambda: write_pain001(instructions, sample_header(), target)
     )
     size = target.stat().st_size
@@ -119,7 +120,7 @@ def bench_pain002(n: int, folder: Path) -> dict[str, float | int | str]:
     instructions = sample_instructions(n)
     target = Path(folder) / f"bench-pain002-{n}.xml"
     simulate_bank_reply(instructions, sample_header(), seed=1, return_rate=0.02, xml_target=target)
-    report, seconds, growth = _measured(lambda: read_pain002(target))
+    report, seconds, growth = measured(lambda: read_pain002(target))
     size = target.stat().st_size
     target.unlink()
     return {
