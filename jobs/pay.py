@@ -118,14 +118,16 @@ def entitled_keys(conn: Connection) -> pl.DataFrame:
     )
 
 
-def granting_runs(conn: Connection) -> pl.DataFrame:
-    """(key, run_id) of every run that granted or raised an entitlement (credited the payable)."""
+def granting_runs(conn: Connection, policy_ids: list[str]) -> pl.DataFrame:
+    """(key, run_id) of every run that granted or raised an entitlement (credited the
+    payable) of the policies `policy_ids`."""
     t = Transfer.__table__
     stmt = (
         select(t.c.policy_id, t.c.benefit_period, t.c.entity, t.c.run_id)
         .where(
             t.c.kind.in_(("grant", "adjustment")),
             t.c.credit_account.like("payable:%"),
+            t.c.policy_id.in_(policy_ids),
         )
         .distinct()
     )
@@ -234,11 +236,13 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
             f"no nightly run has completed on or before {as_of}",
             fix="run the night first (`disburse run`), or give a later --as-of",
         )
+    policies = {p.id: p for p in pset.policies}
+    noticed = [pid for pid, p in policies.items() if p.spec.notice is not None]
     with engine.connect() as conn:
         held = entitled_keys(conn)
         done = payments.instructions(conn)
         objected = open_keys(conn)
-        granted_by = granting_runs(conn)
+        granted_by = granting_runs(conn, noticed)
         published = notices(conn)
         offset = offsets_by_key(conn)
     by_key = payments.key_payments(done)
@@ -258,7 +262,6 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
         )
         .filter(pl.col("amount_fen") > 0)
     )
-    policies = {p.id: p for p in pset.policies}
     reasons: list[pl.DataFrame] = []
 
     def withhold(rows: pl.DataFrame, reason: pl.Expr) -> None:
@@ -271,7 +274,6 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
     blocked = owed.join(objected, on=KEY, how="inner")
     withhold(blocked, pl.format(OBJECTION.replace("{id}", "{}"), pl.col("objection_id")))
     owed = owed.join(objected, on=KEY, how="anti")
-    noticed = [pid for pid, p in policies.items() if p.spec.notice is not None]
     waits = _notice_waits(
         owed.filter(pl.col("policy_id").is_in(noticed)), granted_by, published, as_of
     )
@@ -281,28 +283,16 @@ def due_payments(engine: Engine, pset: PolicySet, as_of: dt.date, key: LedgerKey
     owed = owed.join(paid, on=["policy_id", "payee"], how="left")
     withhold(owed.filter(pl.col("account_no").is_null()), pl.lit(NO_ACCOUNT))
     owed = owed.filter(pl.col("account_no").is_not_null())
-    owed = owed.with_columns(
-        pl.struct("bank_code", "account_no")
-        .map_elements(
-            lambda r: payments.account_digest(key, r["bank_code"], r["account_no"]),
-            return_dtype=pl.String,
-        )
-        .alias("_digest")
-    )
+    owed = owed.with_columns(payments.account_digests(key, owed).alias("_digest"))
     same = pl.col("returned_digest").is_not_null() & (
         pl.col("returned_digest") == pl.col("_digest")
     )
     withhold(owed.filter(same), pl.lit(NOT_CORRECTED))
     owed = owed.filter(~same)
-    due = owed.with_columns((pl.col("attempts") + 1).alias("attempt")).with_columns(
-        pl.struct(*KEY, "attempt")
-        .map_elements(
-            lambda r: payments.end_to_end_id(
-                r["policy_id"], r["benefit_period"], r["entity"], r["attempt"]
-            ),
-            return_dtype=pl.String,
-        )
-        .alias("end_to_end_id"),
+    due = owed.with_columns((pl.col("attempts") + 1).alias("attempt"))
+    ids = [payments.end_to_end_id(*row) for row in due.select(*KEY, "attempt").iter_rows()]
+    due = due.with_columns(
+        pl.Series("end_to_end_id", ids, pl.String),
         pl.col("account").alias("account_kind"),
         pl.col("_digest").alias("account_digest"),
     )
@@ -740,15 +730,9 @@ def _file_rows(
     policies = {p.id: p for p in pset.policies if p.id in set(rows["policy_id"].to_list())}
     numbers = _accounts(nightly, pset, rows, policies)
     full = rows.join(numbers, on=["policy_id", "payee"], how="left")
-    digest = pl.struct("bank_code", "account_no").map_elements(
-        lambda r: (
-            payments.account_digest(key, r["bank_code"], r["account_no"])
-            if r["account_no"] is not None
-            else ""
-        ),
-        return_dtype=pl.String,
+    changed = full.with_columns(payments.account_digests(key, full).alias("_now")).filter(
+        pl.col("_now") != pl.col("account_digest")
     )
-    changed = full.filter(digest != pl.col("account_digest"))
     if changed.height:
         raise JobError(
             f"{changed.height} instruction(s) of payment file {rows['msg_id'][0]} were recorded "

@@ -39,7 +39,7 @@ from ledgers.keys import LedgerKey
 from ledgers.post import _require_run, require_same_key
 from ledgers.schema import PaymentFile, PaymentInstruction, PaymentStatus, Transfer
 from ledgers.validate import validate_transfers
-from ledgers.write import append
+from ledgers.write import DEFAULT_CHUNK, append
 
 INSTRUCTION_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
     "end_to_end_id": pl.String,
@@ -77,7 +77,20 @@ def end_to_end_id(policy_id: str, benefit_period: str, entity: str, attempt: int
 def account_digest(key: LedgerKey, bank_code: str, account_no: str) -> str:
     """A keyed digest of an account (HMAC under the ledger's personal key): tells whether a
     delivered account is the one an instruction used, without keeping the number."""
-    return hmac.new(key.personal, f"{bank_code}|{account_no}".encode(), "sha256").hexdigest()
+    return hmac.new(key.personal, f"{bank_code or ''}|{account_no}".encode(), "sha256").hexdigest()
+
+
+def account_digests(key: LedgerKey, frame: pl.DataFrame) -> pl.Series:
+    """`account_digest` of every row of `frame` (bank_code, account_no), in one loop over the
+    HMAC's precomputed states (`LedgerKey.personal_macs`); "" where there is no number."""
+    text = frame.select(
+        pl.concat_str([pl.col("bank_code").fill_null(""), pl.col("account_no")], separator="|")
+    ).to_series()
+    present = text.is_not_null()
+    macs = iter(key.personal_macs(text.drop_nulls().to_list()))
+    return pl.Series(
+        "account_digest", [next(macs) if p else "" for p in present.to_list()], pl.String
+    )
 
 
 def instructions(conn: Connection, msg_id: str | None = None) -> pl.DataFrame:
@@ -250,7 +263,7 @@ def post_payments(
     if head is None:
         head = chain_head(conn)
     conn.commit()
-    return append(conn, frame, run_id, head, 10_000, key).transfers
+    return append(conn, frame, run_id, head, DEFAULT_CHUNK, key).transfers
 
 
 def decision_of(text: str | None) -> dict[str, object]:
@@ -271,6 +284,7 @@ __all__ = [
     "INSTRUCTION_COLUMNS",
     "STATUS_COLUMNS",
     "account_digest",
+    "account_digests",
     "end_to_end_id",
     "files",
     "instructions",
