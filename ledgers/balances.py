@@ -102,7 +102,7 @@ class Balances:
             return table
         head, rows = money_rows(self.by_policy, ["policy_id"])
         money = text_table(head, rows, right=tuple(range(1, len(head))))
-        return f"{table}\n\nper policy (yuan):\n{money}"
+        return f"{table}\nper policy (yuan):\n{money}"
 
 
 def balances(engine: Engine, *, kind: str | None = None, unmask: bool = False) -> Balances:

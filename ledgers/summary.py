@@ -72,7 +72,7 @@ class Summary:
             return table
         head, rows = money_rows(self.money, ["policy_id", "benefit_period"])
         money = text_table(head, rows, right=tuple(range(2, len(head))))
-        return f"{table}\n\nmoney by state (yuan):\n{money}"
+        return f"{table}\nmoney by state (yuan):\n{money}"
 
 
 def summary(engine: Engine, *, up_to_run: int | None = None) -> Summary:

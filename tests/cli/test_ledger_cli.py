@@ -21,6 +21,7 @@ from ledgers.db import Roles, open_engine
 from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
 from ledgers.runs import start_run
 from tests import minicity
+from tests.db.test_ledger import HEAD_REVISION
 from tests.keys import KEY
 
 cli_ledger.register(main)  # idempotent; disburse/cli.py does the same
@@ -32,6 +33,12 @@ policy             period   count  amount_fen      yuan  adjustments  reversed
 child-allowance    2026-Q1      1       60000    600.00            0         0
 job-stabilisation  2026         1      900000  9,000.00            1         1
 total                           2      960000  9,600.00            1         1
+
+money by state (yuan):
+policy_id          benefit_period  entitled   payable  returned  clearing  paid  offset  waived  clawed back  recovered  owed back
+child-allowance    2026-Q1           600.00    600.00      0.00      0.00  0.00    0.00    0.00         0.00       0.00       0.00
+job-stabilisation  2026            9,000.00  9,000.00      0.00      0.00  0.00    0.00    0.00         0.00       0.00       0.00
+total                              9,600.00  9,600.00      0.00      0.00  0.00    0.00    0.00         0.00       0.00       0.00
 """
 
 
@@ -88,7 +95,7 @@ def test_db_init_and_an_empty_ledger(db_url: str) -> None:
     try:
         code, output = invoke("db", "init", "--db", db_url, "--role-prefix", prefix)
         assert code == 0, output
-        assert "schema at revision 0010" in output
+        assert f"schema at revision {HEAD_REVISION}" in output
         if db_url.startswith("postgresql"):
             assert f"owner role {prefix}_owner owns the tables" in output
             assert f"batch role {prefix}_batch may insert into and read the ledger" in output
@@ -99,7 +106,7 @@ def test_db_init_and_an_empty_ledger(db_url: str) -> None:
         code, output = invoke("db", "init", "--db", db_url, "--json", "--role-prefix", prefix)
         assert code == 0
         report = json.loads(output)
-        assert report["revision"] == "0011"
+        assert report["revision"] == HEAD_REVISION
         assert "audit_transfers_unmasked" in report["unmasked_views"]
         code, output = invoke("audit", "verify", "--db", db_url)
         assert code == 0
@@ -184,13 +191,16 @@ def _entries_as_json_and_csv_mask_personal_ids(db_url: str) -> None:
 def _balances(db_url: str) -> None:
     code, out = invoke("ledger", "balances", "--db", db_url)
     assert code == 0
-    assert out.splitlines()[-1].split()[:6] == [
-        "total",
-        "(5",
-        "accounts)",
-        "1560000",
-        "1560000",
-        "0",
+    lines = out.splitlines()
+    accounts_total = next(line for line in lines if line.startswith("total ("))
+    assert accounts_total.split()[:6] == ["total", "(5", "accounts)", "1560000", "1560000", "0"]
+    # Below, the same money split by policy and state, in yuan.
+    per_policy = lines[lines.index("per policy (yuan):") + 1 :]
+    assert [line.split()[:3] for line in per_policy] == [
+        ["policy_id", "entitled", "payable"],
+        ["child-allowance", "600.00", "600.00"],
+        ["job-stabilisation", "9,000.00", "9,000.00"],
+        ["total", "9,600.00", "9,600.00"],
     ]
     # The guardian's payable account is listed, its identity number masked.
     payable = [line.split() for line in out.splitlines() if line.startswith("payable:330106")]

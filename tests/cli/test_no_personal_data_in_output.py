@@ -265,6 +265,12 @@ def walked(city: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Walk, 
     run("objection", "list", *db, "--json")
     run("objection", "decide", *db, *store, "--id", "1", "--uphold", "--note", "confirmed")
     run("explain", *db, "--policy", "childcare-subsidy", "--entity", child["entity"])
+    # Money paid back: by the guardian (who owes it if the upheld objection came after
+    # the bank paid), and refused for someone who owes nothing; both name them masked.
+    for who, fmt in ((child["payee"], []), (child["payee"], ["--json"]), (child["entity"], [])):
+        back = ["--amount", "1", "--reference", f"W-{len(fmt)}", "--on", "2026-03-20"]
+        run("pay", "recover", *db, *store, "--entity", who, *back, *fmt, ok=False,
+            name=f"pay recover {' '.join(fmt)} {'payee' if who == child['payee'] else 'child'}")  # fmt: skip
     run("runs", *db)
     run("runs", *db, "--json")
     run("policy", "check")
