@@ -340,7 +340,7 @@ def _write_sqlite(conn: Connection, chunk: _Chunk) -> None:
         f"INSERT OR IGNORE INTO transfers ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
         chunk.frame.select(cols).iter_rows(),
     )
-    _expect(n, chunk.frame.height, "transfers", "a transfer id is already taken")
+    _expect(n, chunk.frame.height, "transfers", _why_ignored(conn, chunk))
     if chunk.grants.height:
         n = executemany(
             conn,
@@ -348,6 +348,29 @@ def _write_sqlite(conn: Connection, chunk: _Chunk) -> None:
             chunk.grants.iter_rows(),
         )
         _expect(n, chunk.grants.height, "entitlement keys", _first_taken(conn, chunk))
+
+
+def _why_ignored(conn: Connection, chunk: _Chunk) -> Callable[[], str]:
+    """SQLite's INSERT OR IGNORE skips a row that breaks a CHECK as well as one whose id is
+    taken: say which (a ledger created by an older engine may lack a newer kind)."""
+
+    def find() -> str:
+        there = read_frame(
+            conn,
+            "SELECT transfer_id, hash FROM transfers WHERE transfer_id BETWEEN "
+            f"{int(chunk.first_id)} AND {int(chunk.last_id)}",
+            {"transfer_id": pl.Int64, "hash": pl.String},
+        )
+        ours = chunk.frame.select("transfer_id", pl.col("hash").alias("ours"))
+        if there.join(ours, on="transfer_id").filter(pl.col("hash") != pl.col("ours")).height:
+            return "a transfer id is already taken"
+        kinds = ", ".join(sorted(set(chunk.frame["kind"].to_list())))
+        return (
+            f"a transfer breaks a rule of the ledger's table (kinds {kinds}; amount above zero, "
+            "two accounts): is the schema up to date? run `disburse db init`"
+        )
+
+    return find
 
 
 def _first_taken(conn: Connection, chunk: _Chunk) -> Callable[[], str]:

@@ -839,3 +839,46 @@ def test_summary_and_balances(engine: Engine) -> None:
         "budget:a:2026",
         "budget:b:2026-Q1",
     ]
+
+
+def test_an_existing_ledger_takes_offsets_and_recoveries_after_0011(db_url: str) -> None:
+    """Migration 0011 widens the kinds a transfer may have, in place: a ledger at 0010
+    refuses an offset; upgraded, it takes one, the chain still verifies and the ledger is
+    still append-only (its triggers survived: SQLite's schema is rewritten, not copied)."""
+    from ledgers.db import open_engine
+
+    offset = pl.DataFrame(
+        [("offset", f"payable:{CC[0]}", f"receivable:{CC[0]}", 40, "p", "2026", CC[0], CC[0])],
+        schema=["kind", "debit_account", "credit_account", "amount_fen",
+                "policy_id", "benefit_period", "entity", "payee"],
+        orient="row",
+    )  # fmt: skip
+    with open_engine(db_url) as engine:
+        init_schema(engine, "0010")
+        run = new_run(engine)
+        # Paid, then taken back (a clawback: the payee owes 100), then granted again.
+        post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 100)), run, key=KEY)
+        instructed = offset.with_columns(
+            kind=pl.lit("instructed"), credit_account=pl.lit("clearing:bank"), amount_fen=100
+        )
+        post_transfers(engine, instructed, run, key=KEY)
+        post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 0)), run, key=KEY)
+        post_entitlements(engine, ents(("p", "2027", CC[0], CC[0], 100)), run, key=KEY)
+        with pytest.raises((LedgerError, DBAPIError), match="ck_transfers_kind|breaks a rule"):
+            post_transfers(engine, offset, run, key=KEY)
+        init_schema(engine)
+        assert schema_revision(engine) == HEAD_REVISION
+        assert post_transfers(engine, offset, run, key=KEY) == 1
+        kinds = [t[1] for t in transfers(engine)]
+        assert kinds == ["grant", "instructed", "clawback", "grant", "offset"]
+        assert audit.verify(engine, key=KEY).ok
+        with pytest.raises(DBAPIError), engine.begin() as conn:
+            conn.execute(text("UPDATE transfers SET amount_fen = 1 WHERE kind = 'offset'"))
+        with pytest.raises(DBAPIError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO transfers (transfer_id, kind, debit_account, credit_account, "
+                    "amount_fen, run_id, prev_hash, hash) VALUES (99, 'gift', 'a:b', 'c:d', 1, 1, "
+                    "'x', 'y')"
+                )
+            )
