@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from disburse.bench.result import BenchResult, Evaluation, Population, RunTimes
+from disburse.bench.result import (
+    BenchResult,
+    Evaluation,
+    FinanceDay,
+    Population,
+    RunTimes,
+    Step,
+)
 from jobs.progress import PhaseTiming
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +79,7 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     out = result(WITH_DUCKDB).to_json()
     assert sorted(out) == [
         "active_policies", "baseline_ratio", "compiled_seconds", "cpus", "database",
-        "duckdb_ratio", "first_run", "handwritten_duckdb_seconds",
+        "duckdb_ratio", "finance_day", "first_run", "handwritten_duckdb_seconds",
         "handwritten_polars_seconds", "peak_rss_mb", "policies", "population", "rows",
         "same_results_duckdb", "same_results_polars", "second_run",
     ]  # fmt: skip
@@ -85,6 +92,33 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     }  # fmt: skip
     assert out["second_run"]["phases"]["ingest"]["skipped"] == "sources unchanged"
     assert out["second_run"]["phases"]["ingest"]["rows_per_second"] is None
+    assert out["finance_day"] is None  # only with --finance-day
+
+
+FINANCE = FinanceDay(
+    publish=Step(0.5, 1_000, 12.0),
+    export=Step(2.0, 1_000, 40.4),
+    reply=Step(0.25, 1_000, 0.0),
+    settled_fen=123_456,
+    returned=20,
+)
+
+
+def test_the_finance_day_as_json_and_as_lines() -> None:
+    out = dataclasses.replace(result(WITH_DUCKDB), finance=FINANCE)
+    assert out.to_json()["finance_day"] == {
+        "publish": {"seconds": 0.5, "rows": 1000, "rows_per_second": 2000, "peak_rss_growth_mb": 12.0},
+        "export": {"seconds": 2.0, "rows": 1000, "rows_per_second": 500, "peak_rss_growth_mb": 40.4},
+        "import": {"seconds": 0.25, "rows": 1000, "rows_per_second": 4000, "peak_rss_growth_mb": 0.0},
+        "settled_fen": 123_456,
+        "returned": 20,
+    }  # fmt: skip
+    assert out.to_text().splitlines()[-4:] == [
+        "finance day (the first night's grants, through the ledger):",
+        "  publish      0.50 s          1,000 rows          2,000/s  (memory +12 MiB)",
+        "  export       2.00 s          1,000 rows            500/s  (memory +40 MiB)",
+        "  import       0.25 s          1,000 rows          4,000/s  (memory +0 MiB)",
+    ]
 
 
 def test_json_without_duckdb_has_a_null_ratio_and_the_note_only() -> None:
