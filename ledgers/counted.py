@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import polars as pl
-from sqlalchemy import Engine, insert, select, tuple_
+from sqlalchemy import Engine, select
 
 from ledgers.db import LedgerError
-from ledgers.frames import read_frame
+from ledgers.frames import read_frame, write_frame
 from ledgers.masking import mask_entity, mask_entity_expr
 from ledgers.schema import CountedMember
 
@@ -30,8 +30,6 @@ COUNTED_COLUMNS = {
     "entity": pl.String,
 }
 KEY = ("policy_id", "benefit_period", "entity")
-# Rows per INSERT statement and per lookup of what is there already.
-CHUNK = 5_000
 
 
 def counted_frame(engine: Engine, scopes: Iterable[str]) -> pl.DataFrame:
@@ -75,41 +73,32 @@ def record_counted(engine: Engine, rows: pl.DataFrame, run_id: int) -> Recorded:
             fix="this is a fault of the evaluation: report it with the run id",
         )
     t = CountedMember.__table__
-    written = already = 0
     # A login refused here is a fault from outside, as on the transfers
     # (`ledgers.db.database_fault`: "cannot write the ledger"), leaving the run to finish.
     with engine.begin() as conn:
-        for start in range(0, frame.height, CHUNK):
-            part = frame.slice(start, CHUNK)
-            pairs = list(zip(part["scope"].to_list(), part["member"].to_list(), strict=True))
-            held = read_frame(
-                conn,
-                select(*[t.c[c] for c in COUNTED_COLUMNS]).where(
-                    tuple_(t.c.scope, t.c.member).in_(pairs)
-                ),
-                COUNTED_COLUMNS,
+        # What the scopes hold already, read once (one pass, whatever the size: a lookup
+        # per chunk of pairs made the run quadratic in the members counted).
+        scopes = sorted(set(frame["scope"].to_list()))
+        held = read_frame(
+            conn,
+            select(*[t.c[c] for c in COUNTED_COLUMNS]).where(t.c.scope.in_(scopes)),
+            COUNTED_COLUMNS,
+        )
+        mine = frame.join(held, on=["scope", "member"], how="inner", suffix="_held")
+        other = mine.filter(pl.any_horizontal([pl.col(c) != pl.col(f"{c}_held") for c in KEY]))
+        if other.height:
+            r = other.sort("scope", "member").row(0, named=True)
+            raise LedgerError(
+                f"member {mask_entity(r['member'])} is already counted for "
+                f"{r['policy_id_held']} {r['benefit_period_held']} "
+                f"{mask_entity(r['entity_held'])}, not for {r['policy_id']} "
+                f"{r['benefit_period']} {mask_entity(r['entity'])} ({r['scope']})",
+                fix="another run counted it since this one was evaluated: run again, "
+                "and the evaluation leaves it out",
             )
-            mine = part.join(held, on=["scope", "member"], how="inner", suffix="_held")
-            other = mine.filter(pl.any_horizontal([pl.col(c) != pl.col(f"{c}_held") for c in KEY]))
-            if other.height:
-                r = other.row(0, named=True)
-                raise LedgerError(
-                    f"member {mask_entity(r['member'])} is already counted for "
-                    f"{r['policy_id_held']} {r['benefit_period_held']} "
-                    f"{mask_entity(r['entity_held'])}, not for {r['policy_id']} "
-                    f"{r['benefit_period']} {mask_entity(r['entity'])} ({r['scope']})",
-                    fix="another run counted it since this one was evaluated: run again, "
-                    "and the evaluation leaves it out",
-                )
-            new = part.join(held, on=["scope", "member"], how="anti")
-            already += mine.height
-            if new.height:
-                conn.execute(
-                    insert(CountedMember),
-                    [{**r, "run_id": run_id} for r in new.iter_rows(named=True)],
-                )
-                written += new.height
-    return Recorded(written, already)
+        new = frame.join(held, on=["scope", "member"], how="anti", maintain_order="left")
+        write_frame(conn, "counted_members", new.with_columns(pl.lit(run_id).alias("run_id")))
+    return Recorded(new.height, mine.height)
 
 
 def counted_members(
