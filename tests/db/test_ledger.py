@@ -864,7 +864,7 @@ def test_an_existing_ledger_takes_offsets_and_recoveries_after_0011(db_url: str)
         post_transfers(engine, instructed, run, key=KEY)
         post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 0)), run, key=KEY)
         post_entitlements(engine, ents(("p", "2027", CC[0], CC[0], 100)), run, key=KEY)
-        with pytest.raises((LedgerError, DBAPIError), match="ck_transfers_kind|breaks a rule"):
+        with pytest.raises((LedgerError, DBAPIError), match=r"ck_transfers_kind|breaks a rule"):
             post_transfers(engine, offset, run, key=KEY)
         init_schema(engine)
         assert schema_revision(engine) == HEAD_REVISION
