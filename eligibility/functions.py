@@ -8,7 +8,9 @@ unknown argument (`strict`: any unknown argument makes the result unknown).
 Each backend gives one rule per function in a `BackendRules` table of its own
 module: the Polars compiler (`eligibility.backends.polars.functions`), the
 reference interpreter (`eligibility.reference`) and the plain-words renderer
-(`eligibility.explain`); a durable-rules backend will add its table the same way.
+(`eligibility.explain`).  The durable-rules backend (`eligibility.backends.durable`)
+has no table: a function's value has no exact durable-rules form, so it is computed
+by the reference rule before the fact is asserted.
 Adding a function is one `@function` entry here and one rule in each table;
 tests/unit/test_functions.py fails while any backend lacks a rule, and a backend
 cannot register a rule for a function that has no entry.

@@ -495,9 +495,18 @@ def decide(
     """eligible, amount_fen, reason, mask, payee for one row, as the backends must give them."""
     results = [evaluate(c.node, env) is True for c in policy.conditions]
     mask = sum(1 << i for i, ok in enumerate(results) if ok)
+    return verdict(policy, mask, amount(policy, env), entity_id, payee)
+
+
+def verdict(
+    policy: CheckedPolicy, mask: int, fen: int | None, entity_id: str, payee: str | None
+) -> dict[str, Any]:
+    """The result of one row from the mask of the conditions that hold (bit i: condition
+    i) and the amount: the first failing condition is the reason, then the payee, then
+    an unknown or zero amount.  Shared by every row-at-a-time backend."""
     who = entity_id if policy.spec.payee == "self" else payee
-    fen = amount(policy, env)
-    reason = next((c.id for c, ok in zip(policy.conditions, results, strict=True) if not ok), None)
+    failing = (c.id for i, c in enumerate(policy.conditions) if not mask >> i & 1)
+    reason = next(failing, None)
     if reason is None:
         reason = (
             "payee"

@@ -1,4 +1,5 @@
-"""Compiled Polars results equal the reference interpreter's, row by row, on random populations.
+"""Compiled Polars results and the durable-rules rulesets' equal the reference
+interpreter's, row by row, on random populations.
 
 Random feature values include nulls, zeros (zero denominators), and the
 boundary values the policies themselves mention (a date a day either side of
@@ -8,6 +9,8 @@ a cut-off, an amount at a bracket's edge).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,16 +22,26 @@ from hypothesis import strategies as st
 
 from common.periods import add_months
 from eligibility import ast as A
+from eligibility.backends import durable as durable_backend
+from eligibility.backends.durable import Decider, compile_policy, decide_rows
 from eligibility.backends.polars import DEC, evaluate_frame
+from eligibility.backends.polars.expr import _compile as polars_compile
 from eligibility.checked import CheckedPolicy
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.reference import decide, env_for
+from eligibility.reference import evaluate as reference_evaluate
 from jobs.catalogue import load_source_catalogue
 from jobs.policies import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
-PSET = load_policies(load_source_catalogue(), [ROOT / "policies"])
+# The shipped policies, and one with every kind of comparison at its threshold.
+PSET = load_policies(
+    load_source_catalogue(), [ROOT / "policies", ROOT / "tests/policies/threshold_probe.yaml"]
+)
 CAT = PSET.catalogue
+POLICIES = PSET.policies
+PROBE = PSET.get("threshold-probe")
+DURABLE = Decider({p.id: compile_policy(p) for p in POLICIES})
 
 
 def _literals(policy: CheckedPolicy) -> list[A.Literal]:
@@ -104,10 +117,15 @@ POLARS_TYPE = {
 }
 
 
-@pytest.mark.parametrize("policy", PSET.policies, ids=lambda p: p.id)
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.id)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataObject) -> None:
+    agree(policy, data, DURABLE)
+
+
+def agree(policy: CheckedPolicy, data: st.DataObject, durable: Decider) -> None:
+    """Draw a population for `policy`; the three backends decide every row alike."""
     as_of = _as_of(policy)
     entity = policy.target
     window = run_dates(policy, as_of).window
@@ -157,9 +175,8 @@ def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataOb
         .collect()
         .sort("sk")
     )
-    for i, got in enumerate(
-        out.select("eligible", "amount_fen", "reason", "mask", "payee").iter_rows(named=True)
-    ):
+    envs = []
+    for i in range(n):
         values = {
             name: (
                 Decimal(v) if features[name].type in ("money", "number") and v is not None else v
@@ -173,5 +190,56 @@ def test_compiled_policy_equals_reference(policy: CheckedPolicy, data: st.DataOb
             env.aggregates[id(an.node)] = (
                 Decimal(v) if kind in ("money", "number") and v is not None else v
             )
-        want = decide(policy, env, f"E{i:03d}", payees[i])
-        assert got == want, f"row {i}: {rows[i]} lists={on_lists[i]}"
+        envs.append((env, f"E{i:03d}", payees[i]))
+    by_durable = decide_rows(durable, policy, envs)
+    compiled = out.select("eligible", "amount_fen", "reason", "mask", "payee")
+    for i, got in enumerate(compiled.iter_rows(named=True)):
+        want = decide(policy, *envs[i])
+        assert got == want, f"polars, row {i}: {rows[i]} lists={on_lists[i]}"
+        assert by_durable[i] == want, f"durable-rules, row {i}: {rows[i]} lists={on_lists[i]}"
+
+
+# --- the test notices a backend that is wrong at a threshold ----------------------------
+
+
+def _at_most_as_less(node: A.Compare) -> A.Compare:
+    return A.Compare("<" if node.op == "<=" else node.op, node.left, node.right, node.span)
+
+
+@contextmanager
+def _mutated(table: Any) -> Iterator[None]:
+    """A singledispatch backend whose rule for comparisons reads `<=` as `<`."""
+    original = table.registry[A.Compare]
+    table.register(A.Compare, lambda node, ctx: original(_at_most_as_less(node), ctx))
+    try:
+        yield
+    finally:
+        table.register(A.Compare, original)
+
+
+def _finds_disagreement(durable: Decider) -> bool:
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True)
+    @given(data=st.data())
+    def probe(data: st.DataObject) -> None:
+        agree(PROBE, data, durable)
+
+    try:
+        probe()
+    except AssertionError:
+        return True
+    return False
+
+
+def test_a_mutated_reference_is_caught() -> None:
+    with _mutated(reference_evaluate):
+        assert _finds_disagreement(DURABLE)
+
+
+def test_a_mutated_polars_compiler_is_caught() -> None:
+    with _mutated(polars_compile):
+        assert _finds_disagreement(DURABLE)
+
+
+def test_a_mutated_durable_ruleset_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(durable_backend.OPS, "<=", "$lt")
+    assert _finds_disagreement(Decider({PROBE.id: compile_policy(PROBE)}))

@@ -1,0 +1,352 @@
+"""The durable-rules backend: a checked policy's conditions as a durable-rules ruleset.
+
+The ruleset is plain data (`Ruleset.definition`, compared with a stored golden file
+in tests/golden/durable/): one rule per eligibility condition, each matching a fact
+with one pattern.  durable-rules does the matching: the conditions' `and`, `or` and
+`not`, each comparison against a literal and each `in` list.  It runs on a private
+`Host` per ruleset set (`Decider`), never the module's global one, with no timer
+threads.
+
+What durable-rules cannot do exactly is done before the fact is asserted, by the
+reference interpreter's rules (`eligibility.reference`), so that the two cannot drift:
+
+- durable-rules compares numbers as doubles; our money is fen and rates are exact
+  decimals.  A comparison with a literal (`layoff_rate <= 5.5%`) asserts the value as
+  a double chosen to stand on the same side of the literal's double as the exact
+  value stands of the exact literal (`representative`), so a value at a threshold
+  decides as it does in the batch.  A comparison of two computed values asserts
+  their order (-1, 0 or 1), compared with 0.
+- arithmetic, function calls, aggregates over relations and `a if t else b` have no
+  durable-rules form: their values are computed, and durable-rules matches on them.
+
+Unknown values keep their Kleene meaning.  Conditions are put in negation normal
+form (`not` pushed onto comparisons by flipping them), and an unknown value is
+left out of the fact, which durable-rules' patterns never match.  A formula in
+negation normal form is true under Kleene's logic exactly when it is true with
+every unknown comparison taken as false, so a condition holds in durable-rules
+exactly when it holds in the batch.
+
+Amounts are computed by the reference interpreter, in exact decimals; the first
+failing condition, the mask and the reasons after the conditions are those of
+`eligibility.reference.verdict`, the same words as the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+from eligibility import ast as A
+from eligibility.checked import CheckedPolicy, LetRef
+from eligibility.reference import Env, amount, evaluate, verdict
+
+with warnings.catch_warnings():  # its C extension's import warns on newer Pythons
+    warnings.simplefilter("ignore")
+    from durable.engine import Host, MessageNotHandledException
+
+# The most facts one assertion carries, and so the most one rule hands its action at
+# once (durable-rules' `cap`): one action per rule per batch, not per fact.
+BATCH = 200
+EXACT_INT = 2**53  # integers below this in size are exact as doubles
+SEEN = "seen"  # the rule every fact matches: proof that the batch went through whole
+INDEX = "i"  # the fact's position in its batch
+
+FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
+
+Kind = Literal["value", "order", "truth", "member"]
+
+
+class DurableError(Exception):
+    """durable-rules did not take a batch whole: a bug, never a decision."""
+
+
+@dataclass(frozen=True)
+class Atom:
+    """One field of the fact, computed exactly before the fact is asserted.
+
+    value   a side of a comparison with a literal, as a double that orders the same
+    order   the order of two computed values: -1, 0 or 1
+    truth   a computed true/false (a boolean feature, `listed`, an aggregate, ...)
+    member  whether a value is in a list parameter or a list of numbers
+    """
+
+    field: str
+    kind: Kind
+    node: A.Node  # the expression whose value (value, truth) or comparison (order) it is
+    other: A.Node | None = None  # order: the right-hand side
+    literal: Any = None  # value: the exact literal it is compared with
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """A policy's conditions compiled: the durable-rules definition (plain data) and
+    the atoms its facts carry."""
+
+    name: str
+    policy: CheckedPolicy = field(repr=False, compare=False)
+    definition: dict[str, Any]
+    atoms: tuple[Atom, ...]
+    conditions: tuple[str, ...]  # condition ids, in order: rule c{i} is condition i
+
+
+@dataclass
+class _Compiler:
+    policy: CheckedPolicy
+    atoms: list[Atom] = field(default_factory=list)
+    env: Env | None = None
+
+    def literal(self, node: A.Literal) -> Any:
+        if self.env is None:
+            self.env = Env(typed=self.policy.typed, values={})
+        return evaluate(node, self.env)
+
+    def atom(self, kind: Kind, node: A.Node, other: A.Node | None = None, lit: Any = None) -> str:
+        name = f"a{len(self.atoms)}"
+        self.atoms.append(Atom(name, kind, node, other, lit))
+        return name
+
+    def condition(self, node: A.Node, holds: bool) -> dict[str, Any]:
+        """The pattern that matches when `node` is true (`holds`) or false, in negation
+        normal form; never when it is unknown."""
+        match node:
+            case A.BoolOp(op=op, operands=operands):
+                conj = (op == "and") == holds
+                parts = [self.condition(o, holds) for o in operands]
+                return {"$and" if conj else "$or": parts}
+            case A.Unary(op="not", operand=operand):
+                return self.condition(operand, not holds)
+            case A.Name() if isinstance(self.policy.typed.bindings.get(id(node)), LetRef):
+                return self.condition(self.policy.lets[node.name], holds)
+            case A.Apply(body=body) if self.policy.typed.type_of(body) == "bool":
+                return self.condition(body, holds)
+            case A.Compare():
+                return self.compare(node, holds)
+            case A.In(options=A.ListLit(items=items)) if self.listable(node.item, items):
+                return self.member_of(node, items, holds)
+            case A.In():
+                f = self.atom("member", node)
+                return {f: holds}
+        f = self.atom("truth", node)
+        return {f: holds}
+
+    def compare(self, node: A.Compare, holds: bool) -> dict[str, Any]:
+        op = node.op if holds else NEGATE[node.op]
+        left, right = node.left, node.right
+        if isinstance(left, A.Literal) and not isinstance(right, A.Literal):
+            left, right, op = right, left, FLIP[op]
+        if isinstance(right, A.Literal) and right.value is not None:
+            lit = self.literal(right)
+            kind = self.policy.typed.type_of(left)
+            exact = durable_literal(lit)
+            if exact is not None and (op in ("==", "!=") or kind not in ("text", "bool")):
+                f = self.atom("value", left, lit=lit)
+                return {f: exact} if op == "==" else {OPS[op]: {f: exact}}
+        f = self.atom("order", left, right)
+        return {f: 0} if op == "==" else {OPS[op]: {f: 0}}
+
+    def listable(self, item: A.Node, items: tuple[A.Node, ...]) -> bool:
+        """Whether durable-rules can match `item in [...]` itself: literals of text, a
+        date or a whole number (equality of doubles is exact for them)."""
+        if self.policy.typed.type_of(item) not in ("text", "date", "count", "bool"):
+            return False
+        return all(
+            isinstance(i, A.Literal) and durable_literal(self.literal(i)) is not None for i in items
+        )
+
+    def member_of(self, node: A.In, items: tuple[A.Node, ...], holds: bool) -> dict[str, Any]:
+        f = self.atom("value", node.item, lit=None)
+        values = [durable_literal(self.literal(i)) for i in items if isinstance(i, A.Literal)]
+        inside = holds != node.negated
+        if inside:
+            return {"$or": [{f: v} for v in values]}
+        return {"$and": [{"$ex": {f: 1}}, *({"$neq": {f: v}} for v in values)]}
+
+
+def plain(x: float) -> bool:
+    """Whether durable-rules reads the double `x` back as written: its JSON parser
+    refuses numbers in exponent form (`1e-06`), which Python writes below 1e-4 and
+    from 1e16 up."""
+    return math.isfinite(x) and "e" not in repr(x)
+
+
+def durable_literal(value: Any) -> Any:
+    """A literal as durable-rules gets it: text and booleans as they are, a date as its
+    day number, a number as the nearest double (an int where that is exact); None
+    where it has no form that durable-rules reads and compares exactly (a whole number
+    past 2**53, a double written with an exponent)."""
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, dt.date):
+        return value.toordinal()
+    if isinstance(value, int | Decimal) and value == int(value):
+        whole = int(value)
+        return whole if abs(whole) < EXACT_INT else None
+    if isinstance(value, Decimal):
+        return float(value) if plain(float(value)) else None
+    return None
+
+
+def compile_policy(policy: CheckedPolicy) -> Ruleset:
+    """The durable-rules ruleset of `policy`: rule c{i} matches the facts for which its
+    condition i holds; rule `seen` every fact."""
+    c = _Compiler(policy)
+    rules: dict[str, Any] = {}
+    for i, cond in enumerate(policy.conditions):
+        rules[f"c{i}"] = {"all": [{"m": c.condition(cond.node, True)}], "cap": BATCH}
+    rules[SEEN] = {"all": [{"m": {"$ex": {INDEX: 1}}}], "cap": BATCH}
+    name = policy.id
+    return Ruleset(
+        name=name,
+        policy=policy,
+        definition={name: rules},
+        atoms=tuple(c.atoms),
+        conditions=tuple(cond.id for cond in policy.conditions),
+    )
+
+
+# --- the facts: exact values computed before assertion -----------------------------------
+
+
+def _exact(v: Any) -> Any:
+    """A value as an exact number (Decimal), a day number, or text/bool as it is."""
+    if isinstance(v, bool | str):
+        return v
+    if isinstance(v, dt.date):
+        return v.toordinal()
+    return Decimal(v)
+
+
+def _order(a: Any, b: Any) -> int:
+    return int(a > b) - int(a < b)
+
+
+def representative(value: Any, lit: Any) -> Any:
+    """`value` as durable-rules gets it for comparison with `lit` (whose durable form
+    is `durable_literal(lit)`): text and booleans as they are; a number or date as a
+    double that stands on the same side of the literal's double as the exact value
+    stands of the exact literal, so that every comparison decides the same way."""
+    if isinstance(value, bool | str):
+        return value
+    x = _exact(value)
+    if lit is None:  # an `in` list of whole numbers or dates: exact as doubles below 2**53
+        return int(x) if abs(x) < EXACT_INT else int(math.copysign(EXACT_INT, x))
+    exact_lit = _exact(lit)
+    lit_double = float(durable_literal(lit))
+    side = _order(x, exact_lit)
+    if side == 0:
+        return durable_literal(lit)
+    away = math.inf if side > 0 else -math.inf
+    # The value's own double if it stands on its side of the literal's (rounding can
+    # carry it across) and durable-rules can read it; else the next double past the
+    # literal; else one past it.
+    for guess in (float(x), math.nextafter(lit_double, away), lit_double + side):
+        if plain(guess) and _order(Decimal(guess), Decimal(lit_double)) == side:
+            return int(guess) if guess.is_integer() and abs(guess) < EXACT_INT else guess
+    raise AssertionError(f"no double stands for {x} against {lit}")  # |lit| < 2**53: unreachable
+
+
+def fact(ruleset: Ruleset, env: Env, index: int) -> dict[str, Any]:
+    """The fact asserted for one row: each atom's value, exactly decided; an unknown
+    atom is left out (durable-rules matches nothing on a field that is not there)."""
+    out: dict[str, Any] = {INDEX: index}
+    for a in ruleset.atoms:
+        v = evaluate(a.node, env)
+        if v is None:
+            continue
+        if a.kind == "value":
+            out[a.field] = representative(v, a.literal)
+        elif a.kind == "order":
+            w = evaluate(a.other, env) if a.other is not None else None
+            if w is not None:
+                out[a.field] = _order(_exact(v), _exact(w))
+        else:
+            out[a.field] = bool(v)
+    return out
+
+
+# --- deciding: a private host, one batch of facts at a time ------------------------------
+
+
+class _QuietHost(Host):  # type: ignore[misc]
+    """A durable-rules host without its timer threads: facts are asserted and their
+    actions run in the caller's thread, and nothing is left running."""
+
+    def _run(self) -> None:
+        return
+
+
+@dataclass
+class Decider:
+    """Decides rows with the rulesets of some policies, on a private durable-rules host."""
+
+    rulesets: dict[str, Ruleset]
+    _host: Any = None
+    _hits: dict[str, list[int]] = field(default_factory=dict)
+    _sids: Iterator[int] = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        definitions: dict[str, Any] = {}
+        for rs in self.rulesets.values():
+            rules = copy.deepcopy(rs.definition[rs.name])  # durable-rules pops `run`
+            for rule_name, rule in rules.items():
+                rule["run"] = self._collector(rule_name)
+            definitions[rs.name] = rules
+        self._host = _QuietHost(definitions)
+
+    def _collector(self, rule_name: str) -> Callable[[Any], None]:
+        def collect(c: Any) -> None:
+            matched = c.m if isinstance(c.m, list) else [c.m]
+            self._hits.setdefault(rule_name, []).extend(int(m[INDEX]) for m in matched)
+
+        return collect
+
+    def masks(self, name: str, facts: Sequence[dict[str, Any]]) -> list[int]:
+        """The mask of conditions that hold for each fact (bit i: condition i)."""
+        rs = self.rulesets[name]
+        out: list[int] = []
+        for start in range(0, len(facts), BATCH):
+            out.extend(self._batch(rs, facts[start : start + BATCH]))
+        return out
+
+    def _batch(self, rs: Ruleset, facts: Sequence[dict[str, Any]]) -> list[int]:
+        sid = f"b{next(self._sids)}"
+        self._hits = {}
+        try:
+            self._host.assert_facts(rs.name, [{**f, "sid": sid} for f in facts])
+        except MessageNotHandledException as e:
+            raise DurableError(f"{rs.name}: a fact matched no rule, not even '{SEEN}'") from e
+        finally:
+            self._host.delete_state(rs.name, sid)
+        if sorted(self._hits.get(SEEN, [])) != sorted(f[INDEX] for f in facts):
+            raise DurableError(f"{rs.name}: durable-rules did not see the batch whole")
+        position = {f[INDEX]: k for k, f in enumerate(facts)}
+        masks = [0] * len(facts)
+        for i in range(len(rs.conditions)):
+            for index in self._hits.get(f"c{i}", []):
+                masks[position[index]] |= 1 << i
+        return masks
+
+
+def decide_rows(
+    decider: Decider,
+    policy: CheckedPolicy,
+    rows: Sequence[tuple[Env, str, str | None]],
+) -> list[dict[str, Any]]:
+    """eligible, amount_fen, reason, mask and payee for each (env, entity id, payee) row,
+    the conditions decided by durable-rules, as `eligibility.reference.decide` gives them."""
+    rs = decider.rulesets[policy.id]
+    facts = [fact(rs, env, k) for k, (env, _e, _p) in enumerate(rows)]
+    masks = decider.masks(policy.id, facts)
+    return [
+        verdict(policy, mask, amount(policy, env), entity, payee)
+        for mask, (env, entity, payee) in zip(masks, rows, strict=True)
+    ]
