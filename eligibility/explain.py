@@ -16,14 +16,14 @@ from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
-from common.money import format_fen_amount, to_fen
+from common.money import format_fen_amount
 from common.periods import months_of
 from eligibility import ast as A
 from eligibility.amounts import MONTH, Formula, MarginalTiers, Monthly, StepTiers, Table
 from eligibility.checked import CheckedCatalogue, CheckedPolicy, LetRef, ParamRef
 from eligibility.functions import FUNCTIONS, BackendRules, listed_name
-from eligibility.plan import Naming, param_ref, run_dates, top_level_aggregates
-from eligibility.reference import Env, amount, env_for, evaluate
+from eligibility.plan import Naming, param_ref, run_dates
+from eligibility.reference import Env, amount, evaluate, row_env
 
 WORDS = {
     "==": "is",
@@ -410,25 +410,10 @@ def explain_row(
     columns).  The condition results and the amount are the archived ones; the values in
     between are computed by the reference interpreter from the archived features."""
     dates = run_dates(policy, as_of)
-    naming = Naming(cat)
-    entity = policy.target
-    feats = cat.features_of(entity)
-    values: dict[str, Any] = {}
-    types: dict[str, str] = {}
-    for ent, name in sorted(policy.typed.features):
-        if ent != entity:
-            continue
-        f = feats[name]
-        v = row.get(naming.feature(entity, name, dates.window))
-        if v is not None and f.type == "money":
-            v = to_fen(Decimal(str(v)), f.unit or "fen")
-        elif v is not None and f.type == "number":
-            v = Decimal(str(v))
-        values[name], types[name] = v, f.type
-    lists = {lst for k, v in row.items() if v and (lst := Naming.list_of(k)) is not None}
-    env = env_for(policy, as_of, values, lists)
-    for agg in top_level_aggregates(policy):
-        env.aggregates[id(agg)] = row.get(naming.aggregate(policy.id, agg, dates.window))
+    env = row_env(policy, cat, as_of, row)
+    values, lists = env.values, env.lists
+    feats = cat.features_of(policy.target)
+    types: dict[str, str] = {name: feats[name].type for name in values}
     known: dict[str, Any] = {**values, **env.params, **env.dates}
     for name, node in policy.lets.items():
         known[name] = evaluate(node, env)

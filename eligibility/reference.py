@@ -35,6 +35,7 @@ from eligibility.amounts import (
 )
 from eligibility.checked import (
     ArgRef,
+    CheckedCatalogue,
     CheckedPolicy,
     ColumnRef,
     FeatureRef,
@@ -44,7 +45,7 @@ from eligibility.checked import (
     Typed,
 )
 from eligibility.functions import FUNCTIONS, BackendRules, anchored, count_arg, listed_name
-from eligibility.plan import Naming, param_values, run_dates
+from eligibility.plan import Naming, param_values, run_dates, top_level_aggregates
 
 PLACES = Decimal("1e-10")
 
@@ -537,3 +538,31 @@ def env_for(policy: CheckedPolicy, as_of: dt.date, values: dict[str, Any], lists
         params=param_values(policy, as_of),
         lets=policy.lets,
     )
+
+
+def row_env(
+    policy: CheckedPolicy, cat: CheckedCatalogue, as_of: dt.date, row: dict[str, Any]
+) -> Env:
+    """The environment of one entity from its row of the wide frame (`eligibility.plan.
+    Naming`'s columns: its features, the lists it is on, the policy's aggregates over
+    relations), as `explain` and the durable-rules backend read it."""
+    window = run_dates(policy, as_of).window
+    naming = Naming(cat)
+    entity = policy.target
+    feats = cat.features_of(entity)
+    values: dict[str, Any] = {}
+    for ent, name in sorted(policy.typed.features):
+        if ent != entity:
+            continue
+        f = feats[name]
+        v = row.get(naming.feature(entity, name, window))
+        if v is not None and f.type == "money":
+            v = to_fen(Decimal(str(v)), f.unit or "fen")
+        elif v is not None and f.type == "number":
+            v = Decimal(str(v))
+        values[name] = v
+    lists = {lst for k, v in row.items() if v and (lst := Naming.list_of(k)) is not None}
+    env = env_for(policy, as_of, values, lists)
+    for agg in top_level_aggregates(policy):
+        env.aggregates[id(agg)] = row.get(naming.aggregate(policy.id, agg, window))
+    return env
