@@ -221,10 +221,18 @@ class EntityKeys:
     column: str
     sk: str
     codes: pl.DataFrame | None = None
+    # Entities not in the staged file that references may name too (`column`, `_sk`):
+    # those registered by events since the night (`jobs.events.stage`).
+    extra: pl.DataFrame | None = None
 
     def table(self) -> pl.LazyFrame:
         """Identifier -> surrogate key, for a join on the text."""
-        return pl.scan_parquet(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
+        staged = pl.scan_parquet(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
+        if self.extra is None:
+            return staged
+        return pl.concat([staged, self.extra.lazy().select(self.column, "_sk")]).unique(
+            self.column, keep="last", maintain_order=True
+        )
 
 
 @dataclass(frozen=True)

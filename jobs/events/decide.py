@@ -1,0 +1,118 @@
+"""Decide the entities events affect: their features recomputed with the batch's own
+feature plan over the rows they read, their conditions decided by durable-rules.
+
+The result has the decision table's columns (`eligibility.RESULT_SCHEMA`'s policy_id,
+period, entity_id, eligible, amount_fen, reason, mask, payee), for the policies that
+take events, and the entities the events affect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from eligibility import (
+    ID_COLUMN,
+    CheckedCatalogue,
+    CheckedPolicy,
+    Naming,
+    PolicySet,
+    run_dates,
+    wide_plans,
+)
+from eligibility.backends.durable import Decider, compile_policy, decide_rows
+from eligibility.reference import row_env
+from jobs.catalogue import Catalogue
+from jobs.events.scope import affected, merged_scan, reach, scoped, touched
+
+DECISION_SCHEMA = {
+    "policy_id": pl.String,
+    "period": pl.String,
+    "entity_sk": pl.Int32,
+    "entity_id": pl.String,
+    "eligible": pl.Boolean,
+    "amount_fen": pl.Int64,
+    "reason": pl.String,
+    "mask": pl.Int64,
+    "payee": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class EventDecisions:
+    """What the events decided: one row per (policy, affected entity), and which entities
+    they affected, per kind."""
+
+    decisions: pl.DataFrame
+    targets: dict[str, set[int]]
+
+
+def deciders(policies: list[CheckedPolicy]) -> Decider:
+    """A durable-rules host with the rulesets of `policies`."""
+    return Decider({p.id: compile_policy(p) for p in policies})
+
+
+def decide_events(
+    staged_dir: Path,
+    catalogue: Catalogue,
+    pset: PolicySet,
+    policies: list[CheckedPolicy],
+    as_of: dt.date,
+    since: dict[str, pl.DataFrame],
+    new: dict[str, pl.DataFrame],
+    decider: Decider,
+    counted: pl.LazyFrame | None = None,
+) -> EventDecisions:
+    """Decide `policies` on `as_of` for the entities the `new` events affect, over the
+    staged night with every event `since` it laid over (`new` among them).  `counted`:
+    the ledger's counted members, for `once_per` policies (`jobs.once.counted_before`)."""
+    cat = pset.catalogue
+    sources = merged_scan(staged_dir, catalogue, since)
+    kinds = {p.target for p in policies}
+    hit = affected(cat, sources, touched(staged_dir, catalogue, new))
+    targets = {k: v for k, v in hit.items() if k in kinds and v}
+    rows: list[dict[str, object]] = []
+    if targets:
+        scan = scoped(catalogue, sources, reach(cat, sources, targets))
+        for kind, plan in wide_plans(scan, policies, cat, as_of, counted).items():
+            if kind not in targets:
+                continue
+            sk = Naming.sk(kind)
+            wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect().sort(sk)
+            for policy in (p for p in policies if p.target == kind):
+                rows.extend(_decided(policy, cat, as_of, wide, sk, decider))
+    frame = pl.DataFrame(rows, schema=DECISION_SCHEMA, orient="row")
+    return EventDecisions(frame.sort("policy_id", "entity_sk"), targets)
+
+
+def _decided(
+    policy: CheckedPolicy,
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    wide: pl.DataFrame,
+    sk: str,
+    decider: Decider,
+) -> list[dict[str, object]]:
+    payee_col = Naming.payee(policy.id)
+    period = run_dates(policy, as_of).period.key
+    inputs = []
+    for row in wide.iter_rows(named=True):
+        payee = row.get(payee_col) if policy.spec.payee != "self" else None
+        inputs.append((row_env(policy, cat, as_of, row), row[ID_COLUMN], payee))
+    out = []
+    for row, decided in zip(
+        wide.iter_rows(named=True), decide_rows(decider, policy, inputs), strict=True
+    ):
+        out.append(
+            {
+                "policy_id": policy.id,
+                "period": period,
+                "entity_sk": row[sk],
+                "entity_id": row[ID_COLUMN],
+                **decided,
+            }
+        )
+    return out

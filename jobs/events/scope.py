@@ -1,0 +1,155 @@
+"""Which entities an event affects, and which rows their features read.
+
+The data an event path decides on is the last staged night with the events since laid
+over it (`merged_scan`): a keyed source's row is replaced by an event of the same key,
+or removed by a `remove` event.  An event touches the entities its row names (its
+surrogate-key columns, `jobs.staged.staged_links`); the entities whose decisions may
+change are those and, relation by relation backwards, the entities related to them
+(`affected`: a person's new month of insurance changes the decision of the enterprise
+that hired them, a parent's of the child).  To decide those, their features read their
+own rows and, relation by relation forwards, their related entities' rows (`reach`);
+`scoped` restricts every source to those rows, so the same feature plan as the batch's
+runs over a few rows instead of the city.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+
+from eligibility import CheckedCatalogue, Scan
+from jobs.catalogue import Catalogue
+from jobs.events.stage import EVENT, OP
+from jobs.staged import staged_links
+
+Keys = dict[str, pl.Series]  # entity kind -> surrogate keys (unique, Int32)
+MAX_STEPS = 8  # relations are followed at most this deep (family trees end sooner)
+
+
+def _aligned(rows: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    return rows.select(
+        (pl.col(c) if c in rows.columns else pl.lit(None)).cast(t).alias(c)
+        for c, t in schema.items()
+    )
+
+
+def merged_scan(
+    staged_dir: Path, catalogue: Catalogue, events: dict[str, pl.DataFrame]
+) -> dict[str, pl.LazyFrame]:
+    """Per source: the staged night's rows with `events` (accepted, staged form) laid over
+    them: a row of a key an event names is replaced by the last such event's row, or gone
+    if that event removes it."""
+    out = {}
+    for name, source in catalogue.sources.items():
+        staged = pl.scan_parquet(staged_dir / f"{name}.parquet")
+        ev = events.get(name)
+        if ev is None or ev.height == 0:
+            out[name] = staged
+            continue
+        schema = staged.collect_schema()
+        key = list(source.key)
+        last = ev.sort(EVENT).unique(key, keep="last", maintain_order=True)
+        kept = staged.join(last.lazy().select(key), on=key, how="anti", nulls_equal=True)
+        upserts = _aligned(last.filter(pl.col(OP) == "upsert"), schema)
+        out[name] = pl.concat([kept, upserts.lazy()])
+    return out
+
+
+def touched(
+    staged_dir: Path, catalogue: Catalogue, events: dict[str, pl.DataFrame]
+) -> dict[str, set[int]]:
+    """The entities the events name: the surrogate keys on their rows, and on the staged
+    rows they replace or remove."""
+    links = staged_links(catalogue)
+    out: dict[str, set[int]] = defaultdict(set)
+    for name, ev in events.items():
+        if ev.height == 0:
+            continue
+        key = list(catalogue.sources[name].key)
+        replaced = (
+            pl.scan_parquet(staged_dir / f"{name}.parquet")
+            .join(ev.lazy().select(key).unique(), on=key, how="semi", nulls_equal=True)
+            .collect()
+        )
+        for column, kind in links[name].items():
+            for frame in (ev, replaced):
+                if column in frame.columns:
+                    out[kind].update(frame.get_column(column).drop_nulls().to_list())
+    return dict(out)
+
+
+def _step(
+    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], keys: dict[str, set[int]], back: bool
+) -> bool:
+    """Follow every relation read from a source one step (forwards, or backwards when
+    `back`), adding what it reaches to `keys`; whether anything was added."""
+    grew = False
+    for rel in cat.spec.relations.values():
+        if rel.source is None or rel.from_key is None or rel.to_key is None:
+            continue  # followed through the relations it goes `via`
+        start, end = (rel.to, rel.from_) if back else (rel.from_, rel.to)
+        on, get = (rel.to_key, rel.from_key) if back else (rel.from_key, rel.to_key)
+        have = keys.get(start)
+        if not have:
+            continue
+        found = (
+            sources[rel.source]
+            .filter(pl.col(on).is_in(sorted(have)))
+            .select(pl.col(get).drop_nulls().unique())
+            .collect()
+            .to_series()
+            .to_list()
+        )
+        new = set(found) - keys.setdefault(end, set())
+        if new:
+            keys[end] |= new
+            grew = True
+    return grew
+
+
+def _closure(
+    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], start: dict[str, set[int]], back: bool
+) -> dict[str, set[int]]:
+    keys = {k: set(v) for k, v in start.items()}
+    for _ in range(MAX_STEPS):
+        if not _step(cat, sources, keys, back):
+            break
+    return keys
+
+
+def affected(
+    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], named: dict[str, set[int]]
+) -> dict[str, set[int]]:
+    """The entities whose features may read what the events changed: those they name, and
+    every entity related to one of those, relation by relation backwards."""
+    return _closure(cat, sources, named, back=True)
+
+
+def reach(
+    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], targets: dict[str, set[int]]
+) -> dict[str, set[int]]:
+    """The entities whose rows the targets' features read: the targets and, relation by
+    relation forwards, the entities related to them."""
+    return _closure(cat, sources, targets, back=False)
+
+
+def scoped(
+    catalogue: Catalogue, sources: dict[str, pl.LazyFrame], keys: dict[str, set[int]]
+) -> Scan:
+    """A scan of `sources` restricted to the rows that name an entity of `keys` (a source
+    that names no entity, whole)."""
+    links = staged_links(catalogue)
+    frames = {k: pl.Series(sorted(v), dtype=pl.Int32) for k, v in keys.items()}
+
+    def scan(name: str) -> pl.LazyFrame:
+        lf = sources[name]
+        named = links.get(name, {})
+        if not named:
+            return lf
+        none = pl.Series([], dtype=pl.Int32)
+        hit = [pl.col(c).is_in(frames.get(kind, none)) for c, kind in named.items()]
+        return lf.filter(pl.any_horizontal(hit))
+
+    return scan
