@@ -188,9 +188,20 @@ def demo(out, enterprises, persons, as_json, quiet):
     "pay export of everything due (instructions recorded and posted, the pain.001 written "
     "and validated), and pay import of a simulated bank reply (rows/s, peak memory growth).",
 )
+@click.option(
+    "--events",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also decide this many entities of each kind with every active policy through "
+    "durable-rules (the event path's rulesets) and through the reference interpreter, in "
+    "turn each round: decisions per second, and whether all agree; 0: not.",
+)
 @json_option("Print the report as JSON.")
 @quiet_option()
-def bench(enterprises, persons, months, seed, db, rounds, payments, finance_day, as_json, quiet):
+def bench(
+    enterprises, persons, months, seed, db, rounds, payments, finance_day, events, as_json, quiet
+):
     """Time the whole nightly pipeline on a synthetic population.
 
     The population is cached by its parameters and the generator's code
@@ -211,7 +222,16 @@ def bench(enterprises, persons, months, seed, db, rounds, payments, finance_day,
     progress = choose(quiet or as_json)
     try:
         report = run_bench(
-            BenchRequest(enterprises, persons, months, seed, db, rounds, finance=finance_day),
+            BenchRequest(
+                enterprises,
+                persons,
+                months,
+                seed,
+                db,
+                rounds,
+                finance=finance_day,
+                events=events,
+            ),
             catalogue=cat,
             pset=pset,
             progress=progress,

@@ -35,6 +35,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
+from disburse.bench.events import durable_speed
 from disburse.bench.result import BenchResult, Evaluation, FinanceDay, Population, RunTimes, Step
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue
@@ -61,6 +62,7 @@ class BenchRequest:
     db_url: str | None = None  # None: a fresh SQLite file
     rounds: int = 1
     finance: bool = False  # also the finance day through the ledger (`FinanceDay`)
+    events: int = 0  # also decide this many entities of each kind with durable-rules
 
 
 def cache_root() -> Path:
@@ -248,6 +250,12 @@ def bench(
         evaluation = compare_evaluation(
             staged_dir(request.store, first_id), pset, RUN_AS_OF, req.rounds
         )
+        events = None
+        if req.events:
+            say.log("durable-rules decisions against the reference interpreter")
+            events = durable_speed(
+                staged_dir(request.store, first_id), pset, RUN_AS_OF, req.events, req.rounds
+            )
         rows = sum(
             int(pl.scan_parquet(f).select(pl.len()).collect().item())
             for f in data.glob("*.parquet")
@@ -270,6 +278,7 @@ def bench(
             peak_rss_mb=peak_rss_mb(),
             cpus=os.cpu_count(),
             finance=finance,
+            events=events,
         )
     finally:
         db.drop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from disburse.bench.events import DurableSpeed
 from jobs.progress import PhaseTiming
 
 
@@ -185,7 +186,8 @@ class BenchResult:
     evaluation: Evaluation
     peak_rss_mb: float
     cpus: int | None
-    finance: FinanceDay | None = None  # with --payments
+    finance: FinanceDay | None = None  # with --finance-day
+    events: DurableSpeed | None = None  # with --events N
 
     def to_json(self) -> dict[str, Any]:
         """The report `disburse bench --json` prints (the evaluation's fields at the top level)."""
@@ -199,6 +201,7 @@ class BenchResult:
             "peak_rss_mb": self.peak_rss_mb,
             "cpus": self.cpus,
             "finance_day": None if self.finance is None else self.finance.to_json(),
+            "events": None if self.events is None else self.events.to_json(),
         }
 
     def to_text(self) -> str:
@@ -211,5 +214,6 @@ class BenchResult:
             *self.second_run.to_text("second_run"),
             self.evaluation.to_text(),
             *([] if self.finance is None else self.finance.to_text()),
+            *([] if self.events is None else self.events.to_text()),
         ]
         return "\n".join(lines) + "\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from disburse.bench.events import DurableRound, DurableSpeed
 from disburse.bench.result import (
     BenchResult,
     Evaluation,
@@ -79,7 +80,7 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     out = result(WITH_DUCKDB).to_json()
     assert sorted(out) == [
         "active_policies", "baseline_ratio", "compiled_seconds", "cpus", "database",
-        "duckdb_ratio", "finance_day", "first_run", "handwritten_duckdb_seconds",
+        "duckdb_ratio", "events", "finance_day", "first_run", "handwritten_duckdb_seconds",
         "handwritten_polars_seconds", "peak_rss_mb", "policies", "population", "rows",
         "same_results_duckdb", "same_results_polars", "second_run",
     ]  # fmt: skip
@@ -93,6 +94,7 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     assert out["second_run"]["phases"]["ingest"]["skipped"] == "sources unchanged"
     assert out["second_run"]["phases"]["ingest"]["rows_per_second"] is None
     assert out["finance_day"] is None  # only with --finance-day
+    assert out["events"] is None  # only with --events N
 
 
 FINANCE = FinanceDay(
@@ -174,3 +176,29 @@ def test_the_batch_imports_neither_duckdb_nor_the_benchmark() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+EVENTS = DurableSpeed(
+    decisions=1_000,
+    policies={"a": 3, "b": 5},
+    rounds=[DurableRound(0.01, 0.02, 0.04), DurableRound(0.01, 0.025, 0.03)],
+    agree=True,
+)
+
+
+def test_the_durable_rules_figures_as_json_and_as_lines() -> None:
+    out = dataclasses.replace(result(WITH_DUCKDB), events=EVENTS)
+    data = out.to_json()["events"]
+    assert data["match_per_s"] == round(1_000 / 0.0225)
+    assert data["with_facts_per_s"] == round(1_000 / 0.0325)
+    assert data["ratio_to_reference"] == pytest.approx(
+        {"median": (0.75 + 35 / 30) / 2, "min": 0.75, "max": 35 / 30}
+    )
+    assert data["agree"] is True
+    assert out.to_text().splitlines()[-5:] == [
+        "durable-rules decisions (1,000 per round, 2 rounds after a warm-up, medians):",
+        "  matching alone:            44,444 decisions/s",
+        "  exact facts + match:       30,769 decisions/s",
+        "  reference interpreter:     28,571 decisions/s",
+        "  time / reference: 0.96 (rounds 0.75 to 1.17); same results as the reference: yes",
+    ]
