@@ -253,6 +253,12 @@ class Code(StrEnum):
         "policy",
         "once_per across names a policy that is not checked with it, or that counts otherwise",
     )
+    EVENTS_NOT_ONE_AT_A_TIME = (
+        "E149",
+        "policy",
+        "events: true on a policy that cannot be decided one entity at a time (a budget "
+        "shared pro rata, members counted once_per)",
+    )
     BACK_PAY_ONCE = (
         "E142",
         "policy",

@@ -130,6 +130,7 @@ def _check(
             c.expect(rank_by, scope, set(NUMERIC) | {"date"}, "rank_by orders claims")
     _once_per(c, spec, cat, [*lets.values(), *(x.node for x in conditions), rank_by, amount])
     _back_pay(c, spec)
+    _events(c, spec)
     if cases:
         check_cases(c, spec, cat)
         check_scenarios(c, spec, cat)
@@ -350,6 +351,30 @@ def _once_per(
         f"count them once in a let, e.g. counted: count({rule.relation}, <condition>), "
         "and use the let wherever it is needed",
     )
+
+
+def _events(c: Checker, spec: PolicyFile) -> None:
+    """`events: true`: the event path decides an entity alone, first come first served
+    within what remains of a budget; what needs every claim of a night at once cannot."""
+    if not spec.events:
+        return
+    if spec.budget is not None and spec.budget.over_budget == "pro_rata":
+        c.problem_at(
+            ("events",),
+            Code.EVENTS_NOT_ONE_AT_A_TIME,
+            "events: true with a budget shared pro rata: an entity decided as its data "
+            "arrives cannot know what share of the budget the night's other claims leave it",
+            "use over_budget: refuse (first come, first served within what remains) or rank; "
+            "or leave events out and let the nightly run pay",
+        )
+    if spec.once_per is not None:
+        c.problem_at(
+            ("events",),
+            Code.EVENTS_NOT_ONE_AT_A_TIME,
+            "events: true with once_per: members are counted once in the order of a night's "
+            "claims, which an entity decided alone would jump",
+            "leave events out and let the nightly run pay, or drop once_per",
+        )
 
 
 def _back_pay(c: Checker, spec: PolicyFile) -> None:

@@ -571,6 +571,11 @@ class PolicyFile(_Strict):
         "once: a grant stands once posted (who leaves after the review keeps it)",
     )
     budget: Budget | None = None
+    events: bool = Field(
+        default=False,
+        description="also decide an entity as its data arrives (`disburse events serve`), "
+        "with the same rules and keys as the nightly run",
+    )
     once_per: OncePer | None = None
     back_pay: BackPay | None = None
     notice: NoticeRule | None = Field(
