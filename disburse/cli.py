@@ -345,11 +345,12 @@ def simulate(
     )
 
 
-from disburse import cli_ledger, cli_pay, cli_run  # noqa: E402 - these attach to the group above
+from disburse import cli_events, cli_ledger, cli_pay, cli_run  # noqa: E402 - these attach to the group above
 
 cli_ledger.register(main)
 cli_run.register(main)
 cli_pay.register(main)
+cli_events.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -226,6 +226,44 @@ class CountedMember(Base):
     run_id: Mapped[int] = mapped_column(Integer)
 
 
+class InboxEvent(Base):
+    """An event delivered one at a time: a row of a catalogue source (as JSON text) and its
+    operation, upsert or remove (migration 0012).  Append-only; what became of it is an
+    `EventOutcome`."""
+
+    __tablename__ = "event_inbox"
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    source: Mapped[str] = mapped_column(ident(64))
+    op: Mapped[str] = mapped_column(String(16))
+    row_json: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EventOutcome(Base):
+    """What the event path did with an event, once: decided (by events run `run_id`, over
+    the staged night `base_run_id`) or quarantined (the rule and its reason)."""
+
+    __tablename__ = "event_outcomes"
+    __table_args__ = (
+        CheckConstraint("outcome IN ('decided', 'quarantined')", name="ck_event_outcome"),
+        Index("ix_event_outcomes_base", "base_run_id", "outcome"),
+    )
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int] = mapped_column(Integer)
+    base_run_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    column_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    rule: Mapped[str | None] = mapped_column(String(64), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 class HoldingsSnapshot(Base):
     """What the ledger held per entitlement key at one chain head, kept in a Parquet file.
 

@@ -31,6 +31,7 @@ from jobs.events.scope import affected, merged_scan, reach, scoped, touched
 DECISION_SCHEMA = {
     "policy_id": pl.String,
     "period": pl.String,
+    "target": pl.String,
     "entity_sk": pl.Int32,
     "entity_id": pl.String,
     "eligible": pl.Boolean,
@@ -38,6 +39,7 @@ DECISION_SCHEMA = {
     "reason": pl.String,
     "mask": pl.Int64,
     "payee": pl.String,
+    "rank": pl.Float64,
 }
 
 
@@ -96,23 +98,25 @@ def _decided(
     sk: str,
     decider: Decider,
 ) -> list[dict[str, object]]:
-    payee_col = Naming.payee(policy.id)
+    payee_col, rank_col = Naming.payee(policy.id), Naming.rank(policy.id)
     period = run_dates(policy, as_of).period.key
     inputs = []
     for row in wide.iter_rows(named=True):
         payee = row.get(payee_col) if policy.spec.payee != "self" else None
         inputs.append((row_env(policy, cat, as_of, row), row[ID_COLUMN], payee))
     out = []
-    for row, decided in zip(
-        wide.iter_rows(named=True), decide_rows(decider, policy, inputs), strict=True
-    ):
+    decided = decide_rows(decider, policy, inputs)
+    for row, one in zip(wide.iter_rows(named=True), decided, strict=True):
+        rank = row.get(rank_col)
         out.append(
             {
                 "policy_id": policy.id,
                 "period": period,
+                "target": policy.target,
                 "entity_sk": row[sk],
                 "entity_id": row[ID_COLUMN],
-                **decided,
+                **one,
+                "rank": None if rank is None else float(rank),
             }
         )
     return out

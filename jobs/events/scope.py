@@ -141,15 +141,14 @@ def scoped(
     """A scan of `sources` restricted to the rows that name an entity of `keys` (a source
     that names no entity, whole)."""
     links = staged_links(catalogue)
-    frames = {k: pl.Series(sorted(v), dtype=pl.Int32) for k, v in keys.items()}
+    frames = {k: sorted(v) for k, v in keys.items()}
 
     def scan(name: str) -> pl.LazyFrame:
         lf = sources[name]
         named = links.get(name, {})
         if not named:
             return lf
-        none = pl.Series([], dtype=pl.Int32)
-        hit = [pl.col(c).is_in(frames.get(kind, none)) for c, kind in named.items()]
+        hit = [pl.col(c).is_in(frames.get(kind, [])) for c, kind in named.items()]
         return lf.filter(pl.any_horizontal(hit))
 
     return scan

@@ -37,7 +37,7 @@ from ledgers.schema import AUDIT_VIEWS, UNMASKED_VIEWS, EntitlementKey, Transfer
 from tests import minicity
 from tests.keys import KEY, OTHER_KEY
 
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 SHA = "5" * 64
 SCHEMA = ENTITLEMENT_COLUMNS
 CC = minicity.credit_codes(3)

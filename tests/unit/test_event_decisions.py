@@ -72,6 +72,12 @@ def _events(
             column = rng.choice(others)
             row[column] = frame.get_column(column)[rng.randrange(frame.height)]
             add(name, "upsert", row)
+    # People born earlier or later than recorded (a corrected registration): some turn 80
+    # and take the allowance, some lose it.
+    persons = raw["persons"][0]
+    for _ in range(10):
+        row = persons.row(rng.randrange(persons.height), named=True)
+        add("persons", "upsert", {**row, "birth_on": rng.choice(["1940-01-01", "1990-01-01"])})
     # A new enterprise, with its months of insurance.
     enterprise = raw["enterprises"][0].row(0, named=True)
     code = credit_codes(1, seed=seed + 1000)[0]

@@ -1,0 +1,410 @@
+"""`disburse events serve`: take the inbox's events in order, decide, post, record.
+
+One batch at a time, under the nightly run's lock (a nightly run and the event path
+never post at once; one waits for the other):
+
+1. the newest completed nightly run is the base: its staged sources, as of its date;
+2. the pending events (oldest first, at most `batch`) and those already decided over
+   that night are validated by the catalogue's rules (`jobs.events.stage`); a pending
+   event that fails is quarantined with its reason;
+3. the entities the pending events affect are decided by durable-rules over the night
+   with every event since laid over it (`jobs.events.decide`), for the policies that
+   take events (`events: true`) and are valid on the day;
+4. they are allocated against the ledger as the nightly run allocates (stacking in a
+   group; a budget first come, first served within what remains) and posted under the
+   keys the nightly run uses;
+5. each event's outcome is recorded.
+
+Posting is idempotent by key (the ledger posts the difference), and an outcome is
+recorded only after its posting: killed between the two, the next serve decides the
+same events again, posts nothing new and records them.  Replaying the inbox posts
+nothing new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine
+
+from eligibility import CheckedPolicy, PolicySet
+from jobs.allocate import allocate_policies, entitlements
+from jobs.catalogue import Catalogue
+from jobs.errors import JobError
+from jobs.events.decide import decide_events, deciders
+from jobs.events.stage import EVENT, OP, StagedEvents, entity_keys, stage_events
+from jobs.faults import checkpoint
+from jobs.ingest import staged_dir
+from jobs.progress import Progress, Silent
+from jobs.run import run_lock
+from ledgers import inbox, runs
+from ledgers.holdings import holdings
+from ledgers.keys import LedgerKey
+from ledgers.post import post_entitlements
+from ledgers.runs import NIGHTLY, PolicyFile, RunRecord
+
+KIND = "events"
+UNKNOWN_SOURCE = "the event names no source of the catalogue"
+UNREADABLE = "the event's row is not a JSON object of column values"
+
+
+@dataclass
+class Served:
+    """What one batch did."""
+
+    events: int = 0
+    decided: int = 0
+    quarantined: int = 0
+    keys: int = 0
+    transfers: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ServeTotals:
+    """What a serve did, over its batches."""
+
+    batches: int = 0
+    events: int = 0
+    decided: int = 0
+    quarantined: int = 0
+    keys: int = 0
+    transfers: int = 0
+    run_id: int | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def add(self, b: Served) -> None:
+        """Count one batch in."""
+        self.batches += 1
+        self.events += b.events
+        self.decided += b.decided
+        self.quarantined += b.quarantined
+        self.keys += b.keys
+        self.transfers += b.transfers
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return {
+            "batches": self.batches,
+            "events": self.events,
+            "decided": self.decided,
+            "quarantined": self.quarantined,
+            "keys": self.keys,
+            "transfers": self.transfers,
+            "run_id": self.run_id,
+        }
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def parse_events(
+    events: pl.DataFrame, catalogue: Catalogue
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """The inbox's rows as one frame per source (event_id, op, the columns as text), and
+    the events that name no source or whose row is not readable, as quarantine rows."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    bad: list[dict[str, Any]] = []
+    for event_id, source, op, row_json in events.iter_rows():
+        if source not in catalogue.sources:
+            bad.append(
+                {
+                    EVENT: event_id,
+                    "column": "source",
+                    "rule": "unknown_source",
+                    "reason": UNKNOWN_SOURCE,
+                }
+            )
+            continue
+        try:
+            row = json.loads(row_json)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            bad.append(
+                {EVENT: event_id, "column": None, "rule": "unreadable_row", "reason": UNREADABLE}
+            )
+            continue
+        columns = catalogue.sources[source].columns
+        text = {c: _text(row.get(c)) for c in columns}
+        by_source.setdefault(source, []).append({EVENT: event_id, OP: op, **text})
+    frames = {
+        name: pl.DataFrame(
+            rows,
+            schema={
+                EVENT: pl.Int64,
+                OP: pl.String,
+                **dict.fromkeys(catalogue.sources[name].columns, pl.String),
+            },
+            orient="row",
+        )
+        for name, rows in by_source.items()
+    }
+    quarantined = pl.DataFrame(
+        bad, schema={EVENT: pl.Int64, "column": pl.String, "rule": pl.String, "reason": pl.String}
+    )
+    return frames, quarantined
+
+
+def stage_all(
+    frames: dict[str, pl.DataFrame], night: Path, catalogue: Catalogue
+) -> dict[str, StagedEvents]:
+    """Validate every source's events, entity sources first, so that a reference finds an
+    entity an earlier event registered; a new entity's key follows the night's largest."""
+    registered: dict[str, pl.DataFrame] = {}
+    out: dict[str, StagedEvents] = {}
+    for name in catalogue.ordered():
+        rows = frames.get(name)
+        if rows is None:
+            continue
+        source = catalogue.sources[name]
+        keys = entity_keys(night, catalogue, registered)
+        next_sk = None
+        if source.entity is not None:
+            sk = keys[name].sk
+            top = pl.scan_parquet(keys[name].staged).select(pl.col(sk).max()).collect().item()
+            next_sk = int(top or 0) + 1
+        out[name] = stage_events(name, rows, catalogue, keys, next_sk)
+        if source.entity is not None:
+            registered[name] = out[name].accepted.select(
+                source.entity_column, pl.col(keys[name].sk).alias("_sk")
+            )
+    return out
+
+
+class EventServer:
+    """Serves the inbox of one ledger database (see the module's docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        store: Path,
+        catalogue: Catalogue,
+        pset: PolicySet,
+        key: LedgerKey,
+        as_of: dt.date | None = None,
+        batch: int = 500,
+        progress: Progress | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.catalogue = catalogue
+        self.pset = pset
+        self.key = key
+        self.as_of = as_of
+        self.batch = batch
+        self.progress = progress or Silent()
+        self.run_id: int | None = None
+        self._deciders: dict[tuple[str, ...], Any] = {}
+
+    def day(self) -> dt.date:
+        """The day events are decided as of: given, or today."""
+        return self.as_of or dt.date.today()
+
+    def policies(self) -> list[CheckedPolicy]:
+        """The policies that take events and are valid on the day."""
+        return [p for p in self.pset.active(self.day()) if p.spec.events]
+
+    def base(self) -> RunRecord:
+        """The newest completed nightly run: the data events are laid over."""
+        night = runs.latest_completed(self.engine, self.day(), NIGHTLY)
+        if night is None:
+            raise JobError(
+                f"no nightly run has completed as of {self.day()}: events are decided over "
+                "a night's staged sources",
+                fix="run `disburse run` first, then serve events",
+            )
+        return night
+
+    def _run(self, policies: list[CheckedPolicy]) -> int:
+        if self.run_id is None:
+            self.run_id = runs.start_run(
+                self.engine,
+                kind=KIND,
+                as_of=self.day(),
+                store_dir=self.store.resolve(),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                policies=[PolicyFile(p.id, str(p.file), p.sha256) for p in policies],
+            )
+        return self.run_id
+
+    def once(self) -> Served | None:
+        """Decide, post and record one batch of pending events; None if there were none."""
+        started = time.perf_counter()
+        with run_lock(self.engine, wait=True, progress=self.progress):
+            with self.engine.connect() as conn:
+                waiting = inbox.pending(conn, self.batch)
+                if waiting.height == 0:
+                    return None
+                night = self.base()
+                before = inbox.decided_over(conn, night.run_id)
+            served = self._batch(waiting, before, night)
+        served.seconds = time.perf_counter() - started
+        return served
+
+    def _batch(self, waiting: pl.DataFrame, before: pl.DataFrame, night: RunRecord) -> Served:
+        folder = staged_dir(Path(night.store_dir or self.store), night.run_id)
+        frames, unreadable = parse_events(pl.concat([before, waiting]), self.catalogue)
+        staged = stage_all(frames, folder, self.catalogue)
+        new_ids = set(waiting["event_id"].to_list())
+        accepted_all = {n: s.accepted for n, s in staged.items() if s.accepted.height}
+        new = {n: a.filter(pl.col(EVENT).is_in(sorted(new_ids))) for n, a in accepted_all.items()}
+        new = {n: a for n, a in new.items() if a.height}
+        quarantined = pl.concat([unreadable, *(s.quarantined for s in staged.values())]).filter(
+            pl.col(EVENT).is_in(sorted(new_ids))
+        )
+        policies = self.policies()
+        run_id = self._run(policies)
+        served = Served(events=waiting.height, quarantined=quarantined.height)
+        if policies and new:
+            result = self._decide_and_post(folder, accepted_all, new, policies, run_id)
+            served.keys, served.transfers = result
+        checkpoint("events:posted")
+        decided_ids = sorted({e for a in new.values() for e in a[EVENT].to_list()})
+        outcomes = pl.concat(
+            [
+                pl.DataFrame(
+                    {
+                        "event_id": decided_ids,
+                        "outcome": ["decided"] * len(decided_ids),
+                        "run_id": [run_id] * len(decided_ids),
+                        "base_run_id": [night.run_id] * len(decided_ids),
+                    },
+                    schema_overrides={
+                        "event_id": pl.Int64,
+                        "run_id": pl.Int64,
+                        "base_run_id": pl.Int64,
+                    },
+                ),
+                quarantined.select(
+                    pl.col(EVENT).alias("event_id"),
+                    pl.lit("quarantined").alias("outcome"),
+                    pl.lit(run_id, pl.Int64).alias("run_id"),
+                    pl.lit(night.run_id, pl.Int64).alias("base_run_id"),
+                    pl.col("column").alias("column_name"),
+                    "rule",
+                    "reason",
+                ),
+            ],
+            how="diagonal_relaxed",
+        ).sort("event_id")
+        with self.engine.begin() as conn:
+            inbox.record_outcomes(conn, outcomes)
+        checkpoint("events:recorded")
+        served.decided = len(decided_ids)
+        return served
+
+    def _decide_and_post(
+        self,
+        folder: Path,
+        since: dict[str, pl.DataFrame],
+        new: dict[str, pl.DataFrame],
+        policies: list[CheckedPolicy],
+        run_id: int,
+    ) -> tuple[int, int]:
+        ids = tuple(sorted(p.id for p in policies))
+        decider = self._deciders.get(ids)
+        if decider is None:
+            decider = self._deciders[ids] = deciders(policies)
+        as_of = self.day()
+        decided = decide_events(
+            folder, self.catalogue, self.pset, policies, as_of, since, new, decider
+        ).decisions
+        if decided.height == 0:
+            return 0, 0
+        groups = {p.spec.group for p in policies if p.spec.group}
+        others = [p for p in self.pset.policies if p.spec.group in groups and p not in policies]
+        known = holdings(self.engine, sorted({p.id for p in [*policies, *others]}))
+        held = known.nonzero()
+        keys = ["policy_id", "period", "entity_id"]
+        held_keys = held.select(
+            "policy_id",
+            pl.col("benefit_period").alias("period"),
+            pl.col("entity").alias("entity_id"),
+        ).unique()
+        claims = pl.concat(
+            [
+                decided.filter(pl.col("eligible")),
+                decided.filter(~pl.col("eligible")).join(held_keys, on=keys, how="semi"),
+            ]
+        )
+        allocation = allocate_policies(claims, policies, others, as_of, held)
+        frame = entitlements(allocation, policies)
+        if frame.height == 0:
+            return 0, 0
+        result = post_entitlements(self.engine, frame, run_id, key=self.key, known=known)
+        return frame.height, result.transfers
+
+    def serve(
+        self,
+        *,
+        until_idle: bool = False,
+        poll_seconds: float = 0.2,
+        stop: Callable[[], bool] = lambda: False,
+        on_batch: Callable[[Served], None] | None = None,
+    ) -> ServeTotals:
+        """Serve batches until the inbox is empty (`until_idle`) or `stop()` says so;
+        between batches wait for a notification (PostgreSQL) or poll (SQLite)."""
+        totals = ServeTotals()
+        waiter = _Waiter(self.engine, poll_seconds)
+        try:
+            while not stop():
+                served = self.once()
+                if served is None:
+                    if until_idle:
+                        break
+                    waiter.wait()
+                    continue
+                totals.add(served)
+                if on_batch is not None:
+                    on_batch(served)
+        finally:
+            waiter.close()
+        totals.run_id = self.run_id
+        if self.run_id is not None:
+            runs.complete(self.engine, self.run_id, summary=totals.to_json(), timings={})
+        return totals
+
+
+class _Waiter:
+    """Waits for the next event: LISTEN on PostgreSQL (the inbox's trigger notifies),
+    a short sleep on SQLite."""
+
+    def __init__(self, engine: Engine, poll_seconds: float) -> None:
+        self.poll = poll_seconds
+        self.conn: Any = None
+        if engine.dialect.name == "postgresql":
+            import psycopg
+
+            url = engine.url.set(drivername="postgresql")
+            self.conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+            self.conn.execute(f"LISTEN {inbox.CHANNEL}")
+
+    def wait(self) -> None:
+        """Until an event arrives, or at most the poll interval."""
+        if self.conn is None:
+            time.sleep(self.poll)
+            return
+        for _ in self.conn.notifies(timeout=self.poll, stop_after=1):
+            break
+
+    def close(self) -> None:
+        """Stop listening."""
+        if self.conn is not None:
+            self.conn.close()

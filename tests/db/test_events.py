@@ -1,0 +1,188 @@
+"""The event path end to end, on SQLite and PostgreSQL: a night, a day of events served,
+then the next night over the same data.
+
+Ledger A: night 1 over the city, the day's events served, night 2 over the city's
+files with the accepted events applied.  Ledger B: the two nights alone.  Every
+event gets an outcome; night 2 posts nothing for the keys the events posted; A and B
+hold the same net amount for every key.  Serving again posts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import polars as pl
+from sqlalchemy import Engine, text
+
+from jobs.catalogue import load_source_catalogue
+from jobs.events.serve import EventServer, parse_events, stage_all
+from jobs.policies import features_path, load_policies
+from jobs.run import RunRequest, run_nightly_on
+from ledgers import inbox
+from ledgers.db import open_engine
+from ledgers.holdings import read_held
+from ledgers.keys import key_file, posting_key
+from tests.unit.test_event_decisions import AS_OF, _delivered, _events, _raw
+
+# Policies the event path may decide: not a budget shared pro rata, not once_per.
+NOT_EVENTS = {"job_stabilisation.yaml", "job_expansion_grant.yaml"}
+
+
+def _policies(tmp: Path) -> Path:
+    """The shipped policies, each that may take events saying `events: true`."""
+    out = tmp / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", out)
+    for f in out.glob("*.yaml"):
+        if f.name in NOT_EVENTS or f.name in ("features.yaml", "sources.yaml", "holidays.yaml"):
+            continue
+        body = f.read_text(encoding="utf-8")
+        f.write_text(
+            re.sub(r"^(benefit_period: .*)$", r"\1\nevents: true", body, count=1, flags=re.M),
+            encoding="utf-8",
+        )
+    return out
+
+
+def _night(engine: Engine, data: Path, store: Path, policies: Path) -> int:
+    cat = load_source_catalogue()
+    return run_nightly_on(
+        engine,
+        RunRequest(data, AS_OF, store, features_path(None)),
+        catalogue=cat,
+        pset=load_policies(cat, [policies]),
+    ).run_id
+
+
+def _held(engine: Engine) -> pl.DataFrame:
+    with engine.connect() as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                text("SELECT DISTINCT policy_id FROM transfers WHERE policy_id IS NOT NULL")
+            )
+        ]
+        held = read_held(conn, sorted(ids))
+    return (
+        held.group_by("policy_id", "benefit_period", "entity")
+        .agg(pl.col("net_fen").sum())
+        .filter(pl.col("net_fen") != 0)
+        .sort("policy_id", "benefit_period", "entity")
+    )
+
+
+def _keys_posted(engine: Engine, run_id: int) -> set[tuple[str, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT policy_id, benefit_period, entity FROM transfers "
+                "WHERE run_id = :r AND policy_id IS NOT NULL"
+            ),
+            {"r": run_id},
+        ).all()
+    return {(str(a), str(b), str(c)) for a, b, c in rows}
+
+
+def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
+    db_url: str, city: Path, tmp_path: Path
+) -> None:
+    catalogue = load_source_catalogue()
+    policies = _policies(tmp_path)
+    pset = load_policies(catalogue, [policies])
+    raw = _raw(city, catalogue)
+    events = _events(raw, catalogue, seed=3)
+    # Into the inbox in the order they were made (a registration before its months).
+    made = sorted(
+        (row["event_id"], name, row)
+        for name, frame in events.items()
+        for row in frame.iter_rows(named=True)
+    )
+    lines = [
+        (
+            name,
+            str(row["op"]),
+            json.dumps({k: v for k, v in row.items() if k not in ("event_id", "op")}),
+        )
+        for _id, name, row in made
+    ]
+
+    store = tmp_path / "store"
+    with open_engine(db_url, init=True) as engine:
+        _night(engine, city, store, policies)
+        with engine.begin() as conn:
+            ids = inbox.add_events(conn, lines)
+        assert ids == list(range(ids[0], ids[0] + len(lines)))
+        server = EventServer(
+            engine,
+            store=store,
+            catalogue=catalogue,
+            pset=pset,
+            key=posting_key(engine, key_file(store)),
+            as_of=AS_OF,
+            batch=25,
+        )
+        totals = server.serve(until_idle=True)
+        with engine.connect() as conn:
+            counts = inbox.counts(conn)
+            outcomes = inbox.outcomes(conn, ids)
+        assert counts["pending"] == 0
+        assert totals.decided + totals.quarantined == len(lines)
+        assert outcomes.height == len(lines)  # none lost, each once
+        assert totals.transfers > 0
+        assert server.run_id is not None
+        by_events = _keys_posted(engine, server.run_id)
+
+        # Served again: nothing is pending, nothing is posted.
+        again = EventServer(
+            engine,
+            store=store,
+            catalogue=catalogue,
+            pset=pset,
+            key=posting_key(engine, key_file(store)),
+            as_of=AS_OF,
+        ).serve(until_idle=True)
+        assert again.events == 0
+
+        # The night after, over the same data: nothing more for the keys events posted.
+        decided = outcomes.filter(pl.col("outcome") == "decided")["event_id"].to_list()
+        frames, _bad = parse_events(
+            pl.DataFrame(
+                {
+                    "event_id": ids,
+                    "source": [s for s, _o, _r in lines],
+                    "op": [o for _s, o, _r in lines],
+                    "row_json": [r for _s, _o, r in lines],
+                }
+            ),
+            catalogue,
+        )
+        staged = stage_all(frames, _night_dir(store), catalogue)
+        for s in staged.values():
+            extra = set(s.accepted["event_id"].to_list()) - set(decided)
+            assert not extra, (
+                outcomes.filter(pl.col("event_id").is_in(sorted(extra)))
+                .select("event_id", "rule", "reason", "source", "row_json")
+                .to_dicts()[:2]
+            )
+        delivered = tmp_path / "delivered"
+        _delivered(raw, events, staged, catalogue, delivered)
+        night2 = _night(engine, delivered, store, policies)
+        assert not (_keys_posted(engine, night2) & by_events)
+        with_events = _held(engine)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    with open_engine(f"sqlite:///{alone / 'ledger.db'}", init=True) as engine:
+        _night(engine, city, alone / "store", policies)
+        _night(engine, delivered, alone / "store", policies)
+        nights_alone = _held(engine)
+    assert with_events.equals(nights_alone)
+
+
+def _night_dir(store: Path) -> Path:
+    """The staged folder of the first night (run 1) in `store`."""
+    from jobs.ingest import staged_dir
+
+    return staged_dir(store, 1)
