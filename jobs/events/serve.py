@@ -361,6 +361,13 @@ class EventServer:
     ) -> ServeTotals:
         """Serve batches until the inbox is empty (`until_idle`) or `stop()` says so;
         between batches wait for a notification (PostgreSQL) or poll (SQLite)."""
+        if not self.policies():
+            raise JobError(
+                f"no policy valid on {self.day()} takes events: there is nothing to decide "
+                "them with",
+                fix="say `events: true` in the policies an event should decide (see "
+                "docs/policies.md, 'Events'), or give --as-of a day they are valid",
+            )
         totals = ServeTotals()
         waiter = _Waiter(self.engine, poll_seconds)
         try:

@@ -10,8 +10,6 @@ hold the same net amount for every key.  Serving again posts nothing.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
 
 import polars as pl
@@ -27,23 +25,7 @@ from ledgers.holdings import read_held
 from ledgers.keys import key_file, posting_key
 from tests.unit.test_event_decisions import AS_OF, _delivered, _events, _raw
 
-# Policies the event path may decide: not a budget shared pro rata, not once_per.
-NOT_EVENTS = {"job_stabilisation.yaml", "job_expansion_grant.yaml"}
-
-
-def _policies(tmp: Path) -> Path:
-    """The shipped policies, each that may take events saying `events: true`."""
-    out = tmp / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", out)
-    for f in out.glob("*.yaml"):
-        if f.name in NOT_EVENTS or f.name in ("features.yaml", "sources.yaml", "holidays.yaml"):
-            continue
-        body = f.read_text(encoding="utf-8")
-        f.write_text(
-            re.sub(r"^(benefit_period: .*)$", r"\1\nevents: true", body, count=1, flags=re.M),
-            encoding="utf-8",
-        )
-    return out
+POLICIES = Path(__file__).resolve().parents[2] / "policies"  # some say events: true
 
 
 def _night(engine: Engine, data: Path, store: Path, policies: Path) -> int:
@@ -89,7 +71,7 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
     db_url: str, city: Path, tmp_path: Path
 ) -> None:
     catalogue = load_source_catalogue()
-    policies = _policies(tmp_path)
+    policies = POLICIES
     pset = load_policies(catalogue, [policies])
     raw = _raw(city, catalogue)
     events = _events(raw, catalogue, seed=3)
