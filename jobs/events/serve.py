@@ -244,6 +244,19 @@ class EventServer:
             )
         return self.run_id
 
+    def _close_abandoned(self) -> None:
+        """Mark failed the events runs of this host whose process is gone (killed): what
+        they posted stands, and their events without an outcome are taken again."""
+        here = socket.gethostname()
+        for run in runs.open_runs(self.engine, KIND):
+            if run.host == here and run.pid is not None and not _alive(run.pid):
+                runs.fail(
+                    self.engine,
+                    run.run_id,
+                    "the serve stopped before it finished (killed?); what it posted stands "
+                    "and the events it had not recorded were taken by the next serve",
+                )
+
     def once(self) -> Served | None:
         """Decide, post and record one batch of pending events; None if there were none."""
         started = time.perf_counter()
@@ -272,6 +285,7 @@ class EventServer:
         policies = self.policies()
         run_id = self._run(policies)
         served = Served(events=waiting.height, quarantined=quarantined.height)
+        checkpoint("events:staged")
         if policies and new:
             result = self._decide_and_post(folder, accepted_all, new, policies, run_id)
             served.keys, served.transfers = result
@@ -346,6 +360,7 @@ class EventServer:
         )
         allocation = allocate_policies(claims, policies, others, as_of, held)
         frame = entitlements(allocation, policies)
+        checkpoint("events:decided")
         if frame.height == 0:
             return 0, 0
         result = post_entitlements(self.engine, frame, run_id, key=self.key, known=known)
@@ -368,6 +383,7 @@ class EventServer:
                 fix="say `events: true` in the policies an event should decide (see "
                 "docs/policies.md, 'Events'), or give --as-of a day they are valid",
             )
+        self._close_abandoned()
         totals = ServeTotals()
         waiter = _Waiter(self.engine, poll_seconds)
         try:
@@ -387,6 +403,17 @@ class EventServer:
         if self.run_id is not None:
             runs.complete(self.engine, self.run_id, summary=totals.to_json(), timings={})
         return totals
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host with id `pid` is running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: running
+        return True
+    return True
 
 
 class _Waiter:
