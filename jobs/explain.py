@@ -53,6 +53,7 @@ from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.catalogue_dir import source_catalogue
 from jobs.errors import JobError
 from jobs.evaluate import decisions_of_wide, staged_scan
+from jobs.events.explain import EventDecision, event_decisions
 from jobs.ingest import sha256_file, staged_dir
 from jobs.policies import check_features
 from jobs.settings import Settings
@@ -242,6 +243,8 @@ class Explanation:
     # entitlement counted them first ({member, by}); identifiers masked unless asked.
     counted: Sequence[str] = ()
     passed_over: Sequence[Mapping[str, str]] = ()
+    # The transfers an events run posted, with the events that decided them.
+    by_events: Sequence[EventDecision] = ()
 
     @property
     def first_failing(self) -> Mapping[str, Any] | None:
@@ -319,6 +322,7 @@ class Explanation:
             "passed_over": [dict(p) for p in self.passed_over],
             "objections": [dict(o) for o in self.objections],
             "owed_back": None if self.owed_back is None else dict(self.owed_back),
+            "decided_by_events": [d.to_json() for d in self.by_events],
         }
 
     def to_text(self) -> str:
@@ -463,6 +467,7 @@ def explain(
                 t.c.amount_fen,
                 signed_amount().label("signed"),
                 t.c.hash,
+                t.c.decision,
             )
             .where(
                 t.c.policy_id == policy_id,
@@ -524,6 +529,12 @@ def explain(
         other_periods=[k for k in decided if k != d["period"]],
         counted=counted,
         passed_over=passed_over,
+        by_events=event_decisions(
+            engine,
+            [(r.transfer_id, r.run_id, r.decision) for r in transfers],
+            sources or load_source_catalogue(),
+            unmask=unmask,
+        ),
     )
 
 
@@ -763,11 +774,15 @@ def render_explanation(e: Explanation) -> str:
     lines += ["", "ledger:"]
     if not e.transfers:
         lines.append("  no transfers for this key")
+    by_events = {d.transfer_id: d for d in e.by_events}
     for t in e.transfers:
         lines.append(
             f"  #{t.transfer_id} run {t.run_id} {t.kind:<10} {format_yuan(t.amount_fen):>16}  "
             f"{t.debit} -> {t.credit}  {t.hash[:12]}"
         )
+        if t.transfer_id in by_events:
+            lines.append(f"      decided by events (run {t.run_id} of `disburse events serve`):")
+            lines += [f"        {ev.to_text()}" for ev in by_events[t.transfer_id].events]
     lines.append(f"  the ledger holds {format_yuan(e.amount_fen)} yuan for this key")
     paid = {k: sum(t.amount_fen for t in e.transfers if t.kind == k) for k in PAYMENT_KINDS}
     if any(paid.values()):

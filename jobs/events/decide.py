@@ -26,7 +26,8 @@ from eligibility import (
 from eligibility.backends.durable import Decider, compile_policy, decide_rows
 from eligibility.reference import row_env
 from jobs.catalogue import Catalogue
-from jobs.events.scope import affected, merged_scan, reach, scoped, touched
+from jobs.events.scope import affected_by, merged_scan, reach, scoped, touched
+from jobs.events.stage import EVENT
 
 DECISION_SCHEMA = {
     "policy_id": pl.String,
@@ -50,6 +51,7 @@ class EventDecisions:
 
     decisions: pl.DataFrame
     targets: dict[str, set[int]]
+    by: pl.DataFrame  # target, entity_id, events: the ids of the events that affected it
 
 
 def deciders(policies: list[CheckedPolicy]) -> Decider:
@@ -74,8 +76,8 @@ def decide_events(
     cat = pset.catalogue
     sources = merged_scan(staged_dir, catalogue, since)
     kinds = {p.target for p in policies}
-    hit = affected(cat, sources, touched(staged_dir, catalogue, new))
-    targets = {k: v for k, v in hit.items() if k in kinds and v}
+    hit = affected_by(cat, sources, touched(staged_dir, catalogue, new))
+    targets = {k: set(v["sk"].to_list()) for k, v in hit.items() if k in kinds and v.height}
     rows: list[dict[str, object]] = []
     if targets:
         scan = scoped(catalogue, sources, reach(cat, sources, targets))
@@ -87,7 +89,23 @@ def decide_events(
             for policy in (p for p in policies if p.target == kind):
                 rows.extend(_decided(policy, cat, as_of, wide, sk, decider))
     frame = pl.DataFrame(rows, schema=DECISION_SCHEMA, orient="row")
-    return EventDecisions(frame.sort("policy_id", "entity_sk"), targets)
+    ids = frame.select("target", "entity_sk", "entity_id").unique()
+    by = pl.concat(
+        [
+            v.select(
+                pl.lit(k).alias("target"), pl.col("sk").cast(pl.Int32).alias("entity_sk"), EVENT
+            )
+            for k, v in hit.items()
+            if k in targets
+        ]
+        or [pl.DataFrame(schema={"target": pl.String, "entity_sk": pl.Int32, EVENT: pl.Int64})]
+    )
+    events_of = (
+        by.join(ids, on=["target", "entity_sk"])
+        .group_by("target", "entity_id")
+        .agg(pl.col(EVENT).unique().sort().alias("events"))
+    )
+    return EventDecisions(frame.sort("policy_id", "entity_sk"), targets, events_of)
 
 
 def _decided(

@@ -57,27 +57,66 @@ def merged_scan(
     return out
 
 
+PAIRS = {"sk": pl.Int64, EVENT: pl.Int64}  # an entity, and an event that affects it
+
+
 def touched(
     staged_dir: Path, catalogue: Catalogue, events: dict[str, pl.DataFrame]
-) -> dict[str, set[int]]:
-    """The entities the events name: the surrogate keys on their rows, and on the staged
-    rows they replace or remove."""
+) -> dict[str, pl.DataFrame]:
+    """Per entity kind, the entities each event names (`sk`, `event_id`): the surrogate
+    keys on its row, and on the staged row it replaces or removes."""
     links = staged_links(catalogue)
-    out: dict[str, set[int]] = defaultdict(set)
+    parts: dict[str, list[pl.DataFrame]] = defaultdict(list)
     for name, ev in events.items():
         if ev.height == 0:
             continue
         key = list(catalogue.sources[name].key)
         replaced = (
             pl.scan_parquet(staged_dir / f"{name}.parquet")
-            .join(ev.lazy().select(key).unique(), on=key, how="semi", nulls_equal=True)
+            .join(ev.lazy().select(*key, EVENT), on=key, how="inner", nulls_equal=True)
             .collect()
         )
         for column, kind in links[name].items():
             for frame in (ev, replaced):
                 if column in frame.columns:
-                    out[kind].update(frame.get_column(column).drop_nulls().to_list())
-    return dict(out)
+                    parts[kind].append(
+                        frame.select(pl.col(column).cast(pl.Int64).alias("sk"), EVENT).drop_nulls()
+                    )
+    return {k: pl.concat(v).unique().sort(EVENT, "sk") for k, v in parts.items()}
+
+
+def affected_by(
+    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], named: dict[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
+    """Per entity kind, the entities whose features may read what each event changed
+    (`sk`, `event_id`): those it names, and every entity related to one of those,
+    relation by relation backwards (a person's employer, a child's guardian's child)."""
+    pairs = {k: v.select(list(PAIRS)).cast(PAIRS) for k, v in named.items()}  # type: ignore[arg-type]
+    for _ in range(MAX_STEPS):
+        grew = False
+        for rel in cat.spec.relations.values():
+            if rel.source is None or rel.from_key is None or rel.to_key is None:
+                continue  # followed through the relations it goes `via`
+            have = pairs.get(rel.to)
+            if have is None or have.height == 0:
+                continue
+            found = (
+                sources[rel.source]
+                .select(pl.col(rel.to_key).cast(pl.Int64), pl.col(rel.from_key).cast(pl.Int64))
+                .join(have.lazy(), left_on=rel.to_key, right_on="sk")
+                .select(pl.col(rel.from_key).alias("sk"), EVENT)
+                .drop_nulls()
+                .unique()
+                .collect()
+            )
+            before = pairs.get(rel.from_, pl.DataFrame(schema=PAIRS))
+            merged = pl.concat([before, found]).unique()
+            if merged.height > before.height:
+                pairs[rel.from_] = merged
+                grew = True
+        if not grew:
+            break
+    return {k: v.sort(EVENT, "sk") for k, v in pairs.items()}
 
 
 def _step(
@@ -117,14 +156,6 @@ def _closure(
         if not _step(cat, sources, keys, back):
             break
     return keys
-
-
-def affected(
-    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], named: dict[str, set[int]]
-) -> dict[str, set[int]]:
-    """The entities whose features may read what the events changed: those they name, and
-    every entity related to one of those, relation by relation backwards."""
-    return _closure(cat, sources, named, back=True)
 
 
 def reach(

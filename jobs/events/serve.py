@@ -337,9 +337,10 @@ class EventServer:
         if decider is None:
             decider = self._deciders[ids] = deciders(policies)
         as_of = self.day()
-        decided = decide_events(
+        result = decide_events(
             folder, self.catalogue, self.pset, policies, as_of, since, new, decider
-        ).decisions
+        )
+        decided = result.decisions
         if decided.height == 0:
             return 0, 0
         groups = {p.spec.group for p in policies if p.spec.group}
@@ -359,12 +360,28 @@ class EventServer:
             ]
         )
         allocation = allocate_policies(claims, policies, others, as_of, held)
-        frame = entitlements(allocation, policies)
+        # The decision each posted key carries names the events that decided it, for
+        # `disburse explain` (`jobs.explain`).
+        frame = (
+            entitlements(allocation, policies)
+            .join(
+                result.by.rename({"entity_id": "entity"}),
+                on=["target", "entity"],
+                how="left",
+                maintain_order="left",
+            )
+            .with_columns(
+                pl.struct("claim_fen", "stacking", "budget", "events")
+                .struct.json_encode()
+                .alias("decision")
+            )
+            .drop("events")
+        )
         checkpoint("events:decided")
         if frame.height == 0:
             return 0, 0
-        result = post_entitlements(self.engine, frame, run_id, key=self.key, known=known)
-        return frame.height, result.transfers
+        posted = post_entitlements(self.engine, frame, run_id, key=self.key, known=known)
+        return frame.height, posted.transfers
 
     def serve(
         self,

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from jobs.catalogue import load_source_catalogue
 from jobs.events.serve import EventServer, parse_events, stage_all
+from jobs.explain import explain
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly_on
 from ledgers import inbox
@@ -115,6 +116,25 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
         assert totals.transfers > 0
         assert server.run_id is not None
         by_events = _keys_posted(engine, server.run_id)
+
+        # Explain names the events that decided a key, their rows masked.
+        with engine.connect() as conn:
+            policy_id, entity = conn.execute(
+                text(
+                    "SELECT policy_id, entity FROM transfers WHERE run_id = :r "
+                    "AND policy_id IS NOT NULL ORDER BY transfer_id LIMIT 1"
+                ),
+                {"r": server.run_id},
+            ).one()
+        told = explain(engine, policy_id, entity, sources=catalogue)
+        assert told.by_events
+        assert told.by_events[0].events
+        words = told.to_text()
+        assert "decided by events" in words
+        assert f"event #{told.by_events[0].events[0].event_id} (" in words
+        assert entity not in words  # masked
+        shown = explain(engine, policy_id, entity, sources=catalogue, unmask=True).to_text()
+        assert entity in shown
 
         # Served again: nothing is pending, nothing is posted.
         again = EventServer(
