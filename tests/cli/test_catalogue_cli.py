@@ -77,7 +77,7 @@ def test_a_feature_renamed_in_the_catalogue_shows_in_the_policies(tmp_path: Path
     out = _invoke(["policy", "check", str(mine), "--catalogue", str(city)])
     assert out.exit_code == 1
     assert (
-        f"{mine / 'graduate_hiring.yaml'}:24:11: E104 unknown name 'graduates_hired'" in out.output
+        f"{mine / 'graduate_hiring.yaml'}:25:11: E104 unknown name 'graduates_hired'" in out.output
     )
     assert "fix: did you mean 'graduates_taken_on'?" in out.output
     assert "Traceback" not in out.output
