@@ -16,6 +16,7 @@ import polars as pl
 
 from eligibility import (
     ID_COLUMN,
+    RESULT_SCHEMA,
     CheckedCatalogue,
     CheckedPolicy,
     Naming,
@@ -29,19 +30,7 @@ from jobs.catalogue import Catalogue
 from jobs.events.scope import affected_by, merged_scan, reach, scoped, touched
 from jobs.events.stage import EVENT
 
-DECISION_SCHEMA = {
-    "policy_id": pl.String,
-    "period": pl.String,
-    "target": pl.String,
-    "entity_sk": pl.Int32,
-    "entity_id": pl.String,
-    "eligible": pl.Boolean,
-    "amount_fen": pl.Int64,
-    "reason": pl.String,
-    "mask": pl.Int64,
-    "payee": pl.String,
-    "rank": pl.Float64,
-}
+DECISION_SCHEMA = RESULT_SCHEMA  # the batch's decision table, row for row
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import pytest
 from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.events.decide import decide_events, deciders
-from jobs.events.stage import EVENT, OP, StagedEvents, entity_keys, stage_events
+from jobs.events.serve import stage_all
+from jobs.events.stage import EVENT, OP, StagedEvents
 from jobs.ingest import _scan, locate_sources, stage
 from jobs.policies import load_policies
 from tests.minicity import credit_codes
@@ -106,25 +107,7 @@ def _text(v: object) -> str | None:
 def _staged_events(
     events: dict[str, pl.DataFrame], staged: Path, catalogue: Catalogue
 ) -> dict[str, StagedEvents]:
-    registered: dict[str, pl.DataFrame] = {}
-    out = {}
-    for name in catalogue.ordered():
-        if name not in events:
-            continue
-        source = catalogue.sources[name]
-        keys = entity_keys(staged, catalogue, registered)
-        next_sk = None
-        if source.entity is not None:
-            sk = keys[name].sk
-            next_sk = (
-                int(pl.scan_parquet(keys[name].staged).select(pl.col(sk).max()).collect().item())
-                + 1
-            )
-        out[name] = stage_events(name, events[name], catalogue, keys, next_sk)
-        if source.entity is not None:
-            acc = out[name].accepted
-            registered[name] = acc.select(source.entity_column, pl.col(keys[name].sk).alias("_sk"))
-    return out
+    return stage_all(events, staged, catalogue)
 
 
 def _delivered(
