@@ -100,10 +100,18 @@ def events_add(file, source, op, db, catalogue_dir, as_json):
     is_flag=True,
     help="Stop when the inbox is empty, instead of waiting for more.",
 )
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.001),
+    default=0.2,
+    show_default=True,
+    help="Seconds between looks at an empty inbox on SQLite (PostgreSQL wakes on each "
+    "insert and looks again at most this often while idle).",
+)
 @json_option("Print the totals as JSON.")
 @quiet_option()
 def events_serve(
-    as_of, db, store, policies_paths, catalogue_dir, batch, until_idle, as_json, quiet
+    as_of, db, store, policies_paths, catalogue_dir, batch, until_idle, poll, as_json, quiet
 ):
     """Take the inbox's events in order: validate, decide, post, record.
 
@@ -141,7 +149,7 @@ def events_serve(
             )
 
         try:
-            totals = server.serve(until_idle=until_idle, on_batch=said)
+            totals = server.serve(until_idle=until_idle, poll_seconds=poll, on_batch=said)
         except KeyboardInterrupt:
             totals = None
     if totals is None:

@@ -540,29 +540,54 @@ def env_for(policy: CheckedPolicy, as_of: dt.date, values: dict[str, Any], lists
     )
 
 
+class RowReader:
+    """Reads the environments of one policy's rows of the wide frame (`eligibility.plan.
+    Naming`'s columns: its features, the lists it is on, the policy's aggregates over
+    relations), as `explain` and the durable-rules backend read them.  What is the same
+    for every row (which column holds what, the dates, the params) is worked out once."""
+
+    def __init__(self, policy: CheckedPolicy, cat: CheckedCatalogue, as_of: dt.date) -> None:
+        window = run_dates(policy, as_of).window
+        naming = Naming(cat)
+        entity = policy.target
+        feats = cat.features_of(entity)
+        self.features = [
+            (name, naming.feature(entity, name, window), feats[name].type, feats[name].unit)
+            for ent, name in sorted(policy.typed.features)
+            if ent == entity
+        ]
+        self.aggregates = [
+            (id(agg), naming.aggregate(policy.id, agg, window))
+            for agg in top_level_aggregates(policy)
+        ]
+        self.base = env_for(policy, as_of, {}, set())
+        self._lists: tuple[tuple[str, ...], list[tuple[str, str]]] = ((), [])
+
+    def env(self, row: dict[str, Any]) -> Env:
+        """The environment of the entity of `row`."""
+        values: dict[str, Any] = {}
+        for name, column, kind, unit in self.features:
+            v = row.get(column)
+            if v is not None and kind == "money":
+                v = to_fen(Decimal(str(v)), unit or "fen")
+            elif v is not None and kind == "number":
+                v = Decimal(str(v))
+            values[name] = v
+        columns = tuple(row)
+        if columns != self._lists[0]:  # the rows of one frame share their columns
+            named = [(k, lst) for k in columns if (lst := Naming.list_of(k)) is not None]
+            self._lists = (columns, named)
+        lists = {lst for k, lst in self._lists[1] if row[k]}
+        return replace(
+            self.base,
+            values=values,
+            lists=lists,
+            aggregates={key: row.get(column) for key, column in self.aggregates},
+        )
+
+
 def row_env(
     policy: CheckedPolicy, cat: CheckedCatalogue, as_of: dt.date, row: dict[str, Any]
 ) -> Env:
-    """The environment of one entity from its row of the wide frame (`eligibility.plan.
-    Naming`'s columns: its features, the lists it is on, the policy's aggregates over
-    relations), as `explain` and the durable-rules backend read it."""
-    window = run_dates(policy, as_of).window
-    naming = Naming(cat)
-    entity = policy.target
-    feats = cat.features_of(entity)
-    values: dict[str, Any] = {}
-    for ent, name in sorted(policy.typed.features):
-        if ent != entity:
-            continue
-        f = feats[name]
-        v = row.get(naming.feature(entity, name, window))
-        if v is not None and f.type == "money":
-            v = to_fen(Decimal(str(v)), f.unit or "fen")
-        elif v is not None and f.type == "number":
-            v = Decimal(str(v))
-        values[name] = v
-    lists = {lst for k, v in row.items() if v and (lst := Naming.list_of(k)) is not None}
-    env = env_for(policy, as_of, values, lists)
-    for agg in top_level_aggregates(policy):
-        env.aggregates[id(agg)] = row.get(naming.aggregate(policy.id, agg, window))
-    return env
+    """The environment of one entity from its row of the wide frame (`RowReader`)."""
+    return RowReader(policy, cat, as_of).env(row)

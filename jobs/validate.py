@@ -224,10 +224,16 @@ class EntityKeys:
     # Entities not in the staged file that references may name too (`column`, `_sk`):
     # those registered by events since the night (`jobs.events.stage`).
     extra: pl.DataFrame | None = None
+    # The staged file's `column` and `_sk`, when the caller holds them in memory.
+    known: pl.DataFrame | None = None
 
     def table(self) -> pl.LazyFrame:
         """Identifier -> surrogate key, for a join on the text."""
-        staged = pl.scan_parquet(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
+        staged = (
+            pl.scan_parquet(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
+            if self.known is None
+            else self.known.lazy()
+        )
         if self.extra is None:
             return staged
         return pl.concat([staged, self.extra.lazy().select(self.column, "_sk")]).unique(

@@ -70,6 +70,13 @@ def decided_over(conn: Connection, base_run_id: int) -> pl.DataFrame:
     return read_frame(conn, stmt, EVENT_SCHEMA)
 
 
+def decided_count(conn: Connection, base_run_id: int) -> int:
+    """How many events were decided over the staged night `base_run_id`."""
+    o = EventOutcome.__table__
+    stmt = select(func.count()).where(o.c.outcome == "decided", o.c.base_run_id == base_run_id)
+    return int(conn.execute(stmt).scalar_one())
+
+
 def record_outcomes(conn: Connection, outcomes: pl.DataFrame) -> int:
     """Record what became of events (`OUTCOME_SCHEMA`); the caller commits.  An event that
     already has an outcome is refused by the primary key."""

@@ -1,4 +1,4 @@
-"""How fast durable-rules decides: the event path's decisions alone, without the database.
+"""How fast the event path decides: durable-rules alone, and end to end through the inbox.
 
 Rows of a staged city's wide frames (features computed by the batch's Polars plan)
 are decided three ways, in turn within each round so that a busy machine slows all
@@ -12,16 +12,24 @@ equal to the reference interpreter's.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import multiprocessing as mp
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
+from disburse.synth.events import Event, day_of_events
 from eligibility import ID_COLUMN, Naming, PolicySet, wide_plans
 from eligibility.backends.durable import Decider, compile_policy, fact
-from eligibility.reference import amount, decide, row_env, verdict
+from eligibility.reference import RowReader, amount, decide, verdict
+from jobs.catalogue import Catalogue
 from jobs.evaluate import staged_scan
+from ledgers import inbox
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,9 @@ def durable_speed(
     for kind, plan in wide_plans(staged_scan(staged_dir), policies, cat, as_of).items():
         wide = plan.head(rows).collect()
         for p in (p for p in policies if p.target == kind):
-            payee = Naming.payee(p.id)
+            payee, reader = Naming.payee(p.id), RowReader(p, cat, as_of)
             inputs = [
-                (row_env(p, cat, as_of, r), r[ID_COLUMN], r.get(payee))
-                for r in wide.iter_rows(named=True)
+                (reader.env(r), r[ID_COLUMN], r.get(payee)) for r in wide.iter_rows(named=True)
             ]
             work.append((p, decider.rulesets[p.id], inputs))
     decisions = sum(len(inputs) for _p, _rs, inputs in work)
@@ -131,3 +138,190 @@ def durable_speed(
             continue
         out.append(DurableRound(t1 - t0, t2 - t1, t3 - t2))
     return DurableSpeed(decisions, {p.id: len(p.conditions) for p, _r, _i in work}, out, agree)
+
+
+# --- end to end: the inbox, the serve, the ledger ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Events offered one per transaction at a steady rate while a serve runs: from each
+    insert's commit to the commit of its outcome (after its posting), in milliseconds."""
+
+    offered_per_s: float
+    events: int
+    achieved_per_s: float  # what the inserting process managed to offer
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    batches: int
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """A day of synthetic events (`disburse.synth.events`) through the inbox into the
+    ledger: inserted in one transaction, then served until the inbox is empty."""
+
+    database: str
+    events: int
+    batch: int
+    insert_per_s: float
+    serve_seconds: float
+    batches: int
+    decided: int
+    quarantined: int
+    keys: int
+    transfers: int
+    latency: Latency | None
+
+    @property
+    def events_per_s(self) -> float:
+        """Events served per second, inbox to ledger."""
+        return self.events / self.serve_seconds
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return {**asdict(self), "events_per_s": round(self.events_per_s)}
+
+    def to_text(self) -> list[str]:
+        """The figures for people."""
+        out = [
+            f"events end to end on {self.database} ({self.events:,} events, batches of "
+            f"{self.batch:,}):",
+            f"  inserted into the inbox: {self.insert_per_s:>10,.0f} events/s",
+            f"  served into the ledger:  {self.events_per_s:>10,.0f} events/s "
+            f"({self.batches} batches; {self.decided:,} decided, {self.quarantined:,} "
+            f"quarantined; {self.keys:,} keys, {self.transfers:,} transfers)",
+        ]
+        if self.latency is not None:
+            lat = self.latency
+            out.append(
+                f"  latency at {lat.offered_per_s:,.0f} events/s offered "
+                f"({lat.events:,} events, {lat.achieved_per_s:,.0f}/s achieved, "
+                f"{lat.batches} batches): p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, "
+                f"max {lat.max_ms:.1f} ms"
+            )
+        return out
+
+
+def _offer(url: str, events: list[Event], rate: float, out: str) -> None:
+    """In a child process: insert `events` one per transaction at `rate` per second;
+    write each event's id and the time its insert committed to `out`."""
+    from ledgers.db import make_engine
+
+    engine = make_engine(url, remember=False)
+    done: list[tuple[int, float]] = []
+    start = time.time()
+    try:
+        for k, event in enumerate(events):
+            wait = start + k / rate - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            with engine.begin() as conn:
+                (event_id,) = inbox.add_events(conn, [event])
+            done.append((event_id, time.time()))
+    finally:
+        engine.dispose()
+        Path(out).write_text(json.dumps(done))
+
+
+def events_end_to_end(
+    url: str,
+    store: Path,
+    city: Path,
+    *,
+    catalogue: Catalogue,
+    pset: PolicySet,
+    as_of: dt.date,
+    count: int,
+    batch: int = 2000,
+    offered_per_s: float = 1000.0,
+    offered_seconds: float = 5.0,
+    poll_seconds: float = 0.005,
+) -> EndToEnd:
+    """Serve `count` events of a synthetic day over the completed night in `url`, then
+    offer more at `offered_per_s` for `offered_seconds` while serving, for latency."""
+    from jobs.events.serve import EventServer
+    from ledgers.db import make_engine
+    from ledgers.keys import key_file, posting_key
+
+    events = day_of_events(city, as_of, count + int(offered_per_s * offered_seconds))
+    engine = make_engine(url, remember=False)
+    try:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            inbox.add_events(conn, events[:count])
+        insert_s = time.perf_counter() - started
+
+        def server() -> EventServer:
+            return EventServer(
+                engine,
+                store=store,
+                catalogue=catalogue,
+                pset=pset,
+                key=posting_key(engine, key_file(store)),
+                as_of=as_of,
+                batch=batch,
+            )
+
+        started = time.perf_counter()
+        totals = server().serve(until_idle=True)
+        serve_s = time.perf_counter() - started
+        latency = None
+        offered = events[count:]
+        if offered:
+            latency = _latency(engine, url, server(), offered, offered_per_s, poll_seconds)
+    finally:
+        engine.dispose()
+    return EndToEnd(
+        database=engine.dialect.name,
+        events=count,
+        batch=batch,
+        insert_per_s=round(count / insert_s),
+        serve_seconds=round(serve_s, 3),
+        batches=totals.batches,
+        decided=totals.decided,
+        quarantined=totals.quarantined,
+        keys=totals.keys,
+        transfers=totals.transfers,
+        latency=latency,
+    )
+
+
+def _latency(
+    engine: Engine,
+    url: str,
+    server: Any,
+    offered: list[Event],
+    rate: float,
+    poll_seconds: float,
+) -> Latency:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "inserted.json"
+        child = mp.get_context("spawn").Process(
+            target=_offer, args=(url, offered, rate, str(out)), daemon=True
+        )
+        served_at: dict[int, float] = {}
+
+        def on_batch(b: Any) -> None:
+            now = time.time()
+            served_at.update(dict.fromkeys(b.event_ids, now))
+
+        def stop() -> bool:
+            return not child.is_alive() and len(served_at) >= len(offered)
+
+        child.start()
+        totals = server.serve(stop=stop, poll_seconds=poll_seconds, on_batch=on_batch)
+        child.join()
+        inserted = json.loads(out.read_text())
+    waits = sorted((served_at[i] - t) * 1000 for i, t in inserted)
+    span = inserted[-1][1] - inserted[0][1] if len(inserted) > 1 else 0.0
+    return Latency(
+        offered_per_s=rate,
+        events=len(waits),
+        achieved_per_s=round(len(inserted) / span) if span else 0.0,
+        p50_ms=round(statistics.median(waits), 1),
+        p99_ms=round(waits[min(len(waits) - 1, int(len(waits) * 0.99))], 1),
+        max_ms=round(waits[-1], 1),
+        batches=totals.batches,
+    )

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
-from disburse.bench.events import durable_speed
+from disburse.bench.events import durable_speed, events_end_to_end
 from disburse.bench.result import BenchResult, Evaluation, FinanceDay, Population, RunTimes, Step
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue
@@ -62,7 +62,9 @@ class BenchRequest:
     db_url: str | None = None  # None: a fresh SQLite file
     rounds: int = 1
     finance: bool = False  # also the finance day through the ledger (`FinanceDay`)
-    events: int = 0  # also decide this many entities of each kind with durable-rules
+    # Also decide this many entities of each kind with durable-rules, and serve this many
+    # events end to end (`disburse.bench.events`).
+    events: int = 0
 
 
 def cache_root() -> Path:
@@ -250,11 +252,21 @@ def bench(
         evaluation = compare_evaluation(
             staged_dir(request.store, first_id), pset, RUN_AS_OF, req.rounds
         )
-        events = None
+        events, end_to_end = None, None
         if req.events:
             say.log("durable-rules decisions against the reference interpreter")
             events = durable_speed(
                 staged_dir(request.store, first_id), pset, RUN_AS_OF, req.events, req.rounds
+            )
+            say.log("events end to end: the inbox, the serve, the ledger")
+            end_to_end = events_end_to_end(
+                db.url,
+                request.store,
+                data,
+                catalogue=catalogue,
+                pset=pset,
+                as_of=RUN_AS_OF,
+                count=req.events,
             )
         rows = sum(
             int(pl.scan_parquet(f).select(pl.len()).collect().item())
@@ -279,6 +291,7 @@ def bench(
             cpus=os.cpu_count(),
             finance=finance,
             events=events,
+            events_end_to_end=end_to_end,
         )
     finally:
         db.drop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from disburse.bench.events import DurableSpeed
+from disburse.bench.events import DurableSpeed, EndToEnd
 from jobs.progress import PhaseTiming
 
 
@@ -188,6 +188,7 @@ class BenchResult:
     cpus: int | None
     finance: FinanceDay | None = None  # with --finance-day
     events: DurableSpeed | None = None  # with --events N
+    events_end_to_end: EndToEnd | None = None  # with --events N
 
     def to_json(self) -> dict[str, Any]:
         """The report `disburse bench --json` prints (the evaluation's fields at the top level)."""
@@ -202,6 +203,9 @@ class BenchResult:
             "cpus": self.cpus,
             "finance_day": None if self.finance is None else self.finance.to_json(),
             "events": None if self.events is None else self.events.to_json(),
+            "events_end_to_end": (
+                None if self.events_end_to_end is None else self.events_end_to_end.to_json()
+            ),
         }
 
     def to_text(self) -> str:
@@ -215,5 +219,6 @@ class BenchResult:
             self.evaluation.to_text(),
             *([] if self.finance is None else self.finance.to_text()),
             *([] if self.events is None else self.events.to_text()),
+            *([] if self.events_end_to_end is None else self.events_end_to_end.to_text()),
         ]
         return "\n".join(lines) + "\n"

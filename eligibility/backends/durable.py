@@ -346,7 +346,8 @@ def decide_rows(
     rs = decider.rulesets[policy.id]
     facts = [fact(rs, env, k) for k, (env, _e, _p) in enumerate(rows)]
     masks = decider.masks(policy.id, facts)
+    full = (1 << len(policy.conditions)) - 1  # the amount counts only where all hold
     return [
-        verdict(policy, mask, amount(policy, env), entity, payee)
+        verdict(policy, mask, amount(policy, env) if mask == full else None, entity, payee)
         for mask, (env, entity, payee) in zip(masks, rows, strict=True)
     ]

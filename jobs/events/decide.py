@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -25,9 +25,9 @@ from eligibility import (
     wide_plans,
 )
 from eligibility.backends.durable import Decider, compile_policy, decide_rows
-from eligibility.reference import row_env
-from jobs.catalogue import Catalogue
-from jobs.events.scope import affected_by, merged_scan, reach, scoped, touched
+from eligibility.reference import RowReader
+from jobs.events.overlay import Overlay
+from jobs.events.scope import affected_by, reach, scoped, touched
 from jobs.events.stage import EVENT
 
 DECISION_SCHEMA = RESULT_SCHEMA  # the batch's decision table, row for row
@@ -49,23 +49,23 @@ def deciders(policies: list[CheckedPolicy]) -> Decider:
 
 
 def decide_events(
-    staged_dir: Path,
-    catalogue: Catalogue,
+    overlay: Overlay,
     pset: PolicySet,
     policies: list[CheckedPolicy],
     as_of: dt.date,
-    since: dict[str, pl.DataFrame],
     new: dict[str, pl.DataFrame],
+    replaced: dict[str, pl.DataFrame],
     decider: Decider,
     counted: pl.LazyFrame | None = None,
 ) -> EventDecisions:
     """Decide `policies` on `as_of` for the entities the `new` events affect, over the
-    staged night with every event `since` it laid over (`new` among them).  `counted`:
-    the ledger's counted members, for `once_per` policies (`jobs.once.counted_before`)."""
-    cat = pset.catalogue
-    sources = merged_scan(staged_dir, catalogue, since)
+    overlay with them laid on (`replaced`: the rows they replaced, `Overlay.lay`).
+    `counted`: the ledger's counted members, for `once_per` policies
+    (`jobs.once.counted_before`)."""
+    cat, catalogue = pset.catalogue, overlay.catalogue
+    sources = overlay.scans()
     kinds = {p.target for p in policies}
-    hit = affected_by(cat, sources, touched(staged_dir, catalogue, new))
+    hit = affected_by(cat, sources, touched(catalogue, new, replaced))
     targets = {k: set(v["sk"].to_list()) for k, v in hit.items() if k in kinds and v.height}
     rows: list[dict[str, object]] = []
     if targets:
@@ -75,8 +75,9 @@ def decide_events(
                 continue
             sk = Naming.sk(kind)
             wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect().sort(sk)
+            named = list(wide.iter_rows(named=True))
             for policy in (p for p in policies if p.target == kind):
-                rows.extend(_decided(policy, cat, as_of, wide, sk, decider))
+                rows.extend(_decided(policy, cat, as_of, named, sk, decider))
     frame = pl.DataFrame(rows, schema=DECISION_SCHEMA, orient="row")
     ids = frame.select("target", "entity_sk", "entity_id").unique()
     by = pl.concat(
@@ -101,19 +102,20 @@ def _decided(
     policy: CheckedPolicy,
     cat: CheckedCatalogue,
     as_of: dt.date,
-    wide: pl.DataFrame,
+    wide: list[dict[str, Any]],
     sk: str,
     decider: Decider,
 ) -> list[dict[str, object]]:
     payee_col, rank_col = Naming.payee(policy.id), Naming.rank(policy.id)
     period = run_dates(policy, as_of).period.key
+    reader = RowReader(policy, cat, as_of)
     inputs = []
-    for row in wide.iter_rows(named=True):
+    for row in wide:
         payee = row.get(payee_col) if policy.spec.payee != "self" else None
-        inputs.append((row_env(policy, cat, as_of, row), row[ID_COLUMN], payee))
+        inputs.append((reader.env(row), row[ID_COLUMN], payee))
     out = []
     decided = decide_rows(decider, policy, inputs)
-    for row, one in zip(wide.iter_rows(named=True), decided, strict=True):
+    for row, one in zip(wide, decided, strict=True):
         rank = row.get(rank_col)
         out.append(
             {

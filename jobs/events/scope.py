@@ -1,8 +1,7 @@
 """Which entities an event affects, and which rows their features read.
 
 The data an event path decides on is the last staged night with the events since laid
-over it (`merged_scan`): a keyed source's row is replaced by an event of the same key,
-or removed by a `remove` event.  An event touches the entities its row names (its
+over it (`jobs.events.overlay`).  An event touches the entities its row names (its
 surrogate-key columns, `jobs.staged.staged_links`); the entities whose decisions may
 change are those and, relation by relation backwards, the entities related to them
 (`affected`: a person's new month of insurance changes the decision of the enterprise
@@ -15,70 +14,32 @@ runs over a few rows instead of the city.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import polars as pl
 
 from eligibility import CheckedCatalogue, Scan
 from jobs.catalogue import Catalogue
-from jobs.events.stage import EVENT, OP
+from jobs.events.stage import EVENT
 from jobs.staged import staged_links
 
 Keys = dict[str, pl.Series]  # entity kind -> surrogate keys (unique, Int32)
 MAX_STEPS = 8  # relations are followed at most this deep (family trees end sooner)
 
 
-def _aligned(rows: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
-    return rows.select(
-        (pl.col(c) if c in rows.columns else pl.lit(None)).cast(t).alias(c)
-        for c, t in schema.items()
-    )
-
-
-def merged_scan(
-    staged_dir: Path, catalogue: Catalogue, events: dict[str, pl.DataFrame]
-) -> dict[str, pl.LazyFrame]:
-    """Per source: the staged night's rows with `events` (accepted, staged form) laid over
-    them: a row of a key an event names is replaced by the last such event's row, or gone
-    if that event removes it."""
-    out = {}
-    for name, source in catalogue.sources.items():
-        staged = pl.scan_parquet(staged_dir / f"{name}.parquet")
-        ev = events.get(name)
-        if ev is None or ev.height == 0:
-            out[name] = staged
-            continue
-        schema = staged.collect_schema()
-        key = list(source.key)
-        last = ev.sort(EVENT).unique(key, keep="last", maintain_order=True)
-        kept = staged.join(last.lazy().select(key), on=key, how="anti", nulls_equal=True)
-        upserts = _aligned(last.filter(pl.col(OP) == "upsert"), schema)
-        out[name] = pl.concat([kept, upserts.lazy()])
-    return out
-
-
 PAIRS = {"sk": pl.Int64, EVENT: pl.Int64}  # an entity, and an event that affects it
 
 
 def touched(
-    staged_dir: Path, catalogue: Catalogue, events: dict[str, pl.DataFrame]
+    catalogue: Catalogue, events: dict[str, pl.DataFrame], replaced: dict[str, pl.DataFrame]
 ) -> dict[str, pl.DataFrame]:
     """Per entity kind, the entities each event names (`sk`, `event_id`): the surrogate
-    keys on its row, and on the staged row it replaces or removes."""
+    keys on its row, and on the row it replaced or removed (`Overlay.lay`)."""
     links = staged_links(catalogue)
     parts: dict[str, list[pl.DataFrame]] = defaultdict(list)
     for name, ev in events.items():
-        if ev.height == 0:
-            continue
-        key = list(catalogue.sources[name].key)
-        replaced = (
-            pl.scan_parquet(staged_dir / f"{name}.parquet")
-            .join(ev.lazy().select(*key, EVENT), on=key, how="inner", nulls_equal=True)
-            .collect()
-        )
         for column, kind in links[name].items():
-            for frame in (ev, replaced):
-                if column in frame.columns:
+            for frame in (ev, replaced.get(name)):
+                if frame is not None and column in frame.columns:
                     parts[kind].append(
                         frame.select(pl.col(column).cast(pl.Int64).alias("sk"), EVENT).drop_nulls()
                     )

@@ -4,9 +4,10 @@ One batch at a time, under the nightly run's lock (a nightly run and the event p
 never post at once; one waits for the other):
 
 1. the newest completed nightly run is the base: its staged sources, as of its date;
-2. the pending events (oldest first, at most `batch`) and those already decided over
-   that night are validated by the catalogue's rules (`jobs.events.stage`); a pending
-   event that fails is quarantined with its reason;
+2. the pending events (oldest first, at most `batch`) are validated by the catalogue's
+   rules (`jobs.events.stage`) against the night with the events decided over it laid
+   on, which the serve keeps in memory between batches (`jobs.events.overlay`); a
+   pending event that fails is quarantined with its reason;
 3. the entities the pending events affect are decided by durable-rules over the night
    with every event since laid over it (`jobs.events.decide`), for the policies that
    take events (`events: true`) and are valid on the day;
@@ -34,14 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from eligibility import CheckedPolicy, PolicySet
 from jobs.allocate import allocate_policies, entitlements
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.events.decide import decide_events, deciders
-from jobs.events.stage import EVENT, OP, StagedEvents, entity_keys, stage_events
+from jobs.events.overlay import Overlay
+from jobs.events.stage import EVENT, OP
 from jobs.faults import checkpoint
 from jobs.ingest import staged_dir
 from jobs.progress import Progress, Silent
@@ -67,6 +69,7 @@ class Served:
     keys: int = 0
     transfers: int = 0
     seconds: float = 0.0
+    event_ids: tuple[int, ...] = ()  # the events taken, decided or quarantined
 
 
 @dataclass
@@ -160,32 +163,6 @@ def parse_events(
     return frames, quarantined
 
 
-def stage_all(
-    frames: dict[str, pl.DataFrame], night: Path, catalogue: Catalogue
-) -> dict[str, StagedEvents]:
-    """Validate every source's events, entity sources first, so that a reference finds an
-    entity an earlier event registered; a new entity's key follows the night's largest."""
-    registered: dict[str, pl.DataFrame] = {}
-    out: dict[str, StagedEvents] = {}
-    for name in catalogue.ordered():
-        rows = frames.get(name)
-        if rows is None:
-            continue
-        source = catalogue.sources[name]
-        keys = entity_keys(night, catalogue, registered)
-        next_sk = None
-        if source.entity is not None:
-            sk = keys[name].sk
-            top = pl.scan_parquet(keys[name].staged).select(pl.col(sk).max()).collect().item()
-            next_sk = int(top or 0) + 1
-        out[name] = stage_events(name, rows, catalogue, keys, next_sk)
-        if source.entity is not None:
-            registered[name] = out[name].accepted.select(
-                source.entity_column, pl.col(keys[name].sk).alias("_sk")
-            )
-    return out
-
-
 class EventServer:
     """Serves the inbox of one ledger database (see the module's docstring)."""
 
@@ -211,6 +188,7 @@ class EventServer:
         self.progress = progress or Silent()
         self.run_id: int | None = None
         self._deciders: dict[tuple[str, ...], Any] = {}
+        self._overlay: Overlay | None = None
 
     def day(self) -> dt.date:
         """The day events are decided as of: given, or today."""
@@ -266,28 +244,51 @@ class EventServer:
                 if waiting.height == 0:
                     return None
                 night = self.base()
-                before = inbox.decided_over(conn, night.run_id)
-            served = self._batch(waiting, before, night)
+                overlay = self.overlay(conn, night)
+            try:
+                served = self._batch(waiting, overlay, night)
+            except BaseException:
+                self._overlay = None  # half laid: built again for the next batch
+                raise
         served.seconds = time.perf_counter() - started
         return served
 
-    def _batch(self, waiting: pl.DataFrame, before: pl.DataFrame, night: RunRecord) -> Served:
+    def overlay(self, conn: Connection, night: RunRecord) -> Overlay:
+        """The night with the events decided over it laid on: the one kept from the last
+        batch, unless the night changed or events were decided over it elsewhere."""
+        kept = self._overlay
+        if (
+            kept is not None
+            and kept.base_run_id == night.run_id
+            and kept.laid == inbox.decided_count(conn, night.run_id)
+        ):
+            return kept
         folder = staged_dir(Path(night.store_dir or self.store), night.run_id)
-        frames, unreadable = parse_events(pl.concat([before, waiting]), self.catalogue)
-        staged = stage_all(frames, folder, self.catalogue)
-        new_ids = set(waiting["event_id"].to_list())
-        accepted_all = {n: s.accepted for n, s in staged.items() if s.accepted.height}
-        new = {n: a.filter(pl.col(EVENT).is_in(sorted(new_ids))) for n, a in accepted_all.items()}
-        new = {n: a for n, a in new.items() if a.height}
-        quarantined = pl.concat([unreadable, *(s.quarantined for s in staged.values())]).filter(
-            pl.col(EVENT).is_in(sorted(new_ids))
-        )
+        overlay = Overlay(folder, self.catalogue, night.run_id)
+        before = inbox.decided_over(conn, night.run_id)
+        frames, _unreadable = parse_events(before, self.catalogue)
+        staged = overlay.stage(frames)
+        overlay.lay({n: s.accepted for n, s in staged.items() if s.accepted.height})
+        overlay.laid = before.height
+        self._overlay = overlay
+        return overlay
+
+    def _batch(self, waiting: pl.DataFrame, overlay: Overlay, night: RunRecord) -> Served:
+        frames, unreadable = parse_events(waiting, self.catalogue)
+        staged = overlay.stage(frames)
+        new = {n: s.accepted for n, s in staged.items() if s.accepted.height}
+        quarantined = pl.concat([unreadable, *(s.quarantined for s in staged.values())])
         policies = self.policies()
         run_id = self._run(policies)
-        served = Served(events=waiting.height, quarantined=quarantined.height)
+        served = Served(
+            events=waiting.height,
+            quarantined=quarantined.height,
+            event_ids=tuple(waiting["event_id"].to_list()),
+        )
         checkpoint("events:staged")
+        replaced = overlay.lay(new)
         if policies and new:
-            result = self._decide_and_post(folder, accepted_all, new, policies, run_id)
+            result = self._decide_and_post(overlay, new, replaced, policies, run_id)
             served.keys, served.transfers = result
         checkpoint("events:posted")
         decided_ids = sorted({e for a in new.values() for e in a[EVENT].to_list()})
@@ -326,9 +327,9 @@ class EventServer:
 
     def _decide_and_post(
         self,
-        folder: Path,
-        since: dict[str, pl.DataFrame],
+        overlay: Overlay,
         new: dict[str, pl.DataFrame],
+        replaced: dict[str, pl.DataFrame],
         policies: list[CheckedPolicy],
         run_id: int,
     ) -> tuple[int, int]:
@@ -337,9 +338,7 @@ class EventServer:
         if decider is None:
             decider = self._deciders[ids] = deciders(policies)
         as_of = self.day()
-        result = decide_events(
-            folder, self.catalogue, self.pset, policies, as_of, since, new, decider
-        )
+        result = decide_events(overlay, self.pset, policies, as_of, new, replaced, decider)
         decided = result.decisions
         if decided.height == 0:
             return 0, 0

@@ -55,20 +55,24 @@ QUARANTINE_SCHEMA = {EVENT: pl.Int64, "column": pl.String, "rule": pl.String, "r
 
 
 def entity_keys(
-    staged_dir: Path, catalogue: Catalogue, registered: dict[str, pl.DataFrame] | None = None
+    staged_dir: Path,
+    catalogue: Catalogue,
+    registered: dict[str, pl.DataFrame] | None = None,
+    known: dict[str, pl.DataFrame] | None = None,
 ) -> dict[str, EntityKeys]:
-    """Where references find each entity: the staged night's file, and the entities that
-    events registered since (`registered`: per entity source, its id column and `_sk`)."""
+    """Where references find each entity: the staged night's file (or `known`: its
+    identifiers and `_sk` held in memory), and the entities that events registered since
+    (`registered`: per entity source, its id column and `_sk`)."""
     out = {}
     for name, source in catalogue.sources.items():
         if source.entity is None:
             continue
-        extra = (registered or {}).get(name)
         out[name] = EntityKeys(
             staged_dir / f"{name}.parquet",
             source.entity_column,
             Naming.sk(source.entity),
-            extra=extra,
+            extra=(registered or {}).get(name),
+            known=(known or {}).get(name),
         )
     return out
 

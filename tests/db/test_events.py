@@ -16,7 +16,8 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from jobs.catalogue import load_source_catalogue
-from jobs.events.serve import EventServer, parse_events, stage_all
+from jobs.events.overlay import stage_all
+from jobs.events.serve import EventServer, parse_events
 from jobs.explain import explain
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly_on
@@ -188,3 +189,38 @@ def _night_dir(store: Path) -> Path:
     from jobs.ingest import staged_dir
 
     return staged_dir(store, 1)
+
+
+def test_the_end_to_end_bench_serves_every_event_and_times_each(
+    db_url: str, clean_city: Path, tmp_path: Path
+) -> None:
+    from disburse.bench.events import events_end_to_end
+
+    catalogue = load_source_catalogue()
+    pset = load_policies(catalogue, [POLICIES])
+    store = tmp_path / "store"
+    with open_engine(db_url, init=True) as engine:
+        _night(engine, clean_city, store, POLICIES)
+    got = events_end_to_end(
+        db_url,
+        store,
+        clean_city,
+        catalogue=catalogue,
+        pset=pset,
+        as_of=AS_OF,
+        count=300,
+        batch=100,
+        offered_per_s=200,
+        offered_seconds=0.5,
+        poll_seconds=0.01,
+    )
+    assert got.decided + got.quarantined == 300
+    assert got.batches == 3
+    assert got.decided > 250  # a synthetic day is mostly valid
+    assert got.keys > 0
+    lat = got.latency
+    assert lat is not None
+    assert lat.events == 100
+    assert 0 < lat.p50_ms <= lat.p99_ms <= lat.max_ms
+    with open_engine(db_url) as engine, engine.connect() as conn:
+        assert inbox.counts(conn)["pending"] == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from disburse.bench.events import DurableRound, DurableSpeed
+from disburse.bench.events import DurableRound, DurableSpeed, EndToEnd, Latency
 from disburse.bench.result import (
     BenchResult,
     Evaluation,
@@ -80,7 +80,8 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     out = result(WITH_DUCKDB).to_json()
     assert sorted(out) == [
         "active_policies", "baseline_ratio", "compiled_seconds", "cpus", "database",
-        "duckdb_ratio", "events", "finance_day", "first_run", "handwritten_duckdb_seconds",
+        "duckdb_ratio", "events", "events_end_to_end", "finance_day", "first_run",
+        "handwritten_duckdb_seconds",
         "handwritten_polars_seconds", "peak_rss_mb", "policies", "population", "rows",
         "same_results_duckdb", "same_results_polars", "second_run",
     ]  # fmt: skip
@@ -95,6 +96,7 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     assert out["second_run"]["phases"]["ingest"]["rows_per_second"] is None
     assert out["finance_day"] is None  # only with --finance-day
     assert out["events"] is None  # only with --events N
+    assert out["events_end_to_end"] is None
 
 
 FINANCE = FinanceDay(
@@ -201,4 +203,34 @@ def test_the_durable_rules_figures_as_json_and_as_lines() -> None:
         "  exact facts + match:       30,769 decisions/s",
         "  reference interpreter:     28,571 decisions/s",
         "  time / reference: 0.96 (rounds 0.75 to 1.17); same results as the reference: yes",
+    ]
+
+
+END_TO_END = EndToEnd(
+    database="postgresql",
+    events=4_000,
+    batch=2_000,
+    insert_per_s=20_000,
+    serve_seconds=1.6,
+    batches=2,
+    decided=3_990,
+    quarantined=10,
+    keys=1_400,
+    transfers=300,
+    latency=Latency(1_000, 5_000, 1_001, 602.2, 911.4, 939.8, 14),
+)
+
+
+def test_the_end_to_end_event_figures_as_json_and_as_lines() -> None:
+    out = dataclasses.replace(result(WITH_DUCKDB), events_end_to_end=END_TO_END)
+    data = out.to_json()["events_end_to_end"]
+    assert data["events_per_s"] == 2_500
+    assert data["latency"]["p99_ms"] == 911.4
+    assert out.to_text().splitlines()[-4:] == [
+        "events end to end on postgresql (4,000 events, batches of 2,000):",
+        "  inserted into the inbox:     20,000 events/s",
+        "  served into the ledger:       2,500 events/s (2 batches; 3,990 decided, 10 "
+        "quarantined; 1,400 keys, 300 transfers)",
+        "  latency at 1,000 events/s offered (5,000 events, 1,001/s achieved, 14 batches): "
+        "p50 602.2 ms, p99 911.4 ms, max 939.8 ms",
     ]

@@ -21,7 +21,7 @@ import pytest
 from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.events.decide import decide_events, deciders
-from jobs.events.serve import stage_all
+from jobs.events.overlay import Overlay, stage_all
 from jobs.events.stage import EVENT, OP, StagedEvents
 from jobs.ingest import _scan, locate_sources, stage
 from jobs.policies import load_policies
@@ -104,12 +104,6 @@ def _text(v: object) -> str | None:
     return str(v)
 
 
-def _staged_events(
-    events: dict[str, pl.DataFrame], staged: Path, catalogue: Catalogue
-) -> dict[str, StagedEvents]:
-    return stage_all(events, staged, catalogue)
-
-
 def _delivered(
     raw: dict[str, tuple[pl.DataFrame, str]],
     events: dict[str, pl.DataFrame],
@@ -147,14 +141,16 @@ def test_events_decide_as_the_batch_over_the_same_data(
     stage(city, night, catalogue=catalogue)
     raw = _raw(city, catalogue)
     events = _events(raw, catalogue, seed)
-    staged = _staged_events(events, night, catalogue)
+    overlay = Overlay(night, catalogue, 1)
+    staged = overlay.stage(events)
     accepted = {n: s.accepted for n, s in staged.items() if s.accepted.height}
     quarantined = sum(s.quarantined.height for s in staged.values())
     total = sum(e.height for e in events.values())
     assert sum(a.height for a in accepted.values()) + quarantined == total  # none lost
 
+    replaced = overlay.lay(accepted)
     got = decide_events(
-        night, catalogue, pset, policies, AS_OF, accepted, accepted, deciders(policies)
+        overlay, pset, policies, AS_OF, accepted, replaced, deciders(policies)
     ).decisions
     assert got.height > 0
     assert got["eligible"].any()
@@ -207,7 +203,7 @@ def test_a_bad_event_is_quarantined_with_its_reason(city: Path, tmp_path: Path) 
             ]
         ),
     }
-    staged = _staged_events(events, night, catalogue)
+    staged = stage_all(events, night, catalogue)
     rules = {
         e: r for s in staged.values() for e, r in s.quarantined.select(EVENT, "rule").iter_rows()
     }
