@@ -27,7 +27,8 @@ the runs table that only a role that may write runs can take (an auditor's login
 cannot block the night with it), or an exclusive lock on a file beside the SQLite
 database (its real path); both vanish with the process, so a killed run never leaves
 a stale lock.  A second run exits with a message naming the running one and its
-session, or waits for it with `wait=True`.
+session, or waits for it with `wait=True`.  `events serve` takes the same lock for
+each batch it posts; a run that finds a serve open waits for its batch.
 
 Faults from outside (a full disk, a database that refuses the login or is lost,
 SQLite locked past its busy timeout) raise RunFault, and SIGTERM or SIGINT
@@ -93,7 +94,7 @@ from ledgers.holdings import Holdings, holdings
 from ledgers.keys import key_file, posting_key
 from ledgers.locks import RUN_LOCK, LockBusy, hold, session_alive
 from ledgers.post import post_entitlements
-from ledgers.runs import NIGHTLY, HashedFile, PolicyFile, RunArchive, RunRecord, RunState
+from ledgers.runs import EVENTS, NIGHTLY, HashedFile, PolicyFile, RunArchive, RunRecord, RunState
 
 KIND = NIGHTLY
 # Bump when the same inputs would decide differently, or the decided files change shape
@@ -136,15 +137,23 @@ def run_lock(engine: Engine, *, wait: bool, progress: Progress) -> Iterator[RunL
 
     def holder() -> str:
         running = runs.newest_open(engine, KIND)
-        return running.describe() if running is not None else "another run is starting"
+        if running is not None:
+            return running.describe()
+        serving = runs.newest_open(engine, EVENTS)
+        if serving is not None:
+            return f"events serve {serving.describe()}, deciding a batch"
+        return "another run is starting"
 
+    # An events serve holds the lock for one batch at a time (jobs.events.serve): a run
+    # that finds one serving waits for its batch rather than fail.
+    serving = runs.newest_open(engine, EVENTS) is not None
     with engine.connect() as conn, ExitStack() as held:
         try:
             held.enter_context(
                 hold(
                     conn,
                     RUN_LOCK,
-                    wait=wait,
+                    wait=wait or serving,
                     holder=holder,
                     waiting=lambda who: progress.log(f"waiting for {who}"),
                 )

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from ledgers.schema import PolicySnapshot, QuarantinedRow, Run, SourceSnapshot, Transfer
 
 NIGHTLY: Final = "nightly"
+EVENTS: Final = "events"  # `disburse events serve` (jobs.events.serve)
 # Writers that may record a run at the same moment (a nightly run, an ingest, a post).
 _ID_ATTEMPTS: Final = 100
 

@@ -52,9 +52,9 @@ from ledgers import inbox, runs
 from ledgers.holdings import holdings
 from ledgers.keys import LedgerKey
 from ledgers.post import post_entitlements
-from ledgers.runs import NIGHTLY, PolicyFile, RunRecord
+from ledgers.runs import EVENTS, NIGHTLY, PolicyFile, RunRecord
 
-KIND = "events"
+KIND = EVENTS
 UNKNOWN_SOURCE = "the event names no source of the catalogue"
 UNREADABLE = "the event's row is not a JSON object of column values"
 

@@ -10,6 +10,12 @@ hold the same net amount for every key.  Serving again posts nothing.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +25,7 @@ from jobs.catalogue import load_source_catalogue
 from jobs.events.overlay import stage_all
 from jobs.events.serve import EventServer, parse_events
 from jobs.explain import explain
+from jobs.faults import PAUSE_ENV
 from jobs.policies import features_path, load_policies
 from jobs.run import RunRequest, run_nightly_on
 from ledgers import inbox
@@ -28,6 +35,32 @@ from ledgers.keys import key_file, posting_key
 from tests.unit.test_event_decisions import AS_OF, _delivered, _events, _raw
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"  # some say events: true
+
+
+def _lines(events: dict[str, pl.DataFrame]) -> list[tuple[str, str, str]]:
+    """The events as inbox rows, in the order they were made (a registration before its
+    months)."""
+    made = sorted(
+        (row["event_id"], name, row)
+        for name, frame in events.items()
+        for row in frame.iter_rows(named=True)
+    )
+    return [
+        (
+            name,
+            str(row["op"]),
+            json.dumps({k: v for k, v in row.items() if k not in ("event_id", "op")}),
+        )
+        for _id, name, row in made
+    ]
+
+
+def _until_stopped(pid: int) -> None:
+    """Wait until process `pid` has stopped itself (SIGSTOP at a pause point)."""
+    deadline = time.monotonic() + 300
+    while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "T":
+        assert time.monotonic() < deadline, "the night never reached its pause point"
+        time.sleep(0.05)
 
 
 def _night(engine: Engine, data: Path, store: Path, policies: Path) -> int:
@@ -77,20 +110,7 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
     pset = load_policies(catalogue, [policies])
     raw = _raw(city, catalogue)
     events = _events(raw, catalogue, seed=3)
-    # Into the inbox in the order they were made (a registration before its months).
-    made = sorted(
-        (row["event_id"], name, row)
-        for name, frame in events.items()
-        for row in frame.iter_rows(named=True)
-    )
-    lines = [
-        (
-            name,
-            str(row["op"]),
-            json.dumps({k: v for k, v in row.items() if k not in ("event_id", "op")}),
-        )
-        for _id, name, row in made
-    ]
+    lines = _lines(events)
 
     store = tmp_path / "store"
     with open_engine(db_url, init=True) as engine:
@@ -224,3 +244,102 @@ def test_the_end_to_end_bench_serves_every_event_and_times_each(
     assert 0 < lat.p50_ms <= lat.p99_ms <= lat.max_ms
     with open_engine(db_url) as engine, engine.connect() as conn:
         assert inbox.counts(conn)["pending"] == 0
+
+
+def test_a_night_run_while_events_are_served_leaves_the_ledger_of_the_nights_alone(
+    db_url: str, city: Path, tmp_path: Path
+) -> None:
+    """Night 2 (over the data with the events applied) runs in another process and is
+    paused holding the run lock, evaluated but not posted: the serve waits for it; let
+    go, the night posts and the serve decides the rest over the new night.  Every key
+    ends at the net of the two nights alone."""
+    catalogue = load_source_catalogue()
+    pset = load_policies(catalogue, [POLICIES])
+    raw = _raw(city, catalogue)
+    events = _events(raw, catalogue, seed=5)
+    lines = _lines(events)
+    store = tmp_path / "store"
+    with open_engine(db_url, init=True) as engine:
+        _night(engine, city, store, POLICIES)
+        with engine.begin() as conn:
+            inbox.add_events(conn, lines)
+        frames, _bad = parse_events(
+            pl.DataFrame(
+                {
+                    "event_id": list(range(1, len(lines) + 1)),
+                    "source": [s for s, _o, _r in lines],
+                    "op": [o for _s, o, _r in lines],
+                    "row_json": [r for _s, _o, r in lines],
+                }
+            ),
+            catalogue,
+        )
+        delivered = tmp_path / "delivered"
+        _delivered(
+            raw, events, stage_all(frames, _night_dir(store), catalogue), catalogue, delivered
+        )
+        server = EventServer(
+            engine,
+            store=store,
+            catalogue=catalogue,
+            pset=pset,
+            key=posting_key(engine, key_file(store)),
+            as_of=AS_OF,
+            batch=2,
+        )
+        server.once()  # the serve is open before the night starts
+        env = {**os.environ, PAUSE_ENV: "run:evaluated"}  # holding the lock, before posting
+        night = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "disburse.cli",
+                "run",
+                "--data",
+                str(delivered),
+                "--as-of",
+                AS_OF.isoformat(),
+                "--db",
+                db_url,
+                "--store",
+                str(store),
+                "--policies",
+                str(POLICIES),
+                "--quiet",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        _until_stopped(night.pid)
+        with engine.connect() as conn:
+            before = inbox.counts(conn)
+        serving = threading.Thread(target=lambda: server.serve(until_idle=True))
+        serving.start()
+        time.sleep(2)
+        with engine.connect() as conn:
+            assert inbox.counts(conn) == before  # the serve waits for the night's lock
+        assert serving.is_alive()
+        os.kill(night.pid, signal.SIGCONT)
+        _out, err = night.communicate(timeout=600)
+        serving.join(timeout=600)
+        assert night.returncode == 0, err
+        with engine.connect() as conn:
+            assert inbox.counts(conn)["pending"] == 0
+            bases = {
+                r[0]
+                for r in conn.execute(
+                    text(
+                        "SELECT DISTINCT base_run_id FROM event_outcomes WHERE outcome = 'decided'"
+                    )
+                )
+            }
+        with_events = _held(engine)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    with open_engine(f"sqlite:///{alone / 'ledger.db'}", init=True) as engine:
+        _night(engine, city, alone / "store", POLICIES)
+        _night(engine, delivered, alone / "store", POLICIES)
+        nights_alone = _held(engine)
+    assert with_events.equals(nights_alone), bases
