@@ -257,20 +257,33 @@ def representative(value: Any, lit: Any) -> Any:
 def fact(ruleset: Ruleset, env: Env, index: int) -> dict[str, Any]:
     """The fact asserted for one row: each atom's value, exactly decided; an unknown
     atom is left out (durable-rules matches nothing on a field that is not there)."""
+    return _fact(ruleset, env, index)[0]
+
+
+def _fact(ruleset: Ruleset, env: Env, index: int) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """The fact, and what decides how it matches: per atom, the side of its literal (or
+    whether it equals it), its value where it is matched against a list, its order or
+    truth; None where it is unknown.  Facts with the same outcome match the same rules."""
     out: dict[str, Any] = {INDEX: index}
+    key: list[Any] = []
     for a in ruleset.atoms:
         v = evaluate(a.node, env)
+        got: Any = None
         if v is None:
-            continue
-        if a.kind == "value":
-            out[a.field] = representative(v, a.literal)
+            pass
+        elif a.kind == "value":
+            got = out[a.field] = representative(v, a.literal)
+            if a.literal is not None:
+                as_is = isinstance(v, bool | str)
+                got = v == a.literal if as_is else _order(_exact(v), _exact(a.literal))
         elif a.kind == "order":
             w = evaluate(a.other, env) if a.other is not None else None
             if w is not None:
-                out[a.field] = _order(_exact(v), _exact(w))
+                got = out[a.field] = _order(_exact(v), _exact(w))
         else:
-            out[a.field] = bool(v)
-    return out
+            got = out[a.field] = bool(v)
+        key.append(got)
+    return out, tuple(key)
 
 
 # --- deciding: a private host, one batch of facts at a time ------------------------------
@@ -344,10 +357,20 @@ def decide_rows(
     """eligible, amount_fen, reason, mask and payee for each (env, entity id, payee) row,
     the conditions decided by durable-rules, as `eligibility.reference.decide` gives them."""
     rs = decider.rulesets[policy.id]
-    facts = [fact(rs, env, k) for k, (env, _e, _p) in enumerate(rows)]
+    # Rows whose atoms come out the same match the same rules: durable-rules matches
+    # one fact of each outcome.
+    first: dict[tuple[Any, ...], int] = {}
+    facts: list[dict[str, Any]] = []
+    which: list[int] = []
+    for env, _e, _p in rows:
+        one, key = _fact(rs, env, len(facts))
+        at = first.setdefault(key, len(facts))
+        if at == len(facts):
+            facts.append(one)
+        which.append(at)
     masks = decider.masks(policy.id, facts)
     full = (1 << len(policy.conditions)) - 1  # the amount counts only where all hold
     return [
         verdict(policy, mask, amount(policy, env) if mask == full else None, entity, payee)
-        for mask, (env, entity, payee) in zip(masks, rows, strict=True)
+        for mask, (env, entity, payee) in zip((masks[k] for k in which), rows, strict=True)
     ]

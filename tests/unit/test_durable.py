@@ -22,6 +22,7 @@ from eligibility.backends.durable import (
     compile_policy,
     decide_rows,
     durable_literal,
+    fact,
     plain,
     representative,
 )
@@ -136,7 +137,12 @@ def test_many_batches_decide_as_the_reference(policy: CheckedPolicy) -> None:
         rows.append((env, f"E{k}", f"P{k}"))
     decider = Decider({policy.id: compile_policy(policy)})
     got = decide_rows(decider, policy, rows)
-    assert got == [decide(policy, *row) for row in rows]
+    want = [decide(policy, *row) for row in rows]
+    assert got == want
+    # Every fact asserted, not one per outcome as decide_rows does: still the reference's.
+    rs = decider.rulesets[policy.id]
+    facts = [fact(rs, env, k) for k, (env, _e, _p) in enumerate(rows)]
+    assert decider.masks(policy.id, facts) == [w["mask"] for w in want]
     assert any(g["eligible"] for g in got) or not policy.spec.tests
 
 
