@@ -170,8 +170,9 @@ def demo(out, enterprises, persons, as_json, quiet):
     "afterwards. Default: a fresh SQLite file.",
 )
 @click.option(
-    "--rounds", type=click.IntRange(min=1), default=1, show_default=True,
-    help="Rounds of the evaluation comparison (the best is kept).",
+    "--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+    help="Rounds of the evaluation comparison, after a discarded warm-up; the engines run "
+    "in turn within each round and the report gives every round and the median ratio.",
 )  # fmt: skip
 @click.option(
     "--payments",

@@ -7,11 +7,14 @@
    server given (dropped afterwards).
 3. A first nightly run (everything is new) and a second one with nothing
    changed (nothing to post): per-phase seconds, rows per second, peak RSS.
-4. The compiled evaluation of the six shipped enterprise policies over the run's
-   staged sources, timed against the same policies written by hand in Polars
-   (`baseline_ratio` = compiled / hand-written) and in DuckDB SQL
-   (`duckdb_ratio` = compiled / DuckDB), in this process, after the runs,
-   checking that all three compute the same decision table.
+4. The compiled evaluation of the baselined policies over the run's staged sources,
+   timed against the same policies written by hand in Polars (`baseline_ratio` =
+   compiled / hand-written) and in DuckDB SQL (`duckdb_ratio` = compiled / DuckDB),
+   in this process, after the runs: a discarded warm-up of each, then rounds that
+   run the three in turn (`compare_evaluation`); the ratios are the medians of the
+   rounds' ratios, with their spread, and whether all three computed the same
+   decision table.
+5. The machine: CPUs, memory, the load before and after, the libraries' versions.
 
 `bench` returns a `BenchResult` (`disburse.bench.result`).
 """
@@ -20,15 +23,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 from sqlalchemy import Engine, create_engine, text
@@ -36,7 +40,16 @@ from sqlalchemy.engine import make_url
 
 from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
 from disburse.bench.events import durable_speed, events_end_to_end
-from disburse.bench.result import BenchResult, Evaluation, FinanceDay, Population, RunTimes, Step
+from disburse.bench.result import (
+    BenchResult,
+    EvalRound,
+    Evaluation,
+    FinanceDay,
+    Machine,
+    Population,
+    RunTimes,
+    Step,
+)
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
@@ -60,7 +73,7 @@ class BenchRequest:
     months: int = 12
     seed: int = 1
     db_url: str | None = None  # None: a fresh SQLite file
-    rounds: int = 1
+    rounds: int = 5
     finance: bool = False  # also the finance day through the ledger (`FinanceDay`)
     # Also decide this many entities of each kind with durable-rules, and serve this many
     # events end to end (`disburse.bench.events`).
@@ -130,41 +143,68 @@ class FreshDatabase:
         admin.dispose()
 
 
-def _best(fn: Any, rounds: int) -> tuple[float, pl.DataFrame]:
-    best, out = float("inf"), None
-    for _ in range(rounds):
-        started = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - started)
-    assert out is not None
-    return best, out
-
-
 def compare_evaluation(
-    staged: Path, pset: PolicySet, as_of: dt.date, rounds: int = 1
+    staged: Path, pset: PolicySet, as_of: dt.date, rounds: int = 5
 ) -> Evaluation:
-    """Compiled evaluation of the six enterprise policies against the hand-written ones."""
+    """Compiled evaluation of the baselined policies against the hand-written ones: a
+    warm-up call of each engine (discarded; its results compared), then `rounds`
+    rounds running the engines in turn, the order rotating each round so that none
+    always runs first (on a cold cache) or last (on a warm one)."""
     six = PolicySet(pset.catalogue, [p for p in pset.policies if p.id in POLICY_IDS])
-    compiled_s, compiled = _best(lambda: evaluate(staged, six, as_of), rounds)
-    polars_s, by_hand = _best(lambda: handwritten_polars(staged, as_of), rounds)
-    polars = Evaluation(
-        policies=sorted(POLICY_IDS),
-        rows=compiled.height,
-        compiled_seconds=round(compiled_s, 3),
-        handwritten_polars_seconds=round(polars_s, 3),
-        baseline_ratio=round(compiled_s / polars_s, 3),
-        same_results_polars=compiled.equals(by_hand),
-    )
+    engines: dict[str, Callable[[], pl.DataFrame]] = {
+        "compiled_s": lambda: evaluate(staged, six, as_of),
+        "polars_s": lambda: handwritten_polars(staged, as_of),
+    }
+    note = None
     try:
         import duckdb  # noqa: F401 - the peer of the benchmark, a dev dependency
     except ImportError:
-        return replace(polars, duckdb_note="duckdb is not installed (pip install -e '.[dev]')")
-    duck_s, duck = _best(lambda: handwritten_duckdb(staged, as_of), rounds)
-    return replace(
-        polars,
-        handwritten_duckdb_seconds=round(duck_s, 3),
-        duckdb_ratio=round(compiled_s / duck_s, 3),
-        same_results_duckdb=compiled.equals(duck),
+        note = "duckdb is not installed (pip install -e '.[dev]')"
+    else:
+        engines["duckdb_s"] = lambda: handwritten_duckdb(staged, as_of)
+    first = {name: run() for name, run in engines.items()}  # the warm-up
+    names = list(engines)
+    timed = []
+    for k in range(rounds):
+        seconds = {}
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            started = time.perf_counter()
+            engines[name]()
+            seconds[name] = round(time.perf_counter() - started, 4)
+        timed.append(EvalRound(**seconds))
+    compiled = first["compiled_s"]
+    return Evaluation(
+        policies=sorted(POLICY_IDS),
+        rows=compiled.height,
+        rounds=timed,
+        same_results_polars=compiled.equals(first["polars_s"]),
+        same_results_duckdb=compiled.equals(first["duckdb_s"]) if "duckdb_s" in first else None,
+        duckdb_note=note,
+    )
+
+
+def machine(load_before: tuple[float, float, float]) -> Machine:
+    """This machine: CPUs, memory, the load before the benchmark and now, the versions
+    of the libraries that do the work."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory = None
+    return Machine(
+        cpus=os.cpu_count(),
+        memory_gib=None if memory is None else round(memory, 1),
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        python=platform.python_version(),
+        versions={p: of(p) for p in ("polars", "duckdb", "sqlalchemy", "psycopg", "durable-rules")},
     )
 
 
@@ -217,6 +257,7 @@ def bench(
 ) -> BenchResult:
     """Run the benchmark: a first and a second nightly run, then the evaluation compared."""
     say = progress or Silent()
+    load_before = os.getloadavg()
     data, synth_s = cached_population(req, say)
     scratch = Path(tempfile.mkdtemp(prefix="disburse-bench-"))
     db = FreshDatabase(req.db_url, scratch)
@@ -288,7 +329,7 @@ def bench(
             second_run=runs[1],
             evaluation=evaluation,
             peak_rss_mb=peak_rss_mb(),
-            cpus=os.cpu_count(),
+            machine=machine(load_before),
             finance=finance,
             events=events,
             events_end_to_end=end_to_end,

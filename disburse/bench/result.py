@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -122,55 +123,144 @@ class FinanceDay:
 
 
 @dataclass(frozen=True)
+class EvalRound:
+    """One round of the evaluation comparison: each engine's seconds, run in turn."""
+
+    compiled_s: float
+    polars_s: float
+    duckdb_s: float | None = None
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """The compiled evaluation timed against the same policies written by hand.
 
-    `baseline_ratio` = compiled / hand-written Polars, `duckdb_ratio` = compiled
-    / hand-written DuckDB SQL; the DuckDB figures are None when duckdb is not
+    The engines run in turn within each round, in an order that changes from round
+    to round, after a warm-up call of each that is discarded (`rounds` holds the
+    rest).  `baseline_ratio` is the median over the rounds of compiled / hand-written
+    Polars, `duckdb_ratio` of compiled / hand-written DuckDB SQL, each with its
+    spread; the seconds are medians.  The DuckDB figures are None when duckdb is not
     installed, and `duckdb_note` says so.
     """
 
     policies: list[str]
     rows: int
-    compiled_seconds: float
-    handwritten_polars_seconds: float
-    baseline_ratio: float
+    rounds: list[EvalRound]
     same_results_polars: bool
-    handwritten_duckdb_seconds: float | None = None
-    duckdb_ratio: float | None = None
     same_results_duckdb: bool | None = None
     duckdb_note: str | None = None
+
+    def _ratios(self, engine: str) -> list[float]:
+        return [r.compiled_s / getattr(r, engine) for r in self.rounds if getattr(r, engine)]
+
+    @property
+    def compiled_seconds(self) -> float:
+        """The compiled evaluation's median seconds."""
+        return round(statistics.median(r.compiled_s for r in self.rounds), 3)
+
+    @property
+    def handwritten_polars_seconds(self) -> float:
+        """The hand-written Polars' median seconds."""
+        return round(statistics.median(r.polars_s for r in self.rounds), 3)
+
+    @property
+    def baseline_ratio(self) -> float:
+        """The median over the rounds of compiled / hand-written Polars."""
+        return round(statistics.median(self._ratios("polars_s")), 3)
+
+    @property
+    def duckdb_ratio(self) -> float | None:
+        """The median over the rounds of compiled / DuckDB, if DuckDB ran."""
+        ratios = self._ratios("duckdb_s")
+        return round(statistics.median(ratios), 3) if ratios else None
 
     def to_json(self) -> dict[str, Any]:
         """The comparison as plain data; without DuckDB, only its null ratio and the note."""
         out: dict[str, Any] = {
             "policies": self.policies,
             "rows": self.rows,
+            "rounds": [asdict(r) for r in self.rounds],
             "compiled_seconds": self.compiled_seconds,
             "handwritten_polars_seconds": self.handwritten_polars_seconds,
             "baseline_ratio": self.baseline_ratio,
+            "baseline_ratio_spread": _spread(self._ratios("polars_s")),
             "same_results_polars": self.same_results_polars,
         }
         if self.duckdb_ratio is None:
             out["duckdb_ratio"] = None
             out["duckdb_note"] = self.duckdb_note
         else:
-            out["handwritten_duckdb_seconds"] = self.handwritten_duckdb_seconds
+            out["handwritten_duckdb_seconds"] = round(
+                statistics.median(r.duckdb_s for r in self.rounds if r.duckdb_s), 3
+            )
             out["duckdb_ratio"] = self.duckdb_ratio
+            out["duckdb_ratio_spread"] = _spread(self._ratios("duckdb_s"))
             out["same_results_duckdb"] = self.same_results_duckdb
         return out
 
-    def to_text(self) -> str:
-        """One line: the compiled time, the hand-written ones and the ratios."""
-        duckdb = (
-            f", DuckDB {self.handwritten_duckdb_seconds:.2f} s (duckdb_ratio {self.duckdb_ratio:.2f})"
-            if self.duckdb_ratio is not None
-            else ""
+    def to_text(self) -> list[str]:
+        """Every round, then the medians, the ratios with their spread, and whether the
+        engines gave the same rows."""
+        duck = self.duckdb_ratio is not None
+        lines = [
+            f"evaluation of {len(self.policies)} policies, {self.rows:,} rows, "
+            f"{len(self.rounds)} rounds after a warm-up (engines in turn, order rotating):"
+        ]
+        for k, r in enumerate(self.rounds, 1):
+            lines.append(
+                f"  round {k}: compiled {r.compiled_s:.3f} s, hand-written Polars "
+                f"{r.polars_s:.3f} s" + (f", DuckDB {r.duckdb_s:.3f} s" if r.duckdb_s else "")
+            )
+        p = _spread(self._ratios("polars_s"))
+        lines.append(
+            f"  compiled / hand-written Polars: {p['median']:.2f} (rounds {p['min']:.2f} to "
+            f"{p['max']:.2f}); same rows: {_yes(self.same_results_polars)}"
         )
+        if duck:
+            d = _spread(self._ratios("duckdb_s"))
+            lines.append(
+                f"  compiled / DuckDB: {d['median']:.2f} (rounds {d['min']:.2f} to "
+                f"{d['max']:.2f}); same rows: {_yes(self.same_results_duckdb)}"
+            )
+        else:
+            lines.append(f"  DuckDB: {self.duckdb_note}")
+        return lines
+
+
+def _yes(flag: bool | None) -> str:
+    return "yes" if flag else "NO"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the benchmark ran: a busy or small machine reads differently."""
+
+    cpus: int | None
+    memory_gib: float | None
+    load_before: tuple[float, float, float]  # 1, 5 and 15-minute load averages
+    load_after: tuple[float, float, float]
+    python: str
+    versions: dict[str, str | None]  # the libraries that do the work
+
+    def to_json(self) -> dict[str, Any]:
+        """As plain data."""
+        return asdict(self)
+
+    def to_text(self) -> str:
+        """One line."""
+        libs = ", ".join(f"{k} {v or '-'}" for k, v in self.versions.items())
+        mem = f"{self.memory_gib:.0f} GiB" if self.memory_gib else "memory unknown"
         return (
-            f"evaluation of {len(self.policies)} policies: compiled {self.compiled_seconds:.2f} s, "
-            f"hand-written Polars {self.handwritten_polars_seconds:.2f} s "
-            f"(baseline_ratio {self.baseline_ratio:.2f})" + duckdb
+            f"machine: {self.cpus} CPUs, {mem}, load {self.load_before[0]:.2f} before and "
+            f"{self.load_after[0]:.2f} after (1 min); Python {self.python}; {libs}"
         )
 
 
@@ -185,7 +275,7 @@ class BenchResult:
     second_run: RunTimes
     evaluation: Evaluation
     peak_rss_mb: float
-    cpus: int | None
+    machine: Machine
     finance: FinanceDay | None = None  # with --finance-day
     events: DurableSpeed | None = None  # with --events N
     events_end_to_end: EndToEnd | None = None  # with --events N
@@ -200,7 +290,8 @@ class BenchResult:
             "second_run": self.second_run.to_json(),
             **self.evaluation.to_json(),
             "peak_rss_mb": self.peak_rss_mb,
-            "cpus": self.cpus,
+            "cpus": self.machine.cpus,
+            "machine": self.machine.to_json(),
             "finance_day": None if self.finance is None else self.finance.to_json(),
             "events": None if self.events is None else self.events.to_json(),
             "events_end_to_end": (
@@ -214,9 +305,10 @@ class BenchResult:
         lines = [
             f"{pop.enterprises:,} enterprises, {pop.persons:,} persons, {pop.months} months: "
             f"{pop.source_rows:,} source rows on {self.database}",
+            self.machine.to_text(),
             *self.first_run.to_text("first_run"),
             *self.second_run.to_text("second_run"),
-            self.evaluation.to_text(),
+            *self.evaluation.to_text(),
             *([] if self.finance is None else self.finance.to_text()),
             *([] if self.events is None else self.events.to_text()),
             *([] if self.events_end_to_end is None else self.events_end_to_end.to_text()),

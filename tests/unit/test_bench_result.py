@@ -12,8 +12,10 @@ import pytest
 from disburse.bench.events import DurableRound, DurableSpeed, EndToEnd, Latency
 from disburse.bench.result import (
     BenchResult,
+    EvalRound,
     Evaluation,
     FinanceDay,
+    Machine,
     Population,
     RunTimes,
     Step,
@@ -58,20 +60,34 @@ def result(evaluation: Evaluation) -> BenchResult:
         second_run=second,
         evaluation=evaluation,
         peak_rss_mb=205.1,
-        cpus=2,
+        machine=MACHINE,
     )
+
+
+MACHINE = Machine(
+    cpus=2,
+    memory_gib=24.0,
+    load_before=(0.1, 0.2, 0.3),
+    load_after=(1.5, 0.5, 0.3),
+    python="3.11.7",
+    versions={"polars": "1.20.0", "duckdb": None},
+)
 
 
 POLARS = Evaluation(
     policies=["a", "b"],
     rows=4800,
-    compiled_seconds=0.031,
-    handwritten_polars_seconds=0.021,
-    baseline_ratio=1.476,
+    rounds=[EvalRound(0.031, 0.021), EvalRound(0.030, 0.025), EvalRound(0.036, 0.020)],
     same_results_polars=True,
 )
 WITH_DUCKDB = dataclasses.replace(
-    POLARS, handwritten_duckdb_seconds=0.231, duckdb_ratio=0.134, same_results_duckdb=True
+    POLARS,
+    rounds=[
+        EvalRound(0.031, 0.021, 0.231),
+        EvalRound(0.030, 0.025, 0.200),
+        EvalRound(0.036, 0.020, 0.240),
+    ],
+    same_results_duckdb=True,
 )
 WITHOUT_DUCKDB = dataclasses.replace(POLARS, duckdb_note="duckdb is not installed")
 
@@ -79,12 +95,19 @@ WITHOUT_DUCKDB = dataclasses.replace(POLARS, duckdb_note="duckdb is not installe
 def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> None:
     out = result(WITH_DUCKDB).to_json()
     assert sorted(out) == [
-        "active_policies", "baseline_ratio", "compiled_seconds", "cpus", "database",
-        "duckdb_ratio", "events", "events_end_to_end", "finance_day", "first_run",
-        "handwritten_duckdb_seconds",
-        "handwritten_polars_seconds", "peak_rss_mb", "policies", "population", "rows",
-        "same_results_duckdb", "same_results_polars", "second_run",
+        "active_policies", "baseline_ratio", "baseline_ratio_spread", "compiled_seconds",
+        "cpus", "database", "duckdb_ratio", "duckdb_ratio_spread", "events",
+        "events_end_to_end", "finance_day", "first_run", "handwritten_duckdb_seconds",
+        "handwritten_polars_seconds", "machine", "peak_rss_mb", "policies", "population",
+        "rounds", "rows", "same_results_duckdb", "same_results_polars", "second_run",
     ]  # fmt: skip
+    # Medians of the rounds' own ratios (1.476, 1.2, 1.8), not a ratio of medians.
+    assert out["baseline_ratio"] == 1.476
+    assert out["baseline_ratio_spread"] == {"median": 1.476, "min": 1.2, "max": 1.8}
+    assert out["compiled_seconds"] == 0.031
+    assert out["duckdb_ratio"] == 0.15
+    assert out["rounds"][1] == {"compiled_s": 0.030, "polars_s": 0.025, "duckdb_s": 0.200}
+    assert out["machine"]["load_after"] == (1.5, 0.5, 0.3)
     assert out["population"] == {
         "enterprises": 300, "persons": 1500, "months": 12, "seed": 1,
         "source_rows": 11_772, "synth_seconds": None, "cached": True,
@@ -134,33 +157,52 @@ def test_json_without_duckdb_has_a_null_ratio_and_the_note_only() -> None:
     assert "duckdb_note" not in result(WITH_DUCKDB).to_json()
 
 
+ROUNDS = [
+    "  round 1: compiled 0.031 s, hand-written Polars 0.021 s, DuckDB 0.231 s",
+    "  round 2: compiled 0.030 s, hand-written Polars 0.025 s, DuckDB 0.200 s",
+    "  round 3: compiled 0.036 s, hand-written Polars 0.020 s, DuckDB 0.240 s",
+]
+
+
 @pytest.mark.parametrize(
-    ("evaluation", "last_line"),
+    ("evaluation", "last_lines"),
     [
         (
             WITH_DUCKDB,
-            "evaluation of 2 policies: compiled 0.03 s, hand-written Polars 0.02 s "
-            "(baseline_ratio 1.48), DuckDB 0.23 s (duckdb_ratio 0.13)",
+            [
+                *ROUNDS,
+                "  compiled / hand-written Polars: 1.48 (rounds 1.20 to 1.80); same rows: yes",
+                "  compiled / DuckDB: 0.15 (rounds 0.13 to 0.15); same rows: yes",
+            ],
         ),
         (
-            WITHOUT_DUCKDB,
-            "evaluation of 2 policies: compiled 0.03 s, hand-written Polars 0.02 s "
-            "(baseline_ratio 1.48)",
+            dataclasses.replace(WITHOUT_DUCKDB, same_results_polars=False),
+            [
+                *(line.rsplit(", DuckDB", 1)[0] for line in ROUNDS),
+                "  compiled / hand-written Polars: 1.48 (rounds 1.20 to 1.80); same rows: NO",
+                "  DuckDB: duckdb is not installed",
+            ],
         ),
     ],
     ids=["with-duckdb", "without-duckdb"],
 )
-def test_text_is_one_line_per_run_and_phase(evaluation: Evaluation, last_line: str) -> None:
+def test_text_is_one_line_per_run_phase_and_round(
+    evaluation: Evaluation, last_lines: list[str]
+) -> None:
     assert result(evaluation).to_text() == "\n".join(
         [
             "300 enterprises, 1,500 persons, 12 months: 11,772 source rows on sqlite",
+            "machine: 2 CPUs, 24 GiB, load 0.10 before and 1.50 after (1 min); "
+            "Python 3.11.7; polars 1.20.0, duckdb -",
             "first run: 0.4 s, 243 transfers, peak 204 MiB",
             "  ingest       0.24 s         11,772 rows         49,317/s",
             "  post         0.02 s            243 rows         11,096/s",
             "second run: 0.1 s, 0 transfers, peak 205 MiB",
             "  ingest       0.01 s         11,772 rows   (sources unchanged)",
             "  post         1.24 s            243 rows            197/s",
-            last_line,
+            "evaluation of 2 policies, 4,800 rows, 3 rounds after a warm-up (engines in "
+            "turn, order rotating):",
+            *last_lines,
             "",
         ]
     )
