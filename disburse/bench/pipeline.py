@@ -55,11 +55,12 @@ from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import evaluate
 from jobs.ingest import staged_dir
-from jobs.policies import features_path
+from jobs.policies import features_path, load_policies
 from jobs.progress import Progress, Silent, peak_rss_mb
 from jobs.run import RunRequest, run_nightly_on
 from ledgers.db import init_schema, make_engine
 
+POLICIES = Path(__file__).resolve().parent / "policies"  # the fixed set measured (README.md)
 SYNTH_AS_OF = dt.date(2026, 1, 1)  # the months synthesised end in December 2025
 RUN_AS_OF = dt.date(2026, 3, 15)  # all six enterprise baselines hold on this date
 
@@ -248,14 +249,19 @@ def finance_day(
     )
 
 
+def bench_policies(catalogue: Catalogue) -> PolicySet:
+    """The fixed policy set the benchmark measures (`POLICIES`)."""
+    return load_policies(catalogue, [POLICIES])
+
+
 def bench(
     req: BenchRequest,
     *,
     catalogue: Catalogue,
-    pset: PolicySet,
     progress: Progress | None = None,
 ) -> BenchResult:
     """Run the benchmark: a first and a second nightly run, then the evaluation compared."""
+    pset = bench_policies(catalogue)
     say = progress or Silent()
     load_before = os.getloadavg()
     data, synth_s = cached_population(req, say)
@@ -268,7 +274,7 @@ def bench(
             data_dir=data,
             as_of=RUN_AS_OF,
             store=scratch / "store",
-            features_file=features_path(None),
+            features_file=features_path([POLICIES]),
         )
         runs: list[RunTimes] = []
         for label in ("first_run", "second_run"):

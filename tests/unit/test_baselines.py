@@ -21,12 +21,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
+from disburse.bench.pipeline import bench_policies
 from disburse.synth import generate
 from eligibility import PolicySet
 from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
-from jobs.policies import load_policies
 
 SYNTH_AS_OF = dt.date(2026, 4, 1)  # monthly data 2024-04..2026-03: both windows complete
 # The first and last days on which all six enterprise policies are active; the
@@ -36,9 +36,9 @@ AS_OF_DATES = [dt.date(2026, 3, 1), dt.date(2026, 6, 30)]
 
 @pytest.fixture(scope="module")
 def enterprise_policies() -> PolicySet:
-    """The shipped enterprise policies the baselines write by hand (all but those added
-    since, which the worked examples and the reference interpreter check instead)."""
-    pset = load_policies(load_source_catalogue())
+    """The benchmark's enterprise policies the baselines write by hand (its fixed set,
+    `disburse.bench.pipeline.POLICIES`)."""
+    pset = bench_policies(load_source_catalogue())
     assert set(POLICY_IDS) <= {p.id for p in pset.policies if p.target == "enterprise"}
     return PolicySet(pset.catalogue, [p for p in pset.policies if p.id in POLICY_IDS])
 
