@@ -39,6 +39,11 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from disburse.bench.baselines import POLICY_IDS, handwritten_duckdb, handwritten_polars
+from disburse.bench.baselines_more import (
+    MORE_POLICY_IDS,
+    handwritten_duckdb_more,
+    handwritten_polars_more,
+)
 from disburse.bench.events import durable_speed, events_end_to_end
 from disburse.bench.result import (
     BenchResult,
@@ -62,7 +67,7 @@ from ledgers.db import init_schema, make_engine
 
 POLICIES = Path(__file__).resolve().parent / "policies"  # the fixed set measured (README.md)
 SYNTH_AS_OF = dt.date(2026, 1, 1)  # the months synthesised end in December 2025
-RUN_AS_OF = dt.date(2026, 3, 15)  # all six enterprise baselines hold on this date
+RUN_AS_OF = dt.date(2026, 3, 15)  # all twelve baselines hold on this date
 
 
 @dataclass
@@ -144,6 +149,15 @@ class FreshDatabase:
         admin.dispose()
 
 
+BASELINED = (*POLICY_IDS, *MORE_POLICY_IDS)  # every policy of the bench's set
+
+
+def _in_policy_order(*parts: pl.DataFrame) -> pl.DataFrame:
+    """Decision tables of disjoint policy sets, each in policy then entity order, as one
+    in that order (as the compiled evaluation gives it)."""
+    return pl.concat(parts).sort("policy_id", maintain_order=True)
+
+
 def compare_evaluation(
     staged: Path, pset: PolicySet, as_of: dt.date, rounds: int = 5
 ) -> Evaluation:
@@ -151,10 +165,12 @@ def compare_evaluation(
     warm-up call of each engine (discarded; its results compared), then `rounds`
     rounds running the engines in turn, the order rotating each round so that none
     always runs first (on a cold cache) or last (on a warm one)."""
-    six = PolicySet(pset.catalogue, [p for p in pset.policies if p.id in POLICY_IDS])
+    measured = PolicySet(pset.catalogue, [p for p in pset.policies if p.id in BASELINED])
     engines: dict[str, Callable[[], pl.DataFrame]] = {
-        "compiled_s": lambda: evaluate(staged, six, as_of),
-        "polars_s": lambda: handwritten_polars(staged, as_of),
+        "compiled_s": lambda: evaluate(staged, measured, as_of),
+        "polars_s": lambda: _in_policy_order(
+            handwritten_polars(staged, as_of), handwritten_polars_more(staged, as_of)
+        ),
     }
     note = None
     try:
@@ -162,7 +178,9 @@ def compare_evaluation(
     except ImportError:
         note = "duckdb is not installed (pip install -e '.[dev]')"
     else:
-        engines["duckdb_s"] = lambda: handwritten_duckdb(staged, as_of)
+        engines["duckdb_s"] = lambda: _in_policy_order(
+            handwritten_duckdb(staged, as_of), handwritten_duckdb_more(staged, as_of)
+        )
     first = {name: run() for name, run in engines.items()}  # the warm-up
     names = list(engines)
     timed = []
@@ -175,7 +193,7 @@ def compare_evaluation(
         timed.append(EvalRound(**seconds))
     compiled = first["compiled_s"]
     return Evaluation(
-        policies=sorted(POLICY_IDS),
+        policies=sorted(BASELINED),
         rows=compiled.height,
         rounds=timed,
         same_results_polars=compiled.equals(first["polars_s"]),
