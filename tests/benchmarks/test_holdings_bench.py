@@ -1,6 +1,6 @@
 """Reading what the ledger holds: from the holdings snapshot against a scan of the ledger.
 
-Run with `pytest --benchmark-enable --benchmark-only tests/benchmarks/test_holdings_bench.py`: N = 20,000
+Run with `pytest -n 0 --benchmark-enable --benchmark-only tests/benchmarks/test_holdings_bench.py`: N = 20,000
 entitlements, or 1,000,000 with DISBURSE_BENCH_FULL=1; DISBURSE_BENCH_ROUNDS rounds
 (default 3).  One ledger per backend gets the N grants by one post that keeps a
 snapshot; then, in this process, each round times

@@ -1,6 +1,6 @@
 """Posting entitlements against a raw bulk load of the same rows, on PostgreSQL and SQLite.
 
-Run with `pytest --benchmark-enable --benchmark-only tests/benchmarks/test_ledger_bench.py`: N = 20,000
+Run with `pytest -n 0 --benchmark-enable --benchmark-only tests/benchmarks/test_ledger_bench.py`: N = 20,000
 entitlements, or 1,000,000 with DISBURSE_BENCH_FULL=1; DISBURSE_BENCH_ROUNDS rounds
 (default 3).  Each round, in this process, on fresh databases with the schema:
 

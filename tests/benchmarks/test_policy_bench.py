@@ -8,7 +8,7 @@ compiled at most 1.15 times the hand-written Polars, and no slower than DuckDB.
 
 Off by default (`--benchmark-disable`); run with
 
-    .venv/bin/pytest --benchmark-enable --benchmark-only tests/benchmarks/test_policy_bench.py
+    .venv/bin/pytest -n 0 --benchmark-enable --benchmark-only tests/benchmarks/test_policy_bench.py
 
 Small by default (20,000 enterprises, 40,000 persons); DISBURSE_BENCH_FULL=1
 runs the issue's size (1,000,000 enterprises, 2,000,000 persons, 24 months

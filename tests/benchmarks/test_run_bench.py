@@ -5,7 +5,7 @@ rows per second per phase and, as its in-process baseline, the ratio of the
 second run (nothing changed: staged files and decisions reused, nothing to
 post) to the first.  Off by default; run with
 
-    .venv/bin/pytest --benchmark-enable --benchmark-only tests/benchmarks/test_run_bench.py
+    .venv/bin/pytest -n 0 --benchmark-enable --benchmark-only tests/benchmarks/test_run_bench.py
 """
 
 from __future__ import annotations
