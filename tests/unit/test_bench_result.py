@@ -276,3 +276,20 @@ def test_the_end_to_end_event_figures_as_json_and_as_lines() -> None:
         "  latency at 1,000 events/s offered (5,000 events, 1,001/s achieved, 14 batches): "
         "p50 602.2 ms, p99 911.4 ms, max 939.8 ms",
     ]
+
+
+def test_the_bench_compares_decision_tables_by_a_digest_of_their_rows_in_order() -> None:
+    import polars as pl
+
+    from disburse.bench.pipeline import _digest
+
+    table = pl.DataFrame({"policy_id": ["a", "a", "b"], "amount_fen": [1, 2, None]})
+    assert _digest(table) == _digest(table.clone())
+    assert _digest(table)[0] == 3
+    for other in (
+        table.reverse(),  # the same rows in another order
+        table.with_columns(pl.col("amount_fen").cast(pl.Int32)),  # another type
+        table.with_columns(pl.col("amount_fen").fill_null(0)),  # a value
+        table.head(2),
+    ):
+        assert _digest(table) != _digest(other)
