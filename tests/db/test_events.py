@@ -21,9 +21,11 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Engine, text
 
-from jobs.catalogue import load_source_catalogue
+from eligibility import PolicySet
+from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.events.overlay import stage_all
 from jobs.events.serve import EventServer, parse_events
+from jobs.events.stage import StagedEvents
 from jobs.explain import explain
 from jobs.faults import PAUSE_ENV
 from jobs.policies import features_path, load_policies
@@ -61,6 +63,48 @@ def _until_stopped(pid: int) -> None:
     while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "T":
         assert time.monotonic() < deadline, "the night never reached its pause point"
         time.sleep(0.05)
+
+
+def _server(
+    engine: Engine, store: Path, catalogue: Catalogue, pset: PolicySet, batch: int = 500
+) -> EventServer:
+    return EventServer(
+        engine,
+        store=store,
+        catalogue=catalogue,
+        pset=pset,
+        key=posting_key(engine, key_file(store)),
+        as_of=AS_OF,
+        batch=batch,
+    )
+
+
+def _staged(
+    lines: list[tuple[str, str, str]], ids: list[int], store: Path, catalogue: Catalogue
+) -> dict[str, StagedEvents]:
+    """The inbox's events staged against the first night alone."""
+    frames, _bad = parse_events(
+        pl.DataFrame(
+            {
+                "event_id": ids,
+                "source": [s for s, _o, _r in lines],
+                "op": [o for _s, o, _r in lines],
+                "row_json": [r for _s, _o, r in lines],
+            }
+        ),
+        catalogue,
+    )
+    return stage_all(frames, _night_dir(store), catalogue)
+
+
+def _nights_alone(tmp_path: Path, city: Path, delivered: Path) -> pl.DataFrame:
+    """The net per key of night 1 over `city` and night 2 over `delivered`, no events."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    with open_engine(f"sqlite:///{alone / 'ledger.db'}", init=True) as engine:
+        _night(engine, city, alone / "store", POLICIES)
+        _night(engine, delivered, alone / "store", POLICIES)
+        return _held(engine)
 
 
 def _night(engine: Engine, data: Path, store: Path, policies: Path) -> int:
@@ -118,15 +162,7 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
         with engine.begin() as conn:
             ids = inbox.add_events(conn, lines)
         assert ids == list(range(ids[0], ids[0] + len(lines)))
-        server = EventServer(
-            engine,
-            store=store,
-            catalogue=catalogue,
-            pset=pset,
-            key=posting_key(engine, key_file(store)),
-            as_of=AS_OF,
-            batch=25,
-        )
+        server = _server(engine, store, catalogue, pset, batch=25)
         totals = server.serve(until_idle=True)
         with engine.connect() as conn:
             counts = inbox.counts(conn)
@@ -158,30 +194,12 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
         assert entity in shown
 
         # Served again: nothing is pending, nothing is posted.
-        again = EventServer(
-            engine,
-            store=store,
-            catalogue=catalogue,
-            pset=pset,
-            key=posting_key(engine, key_file(store)),
-            as_of=AS_OF,
-        ).serve(until_idle=True)
+        again = _server(engine, store, catalogue, pset).serve(until_idle=True)
         assert again.events == 0
 
         # The night after, over the same data: nothing more for the keys events posted.
         decided = outcomes.filter(pl.col("outcome") == "decided")["event_id"].to_list()
-        frames, _bad = parse_events(
-            pl.DataFrame(
-                {
-                    "event_id": ids,
-                    "source": [s for s, _o, _r in lines],
-                    "op": [o for _s, o, _r in lines],
-                    "row_json": [r for _s, _o, r in lines],
-                }
-            ),
-            catalogue,
-        )
-        staged = stage_all(frames, _night_dir(store), catalogue)
+        staged = _staged(lines, ids, store, catalogue)
         for s in staged.values():
             extra = set(s.accepted["event_id"].to_list()) - set(decided)
             assert not extra, (
@@ -194,14 +212,7 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
         night2 = _night(engine, delivered, store, policies)
         assert not (_keys_posted(engine, night2) & by_events)
         with_events = _held(engine)
-
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    with open_engine(f"sqlite:///{alone / 'ledger.db'}", init=True) as engine:
-        _night(engine, city, alone / "store", policies)
-        _night(engine, delivered, alone / "store", policies)
-        nights_alone = _held(engine)
-    assert with_events.equals(nights_alone)
+    assert with_events.equals(_nights_alone(tmp_path, city, delivered))
 
 
 def _night_dir(store: Path) -> Path:
@@ -263,30 +274,10 @@ def test_a_night_run_while_events_are_served_leaves_the_ledger_of_the_nights_alo
         _night(engine, city, store, POLICIES)
         with engine.begin() as conn:
             inbox.add_events(conn, lines)
-        frames, _bad = parse_events(
-            pl.DataFrame(
-                {
-                    "event_id": list(range(1, len(lines) + 1)),
-                    "source": [s for s, _o, _r in lines],
-                    "op": [o for _s, o, _r in lines],
-                    "row_json": [r for _s, _o, r in lines],
-                }
-            ),
-            catalogue,
-        )
+        staged = _staged(lines, list(range(1, len(lines) + 1)), store, catalogue)
         delivered = tmp_path / "delivered"
-        _delivered(
-            raw, events, stage_all(frames, _night_dir(store), catalogue), catalogue, delivered
-        )
-        server = EventServer(
-            engine,
-            store=store,
-            catalogue=catalogue,
-            pset=pset,
-            key=posting_key(engine, key_file(store)),
-            as_of=AS_OF,
-            batch=2,
-        )
+        _delivered(raw, events, staged, catalogue, delivered)
+        server = _server(engine, store, catalogue, pset, batch=2)
         server.once()  # the serve is open before the night starts
         env = {**os.environ, PAUSE_ENV: "run:evaluated"}  # holding the lock, before posting
         night = subprocess.Popen(
@@ -335,11 +326,4 @@ def test_a_night_run_while_events_are_served_leaves_the_ledger_of_the_nights_alo
                 )
             }
         with_events = _held(engine)
-
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    with open_engine(f"sqlite:///{alone / 'ledger.db'}", init=True) as engine:
-        _night(engine, city, alone / "store", POLICIES)
-        _night(engine, delivered, alone / "store", POLICIES)
-        nights_alone = _held(engine)
-    assert with_events.equals(nights_alone), bases
+    assert with_events.equals(_nights_alone(tmp_path, city, delivered)), bases
