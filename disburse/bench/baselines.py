@@ -735,12 +735,18 @@ ORDER BY policy_no, entity_sk
 """
 
 
-def handwritten_duckdb(staged_dir: Path, as_of: dt.date) -> pl.DataFrame:
-    """The six enterprise policies on `as_of`, by hand in DuckDB SQL: the compiled plan's rows."""
+def run_duckdb(query: str, *setup: str) -> pl.DataFrame:
+    """A hand-written query's decision table, on a fresh in-memory DuckDB (after the
+    `setup` statements), in the compiled plan's types."""
     import duckdb  # a dev dependency: the benchmark's peer, not the engine's
 
-    d = Dates.on(as_of)
     with duckdb.connect() as con:
-        con.execute(_RDIV)
-        out: pl.DataFrame = con.sql(duckdb_query(staged_dir, d)).pl()
+        for statement in setup:
+            con.execute(statement)
+        out: pl.DataFrame = con.sql(query).pl()
     return out.cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+
+
+def handwritten_duckdb(staged_dir: Path, as_of: dt.date) -> pl.DataFrame:
+    """The six enterprise policies on `as_of`, by hand in DuckDB SQL: the compiled plan's rows."""
+    return run_duckdb(duckdb_query(staged_dir, Dates.on(as_of)), _RDIV)

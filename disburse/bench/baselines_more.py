@@ -58,6 +58,7 @@ from disburse.bench.baselines import (
     _scan,
     _sql_date,
     _sql_text,
+    run_duckdb,
 )
 from eligibility import RESULT_SCHEMA
 
@@ -769,9 +770,4 @@ ORDER BY policy_no, entity_sk
 
 def handwritten_duckdb_more(staged_dir: Path, as_of: dt.date) -> pl.DataFrame:
     """The six relation policies on `as_of`, by hand in DuckDB SQL: the compiled plan's rows."""
-    d = MoreDates.on(as_of)
-    import duckdb  # a dev dependency: the benchmark's peer, not the engine's
-
-    with duckdb.connect() as con:
-        out: pl.DataFrame = con.sql(duckdb_query_more(staged_dir, d)).pl()
-    return out.cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+    return run_duckdb(duckdb_query_more(staged_dir, MoreDates.on(as_of)))
