@@ -146,14 +146,14 @@ def run_lock(engine: Engine, *, wait: bool, progress: Progress) -> Iterator[RunL
 
     # An events serve holds the lock for one batch at a time (jobs.events.serve): a run
     # that finds one serving waits for its batch rather than fail.
-    serving = runs.newest_open(engine, EVENTS) is not None
+    wait = wait or runs.newest_open(engine, EVENTS) is not None
     with engine.connect() as conn, ExitStack() as held:
         try:
             held.enter_context(
                 hold(
                     conn,
                     RUN_LOCK,
-                    wait=wait or serving,
+                    wait=wait,
                     holder=holder,
                     waiting=lambda who: progress.log(f"waiting for {who}"),
                 )
