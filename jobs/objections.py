@@ -31,6 +31,7 @@ from ledgers.objections import closed_keys, decide_objection, file_objection, ob
 from ledgers.post import post_entitlements
 from ledgers.runs import complete, start_run
 from ledgers.schema import ENTITLEMENT_KINDS, Transfer
+from ledgers.versions import sha256_of
 
 OBJECTION_RUN = "objection"  # the kind of run an upheld objection's reversal is posted under
 
@@ -168,7 +169,7 @@ def _reverse(
             (pl.col("entity") == entity) & (pl.col("benefit_period") == period)
         )
         sha = conn.execute(
-            select(t.c.policy_sha256)
+            select(sha256_of(t))
             .where(
                 t.c.policy_id == policy_id,
                 t.c.benefit_period == period,

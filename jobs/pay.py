@@ -61,6 +61,7 @@ from ledgers.post import ledger_connection, post_entitlements
 from ledgers.recoveries import offsets_by_key
 from ledgers.runs import RunRecord
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
+from ledgers.versions import transfer_columns
 
 KEY = ["policy_id", "benefit_period", "entity"]
 PAYMENT = "payment"  # the kind of run a payment step records its transfers under
@@ -532,7 +533,9 @@ def _reverse_waived(engine: Engine, rows: pl.DataFrame, run_id: int, key: Ledger
         shas = read_frame(
             conn,
             select(
-                t.c.policy_id, t.c.benefit_period, t.c.entity, t.c.policy_sha256, t.c.transfer_id
+                *transfer_columns(
+                    t, ("policy_id", "benefit_period", "entity", "policy_sha256", "transfer_id")
+                )
             )
             .where(t.c.kind.in_(ENTITLEMENT_KINDS))
             .where(t.c.policy_id.in_(sorted(set(rows["policy_id"].to_list())))),

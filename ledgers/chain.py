@@ -71,17 +71,15 @@ KEYED_FIELDS = (
 # The digest is the last keyed field (always 64 characters): `keyed_chain` appends it to
 # the content it has encoded up to there.
 assert KEYED_FIELDS[-1] == "personal_mac"
-# What a transfer row holds besides its prev_hash and hash.
+# What a chained transfer holds besides its prev_hash and hash (the stored row names the
+# policy sha256 by its version's number instead: `ledgers.versions`, migration 0013).
 STORED_FIELDS = (*CHAIN_FIELDS, "personal_mac")
 
 
 def _field(name: str) -> pl.Expr:
     text = pl.col(name).cast(pl.String)
-    return (
-        pl.when(text.is_null())
-        .then(pl.lit("-"))
-        .otherwise(pl.concat_str([text.str.len_bytes().cast(pl.String), pl.lit(":"), text]))
-    )
+    # concat_str of a null is null: a null field is "-".
+    return pl.concat_str([text.str.len_bytes().cast(pl.String), pl.lit(":"), text]).fill_null("-")
 
 
 def _encoded(fields: Sequence[str]) -> pl.Expr:

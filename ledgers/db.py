@@ -524,6 +524,7 @@ def setup_database(engine: Engine, *, roles: Roles | None = None) -> SetupReport
 BATCH_WRITES = {
     "transfers": "INSERT",
     "entitlement_keys": "INSERT",
+    "policy_versions": "INSERT",  # like the transfers that name them
     "counted_members": "INSERT",  # like the keys: a member once counted stays counted
     "runs": "INSERT, UPDATE",  # a run's state moves on
     "source_snapshots": "INSERT",
@@ -571,6 +572,7 @@ READ_FIX = (
 LEDGER_READS = (
     "transfers",
     "entitlement_keys",
+    "policy_versions",
     "counted_members",
     "runs",
     "holdings_snapshots",

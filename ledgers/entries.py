@@ -26,6 +26,7 @@ from ledgers.masking import mask_account_address_expr, mask_entity_expr
 from ledgers.render import text_table
 from ledgers.scan import TRANSFER_SCHEMA
 from ledgers.schema import Transfer
+from ledgers.versions import transfer_columns
 
 ENTRY_FIELDS = (
     "transfer",
@@ -59,7 +60,7 @@ def entries(
     Columns: `ENTRY_FIELDS` (decision as the stored compact JSON text).
     """
     t = Transfer.__table__
-    stmt = select(*[t.c[name] for name in TRANSFER_SCHEMA]).order_by(t.c.transfer_id)
+    stmt = select(*transfer_columns(t, TRANSFER_SCHEMA)).order_by(t.c.transfer_id)
     if policy is not None:
         stmt = stmt.where(t.c.policy_id == policy)
     if entity is not None:

@@ -8,8 +8,11 @@ by construction: a transfer is one amount between two different accounts.  A
 crash between chunks loses nothing: posting the same frame again writes what is
 missing, because the difference is computed against what was committed.
 
-How a chunk is written: on PostgreSQL, COPY (CSV made by Polars) straight into
-`transfers` and `entitlement_keys` inside the chunk's transaction; with
+What a row stores (migration 0013): the digests as their 32 bytes and the policy
+file's version by number (`ledgers.versions`, numbered before the first chunk).
+How a chunk is written: on PostgreSQL, binary COPY straight into `transfers` (the
+digests go as bytes, the integers as integers: nothing for the server to parse)
+and COPY of CSV into `entitlement_keys`, inside the chunk's transaction; with
 `pg_staging=True`, COPY into a temporary staging table and INSERT ... SELECT ...
 ON CONFLICT DO NOTHING with a count check.  Both refuse a conflicting chunk
 whole (a skipped row would break the chain), so they guarantee the same; the
@@ -38,20 +41,41 @@ from typing import Any
 
 import polars as pl
 from psycopg import IntegrityError as DatabaseIntegrityError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from ledgers import accounts
-from ledgers.chain import CHAIN_FIELDS, GENESIS, STORED_FIELDS, with_hashes
+from ledgers import accounts, versions
+from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
 from ledgers.checks import key_name
 from ledgers.db import LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
 from ledgers.holdings import chain_head
 from ledgers.keys import LedgerKey
 from ledgers.masking import mask_account_address
+from ledgers.schema import Transfer
 from ledgers.validate import KEY
 
-TRANSFER_COLUMNS = (*STORED_FIELDS, "prev_hash", "hash")
+# The stored columns of `transfers`, in the order they are written, with the PostgreSQL
+# type binary COPY sends each as (it must be the column's own type).
+TRANSFER_TYPES = {
+    "transfer_id": "int8",
+    "kind": "varchar",
+    "debit_account": "varchar",
+    "credit_account": "varchar",
+    "amount_fen": "int8",
+    "run_id": "int4",
+    "policy_id": "varchar",
+    "benefit_period": "varchar",
+    "entity": "varchar",
+    "payee": "varchar",
+    "policy_version_id": "int4",
+    "decision": "text",
+    "personal_mac": "bytea",
+    "prev_hash": "bytea",
+    "hash": "bytea",
+}
+TRANSFER_COLUMNS = tuple(TRANSFER_TYPES)
+DIGESTS = ("personal_mac", "prev_hash", "hash")
 KEY_COLUMNS = (*KEY, "transfer_id", "run_id")
 DEFAULT_CHUNK = 100_000
 
@@ -88,9 +112,12 @@ def append(
         transfer_id=pl.int_range(head_id + 1, head_id + 1 + frame.height, dtype=pl.Int64),
         run_id=pl.lit(run_id, pl.Int64),
     ).select(CHAIN_FIELDS)
+    known = versions.ensure(conn, frame)
     # Hash and serialise chunk k+1 in a thread while chunk k is in the database:
     # the chain needs only the previous hash, not the previous commit.
-    prepared = prefetch(_prepared_chunks(frame, head_hash, chunk_size, conn.dialect.name, key))
+    prepared = prefetch(
+        _prepared_chunks(frame, head_hash, chunk_size, conn.dialect.name, key, known)
+    )
     if conn.dialect.name == "postgresql":
         chunks, expected = _write_in_turns(conn, prepared, head, pg_staging, on_chunk)
     else:
@@ -157,9 +184,9 @@ def _write_in_turns(
 
 @dataclass(frozen=True)
 class _Chunk:
-    frame: pl.DataFrame
+    frame: pl.DataFrame  # the transfers as chained: digests in hex, the policy's sha256
+    stored: pl.DataFrame  # as stored (TRANSFER_COLUMNS): digests as bytes, the version's number
     grants: pl.DataFrame
-    csv: bytes | None  # PostgreSQL: the transfers as CSV for COPY
     grants_csv: bytes | None  # PostgreSQL: their new entitlement keys as CSV for COPY
     guarded: list[str]
     first_id: int
@@ -173,8 +200,32 @@ def _csv(frame: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def stored_rows(chunk: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
+    """Chained transfers (`with_hashes`) as `transfers` stores them: TRANSFER_COLUMNS, the
+    digests as bytes, the policy's sha256 as its number in `known` (`ledgers.versions`)."""
+    stored = chunk.with_columns(
+        versions.numbered(known),
+        *[pl.col(c).str.decode("hex") for c in DIGESTS],
+    )
+    unnumbered = stored.filter(
+        pl.col("policy_sha256").is_not_null() & pl.col("policy_version_id").is_null()
+    )
+    if unnumbered.height:
+        raise LedgerError(
+            f"policy {unnumbered.item(0, 'policy_id')} version {unnumbered.item(0, 'policy_sha256')} "
+            "has no number in policy_versions (nothing was written)\n"
+            "  fix: post again; if it recurs, run `disburse audit verify`"
+        )
+    return stored.select(TRANSFER_COLUMNS)
+
+
 def _prepared_chunks(
-    frame: pl.DataFrame, prev_hash: str, chunk_size: int, dialect: str, key: LedgerKey
+    frame: pl.DataFrame,
+    prev_hash: str,
+    chunk_size: int,
+    dialect: str,
+    key: LedgerKey,
+    known: pl.DataFrame,
 ) -> Iterator[_Chunk]:
     for start in range(0, frame.height, chunk_size):
         chunk = with_hashes(frame.slice(start, chunk_size), prev_hash, key)
@@ -200,8 +251,8 @@ def _prepared_chunks(
         pg = dialect == "postgresql"
         yield _Chunk(
             frame=chunk,
+            stored=stored_rows(chunk, known),
             grants=grants,
-            csv=_csv(chunk.select(TRANSFER_COLUMNS)) if pg else None,
             grants_csv=_csv(grants) if pg else None,
             guarded=guarded,
             first_id=int(chunk.get_column("transfer_id")[0]),
@@ -248,10 +299,12 @@ ANOTHER_POSTER = (
 
 def _chain_before(conn: Connection, first_id: int) -> tuple[int, str]:
     """The id and hash of the last transfer before `first_id` (the chain a chunk continues)."""
-    row = conn.exec_driver_sql(
-        "SELECT transfer_id, hash FROM transfers WHERE transfer_id < %(first)s "
-        "ORDER BY transfer_id DESC LIMIT 1",
-        {"first": first_id},
+    t = Transfer.__table__
+    row = conn.execute(
+        select(t.c.transfer_id, t.c.hash)
+        .where(t.c.transfer_id < first_id)
+        .order_by(t.c.transfer_id.desc())
+        .limit(1)
     ).first()
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
@@ -293,6 +346,18 @@ def _copy(cur: Any, table: str, columns: tuple[str, ...], data: bytes | None) ->
             copy.write(view[start : start + (1 << 20)])
 
 
+def copy_transfers(cur: Any, table: str, stored: pl.DataFrame) -> None:
+    """Binary COPY of the stored rows: psycopg encodes each row (in C) as the column types
+    of TRANSFER_TYPES; the server parses nothing."""
+    with cur.copy(
+        f"COPY {table} ({', '.join(TRANSFER_COLUMNS)}) FROM STDIN (FORMAT binary)"
+    ) as copy:
+        copy.set_types(list(TRANSFER_TYPES.values()))
+        write = copy.write_row
+        for row in stored.iter_rows():
+            write(row)
+
+
 def _write_postgresql(conn: Connection, chunk: _Chunk) -> None:
     """COPY straight into the ledger tables, inside the chunk's transaction.
 
@@ -305,7 +370,7 @@ def _write_postgresql(conn: Connection, chunk: _Chunk) -> None:
     """
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cur:
-        _copy(cur, "transfers", TRANSFER_COLUMNS, chunk.csv)
+        copy_transfers(cur, "transfers", chunk.stored)
         if chunk.grants.height:
             _copy(cur, "entitlement_keys", KEY_COLUMNS, chunk.grants_csv)
 
@@ -319,7 +384,7 @@ def _write_postgresql_staged(conn: Connection, chunk: _Chunk) -> None:
             "CREATE TEMP TABLE IF NOT EXISTS ledger_staging "
             "(LIKE transfers INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        _copy(cur, "ledger_staging", TRANSFER_COLUMNS, chunk.csv)
+        copy_transfers(cur, "ledger_staging", chunk.stored)
         cur.execute(
             f"INSERT INTO transfers ({cols}) SELECT {cols} FROM ledger_staging "
             "ORDER BY transfer_id ON CONFLICT DO NOTHING"
@@ -338,7 +403,7 @@ def _write_sqlite(conn: Connection, chunk: _Chunk) -> None:
     n = executemany(
         conn,
         f"INSERT OR IGNORE INTO transfers ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-        chunk.frame.select(cols).iter_rows(),
+        chunk.stored.iter_rows(),
     )
     _expect(n, chunk.frame.height, "transfers", _why_ignored(conn, chunk))
     if chunk.grants.height:
@@ -355,10 +420,12 @@ def _why_ignored(conn: Connection, chunk: _Chunk) -> Callable[[], str]:
     taken: say which (a ledger created by an older engine may lack a newer kind)."""
 
     def find() -> str:
+        t = Transfer.__table__
         there = read_frame(
             conn,
-            "SELECT transfer_id, hash FROM transfers WHERE transfer_id BETWEEN "
-            f"{int(chunk.first_id)} AND {int(chunk.last_id)}",
+            select(t.c.transfer_id, t.c.hash).where(
+                t.c.transfer_id.between(chunk.first_id, chunk.last_id)
+            ),
             {"transfer_id": pl.Int64, "hash": pl.String},
         )
         ours = chunk.frame.select("transfer_id", pl.col("hash").alias("ours"))

@@ -6,15 +6,20 @@ entitlements, or 1,000,000 with DISBURSE_BENCH_FULL=1; DISBURSE_BENCH_ROUNDS rou
 
 * raw: the exact rows a post writes (transfers with their hash chain, and the
   entitlement keys) loaded into an empty ledger's own indexed tables as fast as
-  the backend allows: COPY of CSV written by Polars (PostgreSQL), one
-  executemany in one transaction (SQLite);
+  the backend allows: binary COPY of the transfers and COPY of CSV written by
+  Polars for the keys (PostgreSQL), one executemany in one transaction (SQLite);
+* raw 0012: the same transfers as the ledger stored them before migration 0013
+  (digests and the policy sha256 as hex text on every row, about 550 bytes of CSV
+  a row) loaded the same way as CSV into an empty ledger at revision 0012: the
+  format issue 21.5 asked posting to beat by 1.2x;
 * post (the benchmark's measured target): `post_entitlements` of the N
   entitlements into another empty ledger: read, delta, hash chain, chunks,
   checks, commits;
 * re-post: the same N again; nothing is new and nothing is written.
 
-`extra_info` carries medians over the rounds and the issue's goals: post at
->= 80% of raw rows/s, re-post >= 3x faster than the first post.  The raw load is
+`extra_info` carries medians over the rounds and the issues' goals: post at
+>= 80% of raw rows/s, at >= 1.2x the rows/s of raw 0012, re-post >= 3x faster than
+the first post.  The raw load is
 reported for the transfers alone and for transfers + keys (everything a post
 writes); both ratios are printed.
 """
@@ -39,13 +44,13 @@ from sqlalchemy import Engine
 
 from common.identifiers import ascii_rows_to_series, uscc_bytes
 from ledgers.audit import verify
-from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
-from ledgers.db import open_engine
-from ledgers.frames import executemany
+from ledgers.chain import CHAIN_FIELDS, GENESIS, STORED_FIELDS, with_hashes
+from ledgers.db import init_schema, open_engine
+from ledgers.frames import executemany, write_frame
 from ledgers.plan import plan_transfers
 from ledgers.post import post_entitlements, validate_entitlements
 from ledgers.runs import start_run
-from ledgers.write import KEY_COLUMNS, TRANSFER_COLUMNS
+from ledgers.write import KEY_COLUMNS, copy_transfers, stored_rows
 from tests.keys import KEY
 
 N = 1_000_000 if os.environ.get("DISBURSE_BENCH_FULL") == "1" else 20_000
@@ -80,16 +85,27 @@ def entitlements(n: int) -> pl.DataFrame:
     )
 
 
-def rows_a_post_writes(frame: pl.DataFrame, run_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The transfers (chained from genesis) and keys a post of `frame` into an empty ledger writes."""
+def rows_a_post_writes(
+    frame: pl.DataFrame, run_id: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The transfers (chained from genesis) and keys a post of `frame` into an empty ledger
+    writes: the transfers as stored, as stored before migration 0013, the keys, and the
+    policy versions the stored rows name."""
     plan = plan_transfers(validate_entitlements(frame), {}, lambda payees: pl.DataFrame())
     transfers = plan.transfers.with_columns(
         transfer_id=pl.int_range(1, plan.transfers.height + 1, dtype=pl.Int64),
         run_id=pl.lit(run_id, pl.Int64),
     ).select(CHAIN_FIELDS)
-    transfers = with_hashes(transfers, GENESIS, KEY).select(TRANSFER_COLUMNS)
-    keys = transfers.filter(pl.col("kind") == "grant").select(KEY_COLUMNS)
-    return transfers, keys
+    chained = with_hashes(transfers, GENESIS, KEY)
+    versions = (
+        chained.select("policy_id", "policy_sha256")
+        .unique(maintain_order=True)
+        .with_row_index("policy_version_id", offset=1)
+        .with_columns(pl.col("policy_version_id").cast(pl.Int32))
+    )
+    before_0013 = chained.select(*STORED_FIELDS, "prev_hash", "hash")
+    keys = chained.filter(pl.col("kind") == "grant").select(KEY_COLUMNS)
+    return stored_rows(chained, versions), before_0013, keys, versions
 
 
 def show_extra_info(benchmark: Any) -> None:
@@ -115,15 +131,20 @@ def fresh_database(backend: str, folder: Path) -> Iterator[str]:
         databases.close()
 
 
-def raw_load(engine: Engine, table: str, frame: pl.DataFrame) -> float:
-    """Seconds to load `frame` into `table` in one transaction, the fastest plain way."""
+def raw_load(engine: Engine, table: str, frame: pl.DataFrame, binary: bool = False) -> float:
+    """Seconds to load `frame` into `table` in one transaction, the fastest plain way
+    (`binary`: the stored transfers, by binary COPY on PostgreSQL)."""
     start = time.perf_counter()
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql" and binary:
+            raw: Any = conn.connection.driver_connection
+            with raw.cursor() as cur:
+                copy_transfers(cur, table, frame)
+        elif conn.dialect.name == "postgresql":
             buf = io.BytesIO()
             frame.write_csv(buf, include_header=False)
             data = buf.getbuffer()
-            raw: Any = conn.connection.driver_connection
+            raw = conn.connection.driver_connection
             cols = ", ".join(frame.columns)
             with (
                 raw.cursor() as cur,
@@ -163,20 +184,31 @@ def test_post_entitlements(benchmark: Any, backend: str, pg_staging: bool, tmp_p
         pytest.skip("timed only with --benchmark-only; SQLite runs the smoke round")
     n, rounds = (2_000, 1) if benchmark.disabled else (N, ROUNDS)
     frame = entitlements(n)
-    transfers, keys = rows_a_post_writes(frame, run_id=1)
+    transfers, before_0013, keys, versions = rows_a_post_writes(frame, run_id=1)
     post_s: list[float] = []
     raw_s: list[float] = []
     raw_keys_s: list[float] = []
+    raw_0012_s: list[float] = []
     repost_s: list[float] = []
     verify_s: list[float] = []
     stack: list[Any] = []
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        # The raw load, into an empty ledger of its own.
-        with fresh_database(backend, tmp_path) as url, open_engine(url, init=True) as engine:
+        # The raw loads, each into an empty ledger of its own: as stored before migration
+        # 0013 (transfers and keys), and as stored now.
+        with fresh_database(backend, tmp_path) as url, open_engine(url) as engine:
+            init_schema(engine, "0012")
             assert new_run(engine) == 1
             settle(engine)
-            raw_s.append(raw_load(engine, "transfers", transfers))
+            load = raw_load(engine, "transfers", before_0013)
+            settle(engine)
+            raw_0012_s.append(load + raw_load(engine, "entitlement_keys", keys))
+        with fresh_database(backend, tmp_path) as url, open_engine(url, init=True) as engine:
+            assert new_run(engine) == 1
+            with engine.begin() as conn:
+                write_frame(conn, "policy_versions", versions.rename({"policy_sha256": "sha256"}))
+            settle(engine)
+            raw_s.append(raw_load(engine, "transfers", transfers, binary=True))
             settle(engine)
             raw_keys_s.append(raw_load(engine, "entitlement_keys", keys))
         # The post's empty ledger, kept open for the target and the teardown.
@@ -219,6 +251,7 @@ def test_post_entitlements(benchmark: Any, backend: str, pg_staging: bool, tmp_p
     post = statistics.median(post_s)
     raw = statistics.median(raw_s)
     raw_all = statistics.median([a + b for a, b in zip(raw_s, raw_keys_s, strict=True)])
+    raw_0012 = statistics.median(raw_0012_s)
     repost = statistics.median(repost_s)
     benchmark.extra_info.update(
         {
@@ -233,12 +266,15 @@ def test_post_entitlements(benchmark: Any, backend: str, pg_staging: bool, tmp_p
             "raw_transfers_and_keys_rows_per_s": round(n / raw_all),
             "post_vs_raw_transfers": round(raw / post, 3),
             "post_vs_raw_transfers_and_keys": round(raw_all / post, 3),
+            "raw_0012_transfers_and_keys_s": round(raw_0012, 2),
+            "post_vs_raw_0012": round(raw_0012 / post, 3),
             "repost_s": round(repost, 2),
             "repost_speedup": round(post / repost, 2),
             "verify_s": round(verify_s[0], 2),
             "all_post_s": [round(x, 2) for x in post_s],
             "all_raw_transfers_s": [round(x, 2) for x in raw_s],
             "all_raw_keys_s": [round(x, 2) for x in raw_keys_s],
+            "all_raw_0012_s": [round(x, 2) for x in raw_0012_s],
             "all_repost_s": [round(x, 2) for x in repost_s],
         }
     )

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from sqlalchemy import Connection, Engine, select, text
 
-from ledgers import audit
+from ledgers import audit, versions
 from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
 from ledgers.checkpoints import (
     Checkpoint,
@@ -31,6 +31,7 @@ from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements
 from ledgers.runs import start_run
 from ledgers.scan import TRANSFER_SCHEMA
 from ledgers.schema import Transfer
+from ledgers.versions import transfer_columns
 from tests import minicity
 from tests.keys import KEY, OTHER_KEY
 
@@ -63,6 +64,20 @@ def _unguard(conn: Connection) -> None:
             conn.execute(text(f"DROP TRIGGER {name}"))
 
 
+def _read(conn: Connection) -> pl.DataFrame:
+    """Every transfer as chained (the policy sha256 joined back from policy_versions)."""
+    t = Transfer.__table__
+    stmt = select(*transfer_columns(t, TRANSFER_SCHEMA)).order_by(t.c.transfer_id)
+    return read_frame(conn, stmt, TRANSFER_SCHEMA)
+
+
+def _as_stored(conn: Connection, chained: pl.DataFrame) -> list[dict[str, object]]:
+    """Chained transfers as rows for `Transfer.__table__.insert()`: the policy's version by
+    its number (the digests stay hex: the table's type stores them as bytes)."""
+    numbered = chained.with_columns(versions.numbered(versions.known(conn)))
+    return numbered.drop("policy_sha256").to_dicts()
+
+
 def _rewrite(engine: Engine, change: pl.Expr | None = None, keep: int | None = None) -> None:
     """Rewrite the chain consistently: transfers changed by `change` and/or cut after
     `keep`, every hash (and digest: this insider even has the key) recomputed from genesis,
@@ -70,7 +85,7 @@ def _rewrite(engine: Engine, change: pl.Expr | None = None, keep: int | None = N
     t = Transfer.__table__
     with engine.begin() as conn:
         _unguard(conn)
-        frame = read_frame(conn, select(t).order_by(t.c.transfer_id), TRANSFER_SCHEMA)
+        frame = _read(conn)
         if keep is not None:
             frame = frame.filter(pl.col("transfer_id") <= keep)
             conn.execute(text("DELETE FROM entitlement_keys WHERE transfer_id > :k"), {"k": keep})
@@ -79,7 +94,7 @@ def _rewrite(engine: Engine, change: pl.Expr | None = None, keep: int | None = N
         rewritten = with_hashes(frame.select(CHAIN_FIELDS), GENESIS, KEY)
         conn.execute(t.delete())
         if rewritten.height:
-            conn.execute(t.insert(), rewritten.to_dicts())
+            conn.execute(t.insert(), _as_stored(conn, rewritten))
 
 
 @pytest.fixture
@@ -177,7 +192,7 @@ def test_a_forged_transfer_appended_with_a_correct_hash_fails_against_the_checkp
     _rewrite(engine, keep=3)  # as it was after run 1 (run 2's transfer removed)...
     t = Transfer.__table__
     with engine.begin() as conn:
-        last = read_frame(conn, select(t).order_by(t.c.transfer_id), TRANSFER_SCHEMA)
+        last = _read(conn)
         forged = last.tail(1).with_columns(
             transfer_id=pl.lit(4, pl.Int64),
             entity=pl.lit(PID[2]),
@@ -187,7 +202,7 @@ def test_a_forged_transfer_appended_with_a_correct_hash_fails_against_the_checkp
         )
         # ...then a forged grant to run 1, chained with a correct hash (and digest).
         row = with_hashes(forged.select(CHAIN_FIELDS), str(last["hash"][-1]), KEY)
-        conn.execute(t.insert(), row.to_dicts())
+        conn.execute(t.insert(), _as_stored(conn, row))
         conn.execute(
             text("INSERT INTO entitlement_keys VALUES ('p', '2026', :e, 4, 1)"), {"e": PID[2]}
         )

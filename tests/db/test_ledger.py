@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledgers import audit
 from ledgers.chain import (
+    CHAIN_FIELDS,
     GENESIS,
     KEYED_FIELDS,
     PERSONAL_FIELDS,
@@ -28,16 +29,18 @@ from ledgers.chain import (
     keyed_content_expr,
     personal_content_expr,
     stored_content_expr,
+    with_hashes,
 )
 from ledgers.db import LedgerError, init_schema, schema_revision
 from ledgers.masking import mask_entity
 from ledgers.post import ENTITLEMENT_COLUMNS, post_entitlements, post_transfers
 from ledgers.runs import start_run
-from ledgers.schema import AUDIT_VIEWS, UNMASKED_VIEWS, EntitlementKey, Transfer
+from ledgers.schema import AUDIT_VIEWS, UNMASKED_VIEWS, EntitlementKey, PolicyVersion, Transfer
+from ledgers.versions import sha256_of
 from tests import minicity
 from tests.keys import KEY, OTHER_KEY
 
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 SHA = "5" * 64
 SCHEMA = ENTITLEMENT_COLUMNS
 CC = minicity.credit_codes(3)
@@ -75,12 +78,52 @@ def balance(engine: Engine, account: str) -> int:
 def drop_triggers(conn: Connection) -> None:
     """What someone editing the ledger behind the engine's back does first."""
     if conn.dialect.name == "postgresql":
-        for table in ("transfers", "entitlement_keys"):
+        for table in ("transfers", "entitlement_keys", "policy_versions"):
             conn.execute(text(f"DROP TRIGGER {table}_append_only ON {table}"))
     else:
-        for table in ("transfers", "entitlement_keys"):
+        for table in ("transfers", "entitlement_keys", "policy_versions"):
             for verb in ("update", "delete"):
                 conn.execute(text(f"DROP TRIGGER {table}_no_{verb}"))
+
+
+def insert_as_before_0013(engine: Engine, rows: list[tuple[Any, ...]], run: int) -> list[str]:
+    """Transfers chained (version 2, under KEY) after the ledger's head and inserted as the
+    engine stored them before migration 0013 (digests and the policy sha256 as hex text),
+    with a grant's entitlement key; their hashes.  Each row: kind, debit, credit, amount,
+    policy, period, entity, payee, policy sha256."""
+    columns = [*CHAIN_FIELDS, "personal_mac", "prev_hash", "hash"]
+    with engine.begin() as conn:
+        head = conn.execute(
+            text("SELECT transfer_id, hash FROM transfers ORDER BY transfer_id DESC LIMIT 1")
+        ).first()
+        last, prev = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+        frame = pl.DataFrame(
+            [
+                (last + 1 + i, r[0], r[1], r[2], r[3], run, *r[4:8], r[8], None)
+                for i, r in enumerate(rows)
+            ],
+            schema={
+                name: (pl.Int64 if name in ("transfer_id", "amount_fen", "run_id") else pl.String)
+                for name in CHAIN_FIELDS
+            },
+            orient="row",
+        )
+        chained = with_hashes(frame, prev, KEY)
+        for r in chained.iter_rows(named=True):
+            conn.execute(
+                text(
+                    f"INSERT INTO transfers ({', '.join(columns)}) "
+                    f"VALUES ({', '.join(':' + c for c in columns)})"
+                ),
+                {c: r[c] for c in columns},
+            )
+            if r["kind"] == "grant":
+                conn.execute(
+                    text("INSERT INTO entitlement_keys VALUES (:p, :b, :e, :t, :r)"),
+                    {"p": r["policy_id"], "b": r["benefit_period"], "e": r["entity"],
+                     "t": r["transfer_id"], "r": run},
+                )  # fmt: skip
+    return chained.get_column("hash").to_list()
 
 
 # --- schema -------------------------------------------------------------------------
@@ -396,7 +439,9 @@ def test_canonical_content_matches_the_reference(engine: Engine) -> None:
     frame = audit.entries(engine, unmask=True)
     assert frame.height == 1
     with engine.connect() as conn:
-        row = conn.execute(select(Transfer.__table__)).mappings().one()
+        row = (
+            conn.execute(select(Transfer.__table__, sha256_of(Transfer.__table__))).mappings().one()
+        )
     stored = pl.DataFrame(
         [[row[name] for name in STORED_FIELDS]], schema=dict.fromkeys(STORED_FIELDS), orient="row"
     )
@@ -549,7 +594,7 @@ def test_update_delete_and_truncate_are_refused(engine: Engine) -> None:
     ]
     copy = (
         "SELECT transfer_id, kind, debit_account, credit_account, amount_fen + 1, run_id, "
-        "policy_id, benefit_period, entity, payee, policy_sha256, decision, personal_mac, "
+        "policy_id, benefit_period, entity, payee, policy_version_id, decision, personal_mac, "
         "prev_hash, hash FROM transfers"
     )
     key_copy = (
@@ -623,16 +668,16 @@ TAMPER: dict[str, tuple[str, str, str]] = {
     ),
     "rehashed": (
         # Changed and re-hashed by someone who knows the scheme: the next link breaks.
-        "UPDATE transfers SET amount_fen = 1, hash = '{rehash}' WHERE transfer_id = 2",
+        "UPDATE transfers SET amount_fen = 1, hash = {rehash} WHERE transfer_id = 2",
         "transfer 3",
         "prev_hash does not match",
     ),
     "inserted": (
         # A payout slipped in at the end, copied from a real one.
         "INSERT INTO transfers (transfer_id, kind, debit_account, credit_account, amount_fen,"
-        " run_id, policy_id, benefit_period, entity, payee, policy_sha256, decision,"
+        " run_id, policy_id, benefit_period, entity, payee, policy_version_id, decision,"
         " personal_mac, prev_hash, hash) SELECT 1000000, kind, debit_account, credit_account,"
-        " amount_fen, run_id, policy_id, benefit_period, entity, payee, policy_sha256, decision,"
+        " amount_fen, run_id, policy_id, benefit_period, entity, payee, policy_version_id, decision,"
         " personal_mac, prev_hash, hash FROM transfers WHERE transfer_id = 3",
         "transfer 1000000",
         "ids jump from 3 to 1000000",
@@ -641,6 +686,18 @@ TAMPER: dict[str, tuple[str, str, str]] = {
         "DELETE FROM entitlement_keys WHERE transfer_id = 2",
         "transfer 2",
         "key is missing",
+    ),
+    # The policy's sha256 is stored once, in policy_versions (migration 0013); the chain
+    # still commits to it on every transfer.
+    "policy version": (
+        "UPDATE policy_versions SET sha256 = '" + "ab" * 32 + "'",
+        "transfer 1",
+        "hash does not match its content",
+    ),
+    "version renumbered": (
+        "UPDATE transfers SET policy_version_id = 7 WHERE transfer_id = 2",
+        "transfer 2",
+        "hash does not match its content",
     ),
 }
 
@@ -657,16 +714,22 @@ def test_an_edit_behind_the_engines_back_is_found(engine: Engine) -> None:
         key=KEY,
     )
     assert audit.verify(engine, key=KEY).ok
-    t, k = Transfer.__table__, EntitlementKey.__table__
+    t, k, v = Transfer.__table__, EntitlementKey.__table__, PolicyVersion.__table__
     with engine.begin() as conn:
         drop_triggers(conn)
         saved = [dict(r) for r in conn.execute(select(t).order_by(t.c.transfer_id)).mappings()]
         saved_keys = [dict(r) for r in conn.execute(select(k)).mappings()]
-    values = [1 if name == "amount_fen" else saved[1][name] for name in KEYED_FIELDS]
+        saved_versions = [dict(r) for r in conn.execute(select(v)).mappings()]
+    values = [
+        1 if name == "amount_fen" else (SHA if name == "policy_sha256" else saved[1][name])
+        for name in KEYED_FIELDS
+    ]
     rehash = hashlib.sha256((saved[1]["prev_hash"] + keyed_content(values)).encode()).hexdigest()
+    # The new hash as a binary literal: the digests are stored as bytes (migration 0013).
+    literal = f"'\\x{rehash}'::bytea" if engine.dialect.name == "postgresql" else f"X'{rehash}'"
     for case, (sql, entry, problem) in TAMPER.items():
         with engine.begin() as conn:
-            conn.execute(text(sql.format(rehash=rehash)))
+            conn.execute(text(sql.format(rehash=literal)))
         result = audit.verify(engine, key=KEY)
         bad = result.first_problem
         assert bad is not None, case
@@ -675,6 +738,8 @@ def test_an_edit_behind_the_engines_back_is_found(engine: Engine) -> None:
         with engine.begin() as conn:  # put it back as it was: verify passes again
             conn.execute(t.delete())
             conn.execute(k.delete())
+            conn.execute(v.delete())
+            conn.execute(v.insert(), saved_versions)
             conn.execute(t.insert(), saved)
             conn.execute(k.insert(), saved_keys)
         assert audit.verify(engine, key=KEY).ok, case
@@ -791,7 +856,9 @@ def test_a_masked_entry_allows_no_search_for_the_number(engine: Engine) -> None:
     # The search does tell them apart where the hash covers the number in the clear
     # (chain version 1): the check above can fail.
     with engine.connect() as conn:
-        row = conn.execute(select(Transfer.__table__)).mappings().one()
+        row = (
+            conn.execute(select(Transfer.__table__, sha256_of(Transfer.__table__))).mappings().one()
+        )
     v1 = canonical_content([row[f] for f in audit.CHAIN_FIELDS])
     clear = {**entry, "hash": hashlib.sha256((GENESIS + v1).encode()).hexdigest()}
     assert _confirms(clear, GENESIS, PID[0]) is True
@@ -856,16 +923,21 @@ def test_an_existing_ledger_takes_offsets_and_recoveries_after_0011(db_url: str)
     with open_engine(db_url) as engine:
         init_schema(engine, "0010")
         run = new_run(engine)
-        # Paid, then taken back (a clawback: the payee owes 100), then granted again.
-        post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 100)), run, key=KEY)
-        instructed = offset.with_columns(
-            kind=pl.lit("instructed"), credit_account=pl.lit("clearing:bank"), amount_fen=100
+        # Paid, then taken back (a clawback: the payee owes 100), then granted again:
+        # written as an engine before migration 0013 stored them.
+        key = ("p", "2026", CC[0], CC[0])
+        insert_as_before_0013(
+            engine,
+            [
+                ("grant", "budget:p:2026", f"payable:{CC[0]}", 100, *key, SHA),
+                ("instructed", f"payable:{CC[0]}", "clearing:bank", 100, *key, None),
+                ("clawback", f"receivable:{CC[0]}", "budget:p:2026", 100, *key, SHA),
+                ("grant", "budget:p:2027", f"payable:{CC[0]}", 100, "p", "2027", CC[0], CC[0], SHA),
+            ],
+            run,
         )
-        post_transfers(engine, instructed, run, key=KEY)
-        post_entitlements(engine, ents(("p", "2026", CC[0], CC[0], 0)), run, key=KEY)
-        post_entitlements(engine, ents(("p", "2027", CC[0], CC[0], 100)), run, key=KEY)
-        with pytest.raises((LedgerError, DBAPIError), match=r"ck_transfers_kind|breaks a rule"):
-            post_transfers(engine, offset, run, key=KEY)
+        with pytest.raises(DBAPIError, match=r"ck_transfers_kind|CHECK constraint"):
+            insert_as_before_0013(engine, [(*offset.row(0), None)], run)
         init_schema(engine)
         assert schema_revision(engine) == HEAD_REVISION
         assert post_transfers(engine, offset, run, key=KEY) == 1
@@ -882,3 +954,75 @@ def test_an_existing_ledger_takes_offsets_and_recoveries_after_0011(db_url: str)
                     "'x', 'y')"
                 )
             )
+
+
+def test_migration_0013_keeps_every_hash_and_policy_sha256(db_url: str) -> None:
+    """Migration 0013 stores the digests as bytes and the policy sha256 once per version:
+    the auditors' views show exactly what they showed, every hash verifies, the versions
+    are numbered in the order first posted, and the downgrade gives the old rows back."""
+    from alembic import command
+
+    from ledgers.db import _alembic_config, open_engine
+
+    other = "6" * 64
+    with open_engine(db_url) as engine:
+        init_schema(engine, "0012")
+        run = new_run(engine)
+        hashes = insert_as_before_0013(
+            engine,
+            [
+                ("grant", "budget:p:2026", f"payable:{CC[0]}", 100, "p", "2026", CC[0], CC[0], SHA),
+                ("grant", "budget:q:2026", f"payable:{PID[0]}", 7, "q", "2026", PID[0], PID[0], other),
+                ("instructed", f"payable:{CC[0]}", "clearing:bank", 100, "p", "2026", CC[0], CC[0], None),
+                ("grant", "budget:p:2027", f"payable:{CC[1]}", 50, "p", "2027", CC[1], CC[1], other),
+            ],
+            run,
+        )  # fmt: skip
+
+        def shown() -> dict[str, list[tuple[Any, ...]]]:
+            with engine.connect() as conn:
+                return {
+                    view: [
+                        tuple(r)
+                        for r in conn.execute(text(f"SELECT * FROM {view} ORDER BY transfer_id"))
+                    ]
+                    for view in ("audit_transfers", "audit_transfers_unmasked")
+                }
+
+        before = shown()
+        init_schema(engine)
+        assert schema_revision(engine) == HEAD_REVISION
+        assert shown() == before
+        result = audit.verify(engine, key=KEY)
+        assert result.ok, result.to_text()
+        assert result.head_hash == hashes[-1]
+        with engine.connect() as conn:
+            numbered = conn.execute(
+                text("SELECT policy_version_id, policy_id, sha256 FROM policy_versions ORDER BY 1")
+            ).all()
+            stored = conn.execute(
+                text("SELECT policy_version_id, hash FROM transfers ORDER BY transfer_id")
+            ).all()
+        assert [tuple(r) for r in numbered] == [(1, "p", SHA), (2, "q", other), (3, "p", other)]
+        assert [r[0] for r in stored] == [1, 2, None, 3]
+        assert [bytes(r[1]) for r in stored] == [bytes.fromhex(h) for h in hashes]
+        # The engine goes on posting: an existing version keeps its number, a new one is next.
+        post_entitlements(
+            engine,
+            ents(("p", "2026", CC[0], CC[0], 120), ("r", "2026", CC[2], CC[2], 5)),
+            new_run(engine),
+            key=KEY,
+        )
+        assert audit.verify(engine, key=KEY).ok
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM policy_versions")).scalar_one() == 4
+        after = shown()
+        with engine.begin() as conn:
+            command.downgrade(_alembic_config(conn), "0012")
+        assert shown() == after
+        with engine.connect() as conn:
+            olds = conn.execute(
+                text("SELECT policy_sha256, hash FROM transfers ORDER BY transfer_id")
+            ).all()
+        assert [r[1] for r in olds[:4]] == hashes
+        assert [r[0] for r in olds] == [SHA, other, None, other, SHA, SHA]
