@@ -205,7 +205,7 @@ def stored_rows(chunk: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
     digests as bytes, the policy's sha256 as its number in `known` (`ledgers.versions`)."""
     stored = chunk.with_columns(
         versions.numbered(known),
-        *[pl.col(c).str.decode("hex") for c in DIGESTS],
+        *[pl.col(f"{c}_bytes").alias(c) for c in DIGESTS],
     )
     unnumbered = stored.filter(
         pl.col("policy_sha256").is_not_null() & pl.col("policy_version_id").is_null()
