@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from disburse.synth import _tables as T
 from disburse.synth._calendar import Window, month_text
@@ -200,33 +202,50 @@ def _write_sources(
         early = errors == 0
         ent = build_enterprises(ctx, enterprises)
         if early:
-            emit("enterprises", ent.frame)
+            emit("enterprises", take(ent, "frame"))
         accounts, account_holders = build_enterprise_accounts(ctx, ent)
         emit("enterprise_accounts", accounts)
         si_accounts, si_holders = build_enterprise_si_accounts(ctx, ent)
         emit("enterprise_si_accounts", si_accounts)
-        monthly = build_monthly(ctx, ent)
-        emit("tax_monthly", monthly.tax)
-        emit("social_security_monthly", monthly.social_security)
+        if early:
+            # Nothing to spoil: the months go to their files block by block, never
+            # all held at once.
+            with (
+                _Streamed(out, "tax_monthly", catalogue, writer) as tax,
+                _Streamed(out, "social_security_monthly", catalogue, writer) as insured,
+            ):
+
+                def both(t: pl.DataFrame, s: pl.DataFrame) -> None:
+                    tax.write(t)
+                    insured.write(s)
+
+                monthly = build_monthly(ctx, ent, both)
+            for streamed in (tax, insured):
+                rows[streamed.name] = streamed.rows
+                report(f"{streamed.name}: {streamed.rows:,} rows")
+        else:
+            monthly = build_monthly(ctx, ent)
+            emit("tax_monthly", take(monthly, "tax"))
+            emit("social_security_monthly", take(monthly, "social_security"))
         ratings, rated = build_tax_ratings(ctx, ent, monthly)
         emit("tax_ratings", ratings)
         pop = population.result()
         if early:
-            emit("persons", pop.frame)
-        emit("relations", pop.relations)
+            emit("persons", take(pop, "frame"))
+        emit("relations", take(pop, "relations"))
         households = build_households(ctx, pop)
         if early:
-            emit("households", households.frame)
-        emit("household_members", households.members)
+            emit("households", take(households, "frame"))
+        emit("household_members", take(households, "members"))
         outside = build_outside(ctx, enterprises)
         graduates = build_graduates(ctx, pop)
-        emit("graduates", graduates.frame)
+        emit("graduates", take(graduates, "frame"))
         employment = build_employment(ctx, pop, ent, monthly, outside, graduates)
-        emit("employment", employment.frame)
+        emit("employment", take(employment, "frame"))
         person_accounts, person_holders = build_person_accounts(ctx, pop)
         emit("person_accounts", person_accounts)
         credit = build_credit_lists(ctx, ent, monthly, pop, outside)
-        emit("credit_lists", credit.frame)
+        emit("credit_lists", take(credit, "frame"))
 
         if not early:
             # Entity rows may only be spoiled where nothing refers to them.
@@ -254,6 +273,51 @@ def _write_sources(
         for future in pending:
             future.result()
     return rows, injected
+
+
+class _Streamed:
+    """A source written to its Parquet file block by block, each block on the writer
+    thread once the block before it is written (so at most two are held)."""
+
+    def __init__(self, out: Path, name: str, catalogue: Catalogue, writer: ThreadPoolExecutor):
+        self.name = name
+        self.path = out / f"{name}.parquet"
+        self.source = catalogue.sources[name]
+        self.pool = writer
+        self.rows = 0
+        self.file: pq.ParquetWriter | None = None
+        self.last: Future[None] | None = None
+
+    def __enter__(self) -> _Streamed:
+        return self
+
+    def write(self, frame: pl.DataFrame) -> None:
+        table = _conform(self.source, self.name, frame).to_arrow(
+            compat_level=pl.CompatLevel.oldest()
+        )
+        self.rows += table.num_rows
+        if self.last is not None:
+            self.last.result()
+        self.last = self.pool.submit(self._write, table)
+
+    def _write(self, table: pa.Table) -> None:
+        if self.file is None:
+            self.file = pq.ParquetWriter(self.path, table.schema, **PARQUET_OPTIONS)
+        self.file.write_table(table)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.last is not None:
+            self.last.result()
+        if self.file is not None:
+            self.file.close()
+
+
+def take(holder: Any, attr: str) -> pl.DataFrame:
+    """The frame `holder.<attr>`, the attribute left empty: once the writer has written
+    it, nothing keeps the frame (a city's sources are not all held at once)."""
+    frame: pl.DataFrame = getattr(holder, attr)
+    setattr(holder, attr, pl.DataFrame())
+    return frame
 
 
 def _check_arguments(enterprises: int, persons: int, seed: int, errors: float, months: int) -> None:

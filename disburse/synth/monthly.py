@@ -11,6 +11,7 @@ the drops in headcount.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -292,13 +293,24 @@ def _grid(ctx: Context, rng: np.random.Generator, f: _Firms) -> dict[str, np.nda
     }
 
 
-def build_monthly(ctx: Context, ent: Enterprises) -> Monthly:
+# The two frames of a block of firms, handed to a sink as they are made.
+Sink = Callable[[pl.DataFrame, pl.DataFrame], None]
+TAX_MONEY = ("tax_paid_fen", "revenue_fen")
+SS_MONEY = ("insured_headcount", "ui_premium_due_fen", "ui_premium_paid_fen", "ui_new_claimants")
+
+
+def build_monthly(ctx: Context, ent: Enterprises, sink: Sink | None = None) -> Monthly:
     """tax_monthly and social_security_monthly for the whole window.
 
     Per-firm parameters are drawn for all firms at once; the months are then
     computed block by block on dense (firm, month) grids, per-firm values
     broadcast along rows and per-month ones along columns, in float32 where
     money is not at stake.  Open months come out firm-major.
+
+    With `sink`, each block's two frames go to it as they are made and the
+    returned frames are empty: a city's months are never all held at once (at 3
+    million enterprises they were 9 GB).  Without, they are concatenated.  The
+    rows are the same either way.
     """
     rng = ctx.rng("monthly")
     w = ctx.window
@@ -306,40 +318,42 @@ def build_monthly(ctx: Context, ent: Enterprises) -> Monthly:
     last = np.minimum(ent.closed_month, w.last_month)
     firms = np.flatnonzero(last >= first)  # open at some time in the window
     params = _firms(ctx, rng, ent, firms)
-    blocks = [
-        _grid(ctx, rng, params.block(slice(lo, lo + BLOCK)))
-        for lo in range(0, max(firms.shape[0], 1), BLOCK)
-    ]
-    # Concatenated key by key, dropping each block's piece as it is copied.
-    column = {key: np.concatenate([b.pop(key) for b in blocks]) for key in list(blocks[0])}
-
-    row_firm = np.repeat(firms, column["count"])
     month_table = pl.Series(
         "month", [month_text(w.first_month + k) for k in range(w.months)], dtype=pl.String
     )
-    month = month_table.gather(pl.Series(column["month"]))
-    code = ent.code.gather(pl.Series(row_firm, dtype=pl.UInt32))
-    tax = pl.DataFrame(
-        [code, month, *(pl.Series(k, column[k]) for k in ("tax_paid_fen", "revenue_fen"))]
-    )
-    money = ("insured_headcount", "ui_premium_due_fen", "ui_premium_paid_fen", "ui_new_claimants")
-    social_security = pl.DataFrame([code, month, *(pl.Series(k, column[k]) for k in money)])
-
     headcount_start = np.zeros(ent.n, dtype=np.int64)
     headcount_end = np.zeros(ent.n, dtype=np.int64)
-    headcount_start[firms] = column["headcount_start"]
-    headcount_end[firms] = column["headcount_end"]
+    arrears = np.zeros(ent.n, dtype=bool)
+    row_firm: list[IntArray] = []
+    taxes: list[pl.DataFrame] = []
+    insured: list[pl.DataFrame] = []
+    for lo in range(0, max(firms.shape[0], 1), BLOCK):
+        block = _grid(ctx, rng, params.block(slice(lo, lo + BLOCK)))
+        here = firms[lo : lo + BLOCK]
+        headcount_start[here] = block["headcount_start"]
+        headcount_end[here] = block["headcount_end"]
+        arrears[here] = block["arrears"]
+        rows = np.repeat(here, block["count"])
+        row_firm.append(rows)
+        month = month_table.gather(pl.Series(block["month"]))
+        code = ent.code.gather(pl.Series(rows, dtype=pl.UInt32))
+        tax = pl.DataFrame([code, month, *(pl.Series(k, block[k]) for k in TAX_MONEY)])
+        social_security = pl.DataFrame([code, month, *(pl.Series(k, block[k]) for k in SS_MONEY)])
+        if sink is not None:
+            sink(tax, social_security)
+        else:
+            taxes.append(tax)
+            insured.append(social_security)
+
     change_month = np.full(ent.n, w.first_month, dtype=np.int64)
     change_month[firms] = w.first_month + params.change
-    arrears = np.zeros(ent.n, dtype=bool)
-    arrears[firms] = column["arrears"]
     tax_violator = (ctx.rng("tax_violators").random(ent.n) < TAX_VIOLATOR_SHARE) & (
         ent.form == COMPANY
     )
     return Monthly(
-        tax=tax,
-        social_security=social_security,
-        row_enterprise=row_firm,
+        tax=pl.concat(taxes) if taxes else pl.DataFrame(),
+        social_security=pl.concat(insured) if insured else pl.DataFrame(),
+        row_enterprise=np.concatenate(row_firm),
         headcount_start=headcount_start,
         headcount_end=headcount_end,
         change_month=change_month,
