@@ -85,6 +85,7 @@ class BenchRequest:
     # Also decide this many entities of each kind with durable-rules, and serve this many
     # events end to end (`disburse.bench.events`).
     events: int = 0
+    baselines: bool = True  # the compiled evaluation against the hand-written peers
 
 
 def cache_root() -> Path:
@@ -323,10 +324,12 @@ def bench(
         first_id = runs[0].run_id
         finance = finance_day(engine, pset, first_id, scratch, say) if req.finance else None
         engine.dispose()
-        say.log("compiled evaluation against the hand-written baselines")
-        evaluation = compare_evaluation(
-            staged_dir(request.store, first_id), pset, RUN_AS_OF, req.rounds
-        )
+        evaluation = None
+        if req.baselines:
+            say.log("compiled evaluation against the hand-written baselines")
+            evaluation = compare_evaluation(
+                staged_dir(request.store, first_id), pset, RUN_AS_OF, req.rounds
+            )
         events, end_to_end = None, None
         if req.events:
             say.log("durable-rules decisions against the reference interpreter")

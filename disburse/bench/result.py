@@ -264,6 +264,14 @@ class Machine:
         )
 
 
+# The comparison's keys when it was skipped (--no-baselines).
+NOT_COMPARED: dict[str, Any] = {
+    "baseline_ratio": None,
+    "duckdb_ratio": None,
+    "baselines": "not compared (--no-baselines)",
+}
+
+
 @dataclass(frozen=True)
 class BenchResult:
     """The whole benchmark: the city, the database, two nightly runs and the evaluation."""
@@ -273,7 +281,7 @@ class BenchResult:
     active_policies: list[str]
     first_run: RunTimes
     second_run: RunTimes
-    evaluation: Evaluation
+    evaluation: Evaluation | None  # None: --no-baselines
     peak_rss_mb: float
     machine: Machine
     finance: FinanceDay | None = None  # with --finance-day
@@ -288,7 +296,7 @@ class BenchResult:
             "active_policies": self.active_policies,
             "first_run": self.first_run.to_json(),
             "second_run": self.second_run.to_json(),
-            **self.evaluation.to_json(),
+            **(self.evaluation.to_json() if self.evaluation is not None else NOT_COMPARED),
             "peak_rss_mb": self.peak_rss_mb,
             "cpus": self.machine.cpus,
             "machine": self.machine.to_json(),
@@ -308,7 +316,11 @@ class BenchResult:
             self.machine.to_text(),
             *self.first_run.to_text("first_run"),
             *self.second_run.to_text("second_run"),
-            *self.evaluation.to_text(),
+            *(
+                self.evaluation.to_text()
+                if self.evaluation is not None
+                else ["evaluation: not compared with the hand-written baselines (--no-baselines)"]
+            ),
             *([] if self.finance is None else self.finance.to_text()),
             *([] if self.events is None else self.events.to_text()),
             *([] if self.events_end_to_end is None else self.events_end_to_end.to_text()),

@@ -128,10 +128,20 @@ def test_bench_reports_phases_and_ratios(tmp_path: Path, monkeypatch: pytest.Mon
         assert phase["peak_rss_mb"] > 0
     cached = CliRunner().invoke(
         main,
-        ["bench", "--enterprises", "300", "--persons", "1500", "--payments", "500", "--json"],
+        ["bench", "--enterprises", "300", "--persons", "1500", "--payments", "500", "--json"]
+        + ["--no-baselines"],
     )
     again = json.loads(cached.stdout)
     assert again["population"]["cached"] is True
+    assert (again["baseline_ratio"], again["duckdb_ratio"]) == (None, None)
+    assert again["baselines"] == "not compared (--no-baselines)"
+    assert "same_results_polars" not in again
+    text = CliRunner().invoke(
+        main, ["bench", "--enterprises", "300", "--persons", "1500", "--no-baselines", "--quiet"]
+    )
+    assert text.exit_code == 0, text.output
+    assert "not compared with the hand-written baselines (--no-baselines)" in text.stdout
+    assert "first run:" in text.stdout
     files = again["payments"]
     assert files["pain.001 written and validated"]["n"] == 500
     assert files["pain.002 read and validated"]["statuses"] == 500
