@@ -51,7 +51,7 @@ from jobs.evaluate import staged_scan
 from jobs.faults import checkpoint
 from jobs.ingest import staged_dir
 from jobs.recover import set_off
-from ledgers import payments, runs
+from ledgers import payments, runs, versions
 from ledgers.frames import read_frame
 from ledgers.holdings import read_held
 from ledgers.keys import LedgerKey
@@ -61,7 +61,6 @@ from ledgers.post import ledger_connection, post_entitlements
 from ledgers.recoveries import offsets_by_key
 from ledgers.runs import RunRecord
 from ledgers.schema import ENTITLEMENT_KINDS, EntitlementKey, Run, Transfer
-from ledgers.versions import transfer_columns
 
 KEY = ["policy_id", "benefit_period", "entity"]
 PAYMENT = "payment"  # the kind of run a payment step records its transfers under
@@ -530,17 +529,25 @@ def _reverse_waived(engine: Engine, rows: pl.DataFrame, run_id: int, key: Ledger
     is left as it is)."""
     t = Transfer.__table__
     with engine.connect() as conn:
-        shas = read_frame(
+        numbers = read_frame(
             conn,
             select(
-                *transfer_columns(
-                    t, ("policy_id", "benefit_period", "entity", "policy_sha256", "transfer_id")
-                )
+                t.c.policy_id,
+                t.c.benefit_period,
+                t.c.entity,
+                t.c.policy_version_id,
+                t.c.transfer_id,
             )
             .where(t.c.kind.in_(ENTITLEMENT_KINDS))
             .where(t.c.policy_id.in_(sorted(set(rows["policy_id"].to_list())))),
-            {**dict.fromkeys(KEY, pl.String), "policy_sha256": pl.String, "transfer_id": pl.Int64},
+            {
+                **dict.fromkeys(KEY, pl.String),
+                "policy_version_id": pl.Int32,
+                "transfer_id": pl.Int64,
+            },
         )
+        # The sha256 joined in Polars from the (small) versions table, not per row in SQL.
+        shas = numbers.with_columns(versions.sha256_expr(versions.known(conn)))
     last = shas.sort("transfer_id").group_by(KEY).agg(pl.col("policy_sha256").last())
     decision = pl.struct(
         pl.lit(True).alias("waived"), pl.col("granted_on").cast(pl.String)

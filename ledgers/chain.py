@@ -74,8 +74,10 @@ assert KEYED_FIELDS[-1] == "personal_mac"
 # What a chained transfer holds besides its prev_hash and hash (the stored row names the
 # policy sha256 by its version's number instead: `ledgers.versions`, migration 0013).
 STORED_FIELDS = (*CHAIN_FIELDS, "personal_mac")
-# `with_hashes` gives the digests as the ledger stores them too (32 bytes; migration 0013).
-DIGEST_BYTES = ("personal_mac_bytes", "prev_hash_bytes", "hash_bytes")
+# The digests, in hex; `with_hashes` gives them as the ledger stores them too, the 32
+# bytes (migration 0013), in the `DIGEST_BYTES` columns.
+DIGESTS = ("personal_mac", "prev_hash", "hash")
+DIGEST_BYTES = tuple(f"{c}_bytes" for c in DIGESTS)
 
 
 def _field(name: str) -> pl.Expr:

@@ -55,14 +55,7 @@ def batches(conn: Connection, batch: int) -> Iterator[pl.DataFrame]:
     t = Transfer.__table__
     # The policy's sha256 by its version's number (`ledgers.versions`): a transfer naming a
     # version that is not there reads a null sha256, and its hash no longer matches.
-    shas = versions.known(conn)
-    sha_of = dict(
-        zip(
-            shas.get_column("policy_version_id").to_list(),
-            shas.get_column("policy_sha256").to_list(),
-            strict=True,
-        )
-    )
+    sha256 = versions.sha256_expr(versions.known(conn))
     stored: dict[str, type[pl.DataType]] = {**TRANSFER_SCHEMA, "policy_version_id": pl.Int32}
     del stored["policy_sha256"]
     columns = [t.c[name] for name in stored]
@@ -75,15 +68,7 @@ def batches(conn: Connection, batch: int) -> Iterator[pl.DataFrame]:
             .where(t.c.transfer_id > start, t.c.transfer_id <= start + batch)
             .order_by(t.c.transfer_id)
         )
-        yield (
-            read_frame(conn, stmt, stored)
-            .with_columns(
-                pl.col("policy_version_id")
-                .replace_strict(sha_of, default=None, return_dtype=pl.String)
-                .alias("policy_sha256")
-            )
-            .select(list(TRANSFER_SCHEMA))
-        )
+        yield (read_frame(conn, stmt, stored).with_columns(sha256).select(list(TRANSFER_SCHEMA)))
         # The next id present (normally start + batch + 1): a run of missing ids is jumped.
         following = conn.execute(first.where(t.c.transfer_id > start + batch)).scalar_one_or_none()
 

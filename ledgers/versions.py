@@ -73,21 +73,27 @@ def ensure(conn: Connection, frame: pl.DataFrame) -> pl.DataFrame:
 def numbered(versions: pl.DataFrame) -> pl.Expr:
     """Polars: each row's policy_version_id from its policy_id and policy_sha256 (null
     where the sha256 is null), given `versions` (`known` or `ensure`)."""
-    mapping = dict(
-        zip(
-            (
-                versions.select(pl.concat_str("policy_id", "policy_sha256", separator=" "))
-                .to_series()
-                .to_list()
-            ),
-            versions.get_column("policy_version_id").to_list(),
-            strict=True,
-        )
-    )
+    key = pl.concat_str("policy_id", "policy_sha256", separator=" ")
+    return key.replace_strict(
+        versions.select(key).to_series(),
+        versions.get_column("policy_version_id"),
+        default=None,
+        return_dtype=pl.Int32,
+    ).alias("policy_version_id")
+
+
+def sha256_expr(versions: pl.DataFrame) -> pl.Expr:
+    """Polars: each row's policy_sha256 from its policy_version_id (null for a number
+    `versions` lacks: the transfer's hash then no longer matches)."""
     return (
-        pl.concat_str("policy_id", "policy_sha256", separator=" ")
-        .replace_strict(mapping, default=None, return_dtype=pl.Int32)
-        .alias("policy_version_id")
+        pl.col("policy_version_id")
+        .replace_strict(
+            versions.get_column("policy_version_id"),
+            versions.get_column("policy_sha256"),
+            default=None,
+            return_dtype=pl.String,
+        )
+        .alias("policy_sha256")
     )
 
 

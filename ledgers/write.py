@@ -45,7 +45,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from ledgers import accounts, versions
-from ledgers.chain import CHAIN_FIELDS, GENESIS, with_hashes
+from ledgers.chain import CHAIN_FIELDS, DIGEST_BYTES, DIGESTS, GENESIS, with_hashes
 from ledgers.checks import key_name
 from ledgers.db import LedgerError
 from ledgers.frames import executemany, prefetch, read_frame, write_frame
@@ -75,7 +75,6 @@ TRANSFER_TYPES = {
     "hash": "bytea",
 }
 TRANSFER_COLUMNS = tuple(TRANSFER_TYPES)
-DIGESTS = ("personal_mac", "prev_hash", "hash")
 KEY_COLUMNS = (*KEY, "transfer_id", "run_id")
 DEFAULT_CHUNK = 100_000
 
@@ -205,7 +204,7 @@ def stored_rows(chunk: pl.DataFrame, known: pl.DataFrame) -> pl.DataFrame:
     digests as bytes, the policy's sha256 as its number in `known` (`ledgers.versions`)."""
     stored = chunk.with_columns(
         versions.numbered(known),
-        *[pl.col(f"{c}_bytes").alias(c) for c in DIGESTS],
+        *[pl.col(b).alias(c) for c, b in zip(DIGESTS, DIGEST_BYTES, strict=True)],
     )
     unnumbered = stored.filter(
         pl.col("policy_sha256").is_not_null() & pl.col("policy_version_id").is_null()

@@ -126,19 +126,14 @@ def test_bench_reports_phases_and_ratios(tmp_path: Path, monkeypatch: pytest.Mon
     for phase in r["first_run"]["phases"].values():
         assert phase["seconds"] >= 0
         assert phase["peak_rss_mb"] > 0
-    cached = CliRunner().invoke(
-        main,
-        ["bench", "--enterprises", "300", "--persons", "1500", "--payments", "500", "--json"]
-        + ["--no-baselines"],
-    )
+    small = ["bench", "--enterprises", "300", "--persons", "1500"]
+    cached = CliRunner().invoke(main, [*small, "--payments", "500", "--json", "--no-baselines"])
     again = json.loads(cached.stdout)
     assert again["population"]["cached"] is True
     assert (again["baseline_ratio"], again["duckdb_ratio"]) == (None, None)
     assert again["baselines"] == "not compared (--no-baselines)"
     assert "same_results_polars" not in again
-    text = CliRunner().invoke(
-        main, ["bench", "--enterprises", "300", "--persons", "1500", "--no-baselines", "--quiet"]
-    )
+    text = CliRunner().invoke(main, [*small, "--no-baselines", "--quiet"])
     assert text.exit_code == 0, text.output
     assert "not compared with the hand-written baselines (--no-baselines)" in text.stdout
     assert "first run:" in text.stdout

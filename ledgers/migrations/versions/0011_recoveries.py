@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 
 from alembic import op
-from sqlalchemy import text
 
+from ledgers.migrations.sqlite_schema import rewrite_table_sql, table_sql
 from ledgers.schema import TRANSFER_KINDS
 
 revision = "0011"
@@ -52,22 +52,9 @@ def _allow(kinds: tuple[str, ...]) -> None:
         op.execute(f"ALTER TABLE transfers DROP CONSTRAINT {NAME}")
         op.execute(f"ALTER TABLE transfers ADD CONSTRAINT {NAME} CHECK ({check})")
         return
-    sql = bind.execute(
-        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'transfers'")
-    ).scalar_one()
+    sql = table_sql(bind, "transfers")
     new, n = KIND_CHECK.subn(f"CONSTRAINT {NAME} CHECK ({check})", sql)
     if n != 1:
         raise RuntimeError(f"the transfers table's {NAME} was not found in its schema")
-    if new == sql:
-        return
-    version = int(bind.execute(text("PRAGMA schema_version")).scalar_one())
-    bind.execute(text("PRAGMA writable_schema = ON"))
-    bind.execute(
-        text("UPDATE sqlite_master SET sql = :sql WHERE type = 'table' AND name = 'transfers'"),
-        {"sql": new},
-    )
-    bind.execute(text(f"PRAGMA schema_version = {version + 1}"))
-    bind.execute(text("PRAGMA writable_schema = OFF"))
-    result = bind.execute(text("PRAGMA integrity_check")).scalar_one()
-    if result != "ok":
-        raise RuntimeError(f"integrity check after changing {NAME}: {result}")
+    if new != sql:
+        rewrite_table_sql(bind, "transfers", new, f"changing {NAME}")

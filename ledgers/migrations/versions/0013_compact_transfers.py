@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy import text
 
+from ledgers.migrations.sqlite_schema import rewrite_table_sql, table_sql
 from ledgers.schema import ident
 
 revision = "0013"
@@ -196,24 +197,12 @@ class _update_allowed:
 
 def _retype_sqlite(bind: sa.Connection, before: str, after: str) -> None:
     """The digest columns' declared types in the stored schema, `before` to `after`."""
-    sql = bind.execute(
-        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'transfers'")
-    ).scalar_one()
+    sql = table_sql(bind, "transfers")
     pattern = re.compile(rf"(?<![A-Za-z_])({'|'.join(DIGESTS)}) {re.escape(before)}")
     new, n = pattern.subn(rf"\1 {after}", sql)
     if n != len(DIGESTS):
         raise RuntimeError(f"the transfers table's digest columns were not found in {sql!r}")
-    version = int(bind.execute(text("PRAGMA schema_version")).scalar_one())
-    bind.execute(text("PRAGMA writable_schema = ON"))
-    bind.execute(
-        text("UPDATE sqlite_master SET sql = :sql WHERE type = 'table' AND name = 'transfers'"),
-        {"sql": new},
-    )
-    bind.execute(text(f"PRAGMA schema_version = {version + 1}"))
-    bind.execute(text("PRAGMA writable_schema = OFF"))
-    result = bind.execute(text("PRAGMA integrity_check")).scalar_one()
-    if result != "ok":
-        raise RuntimeError(f"integrity check after retyping the digest columns: {result}")
+    rewrite_table_sql(bind, "transfers", new, "retyping the digest columns")
 
 
 def _drop_views(dialect: str) -> None:
