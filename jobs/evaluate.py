@@ -20,13 +20,14 @@ from eligibility import (
     with_counted,
 )
 from eligibility import wide_plans as wide_plans_of
+from jobs.staged import scan_staged, staged_file
 
 
 def staged_scan(staged_dir: Path) -> Scan:
     """The staged sources of one ingest, read lazily by name."""
 
     def scan(source: str) -> pl.LazyFrame:
-        return pl.scan_parquet(staged_dir / f"{source}.parquet")
+        return scan_staged(staged_file(staged_dir, source))
 
     # The ledger's counted members (`once_per`) are no staged file: none unless given.
     return with_counted(scan, None)

@@ -19,8 +19,8 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +37,7 @@ from jobs.errors import JobError
 from jobs.faults import checkpoint
 from jobs.filecheck import unreadable
 from jobs.progress import Progress, Silent
+from jobs.staged import ACCEPTED, DELIVERED_SUFFIX, View, scan_staged
 from jobs.validate import (
     FAIL,
     ROW,
@@ -45,12 +46,14 @@ from jobs.validate import (
     Unknown,
     accepts,
     attach_references,
+    changed_column,
     code_column,
     duplicate_keys,
     final_failures,
     parsed_columns,
     present_column,
     sum_problem,
+    taken_columns,
     validation_plan,
 )
 from ledgers.db import bulk_insert
@@ -168,13 +171,25 @@ def readable(name: str, path: Path, fmt: str) -> Iterator[None]:
         raise error from None
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+def sha256_file(path: Path, copy_to: Path | None = None) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (and written to `copy_to`)."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with path.open("rb") as fh, copy_to.open("wb") if copy_to else nullcontext() as out:
         while block := fh.read(1 << 20):
             digest.update(block)
+            if out is not None:
+                out.write(block)
     return digest.hexdigest()
+
+
+def copy_pinned(path: Path, to: Path, sha256: str) -> None:
+    """Copy a delivered file, checking that the copy has the bytes `sha256` names (those the
+    run recorded): a file replaced since it was hashed is not staged under the old digest."""
+    if sha256_file(path, copy_to=to) != sha256:
+        raise JobError(
+            f"{path} changed while it was being read",
+            fix="let the delivery finish writing its files, then run again",
+        )
 
 
 def sha256_files(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
@@ -184,20 +199,26 @@ def sha256_files(files: dict[str, tuple[Path, str]]) -> dict[str, str]:
         return {name: f.result() for name, f in futures.items()}
 
 
-def _counts(scan: pl.LazyFrame, source: Source, schema: pl.Schema) -> tuple[int, list[str]]:
-    """Rows, and the required text columns with values none of which parse as the column's
-    type (the wrong column), in one read of the scratch file.
+def _counts(
+    scan: pl.LazyFrame, source: Source, schema: pl.Schema
+) -> tuple[int, list[str], set[str]]:
+    """Rows; the required text columns with values none of which parse as the column's
+    type (the wrong column); and the text columns whose values validation changed
+    (`_changed_<column>`, where the plan has it), in one read of the validated rows.
 
     Only required columns: a bad value in an optional column quarantines its row, even if
     it is the column's only value (a delivery is not refused for one optional date)."""
     parsed = [n for n in parsed_columns(source, schema) if source.columns[n].required]
+    flagged = [n for n in source.columns if changed_column(n) in scan.collect_schema()]
     stats = scan.select(
         pl.len().alias("rows"),
         *[pl.col(present_column(n)).sum().alias(f"p:{n}") for n in parsed],
         *[(pl.col(present_column(n)) & pl.col(n).is_null()).sum().alias(f"u:{n}") for n in parsed],
+        *[pl.col(changed_column(n)).any().alias(f"c:{n}") for n in flagged],
     ).collect(engine="streaming")
     bad = [n for n in parsed if 0 < stats[f"p:{n}"].item() == stats[f"u:{n}"].item()]
-    return int(stats["rows"].item()), bad
+    changed = {n for n in flagged if stats[f"c:{n}"].item()}
+    return int(stats["rows"].item()), bad, changed
 
 
 def _failed(scan: pl.LazyFrame, labels: Labels) -> pl.DataFrame:
@@ -420,13 +441,19 @@ def _validate_one(
     started = time.perf_counter()
     source = catalogue.sources[name]
     say(f"{name}: validating {path.name}")
+    # A Parquet delivery is not rewritten: its copy, pinned by the digest, is what is
+    # validated and what the staged view reads (`jobs.staged`).
+    as_view = fmt == "parquet"
+    read = tmp / f"{name}{DELIVERED_SUFFIX}" if as_view else path
+    if as_view:
+        copy_pinned(path, read, digest)
     labels = Labels()
-    plan = validation_plan(_scan(path, fmt), source, schema, catalogue, labels)
+    plan = validation_plan(_scan(read, fmt), source, schema, catalogue, labels, changes=as_view)
     scratch = tmp / f".{name}.validated.parquet"
     validated, unknown = _validate_source(
         plan, source, catalogue, labels, keys, scratch, in_memory=in_memory
     )
-    rows, bad_columns = _counts(validated, source, schema)
+    rows, bad_columns, changed = _counts(validated, source, schema)
     if bad_columns:
         raise JobError(
             "\n".join(
@@ -443,17 +470,23 @@ def _validate_one(
     if in_memory:  # read twice below: the failed rows, then the accepted ones
         final = final.collect().lazy()
     failed = _failed(final, labels)
-    accepted = final.filter(pl.col(FAIL).is_null()).drop(FAIL, ROW, cs.starts_with("_present_"))
+    final = final.drop(cs.starts_with("_present_", "_changed_"))
+    accepted = final.filter(pl.col(FAIL).is_null()).drop(FAIL, ROW)
     staged = tmp / f"{name}.parquet"
-    entity_keys = None
+    entity_keys, dense = None, None
     if source.entity is not None:
         entity_keys, dense = _entity_keys(accepted, source, staged)
-        accepted = pl.concat([accepted, dense.lazy()], how="horizontal")
-    accepted.drop(cs.starts_with("_code_")).sink_parquet(
-        staged, compression=STAGED_COMPRESSION, engine="streaming"
-    )
+    if as_view:
+        view = View(read.name, digest, taken_columns(source, schema, changed), order=[])
+        _write_view(final, dense, view, staged)
+    else:
+        if dense is not None:
+            accepted = pl.concat([accepted, dense.lazy()], how="horizontal")
+        accepted.drop(cs.starts_with("_code_")).sink_parquet(
+            staged, compression=STAGED_COMPRESSION, engine="streaming"
+        )
     scratch.unlink(missing_ok=True)
-    sums = sum_problem(pl.scan_parquet(staged), source, catalogue)
+    sums = sum_problem(scan_staged(staged), source, catalogue)
     if sums is not None:
         raise JobError(
             f"source {name!r} ({path}): {sums}",
@@ -461,10 +494,10 @@ def _validate_one(
             "policies/sources.yaml (max_fen, or min and max) by what one row can truly be",
             code=Code.DATA_SUM_RANGE,
         )
-    n_accepted = pl.scan_parquet(staged).select(pl.len()).collect().item()
+    n_accepted = scan_staged(staged).select(pl.len()).collect().item()
     if n_accepted + failed.height != rows:  # pragma: no cover - a broken invariant
         raise AssertionError(f"{name}: {rows} rows != {n_accepted} + {failed.height}")
-    q = _quarantine_rows(path, fmt, source, failed) if failed.height else None
+    q = _quarantine_rows(read, fmt, source, failed) if failed.height else None
     by_rule = dict(sorted(q.group_by("rule").len().iter_rows())) if q is not None else {}
     report = SourceReport(
         file=str(path),
@@ -478,6 +511,33 @@ def _validate_one(
     )
     say(f"{name}: {rows} rows, {n_accepted} accepted, {failed.height} quarantined")
     return report, q, entity_keys
+
+
+def _write_view(final: pl.LazyFrame, dense: pl.DataFrame | None, view: View, to: Path) -> None:
+    """A view's narrow file: for every delivered row (`final`, in the file's order), whether
+    it is accepted, and the staged columns the view does not take from the delivery (the
+    surrogate keys, values parsed or trimmed).  `dense`: an entity source's own surrogate
+    keys, one per accepted row.  The metadata records `view` with the staged columns' order."""
+    columns = [
+        c
+        for c in final.collect_schema().names()
+        if c not in (FAIL, ROW) and not c.startswith("_code_")
+    ]
+    narrow = final.select(
+        *(c for c in columns if c not in view.taken), pl.col(FAIL).is_null().alias(ACCEPTED)
+    )
+    if dense is not None:
+        keys = dense.to_series()
+        at = final.select(pl.arg_where(pl.col(FAIL).is_null())).collect().to_series()
+        rows = final.select(pl.len()).collect().item()
+        if len(at) < rows:  # spread over the delivered rows: null where not accepted
+            keys = pl.repeat(None, rows, dtype=keys.dtype, eager=True).scatter(at, keys)
+        narrow = pl.concat(
+            [narrow, keys.alias(dense.columns[0]).to_frame().lazy()], how="horizontal"
+        )
+        columns.append(dense.columns[0])
+    metadata = replace(view, order=columns).metadata()
+    narrow.sink_parquet(to, compression=STAGED_COMPRESSION, metadata=metadata, engine="streaming")
 
 
 def ingest_workers() -> int:

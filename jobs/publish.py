@@ -30,6 +30,7 @@ from jobs.explain import archived_policies
 from jobs.ingest import staged_dir
 from jobs.notice import NoticeHeader, write_notice_csv, write_notice_html
 from jobs.paths import holidays_path
+from jobs.staged import scan_staged, staged_file
 from ledgers import runs
 from ledgers.frames import read_frame
 from ledgers.objections import notices, record_notice
@@ -208,14 +209,14 @@ def _named(run: runs.RunRecord, listed: pl.DataFrame, policies: dict) -> pl.Data
     )
     names = pl.concat(
         [
-            pl.scan_parquet(staged / f"{source}.parquet")
+            scan_staged(staged_file(staged, source))
             .select(pl.col(key).alias("entity"), pl.col("name"), pl.lit(target).alias("target"))
             .collect()
             for target, source, key in (
                 ("enterprise", "enterprises", "credit_code"),
                 ("person", "persons", "person_id"),
             )
-            if (staged / f"{source}.parquet").is_file()
+            if staged_file(staged, source).is_file()
         ]
     )
     # A policy on a kind that is not paid itself (a household) lists the person paid.

@@ -86,6 +86,7 @@ from jobs.policies import load_policy_files
 from jobs.progress import PhaseTiming, Progress, Silent, peak_rss_mb, timed
 from jobs.resume import ABANDONED, Step, Tonight, plan_resume
 from jobs.settings import Settings
+from jobs.staged import is_staged, staged_file
 from jobs.summary import RunOutcome, RunSummary, run_summary
 from ledgers import runs
 from ledgers.checkpoints import write_checkpoint
@@ -462,7 +463,7 @@ class NightlyRun:
 
         def kept(run: RunRecord) -> bool:
             folder = staged_dir(Path(run.store_dir or req.store), run.run_id)
-            return all((folder / f"{name}.parquet").is_file() for name in digests)
+            return all(is_staged(staged_file(folder, name)) for name in digests)
 
         with timed(self.progress, "ingest", self.timings) as timing:
             earlier = runs.reusable_ingest(

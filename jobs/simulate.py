@@ -21,6 +21,7 @@ from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import load_policy_files
 from jobs.progress import Progress, Silent
+from jobs.staged import scan_staged, staged_file
 from ledgers.masking import mask_id
 
 AGE_BANDS = [
@@ -39,17 +40,20 @@ SEGMENT_OF = {"enterprise": "size_class", "person": "age_band"}  # what entity_s
 
 def entity_segments(staged: Path, as_of: dt.date) -> dict[str, pl.DataFrame]:
     """Region and segment (size class, or age band) of every entity, by surrogate key."""
-    ent = pl.read_parquet(
-        staged / "enterprises.parquet",
-        columns=[Naming.sk("enterprise"), "region_code", "size_class"],
+    ent = (
+        scan_staged(staged_file(staged, "enterprises"))
+        .select(Naming.sk("enterprise"), "region_code", "size_class")
+        .collect()
     ).select(
         pl.lit("enterprise").alias("target"),
         pl.col(Naming.sk("enterprise")).alias("entity_sk"),
         "region_code",
         pl.col("size_class").fill_null("unclassified").alias("segment"),
     )
-    per = pl.read_parquet(
-        staged / "persons.parquet", columns=[Naming.sk("person"), "region_code", "birth_on"]
+    per = (
+        scan_staged(staged_file(staged, "persons"))
+        .select(Naming.sk("person"), "region_code", "birth_on")
+        .collect()
     )
     age = (
         pl.lit(as_of.year)

@@ -22,6 +22,7 @@ from common.identifiers import (
     identifier_expr,
 )
 from jobs.catalogue import INT64_MAX, Catalogue, Column, Source
+from jobs.staged import scan_staged
 
 ROW = "_row"  # 1-based position of the row among the file's data rows
 FAIL = "_fail"  # code of the first failing rule (an index into Labels), null when accepted
@@ -161,6 +162,26 @@ def _typed(name: str, col: Column, dtype: pl.DataType) -> pl.Expr:
     return as_date.dt.month_start() if col.type == "month" else as_date
 
 
+def taken_columns(source: Source, schema: pl.Schema, changed: set[str]) -> dict[str, str]:
+    """The columns whose staged values are the delivered ones as they are (`_typed` only
+    casts them), and the type each is read as (`jobs.staged.READ_AS`): text that validation
+    did not change (`changed`: trimmed, or empty read as missing), whole numbers, booleans
+    and dates already of their type.  Text parsed as another type, and datetimes, are not."""
+    taken: dict[str, str] = {}
+    for name, col in source.columns.items():
+        dtype = schema[name]
+        if _is_text(dtype):
+            if col.type == "string" and name not in changed:
+                taken[name] = "String"
+        elif col.type == "int" and dtype.is_integer():
+            taken[name] = "Int64"
+        elif col.type == "bool" and dtype == pl.Boolean:
+            taken[name] = "Boolean"
+        elif col.type == "date" and dtype == pl.Date:
+            taken[name] = "Date"
+    return taken
+
+
 def present_column(name: str) -> str:
     """Whether a value was there (not empty), during validation."""
     return f"_present_{name}"
@@ -169,6 +190,23 @@ def present_column(name: str) -> str:
 def parsed_columns(source: Source, schema: pl.Schema) -> list[str]:
     """The columns delivered as text and parsed as another type (int, bool, date, month)."""
     return [n for n, c in source.columns.items() if c.type in PARSE_RULE and _is_text(schema[n])]
+
+
+def _changed(name: str) -> pl.Expr:
+    """Whether trimming changed the value, or empty text is read as missing (a text column,
+    before its trimmed values replace the delivered ones)."""
+    raw = pl.col(name).cast(pl.String).str.len_bytes()
+    return ((raw != pl.col(_trimmed(name)).str.len_bytes()) | (raw == 0)).fill_null(False)
+
+
+def _trimmed(name: str) -> str:
+    """A text column's trimmed values, during validation (`validation_plan`)."""
+    return f"_trimmed_{name}"
+
+
+def changed_column(name: str) -> str:
+    """Whether validation changed a text value, during validation (`validation_plan`)."""
+    return f"_changed_{name}"
 
 
 def ident(name: str) -> str:
@@ -230,7 +268,7 @@ class EntityKeys:
     def table(self) -> pl.LazyFrame:
         """Identifier -> surrogate key, for a join on the text."""
         staged = (
-            pl.scan_parquet(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
+            scan_staged(self.staged).select(self.column, pl.col(self.sk).alias("_sk"))
             if self.known is None
             else self.known.lazy()
         )
@@ -255,6 +293,8 @@ def validation_plan(
     schema: pl.Schema,
     catalogue: Catalogue,
     labels: Labels,
+    *,
+    changes: bool = False,
 ) -> pl.LazyFrame:
     """The typed columns, the row number and the first failing rule, for one source.
 
@@ -265,13 +305,23 @@ def validation_plan(
     present, so a missing optional value is never quarantined, and a required one
     fails `missing_required` and nothing else.  References (`attach_references`)
     and duplicate keys (`duplicate_keys`) are found over the validated rows.
+
+    With `changes`, each text column of type string has a flag `_changed_<column>`:
+    whether validation changed the delivered value (trimmed it, or read empty text as
+    missing), so that ingest knows which columns it can read from the delivery as they are.
     """
     names = list(source.columns)
     lf = lf.select(names).with_row_index(ROW, offset=1)
     # Trim every text value once; every later expression reads the trimmed text.
+    text = [n for n in names if _is_text(schema[n])]
     lf = lf.with_columns(
-        pl.col(n).cast(pl.String).str.strip_chars() for n in names if _is_text(schema[n])
+        pl.col(n).cast(pl.String).str.strip_chars().alias(_trimmed(n)) for n in text
     )
+    flags = [n for n in text if changes and source.columns[n].type == "string"]
+    if flags:  # by the lengths alone: trimming only ever shortens a value
+        lf = lf.with_columns(_changed(n).alias(changed_column(n)) for n in flags)
+    lf = lf.drop(text).rename({_trimmed(n): n for n in text})
+    lf = lf.select(ROW, *names, *(changed_column(n) for n in flags))
     stage: list[pl.Expr] = []
     failures: list[pl.Expr] = []
     for name, col in source.columns.items():

@@ -41,6 +41,7 @@ from pathlib import Path
 import polars as pl
 
 from eligibility import RESULT_SCHEMA
+from jobs.staged import scan_staged, sql_relation, staged_file
 
 __all__ = ["FIRST_AS_OF", "LAST_AS_OF", "POLICY_IDS", "handwritten_duckdb", "handwritten_polars"]
 
@@ -164,7 +165,7 @@ def _dec(value: Decimal | int) -> pl.Expr:
 
 
 def _scan(staged_dir: Path, source: str) -> pl.LazyFrame:
-    return pl.scan_parquet(staged_dir / f"{source}.parquet")
+    return scan_staged(staged_file(staged_dir, source))
 
 
 def polars_features(staged_dir: Path, d: Dates) -> pl.LazyFrame:
@@ -493,8 +494,7 @@ def duckdb_query(staged_dir: Path, d: Dates) -> str:
     """The SQL for the six policies on the dates `d`, over the staged Parquet files."""
 
     def src(name: str) -> str:
-        path = str((staged_dir / f"{name}.parquet").resolve()).replace("'", "''")
-        return f"read_parquet('{path}')"
+        return sql_relation(staged_file(staged_dir, name))
 
     prev = f"month BETWEEN {_sql_date(d.prev_first)} AND {_sql_date(d.prev_last)}"
     recent = f"month BETWEEN {_sql_date(d.recent_first)} AND {_sql_date(d.recent_last)}"

@@ -61,6 +61,7 @@ from disburse.bench.baselines import (
     run_duckdb,
 )
 from eligibility import RESULT_SCHEMA
+from jobs.staged import sql_relation, staged_file
 
 __all__ = [
     "MORE_FIRST_AS_OF",
@@ -507,8 +508,7 @@ def duckdb_query_more(staged_dir: Path, d: MoreDates) -> str:
     """The SQL for the six policies on the dates `d`, over the staged Parquet files."""
 
     def src(name: str) -> str:
-        path = str((staged_dir / f"{name}.parquet").resolve()).replace("'", "''")
-        return f"read_parquet('{path}')"
+        return sql_relation(staged_file(staged_dir, name))
 
     as_of = _sql_date(d.as_of)
     tiers = " ".join(

@@ -19,6 +19,7 @@ import polars as pl
 from eligibility import Naming
 from jobs.catalogue import Catalogue
 from jobs.events.stage import EVENT, OP, StagedEvents, entity_keys, stage_events
+from jobs.staged import scan_staged, staged_file
 
 
 class Overlay:
@@ -33,7 +34,7 @@ class Overlay:
         self.catalogue = catalogue
         self.base_run_id = base_run_id
         self.sources = {
-            name: pl.read_parquet(folder / f"{name}.parquet") for name in catalogue.sources
+            name: scan_staged(staged_file(folder, name)).collect() for name in catalogue.sources
         }
         self.registered: dict[str, pl.DataFrame] = {}
         self.next_sk: dict[str, int] = {}

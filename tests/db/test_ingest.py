@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from jobs.catalogue import load_source_catalogue
 from jobs.errors import JobError
 from jobs.ingest import IngestResult, ingest
+from jobs.staged import scan_staged
 from jobs.validate import quarantine_rules
 from ledgers.schema import QuarantinedRow, Run, SourceSnapshot
 from tests import minicity
@@ -66,17 +67,17 @@ def test_clean_city_is_accepted_whole(tmp_path: Path, engine: Engine) -> None:
             minicity.frames()
         )
     staged = Path(result.staged_dir)
-    enterprises = pl.read_parquet(staged / "enterprises.parquet")
+    enterprises = scan_staged(staged / "enterprises.parquet").collect()
     # Dense integer keys ordered by the credit code.
     assert enterprises.sort("credit_code")["enterprise_sk"].to_list() == [1, 2, 3]
     assert enterprises.schema["registered_on"] == pl.Date
-    employment = pl.read_parquet(staged / "employment.parquet")
+    employment = scan_staged(staged / "employment.parquet").collect()
     # The employer from outside the city is kept, without a surrogate key.
     assert employment["enterprise_sk"].null_count() == 1
     assert employment.schema["from_month"] == pl.Date
-    relations = pl.read_parquet(staged / "relations.parquet")
+    relations = scan_staged(staged / "relations.parquet").collect()
     assert set(relations.columns) >= {"person_sk", "related_person_sk"}
-    lists = pl.read_parquet(staged / "credit_lists.parquet")
+    lists = scan_staged(staged / "credit_lists.parquet").collect()
     assert lists["enterprise_sk"].null_count() == 2
     assert lists["person_sk"].null_count() == 2
 
@@ -253,8 +254,8 @@ def _same_ingest(engine: Engine, a: IngestResult, b: IngestResult) -> None:
             other.quarantined,
             other.by_rule,
         ), name
-        staged_a = pl.read_parquet(Path(a.staged_dir) / f"{name}.parquet")
-        staged_b = pl.read_parquet(Path(b.staged_dir) / f"{name}.parquet")
+        staged_a = scan_staged(Path(a.staged_dir) / f"{name}.parquet").collect()
+        staged_b = scan_staged(Path(b.staged_dir) / f"{name}.parquet").collect()
         assert staged_a.equals(staged_b), name
     with engine.connect() as conn:
         rows = [

@@ -22,6 +22,7 @@ from disburse.cli import main
 from jobs.catalogue import INT64_MAX, Catalogue, load_source_catalogue
 from jobs.errors import JobError
 from jobs.ingest import IngestResult, ingest
+from jobs.staged import scan_staged
 from ledgers.schema import QuarantinedRow, Run
 from tests import minicity
 
@@ -96,7 +97,7 @@ def test_unsigned_64_bit_values_beyond_the_signed_range_are_quarantined(
     assert _quarantined(engine, "social_security_monthly") == [
         (1, "insured_headcount", "integer_out_of_range", str(2**63 + 5))
     ]
-    staged = pl.read_parquet(Path(result.staged_dir) / "social_security_monthly.parquet")
+    staged = scan_staged(Path(result.staged_dir) / "social_security_monthly.parquet").collect()
     assert staged.schema["insured_headcount"] == pl.Int64
     assert staged["insured_headcount"].to_list() == [3]
 

@@ -27,6 +27,7 @@ from eligibility import PolicySet
 from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
+from jobs.staged import scan_staged
 
 SYNTH_AS_OF = dt.date(2026, 4, 1)  # monthly data 2024-04..2026-03: both windows complete
 # The first and last days on which all six enterprise policies are active; the
@@ -64,7 +65,7 @@ def edge_city(city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(f, out / f.name)
     rng = np.random.default_rng(3)
 
-    ss = pl.read_parquet(city / "social_security_monthly.parquet")
+    ss = scan_staged(city / "social_security_monthly.parquet").collect()
     ss = ss.filter(pl.Series(rng.random(ss.height) >= 0.05))  # missing months
     n = ss.height
     edge = pl.Series(rng.random(n) < 0.6)
@@ -102,7 +103,7 @@ def edge_city(city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     tax_edges = [10**8 - 1, 10**8, 10**8 + 1, 10**8 + 2_500, 10**8 + 7_500, 5 * 10**8 + 2_500]
     tax_edges += [2 * 10**9 + 1_250, 2 * 10**9 + 3_750, 5 * 10**9 + 2_500, 6 * 10**9]
     revenue_edges = [5 * 10**8 - 1, 5 * 10**8, 2 * 10**9, 10**10 - 1, 10**10]
-    tax = pl.read_parquet(city / "tax_monthly.parquet")
+    tax = scan_staged(city / "tax_monthly.parquet").collect()
     sk = pl.col("enterprise_sk")
     june = pl.col("month") == dt.date(2025, 6, 1)
     chosen = (sk % 3 == 0) & in_2025
@@ -118,10 +119,10 @@ def edge_city(city: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     tax.write_parquet(out / "tax_monthly.parquet")
 
-    ratings = pl.read_parquet(city / "tax_ratings.parquet")
+    ratings = scan_staged(city / "tax_ratings.parquet").collect()
     ratings.filter(pl.col("enterprise_sk") % 5 != 0).write_parquet(out / "tax_ratings.parquet")
 
-    ent = pl.read_parquet(city / "enterprises.parquet")
+    ent = scan_staged(city / "enterprises.parquet").collect()
     dates = [
         dt.date(2023, 3, 31),
         dt.date(2023, 4, 1),
@@ -146,7 +147,7 @@ def _compare(staged: Path, policies: PolicySet, as_of: dt.date) -> None:
     compiled = evaluate(staged, policies, as_of)
     assert (
         compiled.height
-        == 6 * pl.scan_parquet(staged / "enterprises.parquet").select(pl.len()).collect().item()
+        == 6 * scan_staged(staged / "enterprises.parquet").select(pl.len()).collect().item()
     )
     assert_frame_equal(handwritten_polars(staged, as_of), compiled)
     pytest.importorskip("duckdb")

@@ -37,6 +37,7 @@ from eligibility import PolicySet
 from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
+from jobs.staged import scan_staged
 
 SYNTH_AS_OF = dt.date(2026, 4, 1)  # monthly data 2024-04..2026-03
 # The first and last days on which all six policies are active; the benchmark's
@@ -120,11 +121,16 @@ def _some(rng: np.random.Generator, n: int, share: float) -> pl.Series:
 
 def _payable_enterprises(city: Path) -> pl.DataFrame:
     """Active enterprises with an account, on no credit list: their amounts show."""
-    listed = pl.read_parquet(city / "credit_lists.parquet")["enterprise_sk"].drop_nulls()
+    listed = scan_staged(city / "credit_lists.parquet").collect()["enterprise_sk"].drop_nulls()
     return (
-        pl.read_parquet(city / "enterprises.parquet")
+        scan_staged(city / "enterprises.parquet")
+        .collect()
         .filter((pl.col("status") == "active") & ~pl.col("enterprise_sk").is_in(listed.implode()))
-        .join(pl.read_parquet(city / "enterprise_accounts.parquet"), on="enterprise_sk", how="semi")
+        .join(
+            scan_staged(city / "enterprise_accounts.parquet").collect(),
+            on="enterprise_sk",
+            how="semi",
+        )
         .select("enterprise_sk", "credit_code")
         .sort("credit_code")
     )
@@ -149,14 +155,14 @@ def edge_city(synth_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         shutil.copy(f, out / f.name)
     rng = np.random.default_rng(5)
 
-    persons = pl.read_parquet(city / "persons.parquet")
+    persons = scan_staged(city / "persons.parquet").collect()
     n = persons.height
     births = pl.Series(EDGE_BIRTHS)[rng.integers(0, len(EDGE_BIRTHS), n)]
     persons = persons.with_columns(
         birth_on=pl.when(_some(rng, n, 0.4)).then(births).otherwise("birth_on"),
         status=pl.when(_some(rng, n, 0.05)).then(pl.lit("deceased")).otherwise("status"),
     )
-    employment = pl.read_parquet(city / "employment.parquet")
+    employment = scan_staged(city / "employment.parquet").collect()
     # Persons never employed become the young first hires of three enterprises: 70 taken
     # on by one in May 2025 (more than the 50 it may count), 10 of them also by an
     # enterprise with a larger credit code, 5 by one with a smaller, 5 by an employer
@@ -211,12 +217,12 @@ def edge_city(synth_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     employment.write_parquet(out / "employment.parquet")
     persons.write_parquet(out / "persons.parquet")
 
-    accounts = pl.read_parquet(city / "person_accounts.parquet")
+    accounts = scan_staged(city / "person_accounts.parquet").collect()
     accounts.filter(_some(rng, accounts.height, 0.85)).write_parquet(
         out / "person_accounts.parquet"
     )
     # Households without a head, with two, and persons in none.
-    members = pl.read_parquet(city / "household_members.parquet")
+    members = scan_staged(city / "household_members.parquet").collect()
     k = members.height
     flip = _some(rng, k, 0.1)
     members = members.with_columns(
@@ -228,7 +234,7 @@ def edge_city(synth_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     ).filter(_some(rng, k, 0.95))
     members.write_parquet(out / "household_members.parquet")
     # Parents who are also recorded as guardians; some relations missing.
-    relations = pl.read_parquet(city / "relations.parquet")
+    relations = scan_staged(city / "relations.parquet").collect()
     also = relations.filter(
         (pl.col("relation") == "parent") & _some(rng, relations.height, 0.1)
     ).with_columns(relation=pl.lit("guardian"))
@@ -242,7 +248,7 @@ def edge_city(synth_city: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def _compare(staged: Path, policies: PolicySet, as_of: dt.date) -> pl.DataFrame:
     compiled = evaluate(staged, policies, as_of)
     sizes = {
-        target: pl.scan_parquet(staged / f"{source}.parquet").select(pl.len()).collect().item()
+        target: scan_staged(staged / f"{source}.parquet").select(pl.len()).collect().item()
         for target, source in TARGETS.items()
     }
     assert compiled.height == 3 * sizes["person"] + 2 * sizes["enterprise"] + sizes["household"]

@@ -20,6 +20,7 @@ from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import feature_catalogue, load_policies
+from jobs.staged import scan_staged
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = dt.date(2026, 3, 1)
@@ -95,11 +96,15 @@ def test_a_household_policy_pays_its_head_in_the_worked_examples(tmp_path: Path,
 def test_a_household_policy_in_the_batch(staged: Path, tmp_path: Path, cat) -> None:  # type: ignore[no-untyped-def]
     body = HOUSEHOLD.replace(">= 3", ">= 1")  # the small city has few households of three
     got = evaluate(staged, PolicySet(cat, [_policy(tmp_path, body, cat)]), AS_OF)
-    persons = pl.read_parquet(staged / "persons.parquet").select(
-        "person_sk", "person_id", "birth_on"
+    persons = (
+        scan_staged(staged / "persons.parquet")
+        .collect()
+        .select("person_sk", "person_id", "birth_on")
     )
-    members = pl.read_parquet(staged / "household_members.parquet").join(
-        persons.drop("person_id"), on="person_sk"
+    members = (
+        scan_staged(staged / "household_members.parquet")
+        .collect()
+        .join(persons.drop("person_id"), on="person_sk")
     )
     age = pl.lit(AS_OF.year) - pl.col("birth_on").dt.year()
     young = (age - (pl.col("birth_on").dt.strftime("%m%d") > AS_OF.strftime("%m%d"))) < 18
@@ -111,7 +116,7 @@ def test_a_household_policy_in_the_batch(staged: Path, tmp_path: Path, cat) -> N
         )
         .filter(pl.col("minors") >= 1)
     )
-    households = pl.read_parquet(staged / "households.parquet")
+    households = scan_staged(staged / "households.parquet").collect()
     assert got.height == households.height  # one row per household
     assert set(got["target"]) == {"household"}
     paid = got.filter(pl.col("eligible"))
@@ -177,8 +182,10 @@ tests:
     assert [r.passed for r in run_cases(policy, cat)] == [True]
     body = body.replace("count(housemates) == 1 and ", "")
     got = evaluate(staged, PolicySet(cat, [_policy(tmp_path, body, cat)]), AS_OF)
-    members = pl.read_parquet(staged / "household_members.parquet").select(
-        "person_sk", "household_sk", "role"
+    members = (
+        scan_staged(staged / "household_members.parquet")
+        .collect()
+        .select("person_sk", "household_sk", "role")
     )
     # every (person, housemate) pair: the person's household's members, the person included
     pairs = members.join(members, on="household_sk", suffix="_mate")
@@ -187,7 +194,7 @@ tests:
         .group_by("person_sk")
         .len()
     )
-    persons = pl.read_parquet(staged / "persons.parquet").select("person_sk", "birth_on")
+    persons = scan_staged(staged / "persons.parquet").collect().select("person_sk", "birth_on")
     old = persons.filter(pl.col("birth_on") <= dt.date(1966, 3, 1))
     want = want.join(old, on="person_sk")
     paid = got.filter(pl.col("eligible"))
@@ -275,12 +282,18 @@ amount: sum(earliest(hires, 2, hired_in, age_on(hired_in) < 35), 1 yuan) + sum(l
 """
     policy = _policy(tmp_path, body, cat)
     got = evaluate(staged, PolicySet(cat, [policy]), AS_OF)
-    spells = pl.read_parquet(staged / "employment.parquet").filter(
-        pl.col("enterprise_sk").is_not_null()
-        & pl.col("from_month").is_between(dt.date(2025, 1, 1), dt.date(2025, 12, 1))
+    spells = (
+        scan_staged(staged / "employment.parquet")
+        .collect()
+        .filter(
+            pl.col("enterprise_sk").is_not_null()
+            & pl.col("from_month").is_between(dt.date(2025, 1, 1), dt.date(2025, 12, 1))
+        )
     )
-    persons = pl.read_parquet(staged / "persons.parquet").select(
-        "person_sk", "person_id", "birth_on"
+    persons = (
+        scan_staged(staged / "persons.parquet")
+        .collect()
+        .select("person_sk", "person_id", "birth_on")
     )
     spells = spells.join(persons.drop("person_id"), on="person_sk", how="left").join(
         persons.select("person_sk", "person_id"), on="person_sk", how="left"

@@ -16,6 +16,7 @@ from jobs.catalogue import load_source_catalogue
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import load_policies
+from jobs.staged import scan_staged
 
 HERE = Path(__file__).resolve().parents[1] / "policies"
 AS_OF = dt.date(2026, 3, 1)
@@ -40,11 +41,15 @@ def test_the_batch_reads_the_owner_beside_each_link(staged: Path, tmp_path: Path
     path = tmp_path / "p.yaml"
     path.write_text(text.replace("age_on(as_of) >= 80", "age_on(as_of) >= 18"))
     got = evaluate(staged, PolicySet(cat, [load_policy(path, cat)]), AS_OF)
-    persons = pl.read_parquet(staged / "persons.parquet").select(
-        "person_sk", "status", pl.col("region_code").str.slice(0, 4).alias("city")
+    persons = (
+        scan_staged(staged / "persons.parquet")
+        .collect()
+        .select("person_sk", "status", pl.col("region_code").str.slice(0, 4).alias("city"))
     )
-    links = pl.read_parquet(staged / "relations.parquet").filter(
-        pl.col("relation").is_in(["parent", "guardian"])
+    links = (
+        scan_staged(staged / "relations.parquet")
+        .collect()
+        .filter(pl.col("relation").is_in(["parent", "guardian"]))
     )
     same_city = (
         links.join(persons, on="person_sk")
