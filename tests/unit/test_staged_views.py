@@ -66,7 +66,8 @@ def test_duckdb_reads_a_view_as_polars_does(both: tuple[Path, Path]) -> None:
     views, _ = both
     for name in ("persons", "social_security_monthly", "employment"):
         path = staged_file(views, name)
-        got = duckdb.sql(f"SELECT * FROM {sql_relation(path)}").pl()
+        with duckdb.connect() as con:
+            got: pl.DataFrame = con.sql(f"SELECT * FROM {sql_relation(path)}").pl()
         expected = scan_staged(path).collect()
         assert_frame_equal(got, expected, check_dtypes=False)
 
