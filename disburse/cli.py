@@ -156,7 +156,7 @@ def ingest(data, as_of, db, store, catalogue_dir, as_json, quiet):
     per source, rows = accepted + quarantined. A missing file or column, or a
     wrong type, stops before anything is written.
 
-    A source of up to $DISBURSE_INGEST_MEMORY_ROWS rows (default 12 million) is
+    A source of up to $DISBURSE_INGEST_MEMORY_ROWS rows (default 20 million) is
     validated in memory; a larger one is streamed through a scratch file.
     """
     from disburse.progress import terminal_progress

@@ -64,7 +64,7 @@ FORMATS = {".parquet": "parquet", ".csv": "csv"}
 # Staged files are written once and read by every later step of the run: LZ4
 # decompresses about twice as fast as zstd, and they need not be small.
 STAGED_COMPRESSION: Final = "lz4"
-DEFAULT_MEMORY_ROWS: Final = 12_000_000
+DEFAULT_MEMORY_ROWS: Final = 20_000_000
 DEFAULT_INGEST_WORKERS: Final = 2
 
 
@@ -559,16 +559,17 @@ def ingest_workers() -> int:
 
 def memory_rows() -> int:
     """Sources of at most this many rows are validated in memory, larger ones streamed
-    through a scratch file ($DISBURSE_INGEST_MEMORY_ROWS; default 12 million rows: at
-    1M enterprises, whose largest sources have 10M rows, ingest peaks at 3.1 GB with
-    two workers)."""
+    through a scratch file ($DISBURSE_INGEST_MEMORY_ROWS; default 20 million rows: at
+    1M enterprises with 24 months of monthly sources, whose largest have 19M rows, ingest
+    peaks at 3.9 GB with two workers, against 3.4 GB streaming those two, and takes 37.5 s
+    instead of 41-43 s)."""
     value = os.environ.get("DISBURSE_INGEST_MEMORY_ROWS", "")
     try:
         return int(value) if value.strip() else DEFAULT_MEMORY_ROWS
     except ValueError:
         raise JobError(
             f"DISBURSE_INGEST_MEMORY_ROWS={value!r} is not a whole number",
-            fix="set it to a row count, e.g. 12000000, or unset it",
+            fix="set it to a row count, e.g. 20000000, or unset it",
         ) from None
 
 
