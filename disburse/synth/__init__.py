@@ -231,8 +231,8 @@ def _write_sources(
         emit("tax_ratings", ratings)
         pop = population.result()
         if early:
-            emit("persons", take(pop, "frame"))
-        emit("relations", take(pop, "relations"))
+            emit("persons", pop.persons_frame())
+        emit("relations", pop.relations_frame())
         households = build_households(ctx, pop)
         if early:
             emit("households", take(households, "frame"))
@@ -269,7 +269,7 @@ def _write_sources(
                 person_holders,
                 credit.persons,
             )
-            emit("persons", pop.frame, np.flatnonzero(~pop_used))
+            emit("persons", pop.persons_frame(), np.flatnonzero(~pop_used))
         for future in pending:
             future.result()
     return rows, injected

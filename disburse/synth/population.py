@@ -36,7 +36,10 @@ AgeArray = npt.NDArray[np.int16]
 
 @dataclass(slots=True)
 class Population:
-    """The register as arrays (one element per person) and its two frames."""
+    """The register as arrays (one element per person).  Its two frames, the register
+    and the relations, are built from them on demand (`persons_frame`, `relations_frame`),
+    one at a time, so that the builder never holds both with all its arrays: at 30
+    million persons the builder peaked at 10 GB holding them."""
 
     person_id: pl.Series
     birth_day: IntArray
@@ -44,16 +47,57 @@ class Population:
     alive: BoolArray
     region: npt.NDArray[np.int16]  # household registration: ctx.region_codes, then ctx.home_codes
     age: AgeArray  # completed years on the day before as_of
-    frame: pl.DataFrame
-    relations: pl.DataFrame
-    related: IntArray  # every person index that appears in relations
     household: IntArray  # each person's household: the index of the person who founded it
     household_offset: int  # scrambles household numbers (the same in every source)
+    region_codes: tuple[str, ...]  # ctx.region_codes + ctx.home_codes, as `region` indexes them
+    name_index: npt.NDArray[np.uint32]  # each person's row of the table of names
+    died: npt.NDArray[np.int32]  # day of death where not alive
+    # The relations, ordered by person then related person: who, the related person and
+    # the kind (an index into RELATION_KINDS).
+    who: npt.NDArray[np.int32]
+    other: npt.NDArray[np.int32]
+    kind: npt.NDArray[np.int8]
 
     @property
     def n(self) -> int:
         """Number of persons."""
         return int(self.birth_day.shape[0])
+
+    @property
+    def related(self) -> IntArray:
+        """Every person index that appears in relations."""
+        return np.concatenate([self.who, self.other])
+
+    def persons_frame(self) -> pl.DataFrame:
+        """The register: one row per person."""
+        dead = ~self.alive
+        return pl.DataFrame(
+            [
+                self.person_id,
+                _name_table()[0].gather(pl.Series(self.name_index, dtype=pl.UInt32)).alias("name"),
+                date_strings("birth_on", self.birth_day),
+                pick("sex", ["F", "M"], self.male),
+                pick("region_code", self.region_codes, self.region),
+                pick("status", ["alive", "deceased"], dead),
+                date_strings("died_on", self.died, dead),
+            ]
+        )
+
+    def relations_frame(self) -> pl.DataFrame:
+        """The relations: related_person_id is person_id's parent, guardian or spouse."""
+        return pl.DataFrame(
+            [
+                self.person_id.gather(pl.Series(self.who, dtype=pl.UInt32)),
+                self.person_id.gather(pl.Series(self.other, dtype=pl.UInt32)).alias(
+                    "related_person_id"
+                ),
+                pick("relation", RELATION_KINDS, self.kind),
+                _household_ids(self.household[self.who], self.household_offset),
+            ]
+        )
+
+
+RELATION_KINDS = ["parent", "guardian", "spouse"]
 
 
 def by_age(bands: tuple[tuple[int, float], ...], age: AgeArray) -> FloatArray32:
@@ -200,10 +244,13 @@ def _name_table() -> tuple[pl.Series, int]:
     return table, g
 
 
-def _names(rng: np.random.Generator, male: BoolArray, surname: IntArray) -> pl.Series:
-    """Surname and a one- or two-character given name: one gather from the table of all names."""
+def _name_index(
+    rng: np.random.Generator, male: BoolArray, surname: IntArray
+) -> npt.NDArray[np.uint32]:
+    """Each person's row of the table of all names (`_name_table`): their surname and a
+    one- or two-character given name."""
     n = male.shape[0]
-    table, g = _name_table()
+    _table, g = _name_table()
     # 32-bit arithmetic: the table has well under 2**31 names.
     size = np.where(male, np.float32(len(T.GIVEN_MALE)), np.float32(len(T.GIVEN_FEMALE)))
     first = (rng.random(n, dtype=np.float32) * size).astype(np.int32)  # >= 0: truncation floors
@@ -215,7 +262,7 @@ def _names(rng: np.random.Generator, male: BoolArray, surname: IntArray) -> pl.S
     index = np.where(two, pair, first)
     del pair, first, second
     index += (surname.astype(np.int32) * 2 + ~male) * (g + g * g)
-    return table.gather(pl.Series(index.astype(np.uint32), dtype=pl.UInt32)).alias("name")
+    return index.astype(np.uint32)
 
 
 def _surnames(rng: np.random.Generator, n: int) -> IntArray:
@@ -368,22 +415,9 @@ def build_population(ctx: Context, n: int) -> Population:
     lineage = np.where(from_mother & (mother >= 0), mother, np.where(father >= 0, father, guardian))
     has_lineage = lineage >= 0
     surname[kids[has_lineage]] = surname[lineage[has_lineage]]
-    name = _names(rng, male, surname)
+    name_index = _name_index(rng, male, surname)
     del surname
 
-    frame = pl.DataFrame(
-        [
-            person_id,
-            name,
-            date_strings("birth_on", birth),
-            pick("sex", ["F", "M"], male),
-            pick("region_code", ctx.region_codes + ctx.home_codes, region),
-            pick("status", ["alive", "deceased"], dead),
-            date_strings("died_on", died, dead),
-        ]
-    )
-
-    # Relations: related_person_id is person_id's parent, guardian or spouse.
     household_offset = int(rng.integers(0, 10**10))
     has_mother, has_father, has_guardian = mother >= 0, father >= 0, guardian >= 0
     who = np.concatenate([kids[has_mother], kids[has_father], kids[has_guardian], husband, wife])
@@ -397,19 +431,12 @@ def build_population(ctx: Context, n: int) -> Population:
             np.full(2 * husband.shape[0], 2, dtype=np.int64),
         ]
     )
+    del kids, mother, father, guardian, husband, wife
     # Ordered by person, then related person: (who, other, kind) packed in one
     # integer sorts in one pass.
-    packed = np.sort((who << 29) | (other << 2) | kind)
-    who, other, kind = packed >> 29, (packed >> 2) & ((1 << 27) - 1), packed & 3
-    del packed
-    relations = pl.DataFrame(
-        [
-            person_id.gather(pl.Series(who, dtype=pl.UInt32)),
-            person_id.gather(pl.Series(other, dtype=pl.UInt32)).alias("related_person_id"),
-            pick("relation", ["parent", "guardian", "spouse"], kind),
-            _household_ids(hh[who], household_offset),
-        ]
-    )
+    packed = (who << 29) | (other << 2) | kind
+    del who, other, kind
+    packed.sort()
     return Population(
         person_id=person_id,
         birth_day=birth,
@@ -417,11 +444,14 @@ def build_population(ctx: Context, n: int) -> Population:
         alive=alive,
         region=region,
         age=age,
-        frame=frame,
-        relations=relations,
-        related=np.concatenate([who, other]),
         household=hh,
         household_offset=household_offset,
+        region_codes=ctx.region_codes + ctx.home_codes,
+        name_index=name_index,
+        died=died.astype(np.int32),
+        who=(packed >> 29).astype(np.int32),
+        other=((packed >> 2) & ((1 << 27) - 1)).astype(np.int32),
+        kind=(packed & 3).astype(np.int8),
     )
 
 
