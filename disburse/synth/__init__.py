@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from disburse.synth import _tables as T
 from disburse.synth._calendar import Window, month_text
-from disburse.synth._context import Context, IntArray, SynthError, city_list
+from disburse.synth._context import Context, IntArray, SynthError, blocks, city_list
 from disburse.synth.careers import (
     build_employment,
     build_graduates,
@@ -197,6 +197,20 @@ def _write_sources(
             pending.append(writer.submit(_write, frame, out / f"{name}.parquet"))
             report(f"{name}: {frame.height:,} rows" + (f", {len(found)} bad" if found else ""))
 
+        def emit_blocks(
+            name: str, frames: Iterable[pl.DataFrame], eligible: IntArray | None = None
+        ) -> None:
+            # A big source a block of rows at a time: each block is written as it is
+            # made, unless rows are to be spoiled, which takes the source whole.
+            if not early:
+                emit(name, pl.concat(list(frames)), eligible)
+                return
+            with _Streamed(out, name, catalogue, writer) as streamed:
+                for frame in frames:
+                    streamed.write(frame)
+            rows[name] = streamed.rows
+            report(f"{name}: {streamed.rows:,} rows")
+
         # Without errors to inject, entity files need not wait for the sources
         # that refer to them: they go to the writer as soon as they exist.
         early = errors == 0
@@ -231,8 +245,8 @@ def _write_sources(
         emit("tax_ratings", ratings)
         pop = population.result()
         if early:
-            emit("persons", pop.persons_frame())
-        emit("relations", pop.relations_frame())
+            emit_blocks("persons", blocks(pop.n, pop.persons_frame))
+        emit_blocks("relations", blocks(pop.relation_count, pop.relations_frame))
         households = build_households(ctx, pop)
         if early:
             emit("households", take(households, "frame"))
@@ -241,9 +255,9 @@ def _write_sources(
         graduates = build_graduates(ctx, pop)
         emit("graduates", take(graduates, "frame"))
         employment = build_employment(ctx, pop, ent, monthly, outside, graduates)
-        emit("employment", take(employment, "frame"))
-        person_accounts, person_holders = build_person_accounts(ctx, pop)
-        emit("person_accounts", person_accounts)
+        emit_blocks("employment", blocks(employment.count, employment.frame))
+        person_holders, person_accounts = build_person_accounts(ctx, pop)
+        emit_blocks("person_accounts", person_accounts)
         credit = build_credit_lists(ctx, ent, monthly, pop, outside)
         emit("credit_lists", take(credit, "frame"))
 
@@ -269,7 +283,7 @@ def _write_sources(
                 person_holders,
                 credit.persons,
             )
-            emit("persons", pop.persons_frame(), np.flatnonzero(~pop_used))
+            emit_blocks("persons", blocks(pop.n, pop.persons_frame), np.flatnonzero(~pop_used))
         for future in pending:
             future.result()
     return rows, injected

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,18 @@ from jobs.catalogue import Catalogue
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.integer[Any]]  # any integer width: indices, codes, days
 BoolArray = npt.NDArray[np.bool_]
+
+
+# Rows of a big source generated, held and written at a time: text columns take 16
+# bytes a value or more in memory (a 30-million-person register is 4 GB whole).
+ROWS_PER_BLOCK = 1 << 21
+
+
+def blocks(count: int, part: Callable[[slice], Any]) -> Iterator[Any]:
+    """`part(rows)` for consecutive slices of `count` rows, ROWS_PER_BLOCK at a time
+    (one empty slice when `count` is 0, so that a source always has its columns)."""
+    for lo in range(0, max(count, 1), ROWS_PER_BLOCK):
+        yield part(slice(lo, lo + ROWS_PER_BLOCK))
 
 
 class SynthError(DisburseError, ValueError):

@@ -10,6 +10,7 @@ not in the enterprise register.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from disburse.synth._calendar import (
     month_of_days,
     month_strings,
 )
-from disburse.synth._context import Context, IntArray, draw, scramble, sort_by
+from disburse.synth._context import Context, IntArray, blocks, draw, scramble, sort_by
 from disburse.synth._ids import credit_codes
 from disburse.synth.enterprises import Enterprises, bank_accounts
 from disburse.synth.monthly import Monthly
@@ -154,11 +155,40 @@ class _Tickets:
 
 @dataclass(slots=True)
 class Employment:
-    """The employment frame and who/which local employers it names."""
+    """The employment spells (ordered by person, then first month) as arrays; the frame
+    is made from them a block of rows at a time (`frame`)."""
 
-    frame: pl.DataFrame
     person: IntArray
-    local_employer: IntArray  # enterprise indices of spells at local employers
+    employer: IntArray  # enterprise index, or ent.n + j for outside employer j
+    first: IntArray  # absolute months
+    last: IntArray  # -1 for a spell still current
+    person_id: pl.Series
+    codes: pl.Series  # credit codes of the local enterprises, then the outside ones
+    local_count: int  # number of local enterprises
+
+    @property
+    def count(self) -> int:
+        """Number of spells."""
+        return int(self.person.shape[0])
+
+    @property
+    def local_employer(self) -> IntArray:
+        """Enterprise indices of spells at local employers."""
+        return self.employer[self.employer < self.local_count]
+
+    def frame(self, rows: slice = slice(None)) -> pl.DataFrame:
+        """The employment rows `rows` (all of them by default)."""
+        last = self.last[rows]
+        return pl.DataFrame(
+            [
+                self.person_id.gather(pl.Series(self.person[rows], dtype=pl.UInt32)),
+                self.codes.gather(pl.Series(self.employer[rows], dtype=pl.UInt32)).alias(
+                    "credit_code"
+                ),
+                month_strings("from_month", self.first[rows]),
+                month_strings("to_month", last, last >= 0),
+            ]
+        )
 
 
 def build_employment(
@@ -276,27 +306,32 @@ def build_employment(
     lowest = int(first.min()) if first.shape[0] else 0
     span = int(first.max()) - lowest + 1 if first.shape[0] else 1
     order = sort_by(person * span + (first - lowest), np.arange(person.shape[0]))
-    person, employer, first, last = person[order], employer[order], first[order], last[order]
-    codes = pl.concat([ent.code, outside.code])
-    frame = pl.DataFrame(
-        [
-            pop.person_id.gather(pl.Series(person, dtype=pl.UInt32)),
-            codes.gather(pl.Series(employer, dtype=pl.UInt32)).alias("credit_code"),
-            month_strings("from_month", first),
-            month_strings("to_month", last, last >= 0),
-        ]
+    return Employment(
+        person=person[order],
+        employer=employer[order],
+        first=first[order],
+        last=last[order],
+        person_id=pop.person_id,
+        codes=pl.concat([ent.code, outside.code]),
+        local_count=ent.n,
     )
-    return Employment(frame=frame, person=person, local_employer=employer[employer < ent.n])
 
 
-def build_person_accounts(ctx: Context, pop: Population) -> tuple[pl.DataFrame, IntArray]:
-    """Social security card accounts: most adults, some children and some of the dead."""
+def build_person_accounts(ctx: Context, pop: Population) -> tuple[IntArray, Iterator[pl.DataFrame]]:
+    """Social security card accounts: most adults, some children and some of the dead.
+
+    Returns the holders (person indices) and the frame's blocks, drawn as they are
+    taken."""
     rng = ctx.rng("person_accounts")
     p = np.where(pop.age >= 16, 0.92, 0.3)
     p = np.where(pop.alive, p, 0.4)
     holder = np.flatnonzero(rng.random(pop.n) < p)
-    bank, account_no = bank_accounts(rng, holder.shape[0], person=True)
-    frame = pl.DataFrame(
-        [pop.person_id.gather(pl.Series(holder, dtype=pl.UInt32)), bank, account_no]
-    )
-    return frame, holder
+
+    def part(rows: slice) -> pl.DataFrame:
+        who = holder[rows]
+        bank, account_no = bank_accounts(rng, who.shape[0], person=True)
+        return pl.DataFrame(
+            [pop.person_id.gather(pl.Series(who, dtype=pl.UInt32)), bank, account_no]
+        )
+
+    return holder, blocks(holder.shape[0], part)

@@ -42,7 +42,7 @@ class Monthly:
 
     tax: pl.DataFrame
     social_security: pl.DataFrame
-    row_enterprise: IntArray  # enterprise index of each monthly row
+    row_enterprise: IntArray  # enterprise index of each monthly row (empty with a sink)
     headcount_start: IntArray  # insured in the first window month (0 if not open)
     headcount_end: IntArray  # insured in the last window month (0 if not open)
     change_month: IntArray  # absolute month a shedding firm starts to shed
@@ -334,7 +334,8 @@ def build_monthly(ctx: Context, ent: Enterprises, sink: Sink | None = None) -> M
         headcount_end[here] = block["headcount_end"]
         arrears[here] = block["arrears"]
         rows = np.repeat(here, block["count"])
-        row_firm.append(rows)
+        if sink is None:  # only spoiling rows (which needs the frames whole) asks for it
+            row_firm.append(rows)
         month = month_table.gather(pl.Series(block["month"]))
         code = ent.code.gather(pl.Series(rows, dtype=pl.UInt32))
         tax = pl.DataFrame([code, month, *(pl.Series(k, block[k]) for k in TAX_MONEY)])
@@ -353,7 +354,7 @@ def build_monthly(ctx: Context, ent: Enterprises, sink: Sink | None = None) -> M
     return Monthly(
         tax=pl.concat(taxes) if taxes else pl.DataFrame(),
         social_security=pl.concat(insured) if insured else pl.DataFrame(),
-        row_enterprise=np.concatenate(row_firm),
+        row_enterprise=np.concatenate(row_firm) if row_firm else np.empty(0, dtype=np.int64),
         headcount_start=headcount_start,
         headcount_end=headcount_end,
         change_month=change_month,

@@ -68,31 +68,40 @@ class Population:
         """Every person index that appears in relations."""
         return np.concatenate([self.who, self.other])
 
-    def persons_frame(self) -> pl.DataFrame:
-        """The register: one row per person."""
-        dead = ~self.alive
+    @property
+    def relation_count(self) -> int:
+        """Number of relations."""
+        return int(self.who.shape[0])
+
+    def persons_frame(self, rows: slice = slice(None)) -> pl.DataFrame:
+        """The register, one row per person: all of it, or the persons `rows`."""
+        dead = ~self.alive[rows]
         return pl.DataFrame(
             [
-                self.person_id,
-                _name_table()[0].gather(pl.Series(self.name_index, dtype=pl.UInt32)).alias("name"),
-                date_strings("birth_on", self.birth_day),
-                pick("sex", ["F", "M"], self.male),
-                pick("region_code", self.region_codes, self.region),
+                self.person_id[rows],
+                _name_table()[0]
+                .gather(pl.Series(self.name_index[rows], dtype=pl.UInt32))
+                .alias("name"),
+                date_strings("birth_on", self.birth_day[rows]),
+                pick("sex", ["F", "M"], self.male[rows]),
+                pick("region_code", self.region_codes, self.region[rows]),
                 pick("status", ["alive", "deceased"], dead),
-                date_strings("died_on", self.died, dead),
+                date_strings("died_on", self.died[rows], dead),
             ]
         )
 
-    def relations_frame(self) -> pl.DataFrame:
-        """The relations: related_person_id is person_id's parent, guardian or spouse."""
+    def relations_frame(self, rows: slice = slice(None)) -> pl.DataFrame:
+        """The relations (related_person_id is person_id's parent, guardian or spouse):
+        all of them, or the relations `rows`."""
+        who = self.who[rows]
         return pl.DataFrame(
             [
-                self.person_id.gather(pl.Series(self.who, dtype=pl.UInt32)),
-                self.person_id.gather(pl.Series(self.other, dtype=pl.UInt32)).alias(
+                self.person_id.gather(pl.Series(who, dtype=pl.UInt32)),
+                self.person_id.gather(pl.Series(self.other[rows], dtype=pl.UInt32)).alias(
                     "related_person_id"
                 ),
-                pick("relation", RELATION_KINDS, self.kind),
-                _household_ids(self.household[self.who], self.household_offset),
+                pick("relation", RELATION_KINDS, self.kind[rows]),
+                _household_ids(self.household[who], self.household_offset),
             ]
         )
 
