@@ -156,8 +156,9 @@ def ingest(data, as_of, db, store, catalogue_dir, as_json, quiet):
     per source, rows = accepted + quarantined. A missing file or column, or a
     wrong type, stops before anything is written.
 
-    A source of up to $DISBURSE_INGEST_MEMORY_ROWS rows (default 20 million) is
-    validated in memory; a larger one is streamed through a scratch file.
+    Sources are validated in memory, two side by side while they hold at most
+    $DISBURSE_INGEST_MEMORY_ROWS rows between them (default 40 million); a
+    larger source is streamed through a scratch file, alone.
     """
     from disburse.progress import terminal_progress
     from jobs.catalogue_dir import source_catalogue

@@ -289,10 +289,30 @@ def test_sources_side_by_side_agree_with_one_at_a_time(
     city: Path, tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two workers (the largest sources streamed, so they run alone) stage the same rows and
-    quarantine the same rows as one worker taking the sources in order."""
+    quarantine the same rows as one worker taking the sources in order; sources validated
+    side by side never hold more rows between them than DISBURSE_INGEST_MEMORY_ROWS."""
+    import threading
+
+    import jobs.ingest
+
     rows = _manifest(city)["rows"]
     sizes = sorted(rows.values())
     results, paths, seen = {}, {}, _validation_paths(monkeypatch)
+    real, lock = jobs.ingest._validate_one, threading.Lock()
+    running: set[str] = set()
+    together: list[set[str]] = []
+
+    def watched(name: str, *args: Any, **kw: Any) -> Any:
+        with lock:
+            running.add(name)
+            together.append(set(running))
+        try:
+            return real(name, *args, **kw)
+        finally:
+            with lock:
+                running.discard(name)
+
+    monkeypatch.setattr(jobs.ingest, "_validate_one", watched)
     for workers, limit in ((1, "100000000"), (2, str(sizes[-4]))):
         monkeypatch.setenv("DISBURSE_INGEST_WORKERS", str(workers))
         monkeypatch.setenv("DISBURSE_INGEST_MEMORY_ROWS", limit)
@@ -304,6 +324,9 @@ def test_sources_side_by_side_agree_with_one_at_a_time(
     # The three sources above the limit were streamed, the others validated in memory.
     assert paths[2] == {name: "streamed" if n > sizes[-4] else "memory" for name, n in rows.items()}
     assert list(paths[2].values()).count("streamed") == 3
+    pairs = [t for t in together if len(t) > 1]
+    assert pairs, "no two sources were validated side by side"
+    assert all(sum(rows[n] for n in t) <= sizes[-4] for t in pairs), pairs
     assert list(one.sources) == load_source_catalogue().ordered()
     assert sum(r.quarantined for r in one.sources.values()) > 0
     _same_ingest(engine, one, two)
