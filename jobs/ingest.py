@@ -370,6 +370,7 @@ def _validate_all(
         return not busy or (
             not (set(together) & alone) and sum(rows[n] for n in together) <= budget
         )
+
     keys: dict[str, EntityKeys] = {}
     done: dict[str, tuple[SourceReport, pl.DataFrame | None]] = {}
 
