@@ -197,6 +197,10 @@ def _write_sources(
             pending.append(writer.submit(_write, frame, out / f"{name}.parquet"))
             report(f"{name}: {frame.height:,} rows" + (f", {len(found)} bad" if found else ""))
 
+        # Without errors to inject, entity files need not wait for the sources
+        # that refer to them: they go to the writer as soon as they exist.
+        early = errors == 0
+
         def emit_blocks(
             name: str, frames: Iterable[pl.DataFrame], eligible: IntArray | None = None
         ) -> None:
@@ -211,9 +215,6 @@ def _write_sources(
             rows[name] = streamed.rows
             report(f"{name}: {streamed.rows:,} rows")
 
-        # Without errors to inject, entity files need not wait for the sources
-        # that refer to them: they go to the writer as soon as they exist.
-        early = errors == 0
         ent = build_enterprises(ctx, enterprises)
         if early:
             emit("enterprises", take(ent, "frame"))
