@@ -7,8 +7,11 @@ with one pattern.  durable-rules does the matching: the conditions' `and`, `or` 
 `Host` per ruleset set (`Decider`), never the module's global one, with no timer
 threads.
 
-What durable-rules cannot do exactly is done before the fact is asserted, by the
-reference interpreter's rules (`eligibility.reference`), so that the two cannot drift:
+What durable-rules cannot do exactly is done before the fact is asserted, by rules
+another backend already holds to, so that they cannot drift: row by row by the
+reference interpreter's (`decide_rows`, `eligibility.reference`), or over a whole
+frame at once by the batch's compiled expressions (`decide_frame`, as the event path
+decides: `eligibility.backends.polars`):
 
 - durable-rules compares numbers as doubles; our money is fen and rates are exact
   decimals.  A comparison with a literal (`layoff_rate <= 5.5%`) asserts the value as
@@ -26,9 +29,10 @@ negation normal form is true under Kleene's logic exactly when it is true with
 every unknown comparison taken as false, so a condition holds in durable-rules
 exactly when it holds in the batch.
 
-Amounts are computed by the reference interpreter, in exact decimals; the first
+Amounts are computed exactly, by the same backend as the atoms; the first
 failing condition, the mask and the reasons after the conditions are those of
-`eligibility.reference.verdict`, the same words as the batch.
+`eligibility.reference.verdict` (rows) or of the batch's `policy_result` (frames),
+which tests/properties hold to the same words.
 """
 
 from __future__ import annotations
@@ -43,8 +47,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+import polars as pl
+
 from eligibility import ast as A
-from eligibility.checked import CheckedPolicy, LetRef
+from eligibility.backends.polars.amounts import amount as compiled_amount
+from eligibility.backends.polars.base import Context
+from eligibility.backends.polars.expr import compile_expr, operands
+from eligibility.backends.polars.policy import policy_context, policy_result
+from eligibility.checked import CheckedCatalogue, CheckedPolicy, LetRef
+from eligibility.plan import Naming
 from eligibility.reference import Env, amount, evaluate, verdict
 
 with warnings.catch_warnings():  # its C extension's import warns on newer Pythons
@@ -82,7 +93,7 @@ class Atom:
     field: str
     kind: Kind
     node: A.Node  # the expression whose value (value, truth) or comparison (order) it is
-    other: A.Node | None = None  # order: the right-hand side
+    other: A.Node | None = None  # order: the right-hand side; value: the literal's node
     literal: Any = None  # value: the exact literal it is compared with
 
 
@@ -148,7 +159,7 @@ class _Compiler:
             kind = self.policy.typed.type_of(left)
             exact = durable_literal(lit)
             if exact is not None and (op in ("==", "!=") or kind not in ("text", "bool")):
-                f = self.atom("value", left, lit=lit)
+                f = self.atom("value", left, right, lit=lit)
                 return {f: exact} if op == "==" else {OPS[op]: {f: exact}}
         f = self.atom("order", left, right)
         return {f: 0} if op == "==" else {OPS[op]: {f: 0}}
@@ -239,19 +250,23 @@ def representative(value: Any, lit: Any) -> Any:
     x = _exact(value)
     if lit is None:  # an `in` list of whole numbers or dates: exact as doubles below 2**53
         return int(x) if abs(x) < EXACT_INT else int(math.copysign(EXACT_INT, x))
-    exact_lit = _exact(lit)
-    lit_double = float(durable_literal(lit))
-    side = _order(x, exact_lit)
+    return standing(lit, _order(x, _exact(lit)), float(x))
+
+
+def standing(lit: Any, side: int, own: float | None = None) -> Any:
+    """A number durable-rules reads that stands on `side` (-1, 0 or 1) of the literal
+    `lit`'s double as a value stands of `lit`: the literal itself at 0; else the value's
+    `own` double if it stands there (rounding can carry it across), else the next
+    double past the literal, else one past it."""
     if side == 0:
         return durable_literal(lit)
+    lit_double = float(durable_literal(lit))
     away = math.inf if side > 0 else -math.inf
-    # The value's own double if it stands on its side of the literal's (rounding can
-    # carry it across) and durable-rules can read it; else the next double past the
-    # literal; else one past it.
-    for guess in (float(x), math.nextafter(lit_double, away), lit_double + side):
+    guesses = (math.nextafter(lit_double, away), lit_double + side)
+    for guess in guesses if own is None else (own, *guesses):
         if plain(guess) and _order(Decimal(guess), Decimal(lit_double)) == side:
             return int(guess) if guess.is_integer() and abs(guess) < EXACT_INT else guess
-    raise AssertionError(f"no double stands for {x} against {lit}")  # |lit| < 2**53: unreachable
+    raise AssertionError(f"no double stands {side} of {lit}")  # |lit| < 2**53: unreachable
 
 
 def fact(ruleset: Ruleset, env: Env, index: int) -> dict[str, Any]:
@@ -374,3 +389,98 @@ def decide_rows(
         verdict(policy, mask, amount(policy, env) if mask == full else None, entity, payee)
         for mask, (env, entity, payee) in zip((masks[k] for k in which), rows, strict=True)
     ]
+
+
+# --- deciding a frame: the atoms computed by the batch's own compiled expressions ---------
+
+ATOM = "durable:"  # the prefix of the columns that hold a frame's atoms
+MASK = "durable:mask"
+
+
+def _side(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """-1, 0 or 1 as `a` stands of `b`; null where either is unknown."""
+    return pl.when(a > b).then(1).when(a < b).then(-1).when(a == b).then(0).cast(pl.Int8)
+
+
+def _outcome(atom: Atom, ctx: Context) -> pl.Expr:
+    """The column of what decides how a row's fact matches on `atom`, as `_fact`'s key
+    has it: the side of its literal (or whether it equals a text or true/false literal),
+    its value where it is matched against a list, its order, its truth; null where it
+    is unknown.  In the batch's representation (money as Decimal fen), so exact."""
+    if atom.kind == "value" and atom.literal is None:  # matched against a list
+        return compile_expr(atom.node, ctx)
+    if atom.kind in ("value", "order") and atom.other is not None:
+        left, right = operands(atom.node, atom.other, ctx)
+        if isinstance(atom.literal, bool | str):
+            return left == right
+        return _side(left, right)
+    return compile_expr(atom.node, ctx).cast(pl.Boolean)
+
+
+def _unequal(lit: bool | str) -> bool | str:
+    """A value other than `lit`: what a fact carries for a value that is not it (only
+    `==` and `!=` compare text or true/false with a literal)."""
+    return not lit if isinstance(lit, bool) else f"{lit}."
+
+
+def _fact_of(ruleset: Ruleset, outcome: tuple[Any, ...], index: int) -> dict[str, Any]:
+    """The fact for a row whose atoms came out as `outcome` (`_outcome`'s columns)."""
+    out: dict[str, Any] = {INDEX: index}
+    for a, v in zip(ruleset.atoms, outcome, strict=True):
+        if v is None:
+            continue  # unknown: left out, matched by nothing
+        if a.kind == "value" and a.literal is None:
+            out[a.field] = representative(v, None)
+        elif a.kind == "value" and isinstance(a.literal, bool | str):
+            out[a.field] = a.literal if v else _unequal(a.literal)
+        elif a.kind == "value":
+            out[a.field] = standing(a.literal, int(v))
+        else:
+            out[a.field] = int(v) if a.kind == "order" else bool(v)
+    return out
+
+
+def decide_frame(
+    decider: Decider,
+    policy: CheckedPolicy,
+    cat: CheckedCatalogue,
+    as_of: dt.date,
+    wide: pl.DataFrame,
+    keys: Sequence[str],
+    id_column: str,
+) -> pl.DataFrame:
+    """`keys`, then eligible, amount_fen, reason, mask, payee and rank for each row of
+    `wide` (`eligibility.wide_plans`' frame of the policy's entity kind, collected), the
+    conditions decided by durable-rules.
+
+    What durable-rules cannot compute is computed over the whole frame at once by the
+    batch's own compiled expressions (`eligibility.backends.polars`), exactly: each
+    atom's side of its literal, order or truth.  Rows whose atoms come out the same
+    match the same rules, so durable-rules matches one fact per distinct outcome, and
+    the amount is the batch's, where every condition holds."""
+    rs = decider.rulesets[policy.id]
+    ctx = policy_context(policy, cat, Naming(cat), as_of)
+    columns = [f"{ATOM}{a.field}" for a in rs.atoms]
+    outcome = [_outcome(a, ctx).alias(c) for a, c in zip(rs.atoms, columns, strict=True)]
+    if not columns:  # no atom: every row matches the same rules
+        columns, outcome = [f"{ATOM}none"], [pl.lit(0).alias(f"{ATOM}none")]
+    rows = wide.with_columns(outcome)
+    distinct = rows.select(columns).unique(maintain_order=True)
+    facts = [_fact_of(rs, o, k) for k, o in enumerate(distinct.iter_rows())] if rs.atoms else []
+    masks = decider.masks(policy.id, facts) if facts else [0] * distinct.height
+    matched = rows.join(
+        distinct.with_columns(pl.Series(MASK, masks, dtype=pl.Int64)),
+        on=columns,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
+    full = (1 << len(policy.conditions)) - 1
+    held = [
+        ((pl.col(MASK) & (1 << i)) != 0).alias(Naming.condition(policy.id, i))
+        for i in range(len(policy.conditions))
+    ]
+    fen = pl.when(pl.col(MASK) == full).then(compiled_amount(policy.amount, ctx))
+    return matched.with_columns(*held, fen.alias(Naming.amount(policy.id))).select(
+        *keys, *policy_result(policy, id_column)
+    )

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
 from eligibility import (
     ID_COLUMN,
     RESULT_SCHEMA,
-    CheckedCatalogue,
     CheckedPolicy,
     Naming,
     PolicySet,
     run_dates,
     wide_plans,
 )
-from eligibility.backends.durable import Decider, compile_policy, decide_rows
-from eligibility.reference import RowReader
+from eligibility.backends.durable import Decider, compile_policy, decide_frame
 from jobs.events.overlay import Overlay
 from jobs.events.scope import affected_by, reach, scoped, touched
 from jobs.events.stage import EVENT
@@ -67,18 +64,26 @@ def decide_events(
     kinds = {p.target for p in policies}
     hit = affected_by(cat, sources, touched(catalogue, new, replaced))
     targets = {k: set(v["sk"].to_list()) for k, v in hit.items() if k in kinds and v.height}
-    rows: list[dict[str, object]] = []
+    parts: list[pl.DataFrame] = []
     if targets:
         scan = scoped(catalogue, sources, reach(cat, sources, targets))
         for kind, plan in wide_plans(scan, policies, cat, as_of, counted).items():
             if kind not in targets:
                 continue
             sk = Naming.sk(kind)
-            wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect().sort(sk)
-            named = list(wide.iter_rows(named=True))
+            wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect()
             for policy in (p for p in policies if p.target == kind):
-                rows.extend(_decided(policy, cat, as_of, named, sk, decider))
-    frame = pl.DataFrame(rows, schema=DECISION_SCHEMA, orient="row")
+                got = decide_frame(decider, policy, cat, as_of, wide, [sk, ID_COLUMN], ID_COLUMN)
+                parts.append(
+                    got.select(
+                        pl.lit(policy.id).alias("policy_id"),
+                        pl.lit(run_dates(policy, as_of).period.key).alias("period"),
+                        pl.lit(kind).alias("target"),
+                        pl.col(sk).alias("entity_sk"),
+                        *list(DECISION_SCHEMA)[4:],
+                    ).cast(DECISION_SCHEMA)  # type: ignore[arg-type]
+                )
+    frame = pl.concat(parts or [pl.DataFrame(schema=DECISION_SCHEMA)])
     ids = frame.select("target", "entity_sk", "entity_id").unique()
     by = pl.concat(
         [
@@ -96,36 +101,3 @@ def decide_events(
         .agg(pl.col(EVENT).unique().sort().alias("events"))
     )
     return EventDecisions(frame.sort("policy_id", "entity_sk"), targets, events_of)
-
-
-def _decided(
-    policy: CheckedPolicy,
-    cat: CheckedCatalogue,
-    as_of: dt.date,
-    wide: list[dict[str, Any]],
-    sk: str,
-    decider: Decider,
-) -> list[dict[str, object]]:
-    payee_col, rank_col = Naming.payee(policy.id), Naming.rank(policy.id)
-    period = run_dates(policy, as_of).period.key
-    reader = RowReader(policy, cat, as_of)
-    inputs = []
-    for row in wide:
-        payee = row.get(payee_col) if policy.spec.payee != "self" else None
-        inputs.append((reader.env(row), row[ID_COLUMN], payee))
-    out = []
-    decided = decide_rows(decider, policy, inputs)
-    for row, one in zip(wide, decided, strict=True):
-        rank = row.get(rank_col)
-        out.append(
-            {
-                "policy_id": policy.id,
-                "period": period,
-                "target": policy.target,
-                "entity_sk": row[sk],
-                "entity_id": row[ID_COLUMN],
-                **one,
-                "rank": None if rank is None else float(rank),
-            }
-        )
-    return out

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from common.periods import add_months
 from eligibility import ast as A
 from eligibility.backends import durable as durable_backend
-from eligibility.backends.durable import Decider, compile_policy, decide_rows
+from eligibility.backends.durable import Decider, compile_policy, decide_frame, decide_rows
 from eligibility.backends.polars import DEC, evaluate_frame
 from eligibility.backends.polars.expr import _compile as polars_compile
+from eligibility.backends.polars.policy import wide_frame
 from eligibility.checked import CheckedPolicy
 from eligibility.plan import Naming, needs, run_dates
 from eligibility.reference import decide, env_for
@@ -192,11 +193,17 @@ def agree(policy: CheckedPolicy, data: st.DataObject, durable: Decider) -> None:
             )
         envs.append((env, f"E{i:03d}", payees[i]))
     by_durable = decide_rows(durable, policy, envs)
-    compiled = out.select("eligible", "amount_fen", "reason", "mask", "payee")
-    for i, got in enumerate(compiled.iter_rows(named=True)):
+    # The event path's way: the facts' atoms computed over the batch's wide frame at once.
+    wide = wide_frame(pl.DataFrame(columns).lazy(), [policy], CAT, as_of, "sk").collect()
+    by_frame = decide_frame(durable, policy, CAT, as_of, wide, ["sk"], "entity_id").sort("sk")
+    result = ["eligible", "amount_fen", "reason", "mask", "payee"]
+    compiled = out.select(result)
+    framed = by_frame.select(result).iter_rows(named=True)
+    for i, (got, by_facts) in enumerate(zip(compiled.iter_rows(named=True), framed, strict=True)):
         want = decide(policy, *envs[i])
         assert got == want, f"polars, row {i}: {rows[i]} lists={on_lists[i]}"
         assert by_durable[i] == want, f"durable-rules, row {i}: {rows[i]} lists={on_lists[i]}"
+        assert by_facts == want, f"durable-rules on a frame, row {i}: {rows[i]} {on_lists[i]}"
 
 
 # --- the test notices a backend that is wrong at a threshold ----------------------------
@@ -243,3 +250,14 @@ def test_a_mutated_polars_compiler_is_caught() -> None:
 def test_a_mutated_durable_ruleset_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(durable_backend.OPS, "<=", "$lt")
     assert _finds_disagreement(Decider({PROBE.id: compile_policy(PROBE)}))
+
+
+def test_a_mutated_frame_side_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame path's own part (a value's side of its literal) is held to the
+    reference too: a value at the literal taken as past it is found."""
+
+    def side(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+        return pl.when(a >= b).then(1).when(a < b).then(-1).cast(pl.Int8)
+
+    monkeypatch.setattr(durable_backend, "_side", side)
+    assert _finds_disagreement(DURABLE)

@@ -102,7 +102,9 @@ def _(node: A.Binary, ctx: Context) -> pl.Expr:
     return left / pl.when(right != 0).then(right)
 
 
-def _pair(left: A.Node, right: A.Node, ctx: Context) -> tuple[pl.Expr, pl.Expr]:
+def operands(left: A.Node, right: A.Node, ctx: Context) -> tuple[pl.Expr, pl.Expr]:
+    """The two sides of a comparison, in one representation (a count beside a number as
+    a Decimal)."""
     lt, rt = ctx.type_of(left), ctx.type_of(right)
     a, b = _compile(left, ctx), _compile(right, ctx)
     if lt != rt and {lt, rt} <= {"count", "number", "money"}:
@@ -112,7 +114,7 @@ def _pair(left: A.Node, right: A.Node, ctx: Context) -> tuple[pl.Expr, pl.Expr]:
 
 @_compile.register
 def _(node: A.Compare, ctx: Context) -> pl.Expr:
-    a, b = _pair(node.left, node.right, ctx)
+    a, b = operands(node.left, node.right, ctx)
     match node.op:
         case "==":
             return a == b
