@@ -96,6 +96,7 @@ def post_entitlements(
     on_chunk: Callable[[int, int], None] | None = None,
     known: Holdings | None = None,
     keep: Path | None = None,
+    then: Callable[[Holdings], None] | None = None,
 ) -> PostResult:
     """Post the difference between `entitlements` and the ledger, for `run_id`, chained
     under `key`.
@@ -116,7 +117,8 @@ def post_entitlements(
     (nothing was posted since) and it covers every policy posted.  Then, with
     `keep` (a folder), the holdings after the post (`known` plus what was
     written) are recorded as a snapshot there for the next reader
-    (`ledgers.holdings`).
+    (`ledgers.holdings`).  With `then`, it is handed them too (for a caller that
+    posts again and keeps what the ledger holds between posts, `jobs.events.serve`).
     """
     frame = validate_entitlements(entitlements)
     with privileged("post to the ledger", WRITE_FIX, engine), ledger_connection(engine) as conn:
@@ -143,10 +145,14 @@ def post_entitlements(
         plan = plan_transfers(frame, existing, lambda payees: payable_balances(conn, payees))
         conn.commit()
         written = append(conn, plan.transfers, run_id, head, chunk_size, key, pg_staging, on_chunk)
-        if current is not None and keep is not None:
+        if current is not None and (keep is not None or then is not None):
             end = (written.last_id, written.head_hash) if written.last_id is not None else head
-            keep_snapshot(conn, current.after(plan.transfers, end), keep, run_id)
-            conn.commit()
+            held_after = current.after(plan.transfers, end)
+            if keep is not None:
+                keep_snapshot(conn, held_after, keep, run_id)
+                conn.commit()
+            if then is not None:
+                then(held_after)
     return PostResult(
         run_id=run_id,
         keys=frame.height,

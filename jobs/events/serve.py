@@ -49,7 +49,7 @@ from jobs.ingest import staged_dir
 from jobs.progress import Progress, Silent
 from jobs.run import run_lock
 from ledgers import inbox, runs
-from ledgers.holdings import holdings
+from ledgers.holdings import Holdings, chain_head, holdings
 from ledgers.keys import LedgerKey
 from ledgers.post import post_entitlements
 from ledgers.runs import EVENTS, NIGHTLY, PolicyFile, RunRecord
@@ -189,6 +189,7 @@ class EventServer:
         self.run_id: int | None = None
         self._deciders: dict[tuple[str, ...], Any] = {}
         self._overlay: Overlay | None = None
+        self._held: Holdings | None = None  # what the ledger held after this serve's last post
 
     def day(self) -> dt.date:
         """The day events are decided as of: given, or today."""
@@ -344,7 +345,7 @@ class EventServer:
             return 0, 0
         groups = {p.spec.group for p in policies if p.spec.group}
         others = [p for p in self.pset.policies if p.spec.group in groups and p not in policies]
-        known = holdings(self.engine, sorted({p.id for p in [*policies, *others]}))
+        known = self._holdings(sorted({p.id for p in [*policies, *others]}))
         held = known.nonzero()
         keys = ["policy_id", "period", "entity_id"]
         held_keys = held.select(
@@ -379,8 +380,25 @@ class EventServer:
         checkpoint("events:decided")
         if frame.height == 0:
             return 0, 0
-        posted = post_entitlements(self.engine, frame, run_id, key=self.key, known=known)
+        self._held = None  # the post hands back what the ledger holds after it
+        posted = post_entitlements(
+            self.engine, frame, run_id, key=self.key, known=known, then=self._keep_held
+        )
         return frame.height, posted.transfers
+
+    def _holdings(self, policy_ids: list[str]) -> Holdings:
+        """What the ledger holds for these policies: kept from the last post if the chain
+        head is still the one it was read at (nothing posted since), else read again."""
+        kept = self._held
+        if kept is not None and kept.policy_ids == frozenset(policy_ids):
+            with self.engine.connect() as conn:
+                if chain_head(conn) == kept.head:
+                    return kept
+        self._held = holdings(self.engine, policy_ids)
+        return self._held
+
+    def _keep_held(self, held: Holdings) -> None:
+        self._held = held
 
     def serve(
         self,
