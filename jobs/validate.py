@@ -262,7 +262,8 @@ class EntityKeys:
     # Entities not in the staged file that references may name too (`column`, `_sk`):
     # those registered by events since the night (`jobs.events.stage`).
     extra: pl.DataFrame | None = None
-    # The staged file's `column` and `_sk`, when the caller holds them in memory.
+    # The staged file's `column` and `_sk`, when the caller holds them in memory, sorted
+    # by `column` (`lookup` finds identifiers in it by binary search).
     known: pl.DataFrame | None = None
 
     def table(self) -> pl.LazyFrame:
@@ -276,6 +277,25 @@ class EntityKeys:
             return staged
         return pl.concat([staged, self.extra.lazy().select(self.column, "_sk")]).unique(
             self.column, keep="last", maintain_order=True
+        )
+
+    def lookup(self, values: pl.Series) -> pl.LazyFrame:
+        """`table()` for `values` alone (those it holds): a few events' references found
+        without reading every identifier.  With `known` held in memory, by binary search
+        in it (its order is checked, not trusted); else by a semi-join."""
+        wanted = values.drop_nulls().unique().sort().cast(pl.String).rename(self.column)
+        known = self.known
+        if known is None or not known.get_column(self.column).is_sorted():
+            return self.table().join(wanted.to_frame().lazy(), on=self.column, how="semi")
+        ids = known.get_column(self.column)
+        at = ids.search_sorted(wanted, side="left").cast(pl.Int64)
+        inside = at < known.height
+        found = known.gather(at.filter(inside)).filter(pl.col(self.column) == wanted.filter(inside))
+        if self.extra is None:
+            return found.lazy()
+        named = self.extra.select(self.column, "_sk").filter(pl.col(self.column).is_in(wanted))
+        return (
+            pl.concat([found, named]).unique(self.column, keep="last", maintain_order=True).lazy()
         )
 
 
@@ -403,7 +423,12 @@ def attach_references(
                     lookup = entity.codes.lazy().rename({"_code": on, "_sk": sk})
                 else:
                     on = name
-                    lookup = entity.table().rename({entity.column: name, "_sk": sk})
+                    ids = (
+                        entity.lookup(lf.get_column(name)) if isinstance(lf, pl.DataFrame) else None
+                    )
+                    lookup = (entity.table() if ids is None else ids).rename(
+                        {entity.column: name, "_sk": sk}
+                    )
                 if isinstance(lf, pl.DataFrame):
                     # Only the key column goes through the join, and its result is attached:
                     # joining the whole frame would gather every column again.

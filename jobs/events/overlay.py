@@ -41,7 +41,9 @@ class Overlay:
         self.known: dict[str, pl.DataFrame] = {}  # the night's entities: column, _sk
         for name, keys in entity_keys(folder, catalogue).items():
             night = self.sources[name]
-            self.known[name] = night.select(keys.column, pl.col(keys.sk).alias("_sk"))
+            self.known[name] = night.select(keys.column, pl.col(keys.sk).alias("_sk")).sort(
+                keys.column
+            )
             self.next_sk[name] = int(night.get_column(keys.sk).max() or 0) + 1  # type: ignore[arg-type]
         self.laid = 0
 

@@ -172,7 +172,10 @@ def _with_entity_sk(
     `next_sk`, in order of the first event that names it."""
     column, sk = source.entity_column, keys.sk
     known = accepted.select(column).join(
-        keys.table().rename({"_sk": sk}).collect(), on=column, how="left", maintain_order="left"
+        keys.lookup(accepted.get_column(column)).rename({"_sk": sk}).collect(),
+        on=column,
+        how="left",
+        maintain_order="left",
     )
     new = known.filter(pl.col(sk).is_null()).select(column).unique(maintain_order=True)
     start = next_sk if next_sk is not None else 1
