@@ -60,13 +60,12 @@ def decide_events(
     `counted`: the ledger's counted members, for `once_per` policies
     (`jobs.once.counted_before`)."""
     cat, catalogue = pset.catalogue, overlay.catalogue
-    sources = overlay.scans()
     kinds = {p.target for p in policies}
-    hit = affected_by(cat, sources, touched(catalogue, new, replaced))
+    hit = affected_by(cat, overlay, touched(catalogue, new, replaced))
     targets = {k: set(v["sk"].to_list()) for k, v in hit.items() if k in kinds and v.height}
     parts: list[pl.DataFrame] = []
     if targets:
-        scan = scoped(catalogue, sources, reach(cat, sources, targets))
+        scan = scoped(catalogue, overlay, reach(cat, overlay, targets))
         for kind, plan in wide_plans(scan, policies, cat, as_of, counted).items():
             if kind not in targets:
                 continue

@@ -8,17 +8,20 @@ change are those and, relation by relation backwards, the entities related to th
 that hired them, a parent's of the child).  To decide those, their features read their
 own rows and, relation by relation forwards, their related entities' rows (`reach`);
 `scoped` restricts every source to those rows, so the same feature plan as the batch's
-runs over a few rows instead of the city.
+runs over a few rows instead of the city.  Every step finds rows through the overlay's
+indexes (`Overlay.naming`), reading only the rows of the entities it follows.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import polars as pl
 
 from eligibility import CheckedCatalogue, Scan
 from jobs.catalogue import Catalogue
+from jobs.events.overlay import Overlay, sorted_unique
 from jobs.events.stage import EVENT
 from jobs.staged import staged_links
 
@@ -47,7 +50,7 @@ def touched(
 
 
 def affected_by(
-    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], named: dict[str, pl.DataFrame]
+    cat: CheckedCatalogue, overlay: Overlay, named: dict[str, pl.DataFrame]
 ) -> dict[str, pl.DataFrame]:
     """Per entity kind, the entities whose features may read what each event changed
     (`sk`, `event_id`): those it names, and every entity related to one of those,
@@ -62,13 +65,12 @@ def affected_by(
             if have is None or have.height == 0:
                 continue
             found = (
-                sources[rel.source]
+                overlay.naming(rel.source, {rel.to_key: have.get_column("sk")})
                 .select(pl.col(rel.to_key).cast(pl.Int64), pl.col(rel.from_key).cast(pl.Int64))
-                .join(have.lazy(), left_on=rel.to_key, right_on="sk")
+                .join(have, left_on=rel.to_key, right_on="sk")
                 .select(pl.col(rel.from_key).alias("sk"), EVENT)
                 .drop_nulls()
                 .unique()
-                .collect()
             )
             before = pairs.get(rel.from_, pl.DataFrame(schema=PAIRS))
             merged = pl.concat([before, found]).unique()
@@ -80,67 +82,55 @@ def affected_by(
     return {k: v.sort(EVENT, "sk") for k, v in pairs.items()}
 
 
-def _step(
-    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], keys: dict[str, set[int]], back: bool
-) -> bool:
-    """Follow every relation read from a source one step (forwards, or backwards when
-    `back`), adding what it reaches to `keys`; whether anything was added."""
-    grew = False
-    for rel in cat.spec.relations.values():
-        if rel.source is None or rel.from_key is None or rel.to_key is None:
-            continue  # followed through the relations it goes `via`
-        start, end = (rel.to, rel.from_) if back else (rel.from_, rel.to)
-        on, get = (rel.to_key, rel.from_key) if back else (rel.from_key, rel.to_key)
-        have = keys.get(start)
-        if not have:
-            continue
-        found = (
-            sources[rel.source]
-            .filter(pl.col(on).is_in(sorted(have)))
-            .select(pl.col(get).drop_nulls().unique())
-            .collect()
-            .to_series()
-            .to_list()
-        )
-        new = set(found) - keys.setdefault(end, set())
-        if new:
-            keys[end] |= new
-            grew = True
-    return grew
-
-
-def _closure(
-    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], start: dict[str, set[int]], back: bool
-) -> dict[str, set[int]]:
-    keys = {k: set(v) for k, v in start.items()}
+def reach(
+    cat: CheckedCatalogue, overlay: Overlay, targets: dict[str, set[int]]
+) -> dict[str, np.ndarray]:
+    """The entities whose rows the targets' features read (sorted surrogate keys per
+    kind): the targets and, relation by relation forwards, the entities related to them.
+    Each step follows only the entities the step before reached first."""
+    keys = {
+        k: sorted_unique(np.fromiter(v, dtype=np.int64, count=len(v))) for k, v in targets.items()
+    }
+    frontier = dict(keys)
     for _ in range(MAX_STEPS):
-        if not _step(cat, sources, keys, back):
+        reached: dict[str, list[np.ndarray]] = defaultdict(list)
+        for rel in cat.spec.relations.values():
+            if rel.source is None or rel.from_key is None or rel.to_key is None:
+                continue  # followed through the relations it goes `via`
+            have = frontier.get(rel.from_)
+            if have is None or len(have) == 0:
+                continue
+            found = overlay.naming(rel.source, {rel.from_key: have})
+            reached[rel.to].append(found.get_column(rel.to_key).drop_nulls().to_numpy())
+        frontier = {}
+        for kind, parts in reached.items():
+            before = keys.get(kind, np.empty(0, dtype=np.int64))
+            found_here = sorted_unique(np.concatenate(parts).astype(np.int64))
+            new = found_here[~np.isin(found_here, before, assume_unique=True)]
+            if len(new):
+                frontier[kind] = new
+                keys[kind] = np.sort(np.concatenate([before, new]))
+        if not frontier:
             break
     return keys
 
 
-def reach(
-    cat: CheckedCatalogue, sources: dict[str, pl.LazyFrame], targets: dict[str, set[int]]
-) -> dict[str, set[int]]:
-    """The entities whose rows the targets' features read: the targets and, relation by
-    relation forwards, the entities related to them."""
-    return _closure(cat, sources, targets, back=False)
-
-
-def scoped(
-    catalogue: Catalogue, sources: dict[str, pl.LazyFrame], keys: dict[str, set[int]]
-) -> Scan:
-    """A scan of `sources` restricted to the rows that name an entity of `keys` (a source
-    that names no entity, whole)."""
+def scoped(catalogue: Catalogue, overlay: Overlay, keys: dict[str, np.ndarray]) -> Scan:
+    """A scan of the overlay's sources restricted to the rows that name an entity of
+    `keys` (a source that names no entity, whole)."""
     links = staged_links(catalogue)
-    frames = {k: sorted(v) for k, v in keys.items()}
-
-    def scan(name: str) -> pl.LazyFrame:
-        lf = sources[name]
+    rows: dict[str, pl.DataFrame] = {}
+    for name in catalogue.sources:
         named = links.get(name, {})
         if not named:
-            return lf
-        hit = [pl.col(c).is_in(frames.get(kind, [])) for c, kind in named.items()]
-        return lf.filter(pl.any_horizontal(hit))
+            rows[name] = overlay.frame(name)
+        else:
+            rows[name] = overlay.naming(
+                name,
+                {c: keys.get(kind, np.empty(0, dtype=np.int64)) for c, kind in named.items()},
+            )
+
+    def scan(name: str) -> pl.LazyFrame:
+        return rows[name].lazy()
 
     return scan
