@@ -45,15 +45,17 @@ def add_events(conn: Connection, events: Iterable[tuple[str, str, str]]) -> list
     return list(ids)
 
 
-def pending(conn: Connection, limit: int) -> pl.DataFrame:
-    """The oldest `limit` events without an outcome, in the order they arrived."""
+def pending(conn: Connection, limit: int, after: int | None = None) -> pl.DataFrame:
+    """The oldest `limit` events without an outcome, in the order they arrived; with
+    `after`, only those of a larger id (the index is read from there, not from the
+    inbox's first event)."""
     i, o = InboxEvent.__table__, EventOutcome.__table__
-    stmt = (
-        select(i.c.event_id, i.c.source, i.c.op, i.c.row_json)
-        .where(~select(o.c.event_id).where(o.c.event_id == i.c.event_id).exists())
-        .order_by(i.c.event_id)
-        .limit(limit)
+    stmt = select(i.c.event_id, i.c.source, i.c.op, i.c.row_json).where(
+        ~select(o.c.event_id).where(o.c.event_id == i.c.event_id).exists()
     )
+    if after is not None:
+        stmt = stmt.where(i.c.event_id > after)
+    stmt = stmt.order_by(i.c.event_id).limit(limit)
     return read_frame(conn, stmt, EVENT_SCHEMA)
 
 

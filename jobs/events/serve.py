@@ -55,6 +55,7 @@ from ledgers.post import post_entitlements
 from ledgers.runs import EVENTS, NIGHTLY, PolicyFile, RunRecord
 
 KIND = EVENTS
+WHOLE_INBOX_SECONDS = 1.0  # pending events are looked for in the whole inbox this often
 UNKNOWN_SOURCE = "the event names no source of the catalogue"
 UNREADABLE = "the event's row is not a JSON object of column values"
 
@@ -190,6 +191,8 @@ class EventServer:
         self._deciders: dict[tuple[str, ...], Any] = {}
         self._overlay: Overlay | None = None
         self._held: Holdings | None = None  # what the ledger held after this serve's last post
+        self._taken: int | None = None  # the largest event id of this serve's last batch
+        self._whole_at = 0.0  # when the whole inbox was last read for pending events
 
     def day(self) -> dt.date:
         """The day events are decided as of: given, or today."""
@@ -241,7 +244,7 @@ class EventServer:
         started = time.perf_counter()
         with run_lock(self.engine, wait=True, progress=self.progress):
             with self.engine.connect() as conn:
-                waiting = inbox.pending(conn, self.batch)
+                waiting = self._pending(conn)
                 if waiting.height == 0:
                     return None
                 night = self.base()
@@ -250,9 +253,25 @@ class EventServer:
                 served = self._batch(waiting, overlay, night)
             except BaseException:
                 self._overlay = None  # half laid: built again for the next batch
+                self._taken = None
                 raise
+            self._taken = int(waiting.get_column("event_id").max())  # type: ignore[arg-type]
         served.seconds = time.perf_counter() - started
         return served
+
+    def _pending(self, conn: Connection) -> pl.DataFrame:
+        """The next batch of pending events: read on from the last event this serve took
+        (the inbox's index from there), except at most `WHOLE_INBOX_SECONDS` apart and
+        whenever that finds none, when the whole inbox is read: an event committed late
+        under an id below those taken (its transaction began before theirs) is taken
+        then, never lost."""
+        now = time.monotonic()
+        if self._taken is not None and now - self._whole_at < WHOLE_INBOX_SECONDS:
+            waiting = inbox.pending(conn, self.batch, after=self._taken)
+            if waiting.height:
+                return waiting
+        self._whole_at = now
+        return inbox.pending(conn, self.batch)
 
     def overlay(self, conn: Connection, night: RunRecord) -> Overlay:
         """The night with the events decided over it laid on: the one kept from the last

@@ -9,6 +9,7 @@ hold the same net amount for every key.  Serving again posts nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -19,12 +20,12 @@ import time
 from pathlib import Path
 
 import polars as pl
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue, load_source_catalogue
 from jobs.events.overlay import stage_all
-from jobs.events.serve import EventServer, parse_events
+from jobs.events.serve import WHOLE_INBOX_SECONDS, EventServer, parse_events
 from jobs.events.stage import StagedEvents
 from jobs.explain import explain
 from jobs.faults import PAUSE_ENV
@@ -34,6 +35,7 @@ from ledgers import inbox
 from ledgers.db import open_engine
 from ledgers.holdings import read_held
 from ledgers.keys import key_file, posting_key
+from ledgers.schema import InboxEvent
 from tests.unit.test_event_decisions import AS_OF, _delivered, _events, _raw
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"  # some say events: true
@@ -327,3 +329,59 @@ def test_a_night_run_while_events_are_served_leaves_the_ledger_of_the_nights_alo
             }
         with_events = _held(engine)
     assert with_events.equals(_nights_alone(tmp_path, city, delivered)), bases
+
+
+def test_an_event_committed_late_under_a_lower_id_is_still_taken(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A serve reads on from the last event it took, but an event whose transaction began
+    first and committed after (a lower id, arriving later) is taken too: whenever reading
+    on finds nothing, and at least every `WHOLE_INBOX_SECONDS`."""
+    catalogue = load_source_catalogue()
+    server = _server(engine, tmp_path, catalogue, load_policies(catalogue, [POLICIES]))
+    now = dt.datetime.now(dt.UTC)
+    run = server._run([])
+
+    def arrive(*ids: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(InboxEvent),
+                [
+                    {
+                        "event_id": i,
+                        "source": "persons",
+                        "op": "upsert",
+                        "row_json": "{}",
+                        "received_at": now,
+                    }
+                    for i in ids
+                ],
+            )
+
+    def taken() -> list[int]:
+        with engine.connect() as conn:
+            ids = server._pending(conn).get_column("event_id").to_list()
+        with engine.begin() as conn:
+            inbox.record_outcomes(
+                conn,
+                pl.DataFrame(
+                    {"event_id": ids, "outcome": ["quarantined"] * len(ids), "run_id": run},
+                    schema_overrides={"event_id": pl.Int64, "run_id": pl.Int64},
+                ).with_columns(
+                    pl.lit(None, dtype=t).alias(c)
+                    for c, t in inbox.OUTCOME_SCHEMA.items()
+                    if c not in ("event_id", "outcome", "run_id")
+                ),
+            )
+        server._taken = max(ids, default=server._taken)
+        return ids
+
+    arrive(10, 11)
+    assert taken() == [10, 11]
+    arrive(5, 12)  # 5 committed late: 12 is read on from 11 first
+    assert taken() == [12]
+    assert taken() == [5]  # reading on found nothing: the whole inbox
+    arrive(3, 13)
+    server._whole_at -= WHOLE_INBOX_SECONDS  # a second went by
+    assert taken() == [3, 13]
+    assert taken() == []
