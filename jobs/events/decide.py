@@ -64,14 +64,15 @@ def decide_events(
     hit = affected_by(cat, overlay, touched(catalogue, new, replaced))
     targets = {k: set(v["sk"].to_list()) for k, v in hit.items() if k in kinds and v.height}
     parts: list[pl.DataFrame] = []
-    if targets:
-        scan = scoped(catalogue, overlay, reach(cat, overlay, targets))
-        for kind, plan in wide_plans(scan, policies, cat, as_of, counted).items():
-            if kind not in targets:
-                continue
-            sk = Naming.sk(kind)
+    # Each kind over the rows its own targets' features read: an enterprise's reach its
+    # employees' rows, which the persons decided need not be computed over.
+    for kind in sorted(targets):
+        mine = [p for p in policies if p.target == kind]
+        scan = scoped(catalogue, overlay, reach(cat, overlay, {kind: targets[kind]}))
+        sk = Naming.sk(kind)
+        for plan in wide_plans(scan, mine, cat, as_of, counted).values():
             wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect()
-            for policy in (p for p in policies if p.target == kind):
+            for policy in mine:
                 got = decide_frame(decider, policy, cat, as_of, wide, [sk, ID_COLUMN], ID_COLUMN)
                 parts.append(
                     got.select(

@@ -117,20 +117,20 @@ def reach(
 
 def scoped(catalogue: Catalogue, overlay: Overlay, keys: dict[str, np.ndarray]) -> Scan:
     """A scan of the overlay's sources restricted to the rows that name an entity of
-    `keys` (a source that names no entity, whole)."""
+    `keys` (a source that names no entity, whole); each found when the plan first reads
+    it, so that a source no feature reads is never gathered."""
     links = staged_links(catalogue)
     rows: dict[str, pl.DataFrame] = {}
-    for name in catalogue.sources:
-        named = links.get(name, {})
-        if not named:
-            rows[name] = overlay.frame(name)
-        else:
-            rows[name] = overlay.naming(
-                name,
-                {c: keys.get(kind, np.empty(0, dtype=np.int64)) for c, kind in named.items()},
-            )
 
     def scan(name: str) -> pl.LazyFrame:
+        if name not in rows:
+            named = links.get(name, {})
+            none = np.empty(0, dtype=np.int64)
+            rows[name] = (
+                overlay.naming(name, {c: keys.get(kind, none) for c, kind in named.items()})
+                if named
+                else overlay.frame(name)
+            )
         return rows[name].lazy()
 
     return scan
