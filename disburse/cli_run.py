@@ -208,6 +208,15 @@ def demo(out, enterprises, persons, as_json, quiet):
     "1,000 events/s for 5 s while serving (latency from insert to posting, p50 and p99); "
     "0: not.",
 )
+@click.option(
+    "--events-batch",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="The most events the timed serve takes in one batch (one commit of outcomes and "
+    "postings), as `disburse events serve --batch`: larger batches serve more events per "
+    "second, smaller ones sooner.",
+)
 @json_option("Print the report as JSON.")
 @quiet_option()
 def bench(
@@ -221,6 +230,7 @@ def bench(
     payments,
     finance_day,
     events,
+    events_batch,
     as_json,
     quiet,
 ):
@@ -254,6 +264,7 @@ def bench(
                 rounds,
                 finance=finance_day,
                 events=events,
+                events_batch=events_batch,
                 baselines=not no_baselines,
             ),
             catalogue=cat,

@@ -85,6 +85,7 @@ class BenchRequest:
     # Also decide this many entities of each kind with durable-rules, and serve this many
     # events end to end (`disburse.bench.events`).
     events: int = 0
+    events_batch: int = 2000  # the timed serve's batch
     baselines: bool = True  # the compiled evaluation against the hand-written peers
 
 
@@ -345,6 +346,7 @@ def bench(
                 pset=pset,
                 as_of=RUN_AS_OF,
                 count=req.events,
+                batch=req.events_batch,
             )
         rows = sum(
             int(pl.scan_parquet(f).select(pl.len()).collect().item())

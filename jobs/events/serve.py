@@ -455,6 +455,7 @@ class EventServer:
         totals.run_id = self.run_id
         if self.run_id is not None:
             runs.complete(self.engine, self.run_id, summary=totals.to_json(), timings={})
+        self.run_id = None  # a serve is one run: serving again starts another
         return totals
 
 
