@@ -225,7 +225,7 @@ def test_the_batch_imports_neither_duckdb_nor_the_benchmark() -> None:
 EVENTS = DurableSpeed(
     decisions=1_000,
     policies={"a": 3, "b": 5},
-    rounds=[DurableRound(0.01, 0.02, 0.04), DurableRound(0.01, 0.025, 0.03)],
+    rounds=[DurableRound(0.01, 0.02, 0.04, 0.002), DurableRound(0.01, 0.025, 0.03, 0.003)],
     agree=True,
 )
 
@@ -235,14 +235,16 @@ def test_the_durable_rules_figures_as_json_and_as_lines() -> None:
     data = out.to_json()["events"]
     assert data["match_per_s"] == round(1_000 / 0.0225)
     assert data["with_facts_per_s"] == round(1_000 / 0.0325)
+    assert data["frame_per_s"] == round(1_000 / 0.0025)
     assert data["ratio_to_reference"] == pytest.approx(
         {"median": (0.75 + 35 / 30) / 2, "min": 0.75, "max": 35 / 30}
     )
     assert data["agree"] is True
-    assert out.to_text().splitlines()[-5:] == [
+    assert out.to_text().splitlines()[-6:] == [
         "durable-rules decisions (1,000 per round, 2 rounds after a warm-up, medians):",
         "  matching alone:            44,444 decisions/s",
         "  exact facts + match:       30,769 decisions/s",
+        "  on a frame (events):      400,000 decisions/s",
         "  reference interpreter:     28,571 decisions/s",
         "  time / reference: 0.96 (rounds 0.75 to 1.17); same results as the reference: yes",
     ]
