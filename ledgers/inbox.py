@@ -50,12 +50,13 @@ def pending(conn: Connection, limit: int, after: int | None = None) -> pl.DataFr
     `after`, only those of a larger id (the index is read from there, not from the
     inbox's first event)."""
     i, o = InboxEvent.__table__, EventOutcome.__table__
-    stmt = select(i.c.event_id, i.c.source, i.c.op, i.c.row_json).where(
-        ~select(o.c.event_id).where(o.c.event_id == i.c.event_id).exists()
-    )
+    outcome = select(o.c.event_id).where(o.c.event_id == i.c.event_id)
+    stmt = select(i.c.event_id, i.c.source, i.c.op, i.c.row_json)
     if after is not None:
+        # On both sides: PostgreSQL's merge anti join does not carry it across.
         stmt = stmt.where(i.c.event_id > after)
-    stmt = stmt.order_by(i.c.event_id).limit(limit)
+        outcome = outcome.where(o.c.event_id > after)
+    stmt = stmt.where(~outcome.exists()).order_by(i.c.event_id).limit(limit)
     return read_frame(conn, stmt, EVENT_SCHEMA)
 
 
