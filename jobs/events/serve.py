@@ -55,7 +55,12 @@ from ledgers.post import post_entitlements
 from ledgers.runs import EVENTS, NIGHTLY, PolicyFile, RunRecord
 
 KIND = EVENTS
-WHOLE_INBOX_SECONDS = 1.0  # pending events are looked for in the whole inbox this often
+# Where pending events are looked for (`EventServer._pending`): after the last event
+# taken; every RECENT_SECONDS (and whenever that finds none) among the RECENT_IDS events
+# before it too; every WHOLE_INBOX_SECONDS in the whole inbox.
+RECENT_SECONDS = 1.0
+RECENT_IDS = 100_000
+WHOLE_INBOX_SECONDS = 60.0
 UNKNOWN_SOURCE = "the event names no source of the catalogue"
 UNREADABLE = "the event's row is not a JSON object of column values"
 
@@ -192,7 +197,8 @@ class EventServer:
         self._overlay: Overlay | None = None
         self._held: Holdings | None = None  # what the ledger held after this serve's last post
         self._taken: int | None = None  # the largest event id of this serve's last batch
-        self._whole_at = 0.0  # when the whole inbox was last read for pending events
+        self._recent_at = 0.0  # when the recent events were last read for pending ones
+        self._whole_at = 0.0  # when the whole inbox was
 
     def day(self) -> dt.date:
         """The day events are decided as of: given, or today."""
@@ -255,23 +261,30 @@ class EventServer:
                 self._overlay = None  # half laid: built again for the next batch
                 self._taken = None
                 raise
-            self._taken = int(waiting.get_column("event_id").max())  # type: ignore[arg-type]
+            last = int(waiting.get_column("event_id").max())  # type: ignore[arg-type]
+            self._taken = max(last, self._taken or 0)  # a late event's batch: lower
         served.seconds = time.perf_counter() - started
         return served
 
     def _pending(self, conn: Connection) -> pl.DataFrame:
-        """The next batch of pending events: read on from the last event this serve took
-        (the inbox's index from there), except at most `WHOLE_INBOX_SECONDS` apart and
-        whenever that finds none, when the whole inbox is read: an event committed late
-        under an id below those taken (its transaction began before theirs) is taken
-        then, never lost."""
+        """The next batch of pending events, without reading the whole inbox each time.
+
+        On PostgreSQL an event can commit after events of higher ids that a serve has
+        already taken (its transaction took its id first and committed later).  So the
+        inbox is read on from the last event taken; every `RECENT_SECONDS`, and
+        whenever that finds none, from `RECENT_IDS` events before it; and every
+        `WHOLE_INBOX_SECONDS` from its first event.  An event committed late is taken
+        within a second, or a minute if its id is far behind: never lost."""
         now = time.monotonic()
-        if self._taken is not None and now - self._whole_at < WHOLE_INBOX_SECONDS:
+        if self._taken is None or now - self._whole_at >= WHOLE_INBOX_SECONDS:
+            self._whole_at = self._recent_at = now
+            return inbox.pending(conn, self.batch)
+        if now - self._recent_at < RECENT_SECONDS:
             waiting = inbox.pending(conn, self.batch, after=self._taken)
             if waiting.height:
                 return waiting
-        self._whole_at = now
-        return inbox.pending(conn, self.batch)
+        self._recent_at = now
+        return inbox.pending(conn, self.batch, after=max(self._taken - RECENT_IDS, 0))
 
     def overlay(self, conn: Connection, night: RunRecord) -> Overlay:
         """The night with the events decided over it laid on: the one kept from the last

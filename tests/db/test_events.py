@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 from sqlalchemy import Engine, insert, text
 
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue, load_source_catalogue
+from jobs.events import serve as serve_module
 from jobs.events.overlay import stage_all
-from jobs.events.serve import WHOLE_INBOX_SECONDS, EventServer, parse_events
+from jobs.events.serve import RECENT_SECONDS, WHOLE_INBOX_SECONDS, EventServer, parse_events
 from jobs.events.stage import StagedEvents
 from jobs.explain import explain
 from jobs.faults import PAUSE_ENV
@@ -332,11 +334,13 @@ def test_a_night_run_while_events_are_served_leaves_the_ledger_of_the_nights_alo
 
 
 def test_an_event_committed_late_under_a_lower_id_is_still_taken(
-    engine: Engine, tmp_path: Path
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A serve reads on from the last event it took, but an event whose transaction began
-    first and committed after (a lower id, arriving later) is taken too: whenever reading
-    on finds nothing, and at least every `WHOLE_INBOX_SECONDS`."""
+    first and committed after (a lower id, arriving later) is taken too: from the recent
+    events whenever reading on finds nothing and every second, from the whole inbox
+    every minute."""
+    monkeypatch.setattr(serve_module, "RECENT_IDS", 10)
     catalogue = load_source_catalogue()
     server = _server(engine, tmp_path, catalogue, load_policies(catalogue, [POLICIES]))
     now = dt.datetime.now(dt.UTC)
@@ -373,15 +377,21 @@ def test_an_event_committed_late_under_a_lower_id_is_still_taken(
                     if c not in ("event_id", "outcome", "run_id")
                 ),
             )
-        server._taken = max(ids, default=server._taken)
+        server._taken = max([*ids, server._taken or 0])
         return ids
 
-    arrive(10, 11)
-    assert taken() == [10, 11]
-    arrive(5, 12)  # 5 committed late: 12 is read on from 11 first
-    assert taken() == [12]
-    assert taken() == [5]  # reading on found nothing: the whole inbox
-    arrive(3, 13)
-    server._whole_at -= WHOLE_INBOX_SECONDS  # a second went by
-    assert taken() == [3, 13]
+    arrive(30, 31)
+    assert taken() == [30, 31]  # the first read: the whole inbox
+    arrive(25, 32)  # 25 committed late: 32 is read on from 31 first
+    assert taken() == [32]
+    assert taken() == [25]  # reading on found nothing: the recent events
+    arrive(27, 33)
+    assert taken() == [33]
+    server._recent_at -= RECENT_SECONDS  # a second went by
+    assert taken() == [27]
+    arrive(3, 34)  # 3 is far behind the last taken: not among the recent events
+    assert taken() == [34]
+    assert taken() == []
+    server._whole_at -= WHOLE_INBOX_SECONDS  # a minute went by
+    assert taken() == [3]
     assert taken() == []
