@@ -24,7 +24,7 @@ from eligibility import (
 )
 from eligibility.backends.durable import Decider, compile_policy, decide_frame
 from jobs.events.overlay import Overlay
-from jobs.events.scope import affected_by, reach, scoped, touched
+from jobs.events.scope import affected_by, reach, relations_read, scoped, touched
 from jobs.events.stage import EVENT
 
 DECISION_SCHEMA = RESULT_SCHEMA  # the batch's decision table, row for row
@@ -61,14 +61,15 @@ def decide_events(
     (`jobs.once.counted_before`)."""
     cat, catalogue = pset.catalogue, overlay.catalogue
     kinds = {p.target for p in policies}
-    hit = affected_by(cat, overlay, touched(catalogue, new, replaced))
+    follow = relations_read(cat, policies, as_of)
+    hit = affected_by(cat, overlay, touched(catalogue, new, replaced), follow)
     targets = {k: set(v["sk"].to_list()) for k, v in hit.items() if k in kinds and v.height}
     parts: list[pl.DataFrame] = []
     # Each kind over the rows its own targets' features read: an enterprise's reach its
     # employees' rows, which the persons decided need not be computed over.
     for kind in sorted(targets):
         mine = [p for p in policies if p.target == kind]
-        scan = scoped(catalogue, overlay, reach(cat, overlay, {kind: targets[kind]}))
+        scan = scoped(catalogue, overlay, reach(cat, overlay, {kind: targets[kind]}, follow))
         sk = Naming.sk(kind)
         for plan in wide_plans(scan, mine, cat, as_of, counted).values():
             wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect()

@@ -14,12 +14,15 @@ indexes (`Overlay.naming`), reading only the rows of the entities it follows.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from eligibility import CheckedCatalogue, Scan
+from eligibility import CheckedCatalogue, CheckedPolicy, Scan
+from eligibility.plan import needs
 from jobs.catalogue import Catalogue
 from jobs.events.overlay import Overlay, sorted_unique
 from jobs.events.stage import EVENT
@@ -49,18 +52,66 @@ def touched(
     return {k: pl.concat(v).unique().sort(EVENT, "sk") for k, v in parts.items()}
 
 
+def relations_read(
+    cat: CheckedCatalogue, policies: list[CheckedPolicy], as_of: dt.date
+) -> dict[str, set[str]]:
+    """Per entity kind, the relations read from sources that the features of `policies`
+    follow from an entity of that kind (`eligibility.plan.needs`: their aggregates and
+    relation features, a member's as well as an owner's; a relation that goes `via`
+    others, each of those from the kind it starts at).  A relation no feature follows
+    changes no decision, and is not followed here either."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for kind, need in needs(policies, cat, as_of).items():
+        names = {a.node.relation for a in need.aggregates.values()}
+        for name, _window in need.features:
+            agg = cat.relation_features.get(f"{kind}.{name}")
+            if agg is not None:
+                names.add(agg.relation)
+        for name in names:
+            at = kind
+            for step in cat.steps(name):
+                out[at].add(step)
+                at = cat.relation(step).to
+    return out
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A relation read from a source: from an entity of kind `from_` (its key in column
+    `from_key` of `source`) to one of kind `to` (in `to_key`)."""
+
+    from_: str
+    to: str
+    source: str
+    from_key: str
+    to_key: str
+
+
+def _followed(cat: CheckedCatalogue, follow: dict[str, set[str]]) -> list[_Step]:
+    """The relations read from sources that `follow` names, from the kind it names them."""
+    out = []
+    for name, rel in cat.spec.relations.items():
+        if name not in follow.get(rel.from_, set()):
+            continue
+        if rel.source is not None and rel.from_key is not None and rel.to_key is not None:
+            out.append(_Step(rel.from_, rel.to, rel.source, rel.from_key, rel.to_key))
+    return out
+
+
 def affected_by(
-    cat: CheckedCatalogue, overlay: Overlay, named: dict[str, pl.DataFrame]
+    cat: CheckedCatalogue,
+    overlay: Overlay,
+    named: dict[str, pl.DataFrame],
+    follow: dict[str, set[str]],
 ) -> dict[str, pl.DataFrame]:
     """Per entity kind, the entities whose features may read what each event changed
     (`sk`, `event_id`): those it names, and every entity related to one of those,
-    relation by relation backwards (a person's employer, a child's guardian's child)."""
+    relation by relation backwards (a person's employer, a child's guardian's child),
+    along the relations features follow (`relations_read`)."""
     pairs = {k: v.select(list(PAIRS)).cast(PAIRS) for k, v in named.items()}  # type: ignore[arg-type]
     for _ in range(MAX_STEPS):
         grew = False
-        for rel in cat.spec.relations.values():
-            if rel.source is None or rel.from_key is None or rel.to_key is None:
-                continue  # followed through the relations it goes `via`
+        for rel in _followed(cat, follow):
             have = pairs.get(rel.to)
             if have is None or have.height == 0:
                 continue
@@ -83,20 +134,22 @@ def affected_by(
 
 
 def reach(
-    cat: CheckedCatalogue, overlay: Overlay, targets: dict[str, set[int]]
+    cat: CheckedCatalogue,
+    overlay: Overlay,
+    targets: dict[str, set[int]],
+    follow: dict[str, set[str]],
 ) -> dict[str, np.ndarray]:
     """The entities whose rows the targets' features read (sorted surrogate keys per
-    kind): the targets and, relation by relation forwards, the entities related to them.
-    Each step follows only the entities the step before reached first."""
+    kind): the targets and, relation by relation forwards along the relations features
+    follow (`relations_read`), the entities related to them.  Each step follows only
+    the entities the step before reached first."""
     keys = {
         k: sorted_unique(np.fromiter(v, dtype=np.int64, count=len(v))) for k, v in targets.items()
     }
     frontier = dict(keys)
     for _ in range(MAX_STEPS):
         reached: dict[str, list[np.ndarray]] = defaultdict(list)
-        for rel in cat.spec.relations.values():
-            if rel.source is None or rel.from_key is None or rel.to_key is None:
-                continue  # followed through the relations it goes `via`
+        for rel in _followed(cat, follow):
             have = frontier.get(rel.from_)
             if have is None or len(have) == 0:
                 continue

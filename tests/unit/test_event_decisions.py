@@ -176,6 +176,14 @@ def test_events_decide_as_the_batch_over_the_same_data(
     mine = got.sort("policy_id", "entity_id")
     assert batch.select("policy_id", "entity_id").equals(mine.select("policy_id", "entity_id"))
     assert batch.select(COMPARED).equals(mine.select(COMPARED))
+    # And none left out: every decision the events changed is one they decided.
+    keys = ["policy_id", "entity_id"]
+    changed = evaluate(restaged, pset, AS_OF).join(
+        evaluate(night, pset, AS_OF), on=[*keys, *COMPARED], how="anti", nulls_equal=True
+    )
+    assert changed.height > 0
+    missed = changed.join(got.select(keys), on=keys, how="anti")
+    assert missed.height == 0, missed.select(*keys, *COMPARED).head(10)
 
 
 def test_a_bad_event_is_quarantined_with_its_reason(city: Path, tmp_path: Path) -> None:
