@@ -175,8 +175,9 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
         assert totals.decided + totals.quarantined == len(lines)
         assert outcomes.height == len(lines)  # none lost, each once
         assert totals.transfers > 0
-        assert server.run_id is not None
-        by_events = _keys_posted(engine, server.run_id)
+        assert totals.run_id is not None
+        assert server.run_id is None  # the serve's run is complete: serving again starts another
+        by_events = _keys_posted(engine, totals.run_id)
 
         # Explain names the events that decided a key, their rows masked.
         with engine.connect() as conn:
@@ -185,7 +186,7 @@ def test_a_day_of_events_then_the_night_agree_with_the_nights_alone(
                     "SELECT policy_id, entity FROM transfers WHERE run_id = :r "
                     "AND policy_id IS NOT NULL ORDER BY transfer_id LIMIT 1"
                 ),
-                {"r": server.run_id},
+                {"r": totals.run_id},
             ).one()
         told = explain(engine, policy_id, entity, sources=catalogue)
         assert told.by_events
