@@ -69,7 +69,8 @@ def decide_events(
     # employees' rows, which the persons decided need not be computed over.
     for kind in sorted(targets):
         mine = [p for p in policies if p.target == kind]
-        scan = scoped(catalogue, overlay, reach(cat, overlay, {kind: targets[kind]}, follow))
+        mine_follow = relations_read(cat, mine, as_of)  # what this kind's policies read
+        scan = scoped(catalogue, overlay, reach(cat, overlay, {kind: targets[kind]}, mine_follow))
         sk = Naming.sk(kind)
         for plan in wide_plans(scan, mine, cat, as_of, counted).values():
             wide = plan.filter(pl.col(sk).is_in(sorted(targets[kind]))).collect()
