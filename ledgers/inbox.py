@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import polars as pl
 from sqlalchemy import Connection, func, insert, select
 
-from ledgers.frames import read_frame
+from ledgers.frames import read_frame, write_frame
 from ledgers.schema import EventOutcome, InboxEvent
 
 OPS = ("upsert", "remove")
@@ -86,7 +86,13 @@ def record_outcomes(conn: Connection, outcomes: pl.DataFrame) -> int:
     if outcomes.height == 0:
         return 0
     now = dt.datetime.now(dt.UTC)
-    rows = outcomes.select(list(OUTCOME_SCHEMA)).to_dicts()
+    frame = outcomes.select(list(OUTCOME_SCHEMA))
+    if conn.dialect.name == "postgresql":  # COPY: a batch's outcomes in one statement
+        stamped = frame.with_columns(
+            pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("decided_at")
+        )
+        return write_frame(conn, EventOutcome.__tablename__, stamped)
+    rows = frame.to_dicts()
     conn.execute(insert(EventOutcome), [{**r, "decided_at": now} for r in rows])
     return len(rows)
 
