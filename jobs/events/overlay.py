@@ -43,6 +43,9 @@ class _Index:
 
     def rows_of(self, keys: np.ndarray) -> np.ndarray:
         """The rows on which the column holds one of `keys` (sorted, unique)."""
+        if keys.dtype != self.values.dtype:  # else numpy converts all the values, each call
+            bounds = np.iinfo(self.values.dtype)
+            keys = keys[(keys >= bounds.min) & (keys <= bounds.max)].astype(self.values.dtype)
         lo = np.searchsorted(self.values, keys, side="left")
         hi = np.searchsorted(self.values, keys, side="right")
         counts = hi - lo
