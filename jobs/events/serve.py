@@ -391,6 +391,14 @@ class EventServer:
                 decided.filter(~pl.col("eligible")).join(held_keys, on=keys, how="semi"),
             ]
         )
+        # What the ledger holds for the entities decided (stacking and what each holds
+        # go by entity), and every key of a budgeted policy (what its budget has left
+        # counts what the others hold): not every key of the city.
+        budgeted = sorted(p.id for p in [*policies, *others] if p.spec.budget is not None)
+        held = held.filter(
+            pl.col("entity").is_in(claims.get_column("entity_id").unique().implode())
+            | pl.col("policy_id").is_in(budgeted)
+        )
         allocation = allocate_policies(claims, policies, others, as_of, held)
         # The decision each posted key carries names the events that decided it, for
         # `disburse explain` (`jobs.explain`).
