@@ -99,7 +99,9 @@ def plan_transfers(
     `existing` holds, per posted (policy, benefit period), what each (entity,
     payee) holds.  Per pair, one join on (entity, payee) covers the common cases;
     rows held under a payee no longer posted (the payee changed) are looked for
-    only if some held row found no posted match.
+    only if some held row found no posted match.  Only the entities `incoming` names
+    are read from `existing` (a post changes the keys it is given, no others), so a
+    caller may hand just theirs.
     """
     keys = list(KEY)
     kp = [*keys, "payee"]
