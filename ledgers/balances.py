@@ -23,8 +23,11 @@ from ledgers.render import text_table
 from ledgers.schema import Transfer
 
 
-def account_balances(conn: Connection, kind: str | None = None) -> pl.DataFrame:
-    """Every account's debits, credits and balance (credits - debits), optionally of one kind."""
+def account_balances(
+    conn: Connection, kind: str | None = None, only: list[str] | None = None
+) -> pl.DataFrame:
+    """Every account's debits, credits and balance (credits - debits), optionally of one kind,
+    or of the accounts `only` names (those that have a transfer)."""
     t = Transfer.__table__
     debit = select(
         t.c.debit_account.label("account"),
@@ -39,6 +42,9 @@ def account_balances(conn: Connection, kind: str | None = None) -> pl.DataFrame:
     if kind is not None:
         debit = debit.where(func.substr(t.c.debit_account, 1, len(kind) + 1) == f"{kind}:")
         credit = credit.where(func.substr(t.c.credit_account, 1, len(kind) + 1) == f"{kind}:")
+    if only is not None:
+        debit = debit.where(t.c.debit_account.in_(only))
+        credit = credit.where(t.c.credit_account.in_(only))
     legs = debit.union_all(credit).subquery()
     stmt = (
         select(

@@ -61,6 +61,7 @@ from ledgers.balances import account_balances
 from ledgers.db import make_engine, open_engine
 from ledgers.holdings import read_held
 from ledgers.money import money_by_period
+from ledgers.plan import payable_balances
 from ledgers.recoveries import owed_back, recoveries
 from ledgers.schema import Transfer
 from tests.conftest import PG_ADMIN_URL
@@ -437,6 +438,16 @@ class PaymentLoop(RuleBasedStateMachine):
         assert one_state.height == 0, one_state
         recovered = balances.filter(pl.col("account") == accounts.RECOVERED_BANK)
         assert -int(recovered["balance_fen"].sum()) == int(back["amount_fen"].sum())
+        # A few payees' payables, summed alone (a post's clawback check), as summed with all.
+        prefix = f"{accounts.PAYABLE}{accounts.SEP}"
+        payable = balances.filter(pl.col("account").str.starts_with(prefix)).select(
+            pl.col("account").str.strip_prefix(prefix).alias("payee"),
+            pl.col("balance_fen").alias("payable_fen"),
+        )
+        few = [*payable["payee"].head(3).to_list(), "nobody"]
+        with self.engine.connect() as conn:
+            alone = payable_balances(conn, few)
+        assert alone.sort("payee").equals(payable.filter(pl.col("payee").is_in(few)).sort("payee"))
         per_reference = back.group_by("reference").agg(pl.col("payee").n_unique())
         assert (per_reference["payee"] == 1).all()
 
