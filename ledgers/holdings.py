@@ -145,8 +145,19 @@ class Holdings:
         """The holdings once `transfers` (the next ones in the chain) are written up to `head`."""
         if transfers.height == 0:
             return Holdings(head, self.policy_ids, self.frame)
-        both = pl.concat([self.frame, _effects(transfers)], how="vertical_relaxed")
-        return Holdings(head, self.policy_ids, _summed(both))
+        # Only the keys the transfers touch are summed again: a post of a few keys (an
+        # event's) into a large ledger grouped every key (0.6 s at 1M enterprises).
+        effects = _summed(_effects(transfers))
+        key = list(HOLDING_KEY)
+        touched = effects.select(key)
+        before = self.frame.join(touched, on=key, how="semi", nulls_equal=True)
+        rest = self.frame.join(touched, on=key, how="anti", nulls_equal=True)
+        now = _summed(pl.concat([before, effects], how="vertical_relaxed"))
+        return Holdings(
+            head,
+            self.policy_ids,
+            pl.concat([rest, now.select(rest.columns)], how="vertical_relaxed"),
+        )
 
 
 def holdings(engine: Engine, policy_ids: list[str], folder: Path | None = None) -> Holdings:
