@@ -122,10 +122,11 @@ class SourceRows:
         """Lay events (staged form, with `event_id` and `op`) on: the rows of their keys
         are replaced (or removed); the rows replaced, each with the `event_id` of every
         event of its key.  `through`: the surrogate-key columns the key's identifier
-        resolves to, by which the night's rows of a key are found (none: all read)."""
+        resolves to, by which the night's rows of a key are found (none, or one the
+        events lack: all read)."""
         key = self.key
         events = ev.select(*key, EVENT)
-        if through:
+        if through and all(c in ev.columns for c in through):
             wanted = {c: _keys_array(ev.get_column(c)) for c in through}
             candidates = sorted_unique(
                 np.concatenate([self._night_rows(wanted), self._unresolved(through)])
