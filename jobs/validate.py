@@ -423,12 +423,12 @@ def attach_references(
                     lookup = entity.codes.lazy().rename({"_code": on, "_sk": sk})
                 else:
                     on = name
-                    ids = (
-                        entity.lookup(lf.get_column(name)) if isinstance(lf, pl.DataFrame) else None
+                    ids = (  # a frame in memory: its identifiers alone
+                        entity.lookup(lf.get_column(name))
+                        if isinstance(lf, pl.DataFrame)
+                        else entity.table()
                     )
-                    lookup = (entity.table() if ids is None else ids).rename(
-                        {entity.column: name, "_sk": sk}
-                    )
+                    lookup = ids.rename({entity.column: name, "_sk": sk})
                 if isinstance(lf, pl.DataFrame):
                     # Only the key column goes through the join, and its result is attached:
                     # joining the whole frame would gather every column again.
