@@ -19,6 +19,8 @@ from disburse.options import (
     as_of_option,
     catalogue_option,
     db_option,
+    engine_choice,
+    engine_options,
     json_option,
     policies_option,
     quiet_option,
@@ -56,9 +58,24 @@ def _print_json(data: object) -> None:
     show_default=True,
     help="Transfers per database transaction when posting.",
 )
+@engine_options
 @json_option("Print the outcome as JSON (no progress).")
 @quiet_option()
-def run(data, as_of, db, store, policies_paths, catalogue_dir, wait, chunk_size, as_json, quiet):
+def run(
+    data,
+    as_of,
+    db,
+    store,
+    policies_paths,
+    catalogue_dir,
+    wait,
+    chunk_size,
+    engine,
+    scheduler,
+    partitions,
+    as_json,
+    quiet,
+):
     """The nightly batch: ingest, evaluate, allocate, post, summarise.
 
     Every policy valid on --as-of is evaluated over the source files in --data;
@@ -73,6 +90,7 @@ def run(data, as_of, db, store, policies_paths, catalogue_dir, wait, chunk_size,
     from disburse.progress import terminal_progress
     from jobs.run import run_nightly
 
+    choice = engine_choice(engine, scheduler, partitions)
     with terminal_progress(quiet or as_json) as progress:
         outcome = run_nightly(
             data,
@@ -82,6 +100,7 @@ def run(data, as_of, db, store, policies_paths, catalogue_dir, wait, chunk_size,
             catalogue_dir=catalogue_dir,
             wait=wait,
             chunk_size=chunk_size,
+            evaluate_on=choice,
             progress=progress,
         )
     if as_json:

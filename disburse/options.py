@@ -98,3 +98,40 @@ def unmask_option(text: str) -> Callable[[F], F]:
 def quiet_option(text: str = "No progress.") -> Callable[[F], F]:
     """--quiet: no progress on stderr."""
     return click.option("--quiet", is_flag=True, help=text)
+
+
+def engine_options(fn: F) -> F:
+    """--engine, --scheduler, --partitions: what computes the features and evaluates the
+    policies (`jobs.engines`); `engine_choice` makes them one value."""
+    fn = click.option(
+        "--partitions",
+        type=click.IntRange(min=1),
+        help="--engine dask: ranges of the entity key evaluated apart (default: twice the "
+        "cluster's worker threads).",
+    )(fn)
+    fn = click.option(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="--engine dask: the Dask scheduler (tcp://host:8786) whose workers evaluate; "
+        "every worker must have disburse installed and see --store. Default: a cluster of "
+        "this machine's cores, started for the run.",
+    )(fn)
+    return click.option(
+        "--engine",
+        type=click.Choice(["polars", "dask"]),
+        default="polars",
+        show_default=True,
+        help="What computes the features and evaluates the policies: polars in this "
+        "process, or dask per range of the entity key on a Dask cluster (the same "
+        "decisions and ledger). Ingest, allocation and posting stay in this process.",
+    )(fn)
+
+
+def engine_choice(engine: str, scheduler: str | None, partitions: int | None) -> Any:
+    """The `jobs.engines.EngineChoice` of `engine_options`; --scheduler and --partitions
+    only with --engine dask."""
+    from jobs.engines import EngineChoice
+
+    if engine != "dask" and (scheduler is not None or partitions is not None):
+        raise click.UsageError("--scheduler and --partitions apply to --engine dask only")
+    return EngineChoice(engine, scheduler, partitions)

@@ -122,9 +122,34 @@ class Typed:
     aggregates: list[A.Aggregate] = field(default_factory=list)
     lists: set[tuple[str, str]] = field(default_factory=set)  # (entity, list name)
 
+    # The nodes of the keys above, kept so that an id is never reused while it is a key,
+    # and so that a pickled copy (a distributed engine's worker) keys its own nodes.
+    nodes: dict[int, A.Node] = field(default_factory=dict)
+
     def type_of(self, node: A.Node) -> Type:
         """The type the checker gave `node`."""
         return self.types[id(node)]
+
+    def note(self, node: A.Node) -> int:
+        """`node`'s key in `types`, `bindings` and `scopes` (its identity), remembered."""
+        self.nodes[id(node)] = node
+        return id(node)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Identities do not survive pickling: keyed by the nodes themselves instead, which
+        # pickle keeps the same objects as the ASTs that hold them.
+        state = dict(self.__dict__)
+        for name in ("types", "bindings", "scopes"):
+            state[name] = [(self.nodes[k], v) for k, v in state[name].items()]
+        state["nodes"] = list(self.nodes.values())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nodes = state.pop("nodes")
+        self.__dict__.update(state)
+        for name in ("types", "bindings", "scopes"):
+            setattr(self, name, {id(n): v for n, v in state[name]})
+        self.nodes = {id(n): n for n in nodes}
 
 
 # --- the checked catalogue -----------------------------------------------------------

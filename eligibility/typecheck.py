@@ -79,7 +79,7 @@ class Checker:
 
     def set_type(self, node: A.Node, t: Type) -> None:
         """Record a node's type."""
-        self.typed.types[id(node)] = t
+        self.typed.types[self.typed.note(node)] = t
 
     def raise_problems(self) -> None:
         """Raise every problem recorded, if any."""
@@ -177,7 +177,7 @@ class Checker:
         """The type of `node` in `scope`; None (with a problem recorded) if it has none."""
         t = self._type(node, scope)
         if t is not None:
-            self.typed.types[id(node)] = t
+            self.typed.types[self.typed.note(node)] = t
         return t
 
     def expect(self, node: A.Node, scope: Scope, allowed: set[str], what: str) -> Type | None:
@@ -249,7 +249,7 @@ class Checker:
                 f"use it as {use.replace('NAME', node.name)}",
             )
             return None
-        self.typed.bindings[id(node)] = binding
+        self.typed.bindings[self.typed.note(node)] = binding
         if isinstance(binding, FeatureRef) and scope.entity is not None:
             self.typed.features.add((scope.entity, binding.name))
         return binding.type
@@ -489,7 +489,7 @@ class Checker:
             )
             return None
         body_scope = member_scope(cat, node.relation, scope, self.owner_lets)
-        self.typed.scopes[id(node)] = body_scope
+        self.typed.scopes[self.typed.note(node)] = body_scope
         self.typed.aggregates.append(node)
         if node.pick is not None and not self._pick(node.pick, body_scope, scope, rel.to):
             return None

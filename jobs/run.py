@@ -54,7 +54,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -70,8 +70,9 @@ from jobs.allocate import (
     entitlements,
 )
 from jobs.catalogue import Catalogue
+from jobs.engines import EngineChoice, Evaluator, drop_work, evaluator
 from jobs.errors import JobError
-from jobs.evaluate import accounts_paid, decisions_of_wide, evaluated_counts, wide_plans
+from jobs.evaluate import accounts_paid, decisions_of_wide, evaluated_counts
 from jobs.faults import Fault, Stopped, checkpoint, outside_fault, stop_on_signals
 from jobs.ingest import (
     STAGED_COMPRESSION,
@@ -115,6 +116,7 @@ class RunRequest:
     features_file: Path
     wait: bool = False
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    engine: EngineChoice = field(default_factory=EngineChoice)  # computes the features
 
 
 # --- the run lock --------------------------------------------------------------------
@@ -274,6 +276,7 @@ class NightlyRun:
         self.engine = engine
         self.request = request
         self.catalogue = catalogue
+        self.evaluator: Evaluator | None = None  # while the policies are evaluated
         self.pset = pset
         self.progress = progress or Silent()
         self.policies = pset.active(request.as_of)
@@ -545,17 +548,9 @@ class NightlyRun:
         derived from the archive when they are asked for (`archived_decisions`), so
         the run neither writes nor hashes them."""
         req = self.request
-        wide = wide_plans(
-            staged_dir(req.store, run_id),
-            self.policies,
-            self.pset,
-            req.as_of,
-            counted=None if counted is None else counted.lazy(),
+        features = self._wide_files(
+            run_id, folder, self.policies, req.as_of, None if counted is None else counted.lazy()
         )
-        features = {
-            target: _hashed_parquet(plan, folder, f"features-{target}")
-            for target, plan in wide.items()
-        }
         scans = {t: pl.scan_parquet(f.path) for t, f in features.items()}
         claims = _hashed_parquet(
             decisions_of_wide(scans, self.policies, req.as_of, claims_only=True),
@@ -586,6 +581,36 @@ class NightlyRun:
         )
         return claims, archive
 
+    def _wide_files(
+        self,
+        run_id: int,
+        folder: Path,
+        policies: list[CheckedPolicy],
+        as_of: dt.date,
+        counted: pl.LazyFrame | None,
+    ) -> dict[str, HashedFile]:
+        """Per entity kind, the wide file of `policies` as of `as_of` (`features-<kind>`,
+        `@<day>` for a past one), computed by the run's engine (`jobs.engines`)."""
+        suffix = "" if as_of == self.request.as_of else f"@{as_of.isoformat()}"
+        work = folder / f"partitioned{suffix}"
+        assert self.evaluator is not None
+        wide = self.evaluator.wide(
+            staged_dir(self.request.store, run_id),
+            self.catalogue,
+            self.pset,
+            policies,
+            as_of,
+            counted,
+            work,
+            self.progress.log,
+        )
+        files = {
+            target: _hashed_parquet(plan, folder, f"features-{target}{suffix}")
+            for target, plan in wide.items()
+        }
+        drop_work(work)
+        return files
+
     def _past_days(self) -> dict[dt.date, list[CheckedPolicy]]:
         """Per day a past benefit period is decided as of (`back_pay_dates`), the policies
         deciding one as of that day."""
@@ -601,18 +626,13 @@ class NightlyRun:
         """Back-pay: each past period decided as of its last day over tonight's staged
         sources, as the night's own (wide files `features-<kind>@<day>`), and their
         claims in one file with the day (`as_of`)."""
-        staged = staged_dir(self.request.store, run_id)
         files: dict[str, dict[str, HashedFile]] = {}
         claims: list[pl.DataFrame] = []
         for day, policies in self._past_days().items():
             self.progress.log(
                 f"back-pay: {len(policies)} policies' past period as of {day.isoformat()}"
             )
-            wide = wide_plans(staged, policies, self.pset, day)
-            files[day.isoformat()] = {
-                target: _hashed_parquet(plan, folder, f"features-{target}@{day.isoformat()}")
-                for target, plan in wide.items()
-            }
+            files[day.isoformat()] = self._wide_files(run_id, folder, policies, day, None)
             scans = {t: pl.scan_parquet(f.path) for t, f in files[day.isoformat()].items()}
             claims.append(
                 decisions_of_wide(scans, policies, day, claims_only=True)
@@ -643,7 +663,9 @@ class NightlyRun:
             else:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
-                claims, archive = self._archive(run_id, folder, counted)
+                with evaluator(self.request.engine) as self.evaluator:
+                    claims, archive = self._archive(run_id, folder, counted)
+                self.evaluator = None
             evaluated = evaluated_counts(_wide_files(archive), self.policies)
             timing.rows = sum(evaluated.values())
         checkpoint("run:decisions-written")
@@ -853,6 +875,7 @@ def run_nightly(
     catalogue_dir: Path | str | None = None,
     wait: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    evaluate_on: EngineChoice | None = None,
     progress: Progress | None = None,
 ) -> RunOutcome:
     """The nightly batch as `disburse run` runs it: load the source catalogue and the policies
@@ -867,6 +890,7 @@ def run_nightly(
         features_file=loaded.where.features,
         wait=wait,
         chunk_size=chunk_size,
+        engine=evaluate_on or EngineChoice(),
     )
     with stop_on_signals():
         try:

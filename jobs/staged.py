@@ -66,22 +66,43 @@ def view_of(path: Path) -> View | None:
     return None if text is None else View(**json.loads(text))
 
 
-def scan_staged(path: Path) -> pl.LazyFrame:
+def scan_staged(
+    path: Path, rows: tuple[int, int] | None = None, row_index: str | None = None
+) -> pl.LazyFrame:
     """A staged source's accepted rows with its staged columns, whichever way it is kept.
 
     A view is the delivered file's taken columns beside the narrow file, row for row
     (a horizontal concatenation: each side reads only the columns asked for), less the
-    rows not accepted."""
+    rows not accepted.  `rows` (offset, length): only those rows of the files as stored
+    (`stored_rows` counts them), accepted or not, so that a source is read in pieces
+    without reading the rows before each; `row_index`: a column of that name numbering
+    the stored rows (the same row, the same number, in every piece)."""
+
+    def read(file: Path) -> pl.LazyFrame:
+        lf = pl.scan_parquet(file)
+        if row_index is not None:
+            lf = lf.with_row_index(row_index)
+        return lf if rows is None else lf.slice(*rows)
+
     view = view_of(path)
     if view is None:
-        return pl.scan_parquet(path)
-    delivered = pl.scan_parquet(path.parent / view.delivered).select(
+        return read(path)
+    delivered = pl.scan_parquet(path.parent / view.delivered)
+    if rows is not None:
+        delivered = delivered.slice(*rows)
+    taken = delivered.select(
         # Not strict: a value beyond Int64 is in a quarantined row, filtered out below.
         pl.col(c).cast(READ_AS[t], strict=False)
         for c, t in view.taken.items()
     )
-    frame = pl.concat([delivered, pl.scan_parquet(path)], how="horizontal")
-    return frame.filter(pl.col(ACCEPTED)).select(view.order)
+    frame = pl.concat([taken, read(path)], how="horizontal")
+    order = view.order if row_index is None else [row_index, *view.order]
+    return frame.filter(pl.col(ACCEPTED)).select(order)
+
+
+def stored_rows(path: Path) -> int:
+    """The rows a staged source's file holds, accepted or not (from its Parquet footer)."""
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
 
 
 def sql_relation(path: Path) -> str:

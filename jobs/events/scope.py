@@ -76,7 +76,7 @@ def relations_read(
 
 
 @dataclass(frozen=True)
-class _Step:
+class Step:
     """A relation read from a source: from an entity of kind `from_` (its key in column
     `from_key` of `source`) to one of kind `to` (in `to_key`)."""
 
@@ -87,14 +87,14 @@ class _Step:
     to_key: str
 
 
-def _followed(cat: CheckedCatalogue, follow: dict[str, set[str]]) -> list[_Step]:
+def followed(cat: CheckedCatalogue, follow: dict[str, set[str]]) -> list[Step]:
     """The relations read from sources that `follow` names, from the kind it names them."""
     out = []
     for name, rel in cat.spec.relations.items():
         if name not in follow.get(rel.from_, set()):
             continue
         if rel.source is not None and rel.from_key is not None and rel.to_key is not None:
-            out.append(_Step(rel.from_, rel.to, rel.source, rel.from_key, rel.to_key))
+            out.append(Step(rel.from_, rel.to, rel.source, rel.from_key, rel.to_key))
     return out
 
 
@@ -111,7 +111,7 @@ def affected_by(
     pairs = {k: v.select(list(PAIRS)).cast(PAIRS) for k, v in named.items()}  # type: ignore[arg-type]
     for _ in range(MAX_STEPS):
         grew = False
-        for rel in _followed(cat, follow):
+        for rel in followed(cat, follow):
             have = pairs.get(rel.to)
             if have is None or have.height == 0:
                 continue
@@ -149,7 +149,7 @@ def reach(
     frontier = dict(keys)
     for _ in range(MAX_STEPS):
         reached: dict[str, list[np.ndarray]] = defaultdict(list)
-        for rel in _followed(cat, follow):
+        for rel in followed(cat, follow):
             have = frontier.get(rel.from_)
             if have is None or len(have) == 0:
                 continue

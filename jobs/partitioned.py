@@ -1,0 +1,410 @@
+"""Evaluation split by ranges of the entity key: the tasks a distributed engine schedules.
+
+An entity kind's wide frame (`eligibility.wide_plans`) is computed bucket by bucket: a
+bucket is a range of the kind's surrogate keys, and its frame is the batch's own feature
+plan run over the rows its entities' features read, exactly as the event path decides a
+few entities (`jobs.events.scope`): the entities' own rows and, relation by relation
+forwards along the relations the kind's policies follow (`relations_read`), their
+related entities' rows.  No task reads a whole source, and none holds the city:
+
+1. **split** (one task per piece of a source's stored rows): each row, numbered, goes to
+   the partition of every entity it names, per surrogate-key column (`part_of`: a range
+   of keys of that column's kind), one file per (column, partition, piece).
+2. **reach** (one task per relation followed and partition, step by step): the pairs
+   (entity, bucket) a bucket reaches, joined partition by partition with the relation's
+   rows split by their `from` key, sent to the partitions of the entities they reach;
+   then per partition the pairs not reached before, the next step's frontier.
+3. **gather** (one task per source, column and partition): the rows naming an entity a
+   bucket reaches, joined partition by partition, sent to that bucket.
+4. **evaluate** (one task per bucket): the wide plan over the bucket's gathered rows (a
+   row once, in stored order; a source that names no entity, whole), its own entities'
+   rows kept, written as the bucket's part.
+
+A pair (entity, bucket) and a row move only between partitions of the same key; the
+shuffles are files under one work folder, which every worker must see.  The parts,
+read in bucket order, hold the entities in key order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from eligibility import CheckedPolicy, Naming, PolicySet, wide_plans
+from jobs.catalogue import Catalogue
+from jobs.events.scope import MAX_STEPS, Step, followed, relations_read
+from jobs.staged import scan_staged, staged_file, staged_links, stored_rows
+
+ROW = "__row"  # a source row's number as stored: the same row reached twice is one row
+BUCKET = "__bucket"
+PAIR = {"sk": pl.Int64, BUCKET: pl.Int32}
+ROWS_PER_PIECE = 4_000_000  # stored rows a split task reads
+
+Ranges = dict[str, tuple[int, int]]  # entity kind -> lowest and highest surrogate key
+Mapper = Callable[[Callable[..., Any], Sequence[dict[str, Any]]], list[Any]]
+
+
+def part_of(column: str, kind: str, ranges: Ranges, parts: int) -> pl.Expr:
+    """The partition of each key of `kind` in `column`: `parts` equal ranges of its keys,
+    in key order (a key outside the range, in the nearest)."""
+    lo, hi = ranges.get(kind, (0, 0))
+    width = hi - lo + 1
+    at = (pl.col(column).cast(pl.Int64) - lo) * parts // width
+    return at.clip(0, parts - 1).cast(pl.Int32)
+
+
+def key_ranges(staged: Path, pset: PolicySet, kinds: set[str]) -> Ranges:
+    """Per entity kind: its lowest and highest surrogate key in its entity source."""
+    out: Ranges = {}
+    for kind in sorted(kinds):
+        sk = Naming.sk(kind)
+        lo, hi = (
+            scan_staged(staged_file(staged, pset.catalogue.entity_source(kind)))
+            .select(pl.col(sk).min().alias("lo"), pl.col(sk).max().alias("hi"))
+            .collect()
+            .row(0)
+        )
+        out[kind] = (int(lo or 0), int(hi or 0))
+    return out
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def _read(folder: Path, schema: dict[str, Any] | None = None) -> pl.LazyFrame:
+    """Every part file of `folder`, or none (an empty frame of `schema`)."""
+    files = _files(folder)
+    if files:
+        return pl.scan_parquet(files)
+    return pl.LazyFrame(schema=schema or PAIR)
+
+
+def _write_parts(frame: pl.DataFrame, by: str, folder: Path, name: str) -> None:
+    """`frame` split by the partition column `by`, each part `folder/p=<part>/<name>.parquet`
+    (written whole, then renamed: a task run twice leaves one file)."""
+    for (part,), rows in frame.partition_by(by, as_dict=True, include_key=False).items():
+        out = folder / f"p={part}"
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{name}.tmp"
+        rows.write_parquet(tmp)
+        tmp.replace(out / f"{name}.parquet")
+
+
+# --- the tasks (each a plain function of files, run wherever the engine runs it) -----------
+
+
+def split(
+    staged: str,
+    source: str,
+    columns: dict[str, str],
+    ranges: Ranges,
+    parts: int,
+    rows: tuple[int, int],
+    out: str,
+) -> int:
+    """Task: stored rows `rows` of `source`, numbered, sent to the partition of every entity
+    they name, per surrogate-key column (`columns`: column -> kind).  Returns the rows read."""
+    frame = scan_staged(staged_file(Path(staged), source), rows, ROW).collect()
+    for column, kind in columns.items():
+        named = frame.filter(pl.col(column).is_not_null()).with_columns(
+            part_of(column, kind, ranges, parts).alias("__part")
+        )
+        _write_parts(named, "__part", Path(out) / source / column, f"{rows[0]:012d}")
+    return frame.height
+
+
+def targets(
+    split_dir: str, source: str, kind: str, ranges: Ranges, parts: int, part: int, out: str
+) -> int:
+    """Task: the pairs (entity, its own bucket) of one partition of an entity kind, from its
+    entity source's split rows: the bucket of an entity is its partition."""
+    sk = Naming.sk(kind)
+    pairs = (
+        _read(Path(split_dir) / source / sk / f"p={part}", {sk: pl.Int64})
+        .select(pl.col(sk).cast(pl.Int64).alias("sk"))
+        .unique()
+        .with_columns(part_of("sk", kind, ranges, parts).alias(BUCKET))
+        .collect()
+    )
+    _write(pairs, Path(out) / f"p={part}", "pairs")
+    return pairs.height
+
+
+def _write(frame: pl.DataFrame, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.tmp"
+    frame.write_parquet(tmp)
+    tmp.replace(folder / f"{name}.parquet")
+
+
+def follow(
+    split_dir: str, step: Step, frontier: str, ranges: Ranges, parts: int, part: int, out: str
+) -> int:
+    """Task: the pairs (related entity, bucket) one relation reaches from one partition of a
+    frontier, sent to the related entities' partitions."""
+    have = _read(Path(frontier) / f"p={part}").collect()
+    if have.height == 0:
+        return 0
+    links = _read(
+        Path(split_dir) / step.source / step.from_key / f"p={part}",
+        {step.from_key: pl.Int64, step.to_key: pl.Int64},
+    ).select(pl.col(step.from_key).cast(pl.Int64), pl.col(step.to_key).cast(pl.Int64))
+    found = (
+        links.join(have.lazy(), left_on=step.from_key, right_on="sk")
+        .select(pl.col(step.to_key).alias("sk"), BUCKET)
+        .drop_nulls()
+        .unique()
+        .with_columns(part_of("sk", step.to, ranges, parts).alias("__part"))
+        .collect()
+    )
+    _write_parts(found, "__part", Path(out), f"{step.source}-{step.from_key}-{part}")
+    return found.height
+
+
+def merge(reached: str, known: str, frontier: str, step: int, part: int) -> int:
+    """Task: of the pairs one step reached in a partition, those not reached before: the
+    next frontier's part, and added to what is known."""
+    new = _read(Path(reached) / f"p={part}").unique()
+    before = _read(Path(known) / f"p={part}")
+    fresh = new.join(before, on=["sk", BUCKET], how="anti").collect()
+    if fresh.height:
+        _write(fresh, Path(frontier) / f"p={part}", "pairs")
+        _write(fresh, Path(known) / f"p={part}", f"pairs-{step}")
+    return fresh.height
+
+
+def gather(split_dir: str, source: str, column: str, known: str, part: int, out: str) -> int:
+    """Task: the rows of one partition of a source, by one of its key columns, that name an
+    entity some bucket reaches, sent to each such bucket."""
+    pairs = _read(Path(known) / f"p={part}").collect()
+    rows = _files(Path(split_dir) / source / column / f"p={part}")
+    if pairs.height == 0 or not rows:
+        return 0
+    lf = pl.scan_parquet(rows)
+    key = pl.col("sk").cast(lf.collect_schema()[column])
+    found = lf.join(pairs.lazy().with_columns(key), left_on=column, right_on="sk").collect()
+    _write_parts(found, BUCKET, Path(out) / source, f"{column}-{part}")
+    return found.height
+
+
+def evaluate_bucket(
+    staged: str,
+    gathered: str,
+    linked: list[str],
+    pset: PolicySet,
+    policies: list[CheckedPolicy],
+    kind: str,
+    as_of: dt.date,
+    counted: pl.DataFrame | None,
+    ranges: Ranges,
+    parts: int,
+    bucket: int,
+    out: str,
+) -> int:
+    """Task: the wide frame of one bucket's entities, over the rows they reach (`linked`:
+    the sources that name entities; any other source is read whole)."""
+
+    def scan(name: str) -> pl.LazyFrame:
+        if name not in linked:
+            return scan_staged(staged_file(Path(staged), name))
+        whole = scan_staged(staged_file(Path(staged), name))
+        files = _files(Path(gathered) / name / f"p={bucket}")
+        if not files:
+            return whole.clear()
+        return pl.scan_parquet(files).unique(ROW).sort(ROW).select(whole.collect_schema().names())
+
+    sk = Naming.sk(kind)
+    lazy_counted = None if counted is None else counted.lazy()
+    plans = wide_plans(scan, policies, pset.catalogue, as_of, lazy_counted)
+    frame = plans[kind].filter(part_of(sk, kind, ranges, parts) == bucket).collect()
+    _write(frame, Path(out), f"part-{bucket:05d}")
+    return frame.height
+
+
+# --- the job -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """Where a partitioned evaluation keeps its files, and how finely it splits."""
+
+    work: Path  # every worker must see it
+    parts: int
+    rows_per_piece: int = ROWS_PER_PIECE
+
+
+def sources_read(
+    staged: Path,
+    pset: PolicySet,
+    policies: list[CheckedPolicy],
+    as_of: dt.date,
+    counted: pl.LazyFrame | None,
+) -> set[str]:
+    """The sources the wide plans of `policies` read (their plans built, not run)."""
+    read: set[str] = set()
+
+    def scan(name: str) -> pl.LazyFrame:
+        read.add(name)
+        return scan_staged(staged_file(staged, name))
+
+    wide_plans(scan, policies, pset.catalogue, as_of, counted)
+    return read
+
+
+def wide_parts(
+    run: Mapper,
+    layout: Partitioned,
+    staged: Path,
+    catalogue: Catalogue,
+    pset: PolicySet,
+    policies: list[CheckedPolicy],
+    as_of: dt.date,
+    counted: pl.LazyFrame | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, list[Path]]:
+    """Per entity kind with an active policy: the parts of its wide frame (as
+    `wide_plans` computes it whole), in bucket order, computed by tasks `run` maps."""
+    cat = pset.catalogue
+    parts = layout.parts
+    kinds = sorted({p.target for p in policies})
+    links = staged_links(catalogue)
+    counted_frame = None if counted is None else counted.collect()
+    work = layout.work
+    if work.exists():
+        shutil.rmtree(work)
+    # Reached entities of every kind may be named; the ranges of all of them.
+    ranges = key_ranges(staged, pset, set(cat.entities()))
+    out: dict[str, list[Path]] = {}
+    for kind in kinds:
+        mine = [p for p in policies if p.target == kind]
+        read = sources_read(staged, pset, mine, as_of, counted)
+        linked = sorted(s for s in read if links.get(s))
+        base = work / kind
+        split_dir = base / "split"
+        tasks = []
+        for source in linked:
+            total = stored_rows(staged_file(staged, source))
+            for start in range(0, max(total, 1), layout.rows_per_piece):
+                tasks.append(
+                    {
+                        "staged": str(staged),
+                        "source": source,
+                        "columns": links[source],
+                        "ranges": ranges,
+                        "parts": parts,
+                        "rows": (start, min(layout.rows_per_piece, total - start)),
+                        "out": str(split_dir),
+                    }
+                )
+        rows = sum(run(split, tasks))
+        log(f"{kind}: {rows:,} rows of {len(linked)} sources split into {parts} partitions")
+        known = base / "known"
+        entity_source = cat.entity_source(kind)
+        run(
+            targets,
+            [
+                {
+                    "split_dir": str(split_dir),
+                    "source": entity_source,
+                    "kind": kind,
+                    "ranges": ranges,
+                    "parts": parts,
+                    "part": j,
+                    "out": str(known / kind),
+                }
+                for j in range(parts)
+            ],
+        )
+        frontier = {kind: known / kind}
+        steps = followed(cat, relations_read(cat, mine, as_of))
+        for n in range(MAX_STEPS):
+            reached = base / f"reached-{n}"
+            run(
+                follow,
+                [
+                    {
+                        "split_dir": str(split_dir),
+                        "step": step,
+                        "frontier": str(frontier[step.from_]),
+                        "ranges": ranges,
+                        "parts": parts,
+                        "part": j,
+                        "out": str(reached / step.to),
+                    }
+                    for step in steps
+                    if step.from_ in frontier
+                    for j in range(parts)
+                ],
+            )
+            next_frontier: dict[str, Path] = {}
+            for to in sorted({s.to for s in steps if s.from_ in frontier}):
+                fresh = sum(
+                    run(
+                        merge,
+                        [
+                            {
+                                "reached": str(reached / to),
+                                "known": str(known / to),
+                                "frontier": str(base / f"frontier-{n}" / to),
+                                "step": n,
+                                "part": j,
+                            }
+                            for j in range(parts)
+                        ],
+                    )
+                )
+                if fresh:
+                    next_frontier[to] = base / f"frontier-{n}" / to
+            if not next_frontier:
+                break
+            frontier = next_frontier
+        gathered = base / "gathered"
+        rows = sum(
+            run(
+                gather,
+                [
+                    {
+                        "split_dir": str(split_dir),
+                        "source": source,
+                        "column": column,
+                        "known": str(known / links[source][column]),
+                        "part": j,
+                        "out": str(gathered),
+                    }
+                    for source in linked
+                    for column in links[source]
+                    for j in range(parts)
+                ],
+            )
+        )
+        log(f"{kind}: {rows:,} rows gathered for {parts} buckets")
+        wide = base / "wide"
+        run(
+            evaluate_bucket,
+            [
+                {
+                    "staged": str(staged),
+                    "gathered": str(gathered),
+                    "linked": linked,
+                    "pset": pset,
+                    "policies": mine,
+                    "kind": kind,
+                    "as_of": as_of,
+                    "counted": counted_frame,
+                    "ranges": ranges,
+                    "parts": parts,
+                    "bucket": b,
+                    "out": str(wide),
+                }
+                for b in range(parts)
+            ],
+        )
+        out[kind] = [wide / f"part-{b:05d}.parquet" for b in range(parts)]
+    return out
