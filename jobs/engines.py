@@ -29,7 +29,7 @@ from eligibility import CheckedPolicy, PolicySet
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import wide_plans
-from jobs.partitioned import Mapper, Partitioned, wide_parts
+from jobs.partitioned import Mapper, Partitioned, PartitionedJob
 
 ENGINES = ("polars", "dask")
 
@@ -94,11 +94,18 @@ def dask_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
 
 
 class Evaluator:
-    """Computes wide frames on one engine: `wide` as often as needed, the cluster (if any)
-    started once (`evaluator`)."""
+    """Computes wide frames on one engine, as often as needed: the cluster (if any) is
+    started once, and each night's sources are split once (`evaluator`)."""
 
-    def __init__(self, choice: EngineChoice, run: Mapper | None = None, threads: int = 1):
-        self.choice, self._run, self._threads = choice, run, threads
+    def __init__(
+        self,
+        choice: EngineChoice,
+        work: Path,
+        run: Mapper | None = None,
+        threads: int = 1,
+    ) -> None:
+        self.choice, self.work, self._run, self._threads = choice, work, run, threads
+        self._jobs: dict[Path, PartitionedJob] = {}
 
     def wide(
         self,
@@ -108,31 +115,34 @@ class Evaluator:
         policies: list[CheckedPolicy],
         as_of: dt.date,
         counted: pl.LazyFrame | None,
-        work: Path,
+        name: str,
         log: Callable[[str], None] = lambda _: None,
     ) -> dict[str, pl.LazyFrame]:
         """Per entity kind with an active policy: its wide frame (`eligibility.wide_plans`).
-        The dask engine's parts are files under `work`, read in key order (`drop_work`
-        removes them once read)."""
+        The dask engine's parts are files under the work folder's `name`, read in key
+        order while the evaluator is open."""
         if self._run is None:
             return wide_plans(staged, policies, pset, as_of, counted)
-        layout = Partitioned(work, self.choice.partitions or 2 * self._threads)
-        parts = wide_parts(
-            self._run, layout, staged, catalogue, pset, policies, as_of, counted, log
-        )
+        job = self._jobs.get(staged)
+        if job is None:
+            layout = Partitioned(self.work, self.choice.partitions or 2 * self._threads)
+            job = self._jobs[staged] = PartitionedJob(
+                self._run, layout, staged, catalogue, pset, log
+            )
+        parts = job.wide(policies, as_of, counted, name)
         return {kind: pl.scan_parquet(files) for kind, files in parts.items()}
 
 
 @contextmanager
-def evaluator(choice: EngineChoice) -> Iterator[Evaluator]:
-    """An evaluator on the engine `choice` names, for the block."""
+def evaluator(choice: EngineChoice, work: Path) -> Iterator[Evaluator]:
+    """An evaluator on the engine `choice` names, for the block; its files under `work`
+    (none left after)."""
     if choice.name == "polars":
-        yield Evaluator(choice)
+        yield Evaluator(choice, work)
         return
-    with dask_mapper(choice) as (run, threads):
-        yield Evaluator(choice, run, threads)
-
-
-def drop_work(work: Path) -> None:
-    """Remove a partitioned evaluation's files."""
     shutil.rmtree(work, ignore_errors=True)
+    try:
+        with dask_mapper(choice) as (run, threads):
+            yield Evaluator(choice, work, run, threads)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,6 @@ read in bucket order, hold the entities in key order.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,63 +257,137 @@ def sources_read(
     return read
 
 
-def wide_parts(
-    run: Mapper,
-    layout: Partitioned,
-    staged: Path,
-    catalogue: Catalogue,
-    pset: PolicySet,
-    policies: list[CheckedPolicy],
-    as_of: dt.date,
-    counted: pl.LazyFrame | None = None,
-    log: Callable[[str], None] = lambda _: None,
-) -> dict[str, list[Path]]:
-    """Per entity kind with an active policy: the parts of its wide frame (as
-    `wide_plans` computes it whole), in bucket order, computed by tasks `run` maps."""
-    cat = pset.catalogue
-    parts = layout.parts
-    kinds = sorted({p.target for p in policies})
-    links = staged_links(catalogue)
-    counted_frame = None if counted is None else counted.collect()
-    work = layout.work
-    if work.exists():
-        shutil.rmtree(work)
-    # Reached entities of every kind may be named; the ranges of all of them.
-    ranges = key_ranges(staged, pset, set(cat.entities()))
-    out: dict[str, list[Path]] = {}
-    for kind in kinds:
-        mine = [p for p in policies if p.target == kind]
-        read = sources_read(staged, pset, mine, as_of, counted)
-        linked = sorted(s for s in read if links.get(s))
-        base = work / kind
-        split_dir = base / "split"
+class PartitionedJob:
+    """The wide frames of one night's staged sources, evaluated part by part by the tasks
+    `run` maps.  A source is split once, for every kind and day that reads it."""
+
+    def __init__(
+        self,
+        run: Mapper,
+        layout: Partitioned,
+        staged: Path,
+        catalogue: Catalogue,
+        pset: PolicySet,
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.run, self.layout, self.staged, self.pset, self.log = run, layout, staged, pset, log
+        self.links = staged_links(catalogue)
+        # Reached entities of every kind may be named: the ranges of all of them.
+        self.ranges = key_ranges(staged, pset, set(pset.catalogue.entities()))
+        self.split_dir = layout.work / "split"
+        self.split_done: set[str] = set()
+
+    def _split(self, sources: list[str]) -> None:
+        todo = [s for s in sources if s not in self.split_done]
         tasks = []
-        for source in linked:
-            total = stored_rows(staged_file(staged, source))
-            for start in range(0, max(total, 1), layout.rows_per_piece):
+        for source in todo:
+            total = stored_rows(staged_file(self.staged, source))
+            step = self.layout.rows_per_piece
+            for start in range(0, max(total, 1), step):
                 tasks.append(
                     {
-                        "staged": str(staged),
+                        "staged": str(self.staged),
                         "source": source,
-                        "columns": links[source],
-                        "ranges": ranges,
-                        "parts": parts,
-                        "rows": (start, min(layout.rows_per_piece, total - start)),
-                        "out": str(split_dir),
+                        "columns": self.links[source],
+                        "ranges": self.ranges,
+                        "parts": self.layout.parts,
+                        "rows": (start, min(step, total - start)),
+                        "out": str(self.split_dir),
                     }
                 )
-        rows = sum(run(split, tasks))
-        log(f"{kind}: {rows:,} rows of {len(linked)} sources split into {parts} partitions")
+        if tasks:
+            rows = sum(self.run(split, tasks))
+            self.log(f"{rows:,} rows of {len(todo)} sources split into {self.layout.parts} parts")
+        self.split_done.update(todo)
+
+    def wide(
+        self,
+        policies: list[CheckedPolicy],
+        as_of: dt.date,
+        counted: pl.LazyFrame | None,
+        name: str,
+    ) -> dict[str, list[Path]]:
+        """Per entity kind with an active policy: the parts of its wide frame (as
+        `wide_plans` computes it whole), in bucket order, under the work folder's `name`."""
+        kinds = sorted({p.target for p in policies})
+        counted_frame = None if counted is None else counted.collect()
+        reads = {
+            kind: sorted(
+                s
+                for s in sources_read(
+                    self.staged,
+                    self.pset,
+                    [p for p in policies if p.target == kind],
+                    as_of,
+                    counted,
+                )
+                if self.links.get(s)
+            )
+            for kind in kinds
+        }
+        self._split(sorted({s for linked in reads.values() for s in linked}))
+        out: dict[str, list[Path]] = {}
+        for kind in kinds:
+            mine = [p for p in policies if p.target == kind]
+            base = self.layout.work / name / kind
+            known = self._reach(kind, mine, as_of, base)
+            gathered = base / "gathered"
+            rows = sum(
+                self.run(
+                    gather,
+                    [
+                        {
+                            "split_dir": str(self.split_dir),
+                            "source": source,
+                            "column": column,
+                            "known": str(known / self.links[source][column]),
+                            "part": j,
+                            "out": str(gathered),
+                        }
+                        for source in reads[kind]
+                        for column in self.links[source]
+                        for j in range(self.layout.parts)
+                    ],
+                )
+            )
+            self.log(f"{kind}: {rows:,} rows gathered for {self.layout.parts} parts")
+            wide = base / "wide"
+            self.run(
+                evaluate_bucket,
+                [
+                    {
+                        "staged": str(self.staged),
+                        "gathered": str(gathered),
+                        "linked": reads[kind],
+                        "pset": self.pset,
+                        "policies": mine,
+                        "kind": kind,
+                        "as_of": as_of,
+                        "counted": counted_frame,
+                        "ranges": self.ranges,
+                        "parts": self.layout.parts,
+                        "bucket": b,
+                        "out": str(wide),
+                    }
+                    for b in range(self.layout.parts)
+                ],
+            )
+            out[kind] = [wide / f"part-{b:05d}.parquet" for b in range(self.layout.parts)]
+        return out
+
+    def _reach(self, kind: str, mine: list[CheckedPolicy], as_of: dt.date, base: Path) -> Path:
+        """The pairs (entity, bucket) each bucket of `kind` reaches, per kind under the
+        folder returned."""
+        parts, split_dir = self.layout.parts, str(self.split_dir)
         known = base / "known"
-        entity_source = cat.entity_source(kind)
-        run(
+        self.run(
             targets,
             [
                 {
-                    "split_dir": str(split_dir),
-                    "source": entity_source,
+                    "split_dir": split_dir,
+                    "source": self.pset.catalogue.entity_source(kind),
                     "kind": kind,
-                    "ranges": ranges,
+                    "ranges": self.ranges,
                     "parts": parts,
                     "part": j,
                     "out": str(known / kind),
@@ -323,17 +396,17 @@ def wide_parts(
             ],
         )
         frontier = {kind: known / kind}
-        steps = followed(cat, relations_read(cat, mine, as_of))
+        steps = followed(self.pset.catalogue, relations_read(self.pset.catalogue, mine, as_of))
         for n in range(MAX_STEPS):
             reached = base / f"reached-{n}"
-            run(
+            self.run(
                 follow,
                 [
                     {
-                        "split_dir": str(split_dir),
+                        "split_dir": split_dir,
                         "step": step,
                         "frontier": str(frontier[step.from_]),
-                        "ranges": ranges,
+                        "ranges": self.ranges,
                         "parts": parts,
                         "part": j,
                         "out": str(reached / step.to),
@@ -346,7 +419,7 @@ def wide_parts(
             next_frontier: dict[str, Path] = {}
             for to in sorted({s.to for s in steps if s.from_ in frontier}):
                 fresh = sum(
-                    run(
+                    self.run(
                         merge,
                         [
                             {
@@ -365,46 +438,4 @@ def wide_parts(
             if not next_frontier:
                 break
             frontier = next_frontier
-        gathered = base / "gathered"
-        rows = sum(
-            run(
-                gather,
-                [
-                    {
-                        "split_dir": str(split_dir),
-                        "source": source,
-                        "column": column,
-                        "known": str(known / links[source][column]),
-                        "part": j,
-                        "out": str(gathered),
-                    }
-                    for source in linked
-                    for column in links[source]
-                    for j in range(parts)
-                ],
-            )
-        )
-        log(f"{kind}: {rows:,} rows gathered for {parts} buckets")
-        wide = base / "wide"
-        run(
-            evaluate_bucket,
-            [
-                {
-                    "staged": str(staged),
-                    "gathered": str(gathered),
-                    "linked": linked,
-                    "pset": pset,
-                    "policies": mine,
-                    "kind": kind,
-                    "as_of": as_of,
-                    "counted": counted_frame,
-                    "ranges": ranges,
-                    "parts": parts,
-                    "bucket": b,
-                    "out": str(wide),
-                }
-                for b in range(parts)
-            ],
-        )
-        out[kind] = [wide / f"part-{b:05d}.parquet" for b in range(parts)]
-    return out
+        return known

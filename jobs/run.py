@@ -70,7 +70,7 @@ from jobs.allocate import (
     entitlements,
 )
 from jobs.catalogue import Catalogue
-from jobs.engines import EngineChoice, Evaluator, drop_work, evaluator
+from jobs.engines import EngineChoice, Evaluator, evaluator
 from jobs.errors import JobError
 from jobs.evaluate import accounts_paid, decisions_of_wide, evaluated_counts
 from jobs.faults import Fault, Stopped, checkpoint, outside_fault, stop_on_signals
@@ -592,7 +592,6 @@ class NightlyRun:
         """Per entity kind, the wide file of `policies` as of `as_of` (`features-<kind>`,
         `@<day>` for a past one), computed by the run's engine (`jobs.engines`)."""
         suffix = "" if as_of == self.request.as_of else f"@{as_of.isoformat()}"
-        work = folder / f"partitioned{suffix}"
         assert self.evaluator is not None
         wide = self.evaluator.wide(
             staged_dir(self.request.store, run_id),
@@ -601,14 +600,13 @@ class NightlyRun:
             policies,
             as_of,
             counted,
-            work,
+            f"features{suffix}",
             self.progress.log,
         )
         files = {
             target: _hashed_parquet(plan, folder, f"features-{target}{suffix}")
             for target, plan in wide.items()
         }
-        drop_work(work)
         return files
 
     def _past_days(self) -> dict[dt.date, list[CheckedPolicy]]:
@@ -663,7 +661,7 @@ class NightlyRun:
             else:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
-                with evaluator(self.request.engine) as self.evaluator:
+                with evaluator(self.request.engine, folder / "partitioned") as self.evaluator:
                     claims, archive = self._archive(run_id, folder, counted)
                 self.evaluator = None
             evaluated = evaluated_counts(_wide_files(archive), self.policies)
