@@ -179,10 +179,16 @@ def merge(reached: str, known: str, frontier: str, step: int, part: int) -> int:
     return fresh.height
 
 
-def gather(split_dir: str, source: str, column: str, known: str, part: int, out: str) -> int:
+def gather(
+    split_dir: str, source: str, column: str, known: str, own: bool, part: int, out: str
+) -> int:
     """Task: the rows of one partition of a source, by one of its key columns, that name an
-    entity some bucket reaches, sent to each such bucket."""
+    entity some bucket reaches, sent to each such bucket.  `own`: the column holds the
+    key of the buckets' own kind, whose rows in its own partition the bucket reads where
+    they were split (`evaluate_bucket`): those are not sent again."""
     pairs = _read(Path(known) / f"p={part}").collect()
+    if own:
+        pairs = pairs.filter(pl.col(BUCKET) != part)
     rows = _files(Path(split_dir) / source / column / f"p={part}")
     if pairs.height == 0 or not rows:
         return 0
@@ -195,8 +201,10 @@ def gather(split_dir: str, source: str, column: str, known: str, part: int, out:
 
 def evaluate_bucket(
     staged: str,
+    split_dir: str,
     gathered: str,
-    linked: list[str],
+    linked: dict[str, list[str]],
+    named: dict[str, dict[str, str]],
     pset: PolicySet,
     policies: list[CheckedPolicy],
     kind: str,
@@ -207,17 +215,29 @@ def evaluate_bucket(
     bucket: int,
     out: str,
 ) -> int:
-    """Task: the wide frame of one bucket's entities, over the rows they reach (`linked`:
-    the sources that name entities; any other source is read whole)."""
+    """Task: the wide frame of one bucket's entities, over the rows they reach: their own
+    rows where they were split, and the rows gathered for them (`linked`: per source that
+    names entities, its columns holding the key of `kind`; any other source is read
+    whole; `named`: per such source, all its key columns).  A row reached twice is read
+    once, and the entity source's rows in the order stored (the order of the others
+    changes no aggregate: first and last are by period)."""
+    entity_source = pset.catalogue.entity_source(kind)
 
     def scan(name: str) -> pl.LazyFrame:
-        if name not in linked:
-            return scan_staged(staged_file(Path(staged), name))
         whole = scan_staged(staged_file(Path(staged), name))
+        if name not in linked:
+            return whole
         files = _files(Path(gathered) / name / f"p={bucket}")
+        for column in linked[name]:
+            files += _files(Path(split_dir) / name / column / f"p={bucket}")
         if not files:
             return whole.clear()
-        return pl.scan_parquet(files).unique(ROW).sort(ROW).select(whole.collect_schema().names())
+        rows = pl.scan_parquet(files)
+        if len(named[name]) > 1:  # reached through two of its columns: once
+            rows = rows.unique(ROW)
+            if name == entity_source:  # the frame's rows in the order stored
+                rows = rows.sort(ROW)
+        return rows.select(whole.collect_schema().names())
 
     sk = Naming.sk(kind)
     lazy_counted = None if counted is None else counted.lazy()
@@ -341,6 +361,7 @@ class PartitionedJob:
                             "source": source,
                             "column": column,
                             "known": str(known / self.links[source][column]),
+                            "own": self.links[source][column] == kind,
                             "part": j,
                             "out": str(gathered),
                         }
@@ -357,8 +378,13 @@ class PartitionedJob:
                 [
                     {
                         "staged": str(self.staged),
+                        "split_dir": str(self.split_dir),
                         "gathered": str(gathered),
-                        "linked": reads[kind],
+                        "linked": {
+                            s: [c for c, k in self.links[s].items() if k == kind]
+                            for s in reads[kind]
+                        },
+                        "named": {s: self.links[s] for s in reads[kind]},
                         "pset": self.pset,
                         "policies": mine,
                         "kind": kind,
