@@ -106,32 +106,32 @@ def engine_options(fn: F) -> F:
     fn = click.option(
         "--partitions",
         type=click.IntRange(min=1),
-        help="--engine dask: ranges of the entity key evaluated apart (default: twice the "
-        "cluster's worker threads).",
+        help="--engine dask or spark: ranges of the entity key evaluated apart (default: "
+        "twice the cluster's cores).",
     )(fn)
     fn = click.option(
         "--scheduler",
         metavar="ADDRESS",
-        help="--engine dask: the Dask scheduler (tcp://host:8786) whose workers evaluate; "
-        "every worker must have disburse installed and see --store. Default: a cluster of "
-        "this machine's cores, started for the run.",
+        help="--engine dask: the Dask scheduler (tcp://host:8786); --engine spark: the Spark "
+        "master (spark://host:7077). Every worker must have disburse installed and see "
+        "--store. Default: this machine's cores (a local Dask cluster, or local[*]).",
     )(fn)
     return click.option(
         "--engine",
-        type=click.Choice(["polars", "dask"]),
+        type=click.Choice(["polars", "dask", "spark"]),
         default="polars",
         show_default=True,
         help="What computes the features and evaluates the policies: polars in this "
-        "process, or dask per range of the entity key on a Dask cluster (the same "
+        "process, or per range of the entity key on a Dask or Spark cluster (the same "
         "decisions and ledger). Ingest, allocation and posting stay in this process.",
     )(fn)
 
 
 def engine_choice(engine: str, scheduler: str | None, partitions: int | None) -> Any:
     """The `jobs.engines.EngineChoice` of `engine_options`; --scheduler and --partitions
-    only with --engine dask."""
+    only with --engine dask or spark."""
     from jobs.engines import EngineChoice
 
-    if engine != "dask" and (scheduler is not None or partitions is not None):
-        raise click.UsageError("--scheduler and --partitions apply to --engine dask only")
+    if engine == "polars" and (scheduler is not None or partitions is not None):
+        raise click.UsageError("--scheduler and --partitions apply to --engine dask or spark")
     return EngineChoice(engine, scheduler, partitions)

@@ -3,8 +3,13 @@
 * `polars` (the default): the wide plans in this process, streamed.
 * `dask`: the same plans per range of the entity key (`jobs.partitioned`), as tasks on a
   Dask distributed cluster: the scheduler at `address`, or a cluster of this machine's
-  cores started for the run.  Every worker must import this package (the same version)
-  and see the run's store (a shared file system across machines).
+  cores started for the run.
+* `spark`: the same tasks on Apache Spark (PySpark): the master at `address`, or
+  `local[*]` (Java 17 or later on the PATH or at $JAVA_HOME).  Spark schedules them as
+  one stage each; each task runs the same native Polars as the other engines.
+
+Every worker must import this package (the same version) and see the run's store (a
+shared file system across machines): the shuffles between the tasks are files there.
 
 Only the features and the evaluation fan out.  Ingest, allocation and posting stay in
 the one process that holds the run lock; the parts come back as Parquet files, read in
@@ -17,6 +22,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +37,7 @@ from jobs.errors import JobError
 from jobs.evaluate import wide_plans
 from jobs.partitioned import Mapper, Partitioned, PartitionedJob
 
-ENGINES = ("polars", "dask")
+ENGINES = ("polars", "dask", "spark")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,7 @@ class EngineChoice:
     """`disburse run --engine NAME [--scheduler ADDRESS] [--partitions N]`."""
 
     name: str = "polars"
-    address: str | None = None  # a Dask scheduler; none: a local cluster for the run
+    address: str | None = None  # a Dask scheduler or Spark master; none: this machine
     partitions: int | None = None  # ranges of the entity key; none: twice the workers
 
     def __post_init__(self) -> None:
@@ -93,6 +99,54 @@ def dask_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
         yield run, sum(client.nthreads().values()) or 1
 
 
+@contextmanager
+def spark_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
+    """A function that runs tasks on Spark (the master of `choice`, else `local[*]`), one
+    Spark task each, and returns their results in order; and the cluster's cores."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as e:
+        raise JobError(
+            "the spark engine needs PySpark", fix="pip install 'disburse[spark]' (and Java 17+)"
+        ) from e
+    # The Python workers are this interpreter, which imports this package.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    try:
+        spark = (
+            SparkSession.builder.master(choice.address or "local[*]")
+            .appName("disburse")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.python.worker.reuse", "true")
+            .getOrCreate()
+        )
+    except Exception as e:  # Java missing, the master unreachable: py4j says which
+        raise JobError(
+            f"cannot start Spark ({choice.address or 'local[*]'}): {_first_line(e)}",
+            fix="install Java 17 or later (Debian: openjdk-17-jre-headless), or check --scheduler",
+        ) from e
+    spark.sparkContext.setLogLevel("ERROR")
+    context = spark.sparkContext
+    try:
+
+        def run(fn: Callable[..., Any], tasks: Sequence[dict[str, Any]]) -> list[Any]:
+            if not tasks:
+                return []
+            numbered = context.parallelize(list(enumerate(tasks)), len(tasks))
+            done = numbered.map(lambda item: (item[0], fn(**item[1]))).collect()
+            return [result for _, result in sorted(done, key=lambda r: r[0])]
+
+        yield run, context.defaultParallelism
+    finally:
+        spark.stop()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class Evaluator:
     """Computes wide frames on one engine, as often as needed: the cluster (if any) is
     started once, and each night's sources are split once (`evaluator`)."""
@@ -141,8 +195,9 @@ def evaluator(choice: EngineChoice, work: Path) -> Iterator[Evaluator]:
         yield Evaluator(choice, work)
         return
     shutil.rmtree(work, ignore_errors=True)
+    mapper = dask_mapper if choice.name == "dask" else spark_mapper
     try:
-        with dask_mapper(choice) as (run, threads):
+        with mapper(choice) as (run, threads):
             yield Evaluator(choice, work, run, threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)

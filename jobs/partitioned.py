@@ -28,12 +28,13 @@ read in bucket order, hold the entities in key order.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from eligibility import CheckedPolicy, Naming, PolicySet, wide_plans
 from jobs.catalogue import Catalogue
@@ -102,6 +103,7 @@ def _write_parts(frame: pl.DataFrame, by: str, folder: Path, name: str) -> None:
 def split(
     staged: str,
     source: str,
+    keep: list[str],
     columns: dict[str, str],
     ranges: Ranges,
     parts: int,
@@ -110,7 +112,7 @@ def split(
 ) -> int:
     """Task: stored rows `rows` of `source`, numbered, sent to the partition of every entity
     they name, per surrogate-key column (`columns`: column -> kind).  Returns the rows read."""
-    frame = scan_staged(staged_file(Path(staged), source), rows, ROW).collect()
+    frame = scan_staged(staged_file(Path(staged), source), rows, ROW).select(ROW, *keep).collect()
     for column, kind in columns.items():
         named = frame.filter(pl.col(column).is_not_null()).with_columns(
             part_of(column, kind, ranges, parts).alias("__part")
@@ -205,6 +207,7 @@ def evaluate_bucket(
     gathered: str,
     linked: dict[str, list[str]],
     named: dict[str, dict[str, str]],
+    kept: dict[str, list[str]],
     pset: PolicySet,
     policies: list[CheckedPolicy],
     kind: str,
@@ -237,7 +240,7 @@ def evaluate_bucket(
             rows = rows.unique(ROW)
             if name == entity_source:  # the frame's rows in the order stored
                 rows = rows.sort(ROW)
-        return rows.select(whole.collect_schema().names())
+        return rows.select(c for c in whole.collect_schema().names() if c in kept[name])
 
     sk = Naming.sk(kind)
     lazy_counted = None if counted is None else counted.lazy()
@@ -259,21 +262,31 @@ class Partitioned:
     rows_per_piece: int = ROWS_PER_PIECE
 
 
-def sources_read(
+def columns_read(
     staged: Path,
     pset: PolicySet,
     policies: list[CheckedPolicy],
     as_of: dt.date,
     counted: pl.LazyFrame | None,
-) -> set[str]:
-    """The sources the wide plans of `policies` read (their plans built, not run)."""
-    read: set[str] = set()
+) -> dict[str, set[str]]:
+    """Per source the wide plans of `policies` read, the columns they read: the plans run
+    over empty sources that note what Polars' optimiser asks of each."""
+    read: dict[str, set[str]] = {}
 
     def scan(name: str) -> pl.LazyFrame:
-        read.add(name)
-        return scan_staged(staged_file(staged, name))
+        schema = scan_staged(staged_file(staged, name)).collect_schema()
+        read.setdefault(name, set())
 
-    wide_plans(scan, policies, pset.catalogue, as_of, counted)
+        def rows(
+            with_columns: list[str] | None, _p: Any, _n: Any, _b: Any
+        ) -> Iterator[pl.DataFrame]:
+            read[name].update(schema.names() if with_columns is None else with_columns)
+            yield from ()
+
+        return register_io_source(rows, schema=schema)
+
+    for plan in wide_plans(scan, policies, pset.catalogue, as_of, counted).values():
+        plan.collect()
     return read
 
 
@@ -295,12 +308,18 @@ class PartitionedJob:
         # Reached entities of every kind may be named: the ranges of all of them.
         self.ranges = key_ranges(staged, pset, set(pset.catalogue.entities()))
         self.split_dir = layout.work / "split"
-        self.split_done: set[str] = set()
+        self.split_done: dict[str, set[str]] = {}  # source -> the columns split
 
-    def _split(self, sources: list[str]) -> None:
-        todo = [s for s in sources if s not in self.split_done]
+    def _split(self, wanted: dict[str, set[str]]) -> None:
+        """Split each source of `wanted` with its key columns and the columns named (again
+        if a source was split without some of them)."""
+        todo = {
+            source: sorted(columns | set(self.links[source]) | self.split_done.get(source, set()))
+            for source, columns in wanted.items()
+            if not columns <= self.split_done.get(source, set())
+        }
         tasks = []
-        for source in todo:
+        for source, keep in todo.items():
             total = stored_rows(staged_file(self.staged, source))
             step = self.layout.rows_per_piece
             for start in range(0, max(total, 1), step):
@@ -308,6 +327,7 @@ class PartitionedJob:
                     {
                         "staged": str(self.staged),
                         "source": source,
+                        "keep": keep,
                         "columns": self.links[source],
                         "ranges": self.ranges,
                         "parts": self.layout.parts,
@@ -318,7 +338,7 @@ class PartitionedJob:
         if tasks:
             rows = sum(self.run(split, tasks))
             self.log(f"{rows:,} rows of {len(todo)} sources split into {self.layout.parts} parts")
-        self.split_done.update(todo)
+        self.split_done.update({source: set(keep) for source, keep in todo.items()})
 
     def wide(
         self,
@@ -331,21 +351,16 @@ class PartitionedJob:
         `wide_plans` computes it whole), in bucket order, under the work folder's `name`."""
         kinds = sorted({p.target for p in policies})
         counted_frame = None if counted is None else counted.collect()
-        reads = {
-            kind: sorted(
-                s
-                for s in sources_read(
-                    self.staged,
-                    self.pset,
-                    [p for p in policies if p.target == kind],
-                    as_of,
-                    counted,
-                )
-                if self.links.get(s)
-            )
-            for kind in kinds
-        }
-        self._split(sorted({s for linked in reads.values() for s in linked}))
+        reads: dict[str, dict[str, set[str]]] = {}  # kind -> linked source -> columns
+        for kind in kinds:
+            mine = [p for p in policies if p.target == kind]
+            found = columns_read(self.staged, self.pset, mine, as_of, counted)
+            reads[kind] = {s: c for s, c in sorted(found.items()) if self.links.get(s)}
+        wanted: dict[str, set[str]] = {}
+        for linked in reads.values():
+            for source, columns in linked.items():
+                wanted.setdefault(source, set()).update(columns)
+        self._split(wanted)
         out: dict[str, list[Path]] = {}
         for kind in kinds:
             mine = [p for p in policies if p.target == kind]
@@ -385,6 +400,7 @@ class PartitionedJob:
                             for s in reads[kind]
                         },
                         "named": {s: self.links[s] for s in reads[kind]},
+                        "kept": {s: sorted(self.split_done[s]) for s in reads[kind]},
                         "pset": self.pset,
                         "policies": mine,
                         "kind": kind,
