@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,6 +113,23 @@ def spark_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
     # The Python workers are this interpreter, which imports this package.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if choice.address is None:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # The JVM's own log: errors only, from its start (else it prints its warnings).
+    quiet = Path(tempfile.gettempdir()) / "disburse-spark-log4j2.properties"
+    quiet.write_text(
+        "rootLogger.level = error\n"
+        "rootLogger.appenderRef.stderr.ref = stderr\n"
+        "appender.stderr.type = Console\n"
+        "appender.stderr.name = stderr\n"
+        "appender.stderr.target = SYSTEM_ERR\n"
+        "appender.stderr.layout.type = PatternLayout\n"
+        "appender.stderr.layout.pattern = spark: %p %c{1}: %m%n\n"
+    )
+    os.environ.setdefault(
+        "PYSPARK_SUBMIT_ARGS",
+        f"--driver-java-options -Dlog4j2.configurationFile={quiet} pyspark-shell",
+    )
     try:
         spark = (
             SparkSession.builder.master(choice.address or "local[*]")

@@ -1,8 +1,8 @@
-"""The dask engine (`disburse run --engine dask`) gives what the polars engine gives: the
-same wide archive (every feature, condition and amount, in the same order), the same
-claims, and the same ledger row by row, hashes included; on SQLite and PostgreSQL, with
-a Dask cluster of this machine's cores and with the key split into more ranges than
-there are workers."""
+"""The dask and spark engines (`disburse run --engine dask|spark`) give what the polars
+engine gives: the same wide archive (every feature, condition and amount, in the same
+order), the same claims, and the same ledger row by row, hashes included; on SQLite and
+PostgreSQL, on a cluster of this machine's cores, with the key split into as many ranges
+as the engine picks and into more than there are workers."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def table(engine: Engine, t: type) -> pl.DataFrame:
     return pl.DataFrame([tuple(r) for r in rows], schema=[c.name for c in cols], orient="row")
 
 
-@pytest.mark.parametrize("partitions", [None, 5])
-def test_the_dask_engine_writes_the_ledger_the_polars_engine_writes(
-    city: Path, db_url: str, other_db_url: str, tmp_path: Path, partitions: int | None
+@pytest.mark.parametrize(("name", "partitions"), [("dask", None), ("dask", 5), ("spark", 3)])
+def test_a_cluster_engine_writes_the_ledger_the_polars_engine_writes(
+    city: Path, db_url: str, other_db_url: str, tmp_path: Path, name: str, partitions: int | None
 ) -> None:
     store_polars, store_dask = tmp_path / "polars", tmp_path / "dask"
     with open_engine(db_url, init=True) as engine:
@@ -52,7 +52,7 @@ def test_the_dask_engine_writes_the_ledger_the_polars_engine_writes(
     store_dask.mkdir()
     shutil.copyfile(key_file(store_polars), key_file(store_dask))
     with open_engine(other_db_url, init=True) as engine:
-        second = night(engine, city, store_dask, EngineChoice("dask", partitions=partitions))
+        second = night(engine, city, store_dask, EngineChoice(name, partitions=partitions))
         dask_ledger = {t.__name__: table(engine, t) for t in (Transfer, EntitlementKey)}
         dask_run = get_run(engine, second)
     assert polars_ledger["Transfer"].height > 600

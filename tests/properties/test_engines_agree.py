@@ -1,9 +1,9 @@
-"""The dask engine's partitioned evaluation (`jobs.partitioned`) gives the polars engine's
+"""The dask and spark engines' partitioned evaluation (`jobs.partitioned`) gives the polars engine's
 wide frames and decision table, row for row and in the same order, on random
 populations: synthetic cities of random size, seed and share of broken rows, split into
 a random number of key ranges, on a random day (one whose back-pay or windows differ).
 
-One Dask cluster (this machine's cores) serves every example.  Each example stages its
+One cluster of each (this machine's cores) serves every example.  Each example stages its
 own city, so the examples are few; the end-to-end ledger comparison is
 tests/db/test_engines.py.
 """
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from disburse.synth import generate
 from eligibility import decisions_of_wide
 from jobs.catalogue import load_source_catalogue
-from jobs.engines import EngineChoice, dask_mapper
+from jobs.engines import EngineChoice, dask_mapper, spark_mapper
 from jobs.evaluate import wide_plans
 from jobs.ingest import stage
 from jobs.partitioned import Mapper, Partitioned, PartitionedJob
@@ -35,9 +35,11 @@ PSET = load_policies(CATALOGUE)
 DAYS = [dt.date(2025, 12, 31), dt.date(2026, 3, 15), dt.date(2026, 6, 30)]
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Mapper]:
-    with dask_mapper(EngineChoice("dask")) as (run, _threads):
+@pytest.fixture(scope="module", params=["dask", "spark"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Mapper]:
+    choice = EngineChoice(request.param)
+    mapper = dask_mapper if choice.name == "dask" else spark_mapper
+    with mapper(choice) as (run, _threads):
         yield run
 
 
