@@ -44,7 +44,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Mapper]:
 
 
 @settings(
-    max_examples=6,
+    max_examples=5,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
