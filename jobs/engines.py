@@ -62,7 +62,7 @@ def dask_client(choice: EngineChoice) -> Iterator[Any]:
     cores (one worker process a core) started for the block."""
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if choice.address is not None:
         try:
             client = Client(choice.address, timeout=30)  # type: ignore[no-untyped-call]
@@ -80,7 +80,9 @@ def dask_client(choice: EngineChoice) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            # A worker that loses the scheduler while the cluster closes logs a traceback;
+            # a task's failure reaches the client as its exception.
+            silence_logs=logging.CRITICAL,
         ) as cluster,
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):

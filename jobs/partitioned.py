@@ -74,6 +74,12 @@ def key_ranges(staged: Path, pset: PolicySet, kinds: set[str]) -> Ranges:
     return out
 
 
+def _mib(folder: Path) -> str:
+    """The size of the files under `folder`, in MiB (for the progress log)."""
+    size = sum(f.stat().st_size for f in folder.rglob("*.parquet")) if folder.is_dir() else 0
+    return f"{size / 2**20:,.0f}"
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
@@ -337,7 +343,10 @@ class PartitionedJob:
                 )
         if tasks:
             rows = sum(self.run(split, tasks))
-            self.log(f"{rows:,} rows of {len(todo)} sources split into {self.layout.parts} parts")
+            self.log(
+                f"{rows:,} rows of {len(todo)} sources split into {self.layout.parts} parts "
+                f"({_mib(self.split_dir)} MiB written)"
+            )
         self.split_done.update({source: set(keep) for source, keep in todo.items()})
 
     def wide(
@@ -386,7 +395,10 @@ class PartitionedJob:
                     ],
                 )
             )
-            self.log(f"{kind}: {rows:,} rows gathered for {self.layout.parts} parts")
+            self.log(
+                f"{kind}: {rows:,} rows gathered for {self.layout.parts} parts "
+                f"({_mib(gathered)} MiB written)"
+            )
             wide = base / "wide"
             self.run(
                 evaluate_bucket,
