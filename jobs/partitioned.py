@@ -39,6 +39,7 @@ from polars.io.plugins import register_io_source
 from eligibility import CheckedPolicy, Naming, PolicySet, wide_plans
 from jobs.catalogue import Catalogue
 from jobs.events.scope import MAX_STEPS, Step, followed, relations_read
+from jobs.progress import peak_rss_mb
 from jobs.staged import scan_staged, staged_file, staged_links, stored_rows
 
 ROW = "__row"  # a source row's number as stored: the same row reached twice is one row
@@ -223,8 +224,9 @@ def evaluate_bucket(
     parts: int,
     bucket: int,
     out: str,
-) -> int:
-    """Task: the wide frame of one bucket's entities, over the rows they reach: their own
+) -> tuple[int, float]:
+    """Task: the wide frame of one bucket's entities (its rows, and the worker's peak
+    memory in MiB), over the rows they reach: their own
     rows where they were split, and the rows gathered for them (`linked`: per source that
     names entities, its columns holding the key of `kind`; any other source is read
     whole; `named`: per such source, all its key columns).  A row reached twice is read
@@ -253,7 +255,7 @@ def evaluate_bucket(
     plans = wide_plans(scan, policies, pset.catalogue, as_of, lazy_counted)
     frame = plans[kind].filter(part_of(sk, kind, ranges, parts) == bucket).collect()
     _write(frame, Path(out), f"part-{bucket:05d}")
-    return frame.height
+    return frame.height, peak_rss_mb()
 
 
 # --- the job -------------------------------------------------------------------------------
@@ -400,7 +402,7 @@ class PartitionedJob:
                 f"({_mib(gathered)} MiB written)"
             )
             wide = base / "wide"
-            self.run(
+            done = self.run(
                 evaluate_bucket,
                 [
                     {
@@ -425,6 +427,10 @@ class PartitionedJob:
                     }
                     for b in range(self.layout.parts)
                 ],
+            )
+            self.log(
+                f"{kind}: {sum(r for r, _ in done):,} entities evaluated in {len(done)} parts "
+                f"(a worker's peak memory {max(m for _, m in done):,.0f} MiB)"
             )
             out[kind] = [wide / f"part-{b:05d}.parquet" for b in range(self.layout.parts)]
         return out
