@@ -21,6 +21,8 @@ from disburse.options import (
     as_of_option,
     catalogue_option,
     db_option,
+    engine_choice,
+    engine_options,
     json_option,
     policies_option,
     quiet_option,
@@ -314,10 +316,22 @@ def features(policies_path, catalogue_dir, as_json):
     help="An older version of the policy: report who gains, who loses, how much.",
 )
 @unmask_option("Show identifiers in full.")
+@engine_options
 @json_option('Print {"policies": {ID: {...}}} as JSON.')
 @quiet_option("No progress lines.")
 def simulate(
-    data, as_of, policy_id, policies_paths, catalogue_dir, against, unmask, as_json, quiet
+    data,
+    as_of,
+    policy_id,
+    policies_paths,
+    catalogue_dir,
+    against,
+    unmask,
+    engine,
+    scheduler,
+    partitions,
+    as_json,
+    quiet,
 ):
     """Reach and cost of each policy before launch; writes nothing to any ledger.
 
@@ -337,6 +351,7 @@ def simulate(
             only=policy_id,
             against=against,
             unmask=unmask,
+            evaluate_on=engine_choice(engine, scheduler, partitions),
             progress=progress,
         )
     click.echo(

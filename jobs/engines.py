@@ -65,7 +65,7 @@ def dask_client(choice: EngineChoice) -> Iterator[Any]:
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if choice.address is not None:
         try:
-            client = Client(choice.address, timeout=30)  # type: ignore[no-untyped-call]
+            client = Client(choice.address, timeout=10)  # type: ignore[no-untyped-call]
         except OSError as e:
             raise JobError(
                 f"cannot reach the Dask scheduler at {choice.address}: {e}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -21,6 +22,10 @@ from eligibility import (
 )
 from eligibility import wide_plans as wide_plans_of
 from jobs.staged import scan_staged, staged_file
+
+if TYPE_CHECKING:
+    from jobs.catalogue import Catalogue
+    from jobs.engines import Evaluator
 
 
 def staged_scan(staged_dir: Path) -> Scan:
@@ -64,9 +69,15 @@ def evaluated_counts(wide_files: dict[str, Path], policies: list[CheckedPolicy])
 
 
 def evaluate(
-    staged_dir: Path, pset: PolicySet, as_of: dt.date, only: str | None = None
+    staged_dir: Path,
+    pset: PolicySet,
+    as_of: dt.date,
+    only: str | None = None,
+    on: tuple[Evaluator, Catalogue] | None = None,
 ) -> pl.DataFrame:
-    """The decision table of the policies active on `as_of`, in policy then entity order.
+    """The decision table of the policies active on `as_of`, in policy then entity order;
+    the wide frames computed by `on` (an open evaluator of `jobs.engines` and the source
+    catalogue), else in this process.
 
     Each wide frame is collected once (without its features: only what the results read),
     then every policy's rows are selected from it, as the nightly run does through its
@@ -79,7 +90,11 @@ def evaluate(
         )
         .collect(engine="streaming")
         .lazy()
-        for target, plan in wide_plans(staged_dir, policies, pset, as_of).items()
+        for target, plan in (
+            wide_plans(staged_dir, policies, pset, as_of)
+            if on is None
+            else on[0].wide(staged_dir, on[1], pset, policies, as_of, None, "evaluate")
+        ).items()
     }
     return decisions_of_wide(wide, policies, as_of).collect(engine="streaming")
 

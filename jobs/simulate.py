@@ -17,6 +17,7 @@ import polars as pl
 
 from common.money import format_yuan, yuan_to_fen
 from eligibility import Naming, PolicySet, load_policy
+from jobs.engines import EngineChoice, evaluator
 from jobs.evaluate import evaluate
 from jobs.ingest import stage
 from jobs.policies import load_policy_files
@@ -313,6 +314,7 @@ def simulate(
     only: str | None = None,
     against: Path | None = None,
     unmask: bool = False,
+    evaluate_on: EngineChoice | None = None,
     progress: Progress | None = None,
 ) -> Simulation:
     """`disburse simulate`: per policy (those in `policies`, files or folders, default the
@@ -328,7 +330,8 @@ def simulate(
         staged = Path(tmp)
         reports = stage(data_dir, staged, catalogue=catalogue, progress=say)
         say.log("evaluating policies")
-        results = evaluate(staged, pset, as_of, only)
+        with evaluator(evaluate_on or EngineChoice(), staged / "partitioned") as engine:
+            results = evaluate(staged, pset, as_of, only, (engine, catalogue))
         summary = _summary(results, pset, entity_segments(staged, as_of))
         if against is not None:
             old_policy = load_policy(against, pset.catalogue)
