@@ -236,6 +236,7 @@ def demo(out, enterprises, persons, as_json, quiet):
     "postings), as `disburse events serve --batch`: larger batches serve more events per "
     "second, smaller ones sooner.",
 )
+@engine_options
 @json_option("Print the report as JSON.")
 @quiet_option()
 def bench(
@@ -250,6 +251,9 @@ def bench(
     finance_day,
     events,
     events_batch,
+    engine,
+    scheduler,
+    partitions,
     as_json,
     quiet,
 ):
@@ -285,6 +289,7 @@ def bench(
                 events=events,
                 events_batch=events_batch,
                 baselines=not no_baselines,
+                engine=engine_choice(engine, scheduler, partitions),
             ),
             catalogue=cat,
             progress=progress,

@@ -32,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -58,6 +58,7 @@ from disburse.bench.result import (
 )
 from eligibility import PolicySet
 from jobs.catalogue import Catalogue
+from jobs.engines import EngineChoice
 from jobs.errors import JobError
 from jobs.evaluate import evaluate
 from jobs.ingest import staged_dir
@@ -87,6 +88,7 @@ class BenchRequest:
     events: int = 0
     events_batch: int = 2000  # the timed serve's batch
     baselines: bool = True  # the compiled evaluation against the hand-written peers
+    engine: EngineChoice = field(default_factory=EngineChoice)  # the runs' evaluation
 
 
 def cache_root() -> Path:
@@ -305,6 +307,7 @@ def bench(
             as_of=RUN_AS_OF,
             store=scratch / "store",
             features_file=features_path([POLICIES]),
+            engine=req.engine,
         )
         runs: list[RunTimes] = []
         for label in ("first_run", "second_run"):
@@ -363,6 +366,7 @@ def bench(
                 cached=synth_s is None,
             ),
             database="postgresql" if db.admin_url is not None else "sqlite",
+            engine=req.engine.name,
             active_policies=sorted(p.id for p in pset.active(RUN_AS_OF)),
             first_run=runs[0],
             second_run=runs[1],

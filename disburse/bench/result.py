@@ -278,6 +278,7 @@ class BenchResult:
 
     population: Population
     database: str  # postgresql | sqlite
+    engine: str  # what evaluated in the runs (`disburse run --engine`)
     active_policies: list[str]
     first_run: RunTimes
     second_run: RunTimes
@@ -293,6 +294,7 @@ class BenchResult:
         return {
             "population": self.population.to_json(),
             "database": self.database,
+            "engine": self.engine,
             "active_policies": self.active_policies,
             "first_run": self.first_run.to_json(),
             "second_run": self.second_run.to_json(),
@@ -312,7 +314,8 @@ class BenchResult:
         pop = self.population
         lines = [
             f"{pop.enterprises:,} enterprises, {pop.persons:,} persons, {pop.months} months: "
-            f"{pop.source_rows:,} source rows on {self.database}",
+            f"{pop.source_rows:,} source rows on {self.database}; the runs evaluated by "
+            f"{self.engine}",
             self.machine.to_text(),
             *self.first_run.to_text("first_run"),
             *self.second_run.to_text("second_run"),

@@ -55,6 +55,7 @@ def result(evaluation: Evaluation) -> BenchResult:
     return BenchResult(
         population=Population(300, 1500, 12, 1, 11_772, None, True),
         database="sqlite",
+        engine="polars",
         active_policies=["a", "b"],
         first_run=first,
         second_run=second,
@@ -96,7 +97,7 @@ def test_json_has_the_evaluation_at_the_top_level_and_phases_as_plain_data() -> 
     out = result(WITH_DUCKDB).to_json()
     assert sorted(out) == [
         "active_policies", "baseline_ratio", "baseline_ratio_spread", "compiled_seconds",
-        "cpus", "database", "duckdb_ratio", "duckdb_ratio_spread", "events",
+        "cpus", "database", "duckdb_ratio", "duckdb_ratio_spread", "engine", "events",
         "events_end_to_end", "finance_day", "first_run", "handwritten_duckdb_seconds",
         "handwritten_polars_seconds", "machine", "peak_rss_mb", "policies", "population",
         "rounds", "rows", "same_results_duckdb", "same_results_polars", "second_run",
@@ -191,7 +192,8 @@ def test_text_is_one_line_per_run_phase_and_round(
 ) -> None:
     assert result(evaluation).to_text() == "\n".join(
         [
-            "300 enterprises, 1,500 persons, 12 months: 11,772 source rows on sqlite",
+            "300 enterprises, 1,500 persons, 12 months: 11,772 source rows on sqlite; the runs "
+            "evaluated by polars",
             "machine: 2 CPUs, 24 GiB, load 0.10 before and 1.50 after (1 min); "
             "Python 3.11.7; polars 1.20.0, duckdb -",
             "first run: 0.4 s, 243 transfers, peak 204 MiB",
