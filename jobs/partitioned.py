@@ -225,13 +225,14 @@ def evaluate_bucket(
     bucket: int,
     out: str,
 ) -> tuple[int, float]:
-    """Task: the wide frame of one bucket's entities (its rows, and the worker's peak
-    memory in MiB), over the rows they reach: their own
-    rows where they were split, and the rows gathered for them (`linked`: per source that
-    names entities, its columns holding the key of `kind`; any other source is read
-    whole; `named`: per such source, all its key columns).  A row reached twice is read
-    once, and the entity source's rows in the order stored (the order of the others
-    changes no aggregate: first and last are by period)."""
+    """Task: the wide frame of one bucket's entities, streamed to its part file, over the
+    rows they reach: their own rows where they were split, and the rows gathered for
+    them (`linked`: per source that names entities, its columns holding the key of
+    `kind`; any other source is read whole; `named`: per such source, all its key
+    columns; `kept`: the columns split).  A row reached twice is read once, and the
+    entity source's rows in the order stored (the order of the others changes no
+    aggregate: first and last are by period).  Returns the part's rows and the
+    worker's peak memory in MiB."""
     entity_source = pset.catalogue.entity_source(kind)
 
     def scan(name: str) -> pl.LazyFrame:
@@ -253,9 +254,14 @@ def evaluate_bucket(
     sk = Naming.sk(kind)
     lazy_counted = None if counted is None else counted.lazy()
     plans = wide_plans(scan, policies, pset.catalogue, as_of, lazy_counted)
-    frame = plans[kind].filter(part_of(sk, kind, ranges, parts) == bucket).collect()
-    _write(frame, Path(out), f"part-{bucket:05d}")
-    return frame.height, peak_rss_mb()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, part = folder / f".part-{bucket:05d}.tmp", folder / f"part-{bucket:05d}.parquet"
+    plans[kind].filter(part_of(sk, kind, ranges, parts) == bucket).sink_parquet(
+        tmp, engine="streaming"
+    )
+    tmp.replace(part)
+    return int(pl.scan_parquet(part).select(pl.len()).collect().item()), peak_rss_mb()
 
 
 # --- the job -------------------------------------------------------------------------------
@@ -430,7 +436,7 @@ class PartitionedJob:
             )
             self.log(
                 f"{kind}: {sum(r for r, _ in done):,} entities evaluated in {len(done)} parts "
-                f"(a worker's peak memory {max(m for _, m in done):,.0f} MiB)"
+                f"(workers' peak memory so far {max(m for _, m in done):,.0f} MiB)"
             )
             out[kind] = [wide / f"part-{b:05d}.parquet" for b in range(self.layout.parts)]
         return out
