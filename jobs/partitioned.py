@@ -9,20 +9,23 @@ related entities' rows.  No task reads a whole source, and none holds the city:
 
 1. **split** (one task per piece of a source's stored rows): each row, numbered, goes to
    the partition of every entity it names, per surrogate-key column (`part_of`: a range
-   of keys of that column's kind), one file per (column, partition, piece).
+   of keys of that column's kind), one file per (column, partition, piece).  Only the
+   columns the plans read are kept (`columns_read`), and a source is split once a night.
 2. **reach** (one task per relation followed and partition, step by step): the pairs
    (entity, bucket) a bucket reaches, joined partition by partition with the relation's
    rows split by their `from` key, sent to the partitions of the entities they reach;
    then per partition the pairs not reached before, the next step's frontier.
 3. **gather** (one task per source, column and partition): the rows naming an entity a
-   bucket reaches, joined partition by partition, sent to that bucket.
-4. **evaluate** (one task per bucket): the wide plan over the bucket's gathered rows (a
-   row once, in stored order; a source that names no entity, whole), its own entities'
-   rows kept, written as the bucket's part.
+   bucket reaches from another range, joined partition by partition, sent to that
+   bucket.  A bucket's own rows stay where they were split.
+4. **evaluate** (one task per bucket): the wide plan over the bucket's own and gathered
+   rows (a row once; a source that names no entity, whole), its own entities kept,
+   streamed to the bucket's part file.
 
 A pair (entity, bucket) and a row move only between partitions of the same key; the
 shuffles are files under one work folder, which every worker must see.  The parts,
-read in bucket order, hold the entities in key order.
+read in bucket order, hold the entities in key order, as the whole plan's wide frame
+does (it is sorted by key).
 """
 
 from __future__ import annotations
@@ -229,11 +232,10 @@ def evaluate_bucket(
     rows they reach: their own rows where they were split, and the rows gathered for
     them (`linked`: per source that names entities, its columns holding the key of
     `kind`; any other source is read whole; `named`: per such source, all its key
-    columns; `kept`: the columns split).  A row reached twice is read once, and the
-    entity source's rows in the order stored (the order of the others changes no
-    aggregate: first and last are by period).  Returns the part's rows and the
-    worker's peak memory in MiB."""
-    entity_source = pset.catalogue.entity_source(kind)
+    columns; `kept`: the columns split).  A row reached twice is read once, and rows in
+    the order stored, as the whole plan reads them (a first or last among rows of one
+    period keeps that order).  Returns the part's rows and the worker's peak memory in
+    MiB."""
 
     def scan(name: str) -> pl.LazyFrame:
         whole = scan_staged(staged_file(Path(staged), name))
@@ -247,8 +249,8 @@ def evaluate_bucket(
         rows = pl.scan_parquet(files)
         if len(named[name]) > 1:  # reached through two of its columns: once
             rows = rows.unique(ROW)
-            if name == entity_source:  # the frame's rows in the order stored
-                rows = rows.sort(ROW)
+        if len(files) > 1:  # in the order stored, as the whole plan reads them
+            rows = rows.sort(ROW)
         return rows.select(c for c in whole.collect_schema().names() if c in kept[name])
 
     sk = Naming.sk(kind)

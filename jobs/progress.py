@@ -9,9 +9,10 @@ rows and the process's peak memory so far, for the run's summary.
 from __future__ import annotations
 
 import resource
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,43 @@ def peak_rss_mb() -> float:
     """The process's peak resident memory so far, in MiB (Linux reports KiB)."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(kib / 1024, 1)
+
+
+class TreePeak:
+    """While open, the peak of the summed resident memory of this process and all its
+    descendants (a cluster engine's worker processes, Spark's JVM), sampled every
+    `every` seconds on a thread of its own."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every, self.peak_bytes = every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak_bytes = max(self.peak_bytes, total)
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> TreePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mb(self) -> float:
+        """The peak so far, in MiB."""
+        return round(self.peak_bytes / 2**20, 1)
 
 
 @dataclass

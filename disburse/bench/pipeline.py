@@ -63,7 +63,7 @@ from jobs.errors import JobError
 from jobs.evaluate import evaluate
 from jobs.ingest import staged_dir
 from jobs.policies import features_path, load_policies
-from jobs.progress import Progress, Silent, peak_rss_mb
+from jobs.progress import Progress, Silent, TreePeak, peak_rss_mb
 from jobs.run import RunRequest, run_nightly_on
 from ledgers.db import init_schema, make_engine
 
@@ -313,7 +313,10 @@ def bench(
         for label in ("first_run", "second_run"):
             say.log(f"{label.replace('_', ' ')}")
             started = time.perf_counter()
-            outcome = run_nightly_on(engine, request, catalogue=catalogue, pset=pset, progress=say)
+            with TreePeak() as tree:
+                outcome = run_nightly_on(
+                    engine, request, catalogue=catalogue, pset=pset, progress=say
+                )
             wall = time.perf_counter() - started
             runs.append(
                 RunTimes(
@@ -323,6 +326,7 @@ def bench(
                     transfers=outcome.summary.totals.transfers,
                     entitled=outcome.summary.totals.entitled,
                     peak_rss_mb=peak_rss_mb(),
+                    tree_peak_mb=tree.mb,
                 )
             )
         first_id = runs[0].run_id

@@ -41,6 +41,8 @@ class RunTimes:
     transfers: int
     entitled: int
     peak_rss_mb: float
+    # The peak of this process and its descendants together (a cluster's workers).
+    tree_peak_mb: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The run as plain data."""
@@ -51,6 +53,7 @@ class RunTimes:
             "transfers": self.transfers,
             "entitled": self.entitled,
             "peak_rss_mb": self.peak_rss_mb,
+            "tree_peak_mb": self.tree_peak_mb,
         }
 
     def to_text(self, label: str) -> list[str]:
@@ -58,6 +61,11 @@ class RunTimes:
         lines = [
             f"{label.replace('_', ' ')}: {self.seconds:.1f} s, {self.transfers:,} transfers, "
             f"peak {self.peak_rss_mb:,.0f} MiB"
+            + (
+                ""
+                if self.tree_peak_mb is None
+                else f" (with its workers: {self.tree_peak_mb:,.0f} MiB)"
+            )
         ]
         for name, timing in self.phases.items():
             # From the JSON form, so the text shows the figures `--json` prints, rounded alike.
