@@ -174,17 +174,18 @@ class Evaluator:
     def __init__(
         self,
         choice: EngineChoice,
+        catalogue: Catalogue,
         work: Path,
         run: Mapper | None = None,
         threads: int = 1,
     ) -> None:
-        self.choice, self.work, self._run, self._threads = choice, work, run, threads
+        self.choice, self.catalogue, self.work = choice, catalogue, work
+        self._run, self._threads = run, threads
         self._jobs: dict[Path, PartitionedJob] = {}
 
     def wide(
         self,
         staged: Path,
-        catalogue: Catalogue,
         pset: PolicySet,
         policies: list[CheckedPolicy],
         as_of: dt.date,
@@ -201,23 +202,23 @@ class Evaluator:
         if job is None:
             layout = Partitioned(self.work, self.choice.partitions or 2 * self._threads)
             job = self._jobs[staged] = PartitionedJob(
-                self._run, layout, staged, catalogue, pset, log
+                self._run, layout, staged, self.catalogue, pset, log
             )
         parts = job.wide(policies, as_of, counted, name)
         return {kind: pl.scan_parquet(files) for kind, files in parts.items()}
 
 
 @contextmanager
-def evaluator(choice: EngineChoice, work: Path) -> Iterator[Evaluator]:
-    """An evaluator on the engine `choice` names, for the block; its files under `work`
-    (none left after)."""
+def evaluator(choice: EngineChoice, catalogue: Catalogue, work: Path) -> Iterator[Evaluator]:
+    """An evaluator on the engine `choice` names, for the block, over sources described by
+    `catalogue`; its files under `work` (none left after)."""
     if choice.name == "polars":
-        yield Evaluator(choice, work)
+        yield Evaluator(choice, catalogue, work)
         return
     shutil.rmtree(work, ignore_errors=True)
     mapper = dask_mapper if choice.name == "dask" else spark_mapper
     try:
         with mapper(choice) as (run, threads):
-            yield Evaluator(choice, work, run, threads)
+            yield Evaluator(choice, catalogue, work, run, threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)

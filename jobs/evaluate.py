@@ -24,7 +24,6 @@ from eligibility import wide_plans as wide_plans_of
 from jobs.staged import scan_staged, staged_file
 
 if TYPE_CHECKING:
-    from jobs.catalogue import Catalogue
     from jobs.engines import Evaluator
 
 
@@ -73,11 +72,11 @@ def evaluate(
     pset: PolicySet,
     as_of: dt.date,
     only: str | None = None,
-    on: tuple[Evaluator, Catalogue] | None = None,
+    on: Evaluator | None = None,
 ) -> pl.DataFrame:
     """The decision table of the policies active on `as_of`, in policy then entity order;
-    the wide frames computed by `on` (an open evaluator of `jobs.engines` and the source
-    catalogue), else in this process.
+    the wide frames computed by `on` (an open evaluator of `jobs.engines`), else in this
+    process.
 
     Each wide frame is collected once (without its features: only what the results read),
     then every policy's rows are selected from it, as the nightly run does through its
@@ -93,7 +92,7 @@ def evaluate(
         for target, plan in (
             wide_plans(staged_dir, policies, pset, as_of)
             if on is None
-            else on[0].wide(staged_dir, on[1], pset, policies, as_of, None, "evaluate")
+            else on.wide(staged_dir, pset, policies, as_of, None, "evaluate")
         ).items()
     }
     return decisions_of_wide(wide, policies, as_of).collect(engine="streaming")

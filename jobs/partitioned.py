@@ -96,15 +96,23 @@ def _read(folder: Path, schema: dict[str, Any] | None = None) -> pl.LazyFrame:
     return pl.LazyFrame(schema=schema or PAIR)
 
 
+def _write(frame: pl.DataFrame | pl.LazyFrame, folder: Path, name: str) -> Path:
+    """`frame` as `folder/<name>.parquet`, written whole then renamed (a task run twice
+    leaves one file); a lazy frame streamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, out = folder / f".{name}.tmp", folder / f"{name}.parquet"
+    if isinstance(frame, pl.LazyFrame):
+        frame.sink_parquet(tmp, engine="streaming")
+    else:
+        frame.write_parquet(tmp)
+    tmp.replace(out)
+    return out
+
+
 def _write_parts(frame: pl.DataFrame, by: str, folder: Path, name: str) -> None:
-    """`frame` split by the partition column `by`, each part `folder/p=<part>/<name>.parquet`
-    (written whole, then renamed: a task run twice leaves one file)."""
+    """`frame` split by the partition column `by`, each part `folder/p=<part>/<name>.parquet`."""
     for (part,), rows in frame.partition_by(by, as_dict=True, include_key=False).items():
-        out = folder / f"p={part}"
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".{name}.tmp"
-        rows.write_parquet(tmp)
-        tmp.replace(out / f"{name}.parquet")
+        _write(rows, folder / f"p={part}", name)
 
 
 # --- the tasks (each a plain function of files, run wherever the engine runs it) -----------
@@ -146,13 +154,6 @@ def targets(
     )
     _write(pairs, Path(out) / f"p={part}", "pairs")
     return pairs.height
-
-
-def _write(frame: pl.DataFrame, folder: Path, name: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.tmp"
-    frame.write_parquet(tmp)
-    tmp.replace(folder / f"{name}.parquet")
 
 
 def follow(
@@ -216,7 +217,7 @@ def evaluate_bucket(
     split_dir: str,
     gathered: str,
     linked: dict[str, list[str]],
-    named: dict[str, dict[str, str]],
+    several: list[str],
     kept: dict[str, list[str]],
     pset: PolicySet,
     policies: list[CheckedPolicy],
@@ -231,8 +232,8 @@ def evaluate_bucket(
     """Task: the wide frame of one bucket's entities, streamed to its part file, over the
     rows they reach: their own rows where they were split, and the rows gathered for
     them (`linked`: per source that names entities, its columns holding the key of
-    `kind`; any other source is read whole; `named`: per such source, all its key
-    columns; `kept`: the columns split).  A row reached twice is read once, and rows in
+    `kind`; any other source is read whole; `several`: those that name entities in more
+    than one column; `kept`: the columns split).  A row reached twice is read once, and rows in
     the order stored, as the whole plan reads them (a first or last among rows of one
     period keeps that order).  Returns the part's rows and the worker's peak memory in
     MiB."""
@@ -247,7 +248,7 @@ def evaluate_bucket(
         if not files:
             return whole.clear()
         rows = pl.scan_parquet(files)
-        if len(named[name]) > 1:  # reached through two of its columns: once
+        if name in several:  # reached through two of its columns: once
             rows = rows.unique(ROW)
         if len(files) > 1:  # in the order stored, as the whole plan reads them
             rows = rows.sort(ROW)
@@ -256,14 +257,9 @@ def evaluate_bucket(
     sk = Naming.sk(kind)
     lazy_counted = None if counted is None else counted.lazy()
     plans = wide_plans(scan, policies, pset.catalogue, as_of, lazy_counted)
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp, part = folder / f".part-{bucket:05d}.tmp", folder / f"part-{bucket:05d}.parquet"
-    plans[kind].filter(part_of(sk, kind, ranges, parts) == bucket).sink_parquet(
-        tmp, engine="streaming"
-    )
-    tmp.replace(part)
-    return int(pl.scan_parquet(part).select(pl.len()).collect().item()), peak_rss_mb()
+    mine = plans[kind].filter(part_of(sk, kind, ranges, parts) == bucket)
+    part = _write(mine, Path(out), f"part-{bucket:05d}")
+    return stored_rows(part), peak_rss_mb()
 
 
 # --- the job -------------------------------------------------------------------------------
@@ -421,7 +417,7 @@ class PartitionedJob:
                             s: [c for c, k in self.links[s].items() if k == kind]
                             for s in reads[kind]
                         },
-                        "named": {s: self.links[s] for s in reads[kind]},
+                        "several": [s for s in reads[kind] if len(self.links[s]) > 1],
                         "kept": {s: sorted(self.split_done[s]) for s in reads[kind]},
                         "pset": self.pset,
                         "policies": mine,

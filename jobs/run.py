@@ -276,7 +276,6 @@ class NightlyRun:
         self.engine = engine
         self.request = request
         self.catalogue = catalogue
-        self.evaluator: Evaluator | None = None  # while the policies are evaluated
         self.pset = pset
         self.progress = progress or Silent()
         self.policies = pset.active(request.as_of)
@@ -538,7 +537,7 @@ class NightlyRun:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def _archive(
-        self, run_id: int, folder: Path, counted: pl.DataFrame | None
+        self, run_id: int, folder: Path, counted: pl.DataFrame | None, on: Evaluator
     ) -> tuple[HashedFile, RunArchive]:
         """Write the wide archive (features, conditions, amounts) per entity kind, the
         claims derived from it, and a copy of every policy file read.
@@ -549,7 +548,12 @@ class NightlyRun:
         the run neither writes nor hashes them."""
         req = self.request
         features = self._wide_files(
-            run_id, folder, self.policies, req.as_of, None if counted is None else counted.lazy()
+            on,
+            run_id,
+            folder,
+            self.policies,
+            req.as_of,
+            None if counted is None else counted.lazy(),
         )
         scans = {t: pl.scan_parquet(f.path) for t, f in features.items()}
         claims = _hashed_parquet(
@@ -571,7 +575,7 @@ class NightlyRun:
             policies[p.id] = HashedFile(str(copy), p.sha256)
         catalogue = copies / "features.yaml"
         shutil.copyfile(req.features_file, catalogue)
-        back_pay, back_pay_claims = self._archive_back_pay(run_id, folder)
+        back_pay, back_pay_claims = self._archive_back_pay(on, run_id, folder)
         archive = RunArchive(
             features=features,
             policies=policies,
@@ -583,6 +587,7 @@ class NightlyRun:
 
     def _wide_files(
         self,
+        on: Evaluator,
         run_id: int,
         folder: Path,
         policies: list[CheckedPolicy],
@@ -590,12 +595,10 @@ class NightlyRun:
         counted: pl.LazyFrame | None,
     ) -> dict[str, HashedFile]:
         """Per entity kind, the wide file of `policies` as of `as_of` (`features-<kind>`,
-        `@<day>` for a past one), computed by the run's engine (`jobs.engines`)."""
+        `@<day>` for a past one), computed by the run's engine `on` (`jobs.engines`)."""
         suffix = "" if as_of == self.request.as_of else f"@{as_of.isoformat()}"
-        assert self.evaluator is not None
-        wide = self.evaluator.wide(
+        wide = on.wide(
             staged_dir(self.request.store, run_id),
-            self.catalogue,
             self.pset,
             policies,
             as_of,
@@ -603,11 +606,10 @@ class NightlyRun:
             f"features{suffix}",
             self.progress.log,
         )
-        files = {
+        return {
             target: _hashed_parquet(plan, folder, f"features-{target}{suffix}")
             for target, plan in wide.items()
         }
-        return files
 
     def _past_days(self) -> dict[dt.date, list[CheckedPolicy]]:
         """Per day a past benefit period is decided as of (`back_pay_dates`), the policies
@@ -619,7 +621,7 @@ class NightlyRun:
         return dict(sorted(days.items()))
 
     def _archive_back_pay(
-        self, run_id: int, folder: Path
+        self, on: Evaluator, run_id: int, folder: Path
     ) -> tuple[dict[str, dict[str, HashedFile]], HashedFile | None]:
         """Back-pay: each past period decided as of its last day over tonight's staged
         sources, as the night's own (wide files `features-<kind>@<day>`), and their
@@ -630,7 +632,7 @@ class NightlyRun:
             self.progress.log(
                 f"back-pay: {len(policies)} policies' past period as of {day.isoformat()}"
             )
-            files[day.isoformat()] = self._wide_files(run_id, folder, policies, day, None)
+            files[day.isoformat()] = self._wide_files(on, run_id, folder, policies, day, None)
             scans = {t: pl.scan_parquet(f.path) for t, f in files[day.isoformat()].items()}
             claims.append(
                 decisions_of_wide(scans, policies, day, claims_only=True)
@@ -661,9 +663,8 @@ class NightlyRun:
             else:
                 phase = self.progress.phase("evaluate")
                 phase.status(f"{len(self.policies)} policies over the staged sources")
-                with evaluator(self.request.engine, folder / "partitioned") as self.evaluator:
-                    claims, archive = self._archive(run_id, folder, counted)
-                self.evaluator = None
+                with evaluator(self.request.engine, self.catalogue, folder / "partitioned") as on:
+                    claims, archive = self._archive(run_id, folder, counted, on)
             evaluated = evaluated_counts(_wide_files(archive), self.policies)
             timing.rows = sum(evaluated.values())
         checkpoint("run:decisions-written")

@@ -330,8 +330,8 @@ def simulate(
         staged = Path(tmp)
         reports = stage(data_dir, staged, catalogue=catalogue, progress=say)
         say.log("evaluating policies")
-        with evaluator(evaluate_on or EngineChoice(), staged / "partitioned") as engine:
-            results = evaluate(staged, pset, as_of, only, (engine, catalogue))
+        with evaluator(evaluate_on or EngineChoice(), catalogue, staged / "partitioned") as on:
+            results = evaluate(staged, pset, as_of, only, on)
         summary = _summary(results, pset, entity_segments(staged, as_of))
         if against is not None:
             old_policy = load_policy(against, pset.catalogue)
