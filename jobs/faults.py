@@ -108,7 +108,20 @@ class FileFault(JobError):
         super().__init__(what, fix=f"{remedy}, then run the same command again")
 
 
-Fault = DatabaseFault | FileFault
+class ClusterFault(JobError):
+    """The cluster of the dask or spark engine lost a worker or its connection, for a reason
+    outside the engine (a worker killed for its memory, a node gone); `what`, `remedy`
+    and `kind` as `ledgers.db.DatabaseFault`."""
+
+    kind = "lost-worker"
+
+    def __init__(self, what: str, remedy: str) -> None:
+        self.what = what
+        self.remedy = remedy
+        super().__init__(what, fix=f"{remedy}, then run the same command again")
+
+
+Fault = DatabaseFault | FileFault | ClusterFault
 # Polars and other Rust code report an OS error inside their own message.
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -185,7 +198,7 @@ def outside_fault(
     """The fault from outside the engine behind `exc`: the database's (`url`; `writing`: the
     command writes the ledger) or the file system's (writing under `folder`); None if
     `exc` is no such fault."""
-    if isinstance(exc, DatabaseFault | FileFault):
+    if isinstance(exc, DatabaseFault | FileFault | ClusterFault):
         return exc
     return database_fault(exc, url, writing=writing) or file_fault(exc, folder)
 
@@ -193,6 +206,7 @@ def outside_fault(
 __all__ = [
     "ENV",
     "PAUSE_ENV",
+    "ClusterFault",
     "Fault",
     "FileFault",
     "Stopped",

@@ -31,6 +31,7 @@ does (it is sorted by key).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,11 @@ def _read(folder: Path, schema: dict[str, Any] | None = None) -> pl.LazyFrame:
 
 
 def _write(frame: pl.DataFrame | pl.LazyFrame, folder: Path, name: str) -> Path:
-    """`frame` as `folder/<name>.parquet`, written whole then renamed (a task run twice
-    leaves one file); a lazy frame streamed."""
+    """`frame` as `folder/<name>.parquet`, written whole under a name of its own then
+    renamed (a task run twice, even at once, leaves one whole file); a lazy frame
+    streamed."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp, out = folder / f".{name}.tmp", folder / f"{name}.parquet"
+    tmp, out = folder / f".{name}.{uuid.uuid4().hex}.tmp", folder / f"{name}.parquet"
     if isinstance(frame, pl.LazyFrame):
         frame.sink_parquet(tmp, engine="streaming")
     else:
@@ -460,7 +462,12 @@ class PartitionedJob:
             ],
         )
         frontier = {kind: known / kind}
-        steps = followed(self.pset.catalogue, relations_read(self.pset.catalogue, mine, as_of))
+        # Two relations may follow the same link (the employees, the hired): once is enough.
+        steps = list(
+            dict.fromkeys(
+                followed(self.pset.catalogue, relations_read(self.pset.catalogue, mine, as_of))
+            )
+        )
         for n in range(MAX_STEPS):
             reached = base / f"reached-{n}"
             self.run(

@@ -2,7 +2,9 @@
 engine gives: the same wide archive (every feature, condition and amount, in the same
 order), the same claims, and the same ledger row by row, hashes included; on SQLite and
 PostgreSQL, on a cluster of this machine's cores, with the key split into as many ranges
-as the engine picks and into more than there are workers."""
+as the engine picks and into more than there are workers; and when a worker is killed
+while it evaluates (as the OOM killer would), the run stops open, says so without the
+cluster's stack, and the same command again finishes it with that same ledger."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import dask
+import distributed  # noqa: F401  (its settings in dask.config, before a test sets one of them)
 import polars as pl
 import pytest
 from sqlalchemy import Engine, select
@@ -17,10 +21,10 @@ from sqlalchemy import Engine, select
 from jobs.catalogue import load_source_catalogue
 from jobs.engines import EngineChoice
 from jobs.policies import features_path, load_policies
-from jobs.run import RunRequest, run_nightly_on
+from jobs.run import RunFault, RunRequest, run_nightly_on
 from ledgers.db import open_engine
 from ledgers.keys import key_file
-from ledgers.runs import get_run
+from ledgers.runs import RunState, get_run
 from ledgers.schema import EntitlementKey, Transfer
 
 AS_OF = dt.date(2026, 6, 30)
@@ -39,9 +43,39 @@ def table(engine: Engine, t: type) -> pl.DataFrame:
     return pl.DataFrame([tuple(r) for r in rows], schema=[c.name for c in cols], orient="row")
 
 
-@pytest.mark.parametrize(("name", "partitions"), [("dask", None), ("dask", 5), ("spark", 3)])
+def killed_night(engine: Engine, data: Path, store: Path, choice: EngineChoice) -> int:
+    """A night whose first evaluation task kills its worker: the run stops, open."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISBURSE_KILL_AT", "engine:evaluate_bucket")
+        # Dask would try the task on a fresh worker three times, each killed in turn.
+        with (
+            dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+            pytest.raises(RunFault) as caught,
+        ):
+            night(engine, data, store, choice)
+    error = caught.value
+    assert "could not finish the evaluate_bucket tasks" in error.message
+    assert "stopped while writing the decision files" in error.message
+    assert "nothing was posted" in error.message
+    assert "py4j" not in error.render().lower()
+    assert "\tat " not in error.render()
+    run_id = error.message.split()[1]
+    assert get_run(engine, int(run_id)).state is RunState.INGESTED
+    return int(run_id)
+
+
+@pytest.mark.parametrize(
+    ("name", "partitions", "kill"),
+    [("dask", None, False), ("dask", 5, True), ("spark", 3, True)],
+)
 def test_a_cluster_engine_writes_the_ledger_the_polars_engine_writes(
-    city: Path, db_url: str, other_db_url: str, tmp_path: Path, name: str, partitions: int | None
+    city: Path,
+    db_url: str,
+    other_db_url: str,
+    tmp_path: Path,
+    name: str,
+    partitions: int | None,
+    kill: bool,
 ) -> None:
     store_polars, store_dask = tmp_path / "polars", tmp_path / "dask"
     with open_engine(db_url, init=True) as engine:
@@ -52,7 +86,10 @@ def test_a_cluster_engine_writes_the_ledger_the_polars_engine_writes(
     store_dask.mkdir()
     shutil.copyfile(key_file(store_polars), key_file(store_dask))
     with open_engine(other_db_url, init=True) as engine:
-        second = night(engine, city, store_dask, EngineChoice(name, partitions=partitions))
+        choice = EngineChoice(name, partitions=partitions)
+        stopped = killed_night(engine, city, store_dask, choice) if kill else None
+        second = night(engine, city, store_dask, choice)
+        assert stopped in (None, second)
         dask_ledger = {t.__name__: table(engine, t) for t in (Transfer, EntitlementKey)}
         dask_run = get_run(engine, second)
     assert polars_ledger["Transfer"].height > 600
