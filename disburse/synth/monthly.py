@@ -252,18 +252,22 @@ def _grid(ctx: Context, rng: np.random.Generator, f: _Firms) -> dict[str, np.nda
     staff = headcount[larger]
     claimants[larger] += rng.poisson(staff * 0.0006 * (staff >= 30)).astype(np.int32)
 
-    # Revenue: the firm's level, season, growth trend and staff, with noise.
-    factor = rng.standard_normal((n, width), dtype=f32)
-    factor *= f.sigma[:, None]
-    np.exp(factor, out=factor)
-    factor *= revenue_season.astype(f32)[None, :]
+    # Revenue: the firm's level, season, growth trend and staff, with noise.  In float64:
+    # float32 exp and power are the CPU's own vector code, whose last bit differs from
+    # one CPU to another, and a floor of millions of fen moved with it (the same seed
+    # wrote another tax_monthly on another machine).  A float64 bit is 2**29 times
+    # finer: a fen moves about once in ten million cells.
+    noise = rng.standard_normal((n, width), dtype=f32).astype(np.float64)
+    noise *= f.sigma[:, None]
+    np.exp(noise, out=noise)
+    noise *= revenue_season[None, :]
     trend = f.revenue_growth[:, None] * (tf / 12)
     trend += 1
     np.maximum(trend, 0.2, out=trend)
-    factor *= trend
-    np.power(level, f32(0.8), out=level)  # revenue follows staff
-    factor *= level
-    revenue_fen = np.floor(factor * f.revenue0_fen[:, None]).astype(np.int64)
+    noise *= trend
+    noise *= np.power(level, 0.8, dtype=np.float64)  # revenue follows staff
+    noise *= f.revenue0_fen[:, None]
+    revenue_fen = np.floor(noise).astype(np.int64)
     revenue_fen[f.zero_filer] = 0
     quiet = np.flatnonzero(f.p_zero_month > 0)
     revenue_fen[quiet] *= (
