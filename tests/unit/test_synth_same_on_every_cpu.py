@@ -31,9 +31,7 @@ def test_the_same_seed_writes_the_same_files_whatever_vector_code_numpy_picks(
     here = [target for target in __cpu_dispatch__ if __cpu_features__.get(target)]
     older = {**os.environ, "NPY_DISABLE_CPU_FEATURES": ",".join(here)}
     for name, env in (("best", dict(os.environ)), ("plain", older)):
-        subprocess.run(
-            [sys.executable, "-c", WRITE, str(tmp_path / name)], env=env, check=True
-        )
+        subprocess.run([sys.executable, "-c", WRITE, str(tmp_path / name)], env=env, check=True)
     best, plain = digests(tmp_path / "best"), digests(tmp_path / "plain")
     assert len(best) == 14
     assert plain == best
