@@ -117,7 +117,8 @@ def dask_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
                 said = _first_line(e).split(". ", 1)[0].rstrip(".")
                 if isinstance(e, KilledWorker):
                     tries = e.allowed_failures + 1
-                    said = f"the worker running task {e.task} died ({tries} tries)"
+                    times = "once" if tries == 1 else f"on {tries} workers in turn"
+                    said = f"the worker running task {e.task} died (tried {times})"
                 if "different environments" in str(e) or _missing_module(e):
                     raise JobError(
                         f"the Dask cluster cannot read the {fn.__name__} tasks: {said}",
