@@ -6,7 +6,8 @@ The copies are made by `tests/policy_mutants.py` from a fixed seed, so a failure
 reproduces: `python -m tests.policy_mutants --seed S --count N --out F` and look for the
 named copy.  Under CI=true 2,000 copies are checked; a local run checks 300
 ($DISBURSE_FUZZ_COUNT overrides, $DISBURSE_FUZZ_SEED picks another seed).  They run in
-a child process whose memory is capped at 4 GiB, each stopped after 5 seconds.
+a child process whose memory is capped at 4 GiB, each stopped after 5 seconds of CPU
+(or 50 of the clock: a machine busy with other work makes no mutant a hang).
 """
 
 from __future__ import annotations
