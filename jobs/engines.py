@@ -19,6 +19,7 @@ key order.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import pickle
@@ -42,7 +43,7 @@ from eligibility import CheckedPolicy, PolicySet
 from jobs.catalogue import Catalogue
 from jobs.errors import JobError
 from jobs.evaluate import wide_plans
-from jobs.faults import ClusterFault, checkpoint, os_error
+from jobs.faults import ClusterFault, checkpoint, file_fault, os_error
 from jobs.partitioned import Mapper, Partitioned, PartitionedJob
 
 ENGINES = ("polars", "dask", "spark")
@@ -385,20 +386,28 @@ class Guarded:
 
 def checked(engine: str, fn: Callable[..., Any], results: list[Any]) -> list[Any]:
     """`results` if no task failed; else the first failure raised as the run's error: an
-    OS error as itself (a full disk on the shared folder is a fault from outside, and the
-    run stays open), any other as a JobError naming the task, its worker's traceback
-    as the cause."""
+    OS error from outside as itself (a full disk on the shared folder is a fault, and
+    the run stays open), any other as a JobError naming the task, its worker's
+    traceback as the cause (a missing file: the store not shared, most likely)."""
     failed = [r for r in results if isinstance(r, TaskFailed)]
     if not failed:
         return results
     first = failed[0]
     cause = WorkerTraceback(first.trace)
+    fix = first.fix or "this is a fault of the engine: report it with the output of --debug"
     if first.errno is not None:
-        raise OSError(first.errno, first.message, first.filename) from cause
+        error = OSError(first.errno, os.strerror(first.errno), first.filename)
+        if file_fault(error) is not None:
+            raise error from cause
+        if first.errno == errno.ENOENT:  # the classic sign of a folder not shared
+            fix = (
+                "every worker must see --store at the same path (a shared file system): "
+                "check that the workers see the folder the error names"
+            )
     others = f" (and {len(failed) - 1} more of {len(results)})" if len(failed) > 1 else ""
     raise JobError(
         f"the {first.task} task on {engine} failed{others}: {first.error}: {first.message}",
-        fix=first.fix or "this is a fault of the engine: report it with the output of --debug",
+        fix=fix,
     ) from cause
 
 

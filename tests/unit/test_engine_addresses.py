@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import jobs.engines
-from jobs.engines import EngineChoice, dask_mapper, spark_mapper
+from jobs.engines import EngineChoice, dask_client, dask_mapper, spark_mapper
 from jobs.errors import JobError
 
 BIN = Path(sys.executable).parent
@@ -109,12 +109,9 @@ def spark_master(tmp_path: Path) -> Iterator[str]:
 
 
 def test_dask_runs_the_tasks_on_a_scheduler_it_is_given(dask_cluster: str) -> None:
+    with dask_client(EngineChoice("dask", address=dask_cluster)) as client:
+        client.wait_for_workers(2, timeout=60)  # the worker processes joining
     with dask_mapper(EngineChoice("dask", address=dask_cluster)) as (run, threads):
-        deadline = time.monotonic() + 60
-        while threads < 2 and time.monotonic() < deadline:  # the workers joining
-            time.sleep(0.2)
-            with dask_mapper(EngineChoice("dask", address=dask_cluster)) as (_, threads):
-                pass
         assert threads == 2
         # dict: a function every Python the cluster runs has.
         assert run(dict, [{"part": p} for p in range(6)]) == [{"part": p} for p in range(6)]

@@ -36,6 +36,11 @@ def disk_full(part: int) -> int:
     raise OSError(errno.ENOSPC, "No space left on device", f"/shared/work/p={part}/x.parquet")
 
 
+def not_shared(part: int) -> int:
+    open(f"/nowhere/shared/work/p={part}/x.parquet", "rb")  # noqa: SIM115
+    return part
+
+
 def refuses(part: int) -> int:
     raise JobError(f"range {part} names no entity", fix="split again")
 
@@ -96,6 +101,16 @@ def test_a_full_shared_disk_is_a_fault_from_outside(cluster: Mapper) -> None:
     assert isinstance(fault, FileFault)
     assert fault.kind == "disk-full"
     assert "/shared/work/p=3" in fault.what
+
+
+def test_a_missing_file_says_the_store_must_be_shared(cluster: Mapper) -> None:
+    with pytest.raises(JobError) as caught:
+        cluster(not_shared, [{"part": 2}])
+    error = caught.value
+    assert "FileNotFoundError: [Errno 2] No such file or directory" in error.message
+    assert "/nowhere/shared/work/p=2/x.parquet" in error.message
+    assert outside_fault(error) is None  # not a fault from outside: the run ends failed
+    assert "every worker must see --store at the same path" in error.fix
 
 
 def test_a_lost_worker_is_a_cluster_fault(cluster: Mapper) -> None:
