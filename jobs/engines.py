@@ -47,6 +47,8 @@ from jobs.faults import ClusterFault, checkpoint, file_fault, os_error
 from jobs.partitioned import Mapper, Partitioned, PartitionedJob
 
 ENGINES = ("polars", "dask", "spark")
+# What to do when a worker was lost for its memory (the README says how much a range needs).
+SMALLER = "give more --partitions (smaller ranges) or workers with more memory"
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def dask_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
                     ) from e
                 raise ClusterFault(
                     f"the Dask cluster could not finish the {fn.__name__} tasks: {said}",
-                    "look in the Dask workers' logs for why a worker was lost (memory?)",
+                    f"a worker lost mid-task most often ran out of memory: {SMALLER}; the "
+                    "Dask workers' logs say why",
                 ) from e
             return checked("dask", fn, done)
 
@@ -216,8 +219,8 @@ def spark_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
             except Exception as e:  # a task's own error comes back as TaskFailed
                 raise ClusterFault(
                     f"Spark could not finish the {fn.__name__} tasks: {_spark_reason(e)}",
-                    f"look in Spark's log ({log}) and its executors' logs for why a worker "
-                    "was lost (memory?)",
+                    f"a worker lost mid-task most often ran out of memory: {SMALLER}; "
+                    f"Spark's log ({log}) and its executors' logs say why",
                 ) from e
             return checked("spark", fn, [result for _, result in sorted(done, key=lambda r: r[0])])
 

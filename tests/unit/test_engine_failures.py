@@ -123,5 +123,6 @@ def test_a_lost_worker_is_a_cluster_fault(cluster: Mapper) -> None:
     assert "py4j" not in text
     assert "\n\tat " not in text
     assert "then run the same command again" in fault.fix
+    assert "give more --partitions (smaller ranges)" in fault.fix
     # The cluster goes on serving after it lost the worker.
     assert cluster(double, [{"part": 4}]) == [8]
