@@ -191,9 +191,7 @@ def spark_mapper(choice: EngineChoice) -> Iterator[tuple[Mapper, int]]:
         try:
             context = SparkContext(conf=conf, gateway=gateway)
         except BaseException:
-            gateway.shutdown()
-            gateway.proc.stdin.close()
-            SparkContext._gateway = SparkContext._jvm = None
+            _end_jvm(SparkContext, gateway)
             raise
     except Exception as e:  # Java missing, the master unreachable
         raise JobError(
@@ -260,11 +258,17 @@ def _end_spark(context: Any, gateway: Any) -> None:
     """Stop the Spark context and its JVM.  PySpark keeps one JVM a process, started once
     and kept: the next run would inherit this one's environment and log file."""
     context.stop()
+    _end_jvm(type(context), gateway)
+
+
+def _end_jvm(spark_context: Any, gateway: Any) -> None:
+    """End the JVM behind `gateway`, and forget it (`spark_context`: PySpark's SparkContext
+    class, which keeps it for the process)."""
     gateway.shutdown()
     gateway.proc.stdin.close()  # the JVM ends when its input closes
     gateway.proc.wait(timeout=60)
-    type(context)._gateway = None
-    type(context)._jvm = None
+    spark_context._gateway = None
+    spark_context._jvm = None
 
 
 JAVA_FIX = "install Java 17 or later (Debian: openjdk-17-jre-headless) or set JAVA_HOME"

@@ -97,9 +97,9 @@ def stop_on_signals() -> Iterator[None]:
 # --- faults from outside -----------------------------------------------------------
 
 
-class FileFault(JobError):
-    """A file could not be written for a reason outside the engine (the disk is full, the
-    file system read-only); `what`, `remedy` and `kind` as `ledgers.db.DatabaseFault`."""
+class _OutsideFault(JobError):
+    """A fault from outside the engine: `what` happened, `remedy` is what to do before the
+    same command again, `kind` names it for code (as `ledgers.db.DatabaseFault`)."""
 
     def __init__(self, kind: str, what: str, remedy: str) -> None:
         self.kind = kind
@@ -108,17 +108,17 @@ class FileFault(JobError):
         super().__init__(what, fix=f"{remedy}, then run the same command again")
 
 
-class ClusterFault(JobError):
-    """The cluster of the dask or spark engine lost a worker or its connection, for a reason
-    outside the engine (a worker killed for its memory, a node gone); `what`, `remedy`
-    and `kind` as `ledgers.db.DatabaseFault`."""
+class FileFault(_OutsideFault):
+    """A file could not be written for a reason outside the engine (the disk is full, the
+    file system read-only)."""
 
-    kind = "lost-worker"
+
+class ClusterFault(_OutsideFault):
+    """The cluster of the dask or spark engine lost a worker or its connection, for a reason
+    outside the engine (a worker killed for its memory, a node gone)."""
 
     def __init__(self, what: str, remedy: str) -> None:
-        self.what = what
-        self.remedy = remedy
-        super().__init__(what, fix=f"{remedy}, then run the same command again")
+        super().__init__("lost-worker", what, remedy)
 
 
 Fault = DatabaseFault | FileFault | ClusterFault
